@@ -1,0 +1,482 @@
+"""The local AWS for Custom::EcsAmi: moto server plus the SSM behaviour a build depends on.
+
+moto 5.2 serves EC2, SSM parameters, IAM and CloudFormation, but its SSM Run Command never runs
+anything and it has no DescribeInstanceInformation. This module wraps moto's WSGI application and
+answers those SSM operations itself, so that every instance moto launches behaves like an SSM
+managed instance:
+
+* DescribeInstanceInformation lists a running instance as Online once it has run for
+  ECS_AMI_EMULATOR_ONLINE_DELAY seconds, and stops listing it when it stops or terminates.
+* SendCommand (AWS-RunShellScript) really runs the commands with bash, asynchronously, inside an
+  overlay of the host's root file system private to that instance, so that a file written to
+  /etc lands in the instance's own view and never on the host.
+* GetCommandInvocation, ListCommandInvocations, ListCommands and CancelCommand report Pending,
+  InProgress, then Success, Failed, TimedOut or Cancelled with the real exit code and output,
+  cut to SSM's 24,000 / 8,000 characters.
+
+It also seeds what a real account already has: the ECS-optimized Amazon Linux 2023 images that the
+public SSM parameters point at, and the builder instance profile that template.yaml would create.
+
+Every other request goes to moto unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.amis import Ami
+from moto.iam.models import iam_backends
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.ssm.models import ssm_backends
+from werkzeug.serving import run_simple
+
+STDOUT_LIMIT = 24_000
+STDERR_LIMIT = 8_000
+LIST_OUTPUT_LIMIT = 2_500
+PLUGIN = "aws:runShellScript"
+
+ONLINE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_ONLINE_DELAY", "1"))
+STATE_DIR = os.environ.get("ECS_AMI_EMULATOR_STATE") or tempfile.mkdtemp(prefix="ecs-ami-local-aws-")
+SEED_REGIONS = os.environ.get("ECS_AMI_EMULATOR_REGIONS", "us-east-1").split(",")
+BUILDER_PROFILE = os.environ.get("ECS_AMI_EMULATOR_PROFILE", "ecs-ami-builder")
+
+ECS_AL2023_PARAMETERS = {
+    "x86_64": "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",
+    "arm64": "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id",
+}
+
+
+class SsmError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def now_epoch() -> float:
+    return time.time()
+
+
+def region_of(environ: dict[str, Any]) -> str:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    match = re.search(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/", auth)
+    return match.group(1) if match else "us-east-1"
+
+
+def ec2_instance(region: str, instance_id: str):
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    return backend.get_instance_by_id(instance_id)
+
+
+def is_online(instance) -> bool:
+    if instance is None or instance.state != "running":
+        return False
+    started = instance.launch_time
+    if isinstance(started, str):
+        started = datetime.fromisoformat(started.replace("Z", "+00:00"))
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - started).total_seconds() >= ONLINE_DELAY
+
+
+class Invocation:
+    """One instance's run of one command: a bash process in the instance's own root view."""
+
+    def __init__(self, command: "Command", instance_id: str):
+        self.command = command
+        self.instance_id = instance_id
+        self.status = "Pending"
+        self.status_details = "Pending"
+        self.response_code = -1
+        self.stdout = ""
+        self.stderr = ""
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.process: subprocess.Popen | None = None
+        self.cancelled = False
+        self.lock = threading.Lock()
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.cancelled = True
+            if self.process is not None and self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            elif self.status in ("Pending", "InProgress"):
+                self.finish("Cancelled", "Cancelled", -1)
+
+    def finish(self, status: str, details: str, code: int) -> None:
+        self.status = status
+        self.status_details = details
+        self.response_code = code
+        self.ended = now_epoch()
+
+    def run(self) -> None:
+        root = os.path.join(STATE_DIR, "instances", self.instance_id)
+        upper, work, merged = (os.path.join(root, d) for d in ("upper", "work", "merged"))
+        script_dir = os.path.join(
+            upper, "var/lib/amazon/ssm", self.instance_id, "document/orchestration", self.command.id
+        )
+        for directory in (upper, work, merged, script_dir):
+            os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(script_dir, "_script.sh"), "w") as script:
+            script.write("\n".join(self.command.commands) + "\n")
+        inner = "/" + os.path.relpath(os.path.join(script_dir, "_script.sh"), upper)
+        workdir = self.command.working_directory or "/"
+        # A private mount namespace per command: the overlay (lower = host root, upper = this
+        # instance's layer) exists only for the command's lifetime, and /dev and /proc are the
+        # host's so that ordinary tools work.
+        launcher = (
+            'set -e; mount -t overlay overlay -o "lowerdir=/,upperdir=$1,workdir=$2" "$3"; '
+            'mount --rbind /dev "$3/dev"; mount -t proc proc "$3/proc"; '
+            'exec chroot "$3" /bin/bash -c \'cd "$1" 2>/dev/null || cd /; exec /bin/bash "$2"\' bash "$4" "$5"'
+        )
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "AWS_SSM_INSTANCE_ID": self.instance_id,
+            "AWS_SSM_REGION_NAME": self.command.region,
+        }
+        with self.lock:
+            if self.cancelled:
+                return
+            self.status = self.status_details = "InProgress"
+            self.started = now_epoch()
+            self.process = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", launcher,
+                 "sh", upper, work, merged, workdir, inner],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        try:
+            out, err = self.process.communicate(timeout=self.command.execution_timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            out, err = self.process.communicate()
+            timed_out = True
+        with self.lock:
+            self.stdout = out.decode("utf-8", "replace")[:STDOUT_LIMIT]
+            self.stderr = err.decode("utf-8", "replace")[:STDERR_LIMIT]
+            code = self.process.returncode
+            if self.cancelled:
+                self.finish("Cancelled", "Cancelled", -1)
+            elif timed_out:
+                self.finish("TimedOut", "ExecutionTimedOut", 124)
+            elif code == 0:
+                self.finish("Success", "Success", 0)
+            else:
+                self.finish("Failed", "Failed", code if code > 0 else 128 - code)
+
+    def describe(self) -> dict[str, Any]:
+        with self.lock:
+            elapsed = ""
+            if self.started is not None:
+                seconds = (self.ended or now_epoch()) - self.started
+                elapsed = time.strftime("PT%H:%M:%S", time.gmtime(seconds))
+            return {
+                "CommandId": self.command.id,
+                "InstanceId": self.instance_id,
+                "Comment": self.command.comment,
+                "DocumentName": self.command.document,
+                "DocumentVersion": "$DEFAULT",
+                "PluginName": PLUGIN,
+                "ResponseCode": self.response_code,
+                "ExecutionStartDateTime": iso(self.started),
+                "ExecutionElapsedTime": elapsed,
+                "ExecutionEndDateTime": iso(self.ended),
+                "Status": self.status,
+                "StatusDetails": self.status_details,
+                "StandardOutputContent": self.stdout,
+                "StandardOutputUrl": "",
+                "StandardErrorContent": self.stderr,
+                "StandardErrorUrl": "",
+            }
+
+
+def iso(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Command:
+    def __init__(self, region: str, body: dict[str, Any]):
+        parameters = body.get("Parameters") or {}
+        self.id = str(uuid.uuid4())
+        self.region = region
+        self.document = body.get("DocumentName", "")
+        self.comment = body.get("Comment", "")
+        self.parameters = parameters
+        self.commands = list(parameters.get("commands") or [])
+        self.working_directory = (parameters.get("workingDirectory") or [""])[0]
+        self.execution_timeout = int((parameters.get("executionTimeout") or ["3600"])[0])
+        self.requested = now_epoch()
+        self.invocations: dict[str, Invocation] = {}
+
+    def status(self) -> str:
+        states = {inv.status for inv in self.invocations.values()}
+        for state in ("InProgress", "Pending"):
+            if state in states:
+                return "InProgress" if state == "InProgress" or len(states) > 1 else "Pending"
+        if states == {"Success"}:
+            return "Success"
+        if "Cancelled" in states:
+            return "Cancelled"
+        if "TimedOut" in states:
+            return "TimedOut"
+        return "Failed"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "CommandId": self.id,
+            "DocumentName": self.document,
+            "DocumentVersion": "$DEFAULT",
+            "Comment": self.comment,
+            "Parameters": self.parameters,
+            "InstanceIds": list(self.invocations),
+            "Targets": [],
+            "RequestedDateTime": self.requested,
+            "Status": self.status(),
+            "StatusDetails": self.status(),
+            "TargetCount": len(self.invocations),
+            "CompletedCount": sum(
+                1 for i in self.invocations.values() if i.status not in ("Pending", "InProgress")
+            ),
+            "ErrorCount": sum(
+                1 for i in self.invocations.values() if i.status in ("Failed", "TimedOut")
+            ),
+            "TimeoutSeconds": self.execution_timeout,
+        }
+
+
+class RunCommandService:
+    """The SSM operations moto lacks, keyed on the X-Amz-Target header."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, Command] = {}
+        self.lock = threading.Lock()
+
+    def handle(self, operation: str, region: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        handler = getattr(self, "op_" + operation, None)
+        return handler(region, body) if handler else None
+
+    def op_DescribeInstanceInformation(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        wanted: set[str] | None = None
+        for item in body.get("InstanceInformationFilterList") or []:
+            if item.get("key") == "InstanceIds":
+                wanted = set(item.get("valueSet") or [])
+        for item in body.get("Filters") or []:
+            if item.get("Key") == "InstanceIds":
+                wanted = set(item.get("Values") or [])
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+        listed = []
+        for instance in backend.all_instances():
+            if wanted is not None and instance.id not in wanted:
+                continue
+            if not is_online(instance):
+                continue
+            listed.append(
+                {
+                    "InstanceId": instance.id,
+                    "PingStatus": "Online",
+                    "LastPingDateTime": now_epoch(),
+                    "AgentVersion": "3.3.0.0",
+                    "IsLatestVersion": True,
+                    "PlatformType": "Linux",
+                    "PlatformName": "Amazon Linux",
+                    "PlatformVersion": "2023",
+                    "ResourceType": "EC2Instance",
+                    "IPAddress": instance.private_ip,
+                    "ComputerName": f"ip-{instance.private_ip.replace('.', '-')}.ec2.internal",
+                }
+            )
+        return {"InstanceInformationList": listed}
+
+    def op_SendCommand(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("DocumentName") != "AWS-RunShellScript":
+            raise SsmError(
+                "InvalidDocument", "the local AWS runs only the AWS-RunShellScript document"
+            )
+        instance_ids = body.get("InstanceIds") or []
+        if not instance_ids:
+            raise SsmError("ValidationException", "InstanceIds is required by the local AWS")
+        for instance_id in instance_ids:
+            if not is_online(ec2_instance(region, instance_id)):
+                raise SsmError("InvalidInstanceId", f"Instances [[{instance_id}]] not in a valid state for account {DEFAULT_ACCOUNT_ID}")
+        command = Command(region, body)
+        for instance_id in instance_ids:
+            invocation = Invocation(command, instance_id)
+            command.invocations[instance_id] = invocation
+            threading.Thread(target=invocation.run, daemon=True).start()
+        with self.lock:
+            self.commands[command.id] = command
+        return {"Command": command.describe()}
+
+    def find(self, command_id: str) -> Command:
+        with self.lock:
+            command = self.commands.get(command_id)
+        if command is None:
+            raise SsmError("InvalidCommandId", f"command {command_id} does not exist")
+        return command
+
+    def op_GetCommandInvocation(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            command = self.commands.get(body.get("CommandId", ""))
+        invocation = command.invocations.get(body.get("InstanceId", "")) if command else None
+        if invocation is None:
+            raise SsmError("InvocationDoesNotExist", "")
+        return invocation.describe()
+
+    def op_ListCommandInvocations(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            commands = list(self.commands.values())
+        if body.get("CommandId"):
+            commands = [self.find(body["CommandId"])]
+        listed = []
+        for command in commands:
+            for instance_id, invocation in command.invocations.items():
+                if body.get("InstanceId") and body["InstanceId"] != instance_id:
+                    continue
+                detail = invocation.describe()
+                entry = {
+                    "CommandId": command.id,
+                    "InstanceId": instance_id,
+                    "Comment": command.comment,
+                    "DocumentName": command.document,
+                    "RequestedDateTime": command.requested,
+                    "Status": detail["Status"],
+                    "StatusDetails": detail["StatusDetails"],
+                    "StandardOutputUrl": "",
+                    "StandardErrorUrl": "",
+                    "CommandPlugins": [],
+                }
+                if body.get("Details"):
+                    entry["CommandPlugins"] = [
+                        {
+                            "Name": PLUGIN,
+                            "Status": detail["Status"],
+                            "StatusDetails": detail["StatusDetails"],
+                            "ResponseCode": detail["ResponseCode"],
+                            "Output": (detail["StandardOutputContent"] + detail["StandardErrorContent"])[:LIST_OUTPUT_LIMIT],
+                        }
+                    ]
+                listed.append(entry)
+        return {"CommandInvocations": listed}
+
+    def op_ListCommands(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            commands = list(self.commands.values())
+        if body.get("CommandId"):
+            commands = [self.find(body["CommandId"])]
+        if body.get("InstanceId"):
+            commands = [c for c in commands if body["InstanceId"] in c.invocations]
+        return {"Commands": [c.describe() for c in commands]}
+
+    def op_CancelCommand(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        command = self.find(body.get("CommandId", ""))
+        targets = body.get("InstanceIds") or list(command.invocations)
+        for instance_id in targets:
+            invocation = command.invocations.get(instance_id)
+            if invocation is not None:
+                invocation.cancel()
+        return {}
+
+
+class LocalAws:
+    def __init__(self) -> None:
+        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.run_command = RunCommandService()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("AmazonSSM."):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length) if length else b""
+            try:
+                body = json.loads(raw or b"{}")
+                answer = self.run_command.handle(target.split(".", 1)[1], region_of(environ), body)
+            except SsmError as error:
+                return respond(start_response, error.status, {"__type": error.code, "message": error.message})
+            if answer is not None:
+                return respond(start_response, 200, answer)
+            # Not ours: hand moto the body we already consumed.
+
+            environ["wsgi.input"] = io.BytesIO(raw)
+        return self.moto(environ, start_response)
+
+
+def respond(start_response: Any, status: int, payload: dict[str, Any]) -> list[bytes]:
+    data = json.dumps(payload).encode()
+    reason = {200: "OK", 400: "Bad Request"}.get(status, "Error")
+    start_response(
+        f"{status} {reason}",
+        [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))],
+    )
+    return [data]
+
+
+def seed(region: str) -> None:
+    """What a real account has from day one: public ECS AMIs and the builder's instance profile."""
+    ec2 = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    ssm = ssm_backends[DEFAULT_ACCOUNT_ID][region]
+    for architecture, parameter in ECS_AL2023_PARAMETERS.items():
+        image_id = ssm.get_parameter(parameter).value
+        if image_id in ec2.amis:
+            continue
+        ec2.amis[image_id] = Ami(
+            ec2,
+            image_id,
+            name=f"al2023-ami-ecs-hvm-2023.0.20261101-kernel-6.1-{architecture}",
+            description="Amazon Linux AMI 2023.0.20261101 ECS HVM (seeded by the local AWS)",
+            owner_id="591542846629",
+            owner_alias="amazon",
+            public=True,
+            virtualization_type="hvm",
+            architecture=architecture,
+            root_device_type="ebs",
+            root_device_name="/dev/xvda",
+            region_name=region,
+        )
+    iam = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
+    if BUILDER_PROFILE not in {p.name for p in iam.instance_profiles.values()}:
+        iam.create_instance_profile(BUILDER_PROFILE, "/", role_names=[], tags=[])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", nargs="?", type=int, default=5000)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    for region in SEED_REGIONS:
+        seed(region.strip())
+    app = LocalAws()
+    print(f"local AWS on http://{args.host}:{args.port} (instance state in {STATE_DIR})", flush=True)
+    try:
+        run_simple(args.host, args.port, app, threaded=True)
+    finally:
+        shutil.rmtree(os.path.join(STATE_DIR, "instances"), ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+//! The local command line: runs the Lambda's handler in-process against whatever AWS endpoint the
+//! environment names (`AWS_ENDPOINT_URL` for the local AWS), catching the response itself.
+//!
+//! Exit codes: 0 SUCCESS, 1 FAILED (or the response could not be delivered), 2 unusable input.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ecs_ami::aws::Aws;
+use ecs_ami::cfn::{HttpSink, Status};
+use ecs_ami::handler::{self, HandleError, Limits};
+use ecs_ami::local::ResponseCatcher;
+use serde_json::Value;
+
+const USAGE: &str = "usage: ecs-ami invoke EVENT.json   (use - to read the event from stdin)
+
+Runs a CloudFormation custom resource event through the same handler the Lambda runs, against the
+AWS endpoint the environment names (AWS_ENDPOINT_URL, AWS_REGION, credentials). Progress goes to
+stderr; the response body CloudFormation would receive goes to stdout.";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["invoke", path] => invoke(path).await,
+        ["-h" | "--help" | "help"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn invoke(path: &str) -> ExitCode {
+    ecs_ami::logging::init_cli();
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    let mut event: Value = match text.map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+        Ok(event) => event,
+        Err(problem) => {
+            eprintln!("ecs-ami: cannot use {path}: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut catcher = match ResponseCatcher::start().await {
+        Ok(catcher) => catcher,
+        Err(error) => {
+            eprintln!("ecs-ami: cannot listen on 127.0.0.1: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(url) = event.get_mut("ResponseURL") {
+        *url = Value::String(catcher.url.clone());
+    }
+    let aws = Aws::from_env().await;
+    let sink = HttpSink::with_retries(3, Duration::from_millis(200));
+    match handler::handle(event, &aws, &sink, Limits::default()).await {
+        Ok(response) => {
+            let body = catcher.next(Duration::from_secs(5)).await.unwrap_or_else(|| response.body());
+            println!("{}", String::from_utf8_lossy(&body));
+            if response.status == Status::Success { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(error @ HandleError::NotCloudFormation(_)) => {
+            eprintln!("ecs-ami: {error}");
+            ExitCode::from(2)
+        }
+        Err(error) => {
+            eprintln!("ecs-ami: {error}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! What makes two builds produce the same image.
+//!
+//! The fingerprint covers every input that changes the image's content: the resolved source AMI
+//! (not the parameter name, so a new ECS-optimized release rebuilds), the instance type, the
+//! block devices, the steps, and an explicit AMI name (names cannot be changed in place). Tags,
+//! the description, the subnet, security groups and the instance profile do not change what is
+//! on the disk, so changing them alone never rebuilds.
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::cfn::properties::AmiSpec;
+
+/// Bumped when the meaning of a fingerprint changes, so old images are rebuilt rather than
+/// wrongly reused.
+const VERSION: &str = "v1";
+
+pub fn of(spec: &AmiSpec, source_image: &str, instance_type: &str) -> String {
+    let canonical = json!({
+        "version": VERSION,
+        "source_image": source_image,
+        "instance_type": instance_type,
+        "block_devices": spec.block_device_mappings,
+        "steps": spec.steps,
+        "ami_name": spec.ami_name,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{VERSION}-{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn spec(extra: Value) -> AmiSpec {
+        let mut base = json!({
+            "SourceAmiParameter": "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",
+            "IamInstanceProfile": "builder",
+            "Steps": [{"Name": "a", "Commands": ["echo a"]}]
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        AmiSpec::parse(&base).unwrap()
+    }
+
+    #[test]
+    fn metadata_changes_keep_the_fingerprint() {
+        let base = of(&spec(json!({})), "ami-12345678", "t3.medium");
+        for extra in [
+            json!({"Tags": {"team": "x"}}),
+            json!({"AmiDescription": "new words"}),
+            json!({"SubnetId": "subnet-12345678"}),
+            json!({"SecurityGroupIds": ["sg-12345678"]}),
+            json!({"IamInstanceProfile": "other"}),
+        ] {
+            assert_eq!(of(&spec(extra.clone()), "ami-12345678", "t3.medium"), base, "{extra}");
+        }
+    }
+
+    #[test]
+    fn content_changes_change_the_fingerprint() {
+        let base = of(&spec(json!({})), "ami-12345678", "t3.medium");
+        assert_ne!(of(&spec(json!({})), "ami-87654321", "t3.medium"), base);
+        assert_ne!(of(&spec(json!({})), "ami-12345678", "t3.large"), base);
+        for extra in [
+            json!({"Steps": [{"Name": "a", "Commands": ["echo b"]}]}),
+            json!({"Steps": [{"Name": "a", "Commands": ["echo a"], "Environment": {"X": "1"}}]}),
+            json!({"Steps": [{"Name": "a", "Commands": ["echo a"], "TimeoutSeconds": 60}]}),
+            json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20}}]}),
+            json!({"AmiName": "fixed-name"}),
+        ] {
+            assert_ne!(of(&spec(extra.clone()), "ami-12345678", "t3.medium"), base, "{extra}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_fit_in_a_tag_value() {
+        assert!(of(&spec(json!({})), "ami-12345678", "t3.medium").len() <= 256);
+    }
+}

@@ -1,0 +1,829 @@
+//! The build, independent of Lambda: Create as a resumable state machine, Update's three ways
+//! (retag in place, reuse, rebuild), Delete, and the cleanup that every failure ends with.
+//!
+//! Each phase of [`Build`] does one thing against AWS and says what comes next, so the whole
+//! build is a value that can be saved between phases (the hand-over to a fresh invocation builds
+//! on this). Every resource a build creates carries the request's identity tags, so cleanup can
+//! find it even when the in-memory state was lost to a panic or a timeout.
+
+pub mod fingerprint;
+pub mod script;
+mod time;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{Aws, AwsError, Image, ImageRequest, LaunchRequest, StepStatus};
+use crate::cfn::properties::{AmiSpec, Source, TAG_PREFIX};
+use crate::cfn::{Identity, Outcome, short_hash};
+
+pub const TAG_STACK: &str = "ecs-ami:stack-id";
+pub const TAG_LOGICAL: &str = "ecs-ami:logical-id";
+pub const TAG_REQUEST: &str = "ecs-ami:request-id";
+pub const TAG_FINGERPRINT: &str = "ecs-ami:fingerprint";
+pub const TAG_SOURCE: &str = "ecs-ami:source-image";
+pub const TAG_IMAGE: &str = "ecs-ami:image-id";
+
+/// How long each wait may last and how often it polls. Polls start at one second and slow down
+/// in proportion to the time already waited, up to `max_poll`, so quick emulator builds finish
+/// quickly while a 25-minute snapshot costs a few dozen calls.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub online_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub image_timeout: Duration,
+    pub min_poll: Duration,
+    pub max_poll: Duration,
+    /// The wall-clock instant by which the build must have given up and cleaned up.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            online_timeout: Duration::from_secs(600),
+            stop_timeout: Duration::from_secs(600),
+            image_timeout: Duration::from_secs(3000),
+            min_poll: Duration::from_secs(1),
+            max_poll: Duration::from_secs(10),
+            deadline: None,
+        }
+    }
+}
+
+impl Timing {
+    fn next_poll(&self, waited: Duration) -> Duration {
+        (waited / 3).clamp(self.min_poll, self.max_poll)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Resolve,
+    Launch,
+    AwaitOnline { waited: Duration },
+    StartStep { index: usize },
+    AwaitStep { index: usize, command_id: String, waited: Duration },
+    Stop,
+    AwaitStopped { waited: Duration },
+    CreateImage,
+    AwaitImage { waited: Duration },
+    TagSnapshots,
+    Finish,
+    Done,
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolving the source AMI",
+            Phase::Launch => "launching the builder",
+            Phase::AwaitOnline { .. } => "waiting for SSM to report the builder Online",
+            Phase::StartStep { .. } | Phase::AwaitStep { .. } => "running a step",
+            Phase::Stop | Phase::AwaitStopped { .. } => "stopping the builder",
+            Phase::CreateImage | Phase::AwaitImage { .. } => "creating the image",
+            Phase::TagSnapshots => "tagging the snapshots",
+            Phase::Finish | Phase::Done => "cleaning up the builder",
+        }
+    }
+}
+
+/// A resolved source: the AMI id a parameter pointed at and what it implies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub source_image: String,
+    pub architecture: String,
+    pub instance_type: String,
+    pub fingerprint: String,
+}
+
+/// The whole state of one Create (or rebuilding Update), saved between phases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Build {
+    pub phase: Phase,
+    pub spec: AmiSpec,
+    pub image_name: String,
+    pub resolved: Option<Resolved>,
+    pub instance_id: Option<String>,
+    pub image_id: Option<String>,
+    pub snapshot_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    pub message: String,
+}
+
+impl From<AwsError> for BuildError {
+    fn from(error: AwsError) -> Self {
+        BuildError {
+            message: error.to_string(),
+        }
+    }
+}
+
+fn fail<T>(message: impl Into<String>) -> Result<T, BuildError> {
+    Err(BuildError {
+        message: message.into(),
+    })
+}
+
+enum Next {
+    Now(Phase),
+    After(Duration, Phase),
+}
+
+impl Build {
+    pub fn new(spec: AmiSpec, identity: &Identity) -> Build {
+        let image_name = spec
+            .ami_name
+            .clone()
+            .unwrap_or_else(|| default_image_name(identity, time::utc_stamp()));
+        Build {
+            phase: Phase::Resolve,
+            spec,
+            image_name,
+            resolved: None,
+            instance_id: None,
+            image_id: None,
+            snapshot_ids: Vec::new(),
+        }
+    }
+
+    /// Runs phases until the build is done, fails, or the deadline passes; on failure cleans up
+    /// and says what was left, so the caller only has to answer.
+    pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Outcome {
+        let failed_id = crate::cfn::failed_create_physical_id(identity);
+        let started = tokio::time::Instant::now();
+        loop {
+            if self.phase == Phase::Done {
+                return self.success_outcome();
+            }
+            if timing.deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                let message = format!(
+                    "ran out of time while {} ({} s into this invocation); the build needs the hand-over to a fresh invocation to run longer",
+                    self.phase.name(),
+                    started.elapsed().as_secs()
+                );
+                return self.fail_and_clean(aws, identity, &failed_id, message).await;
+            }
+            match self.advance(aws, identity, timing).await {
+                Ok(Next::Now(phase)) => self.phase = phase,
+                Ok(Next::After(pause, phase)) => {
+                    self.phase = phase;
+                    tokio::time::sleep(pause).await;
+                }
+                Err(error) => {
+                    let message = format!("failed while {}: {}", self.phase.name(), error.message);
+                    return self.fail_and_clean(aws, identity, &failed_id, message).await;
+                }
+            }
+        }
+    }
+
+    async fn fail_and_clean(&self, aws: &Aws, identity: &Identity, failed_id: &str, message: String) -> Outcome {
+        tracing::error!(problem = %message, "build failed; cleaning up");
+        let running_command = match &self.phase {
+            Phase::AwaitStep { command_id, .. } => Some(command_id.as_str()),
+            _ => None,
+        };
+        let known = Leftovers {
+            instance_id: self.instance_id.clone(),
+            image_id: self.image_id.clone(),
+            command_id: running_command.map(str::to_owned),
+        };
+        let report = clean_up(aws, identity, &known).await;
+        Outcome::failed(failed_id, format!("{message}. {report}"))
+    }
+
+    fn success_outcome(&self) -> Outcome {
+        let resolved = self.resolved.as_ref().expect("a finished build was resolved");
+        let image_id = self.image_id.clone().expect("a finished build has an image");
+        let mut data = BTreeMap::new();
+        data.insert("ImageId".into(), image_id.clone());
+        data.insert("ImageName".into(), self.image_name.clone());
+        data.insert("SourceImageId".into(), resolved.source_image.clone());
+        data.insert("SnapshotIds".into(), self.snapshot_ids.join(","));
+        data.insert("Fingerprint".into(), resolved.fingerprint.clone());
+        Outcome::success(image_id, data)
+    }
+
+    async fn advance(&mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Result<Next, BuildError> {
+        match self.phase.clone() {
+            Phase::Resolve => {
+                self.resolved = Some(resolve(aws, &self.spec).await?);
+                Ok(Next::Now(Phase::Launch))
+            }
+            Phase::Launch => {
+                let resolved = self.resolved.as_ref().expect("resolved before launch");
+                let mut tags = identity_tags(identity);
+                tags.insert(
+                    "Name".into(),
+                    format!("ecs-ami builder {}/{}", identity.stack_name(), identity.logical_id),
+                );
+                let request = LaunchRequest {
+                    image_id: resolved.source_image.clone(),
+                    instance_type: resolved.instance_type.clone(),
+                    instance_profile: self.spec.iam_instance_profile.clone(),
+                    subnet_id: self.spec.subnet_id.clone(),
+                    security_group_ids: self.spec.security_group_ids.clone(),
+                    block_devices: self.spec.block_device_mappings.clone(),
+                    tags,
+                    client_token: client_token(identity),
+                };
+                let instance_id = aws.launch_builder(&request).await?;
+                tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
+                self.instance_id = Some(instance_id);
+                Ok(Next::Now(Phase::AwaitOnline { waited: Duration::ZERO }))
+            }
+            Phase::AwaitOnline { waited } => {
+                let instance_id = self.instance();
+                if aws.instance_online(instance_id).await? {
+                    tracing::info!(instance_id, waited_s = waited.as_secs(), "builder is Online in SSM");
+                    return Ok(Next::Now(Phase::StartStep { index: 0 }));
+                }
+                match aws.instance_state(instance_id).await?.as_deref() {
+                    Some("pending" | "running") => {}
+                    other => {
+                        return fail(format!(
+                            "builder {instance_id} is {} instead of running",
+                            other.unwrap_or("gone")
+                        ));
+                    }
+                }
+                if waited >= timing.online_timeout {
+                    return fail(format!(
+                        "SSM did not report builder {instance_id} Online within {} s; check that IamInstanceProfile {} allows SSM (AmazonSSMManagedInstanceCore) and that the subnet reaches the SSM endpoints",
+                        timing.online_timeout.as_secs(),
+                        self.spec.iam_instance_profile
+                    ));
+                }
+                let pause = timing.next_poll(waited);
+                Ok(Next::After(pause, Phase::AwaitOnline { waited: waited + pause }))
+            }
+            Phase::StartStep { index } => {
+                let Some(step) = self.spec.steps.get(index) else {
+                    return Ok(Next::Now(Phase::Stop));
+                };
+                let command_id = aws
+                    .run_step(
+                        self.instance(),
+                        &script::render(step),
+                        step.timeout_seconds,
+                        &format!("ecs-ami step {}", step.name),
+                    )
+                    .await?;
+                tracing::info!(step = %step.name, number = index + 1, of = self.spec.steps.len(), command_id = %command_id, "step started");
+                Ok(Next::After(
+                    timing.min_poll,
+                    Phase::AwaitStep { index, command_id, waited: timing.min_poll },
+                ))
+            }
+            Phase::AwaitStep { index, command_id, waited } => {
+                let step = &self.spec.steps[index];
+                let result = aws.step_result(&command_id, self.instance()).await?;
+                let position = format!("step {:?} ({} of {})", step.name, index + 1, self.spec.steps.len());
+                match result.status {
+                    StepStatus::Running => {
+                        // SSM enforces the step's own timeout; this margin covers delivery.
+                        let limit = Duration::from_secs(u64::from(step.timeout_seconds) + 120);
+                        if waited >= limit {
+                            aws.cancel_step(&command_id, self.instance()).await.ok();
+                            return fail(format!("{position} was still running after {} s", waited.as_secs()));
+                        }
+                        let pause = timing.next_poll(waited);
+                        Ok(Next::After(pause, Phase::AwaitStep { index, command_id, waited: waited + pause }))
+                    }
+                    StepStatus::Success => {
+                        tracing::info!(step = %step.name, status = "Success", stdout = %tail(&result.stdout, 20, 2000), "step finished");
+                        Ok(Next::Now(Phase::StartStep { index: index + 1 }))
+                    }
+                    StepStatus::Failed | StepStatus::TimedOut | StepStatus::Cancelled => {
+                        tracing::warn!(step = %step.name, status = ?result.status, exit_code = result.exit_code, stdout = %tail(&result.stdout, 20, 2000), stderr = %tail(&result.stderr, 20, 2000), "step failed");
+                        let how = match result.status {
+                            StepStatus::TimedOut => format!("timed out after its {} s TimeoutSeconds", step.timeout_seconds),
+                            StepStatus::Cancelled => "was cancelled".to_owned(),
+                            _ => format!("exited {}", result.exit_code),
+                        };
+                        fail(format!(
+                            "{position} {how}; stderr: {}; stdout: {}",
+                            quoted_tail(&result.stderr),
+                            quoted_tail(&result.stdout)
+                        ))
+                    }
+                }
+            }
+            Phase::Stop => {
+                aws.stop_instance(self.instance()).await?;
+                tracing::info!(instance_id = self.instance(), "stopping the builder");
+                Ok(Next::Now(Phase::AwaitStopped { waited: Duration::ZERO }))
+            }
+            Phase::AwaitStopped { waited } => {
+                let instance_id = self.instance();
+                match aws.instance_state(instance_id).await?.as_deref() {
+                    Some("stopped") => Ok(Next::Now(Phase::CreateImage)),
+                    Some("stopping" | "running" | "pending") if waited < timing.stop_timeout => {
+                        let pause = timing.next_poll(waited);
+                        Ok(Next::After(pause, Phase::AwaitStopped { waited: waited + pause }))
+                    }
+                    Some("stopping" | "running" | "pending") => {
+                        fail(format!("builder {instance_id} did not stop within {} s", timing.stop_timeout.as_secs()))
+                    }
+                    other => fail(format!("builder {instance_id} is {} instead of stopping", other.unwrap_or("gone"))),
+                }
+            }
+            Phase::CreateImage => {
+                let resolved = self.resolved.as_ref().expect("resolved before imaging");
+                let request = ImageRequest {
+                    instance_id: self.instance().to_owned(),
+                    name: self.image_name.clone(),
+                    description: self.spec.ami_description.clone(),
+                    block_devices: self.spec.block_device_mappings.clone(),
+                    tags: image_tags(identity, &self.spec, resolved),
+                };
+                let image_id = aws.create_image(&request).await?;
+                tracing::info!(image_id = %image_id, name = %self.image_name, "image requested");
+                self.image_id = Some(image_id);
+                Ok(Next::Now(Phase::AwaitImage { waited: Duration::ZERO }))
+            }
+            Phase::AwaitImage { waited } => {
+                let image_id = self.image_id.clone().expect("image requested");
+                let image = aws.describe_image(&image_id).await?;
+                let state = image.as_ref().map(|i| i.state.clone());
+                match state.as_deref() {
+                    Some("available") => {
+                        let image = image.expect("matched Some");
+                        tracing::info!(image_id = %image_id, snapshots = %image.snapshot_ids.join(","), "image available");
+                        self.snapshot_ids = image.snapshot_ids;
+                        Ok(Next::Now(Phase::TagSnapshots))
+                    }
+                    Some("pending") | None if waited < timing.image_timeout => {
+                        let pause = timing.next_poll(waited);
+                        Ok(Next::After(pause, Phase::AwaitImage { waited: waited + pause }))
+                    }
+                    Some("pending") | None => fail(format!(
+                        "image {image_id} was not available within {} s",
+                        timing.image_timeout.as_secs()
+                    )),
+                    Some(state) => fail(format!(
+                        "image {image_id} ended {state}: {}",
+                        image.and_then(|i| i.state_reason.clone()).unwrap_or_else(|| "no reason given".into())
+                    )),
+                }
+            }
+            Phase::TagSnapshots => {
+                let resolved = self.resolved.as_ref().expect("resolved");
+                let mut tags = image_tags(identity, &self.spec, resolved);
+                tags.insert(TAG_IMAGE.into(), self.image_id.clone().expect("image exists"));
+                aws.tag(&self.snapshot_ids, &tags).await?;
+                Ok(Next::Now(Phase::Finish))
+            }
+            Phase::Finish => {
+                let instance_id = self.instance().to_owned();
+                aws.terminate_instance(&instance_id).await?;
+                tracing::info!(instance_id = %instance_id, "builder terminated");
+                Ok(Next::Now(Phase::Done))
+            }
+            Phase::Done => Ok(Next::Now(Phase::Done)),
+        }
+    }
+
+    fn instance(&self) -> &str {
+        self.instance_id.as_deref().expect("launched before this phase")
+    }
+}
+
+async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
+    let source_image = match &spec.source {
+        Source::Ami(id) => id.clone(),
+        Source::Parameter(name) => {
+            let value = aws.parameter_value(name).await.map_err(|e| BuildError {
+                message: format!("SourceAmiParameter {name} could not be read: {e}"),
+            })?;
+            if !crate::cfn::is_image_id(&value) {
+                return fail(format!("SourceAmiParameter {name} holds {value:?}, which is not an AMI id"));
+            }
+            value
+        }
+    };
+    let Some(image) = aws.describe_image(&source_image).await? else {
+        return fail(format!(
+            "source AMI {source_image} does not exist in this region or is not shared with this account"
+        ));
+    };
+    if image.state != "available" {
+        return fail(format!("source AMI {source_image} is {}, not available", image.state));
+    }
+    let architecture = image.architecture.clone();
+    let instance_type = spec.instance_type.clone().unwrap_or_else(|| default_instance_type(&architecture).into());
+    let fingerprint = fingerprint::of(spec, &source_image, &instance_type);
+    tracing::info!(source_image = %source_image, architecture = %architecture, "source resolved");
+    Ok(Resolved {
+        source_image,
+        architecture,
+        instance_type,
+        fingerprint,
+    })
+}
+
+/// Burstable general-purpose types: enough memory for `dnf update` and Docker pulls, cheap for
+/// the few minutes a build runs.
+pub fn default_instance_type(architecture: &str) -> &'static str {
+    if architecture == "arm64" { "t4g.medium" } else { "t3.medium" }
+}
+
+/// Stack, logical id and UTC time, readable in the console, plus a short request hash so that
+/// two builds in the same second never collide. AMI names allow only a few punctuation marks.
+pub fn default_image_name(identity: &Identity, utc_stamp: String) -> String {
+    let raw = format!(
+        "{}-{}-{}-{}",
+        identity.stack_name(),
+        identity.logical_id,
+        utc_stamp,
+        &short_hash(&identity.request_id)[..6]
+    );
+    let cleaned: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "()[]./-'@_".contains(c) { c } else { '-' })
+        .collect();
+    if cleaned.len() <= 128 {
+        cleaned
+    } else {
+        // Keep the distinguishing end (time and hash).
+        cleaned[cleaned.len() - 128..].to_owned()
+    }
+}
+
+/// Derived from the request, so a re-delivered event cannot launch a second builder.
+pub fn client_token(identity: &Identity) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(
+        format!("{}\n{}\n{}", identity.stack_id, identity.logical_id, identity.request_id).as_bytes(),
+    );
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("ecs-ami-{}", &hex[..48])
+}
+
+pub fn identity_tags(identity: &Identity) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TAG_STACK.to_owned(), identity.stack_id.clone()),
+        (TAG_LOGICAL.to_owned(), identity.logical_id.clone()),
+        (TAG_REQUEST.to_owned(), identity.request_id.clone()),
+    ])
+}
+
+fn resource_tags(identity: &Identity) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TAG_STACK.to_owned(), identity.stack_id.clone()),
+        (TAG_LOGICAL.to_owned(), identity.logical_id.clone()),
+    ])
+}
+
+fn image_tags(identity: &Identity, spec: &AmiSpec, resolved: &Resolved) -> BTreeMap<String, String> {
+    let mut tags = spec.tags.clone();
+    tags.extend(identity_tags(identity));
+    tags.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
+    tags.insert(TAG_SOURCE.into(), resolved.source_image.clone());
+    tags
+}
+
+fn owned_by(image: &Image, identity: &Identity) -> bool {
+    image.tags.get(TAG_STACK) == Some(&identity.stack_id) && image.tags.get(TAG_LOGICAL) == Some(&identity.logical_id)
+}
+
+fn image_outcome(image: &Image) -> Outcome {
+    let mut data = BTreeMap::new();
+    data.insert("ImageId".into(), image.id.clone());
+    data.insert("ImageName".into(), image.name.clone());
+    data.insert("SourceImageId".into(), image.tags.get(TAG_SOURCE).cloned().unwrap_or_default());
+    data.insert("SnapshotIds".into(), image.snapshot_ids.join(","));
+    data.insert("Fingerprint".into(), image.tags.get(TAG_FINGERPRINT).cloned().unwrap_or_default());
+    Outcome::success(image.id.clone(), data)
+}
+
+/// The last `lines` lines of `text`, at most `max` bytes.
+fn tail(text: &str, lines: usize, max: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    let kept = all[all.len().saturating_sub(lines)..].join("\n");
+    if kept.len() <= max {
+        return kept;
+    }
+    let mut start = kept.len() - max;
+    while !kept.is_char_boundary(start) {
+        start += 1;
+    }
+    kept[start..].to_owned()
+}
+
+fn quoted_tail(text: &str) -> String {
+    let kept = tail(text, 10, 1200);
+    if kept.is_empty() { "(empty)".into() } else { format!("{kept:?}") }
+}
+
+pub async fn create(aws: &Aws, identity: &Identity, spec: AmiSpec, timing: &Timing) -> Outcome {
+    Build::new(spec, identity).run(aws, identity, timing).await
+}
+
+/// Update: keep the image when nothing that shapes its content changed, reuse an earlier image of
+/// this resource with the wanted content (a rollback), or build a new one.
+pub async fn update(aws: &Aws, identity: &Identity, physical_id: &str, spec: AmiSpec, timing: &Timing) -> Outcome {
+    let resolved = match resolve(aws, &spec).await {
+        Ok(resolved) => resolved,
+        Err(error) => return Outcome::failed(physical_id, format!("Update failed while resolving the source AMI: {}; the existing image {physical_id} is unchanged", error.message)),
+    };
+    let current = if crate::cfn::is_image_id(physical_id) {
+        match aws.describe_image(physical_id).await {
+            Ok(image) => image,
+            Err(error) => return Outcome::failed(physical_id, format!("Update could not read the existing image: {error}")),
+        }
+    } else {
+        None
+    };
+    if let Some(image) = current.filter(|i| owned_by(i, identity) && i.state == "available") {
+        if image.tags.get(TAG_FINGERPRINT) == Some(&resolved.fingerprint) {
+            return match retag(aws, &image, &spec).await {
+                Ok(()) => {
+                    tracing::info!(image_id = %image.id, "content unchanged: tags and description updated in place");
+                    let refreshed = aws.describe_image(&image.id).await.ok().flatten().unwrap_or(image);
+                    image_outcome(&refreshed)
+                }
+                Err(error) => Outcome::failed(physical_id, format!("Update could not retag image {physical_id}: {error}")),
+            };
+        }
+    }
+    let mut wanted = resource_tags(identity);
+    wanted.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
+    match aws.images_tagged(&wanted).await {
+        Ok(images) => {
+            if let Some(image) = images.into_iter().find(|i| i.state == "available") {
+                tracing::info!(image_id = %image.id, "an earlier image of this resource has the wanted content: reusing it");
+                if let Err(error) = retag(aws, &image, &spec).await {
+                    return Outcome::failed(physical_id, format!("Update could not retag reused image {}: {error}", image.id));
+                }
+                return image_outcome(&image);
+            }
+        }
+        Err(error) => return Outcome::failed(physical_id, format!("Update could not look for earlier images: {error}")),
+    }
+    let outcome = create(aws, identity, spec, timing).await;
+    match outcome.status {
+        // A failed rebuild keeps the resource on its existing image: a different physical id
+        // here would make CloudFormation treat the failure as a replacement.
+        crate::cfn::Status::Failed => Outcome {
+            physical_id: physical_id.to_owned(),
+            reason: outcome.reason.map(|r| format!("Update {r}; the existing image {physical_id} is unchanged")),
+            ..outcome
+        },
+        crate::cfn::Status::Success => outcome,
+    }
+}
+
+/// Bring the image's and its snapshots' user tags and description to what the spec says.
+async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
+    let mut resources = vec![image.id.clone()];
+    resources.extend(image.snapshot_ids.iter().cloned());
+    let stale: Vec<String> = image
+        .tags
+        .keys()
+        .filter(|k| !k.starts_with(TAG_PREFIX) && !spec.tags.contains_key(*k))
+        .cloned()
+        .collect();
+    aws.untag(&resources, &stale).await?;
+    aws.tag(&resources, &spec.tags).await?;
+    if let Some(description) = &spec.ami_description {
+        if image.description.as_ref() != Some(description) {
+            aws.set_image_description(&image.id, description).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Delete: deregister the image and delete every snapshot it used. An id that is not an image, an
+/// image already gone, and an image some other resource built all end in SUCCESS, and say so.
+pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcome {
+    if !crate::cfn::is_image_id(physical_id) {
+        return Outcome::success(physical_id, BTreeMap::new())
+            .with_reason(format!("{physical_id} is not an AMI id (its Create failed before an image existed): nothing to delete"));
+    }
+    let image = match aws.describe_image(physical_id).await {
+        Ok(image) => image,
+        Err(error) => return Outcome::failed(physical_id, format!("Delete could not read image {physical_id}: {error}")),
+    };
+    if let Some(image) = &image {
+        if !owned_by(image, identity) {
+            return Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
+                "image {physical_id} was not built by {}/{}: left untouched",
+                identity.stack_name(),
+                identity.logical_id
+            ));
+        }
+    }
+    let mut snapshots: Vec<String> = image.as_ref().map(|i| i.snapshot_ids.clone()).unwrap_or_default();
+    let mut by_tag = resource_tags(identity);
+    by_tag.insert(TAG_IMAGE.into(), physical_id.to_owned());
+    match aws.snapshots_tagged(&by_tag).await {
+        Ok(found) => snapshots.extend(found),
+        Err(error) => return Outcome::failed(physical_id, format!("Delete could not list the snapshots of {physical_id}: {error}")),
+    }
+    snapshots.sort();
+    snapshots.dedup();
+    if image.is_some() {
+        if let Err(error) = aws.deregister_image(physical_id).await {
+            return Outcome::failed(physical_id, format!("Delete could not deregister {physical_id}: {error}"));
+        }
+        tracing::info!(image_id = physical_id, "image deregistered");
+    }
+    let mut failures = Vec::new();
+    for snapshot in &snapshots {
+        match aws.delete_snapshot(snapshot).await {
+            Ok(()) => tracing::info!(snapshot_id = %snapshot, "snapshot deleted"),
+            Err(error) => failures.push(format!("{snapshot} ({error})")),
+        }
+    }
+    if !failures.is_empty() {
+        return Outcome::failed(
+            physical_id,
+            format!("image {physical_id} deregistered but snapshots remain: {}", failures.join(", ")),
+        );
+    }
+    let what = if image.is_some() { "deregistered" } else { "was already gone" };
+    Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
+        "image {physical_id} {what}; {} snapshot(s) deleted",
+        snapshots.len()
+    ))
+}
+
+/// What a failed build is known to have created. Cleanup also searches by the request's tags, so
+/// it finds what a crash made it forget.
+#[derive(Debug, Default, Clone)]
+pub struct Leftovers {
+    pub instance_id: Option<String>,
+    pub image_id: Option<String>,
+    pub command_id: Option<String>,
+}
+
+/// Removes everything the request created and returns a sentence saying what was removed and what,
+/// if anything, could not be.
+pub async fn clean_up(aws: &Aws, identity: &Identity, known: &Leftovers) -> String {
+    let tags = identity_tags(identity);
+    let mut done = Vec::new();
+    let mut left = Vec::new();
+
+    let mut instances: Vec<String> = known.instance_id.iter().cloned().collect();
+    match aws.instances_tagged(&tags).await {
+        Ok(found) => instances.extend(found.into_iter().filter(|(_, s)| s != "terminated").map(|(id, _)| id)),
+        Err(error) => left.push(format!("builder instances could not be listed ({error})")),
+    }
+    instances.sort();
+    instances.dedup();
+    if let (Some(command), Some(instance)) = (&known.command_id, &known.instance_id) {
+        aws.cancel_step(command, instance).await.ok();
+    }
+    for instance in &instances {
+        match aws.terminate_instance(instance).await {
+            Ok(()) => done.push(format!("terminated builder {instance}")),
+            Err(error) => left.push(format!("builder {instance} ({error})")),
+        }
+    }
+
+    let mut images: Vec<Image> = Vec::new();
+    match aws.images_tagged(&tags).await {
+        Ok(found) => images.extend(found),
+        Err(error) => left.push(format!("images could not be listed ({error})")),
+    }
+    if let Some(id) = &known.image_id {
+        if !images.iter().any(|i| &i.id == id) {
+            match aws.describe_image(id).await {
+                Ok(Some(image)) => images.push(image),
+                Ok(None) => {}
+                Err(error) => left.push(format!("image {id} ({error})")),
+            }
+        }
+    }
+    let mut snapshots = Vec::new();
+    for image in &images {
+        match aws.deregister_image(&image.id).await {
+            Ok(()) => {
+                done.push(format!("deregistered half-made image {}", image.id));
+                snapshots.extend(image.snapshot_ids.iter().cloned());
+            }
+            Err(error) => left.push(format!("image {} ({error})", image.id)),
+        }
+    }
+    if let Ok(found) = aws.snapshots_tagged(&tags).await {
+        snapshots.extend(found);
+    }
+    snapshots.sort();
+    snapshots.dedup();
+    for snapshot in &snapshots {
+        match aws.delete_snapshot(snapshot).await {
+            Ok(()) => done.push(format!("deleted snapshot {snapshot}")),
+            Err(error) => left.push(format!("snapshot {snapshot} ({error})")),
+        }
+    }
+    match aws.detached_volumes_tagged(&tags).await {
+        Ok(volumes) => {
+            for volume in volumes {
+                match aws.delete_volume(&volume).await {
+                    Ok(()) => done.push(format!("deleted volume {volume}")),
+                    Err(error) => left.push(format!("volume {volume} ({error})")),
+                }
+            }
+        }
+        Err(error) => left.push(format!("volumes could not be listed ({error})")),
+    }
+
+    let mut report = if done.is_empty() {
+        "Cleanup: nothing had been created".to_owned()
+    } else {
+        format!("Cleanup: {}", done.join(", "))
+    };
+    if !left.is_empty() {
+        report.push_str(&format!(
+            ". NOT cleaned up, remove by hand (tagged {TAG_REQUEST}={}): {}",
+            identity.request_id,
+            left.join(", ")
+        ));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/images/guid".into(),
+            logical_id: "Ami".into(),
+            request_id: "8f14e45f-ceea-467f-a0e6-ff4d5c6a2a10".into(),
+        }
+    }
+
+    #[test]
+    fn default_names_are_readable_unique_and_valid() {
+        let name = default_image_name(&identity(), "20261125T083000Z".into());
+        assert!(name.starts_with("images-Ami-20261125T083000Z-"), "{name}");
+        let other = Identity {
+            request_id: "another".into(),
+            ..identity()
+        };
+        assert_ne!(name, default_image_name(&other, "20261125T083000Z".into()));
+        let long = Identity {
+            stack_id: format!("arn:aws:cloudformation:us-east-1:1:stack/{}/g", "s".repeat(200)),
+            ..identity()
+        };
+        let long_name = default_image_name(&long, "20261125T083000Z".into());
+        assert_eq!(long_name.len(), 128);
+        assert!(long_name.contains("20261125T083000Z"));
+    }
+
+    #[test]
+    fn client_tokens_are_per_request_and_within_ec2_limits() {
+        let token = client_token(&identity());
+        assert!(token.len() <= 64);
+        assert_eq!(token, client_token(&identity()));
+        let other = Identity {
+            request_id: "r2".into(),
+            ..identity()
+        };
+        assert_ne!(token, client_token(&other));
+    }
+
+    #[test]
+    fn polling_slows_down_with_waiting_within_bounds() {
+        let timing = Timing::default();
+        assert_eq!(timing.next_poll(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(timing.next_poll(Duration::from_secs(15)), Duration::from_secs(5));
+        assert_eq!(timing.next_poll(Duration::from_secs(600)), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn tails_keep_the_last_lines() {
+        let text = (1..=30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
+        let kept = tail(&text, 3, 1000);
+        assert_eq!(kept, "line 28\nline 29\nline 30");
+        assert_eq!(tail(&"é".repeat(100), 1, 9).len(), 8);
+        assert_eq!(quoted_tail(""), "(empty)");
+    }
+
+    #[test]
+    fn builds_survive_serialization() {
+        let spec = AmiSpec::parse(&serde_json::json!({
+            "SourceAmi": "ami-12345678", "IamInstanceProfile": "p",
+            "Steps": [{"Name": "a", "Commands": ["true"]}]
+        }))
+        .unwrap();
+        let mut build = Build::new(spec, &identity());
+        build.phase = Phase::AwaitStep {
+            index: 0,
+            command_id: "c".into(),
+            waited: Duration::from_secs(3),
+        };
+        let saved = serde_json::to_string(&build).unwrap();
+        assert_eq!(serde_json::from_str::<Build>(&saved).unwrap(), build);
+    }
+}

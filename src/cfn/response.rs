@@ -1,0 +1,278 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Identity, Outcome};
+
+/// CloudFormation rejects a response body larger than this.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Success,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Response {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub physical_resource_id: String,
+    pub stack_id: String,
+    pub request_id: String,
+    pub logical_resource_id: String,
+    pub no_echo: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+}
+
+impl Response {
+    pub fn new(identity: &Identity, outcome: Outcome) -> Response {
+        let reason = match (outcome.status, outcome.reason) {
+            (Status::Failed, None) => Some("failed without a reason".to_owned()),
+            (_, reason) => reason,
+        };
+        Response {
+            status: outcome.status,
+            reason,
+            // CloudFormation refuses an empty physical id; a request too broken to carry one
+            // still needs an answer.
+            physical_resource_id: if outcome.physical_id.is_empty() {
+                super::failed_create_physical_id(identity)
+            } else {
+                outcome.physical_id
+            },
+            stack_id: identity.stack_id.clone(),
+            request_id: identity.request_id.clone(),
+            logical_resource_id: identity.logical_id.clone(),
+            no_echo: false,
+            data: outcome.data,
+        }
+    }
+
+    /// The JSON body, at most [`MAX_BODY_BYTES`]: the Reason is shortened (keeping its start,
+    /// which names the cause, and its end, which holds the last output lines), never the ids.
+    pub fn body(&self) -> Vec<u8> {
+        let full = serde_json::to_vec(self).expect("a response always serializes");
+        if full.len() <= MAX_BODY_BYTES {
+            return full;
+        }
+        let mut shaped = self.clone();
+        let reason = shaped.reason.take().unwrap_or_default();
+        shaped.reason = Some(String::new());
+        let overhead = serde_json::to_vec(&shaped).expect("serializes").len();
+        if overhead > MAX_BODY_BYTES {
+            // Only Data can make it this large; drop it rather than send a body CloudFormation
+            // refuses, and say so.
+            shaped.data.clear();
+            shaped.reason = Some(format!(
+                "{} (response Data dropped: it exceeded the {MAX_BODY_BYTES}-byte response limit)",
+                reason.chars().take(1000).collect::<String>()
+            ));
+            return serde_json::to_vec(&shaped).expect("serializes");
+        }
+        let mut budget = MAX_BODY_BYTES - overhead;
+        loop {
+            let candidate = shorten_middle(&reason, budget);
+            shaped.reason = Some(candidate);
+            let body = serde_json::to_vec(&shaped).expect("serializes");
+            if body.len() <= MAX_BODY_BYTES {
+                return body;
+            }
+            // JSON escaping made it longer than its character count: try again smaller.
+            budget = budget.saturating_sub(body.len() - MAX_BODY_BYTES).max(1) - 1;
+        }
+    }
+}
+
+/// Keep the head and tail of `text` within `max` bytes, joined by a marker, on char boundaries.
+fn shorten_middle(text: &str, max: usize) -> String {
+    const MARKER: &str = " […] ";
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    if max <= MARKER.len() {
+        return text.chars().take(max).filter(char::is_ascii).collect();
+    }
+    let keep = max - MARKER.len();
+    let head_len = floor_char_boundary(text, keep * 2 / 3);
+    let tail_start = ceil_char_boundary(text, text.len() - (keep - head_len));
+    format!("{}{MARKER}{}", &text[..head_len], &text[tail_start..])
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}
+
+fn ceil_char_boundary(text: &str, mut index: usize) -> usize {
+    while !text.is_char_boundary(index) {
+        index += 1;
+    }
+    index
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("CloudFormation's ResponseURL did not accept the response after {attempts} attempts: {last}")]
+pub struct SinkError {
+    pub attempts: u32,
+    pub last: String,
+}
+
+/// Sends the response with a PUT to the presigned ResponseURL.
+///
+/// The URL is a credential for the stack operation: it appears in no log line and no error.
+#[derive(Clone)]
+pub struct HttpSink {
+    client: reqwest::Client,
+    attempts: u32,
+    first_backoff: Duration,
+}
+
+impl HttpSink {
+    pub fn new() -> HttpSink {
+        HttpSink::with_retries(6, Duration::from_millis(500))
+    }
+
+    pub fn with_retries(attempts: u32, first_backoff: Duration) -> HttpSink {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("the HTTP client builds with static settings");
+        HttpSink {
+            client,
+            attempts: attempts.max(1),
+            first_backoff,
+        }
+    }
+
+    pub async fn send(&self, url: &str, response: &Response) -> Result<(), SinkError> {
+        let body = response.body();
+        let mut last = String::new();
+        for attempt in 1..=self.attempts {
+            let sent = self
+                .client
+                .put(url)
+                // The presigned URL is signed for an empty content type.
+                .header(reqwest::header::CONTENT_TYPE, "")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(answer) if answer.status().is_success() => {
+                    tracing::info!(status = ?response.status, attempt, "response delivered to CloudFormation");
+                    return Ok(());
+                }
+                Ok(answer) => last = format!("HTTP {}", answer.status()),
+                // without_url: reqwest errors embed the URL, which must not be logged.
+                Err(error) => last = error.without_url().to_string(),
+            }
+            tracing::warn!(attempt, problem = %last, "response PUT failed");
+            if attempt < self.attempts {
+                tokio::time::sleep(self.first_backoff * 2u32.saturating_pow(attempt - 1)).await;
+            }
+        }
+        Err(SinkError {
+            attempts: self.attempts,
+            last,
+        })
+    }
+}
+
+impl Default for HttpSink {
+    fn default() -> Self {
+        HttpSink::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/s/guid".into(),
+            logical_id: "Ami".into(),
+            request_id: "5b7d".into(),
+        }
+    }
+
+    #[test]
+    fn small_responses_are_sent_whole_with_echoed_ids() {
+        let mut data = BTreeMap::new();
+        data.insert("ImageId".into(), "ami-0123456789abcdef0".into());
+        let response = Response::new(
+            &identity(),
+            Outcome::success("ami-0123456789abcdef0", data),
+        );
+        let body: serde_json::Value = serde_json::from_slice(&response.body()).unwrap();
+        assert_eq!(body["Status"], "SUCCESS");
+        assert_eq!(body["PhysicalResourceId"], "ami-0123456789abcdef0");
+        assert_eq!(body["StackId"], identity().stack_id);
+        assert_eq!(body["RequestId"], "5b7d");
+        assert_eq!(body["LogicalResourceId"], "Ami");
+        assert_eq!(body["Data"]["ImageId"], "ami-0123456789abcdef0");
+        assert!(body.get("Reason").is_none());
+    }
+
+    #[test]
+    fn long_reasons_are_cut_in_the_middle_to_fit() {
+        let reason = format!(
+            "step \"install\" exited 1: {} LAST-LINE",
+            "\"quoted\" ünïcode line\n".repeat(800)
+        );
+        let response = Response::new(
+            &identity(),
+            Outcome::failed("ami-0123456789abcdef0", reason),
+        );
+        let body = response.body();
+        assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let kept = parsed["Reason"].as_str().unwrap();
+        assert!(kept.starts_with("step \"install\" exited 1"));
+        assert!(kept.ends_with("LAST-LINE"));
+        assert!(kept.contains("[…]"));
+        assert_eq!(parsed["PhysicalResourceId"], "ami-0123456789abcdef0");
+    }
+
+    #[test]
+    fn oversized_data_is_dropped_and_said() {
+        let mut data = BTreeMap::new();
+        data.insert("Big".into(), "x".repeat(5000));
+        let response = Response::new(&identity(), Outcome::success("ami-12345678", data));
+        let body = response.body();
+        assert!(body.len() <= MAX_BODY_BYTES);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(parsed["Reason"].as_str().unwrap().contains("Data dropped"));
+    }
+
+    #[test]
+    fn failed_without_physical_id_gets_a_stable_one_and_a_reason() {
+        let response = Response::new(
+            &identity(),
+            Outcome {
+                status: Status::Failed,
+                physical_id: String::new(),
+                reason: None,
+                data: BTreeMap::new(),
+            },
+        );
+        assert!(!response.physical_resource_id.is_empty());
+        assert!(response.reason.is_some());
+    }
+
+    #[test]
+    fn shorten_middle_respects_char_boundaries() {
+        let text = "é".repeat(100);
+        for max in [0, 3, 7, 10, 51, 199] {
+            let cut = shorten_middle(&text, max);
+            assert!(cut.len() <= max.max(0), "{max}: {}", cut.len());
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Custom::EcsAmi: a CloudFormation custom resource that builds ECS container instance AMIs with
+//! SSM Run Command.
+//!
+//! The library holds everything; the Lambda (`bootstrap`) and the local command line (`ecs-ami`)
+//! are thin shells over [`handler::handle`], so both run exactly the same code path.
+
+pub mod aws;
+pub mod build;
+pub mod cfn;
+pub mod handler;
+pub mod local;
+pub mod logging;
