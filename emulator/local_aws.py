@@ -16,6 +16,8 @@ managed instance:
 
 It also seeds what a real account already has: the ECS-optimized Amazon Linux 2023 images that the
 public SSM parameters point at, and the builder instance profile that template.yaml would create.
+`GET /ecs-ami-local/calls` counts the AWS API calls received, by operation (`DELETE` also resets),
+because moto's own recorder never sees the SSM calls answered here.
 
 Every other request goes to moto unchanged.
 """
@@ -402,16 +404,58 @@ class RunCommandService:
         return {}
 
 
+class CallCounter:
+    """Counts AWS API calls by operation, so a build's cost in calls can be measured."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def record(self, operation: str) -> None:
+        with self.lock:
+            self.counts[operation] = self.counts.get(operation, 0) + 1
+
+    def take(self, reset: bool) -> dict[str, Any]:
+        with self.lock:
+            counts = dict(self.counts)
+            if reset:
+                self.counts.clear()
+        return {"total": sum(counts.values()), "by_operation": counts}
+
+
+def operation_of(environ: dict[str, Any], raw: bytes) -> str | None:
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        service, _, action = target.partition(".")
+        return f"{service}.{action}"
+    match = re.search(rb"(?:^|&)Action=([A-Za-z0-9]+)", raw) or re.search(
+        r"(?:^|&)Action=([A-Za-z0-9]+)", environ.get("QUERY_STRING", "")
+    )
+    if match is None:
+        return None
+    action = match.group(1)
+    return "EC2." + (action.decode() if isinstance(action, bytes) else action)
+
+
 class LocalAws:
     def __init__(self) -> None:
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.run_command = RunCommandService()
+        self.calls = CallCounter()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == "/ecs-ami-local/calls":
+            reset = environ.get("REQUEST_METHOD") == "DELETE"
+            return respond(start_response, 200, self.calls.take(reset))
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(raw)
+        operation = operation_of(environ, raw)
+        if operation is not None:
+            self.calls.record(operation)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith("AmazonSSM."):
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            raw = environ["wsgi.input"].read(length) if length else b""
             try:
                 body = json.loads(raw or b"{}")
                 answer = self.run_command.handle(target.split(".", 1)[1], region_of(environ), body)
@@ -419,9 +463,6 @@ class LocalAws:
                 return respond(start_response, error.status, {"__type": error.code, "message": error.message})
             if answer is not None:
                 return respond(start_response, 200, answer)
-            # Not ours: hand moto the body we already consumed.
-
-            environ["wsgi.input"] = io.BytesIO(raw)
         return self.moto(environ, start_response)
 
 

@@ -23,6 +23,7 @@ pub fn init_cli() {
         .with_env_filter(filter())
         .with_target(false)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .compact()
         .init();
 }

