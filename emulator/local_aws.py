@@ -13,6 +13,7 @@ managed instance:
 * GetCommandInvocation, ListCommandInvocations, ListCommands and CancelCommand report Pending,
   InProgress, then Success, Failed, TimedOut or Cancelled with the real exit code and output,
   cut to SSM's 24,000 / 8,000 characters.
+* ModifyImageAttribute's Description, which moto ignores, is applied.
 
 It also seeds what a real account already has: the ECS-optimized Amazon Linux 2023 images that the
 public SSM parameters point at, and the builder instance profile that template.yaml would create.
@@ -35,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -454,6 +456,8 @@ class LocalAws:
         operation = operation_of(environ, raw)
         if operation is not None:
             self.calls.record(operation)
+        if operation == "EC2.ModifyImageAttribute":
+            apply_image_description(region_of(environ), raw)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target.startswith("AmazonSSM."):
             try:
@@ -464,6 +468,16 @@ class LocalAws:
             if answer is not None:
                 return respond(start_response, 200, answer)
         return self.moto(environ, start_response)
+
+
+def apply_image_description(region: str, raw: bytes) -> None:
+    """moto ignores ModifyImageAttribute's Description; apply it, then let moto answer."""
+    form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
+    image_id = (form.get("ImageId") or [""])[0]
+    description = form.get("Description.Value")
+    ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis.get(image_id)
+    if ami is not None and description is not None:
+        ami.description = description[0]
 
 
 def respond(start_response: Any, status: int, payload: dict[str, Any]) -> list[bytes]:
