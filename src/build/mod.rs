@@ -115,12 +115,15 @@ pub struct Build {
 #[error("{message}")]
 pub struct BuildError {
     pub message: String,
+    /// The running SSM command, if any, has ended by itself: there is nothing to cancel.
+    pub command_ended: bool,
 }
 
 impl From<AwsError> for BuildError {
     fn from(error: AwsError) -> Self {
         BuildError {
             message: error.to_string(),
+            command_ended: false,
         }
     }
 }
@@ -128,6 +131,7 @@ impl From<AwsError> for BuildError {
 fn fail<T>(message: impl Into<String>) -> Result<T, BuildError> {
     Err(BuildError {
         message: message.into(),
+        command_ended: false,
     })
 }
 
@@ -168,7 +172,7 @@ impl Build {
                     self.phase.name(),
                     started.elapsed().as_secs()
                 );
-                return self.fail_and_clean(aws, identity, &failed_id, message).await;
+                return self.fail_and_clean(aws, identity, &failed_id, message, true).await;
             }
             match self.advance(aws, identity, timing).await {
                 Ok(Next::Now(phase)) => self.phase = phase,
@@ -178,16 +182,23 @@ impl Build {
                 }
                 Err(error) => {
                     let message = format!("failed while {}: {}", self.phase.name(), error.message);
-                    return self.fail_and_clean(aws, identity, &failed_id, message).await;
+                    return self.fail_and_clean(aws, identity, &failed_id, message, !error.command_ended).await;
                 }
             }
         }
     }
 
-    async fn fail_and_clean(&self, aws: &Aws, identity: &Identity, failed_id: &str, message: String) -> Outcome {
+    async fn fail_and_clean(
+        &self,
+        aws: &Aws,
+        identity: &Identity,
+        failed_id: &str,
+        message: String,
+        cancel_command: bool,
+    ) -> Outcome {
         tracing::error!(problem = %message, "build failed; cleaning up");
         let running_command = match &self.phase {
-            Phase::AwaitStep { command_id, .. } => Some(command_id.as_str()),
+            Phase::AwaitStep { command_id, .. } if cancel_command => Some(command_id.as_str()),
             _ => None,
         };
         let known = Leftovers {
@@ -291,7 +302,6 @@ impl Build {
                         // SSM enforces the step's own timeout; this margin covers delivery.
                         let limit = Duration::from_secs(u64::from(step.timeout_seconds) + 120);
                         if waited >= limit {
-                            aws.cancel_step(&command_id, self.instance()).await.ok();
                             return fail(format!("{position} was still running after {} s", waited.as_secs()));
                         }
                         let pause = timing.next_poll(waited);
@@ -308,11 +318,14 @@ impl Build {
                             StepStatus::Cancelled => "was cancelled".to_owned(),
                             _ => format!("exited {}", result.exit_code),
                         };
-                        fail(format!(
-                            "{position} {how}; stderr: {}; stdout: {}",
-                            quoted_tail(&result.stderr),
-                            quoted_tail(&result.stdout)
-                        ))
+                        Err(BuildError {
+                            message: format!(
+                                "{position} {how}; stderr: {}; stdout: {}",
+                                quoted_tail(&result.stderr),
+                                quoted_tail(&result.stdout)
+                            ),
+                            command_ended: true,
+                        })
                     }
                 }
             }
@@ -402,6 +415,7 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
         Source::Parameter(name) => {
             let value = aws.parameter_value(name).await.map_err(|e| BuildError {
                 message: format!("SourceAmiParameter {name} could not be read: {e}"),
+                command_ended: false,
             })?;
             if !crate::cfn::is_image_id(&value) {
                 return fail(format!("SourceAmiParameter {name} holds {value:?}, which is not an AMI id"));

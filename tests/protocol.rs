@@ -1,0 +1,96 @@
+//! The CloudFormation side of the handler: delivery, retries, malformed requests. None of these
+//! reach AWS, so the clients point at a port where nothing listens.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::Credentials;
+use ecs_ami::aws::Aws;
+use ecs_ami::cfn::HttpSink;
+use ecs_ami::handler::{self, HandleError, Limits};
+use ecs_ami::local::ResponseCatcher;
+use serde_json::{Value, json};
+
+async fn unreachable_aws() -> Aws {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:1")
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("x", "x", None, None, "tests"))
+        .load()
+        .await;
+    Aws::from_clients(aws_sdk_ec2::Client::new(&config), aws_sdk_ssm::Client::new(&config))
+}
+
+fn delete_of_failed_create(url: &str) -> Value {
+    json!({
+        "RequestType": "Delete",
+        "ResponseURL": url,
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/s/g",
+        "RequestId": "req-delete",
+        "ResourceType": "Custom::EcsAmi",
+        "LogicalResourceId": "Ami",
+        "PhysicalResourceId": "ecs-ami-not-built-12345678",
+        "ResourceProperties": {}
+    })
+}
+
+#[tokio::test]
+async fn a_refused_put_is_retried_until_accepted() {
+    let mut catcher = ResponseCatcher::refusing(2).await.unwrap();
+    let sink = HttpSink::with_retries(4, Duration::from_millis(10));
+    let response = handler::handle(delete_of_failed_create(&catcher.url), &unreachable_aws().await, &sink, Limits::default())
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
+    assert_eq!(body["Status"], "SUCCESS");
+    assert_eq!(body["PhysicalResourceId"], "ecs-ami-not-built-12345678");
+    assert!(body["Reason"].as_str().unwrap().contains("nothing to delete"));
+    assert_eq!(catcher.attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(response.request_id, "req-delete");
+}
+
+#[tokio::test]
+async fn a_put_refused_for_good_is_reported_without_the_url() {
+    let catcher = ResponseCatcher::refusing(usize::MAX).await.unwrap();
+    let sink = HttpSink::with_retries(3, Duration::from_millis(10));
+    let error = handler::handle(delete_of_failed_create(&catcher.url), &unreachable_aws().await, &sink, Limits::default())
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, HandleError::Undeliverable { .. }), "{text}");
+    assert!(text.contains("after 3 attempts") && text.contains("503"), "{text}");
+    assert!(!text.contains(&catcher.url) && !text.contains("X-Amz-Signature"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unreachable_response_url_is_reported_without_the_url() {
+    let url = "http://127.0.0.1:1/presigned?X-Amz-Signature=secret";
+    let sink = HttpSink::with_retries(2, Duration::from_millis(10));
+    let error = handler::handle(delete_of_failed_create(url), &unreachable_aws().await, &sink, Limits::default())
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(!text.contains("secret") && !text.contains("127.0.0.1:1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_still_answered() {
+    let mut catcher = ResponseCatcher::start().await.unwrap();
+    let event = json!({"RequestType": "Create", "ResponseURL": catcher.url, "RequestId": "r", "StackId": "s"});
+    let sink = HttpSink::with_retries(2, Duration::from_millis(10));
+    handler::handle(event, &unreachable_aws().await, &sink, Limits::default()).await.unwrap();
+    let body: Value = serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
+    assert_eq!(body["Status"], "FAILED");
+    assert!(body["Reason"].as_str().unwrap().contains("malformed CloudFormation request"));
+    assert!(!body["PhysicalResourceId"].as_str().unwrap().is_empty());
+    assert_eq!(body["RequestId"], "r");
+}
+
+#[tokio::test]
+async fn an_event_that_is_not_cloudformation_is_refused() {
+    let sink = HttpSink::with_retries(1, Duration::from_millis(10));
+    let error = handler::handle(json!({"detail-type": "Scheduled Event"}), &unreachable_aws().await, &sink, Limits::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, HandleError::NotCloudFormation(_)));
+}
