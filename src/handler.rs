@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use crate::aws::Aws;
 use crate::build::{self, Leftovers, Timing};
 use crate::cfn::properties::AmiSpec;
-use crate::cfn::{self, HttpSink, Identity, Operation, Outcome, Request, RequestError, Response, SinkError};
+use crate::cfn::{
+    self, HttpSink, Identity, Operation, Outcome, Request, RequestError, Response, SinkError,
+};
 
 /// Time limits of one invocation.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +45,12 @@ pub enum HandleError {
 }
 
 /// Handles one event and sends its response. Returns the response that was delivered.
-pub async fn handle(event: Value, aws: &Aws, sink: &HttpSink, limits: Limits) -> Result<Response, HandleError> {
+pub async fn handle(
+    event: Value,
+    aws: &Aws,
+    sink: &HttpSink,
+    limits: Limits,
+) -> Result<Response, HandleError> {
     let (request, outcome) = match Request::parse(event) {
         Ok(request) => {
             let outcome = guarded(&request, aws, &limits).await;
@@ -54,7 +61,10 @@ pub async fn handle(event: Value, aws: &Aws, sink: &HttpSink, limits: Limits) ->
                 Operation::Delete { physical_id } => physical_id.clone(),
                 _ => String::new(),
             };
-            let outcome = Outcome::failed(physical_id, format!("malformed CloudFormation request: {problem}"));
+            let outcome = Outcome::failed(
+                physical_id,
+                format!("malformed CloudFormation request: {problem}"),
+            );
             (*partial, outcome)
         }
         Err(error @ RequestError::NotCloudFormation(_)) => {
@@ -88,7 +98,9 @@ async fn guarded(request: &Request, aws: &Aws, limits: &Limits) -> Outcome {
     let identity = request.identity.clone();
     let fallback_id = match &request.operation {
         Operation::Create => cfn::failed_create_physical_id(&identity),
-        Operation::Update { physical_id, .. } | Operation::Delete { physical_id } => physical_id.clone(),
+        Operation::Update { physical_id, .. } | Operation::Delete { physical_id } => {
+            physical_id.clone()
+        }
     };
     let timing = Timing {
         deadline: limits.stop_work_at,
@@ -98,13 +110,22 @@ async fn guarded(request: &Request, aws: &Aws, limits: &Limits) -> Outcome {
     let abort = task.abort_handle();
     // The engine stops itself at the deadline and cleans up; this backstop only fires when a
     // single AWS call hangs past it.
-    let backstop = limits.stop_work_at.map(|at| at + std::time::Duration::from_secs(30));
+    let backstop = limits
+        .stop_work_at
+        .map(|at| at + std::time::Duration::from_secs(30));
     let joined = match backstop {
         Some(at) => match tokio::time::timeout_at(at, task).await {
             Ok(joined) => joined,
             Err(_) => {
                 abort.abort();
-                return after_crash(request, aws, &identity, fallback_id, "did not finish before the invocation's deadline".into()).await;
+                return after_crash(
+                    request,
+                    aws,
+                    &identity,
+                    fallback_id,
+                    "did not finish before the invocation's deadline".into(),
+                )
+                .await;
             }
         },
         None => task.await,
@@ -128,11 +149,20 @@ async fn guarded(request: &Request, aws: &Aws, limits: &Limits) -> Outcome {
     }
 }
 
-async fn after_crash(request: &Request, aws: &Aws, identity: &Identity, physical_id: String, what: String) -> Outcome {
+async fn after_crash(
+    request: &Request,
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: String,
+    what: String,
+) -> Outcome {
     tracing::error!(problem = %what, "operation did not complete");
     let report = match request.operation {
         Operation::Delete { .. } => String::new(),
-        _ => format!(" {}", build::clean_up(aws, identity, &Leftovers::default()).await),
+        _ => format!(
+            " {}",
+            build::clean_up(aws, identity, &Leftovers::default()).await
+        ),
     };
     Outcome::failed(physical_id, format!("the operation {what}.{report}"))
 }
@@ -151,7 +181,9 @@ async fn operate(request: Request, aws: Aws, timing: Timing) -> Outcome {
             Ok(spec) => build::update(&aws, identity, physical_id, spec, &timing).await,
             Err(errors) => Outcome::failed(
                 physical_id.clone(),
-                format!("{errors}. Nothing was launched; the existing image {physical_id} is unchanged."),
+                format!(
+                    "{errors}. Nothing was launched; the existing image {physical_id} is unchanged."
+                ),
             ),
         },
         Operation::Delete { physical_id } => build::delete(&aws, identity, physical_id).await,

@@ -24,7 +24,10 @@ impl ResponseCatcher {
     /// Refuses the first `refusals` PUTs with HTTP 503.
     pub async fn refusing(refusals: usize) -> std::io::Result<ResponseCatcher> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/cloudformation-response?X-Amz-Signature=local", listener.local_addr()?);
+        let url = format!(
+            "http://{}/cloudformation-response?X-Amz-Signature=local",
+            listener.local_addr()?
+        );
         let (sender, bodies) = mpsc::unbounded_channel();
         let attempts = Arc::new(AtomicUsize::new(0));
         let counter = attempts.clone();
@@ -40,12 +43,19 @@ impl ResponseCatcher {
                 });
             }
         });
-        Ok(ResponseCatcher { url, bodies, attempts })
+        Ok(ResponseCatcher {
+            url,
+            bodies,
+            attempts,
+        })
     }
 
     /// The next accepted body, or None when none arrives within `wait`.
     pub async fn next(&mut self, wait: std::time::Duration) -> Option<Vec<u8>> {
-        tokio::time::timeout(wait, self.bodies.recv()).await.ok().flatten()
+        tokio::time::timeout(wait, self.bodies.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// A body that is already there, without waiting.
@@ -83,13 +93,22 @@ async fn serve_one(mut stream: TcpStream, refuse: bool) -> std::io::Result<Optio
         }
         received.extend_from_slice(&chunk[..n]);
     }
-    let status = if refuse { "503 Service Unavailable" } else { "200 OK" };
+    let status = if refuse {
+        "503 Service Unavailable"
+    } else {
+        "200 OK"
+    };
     stream
-        .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await?;
     stream.shutdown().await.ok();
     if refuse {
         return Ok(None);
     }
-    Ok(Some(received[header_end..(header_end + length).min(received.len())].to_vec()))
+    Ok(Some(
+        received[header_end..(header_end + length).min(received.len())].to_vec(),
+    ))
 }

@@ -17,11 +17,20 @@ struct Audit {
 
 impl Audit {
     fn filter(&self) -> Filter {
-        Filter::builder().name("tag:ecs-ami:stack-id").values(&self.stack_id).build()
+        Filter::builder()
+            .name("tag:ecs-ami:stack-id")
+            .values(&self.stack_id)
+            .build()
     }
 
     async fn instances(&self) -> Vec<(String, String)> {
-        let out = self.ec2.describe_instances().filters(self.filter()).send().await.unwrap();
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(self.filter())
+            .send()
+            .await
+            .unwrap();
         out.reservations()
             .iter()
             .flat_map(|r| r.instances())
@@ -35,12 +44,27 @@ impl Audit {
     }
 
     async fn live_instances(&self) -> Vec<String> {
-        self.instances().await.into_iter().filter(|(_, s)| s != "terminated").map(|(i, _)| i).collect()
+        self.instances()
+            .await
+            .into_iter()
+            .filter(|(_, s)| s != "terminated")
+            .map(|(i, _)| i)
+            .collect()
     }
 
     async fn images(&self) -> Vec<String> {
-        let out = self.ec2.describe_images().owners("self").filters(self.filter()).send().await.unwrap();
-        out.images().iter().map(|i| i.image_id().unwrap().to_owned()).collect()
+        let out = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(self.filter())
+            .send()
+            .await
+            .unwrap();
+        out.images()
+            .iter()
+            .map(|i| i.image_id().unwrap().to_owned())
+            .collect()
     }
 
     async fn image(&self, id: &str) -> Option<aws_sdk_ec2::types::Image> {
@@ -51,39 +75,85 @@ impl Audit {
     }
 
     async fn snapshots(&self) -> Vec<String> {
-        let out = self.ec2.describe_snapshots().owner_ids("self").filters(self.filter()).send().await.unwrap();
-        out.snapshots().iter().map(|s| s.snapshot_id().unwrap().to_owned()).collect()
+        let out = self
+            .ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(self.filter())
+            .send()
+            .await
+            .unwrap();
+        out.snapshots()
+            .iter()
+            .map(|s| s.snapshot_id().unwrap().to_owned())
+            .collect()
     }
 
     async fn snapshot_tags(&self, id: &str) -> BTreeMap<String, String> {
-        let out = self.ec2.describe_snapshots().snapshot_ids(id).send().await.unwrap();
+        let out = self
+            .ec2
+            .describe_snapshots()
+            .snapshot_ids(id)
+            .send()
+            .await
+            .unwrap();
         tags_of(out.snapshots()[0].tags())
     }
 
     async fn volumes(&self) -> Vec<String> {
-        let out = self.ec2.describe_volumes().filters(self.filter()).send().await.unwrap();
-        out.volumes().iter().map(|v| v.volume_id().unwrap().to_owned()).collect()
+        let out = self
+            .ec2
+            .describe_volumes()
+            .filters(self.filter())
+            .send()
+            .await
+            .unwrap();
+        out.volumes()
+            .iter()
+            .map(|v| v.volume_id().unwrap().to_owned())
+            .collect()
     }
 
     /// Nothing of this stack's builds remains but `keep` and its snapshots.
     async fn assert_only(&self, keep: &[&str]) {
-        assert_eq!(self.live_instances().await, Vec::<String>::new(), "builder instances left running");
+        assert_eq!(
+            self.live_instances().await,
+            Vec::<String>::new(),
+            "builder instances left running"
+        );
         let mut images = self.images().await;
         images.sort();
         let mut expected: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
         expected.sort();
         assert_eq!(images, expected, "images of the stack");
         for snapshot in self.snapshots().await {
-            let owner = self.snapshot_tags(&snapshot).await.get("ecs-ami:image-id").cloned().unwrap_or_default();
-            assert!(keep.contains(&owner.as_str()), "snapshot {snapshot} of {owner:?} left behind");
+            let owner = self
+                .snapshot_tags(&snapshot)
+                .await
+                .get("ecs-ami:image-id")
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                keep.contains(&owner.as_str()),
+                "snapshot {snapshot} of {owner:?} left behind"
+            );
         }
-        assert_eq!(self.volumes().await, Vec::<String>::new(), "volumes left behind");
+        assert_eq!(
+            self.volumes().await,
+            Vec::<String>::new(),
+            "volumes left behind"
+        );
     }
 }
 
 fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
     tags.iter()
-        .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap_or_default().to_owned()))
+        .map(|t| {
+            (
+                t.key().unwrap().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -115,7 +185,17 @@ async fn create_retag_rebuild_rollback_and_delete() {
     };
 
     // Create.
-    let created = invoke(&aws, event("Create", "lifecycle", "req-create", None, properties(json!({})))).await;
+    let created = invoke(
+        &aws,
+        event(
+            "Create",
+            "lifecycle",
+            "req-create",
+            None,
+            properties(json!({})),
+        ),
+    )
+    .await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let first = created["PhysicalResourceId"].as_str().unwrap().to_owned();
     assert!(first.starts_with("ami-"));
@@ -129,7 +209,12 @@ async fn create_retag_rebuild_rollback_and_delete() {
     assert_eq!(tags["team"], "platform");
     assert_eq!(tags["ecs-ami:logical-id"], "Ami");
     assert_eq!(tags["ecs-ami:request-id"], "req-create");
-    let snapshots: Vec<String> = created["Data"]["SnapshotIds"].as_str().unwrap().split(',').map(str::to_owned).collect();
+    let snapshots: Vec<String> = created["Data"]["SnapshotIds"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     assert!(!snapshots.is_empty());
     for snapshot in &snapshots {
         let tags = audit.snapshot_tags(snapshot).await;
@@ -140,57 +225,156 @@ async fn create_retag_rebuild_rollback_and_delete() {
     assert_eq!(builders.len(), 1, "one builder launched: {builders:?}");
     assert_eq!(builders[0].1, "terminated");
     // The file step wrote the builder's own /etc, byte for byte, and never the host's.
-    let written = local.state_dir.path().join("instances").join(&builders[0].0).join("upper/etc/ecs/ecs.config");
-    assert_eq!(std::fs::read_to_string(&written).unwrap(), "ECS_CLUSTER='main'\nLINE=\"$HOME\"\n");
-    assert!(!std::path::Path::new("/etc/ecs/ecs.config").exists() || std::fs::read_to_string("/etc/ecs/ecs.config").unwrap() != "ECS_CLUSTER='main'\nLINE=\"$HOME\"\n");
+    let written = local
+        .state_dir
+        .path()
+        .join("instances")
+        .join(&builders[0].0)
+        .join("upper/etc/ecs/ecs.config");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "ECS_CLUSTER='main'\nLINE=\"$HOME\"\n"
+    );
+    assert!(
+        !std::path::Path::new("/etc/ecs/ecs.config").exists()
+            || std::fs::read_to_string("/etc/ecs/ecs.config").unwrap()
+                != "ECS_CLUSTER='main'\nLINE=\"$HOME\"\n"
+    );
     audit.assert_only(&[&first]).await;
 
     // Update of tags and description only: same image, retagged in place, nothing launched.
-    let retagged_properties = properties(json!({"AmiDescription": "second", "Tags": {"team": "platform", "release": "2026.11"}}));
-    let retagged = invoke(&aws, event("Update", "lifecycle", "req-retag", Some(&first), retagged_properties.clone())).await;
+    let retagged_properties = properties(
+        json!({"AmiDescription": "second", "Tags": {"team": "platform", "release": "2026.11"}}),
+    );
+    let retagged = invoke(
+        &aws,
+        event(
+            "Update",
+            "lifecycle",
+            "req-retag",
+            Some(&first),
+            retagged_properties.clone(),
+        ),
+    )
+    .await;
     assert_eq!(retagged["Status"], "SUCCESS", "{retagged}");
     assert_eq!(retagged["PhysicalResourceId"], json!(first));
     let image = audit.image(&first).await.unwrap();
     let tags = tags_of(image.tags());
     assert_eq!(tags.get("release").map(String::as_str), Some("2026.11"));
-    assert!(!tags.contains_key("stage"), "a removed tag is removed: {tags:?}");
+    assert!(
+        !tags.contains_key("stage"),
+        "a removed tag is removed: {tags:?}"
+    );
     assert_eq!(image.description(), Some("second"));
-    assert_eq!(audit.snapshot_tags(&snapshots[0]).await.get("release").map(String::as_str), Some("2026.11"));
+    assert_eq!(
+        audit
+            .snapshot_tags(&snapshots[0])
+            .await
+            .get("release")
+            .map(String::as_str),
+        Some("2026.11")
+    );
     assert_eq!(audit.instances().await.len(), 1, "a retag launches nothing");
 
     // Update of a step: a new image; the old one stays until CloudFormation deletes it.
     let mut rebuilt_properties = retagged_properties.clone();
     rebuilt_properties["Steps"][1]["Commands"][1] = json!("echo changed");
-    let rebuilt = invoke(&aws, event("Update", "lifecycle", "req-rebuild", Some(&first), rebuilt_properties)).await;
+    let rebuilt = invoke(
+        &aws,
+        event(
+            "Update",
+            "lifecycle",
+            "req-rebuild",
+            Some(&first),
+            rebuilt_properties,
+        ),
+    )
+    .await;
     assert_eq!(rebuilt["Status"], "SUCCESS", "{rebuilt}");
     let second = rebuilt["PhysicalResourceId"].as_str().unwrap().to_owned();
     assert_ne!(second, first);
-    assert!(audit.image(&first).await.is_some(), "the old image waits for its Delete");
+    assert!(
+        audit.image(&first).await.is_some(),
+        "the old image waits for its Delete"
+    );
     audit.assert_only(&[&first, &second]).await;
     assert_eq!(audit.instances().await.len(), 2);
 
     // Rollback: an Update back to the first properties reuses the first image, no rebuild.
-    let rolled_back = invoke(&aws, event("Update", "lifecycle", "req-rollback", Some(&second), retagged_properties)).await;
+    let rolled_back = invoke(
+        &aws,
+        event(
+            "Update",
+            "lifecycle",
+            "req-rollback",
+            Some(&second),
+            retagged_properties,
+        ),
+    )
+    .await;
     assert_eq!(rolled_back["Status"], "SUCCESS", "{rolled_back}");
     assert_eq!(rolled_back["PhysicalResourceId"], json!(first));
-    assert_eq!(audit.instances().await.len(), 2, "a rollback launches nothing");
+    assert_eq!(
+        audit.instances().await.len(),
+        2,
+        "a rollback launches nothing"
+    );
 
     // Delete of both: images deregistered, snapshots deleted.
-    let deleted = invoke(&aws, event("Delete", "lifecycle", "req-delete-2", Some(&second), json!({}))).await;
+    let deleted = invoke(
+        &aws,
+        event(
+            "Delete",
+            "lifecycle",
+            "req-delete-2",
+            Some(&second),
+            json!({}),
+        ),
+    )
+    .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     assert!(audit.image(&second).await.is_none());
     audit.assert_only(&[&first]).await;
-    let deleted = invoke(&aws, event("Delete", "lifecycle", "req-delete-1", Some(&first), json!({}))).await;
+    let deleted = invoke(
+        &aws,
+        event(
+            "Delete",
+            "lifecycle",
+            "req-delete-1",
+            Some(&first),
+            json!({}),
+        ),
+    )
+    .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     assert!(audit.image(&first).await.is_none());
     audit.assert_only(&[]).await;
     for snapshot in &snapshots {
-        let gone = audit.ec2.describe_snapshots().snapshot_ids(snapshot).send().await;
-        assert!(gone.map(|o| o.snapshots().is_empty()).unwrap_or(true), "{snapshot} deleted");
+        let gone = audit
+            .ec2
+            .describe_snapshots()
+            .snapshot_ids(snapshot)
+            .send()
+            .await;
+        assert!(
+            gone.map(|o| o.snapshots().is_empty()).unwrap_or(true),
+            "{snapshot} deleted"
+        );
     }
 
     // Deleting again (a re-delivered Delete) is still SUCCESS.
-    let again = invoke(&aws, event("Delete", "lifecycle", "req-delete-1", Some(&first), json!({}))).await;
+    let again = invoke(
+        &aws,
+        event(
+            "Delete",
+            "lifecycle",
+            "req-delete-1",
+            Some(&first),
+            json!({}),
+        ),
+    )
+    .await;
     assert_eq!(again["Status"], "SUCCESS", "{again}");
 }
 
@@ -213,23 +397,62 @@ async fn failing_step_reports_its_output_and_leaves_nothing() {
         {"Name": "install", "Commands": ["echo 'resolving packages'", "echo 'E: package ecs-agent-extras not found' >&2", "exit 7"]},
         {"Name": "never", "Commands": ["touch /never-ran"]}
     ]);
-    let answer = invoke(&aws, event("Create", "failing", "req-fail", None, properties(json!({"Steps": steps})))).await;
+    let answer = invoke(
+        &aws,
+        event(
+            "Create",
+            "failing",
+            "req-fail",
+            None,
+            properties(json!({"Steps": steps})),
+        ),
+    )
+    .await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().unwrap();
-    assert!(reason.contains("step \"install\" (2 of 3) exited 7"), "{reason}");
-    assert!(reason.contains("E: package ecs-agent-extras not found"), "{reason}");
+    assert!(
+        reason.contains("step \"install\" (2 of 3) exited 7"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("E: package ecs-agent-extras not found"),
+        "{reason}"
+    );
     assert!(reason.contains("resolving packages"), "{reason}");
     assert!(reason.contains("terminated builder"), "{reason}");
-    assert!(!answer["PhysicalResourceId"].as_str().unwrap().starts_with("ami-"));
+    assert!(
+        !answer["PhysicalResourceId"]
+            .as_str()
+            .unwrap()
+            .starts_with("ami-")
+    );
     let builders = audit.instances().await;
     assert_eq!(builders.len(), 1);
     assert_eq!(builders[0].1, "terminated");
-    assert!(!local.state_dir.path().join("instances").join(&builders[0].0).join("upper/never-ran").exists());
+    assert!(
+        !local
+            .state_dir
+            .path()
+            .join("instances")
+            .join(&builders[0].0)
+            .join("upper/never-ran")
+            .exists()
+    );
     audit.assert_only(&[]).await;
 
     // CloudFormation then deletes the failed resource: SUCCESS without touching anything.
     let failed_id = answer["PhysicalResourceId"].as_str().unwrap();
-    let deleted = invoke(&aws, event("Delete", "failing", "req-fail-delete", Some(failed_id), json!({}))).await;
+    let deleted = invoke(
+        &aws,
+        event(
+            "Delete",
+            "failing",
+            "req-fail-delete",
+            Some(failed_id),
+            json!({}),
+        ),
+    )
+    .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     assert_eq!(deleted["PhysicalResourceId"], json!(failed_id));
 }
@@ -243,21 +466,44 @@ async fn invalid_properties_fail_before_anything_is_launched() {
         stack_id: stack_id("invalid"),
     };
     local.take_calls().await;
-    let bad = properties(json!({"SourceAmi": "ami-12345678", "InstanceTyp": "t3.small", "Steps": [{"Name": "x", "Path": "relative", "Content": ""}]}));
+    let bad = properties(
+        json!({"SourceAmi": "ami-12345678", "InstanceTyp": "t3.small", "Steps": [{"Name": "x", "Path": "relative", "Content": ""}]}),
+    );
     let answer = invoke(&aws, event("Create", "invalid", "req-invalid", None, bad)).await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().unwrap();
-    assert!(reason.contains("SourceAmi: give SourceAmi or SourceAmiParameter, not both"), "{reason}");
+    assert!(
+        reason.contains("SourceAmi: give SourceAmi or SourceAmiParameter, not both"),
+        "{reason}"
+    );
     assert!(reason.contains("InstanceTyp: unknown property"), "{reason}");
-    assert!(reason.contains("Steps[0].Path: \"relative\" is not an absolute path"), "{reason}");
+    assert!(
+        reason.contains("Steps[0].Path: \"relative\" is not an absolute path"),
+        "{reason}"
+    );
     assert_eq!(local.take_calls().await["total"], 0, "no AWS call at all");
     assert!(audit.instances().await.is_empty());
 
     // An invalid Update is refused the same way and keeps the existing physical id.
-    let answer = invoke(&aws, event("Update", "invalid", "req-invalid-update", Some("ami-0123456789abcdef0"), json!({"IamInstanceProfile": PROFILE}))).await;
+    let answer = invoke(
+        &aws,
+        event(
+            "Update",
+            "invalid",
+            "req-invalid-update",
+            Some("ami-0123456789abcdef0"),
+            json!({"IamInstanceProfile": PROFILE}),
+        ),
+    )
+    .await;
     assert_eq!(answer["Status"], "FAILED");
     assert_eq!(answer["PhysicalResourceId"], "ami-0123456789abcdef0");
-    assert!(answer["Reason"].as_str().unwrap().contains("SourceAmi: required"));
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("SourceAmi: required")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,12 +515,34 @@ async fn delete_leaves_images_it_did_not_build() {
         stack_id: stack_id("foreign"),
     };
     let source = local_source_image(&local).await;
-    let answer = invoke(&aws, event("Delete", "foreign", "req-foreign", Some(&source), json!({}))).await;
+    let answer = invoke(
+        &aws,
+        event("Delete", "foreign", "req-foreign", Some(&source), json!({})),
+    )
+    .await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
-    assert!(answer["Reason"].as_str().unwrap().contains("left untouched"));
-    assert!(audit.image(&source).await.is_some(), "a foreign image survives");
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("left untouched")
+    );
+    assert!(
+        audit.image(&source).await.is_some(),
+        "a foreign image survives"
+    );
 
-    let answer = invoke(&aws, event("Delete", "foreign", "req-gone", Some("ami-0000000000000000f"), json!({}))).await;
+    let answer = invoke(
+        &aws,
+        event(
+            "Delete",
+            "foreign",
+            "req-gone",
+            Some("ami-0000000000000000f"),
+            json!({}),
+        ),
+    )
+    .await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     assert!(answer["Reason"].as_str().unwrap().contains("already gone"));
 }
@@ -288,11 +556,20 @@ async fn one_step_build_api_calls() {
     local.take_calls().await;
     let started = std::time::Instant::now();
     let properties = properties(json!({"Steps": [{"Name": "hello", "Commands": ["echo hello"]}]}));
-    let answer = invoke(&aws, event("Create", "counted", "req-counted", None, properties)).await;
+    let answer = invoke(
+        &aws,
+        event("Create", "counted", "req-counted", None, properties),
+    )
+    .await;
     let elapsed = started.elapsed();
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     let calls = local.take_calls().await;
-    println!("one-step build: {} API calls in {:.1} s: {}", calls["total"], elapsed.as_secs_f64(), calls["by_operation"]);
+    println!(
+        "one-step build: {} API calls in {:.1} s: {}",
+        calls["total"],
+        elapsed.as_secs_f64(),
+        calls["by_operation"]
+    );
     let total = calls["total"].as_u64().unwrap();
     assert!((12..=20).contains(&total), "{calls}");
     assert_eq!(calls["by_operation"]["EC2.RunInstances"], 1);

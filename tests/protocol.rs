@@ -18,7 +18,10 @@ async fn unreachable_aws() -> Aws {
         .credentials_provider(Credentials::new("x", "x", None, None, "tests"))
         .load()
         .await;
-    Aws::from_clients(aws_sdk_ec2::Client::new(&config), aws_sdk_ssm::Client::new(&config))
+    Aws::from_clients(
+        aws_sdk_ec2::Client::new(&config),
+        aws_sdk_ssm::Client::new(&config),
+    )
 }
 
 fn delete_of_failed_create(url: &str) -> Value {
@@ -38,14 +41,28 @@ fn delete_of_failed_create(url: &str) -> Value {
 async fn a_refused_put_is_retried_until_accepted() {
     let mut catcher = ResponseCatcher::refusing(2).await.unwrap();
     let sink = HttpSink::with_retries(4, Duration::from_millis(10));
-    let response = handler::handle(delete_of_failed_create(&catcher.url), &unreachable_aws().await, &sink, Limits::default())
-        .await
-        .unwrap();
-    let body: Value = serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
+    let response = handler::handle(
+        delete_of_failed_create(&catcher.url),
+        &unreachable_aws().await,
+        &sink,
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    let body: Value =
+        serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
     assert_eq!(body["Status"], "SUCCESS");
     assert_eq!(body["PhysicalResourceId"], "ecs-ami-not-built-12345678");
-    assert!(body["Reason"].as_str().unwrap().contains("nothing to delete"));
-    assert_eq!(catcher.attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(
+        body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to delete")
+    );
+    assert_eq!(
+        catcher.attempts.load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
     assert_eq!(response.request_id, "req-delete");
 }
 
@@ -53,24 +70,43 @@ async fn a_refused_put_is_retried_until_accepted() {
 async fn a_put_refused_for_good_is_reported_without_the_url() {
     let catcher = ResponseCatcher::refusing(usize::MAX).await.unwrap();
     let sink = HttpSink::with_retries(3, Duration::from_millis(10));
-    let error = handler::handle(delete_of_failed_create(&catcher.url), &unreachable_aws().await, &sink, Limits::default())
-        .await
-        .unwrap_err();
+    let error = handler::handle(
+        delete_of_failed_create(&catcher.url),
+        &unreachable_aws().await,
+        &sink,
+        Limits::default(),
+    )
+    .await
+    .unwrap_err();
     let text = error.to_string();
     assert!(matches!(error, HandleError::Undeliverable { .. }), "{text}");
-    assert!(text.contains("after 3 attempts") && text.contains("503"), "{text}");
-    assert!(!text.contains(&catcher.url) && !text.contains("X-Amz-Signature"), "{text}");
+    assert!(
+        text.contains("after 3 attempts") && text.contains("503"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&catcher.url) && !text.contains("X-Amz-Signature"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_response_url_is_reported_without_the_url() {
     let url = "http://127.0.0.1:1/presigned?X-Amz-Signature=secret";
     let sink = HttpSink::with_retries(2, Duration::from_millis(10));
-    let error = handler::handle(delete_of_failed_create(url), &unreachable_aws().await, &sink, Limits::default())
-        .await
-        .unwrap_err();
+    let error = handler::handle(
+        delete_of_failed_create(url),
+        &unreachable_aws().await,
+        &sink,
+        Limits::default(),
+    )
+    .await
+    .unwrap_err();
     let text = error.to_string();
-    assert!(!text.contains("secret") && !text.contains("127.0.0.1:1"), "{text}");
+    assert!(
+        !text.contains("secret") && !text.contains("127.0.0.1:1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -78,10 +114,18 @@ async fn a_malformed_request_is_still_answered() {
     let mut catcher = ResponseCatcher::start().await.unwrap();
     let event = json!({"RequestType": "Create", "ResponseURL": catcher.url, "RequestId": "r", "StackId": "s"});
     let sink = HttpSink::with_retries(2, Duration::from_millis(10));
-    handler::handle(event, &unreachable_aws().await, &sink, Limits::default()).await.unwrap();
-    let body: Value = serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
+    handler::handle(event, &unreachable_aws().await, &sink, Limits::default())
+        .await
+        .unwrap();
+    let body: Value =
+        serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
     assert_eq!(body["Status"], "FAILED");
-    assert!(body["Reason"].as_str().unwrap().contains("malformed CloudFormation request"));
+    assert!(
+        body["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("malformed CloudFormation request")
+    );
     assert!(!body["PhysicalResourceId"].as_str().unwrap().is_empty());
     assert_eq!(body["RequestId"], "r");
 }
@@ -89,8 +133,13 @@ async fn a_malformed_request_is_still_answered() {
 #[tokio::test]
 async fn an_event_that_is_not_cloudformation_is_refused() {
     let sink = HttpSink::with_retries(1, Duration::from_millis(10));
-    let error = handler::handle(json!({"detail-type": "Scheduled Event"}), &unreachable_aws().await, &sink, Limits::default())
-        .await
-        .unwrap_err();
+    let error = handler::handle(
+        json!({"detail-type": "Scheduled Event"}),
+        &unreachable_aws().await,
+        &sink,
+        Limits::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(error, HandleError::NotCloudFormation(_)));
 }

@@ -35,9 +35,9 @@ pub struct AwsError {
 
 impl AwsError {
     pub fn is_not_found(&self) -> bool {
-        self.code
-            .as_deref()
-            .is_some_and(|c| c.contains("NotFound") || c.ends_with(".Malformed") || c == "InvalidAMIID.Unavailable")
+        self.code.as_deref().is_some_and(|c| {
+            c.contains("NotFound") || c.ends_with(".Malformed") || c == "InvalidAMIID.Unavailable"
+        })
     }
 
     fn from_sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> AwsError
@@ -127,7 +127,10 @@ impl Aws {
             .retry_config(retry_config())
             .load()
             .await;
-        Aws::from_clients(aws_sdk_ec2::Client::new(&config), aws_sdk_ssm::Client::new(&config))
+        Aws::from_clients(
+            aws_sdk_ec2::Client::new(&config),
+            aws_sdk_ssm::Client::new(&config),
+        )
     }
 
     pub fn from_clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> Aws {
@@ -155,10 +158,18 @@ impl Aws {
     pub async fn describe_image(&self, image_id: &str) -> Result<Option<Image>> {
         let out = self.ec2.describe_images().image_ids(image_id).send().await;
         match out {
-            Ok(out) => Ok(out.images().iter().find(|i| i.image_id() == Some(image_id)).map(to_image)),
+            Ok(out) => Ok(out
+                .images()
+                .iter()
+                .find(|i| i.image_id() == Some(image_id))
+                .map(to_image)),
             Err(error) => {
                 let error = AwsError::from_sdk("ec2:DescribeImages", error);
-                if error.is_not_found() { Ok(None) } else { Err(error) }
+                if error.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
             }
         }
     }
@@ -192,7 +203,10 @@ impl Aws {
             .client_token(&request.client_token)
             .iam_instance_profile(profile.build())
             .set_subnet_id(request.subnet_id.clone())
-            .set_security_group_ids((!request.security_group_ids.is_empty()).then(|| request.security_group_ids.clone()))
+            .set_security_group_ids(
+                (!request.security_group_ids.is_empty())
+                    .then(|| request.security_group_ids.clone()),
+            )
             .metadata_options(
                 ec2t::InstanceMetadataOptionsRequest::builder()
                     .http_endpoint(ec2t::InstanceMetadataEndpointState::Enabled)
@@ -202,7 +216,10 @@ impl Aws {
             )
             .instance_initiated_shutdown_behavior(ec2t::ShutdownBehavior::Terminate)
             .set_block_device_mappings(Some(block_device_mappings(&request.block_devices, true)))
-            .tag_specifications(tag_specification(ec2t::ResourceType::Instance, &request.tags))
+            .tag_specifications(tag_specification(
+                ec2t::ResourceType::Instance,
+                &request.tags,
+            ))
             .tag_specifications(tag_specification(ec2t::ResourceType::Volume, &request.tags))
             .send()
             .await
@@ -219,7 +236,10 @@ impl Aws {
     }
 
     /// Instances carrying every one of `tags`, with their state names.
-    pub async fn instances_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
+    pub async fn instances_tagged(
+        &self,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<(String, String)>> {
         let out = self
             .ec2
             .describe_instances()
@@ -232,7 +252,10 @@ impl Aws {
             .iter()
             .flat_map(|r| r.instances())
             .filter_map(|i| {
-                let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned())?;
+                let state = i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_owned())?;
                 Some((i.instance_id()?.to_owned(), state))
             })
             .collect())
@@ -240,17 +263,30 @@ impl Aws {
 
     /// The instance's state name, or None once EC2 no longer knows it.
     pub async fn instance_state(&self, instance_id: &str) -> Result<Option<String>> {
-        let out = self.ec2.describe_instances().instance_ids(instance_id).send().await;
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await;
         match out {
             Ok(out) => Ok(out
                 .reservations()
                 .iter()
                 .flat_map(|r| r.instances())
                 .find(|i| i.instance_id() == Some(instance_id))
-                .and_then(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()))),
+                .and_then(|i| {
+                    i.state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_owned())
+                })),
             Err(error) => {
                 let error = AwsError::from_sdk("ec2:DescribeInstances", error);
-                if error.is_not_found() { Ok(None) } else { Err(error) }
+                if error.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
             }
         }
     }
@@ -270,11 +306,18 @@ impl Aws {
             .await
             .map_err(|e| AwsError::from_sdk("ssm:DescribeInstanceInformation", e))?;
         Ok(out.instance_information_list().iter().any(|info| {
-            info.instance_id() == Some(instance_id) && info.ping_status() == Some(&ssmt::PingStatus::Online)
+            info.instance_id() == Some(instance_id)
+                && info.ping_status() == Some(&ssmt::PingStatus::Online)
         }))
     }
 
-    pub async fn run_step(&self, instance_id: &str, script: &str, timeout_seconds: u32, comment: &str) -> Result<String> {
+    pub async fn run_step(
+        &self,
+        instance_id: &str,
+        script: &str,
+        timeout_seconds: u32,
+        comment: &str,
+    ) -> Result<String> {
         let lines: Vec<String> = script.lines().map(str::to_owned).collect();
         let out = self
             .ssm
@@ -362,11 +405,21 @@ impl Aws {
 
     /// Terminating an instance that is already gone is success.
     pub async fn terminate_instance(&self, instance_id: &str) -> Result<()> {
-        match self.ec2.terminate_instances().instance_ids(instance_id).send().await {
+        match self
+            .ec2
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(error) => {
                 let error = AwsError::from_sdk("ec2:TerminateInstances", error);
-                if error.is_not_found() { Ok(()) } else { Err(error) }
+                if error.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
             }
         }
     }
@@ -379,7 +432,8 @@ impl Aws {
             .name(&request.name)
             .set_description(request.description.clone())
             .set_block_device_mappings(
-                (!request.block_devices.is_empty()).then(|| block_device_mappings(&request.block_devices, false)),
+                (!request.block_devices.is_empty())
+                    .then(|| block_device_mappings(&request.block_devices, false)),
             )
             // Snapshots are tagged after the image is available: the local AWS refuses a snapshot
             // TagSpecification here, and tagging later works the same on real AWS.
@@ -394,7 +448,11 @@ impl Aws {
         })
     }
 
-    pub async fn tag(&self, resource_ids: &[String], tags: &BTreeMap<String, String>) -> Result<()> {
+    pub async fn tag(
+        &self,
+        resource_ids: &[String],
+        tags: &BTreeMap<String, String>,
+    ) -> Result<()> {
         if resource_ids.is_empty() || tags.is_empty() {
             return Ok(());
         }
@@ -412,7 +470,10 @@ impl Aws {
         if resource_ids.is_empty() || keys.is_empty() {
             return Ok(());
         }
-        let tags = keys.iter().map(|k| ec2t::Tag::builder().key(k).build()).collect();
+        let tags = keys
+            .iter()
+            .map(|k| ec2t::Tag::builder().key(k).build())
+            .collect();
         self.ec2
             .delete_tags()
             .set_resources(Some(resource_ids.to_vec()))
@@ -440,18 +501,32 @@ impl Aws {
             Ok(_) => Ok(()),
             Err(error) => {
                 let error = AwsError::from_sdk("ec2:DeregisterImage", error);
-                if error.is_not_found() { Ok(()) } else { Err(error) }
+                if error.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
             }
         }
     }
 
     /// Deleting a snapshot that is already gone is success.
     pub async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
-        match self.ec2.delete_snapshot().snapshot_id(snapshot_id).send().await {
+        match self
+            .ec2
+            .delete_snapshot()
+            .snapshot_id(snapshot_id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(error) => {
                 let error = AwsError::from_sdk("ec2:DeleteSnapshot", error);
-                if error.is_not_found() { Ok(()) } else { Err(error) }
+                if error.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
             }
         }
     }
@@ -465,11 +540,18 @@ impl Aws {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ec2:DescribeSnapshots", e))?;
-        Ok(out.snapshots().iter().filter_map(|s| s.snapshot_id().map(str::to_owned)).collect())
+        Ok(out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_owned))
+            .collect())
     }
 
     /// Volumes carrying every one of `tags` that are not attached to anything.
-    pub async fn detached_volumes_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<String>> {
+    pub async fn detached_volumes_tagged(
+        &self,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>> {
         let out = self
             .ec2
             .describe_volumes()
@@ -490,7 +572,11 @@ impl Aws {
             Ok(_) => Ok(()),
             Err(error) => {
                 let error = AwsError::from_sdk("ec2:DeleteVolume", error);
-                if error.is_not_found() { Ok(()) } else { Err(error) }
+                if error.is_not_found() {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
             }
         }
     }
@@ -501,9 +587,18 @@ fn to_image(image: &ec2t::Image) -> Image {
         id: image.image_id().unwrap_or_default().to_owned(),
         name: image.name().unwrap_or_default().to_owned(),
         description: image.description().map(str::to_owned),
-        state: image.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-        state_reason: image.state_reason().and_then(|r| r.message()).map(str::to_owned),
-        architecture: image.architecture().map(|a| a.as_str().to_owned()).unwrap_or_default(),
+        state: image
+            .state()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        state_reason: image
+            .state_reason()
+            .and_then(|r| r.message())
+            .map(str::to_owned),
+        architecture: image
+            .architecture()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default(),
         root_device_name: image.root_device_name().map(str::to_owned),
         snapshot_ids: image
             .block_device_mappings()
@@ -513,33 +608,58 @@ fn to_image(image: &ec2t::Image) -> Image {
         tags: image
             .tags()
             .iter()
-            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
             .collect(),
     }
 }
 
 fn to_tags(tags: &BTreeMap<String, String>) -> Vec<ec2t::Tag> {
-    tags.iter().map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build()).collect()
+    tags.iter()
+        .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
+        .collect()
 }
 
-fn tag_specification(kind: ec2t::ResourceType, tags: &BTreeMap<String, String>) -> ec2t::TagSpecification {
-    ec2t::TagSpecification::builder().resource_type(kind).set_tags(Some(to_tags(tags))).build()
+fn tag_specification(
+    kind: ec2t::ResourceType,
+    tags: &BTreeMap<String, String>,
+) -> ec2t::TagSpecification {
+    ec2t::TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(to_tags(tags)))
+        .build()
 }
 
 fn tag_filters(tags: &BTreeMap<String, String>) -> Vec<ec2t::Filter> {
     tags.iter()
-        .map(|(k, v)| ec2t::Filter::builder().name(format!("tag:{k}")).values(v).build())
+        .map(|(k, v)| {
+            ec2t::Filter::builder()
+                .name(format!("tag:{k}"))
+                .values(v)
+                .build()
+        })
         .collect()
 }
 
 /// `for_builder`: the builder's volumes are always deleted with it, whatever the AMI's mapping
 /// says, so a failed build leaves no volume behind.
-fn block_device_mappings(devices: &[BlockDevice], for_builder: bool) -> Vec<ec2t::BlockDeviceMapping> {
+fn block_device_mappings(
+    devices: &[BlockDevice],
+    for_builder: bool,
+) -> Vec<ec2t::BlockDeviceMapping> {
     devices
         .iter()
         .map(|device| {
             let ebs = &device.ebs;
-            let delete = if for_builder { Some(true) } else { ebs.delete_on_termination.or(Some(true)) };
+            let delete = if for_builder {
+                Some(true)
+            } else {
+                ebs.delete_on_termination.or(Some(true))
+            };
             ec2t::BlockDeviceMapping::builder()
                 .device_name(&device.device_name)
                 .ebs(

@@ -22,7 +22,12 @@ replaces the event's PhysicalResourceId (Update and Delete events name the AMI a
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["invoke", path] => invoke(path, None).await,
         ["invoke", "--physical-resource-id", id, path] => invoke(path, Some(id)).await,
         ["-h" | "--help" | "help"] => {
@@ -43,7 +48,10 @@ async fn invoke(path: &str, physical_id: Option<&str>) -> ExitCode {
     } else {
         std::fs::read_to_string(path)
     };
-    let mut event: Value = match text.map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
+    let mut event: Value = match text
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
         Ok(event) => event,
         Err(problem) => {
             eprintln!("ecs-ami: cannot use {path}: {problem}");
@@ -67,9 +75,16 @@ async fn invoke(path: &str, physical_id: Option<&str>) -> ExitCode {
     let sink = HttpSink::with_retries(3, Duration::from_millis(200));
     match handler::handle(event, &aws, &sink, Limits::default()).await {
         Ok(response) => {
-            let body = catcher.next(Duration::from_secs(5)).await.unwrap_or_else(|| response.body());
+            let body = catcher
+                .next(Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|| response.body());
             println!("{}", String::from_utf8_lossy(&body));
-            if response.status == Status::Success { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if response.status == Status::Success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(error @ HandleError::NotCloudFormation(_)) => {
             eprintln!("ecs-ami: {error}");

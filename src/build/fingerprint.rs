@@ -56,7 +56,11 @@ mod tests {
             json!({"SecurityGroupIds": ["sg-12345678"]}),
             json!({"IamInstanceProfile": "other"}),
         ] {
-            assert_eq!(of(&spec(extra.clone()), "ami-12345678", "t3.medium"), base, "{extra}");
+            assert_eq!(
+                of(&spec(extra.clone()), "ami-12345678", "t3.medium"),
+                base,
+                "{extra}"
+            );
         }
     }
 
@@ -72,7 +76,11 @@ mod tests {
             json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20}}]}),
             json!({"AmiName": "fixed-name"}),
         ] {
-            assert_ne!(of(&spec(extra.clone()), "ami-12345678", "t3.medium"), base, "{extra}");
+            assert_ne!(
+                of(&spec(extra.clone()), "ami-12345678", "t3.medium"),
+                base,
+                "{extra}"
+            );
         }
     }
 

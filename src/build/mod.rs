@@ -63,13 +63,25 @@ impl Timing {
 pub enum Phase {
     Resolve,
     Launch,
-    AwaitOnline { waited: Duration },
-    StartStep { index: usize },
-    AwaitStep { index: usize, command_id: String, waited: Duration },
+    AwaitOnline {
+        waited: Duration,
+    },
+    StartStep {
+        index: usize,
+    },
+    AwaitStep {
+        index: usize,
+        command_id: String,
+        waited: Duration,
+    },
     Stop,
-    AwaitStopped { waited: Duration },
+    AwaitStopped {
+        waited: Duration,
+    },
     CreateImage,
-    AwaitImage { waited: Duration },
+    AwaitImage {
+        waited: Duration,
+    },
     TagSnapshots,
     Finish,
     Done,
@@ -166,13 +178,18 @@ impl Build {
             if self.phase == Phase::Done {
                 return self.success_outcome();
             }
-            if timing.deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            if timing
+                .deadline
+                .is_some_and(|d| tokio::time::Instant::now() >= d)
+            {
                 let message = format!(
                     "ran out of time while {} ({} s into this invocation); the build needs the hand-over to a fresh invocation to run longer",
                     self.phase.name(),
                     started.elapsed().as_secs()
                 );
-                return self.fail_and_clean(aws, identity, &failed_id, message, true).await;
+                return self
+                    .fail_and_clean(aws, identity, &failed_id, message, true)
+                    .await;
             }
             match self.advance(aws, identity, timing).await {
                 Ok(Next::Now(phase)) => self.phase = phase,
@@ -182,7 +199,9 @@ impl Build {
                 }
                 Err(error) => {
                     let message = format!("failed while {}: {}", self.phase.name(), error.message);
-                    return self.fail_and_clean(aws, identity, &failed_id, message, !error.command_ended).await;
+                    return self
+                        .fail_and_clean(aws, identity, &failed_id, message, !error.command_ended)
+                        .await;
                 }
             }
         }
@@ -211,8 +230,14 @@ impl Build {
     }
 
     fn success_outcome(&self) -> Outcome {
-        let resolved = self.resolved.as_ref().expect("a finished build was resolved");
-        let image_id = self.image_id.clone().expect("a finished build has an image");
+        let resolved = self
+            .resolved
+            .as_ref()
+            .expect("a finished build was resolved");
+        let image_id = self
+            .image_id
+            .clone()
+            .expect("a finished build has an image");
         let mut data = BTreeMap::new();
         data.insert("ImageId".into(), image_id.clone());
         data.insert("ImageName".into(), self.image_name.clone());
@@ -222,7 +247,12 @@ impl Build {
         Outcome::success(image_id, data)
     }
 
-    async fn advance(&mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Result<Next, BuildError> {
+    async fn advance(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<Next, BuildError> {
         match self.phase.clone() {
             Phase::Resolve => {
                 self.resolved = Some(resolve(aws, &self.spec).await?);
@@ -233,7 +263,11 @@ impl Build {
                 let mut tags = identity_tags(identity);
                 tags.insert(
                     "Name".into(),
-                    format!("ecs-ami builder {}/{}", identity.stack_name(), identity.logical_id),
+                    format!(
+                        "ecs-ami builder {}/{}",
+                        identity.stack_name(),
+                        identity.logical_id
+                    ),
                 );
                 let request = LaunchRequest {
                     image_id: resolved.source_image.clone(),
@@ -248,12 +282,18 @@ impl Build {
                 let instance_id = aws.launch_builder(&request).await?;
                 tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
                 self.instance_id = Some(instance_id);
-                Ok(Next::Now(Phase::AwaitOnline { waited: Duration::ZERO }))
+                Ok(Next::Now(Phase::AwaitOnline {
+                    waited: Duration::ZERO,
+                }))
             }
             Phase::AwaitOnline { waited } => {
                 let instance_id = self.instance();
                 if aws.instance_online(instance_id).await? {
-                    tracing::info!(instance_id, waited_s = waited.as_secs(), "builder is Online in SSM");
+                    tracing::info!(
+                        instance_id,
+                        waited_s = waited.as_secs(),
+                        "builder is Online in SSM"
+                    );
                     return Ok(Next::Now(Phase::StartStep { index: 0 }));
                 }
                 match aws.instance_state(instance_id).await?.as_deref() {
@@ -273,7 +313,12 @@ impl Build {
                     ));
                 }
                 let pause = timing.next_poll(waited);
-                Ok(Next::After(pause, Phase::AwaitOnline { waited: waited + pause }))
+                Ok(Next::After(
+                    pause,
+                    Phase::AwaitOnline {
+                        waited: waited + pause,
+                    },
+                ))
             }
             Phase::StartStep { index } => {
                 let Some(step) = self.spec.steps.get(index) else {
@@ -290,22 +335,45 @@ impl Build {
                 tracing::info!(step = %step.name, number = index + 1, of = self.spec.steps.len(), command_id = %command_id, "step started");
                 Ok(Next::After(
                     timing.min_poll,
-                    Phase::AwaitStep { index, command_id, waited: timing.min_poll },
+                    Phase::AwaitStep {
+                        index,
+                        command_id,
+                        waited: timing.min_poll,
+                    },
                 ))
             }
-            Phase::AwaitStep { index, command_id, waited } => {
+            Phase::AwaitStep {
+                index,
+                command_id,
+                waited,
+            } => {
                 let step = &self.spec.steps[index];
                 let result = aws.step_result(&command_id, self.instance()).await?;
-                let position = format!("step {:?} ({} of {})", step.name, index + 1, self.spec.steps.len());
+                let position = format!(
+                    "step {:?} ({} of {})",
+                    step.name,
+                    index + 1,
+                    self.spec.steps.len()
+                );
                 match result.status {
                     StepStatus::Running => {
                         // SSM enforces the step's own timeout; this margin covers delivery.
                         let limit = Duration::from_secs(u64::from(step.timeout_seconds) + 120);
                         if waited >= limit {
-                            return fail(format!("{position} was still running after {} s", waited.as_secs()));
+                            return fail(format!(
+                                "{position} was still running after {} s",
+                                waited.as_secs()
+                            ));
                         }
                         let pause = timing.next_poll(waited);
-                        Ok(Next::After(pause, Phase::AwaitStep { index, command_id, waited: waited + pause }))
+                        Ok(Next::After(
+                            pause,
+                            Phase::AwaitStep {
+                                index,
+                                command_id,
+                                waited: waited + pause,
+                            },
+                        ))
                     }
                     StepStatus::Success => {
                         tracing::info!(step = %step.name, status = "Success", stdout = %tail(&result.stdout, 20, 2000), "step finished");
@@ -314,7 +382,10 @@ impl Build {
                     StepStatus::Failed | StepStatus::TimedOut | StepStatus::Cancelled => {
                         tracing::warn!(step = %step.name, status = ?result.status, exit_code = result.exit_code, stdout = %tail(&result.stdout, 20, 2000), stderr = %tail(&result.stderr, 20, 2000), "step failed");
                         let how = match result.status {
-                            StepStatus::TimedOut => format!("timed out after its {} s TimeoutSeconds", step.timeout_seconds),
+                            StepStatus::TimedOut => format!(
+                                "timed out after its {} s TimeoutSeconds",
+                                step.timeout_seconds
+                            ),
                             StepStatus::Cancelled => "was cancelled".to_owned(),
                             _ => format!("exited {}", result.exit_code),
                         };
@@ -332,7 +403,9 @@ impl Build {
             Phase::Stop => {
                 aws.stop_instance(self.instance()).await?;
                 tracing::info!(instance_id = self.instance(), "stopping the builder");
-                Ok(Next::Now(Phase::AwaitStopped { waited: Duration::ZERO }))
+                Ok(Next::Now(Phase::AwaitStopped {
+                    waited: Duration::ZERO,
+                }))
             }
             Phase::AwaitStopped { waited } => {
                 let instance_id = self.instance();
@@ -340,12 +413,21 @@ impl Build {
                     Some("stopped") => Ok(Next::Now(Phase::CreateImage)),
                     Some("stopping" | "running" | "pending") if waited < timing.stop_timeout => {
                         let pause = timing.next_poll(waited);
-                        Ok(Next::After(pause, Phase::AwaitStopped { waited: waited + pause }))
+                        Ok(Next::After(
+                            pause,
+                            Phase::AwaitStopped {
+                                waited: waited + pause,
+                            },
+                        ))
                     }
-                    Some("stopping" | "running" | "pending") => {
-                        fail(format!("builder {instance_id} did not stop within {} s", timing.stop_timeout.as_secs()))
-                    }
-                    other => fail(format!("builder {instance_id} is {} instead of stopping", other.unwrap_or("gone"))),
+                    Some("stopping" | "running" | "pending") => fail(format!(
+                        "builder {instance_id} did not stop within {} s",
+                        timing.stop_timeout.as_secs()
+                    )),
+                    other => fail(format!(
+                        "builder {instance_id} is {} instead of stopping",
+                        other.unwrap_or("gone")
+                    )),
                 }
             }
             Phase::CreateImage => {
@@ -360,7 +442,9 @@ impl Build {
                 let image_id = aws.create_image(&request).await?;
                 tracing::info!(image_id = %image_id, name = %self.image_name, "image requested");
                 self.image_id = Some(image_id);
-                Ok(Next::Now(Phase::AwaitImage { waited: Duration::ZERO }))
+                Ok(Next::Now(Phase::AwaitImage {
+                    waited: Duration::ZERO,
+                }))
             }
             Phase::AwaitImage { waited } => {
                 let image_id = self.image_id.clone().expect("image requested");
@@ -375,7 +459,12 @@ impl Build {
                     }
                     Some("pending") | None if waited < timing.image_timeout => {
                         let pause = timing.next_poll(waited);
-                        Ok(Next::After(pause, Phase::AwaitImage { waited: waited + pause }))
+                        Ok(Next::After(
+                            pause,
+                            Phase::AwaitImage {
+                                waited: waited + pause,
+                            },
+                        ))
                     }
                     Some("pending") | None => fail(format!(
                         "image {image_id} was not available within {} s",
@@ -383,14 +472,19 @@ impl Build {
                     )),
                     Some(state) => fail(format!(
                         "image {image_id} ended {state}: {}",
-                        image.and_then(|i| i.state_reason.clone()).unwrap_or_else(|| "no reason given".into())
+                        image
+                            .and_then(|i| i.state_reason.clone())
+                            .unwrap_or_else(|| "no reason given".into())
                     )),
                 }
             }
             Phase::TagSnapshots => {
                 let resolved = self.resolved.as_ref().expect("resolved");
                 let mut tags = image_tags(identity, &self.spec, resolved);
-                tags.insert(TAG_IMAGE.into(), self.image_id.clone().expect("image exists"));
+                tags.insert(
+                    TAG_IMAGE.into(),
+                    self.image_id.clone().expect("image exists"),
+                );
                 aws.tag(&self.snapshot_ids, &tags).await?;
                 Ok(Next::Now(Phase::Finish))
             }
@@ -405,7 +499,9 @@ impl Build {
     }
 
     fn instance(&self) -> &str {
-        self.instance_id.as_deref().expect("launched before this phase")
+        self.instance_id
+            .as_deref()
+            .expect("launched before this phase")
     }
 }
 
@@ -418,7 +514,9 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
                 command_ended: false,
             })?;
             if !crate::cfn::is_image_id(&value) {
-                return fail(format!("SourceAmiParameter {name} holds {value:?}, which is not an AMI id"));
+                return fail(format!(
+                    "SourceAmiParameter {name} holds {value:?}, which is not an AMI id"
+                ));
             }
             value
         }
@@ -429,10 +527,16 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
         ));
     };
     if image.state != "available" {
-        return fail(format!("source AMI {source_image} is {}, not available", image.state));
+        return fail(format!(
+            "source AMI {source_image} is {}, not available",
+            image.state
+        ));
     }
     let architecture = image.architecture.clone();
-    let instance_type = spec.instance_type.clone().unwrap_or_else(|| default_instance_type(&architecture).into());
+    let instance_type = spec
+        .instance_type
+        .clone()
+        .unwrap_or_else(|| default_instance_type(&architecture).into());
     let fingerprint = fingerprint::of(spec, &source_image, &instance_type);
     tracing::info!(source_image = %source_image, architecture = %architecture, "source resolved");
     Ok(Resolved {
@@ -446,7 +550,11 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
 /// Burstable general-purpose types: enough memory for `dnf update` and Docker pulls, cheap for
 /// the few minutes a build runs.
 pub fn default_instance_type(architecture: &str) -> &'static str {
-    if architecture == "arm64" { "t4g.medium" } else { "t3.medium" }
+    if architecture == "arm64" {
+        "t4g.medium"
+    } else {
+        "t3.medium"
+    }
 }
 
 /// Stack, logical id and UTC time, readable in the console, plus a short request hash so that
@@ -461,7 +569,13 @@ pub fn default_image_name(identity: &Identity, utc_stamp: String) -> String {
     );
     let cleaned: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "()[]./-'@_".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "()[]./-'@_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if cleaned.len() <= 128 {
         cleaned
@@ -475,7 +589,11 @@ pub fn default_image_name(identity: &Identity, utc_stamp: String) -> String {
 pub fn client_token(identity: &Identity) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(
-        format!("{}\n{}\n{}", identity.stack_id, identity.logical_id, identity.request_id).as_bytes(),
+        format!(
+            "{}\n{}\n{}",
+            identity.stack_id, identity.logical_id, identity.request_id
+        )
+        .as_bytes(),
     );
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("ecs-ami-{}", &hex[..48])
@@ -496,7 +614,11 @@ fn resource_tags(identity: &Identity) -> BTreeMap<String, String> {
     ])
 }
 
-fn image_tags(identity: &Identity, spec: &AmiSpec, resolved: &Resolved) -> BTreeMap<String, String> {
+fn image_tags(
+    identity: &Identity,
+    spec: &AmiSpec,
+    resolved: &Resolved,
+) -> BTreeMap<String, String> {
     let mut tags = spec.tags.clone();
     tags.extend(identity_tags(identity));
     tags.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
@@ -505,16 +627,23 @@ fn image_tags(identity: &Identity, spec: &AmiSpec, resolved: &Resolved) -> BTree
 }
 
 fn owned_by(image: &Image, identity: &Identity) -> bool {
-    image.tags.get(TAG_STACK) == Some(&identity.stack_id) && image.tags.get(TAG_LOGICAL) == Some(&identity.logical_id)
+    image.tags.get(TAG_STACK) == Some(&identity.stack_id)
+        && image.tags.get(TAG_LOGICAL) == Some(&identity.logical_id)
 }
 
 fn image_outcome(image: &Image) -> Outcome {
     let mut data = BTreeMap::new();
     data.insert("ImageId".into(), image.id.clone());
     data.insert("ImageName".into(), image.name.clone());
-    data.insert("SourceImageId".into(), image.tags.get(TAG_SOURCE).cloned().unwrap_or_default());
+    data.insert(
+        "SourceImageId".into(),
+        image.tags.get(TAG_SOURCE).cloned().unwrap_or_default(),
+    );
     data.insert("SnapshotIds".into(), image.snapshot_ids.join(","));
-    data.insert("Fingerprint".into(), image.tags.get(TAG_FINGERPRINT).cloned().unwrap_or_default());
+    data.insert(
+        "Fingerprint".into(),
+        image.tags.get(TAG_FINGERPRINT).cloned().unwrap_or_default(),
+    );
     Outcome::success(image.id.clone(), data)
 }
 
@@ -534,7 +663,11 @@ fn tail(text: &str, lines: usize, max: usize) -> String {
 
 fn quoted_tail(text: &str) -> String {
     let kept = tail(text, 10, 1200);
-    if kept.is_empty() { "(empty)".into() } else { format!("{kept:?}") }
+    if kept.is_empty() {
+        "(empty)".into()
+    } else {
+        format!("{kept:?}")
+    }
 }
 
 pub async fn create(aws: &Aws, identity: &Identity, spec: AmiSpec, timing: &Timing) -> Outcome {
@@ -543,30 +676,57 @@ pub async fn create(aws: &Aws, identity: &Identity, spec: AmiSpec, timing: &Timi
 
 /// Update: keep the image when nothing that shapes its content changed, reuse an earlier image of
 /// this resource with the wanted content (a rollback), or build a new one.
-pub async fn update(aws: &Aws, identity: &Identity, physical_id: &str, spec: AmiSpec, timing: &Timing) -> Outcome {
+pub async fn update(
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: &str,
+    spec: AmiSpec,
+    timing: &Timing,
+) -> Outcome {
     let resolved = match resolve(aws, &spec).await {
         Ok(resolved) => resolved,
-        Err(error) => return Outcome::failed(physical_id, format!("Update failed while resolving the source AMI: {}; the existing image {physical_id} is unchanged", error.message)),
+        Err(error) => {
+            return Outcome::failed(
+                physical_id,
+                format!(
+                    "Update failed while resolving the source AMI: {}; the existing image {physical_id} is unchanged",
+                    error.message
+                ),
+            );
+        }
     };
     let current = if crate::cfn::is_image_id(physical_id) {
         match aws.describe_image(physical_id).await {
             Ok(image) => image,
-            Err(error) => return Outcome::failed(physical_id, format!("Update could not read the existing image: {error}")),
+            Err(error) => {
+                return Outcome::failed(
+                    physical_id,
+                    format!("Update could not read the existing image: {error}"),
+                );
+            }
         }
     } else {
         None
     };
-    if let Some(image) = current.filter(|i| owned_by(i, identity) && i.state == "available") {
-        if image.tags.get(TAG_FINGERPRINT) == Some(&resolved.fingerprint) {
-            return match retag(aws, &image, &spec).await {
-                Ok(()) => {
-                    tracing::info!(image_id = %image.id, "content unchanged: tags and description updated in place");
-                    let refreshed = aws.describe_image(&image.id).await.ok().flatten().unwrap_or(image);
-                    image_outcome(&refreshed)
-                }
-                Err(error) => Outcome::failed(physical_id, format!("Update could not retag image {physical_id}: {error}")),
-            };
-        }
+    if let Some(image) = current.filter(|i| owned_by(i, identity) && i.state == "available")
+        && image.tags.get(TAG_FINGERPRINT) == Some(&resolved.fingerprint)
+    {
+        return match retag(aws, &image, &spec).await {
+            Ok(()) => {
+                tracing::info!(image_id = %image.id, "content unchanged: tags and description updated in place");
+                let refreshed = aws
+                    .describe_image(&image.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(image);
+                image_outcome(&refreshed)
+            }
+            Err(error) => Outcome::failed(
+                physical_id,
+                format!("Update could not retag image {physical_id}: {error}"),
+            ),
+        };
     }
     let mut wanted = resource_tags(identity);
     wanted.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
@@ -575,12 +735,20 @@ pub async fn update(aws: &Aws, identity: &Identity, physical_id: &str, spec: Ami
             if let Some(image) = images.into_iter().find(|i| i.state == "available") {
                 tracing::info!(image_id = %image.id, "an earlier image of this resource has the wanted content: reusing it");
                 if let Err(error) = retag(aws, &image, &spec).await {
-                    return Outcome::failed(physical_id, format!("Update could not retag reused image {}: {error}", image.id));
+                    return Outcome::failed(
+                        physical_id,
+                        format!("Update could not retag reused image {}: {error}", image.id),
+                    );
                 }
                 return image_outcome(&image);
             }
         }
-        Err(error) => return Outcome::failed(physical_id, format!("Update could not look for earlier images: {error}")),
+        Err(error) => {
+            return Outcome::failed(
+                physical_id,
+                format!("Update could not look for earlier images: {error}"),
+            );
+        }
     }
     let outcome = create(aws, identity, spec, timing).await;
     match outcome.status {
@@ -588,7 +756,9 @@ pub async fn update(aws: &Aws, identity: &Identity, physical_id: &str, spec: Ami
         // here would make CloudFormation treat the failure as a replacement.
         crate::cfn::Status::Failed => Outcome {
             physical_id: physical_id.to_owned(),
-            reason: outcome.reason.map(|r| format!("Update {r}; the existing image {physical_id} is unchanged")),
+            reason: outcome
+                .reason
+                .map(|r| format!("Update {r}; the existing image {physical_id} is unchanged")),
             ..outcome
         },
         crate::cfn::Status::Success => outcome,
@@ -607,10 +777,10 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
         .collect();
     aws.untag(&resources, &stale).await?;
     aws.tag(&resources, &spec.tags).await?;
-    if let Some(description) = &spec.ami_description {
-        if image.description.as_ref() != Some(description) {
-            aws.set_image_description(&image.id, description).await?;
-        }
+    if let Some(description) = &spec.ami_description
+        && image.description.as_ref() != Some(description)
+    {
+        aws.set_image_description(&image.id, description).await?;
     }
     Ok(())
 }
@@ -624,29 +794,45 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
     }
     let image = match aws.describe_image(physical_id).await {
         Ok(image) => image,
-        Err(error) => return Outcome::failed(physical_id, format!("Delete could not read image {physical_id}: {error}")),
-    };
-    if let Some(image) = &image {
-        if !owned_by(image, identity) {
-            return Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
-                "image {physical_id} was not built by {}/{}: left untouched",
-                identity.stack_name(),
-                identity.logical_id
-            ));
+        Err(error) => {
+            return Outcome::failed(
+                physical_id,
+                format!("Delete could not read image {physical_id}: {error}"),
+            );
         }
+    };
+    if let Some(image) = &image
+        && !owned_by(image, identity)
+    {
+        return Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
+            "image {physical_id} was not built by {}/{}: left untouched",
+            identity.stack_name(),
+            identity.logical_id
+        ));
     }
-    let mut snapshots: Vec<String> = image.as_ref().map(|i| i.snapshot_ids.clone()).unwrap_or_default();
+    let mut snapshots: Vec<String> = image
+        .as_ref()
+        .map(|i| i.snapshot_ids.clone())
+        .unwrap_or_default();
     let mut by_tag = resource_tags(identity);
     by_tag.insert(TAG_IMAGE.into(), physical_id.to_owned());
     match aws.snapshots_tagged(&by_tag).await {
         Ok(found) => snapshots.extend(found),
-        Err(error) => return Outcome::failed(physical_id, format!("Delete could not list the snapshots of {physical_id}: {error}")),
+        Err(error) => {
+            return Outcome::failed(
+                physical_id,
+                format!("Delete could not list the snapshots of {physical_id}: {error}"),
+            );
+        }
     }
     snapshots.sort();
     snapshots.dedup();
     if image.is_some() {
         if let Err(error) = aws.deregister_image(physical_id).await {
-            return Outcome::failed(physical_id, format!("Delete could not deregister {physical_id}: {error}"));
+            return Outcome::failed(
+                physical_id,
+                format!("Delete could not deregister {physical_id}: {error}"),
+            );
         }
         tracing::info!(image_id = physical_id, "image deregistered");
     }
@@ -660,10 +846,17 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
     if !failures.is_empty() {
         return Outcome::failed(
             physical_id,
-            format!("image {physical_id} deregistered but snapshots remain: {}", failures.join(", ")),
+            format!(
+                "image {physical_id} deregistered but snapshots remain: {}",
+                failures.join(", ")
+            ),
         );
     }
-    let what = if image.is_some() { "deregistered" } else { "was already gone" };
+    let what = if image.is_some() {
+        "deregistered"
+    } else {
+        "was already gone"
+    };
     Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
         "image {physical_id} {what}; {} snapshot(s) deleted",
         snapshots.len()
@@ -688,7 +881,12 @@ pub async fn clean_up(aws: &Aws, identity: &Identity, known: &Leftovers) -> Stri
 
     let mut instances: Vec<String> = known.instance_id.iter().cloned().collect();
     match aws.instances_tagged(&tags).await {
-        Ok(found) => instances.extend(found.into_iter().filter(|(_, s)| s != "terminated").map(|(id, _)| id)),
+        Ok(found) => instances.extend(
+            found
+                .into_iter()
+                .filter(|(_, s)| s != "terminated")
+                .map(|(id, _)| id),
+        ),
         Err(error) => left.push(format!("builder instances could not be listed ({error})")),
     }
     instances.sort();
@@ -708,13 +906,13 @@ pub async fn clean_up(aws: &Aws, identity: &Identity, known: &Leftovers) -> Stri
         Ok(found) => images.extend(found),
         Err(error) => left.push(format!("images could not be listed ({error})")),
     }
-    if let Some(id) = &known.image_id {
-        if !images.iter().any(|i| &i.id == id) {
-            match aws.describe_image(id).await {
-                Ok(Some(image)) => images.push(image),
-                Ok(None) => {}
-                Err(error) => left.push(format!("image {id} ({error})")),
-            }
+    if let Some(id) = &known.image_id
+        && !images.iter().any(|i| &i.id == id)
+    {
+        match aws.describe_image(id).await {
+            Ok(Some(image)) => images.push(image),
+            Ok(None) => {}
+            Err(error) => left.push(format!("image {id} ({error})")),
         }
     }
     let mut snapshots = Vec::new();
@@ -787,7 +985,10 @@ mod tests {
         };
         assert_ne!(name, default_image_name(&other, "20261125T083000Z".into()));
         let long = Identity {
-            stack_id: format!("arn:aws:cloudformation:us-east-1:1:stack/{}/g", "s".repeat(200)),
+            stack_id: format!(
+                "arn:aws:cloudformation:us-east-1:1:stack/{}/g",
+                "s".repeat(200)
+            ),
             ..identity()
         };
         let long_name = default_image_name(&long, "20261125T083000Z".into());
@@ -811,13 +1012,22 @@ mod tests {
     fn polling_slows_down_with_waiting_within_bounds() {
         let timing = Timing::default();
         assert_eq!(timing.next_poll(Duration::ZERO), Duration::from_secs(1));
-        assert_eq!(timing.next_poll(Duration::from_secs(15)), Duration::from_secs(5));
-        assert_eq!(timing.next_poll(Duration::from_secs(600)), Duration::from_secs(10));
+        assert_eq!(
+            timing.next_poll(Duration::from_secs(15)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            timing.next_poll(Duration::from_secs(600)),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
     fn tails_keep_the_last_lines() {
-        let text = (1..=30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
+        let text = (1..=30)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let kept = tail(&text, 3, 1000);
         assert_eq!(kept, "line 28\nline 29\nline 30");
         assert_eq!(tail(&"é".repeat(100), 1, 9).len(), 8);

@@ -83,11 +83,18 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let out = run(&render(&step), dir.path());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let written = std::fs::read(dir.path().join("etc/ecs/it's.conf")).unwrap();
         assert_eq!(written, tricky.as_bytes());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("etc/ecs/it's.conf")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("etc/ecs/it's.conf"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -99,11 +106,19 @@ mod tests {
             name: "cmd".into(),
             timeout_seconds: 60,
             action: Action::Command {
-                commands: vec!["echo \"$GREETING\"".into(), "false".into(), "echo unreachable".into()],
+                commands: vec![
+                    "echo \"$GREETING\"".into(),
+                    "false".into(),
+                    "echo unreachable".into(),
+                ],
                 environment,
             },
         };
-        let out = Command::new("bash").arg("-c").arg(render(&step)).output().unwrap();
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(render(&step))
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1));
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert_eq!(stdout, "it's $not expanded; `nor this`\n");

@@ -110,7 +110,10 @@ impl AmiSpec {
         let source = match (source_ami, source_parameter) {
             (Some(ami), None) => {
                 if !is_ami_id(&ami) {
-                    problems.add("SourceAmi", format!("{ami:?} is not an AMI id (ami- followed by 8 or 17 hex digits)"));
+                    problems.add(
+                        "SourceAmi",
+                        format!("{ami:?} is not an AMI id (ami- followed by 8 or 17 hex digits)"),
+                    );
                 }
                 Some(Source::Ami(ami))
             }
@@ -119,7 +122,10 @@ impl AmiSpec {
                 Some(Source::Parameter(name))
             }
             (Some(_), Some(_)) => {
-                problems.add("SourceAmi", "give SourceAmi or SourceAmiParameter, not both");
+                problems.add(
+                    "SourceAmi",
+                    "give SourceAmi or SourceAmiParameter, not both",
+                );
                 None
             }
             (None, None) => {
@@ -137,40 +143,51 @@ impl AmiSpec {
             ),
             Some(profile) => check_instance_profile(profile, &mut problems),
         }
-        if let Some(kind) = &instance_type {
-            if !is_instance_type(kind) {
-                problems.add("InstanceType", format!("{kind:?} is not an EC2 instance type such as t3.medium"));
-            }
+        if let Some(kind) = &instance_type
+            && !is_instance_type(kind)
+        {
+            problems.add(
+                "InstanceType",
+                format!("{kind:?} is not an EC2 instance type such as t3.medium"),
+            );
         }
-        if let Some(subnet) = &subnet_id {
-            if !is_resource_id(subnet, "subnet-") {
-                problems.add("SubnetId", format!("{subnet:?} is not a subnet id (subnet- followed by hex digits)"));
-            }
+        if let Some(subnet) = &subnet_id
+            && !is_resource_id(subnet, "subnet-")
+        {
+            problems.add(
+                "SubnetId",
+                format!("{subnet:?} is not a subnet id (subnet- followed by hex digits)"),
+            );
         }
         let mut security_group_ids = Vec::new();
         for (i, group) in security_groups.unwrap_or_default().iter().enumerate() {
             let path = format!("SecurityGroupIds[{i}]");
             match scalar_string(group) {
                 Some(id) if is_resource_id(&id, "sg-") => security_group_ids.push(id),
-                Some(id) => problems.add(&path, format!("{id:?} is not a security group id (sg- followed by hex digits)")),
+                Some(id) => problems.add(
+                    &path,
+                    format!("{id:?} is not a security group id (sg- followed by hex digits)"),
+                ),
                 None => problems.add(&path, "must be a string"),
             }
         }
         if let Some(name) = &ami_name {
             check_ami_name(name, &mut problems);
         }
-        if let Some(description) = &ami_description {
-            if description.chars().count() > 255 {
-                problems.add("AmiDescription", "must be at most 255 characters");
-            }
+        if let Some(description) = &ami_description
+            && description.chars().count() > 255
+        {
+            problems.add("AmiDescription", "must be at most 255 characters");
         }
-        let block_device_mappings = parse_block_devices(block_devices.unwrap_or_default(), &mut problems);
+        let block_device_mappings =
+            parse_block_devices(block_devices.unwrap_or_default(), &mut problems);
         let tags = parse_tags(tags, &mut problems);
         let steps = parse_steps(steps.unwrap_or_default(), &mut problems);
 
         problems.into_result(|| AmiSpec {
             source: source.expect("a missing source is a reported problem"),
-            iam_instance_profile: iam_instance_profile.expect("a missing profile is a reported problem"),
+            iam_instance_profile: iam_instance_profile
+                .expect("a missing profile is a reported problem"),
             instance_type,
             subnet_id,
             security_group_ids,
@@ -247,7 +264,8 @@ impl<'a, 'p> Fields<'a, 'p> {
             }
             None => {
                 let path = self.path(key);
-                self.problems.add(&path, format!("must be a string, not {}", kind_of(value)));
+                self.problems
+                    .add(&path, format!("must be a string, not {}", kind_of(value)));
                 None
             }
         }
@@ -264,11 +282,13 @@ impl<'a, 'p> Fields<'a, 'p> {
         match parsed {
             Some(n) if (min as u64..=max as u64).contains(&n) => Some(n as u32),
             Some(n) => {
-                self.problems.add(&path, format!("{n} is out of range {min}..={max}"));
+                self.problems
+                    .add(&path, format!("{n} is out of range {min}..={max}"));
                 None
             }
             None => {
-                self.problems.add(&path, format!("must be a whole number, not {value}"));
+                self.problems
+                    .add(&path, format!("must be a whole number, not {value}"));
                 None
             }
         }
@@ -282,7 +302,8 @@ impl<'a, 'p> Fields<'a, 'p> {
             Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
             _ => {
                 let path = self.path(key);
-                self.problems.add(&path, format!("must be true or false, not {value}"));
+                self.problems
+                    .add(&path, format!("must be true or false, not {value}"));
                 None
             }
         }
@@ -294,7 +315,8 @@ impl<'a, 'p> Fields<'a, 'p> {
             Value::Array(items) => Some(items.clone()),
             _ => {
                 let path = self.path(key);
-                self.problems.add(&path, format!("must be a list, not {}", kind_of(value)));
+                self.problems
+                    .add(&path, format!("must be a list, not {}", kind_of(value)));
                 None
             }
         }
@@ -308,8 +330,16 @@ impl<'a, 'p> Fields<'a, 'p> {
             .collect();
         for key in unknown {
             let path = self.path(key);
-            let known: Vec<&str> = self.known.iter().copied().filter(|k| *k != "ServiceToken").collect();
-            self.problems.add(&path, format!("unknown property (expected one of: {})", known.join(", ")));
+            let known: Vec<&str> = self
+                .known
+                .iter()
+                .copied()
+                .filter(|k| *k != "ServiceToken")
+                .collect();
+            self.problems.add(
+                &path,
+                format!("unknown property (expected one of: {})", known.join(", ")),
+            );
         }
     }
 }
@@ -336,7 +366,10 @@ fn scalar_string(value: &Value) -> Option<String> {
 }
 
 fn all_hex(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 pub fn is_ami_id(text: &str) -> bool {
@@ -353,7 +386,10 @@ fn is_instance_type(text: &str) -> bool {
     let Some((family, size)) = text.split_once('.') else {
         return false;
     };
-    let lower_alnum = |s: &str| s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let lower_alnum = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
     family.len() >= 2
         && family.as_bytes()[0].is_ascii_lowercase()
         && lower_alnum(family)
@@ -367,14 +403,17 @@ fn check_parameter_name(name: &str, problems: &mut Problems) {
     if name.len() > 2048 || !name.chars().all(allowed) {
         problems.add(
             "SourceAmiParameter",
-            format!("{name:?} is not an SSM parameter name (letters, digits, _ . - /, at most 2048)"),
+            format!(
+                "{name:?} is not an SSM parameter name (letters, digits, _ . - /, at most 2048)"
+            ),
         );
     }
 }
 
 fn check_instance_profile(profile: &str, problems: &mut Problems) {
     if profile.starts_with("arn:") {
-        let valid = profile.split(':').nth(2) == Some("iam") && profile.contains(":instance-profile/");
+        let valid =
+            profile.split(':').nth(2) == Some("iam") && profile.contains(":instance-profile/");
         if !valid {
             problems.add("IamInstanceProfile", format!("{profile:?} is not an instance profile ARN (arn:aws:iam::ACCOUNT:instance-profile/NAME)"));
         }
@@ -416,7 +455,10 @@ fn parse_block_devices(items: Vec<Value>, problems: &mut Problems) -> Vec<BlockD
         let ebs = fields.take("Ebs");
         fields.finish();
         let Some(device_name) = device_name else {
-            problems.add(&format!("{prefix}.DeviceName"), "required, such as /dev/xvdb");
+            problems.add(
+                &format!("{prefix}.DeviceName"),
+                "required, such as /dev/xvdb",
+            );
             continue;
         };
         if !is_device_name(&device_name) {
@@ -426,11 +468,17 @@ fn parse_block_devices(items: Vec<Value>, problems: &mut Problems) -> Vec<BlockD
             );
         }
         if !seen.insert(device_name.clone()) {
-            problems.add(&format!("{prefix}.DeviceName"), format!("{device_name} is mapped twice"));
+            problems.add(
+                &format!("{prefix}.DeviceName"),
+                format!("{device_name} is mapped twice"),
+            );
         }
         let ebs_path = format!("{prefix}.Ebs");
         let Some(ebs_map) = ebs.and_then(Value::as_object) else {
-            problems.add(&ebs_path, "required: an object such as {VolumeSize: 20, VolumeType: gp3}");
+            problems.add(
+                &ebs_path,
+                "required: an object such as {VolumeSize: 20, VolumeType: gp3}",
+            );
             continue;
         };
         let mut fields = Fields::new(&ebs_path, ebs_map, problems);
@@ -442,10 +490,13 @@ fn parse_block_devices(items: Vec<Value>, problems: &mut Problems) -> Vec<BlockD
         let kms_key_id = fields.string("KmsKeyId");
         let delete_on_termination = fields.boolean("DeleteOnTermination");
         fields.finish();
-        if let Some(kind) = &volume_type {
-            if !TYPES.contains(&kind.as_str()) {
-                problems.add(&format!("{ebs_path}.VolumeType"), format!("{kind:?} is not one of {}", TYPES.join(", ")));
-            }
+        if let Some(kind) = &volume_type
+            && !TYPES.contains(&kind.as_str())
+        {
+            problems.add(
+                &format!("{ebs_path}.VolumeType"),
+                format!("{kind:?} is not one of {}", TYPES.join(", ")),
+            );
         }
         let kind = volume_type.as_deref().unwrap_or("gp3");
         if let Some(size) = volume_size {
@@ -456,14 +507,23 @@ fn parse_block_devices(items: Vec<Value>, problems: &mut Problems) -> Vec<BlockD
                 _ => (1, 16384),
             };
             if !(min..=max).contains(&size) {
-                problems.add(&format!("{ebs_path}.VolumeSize"), format!("{size} GiB is out of range {min}..={max} for {kind}"));
+                problems.add(
+                    &format!("{ebs_path}.VolumeSize"),
+                    format!("{size} GiB is out of range {min}..={max} for {kind}"),
+                );
             }
         }
         if iops.is_some() && !matches!(kind, "io1" | "io2" | "gp3") {
-            problems.add(&format!("{ebs_path}.Iops"), format!("applies only to io1, io2 and gp3 volumes, not {kind}"));
+            problems.add(
+                &format!("{ebs_path}.Iops"),
+                format!("applies only to io1, io2 and gp3 volumes, not {kind}"),
+            );
         }
         if throughput.is_some() && kind != "gp3" {
-            problems.add(&format!("{ebs_path}.Throughput"), format!("applies only to gp3 volumes, not {kind}"));
+            problems.add(
+                &format!("{ebs_path}.Throughput"),
+                format!("applies only to gp3 volumes, not {kind}"),
+            );
         }
         if kms_key_id.is_some() && encrypted != Some(true) {
             problems.add(&format!("{ebs_path}.KmsKeyId"), "requires Encrypted: true");
@@ -497,26 +557,41 @@ fn is_device_name(name: &str) -> bool {
 
 fn parse_tags(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<String, String> {
     let mut tags = BTreeMap::new();
-    let mut insert = |path: String, key: Option<String>, value: Option<String>, problems: &mut Problems| {
-        let (Some(key), Some(value)) = (key, value) else {
-            problems.add(&path, "each tag needs a string Key and Value");
-            return;
+    let mut insert =
+        |path: String, key: Option<String>, value: Option<String>, problems: &mut Problems| {
+            let (Some(key), Some(value)) = (key, value) else {
+                problems.add(&path, "each tag needs a string Key and Value");
+                return;
+            };
+            if key.is_empty() || key.chars().count() > 128 {
+                problems.add(
+                    &path,
+                    format!("tag key {key:?} must be 1 to 128 characters"),
+                );
+            } else if key.to_ascii_lowercase().starts_with("aws:") || key.starts_with(TAG_PREFIX) {
+                problems.add(
+                    &path,
+                    format!("tag key {key:?} uses a reserved prefix (aws: or {TAG_PREFIX})"),
+                );
+            } else if value.chars().count() > 256 {
+                problems.add(
+                    &path,
+                    format!("the value of tag {key:?} is longer than 256 characters"),
+                );
+            } else if tags.insert(key.clone(), value).is_some() {
+                problems.add(&path, format!("tag {key:?} is given twice"));
+            }
         };
-        if key.is_empty() || key.chars().count() > 128 {
-            problems.add(&path, format!("tag key {key:?} must be 1 to 128 characters"));
-        } else if key.to_ascii_lowercase().starts_with("aws:") || key.starts_with(TAG_PREFIX) {
-            problems.add(&path, format!("tag key {key:?} uses a reserved prefix (aws: or {TAG_PREFIX})"));
-        } else if value.chars().count() > 256 {
-            problems.add(&path, format!("the value of tag {key:?} is longer than 256 characters"));
-        } else if tags.insert(key.clone(), value).is_some() {
-            problems.add(&path, format!("tag {key:?} is given twice"));
-        }
-    };
     match value {
         None => {}
         Some(Value::Object(map)) => {
             for (key, value) in map {
-                insert(format!("Tags.{key}"), Some(key.clone()), scalar_string(value), problems);
+                insert(
+                    format!("Tags.{key}"),
+                    Some(key.clone()),
+                    scalar_string(value),
+                    problems,
+                );
             }
         }
         Some(Value::Array(items)) => {
@@ -533,10 +608,22 @@ fn parse_tags(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<String
                 insert(path, key, value, problems);
             }
         }
-        Some(other) => problems.add("Tags", format!("must be a map or a list of Key/Value pairs, not {}", kind_of(other))),
+        Some(other) => problems.add(
+            "Tags",
+            format!(
+                "must be a map or a list of Key/Value pairs, not {}",
+                kind_of(other)
+            ),
+        ),
     }
     if tags.len() > MAX_USER_TAGS {
-        problems.add("Tags", format!("{} tags given; at most {MAX_USER_TAGS} fit beside the product's own", tags.len()));
+        problems.add(
+            "Tags",
+            format!(
+                "{} tags given; at most {MAX_USER_TAGS} fit beside the product's own",
+                tags.len()
+            ),
+        );
     }
     tags
 }
@@ -564,7 +651,10 @@ fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
         let name = match name {
             Some(name) if name.chars().count() <= 100 => {
                 if !names.insert(name.clone()) {
-                    problems.add(&format!("{prefix}.Name"), format!("{name:?} is used by an earlier step; step names must be unique"));
+                    problems.add(
+                        &format!("{prefix}.Name"),
+                        format!("{name:?} is used by an earlier step; step names must be unique"),
+                    );
                 }
                 name
             }
@@ -580,17 +670,26 @@ fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
         let is_file = path.is_some() || content.is_some() || mode.is_some() || owner.is_some();
         let action = match (commands, is_file) {
             (Some(_), true) => {
-                problems.add(&prefix, "a step has either Commands or Path/Content, not both");
+                problems.add(
+                    &prefix,
+                    "a step has either Commands or Path/Content, not both",
+                );
                 continue;
             }
             (None, false) => {
-                problems.add(&prefix, "needs Commands (a command step) or Path and Content (a file step)");
+                problems.add(
+                    &prefix,
+                    "needs Commands (a command step) or Path and Content (a file step)",
+                );
                 continue;
             }
             (Some(commands), false) => parse_command_step(&prefix, commands, environment, problems),
             (None, true) => {
                 if environment.is_some() {
-                    problems.add(&format!("{prefix}.Environment"), "applies only to command steps");
+                    problems.add(
+                        &format!("{prefix}.Environment"),
+                        "applies only to command steps",
+                    );
                 }
                 parse_file_step(&prefix, path, content, mode, owner, problems)
             }
@@ -615,15 +714,26 @@ fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
     steps
 }
 
-fn parse_command_step(prefix: &str, commands: Vec<Value>, environment: Option<&Value>, problems: &mut Problems) -> Option<Action> {
+fn parse_command_step(
+    prefix: &str,
+    commands: Vec<Value>,
+    environment: Option<&Value>,
+    problems: &mut Problems,
+) -> Option<Action> {
     if commands.is_empty() {
-        problems.add(&format!("{prefix}.Commands"), "must list at least one command");
+        problems.add(
+            &format!("{prefix}.Commands"),
+            "must list at least one command",
+        );
     }
     let mut lines = Vec::new();
     for (i, command) in commands.iter().enumerate() {
         match scalar_string(command) {
             Some(line) => lines.push(line),
-            None => problems.add(&format!("{prefix}.Commands[{i}]"), format!("must be a string, not {}", kind_of(command))),
+            None => problems.add(
+                &format!("{prefix}.Commands[{i}]"),
+                format!("must be a string, not {}", kind_of(command)),
+            ),
         }
     }
     let mut variables = BTreeMap::new();
@@ -640,11 +750,16 @@ fn parse_command_step(prefix: &str, commands: Vec<Value>, environment: Option<&V
                         variables.insert(key.clone(), text);
                     }
                     Some(_) => problems.add(&path, "must not contain a NUL character"),
-                    None => problems.add(&path, format!("must be a string, not {}", kind_of(value))),
+                    None => {
+                        problems.add(&path, format!("must be a string, not {}", kind_of(value)))
+                    }
                 }
             }
         }
-        Some(other) => problems.add(&format!("{prefix}.Environment"), format!("must be a map of names to values, not {}", kind_of(other))),
+        Some(other) => problems.add(
+            &format!("{prefix}.Environment"),
+            format!("must be a map of names to values, not {}", kind_of(other)),
+        ),
     }
     Some(Action::Command {
         commands: lines,
@@ -654,7 +769,9 @@ fn parse_command_step(prefix: &str, commands: Vec<Value>, environment: Option<&V
 
 fn is_variable_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -669,46 +786,70 @@ fn parse_file_step(
     let path_key = format!("{prefix}.Path");
     let path = match path {
         None => {
-            problems.add(&path_key, "required for a file step: the absolute path to write");
+            problems.add(
+                &path_key,
+                "required for a file step: the absolute path to write",
+            );
             None
         }
         Some(p) if !p.starts_with('/') => {
             problems.add(&path_key, format!("{p:?} is not an absolute path"));
             None
         }
-        Some(p) if p.ends_with('/') || p.split('/').any(|part| part == ".." || part == ".") || p.contains('\0') => {
-            problems.add(&path_key, format!("{p:?} must name a file, without . or .. components"));
+        Some(p)
+            if p.ends_with('/')
+                || p.split('/').any(|part| part == ".." || part == ".")
+                || p.contains('\0') =>
+        {
+            problems.add(
+                &path_key,
+                format!("{p:?} must name a file, without . or .. components"),
+            );
             None
         }
         Some(p) => Some(p),
     };
     let content = match content {
         None => {
-            problems.add(&format!("{prefix}.Content"), "required for a file step (may be empty)");
+            problems.add(
+                &format!("{prefix}.Content"),
+                "required for a file step (may be empty)",
+            );
             None
         }
         Some(value) => {
             let text = scalar_string(value);
             if text.is_none() {
-                problems.add(&format!("{prefix}.Content"), format!("must be a string, not {}", kind_of(value)));
+                problems.add(
+                    &format!("{prefix}.Content"),
+                    format!("must be a string, not {}", kind_of(value)),
+                );
             }
             text
         }
     };
     let mode = mode.unwrap_or_else(|| "0644".into());
     if !(3..=4).contains(&mode.len()) || !mode.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        problems.add(&format!("{prefix}.Mode"), format!("{mode:?} is not an octal file mode such as 0644 or 755"));
+        problems.add(
+            &format!("{prefix}.Mode"),
+            format!("{mode:?} is not an octal file mode such as 0644 or 755"),
+        );
     }
     let owner = owner.unwrap_or_else(|| "root:root".into());
     let names_valid = owner.split(':').count() <= 2
         && owner.split(':').all(|part| {
             let mut chars = part.chars();
-            chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
                 && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
                 && part.len() <= 32
         });
     if !names_valid {
-        problems.add(&format!("{prefix}.Owner"), format!("{owner:?} is not USER or USER:GROUP (lower-case names)"));
+        problems.add(
+            &format!("{prefix}.Owner"),
+            format!("{owner:?} is not USER or USER:GROUP (lower-case names)"),
+        );
     }
     Some(Action::File {
         path: path?,
@@ -740,13 +881,17 @@ mod tests {
     }
 
     fn problems(properties: Value) -> Vec<String> {
-        AmiSpec::parse(&properties).expect_err("expected invalid properties").problems
+        AmiSpec::parse(&properties)
+            .expect_err("expected invalid properties")
+            .problems
     }
 
     fn assert_problem(properties: Value, path: &str, words: &str) {
         let found = problems(properties);
         assert!(
-            found.iter().any(|p| p.starts_with(&format!("{path}:")) && p.contains(words)),
+            found
+                .iter()
+                .any(|p| p.starts_with(&format!("{path}:")) && p.contains(words)),
             "no problem at {path} mentioning {words:?} in {found:?}"
         );
     }
@@ -777,7 +922,10 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(spec.block_device_mappings[0].ebs.volume_size, Some(20));
-        assert_eq!(spec.block_device_mappings[0].ebs.delete_on_termination, Some(false));
+        assert_eq!(
+            spec.block_device_mappings[0].ebs.delete_on_termination,
+            Some(false)
+        );
         assert_eq!(spec.tags["cost"], "42");
         assert_eq!(spec.steps[0].timeout_seconds, 900);
         assert_eq!(spec.steps[1].timeout_seconds, DEFAULT_STEP_TIMEOUT_SECONDS);
@@ -793,31 +941,91 @@ mod tests {
     #[test]
     fn source_must_be_exactly_one() {
         assert_problem(json!({"IamInstanceProfile": "p"}), "SourceAmi", "required");
-        assert_problem(with(json!({"SourceAmiParameter": "/a/b"})), "SourceAmi", "not both");
-        assert_problem(with(json!({"SourceAmi": "ami-xyz"})), "SourceAmi", "not an AMI id");
-        assert_problem(json!({"SourceAmiParameter": "bad name!", "IamInstanceProfile": "p"}), "SourceAmiParameter", "not an SSM parameter name");
+        assert_problem(
+            with(json!({"SourceAmiParameter": "/a/b"})),
+            "SourceAmi",
+            "not both",
+        );
+        assert_problem(
+            with(json!({"SourceAmi": "ami-xyz"})),
+            "SourceAmi",
+            "not an AMI id",
+        );
+        assert_problem(
+            json!({"SourceAmiParameter": "bad name!", "IamInstanceProfile": "p"}),
+            "SourceAmiParameter",
+            "not an SSM parameter name",
+        );
     }
 
     #[test]
     fn each_scalar_property_is_checked() {
-        assert_problem(json!({"SourceAmi": "ami-12345678"}), "IamInstanceProfile", "required");
-        assert_problem(with(json!({"IamInstanceProfile": "arn:aws:iam::1:role/x"})), "IamInstanceProfile", "ARN");
-        assert_problem(with(json!({"IamInstanceProfile": "has space"})), "IamInstanceProfile", "not an instance profile name");
-        assert_problem(with(json!({"InstanceType": "large"})), "InstanceType", "not an EC2 instance type");
-        assert_problem(with(json!({"SubnetId": "vpc-12345678"})), "SubnetId", "not a subnet id");
-        assert_problem(with(json!({"SecurityGroupIds": ["sg-1"]})), "SecurityGroupIds[0]", "not a security group id");
-        assert_problem(with(json!({"SecurityGroupIds": "sg-12345678"})), "SecurityGroupIds", "must be a list");
+        assert_problem(
+            json!({"SourceAmi": "ami-12345678"}),
+            "IamInstanceProfile",
+            "required",
+        );
+        assert_problem(
+            with(json!({"IamInstanceProfile": "arn:aws:iam::1:role/x"})),
+            "IamInstanceProfile",
+            "ARN",
+        );
+        assert_problem(
+            with(json!({"IamInstanceProfile": "has space"})),
+            "IamInstanceProfile",
+            "not an instance profile name",
+        );
+        assert_problem(
+            with(json!({"InstanceType": "large"})),
+            "InstanceType",
+            "not an EC2 instance type",
+        );
+        assert_problem(
+            with(json!({"SubnetId": "vpc-12345678"})),
+            "SubnetId",
+            "not a subnet id",
+        );
+        assert_problem(
+            with(json!({"SecurityGroupIds": ["sg-1"]})),
+            "SecurityGroupIds[0]",
+            "not a security group id",
+        );
+        assert_problem(
+            with(json!({"SecurityGroupIds": "sg-12345678"})),
+            "SecurityGroupIds",
+            "must be a list",
+        );
         assert_problem(with(json!({"AmiName": "ab"})), "AmiName", "3 to 128");
-        assert_problem(with(json!({"AmiName": "name#1"})), "AmiName", "'#' is not allowed");
-        assert_problem(with(json!({"AmiDescription": "d".repeat(256)})), "AmiDescription", "255");
-        assert_problem(with(json!({"InstanceType": ["t3.small"]})), "InstanceType", "must be a string");
+        assert_problem(
+            with(json!({"AmiName": "name#1"})),
+            "AmiName",
+            "'#' is not allowed",
+        );
+        assert_problem(
+            with(json!({"AmiDescription": "d".repeat(256)})),
+            "AmiDescription",
+            "255",
+        );
+        assert_problem(
+            with(json!({"InstanceType": ["t3.small"]})),
+            "InstanceType",
+            "must be a string",
+        );
         assert_problem(with(json!({"AmiName": ""})), "AmiName", "must not be empty");
     }
 
     #[test]
     fn unknown_properties_are_named_at_every_level() {
-        assert_problem(with(json!({"SourceAMI": "ami-12345678"})), "SourceAMI", "unknown property");
-        assert_problem(with(json!({"Steps": [{"Name": "a", "Command": ["x"]}]})), "Steps[0].Command", "unknown property");
+        assert_problem(
+            with(json!({"SourceAMI": "ami-12345678"})),
+            "SourceAMI",
+            "unknown property",
+        );
+        assert_problem(
+            with(json!({"Steps": [{"Name": "a", "Command": ["x"]}]})),
+            "Steps[0].Command",
+            "unknown property",
+        );
         assert_problem(
             with(json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {"Size": 3}}]})),
             "BlockDeviceMappings[0].Ebs.Size",
@@ -828,18 +1036,64 @@ mod tests {
     #[test]
     fn block_devices_are_checked() {
         let bdm = |m: Value| with(json!({"BlockDeviceMappings": [m]}));
-        assert_problem(bdm(json!({"DeviceName": "xvdb", "Ebs": {}})), "BlockDeviceMappings[0].DeviceName", "not a device name");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb"})), "BlockDeviceMappings[0].Ebs", "required");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 0}})), "BlockDeviceMappings[0].Ebs.VolumeSize", "out of range");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20000}})), "BlockDeviceMappings[0].Ebs.VolumeSize", "for gp3");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": "big"}})), "BlockDeviceMappings[0].Ebs.VolumeSize", "whole number");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "ssd"}})), "BlockDeviceMappings[0].Ebs.VolumeType", "not one of");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "gp2", "Throughput": 200}})), "BlockDeviceMappings[0].Ebs.Throughput", "only to gp3");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "st1", "VolumeSize": 500, "Iops": 3000}})), "BlockDeviceMappings[0].Ebs.Iops", "io1, io2 and gp3");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"KmsKeyId": "k"}})), "BlockDeviceMappings[0].Ebs.KmsKeyId", "Encrypted");
-        assert_problem(bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"Encrypted": "yes"}})), "BlockDeviceMappings[0].Ebs.Encrypted", "true or false");
         assert_problem(
-            with(json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {}}, {"DeviceName": "/dev/xvdb", "Ebs": {}}]})),
+            bdm(json!({"DeviceName": "xvdb", "Ebs": {}})),
+            "BlockDeviceMappings[0].DeviceName",
+            "not a device name",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb"})),
+            "BlockDeviceMappings[0].Ebs",
+            "required",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 0}})),
+            "BlockDeviceMappings[0].Ebs.VolumeSize",
+            "out of range",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20000}})),
+            "BlockDeviceMappings[0].Ebs.VolumeSize",
+            "for gp3",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": "big"}})),
+            "BlockDeviceMappings[0].Ebs.VolumeSize",
+            "whole number",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "ssd"}})),
+            "BlockDeviceMappings[0].Ebs.VolumeType",
+            "not one of",
+        );
+        assert_problem(
+            bdm(
+                json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "gp2", "Throughput": 200}}),
+            ),
+            "BlockDeviceMappings[0].Ebs.Throughput",
+            "only to gp3",
+        );
+        assert_problem(
+            bdm(
+                json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "st1", "VolumeSize": 500, "Iops": 3000}}),
+            ),
+            "BlockDeviceMappings[0].Ebs.Iops",
+            "io1, io2 and gp3",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"KmsKeyId": "k"}})),
+            "BlockDeviceMappings[0].Ebs.KmsKeyId",
+            "Encrypted",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"Encrypted": "yes"}})),
+            "BlockDeviceMappings[0].Ebs.Encrypted",
+            "true or false",
+        );
+        assert_problem(
+            with(
+                json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {}}, {"DeviceName": "/dev/xvdb", "Ebs": {}}]}),
+            ),
             "BlockDeviceMappings[1].DeviceName",
             "mapped twice",
         );
@@ -847,13 +1101,41 @@ mod tests {
 
     #[test]
     fn tags_are_checked() {
-        assert_problem(with(json!({"Tags": {"aws:x": "1"}})), "Tags.aws:x", "reserved prefix");
-        assert_problem(with(json!({"Tags": {"ecs-ami:fingerprint": "1"}})), "Tags.ecs-ami:fingerprint", "reserved prefix");
-        assert_problem(with(json!({"Tags": {"k": "v".repeat(257)}})), "Tags.k", "256");
-        assert_problem(with(json!({"Tags": {"k".repeat(129): "v"}})), &format!("Tags.{}", "k".repeat(129)), "1 to 128");
-        assert_problem(with(json!({"Tags": [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}]})), "Tags[1]", "given twice");
-        assert_problem(with(json!({"Tags": [{"Key": "a"}]})), "Tags[0]", "Key and Value");
-        assert_problem(with(json!({"Tags": "team=platform"})), "Tags", "map or a list");
+        assert_problem(
+            with(json!({"Tags": {"aws:x": "1"}})),
+            "Tags.aws:x",
+            "reserved prefix",
+        );
+        assert_problem(
+            with(json!({"Tags": {"ecs-ami:fingerprint": "1"}})),
+            "Tags.ecs-ami:fingerprint",
+            "reserved prefix",
+        );
+        assert_problem(
+            with(json!({"Tags": {"k": "v".repeat(257)}})),
+            "Tags.k",
+            "256",
+        );
+        assert_problem(
+            with(json!({"Tags": {"k".repeat(129): "v"}})),
+            &format!("Tags.{}", "k".repeat(129)),
+            "1 to 128",
+        );
+        assert_problem(
+            with(json!({"Tags": [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}]})),
+            "Tags[1]",
+            "given twice",
+        );
+        assert_problem(
+            with(json!({"Tags": [{"Key": "a"}]})),
+            "Tags[0]",
+            "Key and Value",
+        );
+        assert_problem(
+            with(json!({"Tags": "team=platform"})),
+            "Tags",
+            "map or a list",
+        );
         let many: Map<String, Value> = (0..43).map(|i| (format!("k{i}"), json!("v"))).collect();
         assert_problem(with(json!({"Tags": many})), "Tags", "at most 42");
     }
@@ -861,29 +1143,99 @@ mod tests {
     #[test]
     fn steps_are_checked() {
         let step = |s: Value| with(json!({"Steps": [s]}));
-        assert_problem(step(json!({"Commands": ["x"]})), "Steps[0].Name", "required");
-        assert_problem(step(json!({"Name": "a", "Commands": []})), "Steps[0].Commands", "at least one");
-        assert_problem(step(json!({"Name": "a", "Commands": [["nested"]]})), "Steps[0].Commands[0]", "must be a string");
-        assert_problem(step(json!({"Name": "a"})), "Steps[0]", "needs Commands");
-        assert_problem(step(json!({"Name": "a", "Commands": ["x"], "Path": "/x", "Content": ""})), "Steps[0]", "not both");
-        assert_problem(step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 0})), "Steps[0].TimeoutSeconds", "out of range");
-        assert_problem(step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 3601})), "Steps[0].TimeoutSeconds", "out of range");
-        assert_problem(step(json!({"Name": "a", "Commands": ["x"], "Environment": {"1BAD": "v"}})), "Steps[0].Environment.1BAD", "shell variable");
-        assert_problem(step(json!({"Name": "a", "Commands": ["x"], "Environment": ["A=b"]})), "Steps[0].Environment", "map");
-        assert_problem(step(json!({"Name": "a", "Path": "etc/x", "Content": "c"})), "Steps[0].Path", "absolute");
-        assert_problem(step(json!({"Name": "a", "Path": "/etc/../x", "Content": "c"})), "Steps[0].Path", "..");
-        assert_problem(step(json!({"Name": "a", "Path": "/etc/x"})), "Steps[0].Content", "required");
-        assert_problem(step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Mode": "rw"})), "Steps[0].Mode", "octal");
-        assert_problem(step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Mode": "0999"})), "Steps[0].Mode", "octal");
-        assert_problem(step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Owner": "Root"})), "Steps[0].Owner", "USER:GROUP");
-        assert_problem(step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Environment": {}})), "Steps[0].Environment", "only to command");
         assert_problem(
-            with(json!({"Steps": [{"Name": "a", "Commands": ["x"]}, {"Name": "a", "Commands": ["y"]}]})),
+            step(json!({"Commands": ["x"]})),
+            "Steps[0].Name",
+            "required",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": []})),
+            "Steps[0].Commands",
+            "at least one",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": [["nested"]]})),
+            "Steps[0].Commands[0]",
+            "must be a string",
+        );
+        assert_problem(step(json!({"Name": "a"})), "Steps[0]", "needs Commands");
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "Path": "/x", "Content": ""})),
+            "Steps[0]",
+            "not both",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 0})),
+            "Steps[0].TimeoutSeconds",
+            "out of range",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 3601})),
+            "Steps[0].TimeoutSeconds",
+            "out of range",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "Environment": {"1BAD": "v"}})),
+            "Steps[0].Environment.1BAD",
+            "shell variable",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "Environment": ["A=b"]})),
+            "Steps[0].Environment",
+            "map",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "etc/x", "Content": "c"})),
+            "Steps[0].Path",
+            "absolute",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/../x", "Content": "c"})),
+            "Steps[0].Path",
+            "..",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x"})),
+            "Steps[0].Content",
+            "required",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Mode": "rw"})),
+            "Steps[0].Mode",
+            "octal",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Mode": "0999"})),
+            "Steps[0].Mode",
+            "octal",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Owner": "Root"})),
+            "Steps[0].Owner",
+            "USER:GROUP",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Environment": {}})),
+            "Steps[0].Environment",
+            "only to command",
+        );
+        assert_problem(
+            with(
+                json!({"Steps": [{"Name": "a", "Commands": ["x"]}, {"Name": "a", "Commands": ["y"]}]}),
+            ),
             "Steps[1].Name",
             "unique",
         );
-        assert_problem(step(json!({"Name": "big", "Path": "/x", "Content": "x".repeat(60_000)})), "Steps[0]", "split it");
-        assert_problem(with(json!({"Steps": ["echo"]})), "Steps[0]", "must be an object");
+        assert_problem(
+            step(json!({"Name": "big", "Path": "/x", "Content": "x".repeat(60_000)})),
+            "Steps[0]",
+            "split it",
+        );
+        assert_problem(
+            with(json!({"Steps": ["echo"]})),
+            "Steps[0]",
+            "must be an object",
+        );
     }
 
     #[test]

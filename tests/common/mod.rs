@@ -23,7 +23,11 @@ pub struct LocalAws {
 impl LocalAws {
     /// Starts `emulator/local_aws.py` on a free port with its own instance state directory.
     pub async fn start() -> LocalAws {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let state_dir = tempfile::tempdir().unwrap();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("emulator/local_aws.py");
         let log = std::fs::File::create(state_dir.path().join("local-aws.log")).unwrap();
@@ -37,14 +41,22 @@ impl LocalAws {
             .spawn()
             .expect("python3 runs the local AWS (install it with scripts/test or scripts/demo)");
         let endpoint = format!("http://127.0.0.1:{port}");
-        let local = LocalAws { child, endpoint, state_dir };
+        let local = LocalAws {
+            child,
+            endpoint,
+            state_dir,
+        };
         for _ in 0..150 {
-            if reqwest::get(format!("{}/ecs-ami-local/calls", local.endpoint)).await.is_ok() {
+            if reqwest::get(format!("{}/ecs-ami-local/calls", local.endpoint))
+                .await
+                .is_ok()
+            {
                 return local;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let log = std::fs::read_to_string(local.state_dir.path().join("local-aws.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(local.state_dir.path().join("local-aws.log"))
+            .unwrap_or_default();
         panic!("the local AWS did not start:\n{log}");
     }
 
@@ -60,7 +72,10 @@ impl LocalAws {
 
     pub async fn aws(&self) -> Aws {
         let config = self.sdk_config().await;
-        Aws::from_clients(aws_sdk_ec2::Client::new(&config), aws_sdk_ssm::Client::new(&config))
+        Aws::from_clients(
+            aws_sdk_ec2::Client::new(&config),
+            aws_sdk_ssm::Client::new(&config),
+        )
     }
 
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {
@@ -70,7 +85,11 @@ impl LocalAws {
     /// API calls received since the last call of this function, by operation.
     pub async fn take_calls(&self) -> Value {
         let client = reqwest::Client::new();
-        let answer = client.delete(format!("{}/ecs-ami-local/calls", self.endpoint)).send().await.unwrap();
+        let answer = client
+            .delete(format!("{}/ecs-ami-local/calls", self.endpoint))
+            .send()
+            .await
+            .unwrap();
         serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
     }
 }
@@ -83,10 +102,17 @@ impl Drop for LocalAws {
 }
 
 pub const PROFILE: &str = "ecs-ami-builder";
-pub const ECS_AL2023: &str = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id";
+pub const ECS_AL2023: &str =
+    "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id";
 
 /// A CloudFormation event for `stack`, as CloudFormation would send it.
-pub fn event(kind: &str, stack: &str, request_id: &str, physical_id: Option<&str>, properties: Value) -> Value {
+pub fn event(
+    kind: &str,
+    stack: &str,
+    request_id: &str,
+    physical_id: Option<&str>,
+    properties: Value,
+) -> Value {
     let mut event = json!({
         "RequestType": kind,
         "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
@@ -107,7 +133,9 @@ pub fn event(kind: &str, stack: &str, request_id: &str, physical_id: Option<&str
 }
 
 pub fn stack_id(stack: &str) -> String {
-    format!("arn:aws:cloudformation:us-east-1:123456789012:stack/{stack}/00000000-0000-0000-0000-000000000000")
+    format!(
+        "arn:aws:cloudformation:us-east-1:123456789012:stack/{stack}/00000000-0000-0000-0000-000000000000"
+    )
 }
 
 /// Sends `event` through the handler, as `ecs-ami invoke` does, and returns the body that reached
@@ -116,10 +144,18 @@ pub async fn invoke(aws: &Aws, mut event: Value) -> Value {
     let mut catcher = ResponseCatcher::start().await.unwrap();
     event["ResponseURL"] = json!(catcher.url);
     let sink = HttpSink::with_retries(3, Duration::from_millis(50));
-    let response: Response = handler::handle(event, aws, &sink, Limits::default()).await.expect("answered");
-    let body = catcher.next(Duration::from_secs(5)).await.expect("a response reached the ResponseURL");
+    let response: Response = handler::handle(event, aws, &sink, Limits::default())
+        .await
+        .expect("answered");
+    let body = catcher
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a response reached the ResponseURL");
     assert!(catcher.try_next().is_none(), "exactly one response");
     let parsed: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(parsed["PhysicalResourceId"], json!(response.physical_resource_id));
+    assert_eq!(
+        parsed["PhysicalResourceId"],
+        json!(response.physical_resource_id)
+    );
     parsed
 }
