@@ -21,7 +21,8 @@ pub struct LocalAws {
 }
 
 impl LocalAws {
-    /// Starts `emulator/local_aws.py` on a free port with its own instance state directory.
+    /// Starts the local AWS the way users do (`scripts/local-aws PORT`), on a free port, with its
+    /// own instance state directory.
     pub async fn start() -> LocalAws {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -29,17 +30,16 @@ impl LocalAws {
             .unwrap()
             .port();
         let state_dir = tempfile::tempdir().unwrap();
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("emulator/local_aws.py");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/local-aws");
         let log = std::fs::File::create(state_dir.path().join("local-aws.log")).unwrap();
-        let child = Command::new("python3")
-            .arg(script)
+        let child = Command::new(script)
             .arg(port.to_string())
             .env("ECS_AMI_EMULATOR_STATE", state_dir.path())
             .env("ECS_AMI_EMULATOR_ONLINE_DELAY", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("python3 runs the local AWS (install it with scripts/test or scripts/demo)");
+            .expect("scripts/local-aws starts (scripts/test installs what it needs)");
         let endpoint = format!("http://127.0.0.1:{port}");
         let local = LocalAws {
             child,
