@@ -1,35 +1,101 @@
-//! One CloudFormation event in, exactly one response out.
+//! One CloudFormation event in, exactly one response out, possibly several invocations later.
 //!
 //! This is the top-level guard: whatever happens below (invalid properties, an AWS error, a panic,
 //! the invocation running out of time) ends in a response with a readable Reason, and anything the
-//! request created is cleaned up first.
+//! request created is cleaned up first. A build that outlasts the invocation is handed to a fresh
+//! one through the [`Scheduler`]; only the invocation that finishes it answers.
 
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::aws::Aws;
-use crate::build::{self, Leftovers, Timing};
+use crate::build::{self, BuildState, Leftovers, Progress, Timing};
 use crate::cfn::properties::AmiSpec;
 use crate::cfn::{
     self, HttpSink, Identity, Operation, Outcome, Request, RequestError, Response, SinkError,
 };
 
+/// Where responses go: the presigned ResponseURL in production.
+pub trait ResponseSink: Send + Sync {
+    fn send(
+        &self,
+        url: &str,
+        response: &Response,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+impl ResponseSink for HttpSink {
+    fn send(
+        &self,
+        url: &str,
+        response: &Response,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        HttpSink::send(self, url, response)
+    }
+}
+
+/// Starts a fresh invocation with a hand-over payload: an asynchronous self-invocation in
+/// Lambda, the next turn of a loop in the local command line and in tests.
+pub trait Scheduler: Send + Sync {
+    fn hand_over(&self, payload: Value) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// The key that marks a hand-over payload, as opposed to a CloudFormation event.
+pub const CONTINUATION_KEY: &str = "EcsAmiContinuation";
+
+/// What one invocation hands the next: the original request, untouched, and the build's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Continuation {
+    pub event: Value,
+    pub build: BuildState,
+}
+
+impl Continuation {
+    pub fn payload(&self) -> Value {
+        serde_json::json!({ CONTINUATION_KEY: self })
+    }
+}
+
 /// Time limits of one invocation.
 #[derive(Debug, Clone, Default)]
 pub struct Limits {
-    /// When the work must stop at the latest, leaving enough time to clean up and answer.
-    pub stop_work_at: Option<Instant>,
+    /// When the build must be handed over to a fresh invocation.
+    pub hand_over_at: Option<Instant>,
+    /// When any work still running is abandoned (a hung call), cleaned up and answered FAILED.
+    pub abandon_at: Option<Instant>,
+    pub hand_over_every_state: bool,
 }
 
 impl Limits {
-    /// From a Lambda deadline: stop building 90 s before it, which leaves time for cleanup (a
-    /// handful of calls, each retried on throttling) and for the response PUT with its retries.
-    pub fn before_deadline(remaining: std::time::Duration) -> Limits {
-        let margin = std::time::Duration::from_secs(90);
+    /// Lambda: hand over 90 s before the deadline. The engine checks between AWS calls, and one
+    /// call retried through throttling can take tens of seconds; a hung one is abandoned 30 s
+    /// before the deadline, which leaves time to terminate the builder and send the response.
+    pub fn before_deadline(remaining: Duration) -> Limits {
+        let now = Instant::now();
         Limits {
-            stop_work_at: Some(Instant::now() + remaining.saturating_sub(margin)),
+            hand_over_at: Some(now + remaining.saturating_sub(Duration::from_secs(90))),
+            abandon_at: Some(now + remaining.saturating_sub(Duration::from_secs(30))),
+            hand_over_every_state: false,
         }
     }
+
+    /// `ECS_AMI_HANDOVER_EVERY_STATE=1` forces a hand-over after every change of state.
+    pub fn with_env(mut self) -> Limits {
+        self.hand_over_every_state = std::env::var("ECS_AMI_HANDOVER_EVERY_STATE")
+            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        self
+    }
+}
+
+#[derive(Debug)]
+pub enum Handled {
+    Answered(Response),
+    HandedOver { hand_overs: u32 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,16 +110,43 @@ pub enum HandleError {
     },
 }
 
-/// Handles one event and sends its response. Returns the response that was delivered.
+/// Handles one event (a CloudFormation request or a hand-over payload): either sends its response
+/// or hands the build over.
 pub async fn handle(
     event: Value,
     aws: &Aws,
-    sink: &HttpSink,
+    sink: &impl ResponseSink,
+    scheduler: &impl Scheduler,
     limits: Limits,
-) -> Result<Response, HandleError> {
-    let (request, outcome) = match Request::parse(event) {
+) -> Result<Handled, HandleError> {
+    let (event, state) = match split_continuation(event) {
+        Ok(parts) => parts,
+        Err(problem) => {
+            return Err(HandleError::NotCloudFormation(
+                RequestError::NotCloudFormation(problem),
+            ));
+        }
+    };
+    let (request, outcome) = match Request::parse(event.clone()) {
         Ok(request) => {
-            let outcome = guarded(&request, aws, &limits).await;
+            let progress = guarded(&request, state, aws, &limits).await;
+            let outcome = match progress {
+                Progress::Finished(outcome) => outcome,
+                Progress::Paused(state) => {
+                    let hand_overs = state.hand_overs;
+                    let continuation = Continuation {
+                        event,
+                        build: state.clone(),
+                    };
+                    match scheduler.hand_over(continuation.payload()).await {
+                        Ok(()) => return Ok(Handled::HandedOver { hand_overs }),
+                        Err(why) => {
+                            tracing::error!(problem = %why, "hand-over failed");
+                            abandon(&request, aws, state, &why).await
+                        }
+                    }
+                }
+            };
             (request, outcome)
         }
         Err(RequestError::Malformed { problem, partial }) => {
@@ -72,6 +165,26 @@ pub async fn handle(
             return Err(HandleError::NotCloudFormation(error));
         }
     };
+    answer(&request, outcome, sink).await.map(Handled::Answered)
+}
+
+fn split_continuation(event: Value) -> Result<(Value, Option<BuildState>), String> {
+    match event {
+        Value::Object(mut fields) if fields.contains_key(CONTINUATION_KEY) => {
+            let inner = fields.remove(CONTINUATION_KEY).unwrap_or_default();
+            let continuation: Continuation = serde_json::from_value(inner)
+                .map_err(|e| format!("unreadable hand-over payload: {e}"))?;
+            Ok((continuation.event, Some(continuation.build)))
+        }
+        other => Ok((other, None)),
+    }
+}
+
+async fn answer(
+    request: &Request,
+    outcome: Outcome,
+    sink: &impl ResponseSink,
+) -> Result<Response, HandleError> {
     let response = Response::new(&request.identity, outcome);
     tracing::info!(
         status = ?response.status,
@@ -92,28 +205,48 @@ pub async fn handle(
     }
 }
 
-/// Runs the operation on its own task, so that a panic is caught, and under a hard deadline, so
-/// that a hung call cannot outlast the invocation.
-async fn guarded(request: &Request, aws: &Aws, limits: &Limits) -> Outcome {
-    let identity = request.identity.clone();
-    let fallback_id = match &request.operation {
-        Operation::Create => cfn::failed_create_physical_id(&identity),
+/// The physical id a FAILED answer must carry: the existing one for Update and Delete, a marker
+/// for a Create that made no image.
+fn failure_physical_id(request: &Request) -> String {
+    match &request.operation {
+        Operation::Create => cfn::failed_create_physical_id(&request.identity),
         Operation::Update { physical_id, .. } | Operation::Delete { physical_id } => {
             physical_id.clone()
         }
-    };
+    }
+}
+
+async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> Outcome {
+    let spec = AmiSpec::parse(&request.properties).expect("a paused build had valid properties");
+    let outcome = build::abandon(aws, &request.identity, spec, state, why).await;
+    match &request.operation {
+        Operation::Update { physical_id, .. } => {
+            match build::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome)) {
+                Progress::Finished(outcome) => outcome,
+                Progress::Paused(_) => unreachable!("a finished outcome stays finished"),
+            }
+        }
+        _ => outcome,
+    }
+}
+
+/// Runs the operation on its own task, so that a panic is caught, and under a hard deadline, so
+/// that a hung call cannot outlast the invocation.
+async fn guarded(
+    request: &Request,
+    state: Option<BuildState>,
+    aws: &Aws,
+    limits: &Limits,
+) -> Progress {
+    let identity = request.identity.clone();
     let timing = Timing {
-        deadline: limits.stop_work_at,
+        hand_over_at: limits.hand_over_at,
+        hand_over_every_state: limits.hand_over_every_state,
         ..Timing::default()
     };
-    let task = tokio::spawn(operate(request.clone(), aws.clone(), timing));
+    let task = tokio::spawn(operate(request.clone(), state, aws.clone(), timing));
     let abort = task.abort_handle();
-    // The engine stops itself at the deadline and cleans up; this backstop only fires when a
-    // single AWS call hangs past it.
-    let backstop = limits
-        .stop_work_at
-        .map(|at| at + std::time::Duration::from_secs(30));
-    let joined = match backstop {
+    let joined = match limits.abandon_at {
         Some(at) => match tokio::time::timeout_at(at, task).await {
             Ok(joined) => joined,
             Err(_) => {
@@ -122,7 +255,6 @@ async fn guarded(request: &Request, aws: &Aws, limits: &Limits) -> Outcome {
                     request,
                     aws,
                     &identity,
-                    fallback_id,
                     "did not finish before the invocation's deadline".into(),
                 )
                 .await;
@@ -131,7 +263,7 @@ async fn guarded(request: &Request, aws: &Aws, limits: &Limits) -> Outcome {
         None => task.await,
     };
     match joined {
-        Ok(outcome) => outcome,
+        Ok(progress) => progress,
         Err(error) => {
             let what = if error.is_panic() {
                 let payload = error.into_panic();
@@ -144,18 +276,12 @@ async fn guarded(request: &Request, aws: &Aws, limits: &Limits) -> Outcome {
             } else {
                 "was cancelled".into()
             };
-            after_crash(request, aws, &identity, fallback_id, what).await
+            after_crash(request, aws, &identity, what).await
         }
     }
 }
 
-async fn after_crash(
-    request: &Request,
-    aws: &Aws,
-    identity: &Identity,
-    physical_id: String,
-    what: String,
-) -> Outcome {
+async fn after_crash(request: &Request, aws: &Aws, identity: &Identity, what: String) -> Progress {
     tracing::error!(problem = %what, "operation did not complete");
     let report = match request.operation {
         Operation::Delete { .. } => String::new(),
@@ -164,28 +290,56 @@ async fn after_crash(
             build::clean_up(aws, identity, &Leftovers::default()).await
         ),
     };
-    Outcome::failed(physical_id, format!("the operation {what}.{report}"))
+    Progress::Finished(Outcome::failed(
+        failure_physical_id(request),
+        format!("the operation {what}.{report}"),
+    ))
 }
 
-async fn operate(request: Request, aws: Aws, timing: Timing) -> Outcome {
+async fn operate(
+    request: Request,
+    state: Option<BuildState>,
+    aws: Aws,
+    timing: Timing,
+) -> Progress {
     let identity = &request.identity;
-    match &request.operation {
-        Operation::Create => match AmiSpec::parse(&request.properties) {
-            Ok(spec) => build::create(&aws, identity, spec, &timing).await,
-            Err(errors) => Outcome::failed(
-                cfn::failed_create_physical_id(identity),
-                format!("{errors}. Nothing was launched."),
-            ),
-        },
-        Operation::Update { physical_id, .. } => match AmiSpec::parse(&request.properties) {
-            Ok(spec) => build::update(&aws, identity, physical_id, spec, &timing).await,
-            Err(errors) => Outcome::failed(
-                physical_id.clone(),
-                format!(
-                    "{errors}. Nothing was launched; the existing image {physical_id} is unchanged."
-                ),
-            ),
-        },
-        Operation::Delete { physical_id } => build::delete(&aws, identity, physical_id).await,
+    let spec = match &request.operation {
+        Operation::Delete { physical_id } => {
+            return Progress::Finished(build::delete(&aws, identity, physical_id).await);
+        }
+        _ => AmiSpec::parse(&request.properties),
+    };
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(errors) => {
+            let unchanged = match &request.operation {
+                Operation::Update { physical_id, .. } => {
+                    format!("; the existing image {physical_id} is unchanged")
+                }
+                _ => String::new(),
+            };
+            return Progress::Finished(Outcome::failed(
+                failure_physical_id(&request),
+                format!("{errors}. Nothing was launched{unchanged}."),
+            ));
+        }
+    };
+    match (&request.operation, state) {
+        (Operation::Create, None) => build::create(&aws, identity, spec, &timing).await,
+        (Operation::Update { physical_id, .. }, None) => {
+            build::update(&aws, identity, physical_id, spec, &timing).await
+        }
+        (Operation::Create, Some(state)) => {
+            build::Build::resume(spec, state)
+                .run(&aws, identity, &timing)
+                .await
+        }
+        (Operation::Update { physical_id, .. }, Some(state)) => {
+            let progress = build::Build::resume(spec, state)
+                .run(&aws, identity, &timing)
+                .await;
+            build::keep_existing_image_on_failure(physical_id, progress)
+        }
+        (Operation::Delete { .. }, _) => unreachable!("Delete returned above"),
     }
 }

@@ -112,3 +112,62 @@ async fn serve_one(mut stream: TcpStream, refuse: bool) -> std::io::Result<Optio
         received[header_end..(header_end + length).min(received.len())].to_vec(),
     ))
 }
+
+/// Hands over to the next turn of a loop in this process: how the local command line and the
+/// tests follow a build across invocations, with the same payload Lambda would carry.
+#[derive(Clone, Default)]
+pub struct InProcessScheduler {
+    queue: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+}
+
+impl InProcessScheduler {
+    /// The next payload, as the JSON text an asynchronous invocation would deliver.
+    pub fn take(&self) -> Option<String> {
+        self.queue.lock().expect("not poisoned").pop_front()
+    }
+}
+
+impl crate::handler::Scheduler for InProcessScheduler {
+    fn hand_over(
+        &self,
+        payload: serde_json::Value,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        let queue = self.queue.clone();
+        async move {
+            queue
+                .lock()
+                .expect("not poisoned")
+                .push_back(payload.to_string());
+            Ok(())
+        }
+    }
+}
+
+/// Runs `event` to its answer, starting a fresh "invocation" (with fresh limits from `limits`)
+/// after every hand-over. Returns the answer and how many hand-overs it took.
+pub async fn invoke_until_answered(
+    event: serde_json::Value,
+    aws: &crate::aws::Aws,
+    sink: &impl crate::handler::ResponseSink,
+    limits: impl Fn() -> crate::handler::Limits,
+) -> Result<(crate::cfn::Response, u32), crate::handler::HandleError> {
+    use crate::handler::{Handled, handle};
+    let scheduler = InProcessScheduler::default();
+    let mut event = event;
+    let mut handed_over = 0;
+    loop {
+        match handle(event, aws, sink, &scheduler, limits()).await? {
+            Handled::Answered(response) => return Ok((response, handed_over)),
+            Handled::HandedOver { hand_overs } => {
+                handed_over = hand_overs;
+                let payload = scheduler.take().expect("a hand-over queued its payload");
+                tracing::info!(
+                    hand_overs,
+                    payload_bytes = payload.len(),
+                    "hand-over: continuing in a fresh invocation"
+                );
+                event = serde_json::from_str(&payload).expect("payloads are JSON");
+            }
+        }
+    }
+}

@@ -2,24 +2,29 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ecs_ami::aws::Aws;
+use ecs_ami::aws::{Aws, SelfInvoke, sdk_config_from_env};
 use ecs_ami::cfn::HttpSink;
-use ecs_ami::handler::{self, HandleError, Limits};
+use ecs_ami::handler::{self, HandleError, Handled, Limits};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ecs_ami::logging::init_lambda();
-    let aws = Aws::from_env().await;
+    let config = sdk_config_from_env().await;
+    let aws = Aws::from_config(&config);
+    let scheduler = SelfInvoke::from_env(&config)
+        .ok_or("AWS_LAMBDA_FUNCTION_NAME is not set: not running in Lambda")?;
     let sink = HttpSink::new();
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let (aws, sink) = (aws.clone(), sink.clone());
+        let (aws, sink, scheduler) = (aws.clone(), sink.clone(), scheduler.clone());
         async move {
             let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
             let remaining = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-            match handler::handle(event.payload, &aws, &sink, Limits::before_deadline(remaining)).await {
-                Ok(response) => Ok(json!({"Status": response.status, "PhysicalResourceId": response.physical_resource_id})),
+            let limits = Limits::before_deadline(remaining).with_env();
+            match handler::handle(event.payload, &aws, &sink, &scheduler, limits).await {
+                Ok(Handled::Answered(response)) => Ok(json!({"Status": response.status, "PhysicalResourceId": response.physical_resource_id})),
+                Ok(Handled::HandedOver { hand_overs }) => Ok(json!({"HandedOver": hand_overs})),
                 // Returning an error would make Lambda retry the event and redo the work; the
                 // failure to deliver is already logged.
                 Err(HandleError::Undeliverable { status, physical_id, .. }) => {

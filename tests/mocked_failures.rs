@@ -2,249 +2,24 @@
 //! `aws-smithy-mocks`. The real adapters in `src/aws` run; only the HTTP layer is replaced.
 //! Time is tokio's paused clock, so ten minutes of polling take no real time.
 
+mod common;
+
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::error::ErrorMetadata;
-use aws_sdk_ec2::operation::create_image::CreateImageOutput;
-use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
-use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
-use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
-use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
-use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesError, RunInstancesOutput};
-use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
-use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
 use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
-use aws_sdk_ssm::operation::send_command::SendCommandOutput;
 use aws_sdk_ssm::types as ssmt;
-use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
-use aws_smithy_mocks::{Rule, RuleMode, create_mock_http_client, mock};
-use ecs_ami::aws::{Aws, retry_config};
-use ecs_ami::build::{self, Timing};
+use aws_smithy_mocks::mock;
+use common::mocks::*;
+use ecs_ami::build::Timing;
 use ecs_ami::cfn::properties::AmiSpec;
-use ecs_ami::cfn::{Identity, Outcome, Status};
+use ecs_ami::cfn::{Outcome, Status};
 use serde_json::json;
-
-const SOURCE: &str = "ami-0aae19d30bab785d3";
-const BUILDER: &str = "i-0123456789abcdef0";
-const NEW_IMAGE: &str = "ami-0fedcba9876543210";
-
-fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
-    let interceptor = rules.iter().fold(
-        aws_smithy_mocks::MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
-        |i, r| i.with_rule(r),
-    );
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "mocks"))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(retry_config())
-        .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
-        .build();
-    aws_sdk_ec2::Client::from_conf(config)
-}
-
-fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
-    let interceptor = rules.iter().fold(
-        aws_smithy_mocks::MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
-        |i, r| i.with_rule(r),
-    );
-    let config = aws_sdk_ssm::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "mocks"))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor)
-        .retry_config(retry_config())
-        .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
-        .build();
-    aws_sdk_ssm::Client::from_conf(config)
-}
-
-fn identity() -> Identity {
-    Identity {
-        stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/mocked/guid".into(),
-        logical_id: "Ami".into(),
-        request_id: "req-mocked".into(),
-    }
-}
-
-fn spec(steps: serde_json::Value) -> AmiSpec {
-    AmiSpec::parse(&json!({"SourceAmi": SOURCE, "IamInstanceProfile": "builder", "Steps": steps}))
-        .unwrap()
-}
-
-fn instance_state(state: ec2t::InstanceStateName) -> DescribeInstancesOutput {
-    DescribeInstancesOutput::builder()
-        .reservations(
-            ec2t::Reservation::builder()
-                .instances(
-                    ec2t::Instance::builder()
-                        .instance_id(BUILDER)
-                        .state(ec2t::InstanceState::builder().name(state).build())
-                        .build(),
-                )
-                .build(),
-        )
-        .build()
-}
-
-fn image(id: &str, state: ec2t::ImageState) -> ec2t::Image {
-    ec2t::Image::builder()
-        .image_id(id)
-        .name("built")
-        .state(state)
-        .architecture(ec2t::ArchitectureValues::X8664)
-        .state_reason(
-            ec2t::StateReason::builder()
-                .message("Client.InternalError: snapshot failed")
-                .build(),
-        )
-        .block_device_mappings(
-            ec2t::BlockDeviceMapping::builder()
-                .device_name("/dev/xvda")
-                .ebs(
-                    ec2t::EbsBlockDevice::builder()
-                        .snapshot_id("snap-0123456789abcdef0")
-                        .build(),
-                )
-                .build(),
-        )
-        .build()
-}
-
-/// The AWS a build meets: each rule answers one kind of call, always the same way, and counts
-/// how often it was called. Tests replace the rules that their scenario is about.
-struct World {
-    source_image: Rule,
-    run_instances: Rule,
-    instance_info: Rule,
-    describe_instances: Rule,
-    send_command: Rule,
-    command_result: Rule,
-    cancel_command: Rule,
-    stop: Rule,
-    create_image: Rule,
-    new_image: Rule,
-    tagged_images: Rule,
-    create_tags: Rule,
-    terminate: Rule,
-    deregister: Rule,
-    delete_snapshot: Rule,
-    snapshots: Rule,
-    volumes: Rule,
-}
-
-impl World {
-    fn happy() -> World {
-        World {
-            source_image: mock!(aws_sdk_ec2::Client::describe_images)
-                .match_requests(|r| r.image_ids() == [SOURCE.to_owned()])
-                .then_output(|| {
-                    DescribeImagesOutput::builder()
-                        .images(image(SOURCE, ec2t::ImageState::Available))
-                        .build()
-                }),
-            run_instances: mock!(aws_sdk_ec2::Client::run_instances).then_output(|| {
-                RunInstancesOutput::builder()
-                    .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
-                    .build()
-            }),
-            instance_info: mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(
-                || {
-                    DescribeInstanceInformationOutput::builder()
-                        .instance_information_list(
-                            ssmt::InstanceInformation::builder()
-                                .instance_id(BUILDER)
-                                .ping_status(ssmt::PingStatus::Online)
-                                .build(),
-                        )
-                        .build()
-                },
-            ),
-            describe_instances: mock!(aws_sdk_ec2::Client::describe_instances)
-                .then_output(|| instance_state(ec2t::InstanceStateName::Stopped)),
-            send_command: mock!(aws_sdk_ssm::Client::send_command).then_output(|| {
-                SendCommandOutput::builder()
-                    .command(ssmt::Command::builder().command_id("cmd-1").build())
-                    .build()
-            }),
-            command_result: mock!(aws_sdk_ssm::Client::get_command_invocation).then_output(|| {
-                GetCommandInvocationOutput::builder()
-                    .status(ssmt::CommandInvocationStatus::Success)
-                    .response_code(0)
-                    .standard_output_content("done")
-                    .build()
-            }),
-            cancel_command: mock!(aws_sdk_ssm::Client::cancel_command).then_output(|| {
-                aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
-            }),
-            stop: mock!(aws_sdk_ec2::Client::stop_instances)
-                .then_output(|| StopInstancesOutput::builder().build()),
-            create_image: mock!(aws_sdk_ec2::Client::create_image)
-                .then_output(|| CreateImageOutput::builder().image_id(NEW_IMAGE).build()),
-            new_image: mock!(aws_sdk_ec2::Client::describe_images)
-                .match_requests(|r| r.image_ids() == [NEW_IMAGE.to_owned()])
-                .then_output(|| {
-                    DescribeImagesOutput::builder()
-                        .images(image(NEW_IMAGE, ec2t::ImageState::Available))
-                        .build()
-                }),
-            tagged_images: mock!(aws_sdk_ec2::Client::describe_images)
-                .match_requests(|r| r.owners() == ["self".to_owned()])
-                .then_output(|| DescribeImagesOutput::builder().build()),
-            create_tags: mock!(aws_sdk_ec2::Client::create_tags)
-                .then_output(|| CreateTagsOutput::builder().build()),
-            terminate: mock!(aws_sdk_ec2::Client::terminate_instances)
-                .then_output(|| TerminateInstancesOutput::builder().build()),
-            deregister: mock!(aws_sdk_ec2::Client::deregister_image)
-                .then_output(|| DeregisterImageOutput::builder().build()),
-            delete_snapshot: mock!(aws_sdk_ec2::Client::delete_snapshot)
-                .then_output(|| DeleteSnapshotOutput::builder().build()),
-            snapshots: mock!(aws_sdk_ec2::Client::describe_snapshots)
-                .then_output(|| DescribeSnapshotsOutput::builder().build()),
-            volumes: mock!(aws_sdk_ec2::Client::describe_volumes)
-                .then_output(|| DescribeVolumesOutput::builder().build()),
-        }
-    }
-
-    fn aws(&self) -> Aws {
-        let ec2 = ec2(&[
-            &self.source_image,
-            &self.new_image,
-            &self.tagged_images,
-            &self.run_instances,
-            &self.describe_instances,
-            &self.stop,
-            &self.create_image,
-            &self.create_tags,
-            &self.terminate,
-            &self.deregister,
-            &self.delete_snapshot,
-            &self.snapshots,
-            &self.volumes,
-        ]);
-        let ssm = ssm(&[
-            &self.instance_info,
-            &self.send_command,
-            &self.command_result,
-            &self.cancel_command,
-        ]);
-        Aws::from_clients(ec2, ssm)
-    }
-
-    async fn create(&self, spec: AmiSpec, timing: Timing) -> Outcome {
-        build::create(&self.aws(), &identity(), spec, &timing).await
-    }
-}
 
 fn reason(outcome: &Outcome) -> &str {
     outcome.reason.as_deref().unwrap_or_default()
@@ -500,7 +275,7 @@ async fn builder_terminated_by_someone_else_fails_the_build() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_deadline_stops_the_build_and_cleans_up() {
+async fn timeout_minutes_stops_the_build_and_cleans_up() {
     let mut world = World::happy();
     world.command_result = mock!(aws_sdk_ssm::Client::get_command_invocation).then_output(|| {
         GetCommandInvocationOutput::builder()
@@ -508,21 +283,25 @@ async fn the_deadline_stops_the_build_and_cleans_up() {
             .response_code(-1)
             .build()
     });
-    let timing = Timing {
-        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(120)),
-        ..Timing::default()
-    };
-    let outcome = world
-        .create(
-            spec(json!([{"Name": "long", "Commands": ["sleep 900"]}])),
-            timing,
-        )
-        .await;
+    let started = tokio::time::Instant::now();
+    let spec = AmiSpec::parse(&json!({
+        "SourceAmi": SOURCE, "IamInstanceProfile": "builder", "TimeoutMinutes": 2,
+        "Steps": [{"Name": "long", "Commands": ["sleep 900"], "TimeoutSeconds": 900}]
+    }))
+    .unwrap();
+    let outcome = world.create(spec, Timing::default()).await;
     assert_eq!(outcome.status, Status::Failed);
     let reason = reason(&outcome);
     assert!(
-        reason.contains("ran out of time while running a step"),
+        reason.contains(
+            "the build exceeded its TimeoutMinutes (2) while running a step (that stage had run 1"
+        ),
         "{reason}"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(120) && elapsed <= Duration::from_secs(131),
+        "{elapsed:?}"
     );
     assert_eq!(
         world.cancel_command.num_calls(),

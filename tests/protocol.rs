@@ -7,8 +7,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::Credentials;
 use ecs_ami::aws::Aws;
 use ecs_ami::cfn::HttpSink;
-use ecs_ami::handler::{self, HandleError, Limits};
-use ecs_ami::local::ResponseCatcher;
+use ecs_ami::handler::{self, HandleError, Handled, Limits};
+use ecs_ami::local::{InProcessScheduler, ResponseCatcher};
 use serde_json::{Value, json};
 
 async fn unreachable_aws() -> Aws {
@@ -22,6 +22,18 @@ async fn unreachable_aws() -> Aws {
         aws_sdk_ec2::Client::new(&config),
         aws_sdk_ssm::Client::new(&config),
     )
+}
+
+async fn run(event: Value, sink: &HttpSink) -> Result<Handled, HandleError> {
+    let scheduler = InProcessScheduler::default();
+    handler::handle(
+        event,
+        &unreachable_aws().await,
+        sink,
+        &scheduler,
+        Limits::default(),
+    )
+    .await
 }
 
 fn delete_of_failed_create(url: &str) -> Value {
@@ -41,14 +53,12 @@ fn delete_of_failed_create(url: &str) -> Value {
 async fn a_refused_put_is_retried_until_accepted() {
     let mut catcher = ResponseCatcher::refusing(2).await.unwrap();
     let sink = HttpSink::with_retries(4, Duration::from_millis(10));
-    let response = handler::handle(
-        delete_of_failed_create(&catcher.url),
-        &unreachable_aws().await,
-        &sink,
-        Limits::default(),
-    )
-    .await
-    .unwrap();
+    let Handled::Answered(response) = run(delete_of_failed_create(&catcher.url), &sink)
+        .await
+        .unwrap()
+    else {
+        panic!("a Delete is answered at once")
+    };
     let body: Value =
         serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
     assert_eq!(body["Status"], "SUCCESS");
@@ -70,14 +80,9 @@ async fn a_refused_put_is_retried_until_accepted() {
 async fn a_put_refused_for_good_is_reported_without_the_url() {
     let catcher = ResponseCatcher::refusing(usize::MAX).await.unwrap();
     let sink = HttpSink::with_retries(3, Duration::from_millis(10));
-    let error = handler::handle(
-        delete_of_failed_create(&catcher.url),
-        &unreachable_aws().await,
-        &sink,
-        Limits::default(),
-    )
-    .await
-    .unwrap_err();
+    let error = run(delete_of_failed_create(&catcher.url), &sink)
+        .await
+        .unwrap_err();
     let text = error.to_string();
     assert!(matches!(error, HandleError::Undeliverable { .. }), "{text}");
     assert!(
@@ -94,14 +99,7 @@ async fn a_put_refused_for_good_is_reported_without_the_url() {
 async fn an_unreachable_response_url_is_reported_without_the_url() {
     let url = "http://127.0.0.1:1/presigned?X-Amz-Signature=secret";
     let sink = HttpSink::with_retries(2, Duration::from_millis(10));
-    let error = handler::handle(
-        delete_of_failed_create(url),
-        &unreachable_aws().await,
-        &sink,
-        Limits::default(),
-    )
-    .await
-    .unwrap_err();
+    let error = run(delete_of_failed_create(url), &sink).await.unwrap_err();
     let text = error.to_string();
     assert!(
         !text.contains("secret") && !text.contains("127.0.0.1:1"),
@@ -114,9 +112,7 @@ async fn a_malformed_request_is_still_answered() {
     let mut catcher = ResponseCatcher::start().await.unwrap();
     let event = json!({"RequestType": "Create", "ResponseURL": catcher.url, "RequestId": "r", "StackId": "s"});
     let sink = HttpSink::with_retries(2, Duration::from_millis(10));
-    handler::handle(event, &unreachable_aws().await, &sink, Limits::default())
-        .await
-        .unwrap();
+    run(event, &sink).await.unwrap();
     let body: Value =
         serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
     assert_eq!(body["Status"], "FAILED");
@@ -133,13 +129,8 @@ async fn a_malformed_request_is_still_answered() {
 #[tokio::test]
 async fn an_event_that_is_not_cloudformation_is_refused() {
     let sink = HttpSink::with_retries(1, Duration::from_millis(10));
-    let error = handler::handle(
-        json!({"detail-type": "Scheduled Event"}),
-        &unreachable_aws().await,
-        &sink,
-        Limits::default(),
-    )
-    .await
-    .unwrap_err();
+    let error = run(json!({"detail-type": "Scheduled Event"}), &sink)
+        .await
+        .unwrap_err();
     assert!(matches!(error, HandleError::NotCloudFormation(_)));
 }

@@ -4,6 +4,10 @@
 //! `instance_online`, to `run_step`, and so on. Errors carry the operation and AWS's error code so
 //! that a Reason says which call failed and why.
 
+mod lambda;
+
+pub use lambda::SelfInvoke;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -23,6 +27,15 @@ pub fn retry_config() -> RetryConfig {
         .with_max_attempts(8)
         .with_initial_backoff(Duration::from_millis(500))
         .with_max_backoff(Duration::from_secs(20))
+}
+
+/// SDK configuration from the environment (`AWS_REGION`, credentials, and `AWS_ENDPOINT_URL` for a
+/// local AWS), with the product's retry policy.
+pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry_config())
+        .load()
+        .await
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,13 +136,13 @@ impl Aws {
     /// Clients from the environment (`AWS_REGION`, credentials, and `AWS_ENDPOINT_URL` for a local
     /// AWS), with the product's retry policy.
     pub async fn from_env() -> Aws {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(retry_config())
-            .load()
-            .await;
+        Aws::from_config(&sdk_config_from_env().await)
+    }
+
+    pub fn from_config(config: &aws_config::SdkConfig) -> Aws {
         Aws::from_clients(
-            aws_sdk_ec2::Client::new(&config),
-            aws_sdk_ssm::Client::new(&config),
+            aws_sdk_ec2::Client::new(config),
+            aws_sdk_ssm::Client::new(config),
         )
     }
 

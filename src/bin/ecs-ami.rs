@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use ecs_ami::aws::Aws;
 use ecs_ami::cfn::{HttpSink, Status};
-use ecs_ami::handler::{self, HandleError, Limits};
-use ecs_ami::local::ResponseCatcher;
+use ecs_ami::handler::{HandleError, Limits};
+use ecs_ami::local::{ResponseCatcher, invoke_until_answered};
 use serde_json::Value;
 
 const USAGE: &str = "usage: ecs-ami invoke [--physical-resource-id ID] EVENT.json   (- reads stdin)
 
 Runs a CloudFormation custom resource event through the same handler the Lambda runs, against the
-AWS endpoint the environment names (AWS_ENDPOINT_URL, AWS_REGION, credentials). Progress goes to
+AWS endpoint the environment names (AWS_ENDPOINT_URL, AWS_REGION, credentials), following
+hand-overs in-process (ECS_AMI_HANDOVER_EVERY_STATE=1 forces one after every state). Progress goes to
 stderr; the response body CloudFormation would receive goes to stdout. --physical-resource-id
 replaces the event's PhysicalResourceId (Update and Delete events name the AMI a Create made).";
 
@@ -73,8 +74,10 @@ async fn invoke(path: &str, physical_id: Option<&str>) -> ExitCode {
     }
     let aws = Aws::from_env().await;
     let sink = HttpSink::with_retries(3, Duration::from_millis(200));
-    match handler::handle(event, &aws, &sink, Limits::default()).await {
-        Ok(response) => {
+    // Each hand-over starts a fresh "invocation" in this process, with the same payload Lambda
+    // would carry; ECS_AMI_HANDOVER_EVERY_STATE=1 forces one after every change of state.
+    match invoke_until_answered(event, &aws, &sink, || Limits::default().with_env()).await {
+        Ok((response, _)) => {
             let body = catcher
                 .next(Duration::from_secs(5))
                 .await

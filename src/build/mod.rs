@@ -6,6 +6,7 @@
 //! on this). Every resource a build creates carries the request's identity tags, so cleanup can
 //! find it even when the in-memory state was lost to a panic or a timeout.
 
+pub mod clock;
 pub mod fingerprint;
 pub mod script;
 mod time;
@@ -36,8 +37,11 @@ pub struct Timing {
     pub image_timeout: Duration,
     pub min_poll: Duration,
     pub max_poll: Duration,
-    /// The wall-clock instant by which the build must have given up and cleaned up.
-    pub deadline: Option<tokio::time::Instant>,
+    /// When this invocation must stop and hand the build over to a fresh one.
+    pub hand_over_at: Option<tokio::time::Instant>,
+    /// Hand over after every change of state (ECS_AMI_HANDOVER_EVERY_STATE=1), to prove that a
+    /// build survives any number of hand-overs.
+    pub hand_over_every_state: bool,
 }
 
 impl Default for Timing {
@@ -48,7 +52,8 @@ impl Default for Timing {
             image_timeout: Duration::from_secs(3000),
             min_poll: Duration::from_secs(1),
             max_poll: Duration::from_secs(10),
-            deadline: None,
+            hand_over_at: None,
+            hand_over_every_state: false,
         }
     }
 }
@@ -111,16 +116,37 @@ pub struct Resolved {
     pub fingerprint: String,
 }
 
-/// The whole state of one Create (or rebuilding Update), saved between phases.
+/// What a build has done so far: everything needed to carry on in another invocation, given the
+/// request it belongs to (the spec is re-read from the request, so the hand-over payload does not
+/// carry the steps twice).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Build {
+pub struct BuildState {
     pub phase: Phase,
-    pub spec: AmiSpec,
     pub image_name: String,
     pub resolved: Option<Resolved>,
     pub instance_id: Option<String>,
     pub image_id: Option<String>,
     pub snapshot_ids: Vec<String>,
+    /// On the [`clock`], for `TimeoutMinutes` and for saying how long a stage ran.
+    pub started_at_ms: u64,
+    pub phase_started_at_ms: u64,
+    pub hand_overs: u32,
+}
+
+/// One Create (or rebuilding Update): the validated spec and the state of its build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    pub spec: AmiSpec,
+    pub state: BuildState,
+}
+
+/// Where a build stands when an invocation stops running it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// SUCCESS or FAILED (after cleanup): the response can be sent.
+    Finished(Outcome),
+    /// Still building: hand the state to a fresh invocation.
+    Paused(BuildState),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,51 +184,91 @@ impl Build {
             .ami_name
             .clone()
             .unwrap_or_else(|| default_image_name(identity, time::utc_stamp()));
+        let now = clock::now_ms();
         Build {
-            phase: Phase::Resolve,
             spec,
-            image_name,
-            resolved: None,
-            instance_id: None,
-            image_id: None,
-            snapshot_ids: Vec::new(),
+            state: BuildState {
+                phase: Phase::Resolve,
+                image_name,
+                resolved: None,
+                instance_id: None,
+                image_id: None,
+                snapshot_ids: Vec::new(),
+                started_at_ms: now,
+                phase_started_at_ms: now,
+                hand_overs: 0,
+            },
         }
     }
 
-    /// Runs phases until the build is done, fails, or the deadline passes; on failure cleans up
-    /// and says what was left, so the caller only has to answer.
-    pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Outcome {
+    /// Carries on a build that an earlier invocation handed over.
+    pub fn resume(spec: AmiSpec, state: BuildState) -> Build {
+        Build { spec, state }
+    }
+
+    /// Runs phases until the build is done, fails, or this invocation should hand it over. On
+    /// failure it cleans up and says what was left, so the caller only has to answer.
+    pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Progress {
         let failed_id = crate::cfn::failed_create_physical_id(identity);
-        let started = tokio::time::Instant::now();
+        let build_deadline_ms =
+            self.state.started_at_ms + u64::from(self.spec.timeout_minutes) * 60_000;
+        let mut phases_this_invocation = 0u32;
         loop {
-            if self.phase == Phase::Done {
-                return self.success_outcome();
+            if self.state.phase == Phase::Done {
+                return Progress::Finished(self.success_outcome());
             }
-            if timing
-                .deadline
-                .is_some_and(|d| tokio::time::Instant::now() >= d)
-            {
+            let now = clock::now_ms();
+            if now >= build_deadline_ms {
                 let message = format!(
-                    "ran out of time while {} ({} s into this invocation); the build needs the hand-over to a fresh invocation to run longer",
-                    self.phase.name(),
-                    started.elapsed().as_secs()
+                    "the build exceeded its TimeoutMinutes ({}) while {} (that stage had run {} s)",
+                    self.spec.timeout_minutes,
+                    self.state.phase.name(),
+                    now.saturating_sub(self.state.phase_started_at_ms) / 1000
                 );
                 return self
                     .fail_and_clean(aws, identity, &failed_id, message, true)
                     .await;
             }
-            match self.advance(aws, identity, timing).await {
-                Ok(Next::Now(phase)) => self.phase = phase,
-                Ok(Next::After(pause, phase)) => {
-                    self.phase = phase;
-                    tokio::time::sleep(pause).await;
-                }
+            let out_of_time = timing
+                .hand_over_at
+                .is_some_and(|at| tokio::time::Instant::now() >= at);
+            if out_of_time || (timing.hand_over_every_state && phases_this_invocation > 0) {
+                self.state.hand_overs += 1;
+                tracing::info!(phase = ?self.state.phase, hand_overs = self.state.hand_overs, "handing the build over to a fresh invocation");
+                return Progress::Paused(self.state);
+            }
+            let before = std::mem::discriminant(&self.state.phase);
+            let step = self.advance(aws, identity, timing).await;
+            let (next, pause) = match step {
+                Ok(Next::Now(phase)) => (phase, None),
+                Ok(Next::After(pause, phase)) => (phase, Some(pause)),
                 Err(error) => {
-                    let message = format!("failed while {}: {}", self.phase.name(), error.message);
+                    let message = format!(
+                        "failed while {}: {}",
+                        self.state.phase.name(),
+                        error.message
+                    );
                     return self
                         .fail_and_clean(aws, identity, &failed_id, message, !error.command_ended)
                         .await;
                 }
+            };
+            let changed = std::mem::discriminant(&next) != before
+                || matches!((&self.state.phase, &next), (Phase::StartStep { index: a }, Phase::StartStep { index: b }) if a != b);
+            self.state.phase = next;
+            if changed {
+                self.state.phase_started_at_ms = clock::now_ms();
+                phases_this_invocation += 1;
+            }
+            if let Some(pause) = pause {
+                // Never sleep past the moment this invocation must hand over.
+                let pause = match timing.hand_over_at {
+                    Some(at) => {
+                        pause.min(at.saturating_duration_since(tokio::time::Instant::now()))
+                    }
+                    None => pause,
+                };
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -214,35 +280,37 @@ impl Build {
         failed_id: &str,
         message: String,
         cancel_command: bool,
-    ) -> Outcome {
+    ) -> Progress {
         tracing::error!(problem = %message, "build failed; cleaning up");
-        let running_command = match &self.phase {
+        let running_command = match &self.state.phase {
             Phase::AwaitStep { command_id, .. } if cancel_command => Some(command_id.as_str()),
             _ => None,
         };
         let known = Leftovers {
-            instance_id: self.instance_id.clone(),
-            image_id: self.image_id.clone(),
+            instance_id: self.state.instance_id.clone(),
+            image_id: self.state.image_id.clone(),
             command_id: running_command.map(str::to_owned),
         };
         let report = clean_up(aws, identity, &known).await;
-        Outcome::failed(failed_id, format!("{message}. {report}"))
+        Progress::Finished(Outcome::failed(failed_id, format!("{message}. {report}")))
     }
 
     fn success_outcome(&self) -> Outcome {
         let resolved = self
+            .state
             .resolved
             .as_ref()
             .expect("a finished build was resolved");
         let image_id = self
+            .state
             .image_id
             .clone()
             .expect("a finished build has an image");
         let mut data = BTreeMap::new();
         data.insert("ImageId".into(), image_id.clone());
-        data.insert("ImageName".into(), self.image_name.clone());
+        data.insert("ImageName".into(), self.state.image_name.clone());
         data.insert("SourceImageId".into(), resolved.source_image.clone());
-        data.insert("SnapshotIds".into(), self.snapshot_ids.join(","));
+        data.insert("SnapshotIds".into(), self.state.snapshot_ids.join(","));
         data.insert("Fingerprint".into(), resolved.fingerprint.clone());
         Outcome::success(image_id, data)
     }
@@ -253,13 +321,17 @@ impl Build {
         identity: &Identity,
         timing: &Timing,
     ) -> Result<Next, BuildError> {
-        match self.phase.clone() {
+        match self.state.phase.clone() {
             Phase::Resolve => {
-                self.resolved = Some(resolve(aws, &self.spec).await?);
+                self.state.resolved = Some(resolve(aws, &self.spec).await?);
                 Ok(Next::Now(Phase::Launch))
             }
             Phase::Launch => {
-                let resolved = self.resolved.as_ref().expect("resolved before launch");
+                let resolved = self
+                    .state
+                    .resolved
+                    .as_ref()
+                    .expect("resolved before launch");
                 let mut tags = identity_tags(identity);
                 tags.insert(
                     "Name".into(),
@@ -281,7 +353,7 @@ impl Build {
                 };
                 let instance_id = aws.launch_builder(&request).await?;
                 tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
-                self.instance_id = Some(instance_id);
+                self.state.instance_id = Some(instance_id);
                 Ok(Next::Now(Phase::AwaitOnline {
                     waited: Duration::ZERO,
                 }))
@@ -431,30 +503,34 @@ impl Build {
                 }
             }
             Phase::CreateImage => {
-                let resolved = self.resolved.as_ref().expect("resolved before imaging");
+                let resolved = self
+                    .state
+                    .resolved
+                    .as_ref()
+                    .expect("resolved before imaging");
                 let request = ImageRequest {
                     instance_id: self.instance().to_owned(),
-                    name: self.image_name.clone(),
+                    name: self.state.image_name.clone(),
                     description: self.spec.ami_description.clone(),
                     block_devices: self.spec.block_device_mappings.clone(),
                     tags: image_tags(identity, &self.spec, resolved),
                 };
                 let image_id = aws.create_image(&request).await?;
-                tracing::info!(image_id = %image_id, name = %self.image_name, "image requested");
-                self.image_id = Some(image_id);
+                tracing::info!(image_id = %image_id, name = %self.state.image_name, "image requested");
+                self.state.image_id = Some(image_id);
                 Ok(Next::Now(Phase::AwaitImage {
                     waited: Duration::ZERO,
                 }))
             }
             Phase::AwaitImage { waited } => {
-                let image_id = self.image_id.clone().expect("image requested");
+                let image_id = self.state.image_id.clone().expect("image requested");
                 let image = aws.describe_image(&image_id).await?;
                 let state = image.as_ref().map(|i| i.state.clone());
                 match state.as_deref() {
                     Some("available") => {
                         let image = image.expect("matched Some");
                         tracing::info!(image_id = %image_id, snapshots = %image.snapshot_ids.join(","), "image available");
-                        self.snapshot_ids = image.snapshot_ids;
+                        self.state.snapshot_ids = image.snapshot_ids;
                         Ok(Next::Now(Phase::TagSnapshots))
                     }
                     Some("pending") | None if waited < timing.image_timeout => {
@@ -479,13 +555,13 @@ impl Build {
                 }
             }
             Phase::TagSnapshots => {
-                let resolved = self.resolved.as_ref().expect("resolved");
+                let resolved = self.state.resolved.as_ref().expect("resolved");
                 let mut tags = image_tags(identity, &self.spec, resolved);
                 tags.insert(
                     TAG_IMAGE.into(),
-                    self.image_id.clone().expect("image exists"),
+                    self.state.image_id.clone().expect("image exists"),
                 );
-                aws.tag(&self.snapshot_ids, &tags).await?;
+                aws.tag(&self.state.snapshot_ids, &tags).await?;
                 Ok(Next::Now(Phase::Finish))
             }
             Phase::Finish => {
@@ -499,7 +575,8 @@ impl Build {
     }
 
     fn instance(&self) -> &str {
-        self.instance_id
+        self.state
+            .instance_id
             .as_deref()
             .expect("launched before this phase")
     }
@@ -670,8 +747,53 @@ fn quoted_tail(text: &str) -> String {
     }
 }
 
-pub async fn create(aws: &Aws, identity: &Identity, spec: AmiSpec, timing: &Timing) -> Outcome {
+pub async fn create(aws: &Aws, identity: &Identity, spec: AmiSpec, timing: &Timing) -> Progress {
     Build::new(spec, identity).run(aws, identity, timing).await
+}
+
+/// Ends a build that an invocation could not hand over: cleanup, and a FAILED outcome saying why.
+pub async fn abandon(
+    aws: &Aws,
+    identity: &Identity,
+    spec: AmiSpec,
+    state: BuildState,
+    why: &str,
+) -> Outcome {
+    let build = Build::resume(spec, state);
+    let message = format!(
+        "could not hand the build over to a fresh invocation while {}: {why}",
+        build.state.phase.name()
+    );
+    match build
+        .fail_and_clean(
+            aws,
+            identity,
+            &crate::cfn::failed_create_physical_id(identity),
+            message,
+            true,
+        )
+        .await
+    {
+        Progress::Finished(outcome) => outcome,
+        Progress::Paused(_) => unreachable!("cleanup always finishes"),
+    }
+}
+
+/// A rebuilding Update that fails keeps the resource on its existing image: a different physical
+/// id here would make CloudFormation treat the failure as a replacement.
+pub fn keep_existing_image_on_failure(physical_id: &str, progress: Progress) -> Progress {
+    match progress {
+        Progress::Finished(outcome) if outcome.status == crate::cfn::Status::Failed => {
+            Progress::Finished(Outcome {
+                physical_id: physical_id.to_owned(),
+                reason: outcome
+                    .reason
+                    .map(|r| format!("Update {r}; the existing image {physical_id} is unchanged")),
+                ..outcome
+            })
+        }
+        other => other,
+    }
 }
 
 /// Update: keep the image when nothing that shapes its content changed, reuse an earlier image of
@@ -682,27 +804,42 @@ pub async fn update(
     physical_id: &str,
     spec: AmiSpec,
     timing: &Timing,
-) -> Outcome {
-    let resolved = match resolve(aws, &spec).await {
+) -> Progress {
+    match retag_or_reuse(aws, identity, physical_id, &spec).await {
+        Some(outcome) => Progress::Finished(outcome),
+        None => {
+            keep_existing_image_on_failure(physical_id, create(aws, identity, spec, timing).await)
+        }
+    }
+}
+
+/// The Update outcomes that need no build: `None` means a new image must be built.
+async fn retag_or_reuse(
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: &str,
+    spec: &AmiSpec,
+) -> Option<Outcome> {
+    let resolved = match resolve(aws, spec).await {
         Ok(resolved) => resolved,
         Err(error) => {
-            return Outcome::failed(
+            return Some(Outcome::failed(
                 physical_id,
                 format!(
                     "Update failed while resolving the source AMI: {}; the existing image {physical_id} is unchanged",
                     error.message
                 ),
-            );
+            ));
         }
     };
     let current = if crate::cfn::is_image_id(physical_id) {
         match aws.describe_image(physical_id).await {
             Ok(image) => image,
             Err(error) => {
-                return Outcome::failed(
+                return Some(Outcome::failed(
                     physical_id,
                     format!("Update could not read the existing image: {error}"),
-                );
+                ));
             }
         }
     } else {
@@ -711,7 +848,7 @@ pub async fn update(
     if let Some(image) = current.filter(|i| owned_by(i, identity) && i.state == "available")
         && image.tags.get(TAG_FINGERPRINT) == Some(&resolved.fingerprint)
     {
-        return match retag(aws, &image, &spec).await {
+        return Some(match retag(aws, &image, spec).await {
             Ok(()) => {
                 tracing::info!(image_id = %image.id, "content unchanged: tags and description updated in place");
                 let refreshed = aws
@@ -726,7 +863,7 @@ pub async fn update(
                 physical_id,
                 format!("Update could not retag image {physical_id}: {error}"),
             ),
-        };
+        });
     }
     let mut wanted = resource_tags(identity);
     wanted.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
@@ -734,35 +871,23 @@ pub async fn update(
         Ok(images) => {
             if let Some(image) = images.into_iter().find(|i| i.state == "available") {
                 tracing::info!(image_id = %image.id, "an earlier image of this resource has the wanted content: reusing it");
-                if let Err(error) = retag(aws, &image, &spec).await {
-                    return Outcome::failed(
+                if let Err(error) = retag(aws, &image, spec).await {
+                    return Some(Outcome::failed(
                         physical_id,
                         format!("Update could not retag reused image {}: {error}", image.id),
-                    );
+                    ));
                 }
-                return image_outcome(&image);
+                return Some(image_outcome(&image));
             }
         }
         Err(error) => {
-            return Outcome::failed(
+            return Some(Outcome::failed(
                 physical_id,
                 format!("Update could not look for earlier images: {error}"),
-            );
+            ));
         }
     }
-    let outcome = create(aws, identity, spec, timing).await;
-    match outcome.status {
-        // A failed rebuild keeps the resource on its existing image: a different physical id
-        // here would make CloudFormation treat the failure as a replacement.
-        crate::cfn::Status::Failed => Outcome {
-            physical_id: physical_id.to_owned(),
-            reason: outcome
-                .reason
-                .map(|r| format!("Update {r}; the existing image {physical_id} is unchanged")),
-            ..outcome
-        },
-        crate::cfn::Status::Success => outcome,
-    }
+    None
 }
 
 /// Bring the image's and its snapshots' user tags and description to what the spec says.
@@ -1035,19 +1160,22 @@ mod tests {
     }
 
     #[test]
-    fn builds_survive_serialization() {
+    fn build_states_survive_serialization() {
         let spec = AmiSpec::parse(&serde_json::json!({
             "SourceAmi": "ami-12345678", "IamInstanceProfile": "p",
             "Steps": [{"Name": "a", "Commands": ["true"]}]
         }))
         .unwrap();
         let mut build = Build::new(spec, &identity());
-        build.phase = Phase::AwaitStep {
+        build.state.phase = Phase::AwaitStep {
             index: 0,
             command_id: "c".into(),
             waited: Duration::from_secs(3),
         };
-        let saved = serde_json::to_string(&build).unwrap();
-        assert_eq!(serde_json::from_str::<Build>(&saved).unwrap(), build);
+        let saved = serde_json::to_string(&build.state).unwrap();
+        assert_eq!(
+            serde_json::from_str::<BuildState>(&saved).unwrap(),
+            build.state
+        );
     }
 }

@@ -17,6 +17,11 @@ pub const DEFAULT_STEP_TIMEOUT_SECONDS: u32 = 1800;
 pub const MAX_STEP_TIMEOUT_SECONDS: u32 = 3600;
 /// SSM accepts a limited document parameter size; one step's rendered script must stay below it.
 pub const MAX_STEP_SCRIPT_BYTES: usize = 64 * 1024;
+/// CloudFormation waits at most ServiceTimeout seconds (default and maximum 3600) for an answer.
+pub const MAX_SERVICE_TIMEOUT_SECONDS: u32 = 3600;
+/// Kept free at the end of ServiceTimeout: terminating the builder, removing a half-made image,
+/// a hand-over delayed by Lambda's queue, and the response PUT with its retries all fit in it.
+pub const ANSWER_MARGIN_SECONDS: u32 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Source {
@@ -76,6 +81,8 @@ pub struct AmiSpec {
     pub block_device_mappings: Vec<BlockDevice>,
     pub tags: BTreeMap<String, String>,
     pub steps: Vec<Step>,
+    /// The whole build's bound; past it the build is stopped, cleaned up and answered FAILED.
+    pub timeout_minutes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,7 +112,10 @@ impl AmiSpec {
         let block_devices = top.list("BlockDeviceMappings");
         let tags = top.take("Tags");
         let steps = top.list("Steps");
+        let service_timeout = top.number("ServiceTimeout", 1, MAX_SERVICE_TIMEOUT_SECONDS);
+        let timeout_minutes = top.number("TimeoutMinutes", 1, MAX_SERVICE_TIMEOUT_SECONDS / 60);
         top.finish();
+        let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
         let source = match (source_ami, source_parameter) {
             (Some(ami), None) => {
@@ -196,7 +206,43 @@ impl AmiSpec {
             block_device_mappings,
             tags,
             steps,
+            timeout_minutes,
         })
+    }
+}
+
+/// TimeoutMinutes defaults to, and may not exceed, what ServiceTimeout leaves after the margin
+/// for cleanup and the answer.
+fn check_timeouts(
+    service_timeout: Option<u32>,
+    timeout_minutes: Option<u32>,
+    problems: &mut Problems,
+) -> u32 {
+    let service = service_timeout.unwrap_or(MAX_SERVICE_TIMEOUT_SECONDS);
+    let most = service.saturating_sub(ANSWER_MARGIN_SECONDS) / 60;
+    if most == 0 {
+        problems.add(
+            "ServiceTimeout",
+            format!(
+                "{service} s leaves no time to build: at least {} s are needed ({ANSWER_MARGIN_SECONDS} s are kept for cleanup and the answer)",
+                ANSWER_MARGIN_SECONDS + 60
+            ),
+        );
+        return 1;
+    }
+    match timeout_minutes {
+        Some(minutes) if minutes > most => {
+            problems.add(
+                "TimeoutMinutes",
+                format!(
+                    "{minutes} is more than the {most} minutes that ServiceTimeout ({service} s) leaves after {} minutes for cleanup and the answer",
+                    ANSWER_MARGIN_SECONDS / 60
+                ),
+            );
+            most
+        }
+        Some(minutes) => minutes,
+        None => most,
     }
 }
 
@@ -1235,6 +1281,48 @@ mod tests {
             with(json!({"Steps": ["echo"]})),
             "Steps[0]",
             "must be an object",
+        );
+    }
+
+    #[test]
+    fn timeouts_follow_service_timeout() {
+        assert_eq!(AmiSpec::parse(&minimal()).unwrap().timeout_minutes, 55);
+        assert_eq!(
+            AmiSpec::parse(&with(json!({"ServiceTimeout": "1200"})))
+                .unwrap()
+                .timeout_minutes,
+            15
+        );
+        assert_eq!(
+            AmiSpec::parse(&with(json!({"TimeoutMinutes": "30"})))
+                .unwrap()
+                .timeout_minutes,
+            30
+        );
+        assert_problem(
+            with(json!({"TimeoutMinutes": 56})),
+            "TimeoutMinutes",
+            "more than the 55 minutes",
+        );
+        assert_problem(
+            with(json!({"ServiceTimeout": 1200, "TimeoutMinutes": 20})),
+            "TimeoutMinutes",
+            "more than the 15 minutes",
+        );
+        assert_problem(
+            with(json!({"ServiceTimeout": 300})),
+            "ServiceTimeout",
+            "leaves no time to build",
+        );
+        assert_problem(
+            with(json!({"ServiceTimeout": 4000})),
+            "ServiceTimeout",
+            "out of range",
+        );
+        assert_problem(
+            with(json!({"TimeoutMinutes": 0})),
+            "TimeoutMinutes",
+            "out of range",
         );
     }
 

@@ -10,8 +10,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::Credentials;
 use ecs_ami::aws::{Aws, retry_config};
 use ecs_ami::cfn::{HttpSink, Response};
-use ecs_ami::handler::{self, Limits};
-use ecs_ami::local::ResponseCatcher;
+use ecs_ami::handler::Limits;
+use ecs_ami::local::{ResponseCatcher, invoke_until_answered};
 use serde_json::{Value, json};
 
 pub struct LocalAws {
@@ -140,11 +140,16 @@ pub fn stack_id(stack: &str) -> String {
 
 /// Sends `event` through the handler, as `ecs-ami invoke` does, and returns the body that reached
 /// the ResponseURL (which must be the only one).
-pub async fn invoke(aws: &Aws, mut event: Value) -> Value {
+pub async fn invoke(aws: &Aws, event: Value) -> Value {
+    invoke_with(aws, event, Limits::default).await.0
+}
+
+/// Like [`invoke`], with the limits each invocation gets; also returns the number of hand-overs.
+pub async fn invoke_with(aws: &Aws, mut event: Value, limits: impl Fn() -> Limits) -> (Value, u32) {
     let mut catcher = ResponseCatcher::start().await.unwrap();
     event["ResponseURL"] = json!(catcher.url);
     let sink = HttpSink::with_retries(3, Duration::from_millis(50));
-    let response: Response = handler::handle(event, aws, &sink, Limits::default())
+    let (response, hand_overs): (Response, u32) = invoke_until_answered(event, aws, &sink, limits)
         .await
         .expect("answered");
     let body = catcher
@@ -157,5 +162,6 @@ pub async fn invoke(aws: &Aws, mut event: Value) -> Value {
         parsed["PhysicalResourceId"],
         json!(response.physical_resource_id)
     );
-    parsed
+    (parsed, hand_overs)
 }
+pub mod mocks;

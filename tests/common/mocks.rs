@@ -1,0 +1,242 @@
+//! AWS answers scripted with `aws-smithy-mocks`: clients, fixtures, and a happy-path world
+//! whose rules a test replaces to stage its scenario.
+#![allow(dead_code)]
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::Credentials;
+use aws_sdk_ec2::operation::create_image::CreateImageOutput;
+use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
+use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
+use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
+use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
+use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
+use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
+use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
+use aws_sdk_ec2::types as ec2t;
+use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::send_command::SendCommandOutput;
+use aws_sdk_ssm::types as ssmt;
+use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
+use aws_smithy_mocks::{Rule, RuleMode, create_mock_http_client, mock};
+use ecs_ami::aws::{Aws, retry_config};
+use ecs_ami::build::{self, Progress, Timing};
+use ecs_ami::cfn::properties::AmiSpec;
+use ecs_ami::cfn::{Identity, Outcome};
+use serde_json::json;
+
+pub const SOURCE: &str = "ami-0aae19d30bab785d3";
+pub const BUILDER: &str = "i-0123456789abcdef0";
+pub const NEW_IMAGE: &str = "ami-0fedcba9876543210";
+
+/// A client of `$krate` whose calls are answered by `$rules` (first matching rule wins), with the
+/// product's retry policy and tokio's sleep, so retries back off on the (paused) test clock.
+macro_rules! mocked_client {
+    ($krate:ident, $rules:expr) => {{
+        let interceptor = $rules.iter().fold(
+            aws_smithy_mocks::MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
+            |i, r| i.with_rule(r),
+        );
+        let config = $krate::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "mocks"))
+            .http_client(create_mock_http_client())
+            .interceptor(interceptor)
+            .retry_config(retry_config())
+            .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
+            .build();
+        $krate::Client::from_conf(config)
+    }};
+}
+
+pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
+    mocked_client!(aws_sdk_ec2, rules)
+}
+
+pub fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
+    mocked_client!(aws_sdk_ssm, rules)
+}
+
+pub fn identity() -> Identity {
+    Identity {
+        stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/mocked/guid".into(),
+        logical_id: "Ami".into(),
+        request_id: "req-mocked".into(),
+    }
+}
+
+pub fn spec(steps: serde_json::Value) -> AmiSpec {
+    AmiSpec::parse(&json!({"SourceAmi": SOURCE, "IamInstanceProfile": "builder", "Steps": steps}))
+        .unwrap()
+}
+
+pub fn instance_state(state: ec2t::InstanceStateName) -> DescribeInstancesOutput {
+    DescribeInstancesOutput::builder()
+        .reservations(
+            ec2t::Reservation::builder()
+                .instances(
+                    ec2t::Instance::builder()
+                        .instance_id(BUILDER)
+                        .state(ec2t::InstanceState::builder().name(state).build())
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+pub fn image(id: &str, state: ec2t::ImageState) -> ec2t::Image {
+    ec2t::Image::builder()
+        .image_id(id)
+        .name("built")
+        .state(state)
+        .architecture(ec2t::ArchitectureValues::X8664)
+        .state_reason(
+            ec2t::StateReason::builder()
+                .message("Client.InternalError: snapshot failed")
+                .build(),
+        )
+        .block_device_mappings(
+            ec2t::BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    ec2t::EbsBlockDevice::builder()
+                        .snapshot_id("snap-0123456789abcdef0")
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+/// The AWS a build meets: each rule answers one kind of call, always the same way, and counts
+/// how often it was called. Tests replace the rules that their scenario is about.
+pub struct World {
+    pub source_image: Rule,
+    pub run_instances: Rule,
+    pub instance_info: Rule,
+    pub describe_instances: Rule,
+    pub send_command: Rule,
+    pub command_result: Rule,
+    pub cancel_command: Rule,
+    pub stop: Rule,
+    pub create_image: Rule,
+    pub new_image: Rule,
+    pub tagged_images: Rule,
+    pub create_tags: Rule,
+    pub terminate: Rule,
+    pub deregister: Rule,
+    pub delete_snapshot: Rule,
+    pub snapshots: Rule,
+    pub volumes: Rule,
+}
+
+impl World {
+    pub fn happy() -> World {
+        World {
+            source_image: mock!(aws_sdk_ec2::Client::describe_images)
+                .match_requests(|r| r.image_ids() == [SOURCE.to_owned()])
+                .then_output(|| {
+                    DescribeImagesOutput::builder()
+                        .images(image(SOURCE, ec2t::ImageState::Available))
+                        .build()
+                }),
+            run_instances: mock!(aws_sdk_ec2::Client::run_instances).then_output(|| {
+                RunInstancesOutput::builder()
+                    .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
+                    .build()
+            }),
+            instance_info: mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(
+                || {
+                    DescribeInstanceInformationOutput::builder()
+                        .instance_information_list(
+                            ssmt::InstanceInformation::builder()
+                                .instance_id(BUILDER)
+                                .ping_status(ssmt::PingStatus::Online)
+                                .build(),
+                        )
+                        .build()
+                },
+            ),
+            describe_instances: mock!(aws_sdk_ec2::Client::describe_instances)
+                .then_output(|| instance_state(ec2t::InstanceStateName::Stopped)),
+            send_command: mock!(aws_sdk_ssm::Client::send_command).then_output(|| {
+                SendCommandOutput::builder()
+                    .command(ssmt::Command::builder().command_id("cmd-1").build())
+                    .build()
+            }),
+            command_result: mock!(aws_sdk_ssm::Client::get_command_invocation).then_output(|| {
+                GetCommandInvocationOutput::builder()
+                    .status(ssmt::CommandInvocationStatus::Success)
+                    .response_code(0)
+                    .standard_output_content("done")
+                    .build()
+            }),
+            cancel_command: mock!(aws_sdk_ssm::Client::cancel_command).then_output(|| {
+                aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
+            }),
+            stop: mock!(aws_sdk_ec2::Client::stop_instances)
+                .then_output(|| StopInstancesOutput::builder().build()),
+            create_image: mock!(aws_sdk_ec2::Client::create_image)
+                .then_output(|| CreateImageOutput::builder().image_id(NEW_IMAGE).build()),
+            new_image: mock!(aws_sdk_ec2::Client::describe_images)
+                .match_requests(|r| r.image_ids() == [NEW_IMAGE.to_owned()])
+                .then_output(|| {
+                    DescribeImagesOutput::builder()
+                        .images(image(NEW_IMAGE, ec2t::ImageState::Available))
+                        .build()
+                }),
+            tagged_images: mock!(aws_sdk_ec2::Client::describe_images)
+                .match_requests(|r| r.owners() == ["self".to_owned()])
+                .then_output(|| DescribeImagesOutput::builder().build()),
+            create_tags: mock!(aws_sdk_ec2::Client::create_tags)
+                .then_output(|| CreateTagsOutput::builder().build()),
+            terminate: mock!(aws_sdk_ec2::Client::terminate_instances)
+                .then_output(|| TerminateInstancesOutput::builder().build()),
+            deregister: mock!(aws_sdk_ec2::Client::deregister_image)
+                .then_output(|| DeregisterImageOutput::builder().build()),
+            delete_snapshot: mock!(aws_sdk_ec2::Client::delete_snapshot)
+                .then_output(|| DeleteSnapshotOutput::builder().build()),
+            snapshots: mock!(aws_sdk_ec2::Client::describe_snapshots)
+                .then_output(|| DescribeSnapshotsOutput::builder().build()),
+            volumes: mock!(aws_sdk_ec2::Client::describe_volumes)
+                .then_output(|| DescribeVolumesOutput::builder().build()),
+        }
+    }
+
+    pub fn aws(&self) -> Aws {
+        let ec2 = ec2(&[
+            &self.source_image,
+            &self.new_image,
+            &self.tagged_images,
+            &self.run_instances,
+            &self.describe_instances,
+            &self.stop,
+            &self.create_image,
+            &self.create_tags,
+            &self.terminate,
+            &self.deregister,
+            &self.delete_snapshot,
+            &self.snapshots,
+            &self.volumes,
+        ]);
+        let ssm = ssm(&[
+            &self.instance_info,
+            &self.send_command,
+            &self.command_result,
+            &self.cancel_command,
+        ]);
+        Aws::from_clients(ec2, ssm)
+    }
+
+    pub async fn create(&self, spec: AmiSpec, timing: Timing) -> Outcome {
+        match build::create(&self.aws(), &identity(), spec, &timing).await {
+            Progress::Finished(outcome) => outcome,
+            Progress::Paused(state) => panic!("no hand-over expected: {state:?}"),
+        }
+    }
+}
