@@ -59,8 +59,12 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The pause before the next poll: a third of the time already waited, within bounds, less up
+    /// to 10 % at random so that many builds started together do not poll in lockstep. Jitter only
+    /// shortens the pause, so a change is still seen within `max_poll`.
     fn next_poll(&self, waited: Duration) -> Duration {
-        (waited / 3).clamp(self.min_poll, self.max_poll)
+        let base = (waited / 3).clamp(self.min_poll, self.max_poll);
+        base.mul_f64(1.0 - 0.1 * fastrand::f64())
     }
 }
 
@@ -70,6 +74,8 @@ pub enum Phase {
     Launch,
     AwaitOnline {
         waited: Duration,
+        /// When (in `waited` terms) EC2 was last asked whether the builder is still running.
+        state_checked: Option<Duration>,
     },
     StartStep {
         index: usize,
@@ -356,9 +362,13 @@ impl Build {
                 self.state.instance_id = Some(instance_id);
                 Ok(Next::Now(Phase::AwaitOnline {
                     waited: Duration::ZERO,
+                    state_checked: None,
                 }))
             }
-            Phase::AwaitOnline { waited } => {
+            Phase::AwaitOnline {
+                waited,
+                mut state_checked,
+            } => {
                 let instance_id = self.instance();
                 if aws.instance_online(instance_id).await? {
                     tracing::info!(
@@ -368,13 +378,18 @@ impl Build {
                     );
                     return Ok(Next::Now(Phase::StartStep { index: 0 }));
                 }
-                match aws.instance_state(instance_id).await?.as_deref() {
-                    Some("pending" | "running") => {}
-                    other => {
-                        return fail(format!(
-                            "builder {instance_id} is {} instead of running",
-                            other.unwrap_or("gone")
-                        ));
+                // A builder that dies while booting (capacity, a bad AMI) never comes Online:
+                // ask EC2 about it every 30 s rather than at every poll.
+                if state_checked.is_none_or(|at| waited >= at + Duration::from_secs(30)) {
+                    state_checked = Some(waited);
+                    match aws.instance_state(instance_id).await?.as_deref() {
+                        Some("pending" | "running") => {}
+                        other => {
+                            return fail(format!(
+                                "builder {instance_id} is {} instead of running",
+                                other.unwrap_or("gone")
+                            ));
+                        }
                     }
                 }
                 if waited >= timing.online_timeout {
@@ -389,6 +404,7 @@ impl Build {
                     pause,
                     Phase::AwaitOnline {
                         waited: waited + pause,
+                        state_checked,
                     },
                 ))
             }
@@ -1136,15 +1152,19 @@ mod tests {
     #[test]
     fn polling_slows_down_with_waiting_within_bounds() {
         let timing = Timing::default();
-        assert_eq!(timing.next_poll(Duration::ZERO), Duration::from_secs(1));
-        assert_eq!(
-            timing.next_poll(Duration::from_secs(15)),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            timing.next_poll(Duration::from_secs(600)),
-            Duration::from_secs(10)
-        );
+        let within = |waited: u64, low_ms: u64, high_ms: u64| {
+            for _ in 0..100 {
+                let pause = timing.next_poll(Duration::from_secs(waited));
+                assert!(
+                    pause >= Duration::from_millis(low_ms)
+                        && pause <= Duration::from_millis(high_ms),
+                    "{waited} s waited: {pause:?}"
+                );
+            }
+        };
+        within(0, 900, 1000);
+        within(15, 4500, 5000);
+        within(600, 9000, 10_000);
     }
 
     #[test]

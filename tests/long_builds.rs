@@ -1,0 +1,330 @@
+//! Builds longer than one Lambda invocation, in simulated time: tokio's paused clock and an AWS
+//! whose answers follow a scripted timeline. Each "invocation" gets Lambda's 15 minutes; the
+//! handler hands the build over before they run out, and only the last invocation answers.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_ec2::operation::create_image::CreateImageOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
+use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
+use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
+use aws_sdk_ec2::types as ec2t;
+use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::send_command::SendCommandOutput;
+use aws_sdk_ssm::types as ssmt;
+use aws_smithy_mocks::{Rule, mock};
+use common::mocks::*;
+use ecs_ami::cfn::{Response, SinkError, Status};
+use ecs_ami::handler::{Limits, ResponseSink};
+use ecs_ami::local::invoke_until_answered;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+/// Records responses with the (simulated) time they were sent.
+#[derive(Clone, Default)]
+struct MemorySink(Arc<Mutex<Vec<(Response, Instant)>>>);
+
+impl ResponseSink for MemorySink {
+    fn send(
+        &self,
+        _url: &str,
+        response: &Response,
+    ) -> impl std::future::Future<Output = Result<(), SinkError>> + Send {
+        self.0
+            .lock()
+            .unwrap()
+            .push((response.clone(), Instant::now()));
+        async { Ok(()) }
+    }
+}
+
+const PENDING: Duration = Duration::from_secs(40);
+const ONLINE_AFTER: Duration = Duration::from_secs(120);
+const STEPS: [Duration; 2] = [Duration::from_secs(180), Duration::from_secs(300)];
+const STOPPING: Duration = Duration::from_secs(60);
+const SNAPSHOT: Duration = Duration::from_secs(25 * 60);
+const LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// What has happened so far in the scripted AWS, and when each state change was first noticed.
+#[derive(Default)]
+struct Timeline {
+    launched: Option<Instant>,
+    commands: Vec<Instant>,
+    stop_requested: Option<Instant>,
+    image_requested: Option<Instant>,
+    terminated: bool,
+    /// State change -> how long after it happened the build first saw it.
+    noticed: BTreeMap<String, Duration>,
+}
+
+impl Timeline {
+    fn notice(&mut self, what: String, happened: Instant) {
+        self.noticed
+            .entry(what)
+            .or_insert_with(|| Instant::now() - happened);
+    }
+}
+
+fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
+    let mut world = World::happy();
+    let t = timeline.clone();
+    world.run_instances =
+        mock!(aws_sdk_ec2::Client::run_instances).then_compute_output(move |_| {
+            t.lock().unwrap().launched = Some(Instant::now());
+            RunInstancesOutput::builder()
+                .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
+                .build()
+        });
+    let t = timeline.clone();
+    world.describe_instances =
+        mock!(aws_sdk_ec2::Client::describe_instances).then_compute_output(move |_| {
+            let mut t = t.lock().unwrap();
+            let now = Instant::now();
+            let launched = t.launched.expect("launched before described");
+            let state = if t.terminated {
+                ec2t::InstanceStateName::Terminated
+            } else if let Some(stop) = t.stop_requested {
+                if now >= stop + STOPPING {
+                    t.notice("stopped".into(), stop + STOPPING);
+                    ec2t::InstanceStateName::Stopped
+                } else {
+                    ec2t::InstanceStateName::Stopping
+                }
+            } else if now >= launched + PENDING {
+                ec2t::InstanceStateName::Running
+            } else {
+                ec2t::InstanceStateName::Pending
+            };
+            instance_state(state)
+        });
+    let t = timeline.clone();
+    world.instance_info = mock!(aws_sdk_ssm::Client::describe_instance_information)
+        .then_compute_output(move |_| {
+            let mut t = t.lock().unwrap();
+            let online_at = t.launched.expect("launched") + ONLINE_AFTER;
+            let mut out = DescribeInstanceInformationOutput::builder();
+            if Instant::now() >= online_at {
+                t.notice("SSM Online".into(), online_at);
+                out = out.instance_information_list(
+                    ssmt::InstanceInformation::builder()
+                        .instance_id(BUILDER)
+                        .ping_status(ssmt::PingStatus::Online)
+                        .build(),
+                );
+            }
+            out.build()
+        });
+    let t = timeline.clone();
+    world.send_command = mock!(aws_sdk_ssm::Client::send_command).then_compute_output(move |_| {
+        let mut t = t.lock().unwrap();
+        t.commands.push(Instant::now());
+        let id = format!("cmd-{}", t.commands.len() - 1);
+        SendCommandOutput::builder()
+            .command(ssmt::Command::builder().command_id(id).build())
+            .build()
+    });
+    let t = timeline.clone();
+    world.command_result =
+        mock!(aws_sdk_ssm::Client::get_command_invocation).then_compute_output(move |input| {
+            let mut t = t.lock().unwrap();
+            let index: usize = input
+                .command_id()
+                .unwrap()
+                .trim_start_matches("cmd-")
+                .parse()
+                .unwrap();
+            let done_at = t.commands[index] + STEPS[index];
+            let status = if Instant::now() >= done_at {
+                t.notice(format!("step {} done", index + 1), done_at);
+                ssmt::CommandInvocationStatus::Success
+            } else {
+                ssmt::CommandInvocationStatus::InProgress
+            };
+            GetCommandInvocationOutput::builder()
+                .status(status)
+                .response_code(0)
+                .build()
+        });
+    let t = timeline.clone();
+    world.stop = mock!(aws_sdk_ec2::Client::stop_instances).then_compute_output(move |_| {
+        t.lock().unwrap().stop_requested = Some(Instant::now());
+        StopInstancesOutput::builder().build()
+    });
+    let t = timeline.clone();
+    world.create_image = mock!(aws_sdk_ec2::Client::create_image).then_compute_output(move |_| {
+        t.lock().unwrap().image_requested = Some(Instant::now());
+        CreateImageOutput::builder().image_id(NEW_IMAGE).build()
+    });
+    let t = timeline.clone();
+    world.new_image = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.image_ids() == [NEW_IMAGE.to_owned()])
+        .then_compute_output(move |_| {
+            let mut t = t.lock().unwrap();
+            let available_at = t.image_requested.expect("requested") + SNAPSHOT;
+            let state = if Instant::now() >= available_at {
+                t.notice("image available".into(), available_at);
+                ec2t::ImageState::Available
+            } else {
+                ec2t::ImageState::Pending
+            };
+            DescribeImagesOutput::builder()
+                .images(image(NEW_IMAGE, state))
+                .build()
+        });
+    let t = timeline.clone();
+    world.terminate =
+        mock!(aws_sdk_ec2::Client::terminate_instances).then_compute_output(move |_| {
+            t.lock().unwrap().terminated = true;
+            TerminateInstancesOutput::builder().build()
+        });
+    world
+}
+
+fn all_rules(world: &World) -> Vec<&Rule> {
+    vec![
+        &world.source_image,
+        &world.run_instances,
+        &world.instance_info,
+        &world.describe_instances,
+        &world.send_command,
+        &world.command_result,
+        &world.cancel_command,
+        &world.stop,
+        &world.create_image,
+        &world.new_image,
+        &world.tagged_images,
+        &world.create_tags,
+        &world.terminate,
+        &world.deregister,
+        &world.delete_snapshot,
+        &world.snapshots,
+        &world.volumes,
+    ]
+}
+
+fn create_event(properties: Value) -> Value {
+    json!({
+        "RequestType": "Create",
+        "ResponseURL": "https://cloudformation-custom-resource-response.invalid/presigned",
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/mocked/guid",
+        "RequestId": "req-long",
+        "ResourceType": "Custom::EcsAmi",
+        "LogicalResourceId": "Ami",
+        "ResourceProperties": properties,
+    })
+}
+
+/// The 40-minute build of the issue: instance pending 40 s, SSM Online at 2 min, steps 8 min,
+/// stopping 1 min, image pending 25 min. Prints the figures reported in the README.
+#[tokio::test(start_paused = true)]
+async fn a_forty_minute_build_hands_over_and_answers_once() {
+    let timeline = Arc::new(Mutex::new(Timeline::default()));
+    let world = scripted_world(&timeline);
+    let sink = MemorySink::default();
+    let properties = json!({
+        "SourceAmi": SOURCE,
+        "IamInstanceProfile": "builder",
+        "Steps": [
+            {"Name": "update", "Commands": ["dnf -y update --releasever=latest"]},
+            {"Name": "agents", "Commands": ["dnf -y install amazon-cloudwatch-agent"]}
+        ]
+    });
+    let started = Instant::now();
+    let (response, hand_overs) =
+        invoke_until_answered(create_event(properties), &world.aws(), &sink, || {
+            Limits::before_deadline(LAMBDA_TIMEOUT)
+        })
+        .await
+        .expect("answered");
+    let elapsed = started.elapsed();
+
+    assert_eq!(response.status, Status::Success, "{:?}", response.reason);
+    assert_eq!(response.physical_resource_id, NEW_IMAGE);
+    let sent = sink.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "exactly one response");
+    assert_eq!(world.run_instances.num_calls(), 1);
+    assert_eq!(world.create_image.num_calls(), 1);
+    assert_eq!(world.send_command.num_calls(), 2);
+
+    // Each invocation hands over 90 s before its 15 minutes end: one hand-over per started
+    // 810-second window, and no more.
+    let window = LAMBDA_TIMEOUT - Duration::from_secs(90);
+    let expected = (elapsed.as_secs_f64() / window.as_secs_f64()).ceil() as u32 - 1;
+    assert_eq!(hand_overs, expected, "elapsed {elapsed:?}");
+    assert!(
+        hand_overs >= 2,
+        "a 40-minute build needs at least two hand-overs"
+    );
+
+    let timeline = timeline.lock().unwrap();
+    let available_at = timeline.image_requested.unwrap() + SNAPSHOT;
+    let answered_after = sent[0].1 - available_at;
+    assert!(
+        answered_after <= Duration::from_secs(10),
+        "SUCCESS {answered_after:?} after the image was available"
+    );
+    for (change, latency) in &timeline.noticed {
+        assert!(
+            *latency <= Duration::from_secs(10),
+            "{change} noticed after {latency:?}"
+        );
+    }
+    assert_eq!(timeline.noticed.len(), 5, "{:?}", timeline.noticed);
+
+    let calls: usize = all_rules(&world).iter().map(|r| r.num_calls()).sum();
+    println!(
+        "simulated build: {:.1} min, {hand_overs} hand-overs, {calls} AWS API calls, SUCCESS {:.1} s after the image was available",
+        elapsed.as_secs_f64() / 60.0,
+        answered_after.as_secs_f64()
+    );
+    for (change, latency) in &timeline.noticed {
+        println!(
+            "  {change}: noticed {:.1} s after it happened",
+            latency.as_secs_f64()
+        );
+    }
+    assert!(calls <= 300, "{calls} API calls exceed the budget of 300");
+}
+
+/// A build handed over after every state reaches the same result as one that is not.
+#[tokio::test(start_paused = true)]
+async fn hand_over_after_every_state_gives_the_same_answer() {
+    let properties = json!({"SourceAmi": SOURCE, "IamInstanceProfile": "builder", "Steps": [{"Name": "a", "Commands": ["true"]}]});
+    let mut answers = Vec::new();
+    for every_state in [false, true] {
+        let timeline = Arc::new(Mutex::new(Timeline::default()));
+        let world = scripted_world(&timeline);
+        let sink = MemorySink::default();
+        let (response, hand_overs) = invoke_until_answered(
+            create_event(properties.clone()),
+            &world.aws(),
+            &sink,
+            || Limits {
+                hand_over_every_state: every_state,
+                ..Limits::before_deadline(LAMBDA_TIMEOUT)
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(world.run_instances.num_calls(), 1);
+        assert_eq!(world.create_image.num_calls(), 1);
+        if every_state {
+            assert!(hand_overs >= 10, "{hand_overs} hand-overs");
+        }
+        answers.push(response.data);
+    }
+    let without_names = |mut data: BTreeMap<String, String>| {
+        data.remove("ImageName");
+        data
+    };
+    assert_eq!(
+        without_names(answers[0].clone()),
+        without_names(answers[1].clone())
+    );
+}
