@@ -7,7 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Filter;
-use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, stack_id};
+use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, invoke_with, stack_id};
+use ecs_ami::handler::Limits;
 use serde_json::{Value, json};
 
 struct Audit {
@@ -575,4 +576,52 @@ async fn one_step_build_api_calls() {
     assert_eq!(calls["by_operation"]["EC2.RunInstances"], 1);
     assert_eq!(calls["by_operation"]["AmazonSSM.SendCommand"], 1);
     assert_eq!(calls["by_operation"]["EC2.CreateImage"], 1);
+}
+
+/// A build handed over after every change of state (as `ECS_AMI_HANDOVER_EVERY_STATE=1` does)
+/// ends like one that is not, with about 100 KB of step content carried in every hand-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_after_every_state_gives_the_same_image() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id("handover"),
+    };
+    // Three file steps of 34 KiB each: each fits one SSM command once base64-encoded.
+    let part = |c: char| c.to_string().repeat(34 * 1024);
+    let steps = json!([
+        {"Name": "part-a", "Path": "/opt/payload/a", "Content": part('a')},
+        {"Name": "part-b", "Path": "/opt/payload/b", "Content": part('b')},
+        {"Name": "part-c", "Path": "/opt/payload/c", "Content": part('c')},
+        {"Name": "check", "Commands": ["test \"$(cat /opt/payload/a /opt/payload/b /opt/payload/c | wc -c)\" -eq 104448"]}
+    ]);
+    let properties = properties(json!({ "Steps": steps }));
+    let (plain, plain_hand_overs) = invoke_with(
+        &aws,
+        event("Create", "handover", "req-plain", None, properties.clone()),
+        Limits::default,
+    )
+    .await;
+    let (handed, hand_overs) = invoke_with(
+        &aws,
+        event("Create", "handover", "req-handed", None, properties),
+        || Limits {
+            hand_over_every_state: true,
+            ..Limits::default()
+        },
+    )
+    .await;
+    assert_eq!(plain["Status"], "SUCCESS", "{plain}");
+    assert_eq!(handed["Status"], "SUCCESS", "{handed}");
+    assert_eq!(plain_hand_overs, 0);
+    assert!(hand_overs >= 15, "{hand_overs} hand-overs");
+    for key in ["Fingerprint", "SourceImageId"] {
+        assert_eq!(plain["Data"][key], handed["Data"][key], "{key}");
+    }
+    let instances = audit.instances().await;
+    assert_eq!(instances.len(), 2, "one builder per build: {instances:?}");
+    let plain_id = plain["PhysicalResourceId"].as_str().unwrap();
+    let handed_id = handed["PhysicalResourceId"].as_str().unwrap();
+    audit.assert_only(&[plain_id, handed_id]).await;
 }
