@@ -14,6 +14,8 @@ managed instance:
   InProgress, then Success, Failed, TimedOut or Cancelled with the real exit code and output,
   cut to SSM's 24,000 / 8,000 characters.
 * ModifyImageAttribute's Description, which moto ignores, is applied.
+* An image made by CreateImage stays `pending` for ECS_AMI_EMULATOR_IMAGE_DELAY seconds (default 0)
+  before it is `available`, as a snapshot takes time on AWS; moto makes it available at once.
 
 It also seeds what a real account already has: the ECS-optimized Amazon Linux 2023 images that the
 public SSM parameters point at, and the builder instance profile that template.yaml would create.
@@ -55,6 +57,7 @@ LIST_OUTPUT_LIMIT = 2_500
 PLUGIN = "aws:runShellScript"
 
 ONLINE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_ONLINE_DELAY", "1"))
+IMAGE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_IMAGE_DELAY", "0"))
 STATE_DIR = os.environ.get("ECS_AMI_EMULATOR_STATE") or tempfile.mkdtemp(prefix="ecs-ami-local-aws-")
 SEED_REGIONS = os.environ.get("ECS_AMI_EMULATOR_REGIONS", "us-east-1").split(",")
 BUILDER_PROFILE = os.environ.get("ECS_AMI_EMULATOR_PROFILE", "ecs-ami-builder")
@@ -459,6 +462,8 @@ class LocalAws:
         if operation == "EC2.ModifyImageAttribute":
             apply_image_description(region_of(environ), raw)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if operation == "EC2.CreateImage" and IMAGE_DELAY > 0:
+            return hold_image_pending(self.moto(environ, start_response), region_of(environ))
         if target.startswith("AmazonSSM."):
             try:
                 body = json.loads(raw or b"{}")
@@ -468,6 +473,18 @@ class LocalAws:
             if answer is not None:
                 return respond(start_response, 200, answer)
         return self.moto(environ, start_response)
+
+
+def hold_image_pending(answer: Any, region: str) -> list[bytes]:
+    body = b"".join(answer)
+    match = re.search(rb"<imageId>(ami-[0-9a-f]+)</imageId>", body)
+    ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis.get(match.group(1).decode()) if match else None
+    if ami is not None:
+        ami.state = "pending"
+        timer = threading.Timer(IMAGE_DELAY, lambda: setattr(ami, "state", "available"))
+        timer.daemon = True
+        timer.start()
+    return [body]
 
 
 def apply_image_description(region: str, raw: bytes) -> None:

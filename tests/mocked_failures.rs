@@ -4,9 +4,12 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_ec2::error::ErrorMetadata;
+use aws_sdk_ec2::operation::create_image::CreateImageOutput;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesError, RunInstancesOutput};
@@ -159,12 +162,24 @@ async fn image_ending_failed_is_removed_with_its_snapshot() {
                 .images(image(NEW_IMAGE, ec2t::ImageState::Failed))
                 .build()
         });
+    // The image is findable by its tags only once CreateImage made it.
+    let made = Arc::new(AtomicBool::new(false));
+    let set = made.clone();
+    world.create_image = mock!(aws_sdk_ec2::Client::create_image).then_compute_output(move |_| {
+        set.store(true, Ordering::SeqCst);
+        CreateImageOutput::builder().image_id(NEW_IMAGE).build()
+    });
     world.tagged_images = mock!(aws_sdk_ec2::Client::describe_images)
         .match_requests(|r| r.owners() == ["self".to_owned()])
-        .then_output(|| {
-            DescribeImagesOutput::builder()
-                .images(image(NEW_IMAGE, ec2t::ImageState::Failed))
-                .build()
+        .then_compute_output(move |_| {
+            let found = DescribeImagesOutput::builder();
+            if made.load(Ordering::SeqCst) {
+                found
+                    .images(image(NEW_IMAGE, ec2t::ImageState::Failed))
+                    .build()
+            } else {
+                found.build()
+            }
         });
     let outcome = world.create(spec(json!([])), Timing::default()).await;
     assert_eq!(outcome.status, Status::Failed);

@@ -333,6 +333,9 @@ impl Build {
                 Ok(Next::Now(Phase::Launch))
             }
             Phase::Launch => {
+                if let Some(phase) = self.adopt(aws, identity).await? {
+                    return Ok(Next::Now(phase));
+                }
                 let resolved = self
                     .state
                     .resolved
@@ -412,12 +415,25 @@ impl Build {
                 let Some(step) = self.spec.steps.get(index) else {
                     return Ok(Next::Now(Phase::Stop));
                 };
+                // A retried invocation may have sent this step already: follow that command
+                // rather than run the step twice.
+                let sent = aws.commands_sent_to(self.instance()).await?;
+                if let Some((command_id, _)) =
+                    sent.iter().find(|(_, c)| step_number(c) == Some(index))
+                {
+                    tracing::info!(step = %step.name, command_id = %command_id, "step was already sent: following it");
+                    return Ok(Next::Now(Phase::AwaitStep {
+                        index,
+                        command_id: command_id.clone(),
+                        waited: Duration::ZERO,
+                    }));
+                }
                 let command_id = aws
                     .run_step(
                         self.instance(),
                         &script::render(step),
                         step.timeout_seconds,
-                        &format!("ecs-ami step {}", step.name),
+                        &step_comment(index, self.spec.steps.len(), &step.name),
                     )
                     .await?;
                 tracing::info!(step = %step.name, number = index + 1, of = self.spec.steps.len(), command_id = %command_id, "step started");
@@ -524,6 +540,19 @@ impl Build {
                     .resolved
                     .as_ref()
                     .expect("resolved before imaging");
+                // A retried invocation may have requested the image already.
+                if let Some(image) = aws
+                    .images_tagged(&identity_tags(identity))
+                    .await?
+                    .into_iter()
+                    .next()
+                {
+                    tracing::info!(image_id = %image.id, "image was already requested: following it");
+                    self.state.image_id = Some(image.id);
+                    return Ok(Next::Now(Phase::AwaitImage {
+                        waited: Duration::ZERO,
+                    }));
+                }
                 let request = ImageRequest {
                     instance_id: self.instance().to_owned(),
                     name: self.state.image_name.clone(),
@@ -581,13 +610,57 @@ impl Build {
                 Ok(Next::Now(Phase::Finish))
             }
             Phase::Finish => {
-                let instance_id = self.instance().to_owned();
-                aws.terminate_instance(&instance_id).await?;
-                tracing::info!(instance_id = %instance_id, "builder terminated");
+                // A build resumed after its builder was terminated has none left to terminate.
+                if let Some(instance_id) = self.state.instance_id.clone() {
+                    aws.terminate_instance(&instance_id).await?;
+                    tracing::info!(instance_id = %instance_id, "builder terminated");
+                }
                 Ok(Next::Now(Phase::Done))
             }
             Phase::Done => Ok(Next::Now(Phase::Done)),
         }
+    }
+
+    /// A re-delivered request (Lambda's retry after a crashed invocation, or a duplicate) finds
+    /// what an earlier delivery created, by the request's tags, and carries on from there instead
+    /// of launching a second builder. `None`: nothing to adopt, launch.
+    async fn adopt(&mut self, aws: &Aws, identity: &Identity) -> Result<Option<Phase>, BuildError> {
+        let tags = identity_tags(identity);
+        let instances = aws.instances_tagged(&tags).await?;
+        let live = instances
+            .iter()
+            .find(|(_, state)| !matches!(state.as_str(), "terminated" | "shutting-down"));
+        if let Some(image) = aws.images_tagged(&tags).await?.into_iter().next() {
+            tracing::info!(image_id = %image.id, "resuming: this request's image already exists");
+            self.state.image_id = Some(image.id);
+            self.state.image_name = image.name;
+            self.state.instance_id = live.map(|(id, _)| id.clone());
+            return Ok(Some(Phase::AwaitImage {
+                waited: Duration::ZERO,
+            }));
+        }
+        let Some((instance_id, state)) = live else {
+            return Ok(None);
+        };
+        tracing::info!(instance_id = %instance_id, state = %state, "resuming: this request's builder already exists");
+        self.state.instance_id = Some(instance_id.clone());
+        Ok(Some(match state.as_str() {
+            "stopping" | "stopped" => Phase::AwaitStopped {
+                waited: Duration::ZERO,
+            },
+            // StartStep finds the steps already sent; the earlier ones succeeded, or the build
+            // would have failed on them.
+            _ => {
+                let sent = aws.commands_sent_to(instance_id).await?;
+                match sent.iter().filter_map(|(_, c)| step_number(c)).max() {
+                    Some(index) => Phase::StartStep { index },
+                    None => Phase::AwaitOnline {
+                        waited: Duration::ZERO,
+                        state_checked: None,
+                    },
+                }
+            }
+        }))
     }
 
     fn instance(&self) -> &str {
@@ -638,6 +711,18 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
         instance_type,
         fingerprint,
     })
+}
+
+/// The comment a step's SSM command carries; it is how a resumed build recognises the step.
+fn step_comment(index: usize, total: usize, name: &str) -> String {
+    format!("ecs-ami step {}/{total}: {name}", index + 1)
+}
+
+/// The step index a command's comment names, if it is one of ours.
+fn step_number(comment: &str) -> Option<usize> {
+    let rest = comment.strip_prefix("ecs-ami step ")?;
+    let (number, _) = rest.split_once('/')?;
+    number.parse::<usize>().ok()?.checked_sub(1)
 }
 
 /// Burstable general-purpose types: enough memory for `dnf update` and Docker pulls, cheap for
@@ -1165,6 +1250,15 @@ mod tests {
         within(0, 900, 1000);
         within(15, 4500, 5000);
         within(600, 9000, 10_000);
+    }
+
+    #[test]
+    fn step_comments_round_trip() {
+        let comment = step_comment(2, 5, "install agents");
+        assert_eq!(comment, "ecs-ami step 3/5: install agents");
+        assert_eq!(step_number(&comment), Some(2));
+        assert_eq!(step_number("someone else's command"), None);
+        assert_eq!(step_number("ecs-ami step 0/1: x"), None);
     }
 
     #[test]

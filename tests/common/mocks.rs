@@ -119,7 +119,11 @@ pub struct World {
     pub source_image: Rule,
     pub run_instances: Rule,
     pub instance_info: Rule,
+    /// DescribeInstances by tag (adoption and cleanup searches): answers first, so that a test
+    /// replacing `describe_instances` only stages the builder's own state.
+    pub tagged_instances: Rule,
     pub describe_instances: Rule,
+    pub list_commands: Rule,
     pub send_command: Rule,
     pub command_result: Rule,
     pub cancel_command: Rule,
@@ -162,6 +166,12 @@ impl World {
                         .build()
                 },
             ),
+            tagged_instances: mock!(aws_sdk_ec2::Client::describe_instances)
+                .match_requests(|r| !r.filters().is_empty())
+                .then_output(|| DescribeInstancesOutput::builder().build()),
+            list_commands: mock!(aws_sdk_ssm::Client::list_commands).then_output(|| {
+                aws_sdk_ssm::operation::list_commands::ListCommandsOutput::builder().build()
+            }),
             describe_instances: mock!(aws_sdk_ec2::Client::describe_instances)
                 .then_output(|| instance_state(ec2t::InstanceStateName::Stopped)),
             send_command: mock!(aws_sdk_ssm::Client::send_command).then_output(|| {
@@ -214,6 +224,7 @@ impl World {
             &self.new_image,
             &self.tagged_images,
             &self.run_instances,
+            &self.tagged_instances,
             &self.describe_instances,
             &self.stop,
             &self.create_image,
@@ -229,6 +240,7 @@ impl World {
             &self.send_command,
             &self.command_result,
             &self.cancel_command,
+            &self.list_commands,
         ]);
         Aws::from_clients(ec2, ssm)
     }

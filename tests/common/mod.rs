@@ -24,6 +24,11 @@ impl LocalAws {
     /// Starts the local AWS the way users do (`scripts/local-aws PORT`), on a free port, with its
     /// own instance state directory.
     pub async fn start() -> LocalAws {
+        LocalAws::start_with(&[]).await
+    }
+
+    /// Starts it with extra `ECS_AMI_EMULATOR_*` settings, such as an image delay.
+    pub async fn start_with(settings: &[(&str, &str)]) -> LocalAws {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,6 +41,7 @@ impl LocalAws {
             .arg(port.to_string())
             .env("ECS_AMI_EMULATOR_STATE", state_dir.path())
             .env("ECS_AMI_EMULATOR_ONLINE_DELAY", "1")
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

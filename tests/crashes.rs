@@ -1,0 +1,138 @@
+//! Invocations killed mid-build (SIGKILL of `ecs-ami invoke`, as a Lambda dies of a timeout or
+//! out of memory), then the event delivered again, as Lambda's retry does. The retry must carry
+//! on with the same builder and end with one image, and nothing may be left behind.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use aws_sdk_ec2::types::Filter;
+use common::{ECS_AL2023, LocalAws, PROFILE, event};
+use serde_json::{Value, json};
+
+fn ecs_ami(local: &LocalAws) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-ami"));
+    command
+        .env("AWS_ENDPOINT_URL", &local.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env_remove("ECS_AMI_HANDOVER_EVERY_STATE")
+        .env("NO_COLOR", "1");
+    command
+}
+
+async fn count_tagged(ec2: &aws_sdk_ec2::Client, request_id: &str) -> (usize, Vec<String>, usize) {
+    let filter = Filter::builder()
+        .name("tag:ecs-ami:request-id")
+        .values(request_id)
+        .build();
+    let instances = ec2
+        .describe_instances()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    let launched = instances
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .count();
+    let live = instances
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
+        .count();
+    let images = ec2
+        .describe_images()
+        .owners("self")
+        .filters(filter)
+        .send()
+        .await
+        .unwrap();
+    let images = images
+        .images()
+        .iter()
+        .map(|i| i.image_id().unwrap().to_owned())
+        .collect();
+    (launched, images, live)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_invocation_is_resumed_by_the_retry() {
+    // Images stay pending for 2 s, so that a kill can land while the build waits for one.
+    let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_IMAGE_DELAY", "2")]).await;
+    let ec2 = local.ec2().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let properties = json!({
+        "SourceAmiParameter": ECS_AL2023,
+        "IamInstanceProfile": PROFILE,
+        "Steps": [
+            {"Name": "count", "Commands": ["echo run >> /var/tmp/step-runs", "sleep 1"]},
+            {"Name": "once", "Commands": ["test \"$(wc -l < /var/tmp/step-runs)\" -eq 1"]}
+        ]
+    });
+    // From before the launch to the wait for the image: the build takes about seven seconds here.
+    for (n, kill_ms) in [100u64, 800, 2600, 4600, 5300, 6000]
+        .into_iter()
+        .enumerate()
+    {
+        let request_id = format!("req-crash-{n}");
+        let path = scratch.path().join(format!("event-{n}.json"));
+        let event = event(
+            "Create",
+            &format!("crash-{n}"),
+            &request_id,
+            None,
+            properties.clone(),
+        );
+        std::fs::write(&path, event.to_string()).unwrap();
+        let log = std::fs::File::create(scratch.path().join(format!("killed-{n}.log"))).unwrap();
+        let mut first = ecs_ami(&local)
+            .arg("invoke")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(kill_ms)).await;
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let progress =
+            std::fs::read_to_string(scratch.path().join(format!("killed-{n}.log"))).unwrap();
+        let last = progress
+            .lines()
+            .last()
+            .unwrap_or("(nothing yet)")
+            .to_owned();
+
+        let retry = ecs_ami(&local).arg("invoke").arg(&path).output().unwrap();
+        let answer: Value = serde_json::from_slice(&retry.stdout).unwrap_or_else(|_| {
+            panic!(
+                "kill at {kill_ms} ms: {}",
+                String::from_utf8_lossy(&retry.stderr)
+            )
+        });
+        assert_eq!(
+            answer["Status"], "SUCCESS",
+            "kill at {kill_ms} ms (last: {last}): {answer}"
+        );
+        let (launched, images, live) = count_tagged(&ec2, &request_id).await;
+        println!(
+            "killed at {kill_ms} ms after: {last}\n  -> retry: {} with {launched} builder(s) launched",
+            answer["PhysicalResourceId"]
+        );
+        assert_eq!(
+            launched, 1,
+            "kill at {kill_ms} ms: one builder for the request"
+        );
+        assert_eq!(live, 0, "kill at {kill_ms} ms: the builder is terminated");
+        assert_eq!(
+            images,
+            vec![answer["PhysicalResourceId"].as_str().unwrap().to_owned()],
+            "kill at {kill_ms} ms: one image"
+        );
+    }
+}
