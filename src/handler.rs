@@ -245,12 +245,14 @@ async fn guarded(
         ..Timing::default()
     };
     let task = tokio::spawn(operate(request.clone(), state, aws.clone(), timing));
-    let abort = task.abort_handle();
+    // If this invocation itself is dropped (killed), the work stops with it, as it would when a
+    // Lambda dies; it must not go on unseen beside the retry.
+    let abort = AbortOnDrop(task.abort_handle());
     let joined = match limits.abandon_at {
         Some(at) => match tokio::time::timeout_at(at, task).await {
             Ok(joined) => joined,
             Err(_) => {
-                abort.abort();
+                abort.0.abort();
                 return after_crash(
                     request,
                     aws,
@@ -278,6 +280,14 @@ async fn guarded(
             };
             after_crash(request, aws, &identity, what).await
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

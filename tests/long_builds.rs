@@ -21,8 +21,8 @@ use aws_sdk_ssm::types as ssmt;
 use aws_smithy_mocks::{Rule, mock};
 use common::mocks::*;
 use ecs_ami::cfn::{Response, SinkError, Status};
-use ecs_ami::handler::{Limits, ResponseSink};
-use ecs_ami::local::invoke_until_answered;
+use ecs_ami::handler::{Handled, Limits, ResponseSink, handle};
+use ecs_ami::local::{InProcessScheduler, invoke_until_answered};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -55,7 +55,8 @@ const LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
 #[derive(Default)]
 struct Timeline {
     launched: Option<Instant>,
-    commands: Vec<Instant>,
+    /// When each command was sent, and its comment (which names the step).
+    commands: Vec<(Instant, String)>,
     stop_requested: Option<Instant>,
     image_requested: Option<Instant>,
     terminated: bool,
@@ -68,6 +69,36 @@ impl Timeline {
         self.noticed
             .entry(what)
             .or_insert_with(|| Instant::now() - happened);
+    }
+
+    /// The builder's state now, following the script.
+    fn instance_state(&mut self) -> ec2t::InstanceStateName {
+        let now = Instant::now();
+        let launched = self.launched.expect("launched before described");
+        if self.terminated {
+            ec2t::InstanceStateName::Terminated
+        } else if let Some(stop) = self.stop_requested {
+            if now >= stop + STOPPING {
+                self.notice("stopped".into(), stop + STOPPING);
+                ec2t::InstanceStateName::Stopped
+            } else {
+                ec2t::InstanceStateName::Stopping
+            }
+        } else if now >= launched + PENDING {
+            ec2t::InstanceStateName::Running
+        } else {
+            ec2t::InstanceStateName::Pending
+        }
+    }
+
+    fn image_state(&mut self) -> ec2t::ImageState {
+        let available_at = self.image_requested.expect("requested") + SNAPSHOT;
+        if Instant::now() >= available_at {
+            self.notice("image available".into(), available_at);
+            ec2t::ImageState::Available
+        } else {
+            ec2t::ImageState::Pending
+        }
     }
 }
 
@@ -82,26 +113,45 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
                 .build()
         });
     let t = timeline.clone();
-    world.describe_instances =
-        mock!(aws_sdk_ec2::Client::describe_instances).then_compute_output(move |_| {
+    world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_compute_output(move |_| instance_state(t.lock().unwrap().instance_state()));
+    let t = timeline.clone();
+    world.tagged_instances = mock!(aws_sdk_ec2::Client::describe_instances)
+        .match_requests(|r| !r.filters().is_empty())
+        .then_compute_output(move |_| {
             let mut t = t.lock().unwrap();
-            let now = Instant::now();
-            let launched = t.launched.expect("launched before described");
-            let state = if t.terminated {
-                ec2t::InstanceStateName::Terminated
-            } else if let Some(stop) = t.stop_requested {
-                if now >= stop + STOPPING {
-                    t.notice("stopped".into(), stop + STOPPING);
-                    ec2t::InstanceStateName::Stopped
-                } else {
-                    ec2t::InstanceStateName::Stopping
-                }
-            } else if now >= launched + PENDING {
-                ec2t::InstanceStateName::Running
+            if t.launched.is_some() {
+                instance_state(t.instance_state())
             } else {
-                ec2t::InstanceStateName::Pending
-            };
-            instance_state(state)
+                aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+                    .build()
+            }
+        });
+    let t = timeline.clone();
+    world.list_commands =
+        mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |_| {
+            let t = t.lock().unwrap();
+            let commands = t.commands.iter().enumerate().map(|(i, (_, comment))| {
+                ssmt::Command::builder()
+                    .command_id(format!("cmd-{i}"))
+                    .comment(comment)
+                    .build()
+            });
+            aws_sdk_ssm::operation::list_commands::ListCommandsOutput::builder()
+                .set_commands(Some(commands.collect()))
+                .build()
+        });
+    let t = timeline.clone();
+    world.tagged_images = mock!(aws_sdk_ec2::Client::describe_images)
+        .match_requests(|r| r.owners() == ["self".to_owned()])
+        .then_compute_output(move |_| {
+            let mut t = t.lock().unwrap();
+            let found = DescribeImagesOutput::builder();
+            if t.image_requested.is_some() {
+                found.images(image(NEW_IMAGE, t.image_state())).build()
+            } else {
+                found.build()
+            }
         });
     let t = timeline.clone();
     world.instance_info = mock!(aws_sdk_ssm::Client::describe_instance_information)
@@ -121,14 +171,18 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
             out.build()
         });
     let t = timeline.clone();
-    world.send_command = mock!(aws_sdk_ssm::Client::send_command).then_compute_output(move |_| {
-        let mut t = t.lock().unwrap();
-        t.commands.push(Instant::now());
-        let id = format!("cmd-{}", t.commands.len() - 1);
-        SendCommandOutput::builder()
-            .command(ssmt::Command::builder().command_id(id).build())
-            .build()
-    });
+    world.send_command =
+        mock!(aws_sdk_ssm::Client::send_command).then_compute_output(move |input| {
+            let mut t = t.lock().unwrap();
+            t.commands.push((
+                Instant::now(),
+                input.comment().unwrap_or_default().to_owned(),
+            ));
+            let id = format!("cmd-{}", t.commands.len() - 1);
+            SendCommandOutput::builder()
+                .command(ssmt::Command::builder().command_id(id).build())
+                .build()
+        });
     let t = timeline.clone();
     world.command_result =
         mock!(aws_sdk_ssm::Client::get_command_invocation).then_compute_output(move |input| {
@@ -139,7 +193,7 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
                 .trim_start_matches("cmd-")
                 .parse()
                 .unwrap();
-            let done_at = t.commands[index] + STEPS[index];
+            let done_at = t.commands[index].0 + STEPS[index];
             let status = if Instant::now() >= done_at {
                 t.notice(format!("step {} done", index + 1), done_at);
                 ssmt::CommandInvocationStatus::Success
@@ -153,26 +207,25 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
         });
     let t = timeline.clone();
     world.stop = mock!(aws_sdk_ec2::Client::stop_instances).then_compute_output(move |_| {
-        t.lock().unwrap().stop_requested = Some(Instant::now());
+        t.lock()
+            .unwrap()
+            .stop_requested
+            .get_or_insert_with(Instant::now);
         StopInstancesOutput::builder().build()
     });
     let t = timeline.clone();
     world.create_image = mock!(aws_sdk_ec2::Client::create_image).then_compute_output(move |_| {
-        t.lock().unwrap().image_requested = Some(Instant::now());
+        t.lock()
+            .unwrap()
+            .image_requested
+            .get_or_insert_with(Instant::now);
         CreateImageOutput::builder().image_id(NEW_IMAGE).build()
     });
     let t = timeline.clone();
     world.new_image = mock!(aws_sdk_ec2::Client::describe_images)
         .match_requests(|r| r.image_ids() == [NEW_IMAGE.to_owned()])
         .then_compute_output(move |_| {
-            let mut t = t.lock().unwrap();
-            let available_at = t.image_requested.expect("requested") + SNAPSHOT;
-            let state = if Instant::now() >= available_at {
-                t.notice("image available".into(), available_at);
-                ec2t::ImageState::Available
-            } else {
-                ec2t::ImageState::Pending
-            };
+            let state = t.lock().unwrap().image_state();
             DescribeImagesOutput::builder()
                 .images(image(NEW_IMAGE, state))
                 .build()
@@ -328,5 +381,148 @@ async fn hand_over_after_every_state_gives_the_same_answer() {
     assert_eq!(
         without_names(answers[0].clone()),
         without_names(answers[1].clone())
+    );
+}
+
+/// Runs `event` to its answer as Lambda would: 15-minute invocations, each hand-over a fresh one.
+/// `crash_at` kills whichever invocation is running at that moment (its work stops with it) and
+/// `lose_hand_over` kills the invocation that made that hand-over just after its phase; either
+/// way Lambda delivers the killed invocation's payload again a minute later. Returns the number of
+/// hand-overs the build took.
+async fn drive_like_lambda(
+    world: &World,
+    sink: &MemorySink,
+    event: Value,
+    every_state: bool,
+    mut crash_at: Option<Instant>,
+    mut lose_hand_over: Option<u32>,
+) -> u32 {
+    let aws = world.aws();
+    let mut most_hand_overs = 0;
+    let scheduler = InProcessScheduler::default();
+    let mut payload = event;
+    for _ in 0..500 {
+        let limits = Limits {
+            hand_over_every_state: every_state,
+            ..Limits::before_deadline(LAMBDA_TIMEOUT)
+        };
+        let invocation = handle(payload.clone(), &aws, sink, &scheduler, limits);
+        let handled = match crash_at {
+            Some(at) => match tokio::time::timeout_at(at, invocation).await {
+                Ok(handled) => handled,
+                Err(_) => {
+                    crash_at = None;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    continue;
+                }
+            },
+            None => invocation.await,
+        };
+        match handled.expect("handled") {
+            Handled::Answered(_) => return most_hand_overs,
+            Handled::HandedOver { hand_overs } => {
+                most_hand_overs = most_hand_overs.max(hand_overs);
+                let next = scheduler.take().expect("queued");
+                if lose_hand_over == Some(hand_overs) {
+                    lose_hand_over = None;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    continue;
+                }
+                payload = serde_json::from_str(&next).unwrap();
+            }
+        }
+    }
+    panic!("no answer after 500 invocations");
+}
+
+fn two_step_build() -> Value {
+    create_event(json!({
+        "SourceAmi": SOURCE,
+        "IamInstanceProfile": "builder",
+        "Steps": [
+            {"Name": "update", "Commands": ["dnf -y update --releasever=latest"]},
+            {"Name": "agents", "Commands": ["dnf -y install amazon-cloudwatch-agent"]}
+        ]
+    }))
+}
+
+fn assert_one_build(world: &World, sink: &MemorySink, scenario: &str) {
+    let sent = sink.0.lock().unwrap();
+    assert_eq!(sent.len(), 1, "{scenario}: one response");
+    assert_eq!(
+        sent[0].0.status,
+        Status::Success,
+        "{scenario}: {:?}",
+        sent[0].0.reason
+    );
+    assert_eq!(sent[0].0.physical_resource_id, NEW_IMAGE, "{scenario}");
+    assert_eq!(
+        world.run_instances.num_calls(),
+        1,
+        "{scenario}: one builder launched"
+    );
+    assert_eq!(
+        world.send_command.num_calls(),
+        2,
+        "{scenario}: each step sent once"
+    );
+    assert_eq!(world.create_image.num_calls(), 1, "{scenario}: one image");
+    assert_eq!(
+        world.deregister.num_calls(),
+        0,
+        "{scenario}: nothing undone"
+    );
+    assert!(
+        world.terminate.num_calls() >= 1,
+        "{scenario}: builder terminated"
+    );
+}
+
+/// Killed after any phase, before handing over: the retried payload is one phase stale, and the
+/// build neither repeats a side effect nor loses one.
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_every_state_boundary_converges_on_one_build() {
+    let clean = {
+        let world = scripted_world(&Arc::new(Mutex::new(Timeline::default())));
+        drive_like_lambda(
+            &world,
+            &MemorySink::default(),
+            two_step_build(),
+            true,
+            None,
+            None,
+        )
+        .await
+    };
+    // Resolve, Launch, AwaitOnline, 2 x (StartStep, AwaitStep), StartStep (none left), Stop,
+    // AwaitStopped, CreateImage, AwaitImage, TagSnapshots, Finish, Done: 14 changes of state.
+    assert_eq!(clean, 14, "hand-overs of a two-step build");
+    for lost in 1..=clean {
+        let world = scripted_world(&Arc::new(Mutex::new(Timeline::default())));
+        let sink = MemorySink::default();
+        drive_like_lambda(&world, &sink, two_step_build(), true, None, Some(lost)).await;
+        assert_one_build(&world, &sink, &format!("crash after hand-over {lost}"));
+    }
+    println!(
+        "crashed at each of {clean} state boundaries: one builder, one image, one response each time"
+    );
+}
+
+/// Killed at any moment, including in the middle of every wait: the retried payload may be
+/// minutes stale, and the build still ends with one builder, one image and one response.
+#[tokio::test(start_paused = true)]
+async fn a_crash_at_any_moment_converges_on_one_build() {
+    let mut crashes = 0;
+    for at_seconds in (5..2250).step_by(45) {
+        let timeline = Arc::new(Mutex::new(Timeline::default()));
+        let world = scripted_world(&timeline);
+        let sink = MemorySink::default();
+        let crash_at = Instant::now() + Duration::from_secs(at_seconds);
+        drive_like_lambda(&world, &sink, two_step_build(), false, Some(crash_at), None).await;
+        assert_one_build(&world, &sink, &format!("crash at {at_seconds} s"));
+        crashes += 1;
+    }
+    println!(
+        "crashed at {crashes} moments from 5 s to 37 min: one builder, one image, one response each time"
     );
 }
