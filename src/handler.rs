@@ -69,6 +69,8 @@ pub struct Limits {
     /// When any work still running is abandoned (a hung call), cleaned up and answered FAILED.
     pub abandon_at: Option<Instant>,
     pub hand_over_every_state: bool,
+    /// The build lease's lifetime; `None` for the default (see `Timing::lease_ttl`).
+    pub lease_ttl: Option<Duration>,
 }
 
 impl Limits {
@@ -80,14 +82,23 @@ impl Limits {
         Limits {
             hand_over_at: Some(now + remaining.saturating_sub(Duration::from_secs(90))),
             abandon_at: Some(now + remaining.saturating_sub(Duration::from_secs(30))),
-            hand_over_every_state: false,
+            ..Limits::default()
         }
     }
 
-    /// `ECS_AMI_HANDOVER_EVERY_STATE=1` forces a hand-over after every change of state.
+    /// `ECS_AMI_HANDOVER_EVERY_STATE=1` forces a hand-over after every change of state;
+    /// `ECS_AMI_LEASE_SECONDS` sets the build lease's lifetime (how soon a retry takes over from
+    /// an invocation that died; default 300).
     pub fn with_env(mut self) -> Limits {
         self.hand_over_every_state = std::env::var("ECS_AMI_HANDOVER_EVERY_STATE")
             .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        if let Some(seconds) = std::env::var("ECS_AMI_LEASE_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s > 0)
+        {
+            self.lease_ttl = Some(Duration::from_secs(seconds));
+        }
         self
     }
 }
@@ -95,7 +106,11 @@ impl Limits {
 #[derive(Debug)]
 pub enum Handled {
     Answered(Response),
-    HandedOver { hand_overs: u32 },
+    HandedOver {
+        hand_overs: u32,
+    },
+    /// Another invocation is working on this request (a duplicate delivery); it will answer.
+    Yielded,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +147,7 @@ pub async fn handle(
             let progress = guarded(&request, state, aws, &limits).await;
             let outcome = match progress {
                 Progress::Finished(outcome) => outcome,
+                Progress::Yielded => return Ok(Handled::Yielded),
                 Progress::Paused(state) => {
                     let hand_overs = state.hand_overs;
                     let continuation = Continuation {
@@ -223,7 +239,9 @@ async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> 
         Operation::Update { physical_id, .. } => {
             match build::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome)) {
                 Progress::Finished(outcome) => outcome,
-                Progress::Paused(_) => unreachable!("a finished outcome stays finished"),
+                Progress::Paused(_) | Progress::Yielded => {
+                    unreachable!("a finished outcome stays finished")
+                }
             }
         }
         _ => outcome,
@@ -239,10 +257,12 @@ async fn guarded(
     limits: &Limits,
 ) -> Progress {
     let identity = request.identity.clone();
+    let defaults = Timing::default();
     let timing = Timing {
         hand_over_at: limits.hand_over_at,
         hand_over_every_state: limits.hand_over_every_state,
-        ..Timing::default()
+        lease_ttl: limits.lease_ttl.unwrap_or(defaults.lease_ttl),
+        ..defaults
     };
     let task = tokio::spawn(operate(request.clone(), state, aws.clone(), timing));
     // If this invocation itself is dropped (killed), the work stops with it, as it would when a

@@ -144,20 +144,22 @@ impl crate::handler::Scheduler for InProcessScheduler {
 }
 
 /// Runs `event` to its answer, starting a fresh "invocation" (with fresh limits from `limits`)
-/// after every hand-over. Returns the answer and how many hand-overs it took.
+/// after every hand-over. Returns the answer and how many hand-overs it took, or `None` when
+/// another invocation was already building the request (it answers, not this one).
 pub async fn invoke_until_answered(
     event: serde_json::Value,
     aws: &crate::aws::Aws,
     sink: &impl crate::handler::ResponseSink,
     limits: impl Fn() -> crate::handler::Limits,
-) -> Result<(crate::cfn::Response, u32), crate::handler::HandleError> {
+) -> Result<Option<(crate::cfn::Response, u32)>, crate::handler::HandleError> {
     use crate::handler::{Handled, handle};
     let scheduler = InProcessScheduler::default();
     let mut event = event;
     let mut handed_over = 0;
     loop {
         match handle(event, aws, sink, &scheduler, limits()).await? {
-            Handled::Answered(response) => return Ok((response, handed_over)),
+            Handled::Answered(response) => return Ok(Some((response, handed_over))),
+            Handled::Yielded => return Ok(None),
             Handled::HandedOver { hand_overs } => {
                 handed_over = hand_overs;
                 let payload = scheduler.take().expect("a hand-over queued its payload");

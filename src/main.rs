@@ -25,6 +25,7 @@ async fn main() -> Result<(), Error> {
             match handler::handle(event.payload, &aws, &sink, &scheduler, limits).await {
                 Ok(Handled::Answered(response)) => Ok(json!({"Status": response.status, "PhysicalResourceId": response.physical_resource_id})),
                 Ok(Handled::HandedOver { hand_overs }) => Ok(json!({"HandedOver": hand_overs})),
+                Ok(Handled::Yielded) => Ok(json!({"Yielded": "another invocation is building this request"})),
                 // Returning an error would make Lambda retry the event and redo the work; the
                 // failure to deliver is already logged.
                 Err(HandleError::Undeliverable { status, physical_id, .. }) => {

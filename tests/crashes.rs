@@ -19,6 +19,8 @@ fn ecs_ami(local: &LocalAws) -> Command {
         .env("AWS_ACCESS_KEY_ID", "local")
         .env("AWS_SECRET_ACCESS_KEY", "local")
         .env_remove("ECS_AMI_HANDOVER_EVERY_STATE")
+        // The retry takes over once the killed invocation's lease runs out: 3 s instead of 5 min.
+        .env("ECS_AMI_LEASE_SECONDS", "3")
         .env("NO_COLOR", "1");
     command
 }
@@ -135,4 +137,57 @@ async fn a_killed_invocation_is_resumed_by_the_retry() {
             "kill at {kill_ms} ms: one image"
         );
     }
+}
+
+/// The same Create delivered twice at once: one `ecs-ami invoke` builds and answers (exit 0), the
+/// other sees a live holder of the build lease and leaves the build to it (exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_make_one_build() {
+    let local = LocalAws::start().await;
+    let ec2 = local.ec2().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let properties = json!({
+        "SourceAmiParameter": ECS_AL2023,
+        "IamInstanceProfile": PROFILE,
+        "Steps": [{"Name": "once", "Commands": ["sleep 2", "echo run >> /var/tmp/runs", "test \"$(wc -l < /var/tmp/runs)\" -eq 1"]}]
+    });
+    let path = scratch.path().join("event.json");
+    let event = event("Create", "twice", "req-twice", None, properties);
+    std::fs::write(&path, event.to_string()).unwrap();
+    let spawn = || {
+        ecs_ami(&local)
+            .arg("invoke")
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    let mut codes = [first.status.code(), second.status.code()];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [Some(0), Some(3)],
+        "one answers, one yields:\n{}\n{}",
+        String::from_utf8_lossy(&first.stderr),
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let answered = if first.status.success() {
+        &first
+    } else {
+        &second
+    };
+    let answer: Value = serde_json::from_slice(&answered.stdout).unwrap();
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let (launched, images, live) = count_tagged(&ec2, "req-twice").await;
+    assert_eq!((launched, live), (1, 0), "one builder, terminated");
+    assert_eq!(
+        images,
+        vec![answer["PhysicalResourceId"].as_str().unwrap().to_owned()]
+    );
 }

@@ -572,7 +572,7 @@ async fn one_step_build_api_calls() {
         calls["by_operation"]
     );
     let total = calls["total"].as_u64().unwrap();
-    assert!((12..=20).contains(&total), "{calls}");
+    assert!((18..=28).contains(&total), "{calls}");
     assert_eq!(calls["by_operation"]["EC2.RunInstances"], 1);
     assert_eq!(calls["by_operation"]["AmazonSSM.SendCommand"], 1);
     assert_eq!(calls["by_operation"]["EC2.CreateImage"], 1);

@@ -168,6 +168,76 @@ impl Aws {
             })
     }
 
+    /// Creates a parameter only if it does not exist: the one atomic test-and-set this product
+    /// needs (the build lease). False when it already exists.
+    pub async fn create_parameter(&self, name: &str, value: &str) -> Result<bool> {
+        let put = self
+            .ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ssmt::ParameterType::String)
+            .overwrite(false)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(error) => {
+                let error = AwsError::from_sdk("ssm:PutParameter", error);
+                if error.code.as_deref() == Some("ParameterAlreadyExists") {
+                    Ok(false)
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// The parameters directly under `path`, as (name, value).
+    pub async fn parameters_under(&self, path: &str) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        let mut pages = self
+            .ssm
+            .get_parameters_by_path()
+            .path(path)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ssm:GetParametersByPath", e))?;
+            found.extend(
+                page.parameters()
+                    .iter()
+                    .filter_map(|p| Some((p.name()?.to_owned(), p.value()?.to_owned()))),
+            );
+        }
+        Ok(found)
+    }
+
+    pub async fn delete_parameters(&self, names: &[String]) -> Result<()> {
+        for batch in names.chunks(10) {
+            self.ssm
+                .delete_parameters()
+                .set_names(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ssm:DeleteParameters", e))?;
+        }
+        Ok(())
+    }
+
+    pub async fn overwrite_parameter(&self, name: &str, value: &str) -> Result<()> {
+        self.ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ssmt::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ssm:PutParameter", e))?;
+        Ok(())
+    }
+
     pub async fn describe_image(&self, image_id: &str) -> Result<Option<Image>> {
         let out = self.ec2.describe_images().image_ids(image_id).send().await;
         match out {

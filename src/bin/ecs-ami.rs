@@ -1,7 +1,8 @@
 //! The local command line: runs the Lambda's handler in-process against whatever AWS endpoint the
 //! environment names (`AWS_ENDPOINT_URL` for the local AWS), catching the response itself.
 //!
-//! Exit codes: 0 SUCCESS, 1 FAILED (or the response could not be delivered), 2 unusable input.
+//! Exit codes: 0 SUCCESS, 1 FAILED (or the response could not be delivered), 2 unusable input,
+//! 3 another invocation is already building this request (it answers, this one does not).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -77,7 +78,11 @@ async fn invoke(path: &str, physical_id: Option<&str>) -> ExitCode {
     // Each hand-over starts a fresh "invocation" in this process, with the same payload Lambda
     // would carry; ECS_AMI_HANDOVER_EVERY_STATE=1 forces one after every change of state.
     match invoke_until_answered(event, &aws, &sink, || Limits::default().with_env()).await {
-        Ok((response, _)) => {
+        Ok(None) => {
+            eprintln!("ecs-ami: another invocation is building this request and will answer it");
+            ExitCode::from(3)
+        }
+        Ok(Some((response, _))) => {
             let body = catcher
                 .next(Duration::from_secs(5))
                 .await

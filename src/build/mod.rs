@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod fingerprint;
+pub mod lease;
 pub mod script;
 mod time;
 
@@ -42,6 +43,9 @@ pub struct Timing {
     /// Hand over after every change of state (ECS_AMI_HANDOVER_EVERY_STATE=1), to prove that a
     /// build survives any number of hand-overs.
     pub hand_over_every_state: bool,
+    /// How long a build lease lasts unrenewed: how soon a retry takes over from an invocation
+    /// that died. Renewed when half of it is left.
+    pub lease_ttl: Duration,
 }
 
 impl Default for Timing {
@@ -54,6 +58,7 @@ impl Default for Timing {
             max_poll: Duration::from_secs(10),
             hand_over_at: None,
             hand_over_every_state: false,
+            lease_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct BuildState {
     pub started_at_ms: u64,
     pub phase_started_at_ms: u64,
     pub hand_overs: u32,
+    /// The lease this build's invocations hold (see [`lease`]); carried across hand-overs.
+    pub lease: Option<lease::Lease>,
 }
 
 /// One Create (or rebuilding Update): the validated spec and the state of its build.
@@ -153,6 +160,8 @@ pub enum Progress {
     Finished(Outcome),
     /// Still building: hand the state to a fresh invocation.
     Paused(BuildState),
+    /// Another invocation is working on this request and will answer: say nothing.
+    Yielded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +212,7 @@ impl Build {
                 started_at_ms: now,
                 phase_started_at_ms: now,
                 hand_overs: 0,
+                lease: None,
             },
         }
     }
@@ -219,9 +229,41 @@ impl Build {
         let build_deadline_ms =
             self.state.started_at_ms + u64::from(self.spec.timeout_minutes) * 60_000;
         let mut phases_this_invocation = 0u32;
+        let lease_path = lease::path(identity);
+        match self.hold_lease(aws, &lease_path, timing).await {
+            Ok(true) => {}
+            Ok(false) => return Progress::Yielded,
+            Err(error) => {
+                let message = format!("could not take the build lease: {error}");
+                return self
+                    .fail_and_clean(aws, identity, &failed_id, message, true)
+                    .await;
+            }
+        }
         loop {
             if self.state.phase == Phase::Done {
+                self.release_lease(aws, &lease_path).await;
                 return Progress::Finished(self.success_outcome());
+            }
+            let lease_left = self
+                .state
+                .lease
+                .as_ref()
+                .map_or(0, |l| l.expires_ms.saturating_sub(clock::now_ms()));
+            if lease_left < timing.lease_ttl.as_millis() as u64 / 2 {
+                match self.renew_lease(aws, &lease_path, timing).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("another invocation took over this build: stopping here");
+                        return Progress::Yielded;
+                    }
+                    Err(error) => {
+                        let message = format!("could not renew the build lease: {error}");
+                        return self
+                            .fail_and_clean(aws, identity, &failed_id, message, true)
+                            .await;
+                    }
+                }
             }
             let now = clock::now_ms();
             if now >= build_deadline_ms {
@@ -267,7 +309,9 @@ impl Build {
                 phases_this_invocation += 1;
             }
             if let Some(pause) = pause {
-                // Never sleep past the moment this invocation must hand over.
+                // Never sleep past the moment this invocation must hand over, nor so long that
+                // the lease runs out unrenewed.
+                let pause = pause.min(timing.lease_ttl / 4);
                 let pause = match timing.hand_over_at {
                     Some(at) => {
                         pause.min(at.saturating_duration_since(tokio::time::Instant::now()))
@@ -276,6 +320,91 @@ impl Build {
                 };
                 tokio::time::sleep(pause).await;
             }
+        }
+    }
+
+    /// Takes the build lease for this invocation, waiting for the lease of an invocation that
+    /// died to run out. False: a live invocation holds it, and this one should leave the build
+    /// to it.
+    async fn hold_lease(
+        &mut self,
+        aws: &Aws,
+        path: &str,
+        timing: &Timing,
+    ) -> Result<bool, AwsError> {
+        let token = self
+            .state
+            .lease
+            .as_ref()
+            .map_or_else(lease::new_token, |l| l.token.clone());
+        let mut seen_until = None;
+        loop {
+            match lease::claim(aws, path, &token, timing.lease_ttl).await? {
+                lease::Claim::Held(held) => {
+                    self.state.lease = Some(held);
+                    return Ok(true);
+                }
+                lease::Claim::Busy { until_ms } => {
+                    // A holder that renewed while this one waited is alive.
+                    if seen_until.is_some_and(|seen| until_ms > seen) {
+                        tracing::info!(
+                            "another invocation is building this request: leaving it the build"
+                        );
+                        return Ok(false);
+                    }
+                    seen_until = Some(until_ms);
+                    let wait = Duration::from_millis(
+                        until_ms.saturating_sub(clock::now_ms()) + 500 + fastrand::u64(..500),
+                    );
+                    if timing
+                        .hand_over_at
+                        .is_some_and(|at| tokio::time::Instant::now() + wait >= at)
+                    {
+                        return Ok(false);
+                    }
+                    tracing::info!(
+                        wait_s = wait.as_secs(),
+                        "another invocation holds this build's lease: waiting to see whether it is alive"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// False: the lease was taken over (this invocation was presumed dead).
+    async fn renew_lease(
+        &mut self,
+        aws: &Aws,
+        path: &str,
+        timing: &Timing,
+    ) -> Result<bool, AwsError> {
+        if let Some(held) = &self.state.lease
+            && let Some(extended) = lease::extend(aws, path, held, timing.lease_ttl).await?
+        {
+            self.state.lease = Some(extended);
+            return Ok(true);
+        }
+        let token = self
+            .state
+            .lease
+            .as_ref()
+            .map_or_else(lease::new_token, |l| l.token.clone());
+        match lease::claim(aws, path, &token, timing.lease_ttl).await? {
+            lease::Claim::Held(held) => {
+                self.state.lease = Some(held);
+                Ok(true)
+            }
+            lease::Claim::Busy { .. } => Ok(false),
+        }
+    }
+
+    async fn release_lease(&self, aws: &Aws, path: &str) {
+        let Some(held) = &self.state.lease else {
+            return;
+        };
+        if let Err(error) = lease::release(aws, path, held).await {
+            tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
         }
     }
 
@@ -298,6 +427,7 @@ impl Build {
             command_id: running_command.map(str::to_owned),
         };
         let report = clean_up(aws, identity, &known).await;
+        self.release_lease(aws, &lease::path(identity)).await;
         Progress::Finished(Outcome::failed(failed_id, format!("{message}. {report}")))
     }
 
@@ -876,7 +1006,7 @@ pub async fn abandon(
         .await
     {
         Progress::Finished(outcome) => outcome,
-        Progress::Paused(_) => unreachable!("cleanup always finishes"),
+        Progress::Paused(_) | Progress::Yielded => unreachable!("cleanup always finishes"),
     }
 }
 

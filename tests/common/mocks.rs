@@ -2,6 +2,9 @@
 //! whose rules a test replaces to stage its scenario.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::operation::create_image::CreateImageOutput;
@@ -16,11 +19,15 @@ use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
 use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
 use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
 use aws_sdk_ec2::types as ec2t;
+use aws_sdk_ssm::operation::delete_parameters::DeleteParametersOutput;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::get_parameters_by_path::GetParametersByPathOutput;
+use aws_sdk_ssm::operation::put_parameter::{PutParameterError, PutParameterOutput};
 use aws_sdk_ssm::operation::send_command::SendCommandOutput;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
+use aws_smithy_mocks::MockResponse;
 use aws_smithy_mocks::{Rule, RuleMode, create_mock_http_client, mock};
 use ecs_ami::aws::{Aws, retry_config};
 use ecs_ami::build::{self, Progress, Timing};
@@ -124,6 +131,11 @@ pub struct World {
     pub tagged_instances: Rule,
     pub describe_instances: Rule,
     pub list_commands: Rule,
+    /// SSM Parameter Store, as far as the build lease uses it.
+    pub parameters: Arc<Mutex<BTreeMap<String, String>>>,
+    pub put_parameter: Rule,
+    pub parameters_by_path: Rule,
+    pub delete_parameters: Rule,
     pub send_command: Rule,
     pub command_result: Rule,
     pub cancel_command: Rule,
@@ -139,9 +151,56 @@ pub struct World {
     pub volumes: Rule,
 }
 
+fn parameter_store() -> (Arc<Mutex<BTreeMap<String, String>>>, Rule, Rule, Rule) {
+    let store = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
+    let (put, list, delete) = (store.clone(), store.clone(), store.clone());
+    let put_parameter =
+        mock!(aws_sdk_ssm::Client::put_parameter).then_compute_response(move |input| {
+            let mut store = put.lock().unwrap();
+            let name = input.name().unwrap().to_owned();
+            if store.contains_key(&name) && input.overwrite() != Some(true) {
+                return MockResponse::Error(PutParameterError::generic(
+                    aws_sdk_ssm::error::ErrorMetadata::builder()
+                        .code("ParameterAlreadyExists")
+                        .build(),
+                ));
+            }
+            store.insert(name, input.value().unwrap().to_owned());
+            MockResponse::Output(PutParameterOutput::builder().version(1).build())
+        });
+    let parameters_by_path = mock!(aws_sdk_ssm::Client::get_parameters_by_path)
+        .then_compute_output(move |input| {
+            let prefix = format!("{}/", input.path().unwrap());
+            let store = list.lock().unwrap();
+            let found = store
+                .iter()
+                .filter(|(name, _)| {
+                    name.starts_with(&prefix) && !name[prefix.len()..].contains('/')
+                })
+                .map(|(name, value)| ssmt::Parameter::builder().name(name).value(value).build());
+            GetParametersByPathOutput::builder()
+                .set_parameters(Some(found.collect()))
+                .build()
+        });
+    let delete_parameters =
+        mock!(aws_sdk_ssm::Client::delete_parameters).then_compute_output(move |input| {
+            let mut store = delete.lock().unwrap();
+            for name in input.names() {
+                store.remove(name);
+            }
+            DeleteParametersOutput::builder().build()
+        });
+    (store, put_parameter, parameters_by_path, delete_parameters)
+}
+
 impl World {
     pub fn happy() -> World {
+        let (parameters, put_parameter, parameters_by_path, delete_parameters) = parameter_store();
         World {
+            parameters,
+            put_parameter,
+            parameters_by_path,
+            delete_parameters,
             source_image: mock!(aws_sdk_ec2::Client::describe_images)
                 .match_requests(|r| r.image_ids() == [SOURCE.to_owned()])
                 .then_output(|| {
@@ -241,6 +300,9 @@ impl World {
             &self.command_result,
             &self.cancel_command,
             &self.list_commands,
+            &self.put_parameter,
+            &self.parameters_by_path,
+            &self.delete_parameters,
         ]);
         Aws::from_clients(ec2, ssm)
     }
@@ -249,6 +311,7 @@ impl World {
         match build::create(&self.aws(), &identity(), spec, &timing).await {
             Progress::Finished(outcome) => outcome,
             Progress::Paused(state) => panic!("no hand-over expected: {state:?}"),
+            Progress::Yielded => panic!("no other invocation holds the lease"),
         }
     }
 }

@@ -157,7 +157,8 @@ pub async fn invoke_with(aws: &Aws, mut event: Value, limits: impl Fn() -> Limit
     let sink = HttpSink::with_retries(3, Duration::from_millis(50));
     let (response, hand_overs): (Response, u32) = invoke_until_answered(event, aws, &sink, limits)
         .await
-        .expect("answered");
+        .expect("answered")
+        .expect("no other invocation holds the build");
     let body = catcher
         .next(Duration::from_secs(5))
         .await
