@@ -152,13 +152,13 @@ pub async fn handle(
                     let hand_overs = state.hand_overs;
                     let continuation = Continuation {
                         event,
-                        build: state.clone(),
+                        build: (*state).clone(),
                     };
                     match scheduler.hand_over(continuation.payload()).await {
                         Ok(()) => return Ok(Handled::HandedOver { hand_overs }),
                         Err(why) => {
                             tracing::error!(problem = %why, "hand-over failed");
-                            abandon(&request, aws, state, &why).await
+                            abandon(&request, aws, *state, &why).await
                         }
                     }
                 }

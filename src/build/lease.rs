@@ -9,6 +9,7 @@
 //! - a claimant that finds the latest generation expired (its holder died) creates the next one,
 //!   and of several such claimants exactly one succeeds;
 //! - a holder that finds a newer generation than its own was presumed dead and stops.
+//!
 //! The hand-over payload carries the holder's token, so the build's next invocation holds the
 //! same lease. Finishing the build deletes every generation.
 

@@ -159,7 +159,7 @@ pub enum Progress {
     /// SUCCESS or FAILED (after cleanup): the response can be sent.
     Finished(Outcome),
     /// Still building: hand the state to a fresh invocation.
-    Paused(BuildState),
+    Paused(Box<BuildState>),
     /// Another invocation is working on this request and will answer: say nothing.
     Yielded,
 }
@@ -283,7 +283,7 @@ impl Build {
             if out_of_time || (timing.hand_over_every_state && phases_this_invocation > 0) {
                 self.state.hand_overs += 1;
                 tracing::info!(phase = ?self.state.phase, hand_overs = self.state.hand_overs, "handing the build over to a fresh invocation");
-                return Progress::Paused(self.state);
+                return Progress::Paused(Box::new(self.state));
             }
             let before = std::mem::discriminant(&self.state.phase);
             let step = self.advance(aws, identity, timing).await;

@@ -132,7 +132,7 @@ pub struct World {
     pub describe_instances: Rule,
     pub list_commands: Rule,
     /// SSM Parameter Store, as far as the build lease uses it.
-    pub parameters: Arc<Mutex<BTreeMap<String, String>>>,
+    pub parameters: ParameterStore,
     pub put_parameter: Rule,
     pub parameters_by_path: Rule,
     pub delete_parameters: Rule,
@@ -151,7 +151,10 @@ pub struct World {
     pub volumes: Rule,
 }
 
-fn parameter_store() -> (Arc<Mutex<BTreeMap<String, String>>>, Rule, Rule, Rule) {
+/// Parameter name -> value, shared by the rules that stand in for Parameter Store.
+pub type ParameterStore = Arc<Mutex<BTreeMap<String, String>>>;
+
+fn parameter_store() -> (ParameterStore, Rule, Rule, Rule) {
     let store = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
     let (put, list, delete) = (store.clone(), store.clone(), store.clone());
     let put_parameter =
