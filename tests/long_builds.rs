@@ -561,3 +561,53 @@ async fn concurrent_duplicate_deliveries_converge_on_one_build() {
         "the lease is released"
     );
 }
+
+/// TimeoutMinutes running out in each stage of the 36-minute build: FAILED naming the stage and
+/// how long it had run, the running command cancelled, the builder terminated, a half-made image
+/// deregistered with its snapshot.
+#[tokio::test(start_paused = true)]
+async fn timeout_minutes_in_each_stage_fails_and_cleans_up() {
+    for (minutes, stage) in [
+        (1, "waiting for SSM to report the builder Online"),
+        (5, "running a step"),
+        (11, "stopping the builder"),
+        (20, "creating the image"),
+    ] {
+        let world = scripted_world(&Arc::new(Mutex::new(Timeline::default())));
+        let sink = MemorySink::default();
+        let mut event = two_step_build();
+        event["ResourceProperties"]["TimeoutMinutes"] = json!(minutes);
+        drive_like_lambda(&world, &sink, event, false, None, None).await;
+        let sent = sink.0.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        let reason = sent[0].0.reason.clone().unwrap_or_default();
+        assert_eq!(sent[0].0.status, Status::Failed, "{minutes} min: {reason}");
+        assert!(
+            reason.contains(&format!(
+                "exceeded its TimeoutMinutes ({minutes}) while {stage} (that stage had run"
+            )),
+            "{minutes} min: {reason}"
+        );
+        assert!(
+            reason.contains("terminated builder"),
+            "{minutes} min: {reason}"
+        );
+        assert!(world.terminate.num_calls() >= 1);
+        if stage == "running a step" {
+            assert_eq!(
+                world.cancel_command.num_calls(),
+                1,
+                "the running step is cancelled"
+            );
+        }
+        if stage == "creating the image" {
+            assert!(reason.contains("deregistered half-made image"), "{reason}");
+            assert_eq!(world.deregister.num_calls(), 1);
+            assert_eq!(world.delete_snapshot.num_calls(), 1);
+        }
+        assert!(
+            world.parameters.lock().unwrap().is_empty(),
+            "the lease is released"
+        );
+    }
+}
