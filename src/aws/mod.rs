@@ -510,23 +510,14 @@ impl Aws {
 
     /// Terminating an instance that is already gone is success.
     pub async fn terminate_instance(&self, instance_id: &str) -> Result<()> {
-        match self
-            .ec2
-            .terminate_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                let error = AwsError::from_sdk("ec2:TerminateInstances", error);
-                if error.is_not_found() {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        gone_is_done(
+            "ec2:TerminateInstances",
+            self.ec2
+                .terminate_instances()
+                .instance_ids(instance_id)
+                .send()
+                .await,
+        )
     }
 
     pub async fn create_image(&self, request: &ImageRequest) -> Result<String> {
@@ -602,38 +593,22 @@ impl Aws {
 
     /// Deregistering an image that is already gone is success.
     pub async fn deregister_image(&self, image_id: &str) -> Result<()> {
-        match self.ec2.deregister_image().image_id(image_id).send().await {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                let error = AwsError::from_sdk("ec2:DeregisterImage", error);
-                if error.is_not_found() {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        gone_is_done(
+            "ec2:DeregisterImage",
+            self.ec2.deregister_image().image_id(image_id).send().await,
+        )
     }
 
     /// Deleting a snapshot that is already gone is success.
     pub async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
-        match self
-            .ec2
-            .delete_snapshot()
-            .snapshot_id(snapshot_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                let error = AwsError::from_sdk("ec2:DeleteSnapshot", error);
-                if error.is_not_found() {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        gone_is_done(
+            "ec2:DeleteSnapshot",
+            self.ec2
+                .delete_snapshot()
+                .snapshot_id(snapshot_id)
+                .send()
+                .await,
+        )
     }
 
     pub async fn snapshots_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<String>> {
@@ -673,15 +648,30 @@ impl Aws {
     }
 
     pub async fn delete_volume(&self, volume_id: &str) -> Result<()> {
-        match self.ec2.delete_volume().volume_id(volume_id).send().await {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                let error = AwsError::from_sdk("ec2:DeleteVolume", error);
-                if error.is_not_found() {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
+        gone_is_done(
+            "ec2:DeleteVolume",
+            self.ec2.delete_volume().volume_id(volume_id).send().await,
+        )
+    }
+}
+
+/// For calls that remove something: it being gone already is success.
+fn gone_is_done<T, E, R>(
+    operation: &'static str,
+    sent: std::result::Result<T, SdkError<E, R>>,
+) -> Result<()>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match sent {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let error = AwsError::from_sdk(operation, error);
+            if error.is_not_found() {
+                Ok(())
+            } else {
+                Err(error)
             }
         }
     }

@@ -7,7 +7,6 @@
 //! on the disk, so changing them alone never rebuilds.
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::cfn::properties::AmiSpec;
 
@@ -24,9 +23,10 @@ pub fn of(spec: &AmiSpec, source_image: &str, instance_type: &str) -> String {
         "steps": spec.steps,
         "ami_name": spec.ami_name,
     });
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{VERSION}-{hex}")
+    format!(
+        "{VERSION}-{}",
+        crate::cfn::sha256_hex(&canonical.to_string())
+    )
 }
 
 #[cfg(test)]

@@ -40,16 +40,7 @@ pub enum Claim {
 }
 
 pub fn path(identity: &Identity) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(
-        format!(
-            "{}\n{}\n{}",
-            identity.stack_id, identity.logical_id, identity.request_id
-        )
-        .as_bytes(),
-    );
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{ROOT}/{hex}")
+    format!("{ROOT}/{}", &identity.digest()[..32])
 }
 
 pub fn new_token() -> String {

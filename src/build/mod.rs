@@ -895,16 +895,7 @@ pub fn default_image_name(identity: &Identity, utc_stamp: String) -> String {
 
 /// Derived from the request, so a re-delivered event cannot launch a second builder.
 pub fn client_token(identity: &Identity) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(
-        format!(
-            "{}\n{}\n{}",
-            identity.stack_id, identity.logical_id, identity.request_id
-        )
-        .as_bytes(),
-    );
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("ecs-ami-{}", &hex[..48])
+    format!("ecs-ami-{}", &identity.digest()[..48])
 }
 
 pub fn identity_tags(identity: &Identity) -> BTreeMap<String, String> {

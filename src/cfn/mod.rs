@@ -60,11 +60,18 @@ pub fn is_image_id(physical_id: &str) -> bool {
     properties::is_ami_id(physical_id)
 }
 
+/// SHA-256 of `text` as 64 lower-case hex digits.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Eight hex digits of SHA-256: enough to tell requests apart in names and tokens.
 pub fn short_hash(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(text.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(text)[..8].to_owned()
 }
 
 #[cfg(test)]

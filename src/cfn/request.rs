@@ -11,6 +11,15 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A hash of the whole identity: the same for every delivery of one request, different for
+    /// any other request of any stack.
+    pub fn digest(&self) -> String {
+        super::sha256_hex(&format!(
+            "{}\n{}\n{}",
+            self.stack_id, self.logical_id, self.request_id
+        ))
+    }
+
     /// The stack's name, read out of its ARN (`arn:...:stack/NAME/GUID`); the ARN itself when it
     /// has no such shape (local events often carry a made-up stack id).
     pub fn stack_name(&self) -> &str {
