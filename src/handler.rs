@@ -76,12 +76,20 @@ pub struct Limits {
 impl Limits {
     /// Lambda: hand over 90 s before the deadline. The engine checks between AWS calls, and one
     /// call retried through throttling can take tens of seconds; a hung one is abandoned 30 s
-    /// before the deadline, which leaves time to terminate the builder and send the response.
+    /// before the deadline, which leaves time to terminate the builder and send the response. A
+    /// function configured with a short timeout still gets half of it for work, so that every
+    /// invocation makes progress.
     pub fn before_deadline(remaining: Duration) -> Limits {
         let now = Instant::now();
+        let work = remaining
+            .saturating_sub(Duration::from_secs(90))
+            .max(remaining / 2);
+        let abandon = remaining
+            .saturating_sub(Duration::from_secs(30))
+            .max(remaining * 3 / 4);
         Limits {
-            hand_over_at: Some(now + remaining.saturating_sub(Duration::from_secs(90))),
-            abandon_at: Some(now + remaining.saturating_sub(Duration::from_secs(30))),
+            hand_over_at: Some(now + work),
+            abandon_at: Some(now + abandon),
             ..Limits::default()
         }
     }
@@ -371,5 +379,21 @@ async fn operate(
             build::keep_existing_image_on_failure(physical_id, progress)
         }
         (Operation::Delete { .. }, _) => unreachable!("Delete returned above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_leave_time_to_answer_and_always_some_to_work() {
+        let start = Instant::now();
+        let lambda = Limits::before_deadline(Duration::from_secs(900));
+        assert_eq!(lambda.hand_over_at, Some(start + Duration::from_secs(810)));
+        assert_eq!(lambda.abandon_at, Some(start + Duration::from_secs(870)));
+        let short = Limits::before_deadline(Duration::from_secs(60));
+        assert_eq!(short.hand_over_at, Some(start + Duration::from_secs(30)));
+        assert_eq!(short.abandon_at, Some(start + Duration::from_secs(45)));
     }
 }
