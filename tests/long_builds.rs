@@ -55,6 +55,8 @@ const LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
 #[derive(Default)]
 struct Timeline {
     launched: Option<Instant>,
+    /// The same moment on the build's clock, as EC2 reports LaunchTime.
+    launched_ms: Option<u64>,
     /// When each command was sent, and its comment (which names the step).
     commands: Vec<(Instant, String)>,
     stop_requested: Option<Instant>,
@@ -107,7 +109,11 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
     let t = timeline.clone();
     world.run_instances =
         mock!(aws_sdk_ec2::Client::run_instances).then_compute_output(move |_| {
-            t.lock().unwrap().launched = Some(Instant::now());
+            // The same ClientToken returns the same instance, as EC2 does.
+            let mut t = t.lock().unwrap();
+            t.launched.get_or_insert_with(Instant::now);
+            t.launched_ms
+                .get_or_insert_with(ecs_ami::build::clock::now_ms);
             RunInstancesOutput::builder()
                 .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
                 .build()
@@ -120,8 +126,22 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
         .match_requests(|r| !r.filters().is_empty())
         .then_compute_output(move |_| {
             let mut t = t.lock().unwrap();
-            if t.launched.is_some() {
-                instance_state(t.instance_state())
+            if let Some(ms) = t.launched_ms {
+                let state = t.instance_state();
+                let launched = aws_smithy_types::DateTime::from_millis(ms as i64);
+                aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
+                    .reservations(
+                        ec2t::Reservation::builder()
+                            .instances(
+                                ec2t::Instance::builder()
+                                    .instance_id(BUILDER)
+                                    .launch_time(launched)
+                                    .state(ec2t::InstanceState::builder().name(state).build())
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
             } else {
                 aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
                     .build()
@@ -610,4 +630,34 @@ async fn timeout_minutes_in_each_stage_fails_and_cleans_up() {
             "the lease is released"
         );
     }
+}
+
+/// A retry of the original event after a crash keeps counting TimeoutMinutes from the builder's
+/// launch: killed 9 minutes in (before the first hand-over), with TimeoutMinutes 12, the retry
+/// takes over when the dead invocation's lease expires and stops at once, instead of granting
+/// itself 12 more minutes.
+#[tokio::test(start_paused = true)]
+async fn a_retry_keeps_the_original_deadline() {
+    let world = scripted_world(&Arc::new(Mutex::new(Timeline::default())));
+    let sink = MemorySink::default();
+    let mut event = two_step_build();
+    event["ResourceProperties"]["TimeoutMinutes"] = json!(12);
+    let started = Instant::now();
+    let crash_at = started + Duration::from_secs(9 * 60);
+    drive_like_lambda(&world, &sink, event, false, Some(crash_at), None).await;
+    let sent = sink.0.lock().unwrap();
+    assert_eq!(sent.len(), 1);
+    let reason = sent[0].0.reason.clone().unwrap_or_default();
+    assert_eq!(sent[0].0.status, Status::Failed, "{reason}");
+    assert!(
+        reason.contains("exceeded its TimeoutMinutes (12) while running a step"),
+        "{reason}"
+    );
+    let answered_at = sent[0].1 - started;
+    // Crash at 9 min, retry at 10, lease of the dead invocation expires by 14.
+    assert!(
+        answered_at <= Duration::from_secs(15 * 60),
+        "answered after {answered_at:?}"
+    );
+    assert_eq!(world.run_instances.num_calls(), 1);
 }

@@ -87,6 +87,14 @@ pub struct Image {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub id: String,
+    pub state: String,
+    /// When EC2 launched it, in milliseconds since the Unix epoch.
+    pub launched_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepStatus {
     Running,
     Success,
@@ -319,10 +327,7 @@ impl Aws {
     }
 
     /// Instances carrying every one of `tags`, with their state names.
-    pub async fn instances_tagged(
-        &self,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<Vec<(String, String)>> {
+    pub async fn instances_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>> {
         let out = self
             .ec2
             .describe_instances()
@@ -335,11 +340,17 @@ impl Aws {
             .iter()
             .flat_map(|r| r.instances())
             .filter_map(|i| {
-                let state = i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_owned())?;
-                Some((i.instance_id()?.to_owned(), state))
+                Some(Instance {
+                    id: i.instance_id()?.to_owned(),
+                    state: i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_owned())?,
+                    launched_ms: i
+                        .launch_time()
+                        .and_then(|t| t.to_millis().ok())
+                        .and_then(|ms| u64::try_from(ms).ok()),
+                })
             })
             .collect())
     }

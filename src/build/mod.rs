@@ -226,8 +226,6 @@ impl Build {
     /// failure it cleans up and says what was left, so the caller only has to answer.
     pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Progress {
         let failed_id = crate::cfn::failed_create_physical_id(identity);
-        let build_deadline_ms =
-            self.state.started_at_ms + u64::from(self.spec.timeout_minutes) * 60_000;
         let mut phases_this_invocation = 0u32;
         let lease_path = lease::path(identity);
         match self.hold_lease(aws, &lease_path, timing).await {
@@ -266,6 +264,9 @@ impl Build {
                 }
             }
             let now = clock::now_ms();
+            // Read each time: adopting an earlier delivery's builder moves the start back.
+            let build_deadline_ms =
+                self.state.started_at_ms + u64::from(self.spec.timeout_minutes) * 60_000;
             if now >= build_deadline_ms {
                 let message = format!(
                     "the build exceeded its TimeoutMinutes ({}) while {} (that stage had run {} s)",
@@ -757,31 +758,36 @@ impl Build {
     async fn adopt(&mut self, aws: &Aws, identity: &Identity) -> Result<Option<Phase>, BuildError> {
         let tags = identity_tags(identity);
         let instances = aws.instances_tagged(&tags).await?;
+        // The build began when its builder was launched, not when this delivery arrived:
+        // TimeoutMinutes keeps counting from there.
+        if let Some(first) = instances.iter().filter_map(|i| i.launched_ms).min() {
+            self.state.started_at_ms = self.state.started_at_ms.min(first);
+        }
         let live = instances
             .iter()
-            .find(|(_, state)| !matches!(state.as_str(), "terminated" | "shutting-down"));
+            .find(|i| !matches!(i.state.as_str(), "terminated" | "shutting-down"));
         if let Some(image) = aws.images_tagged(&tags).await?.into_iter().next() {
             tracing::info!(image_id = %image.id, "resuming: this request's image already exists");
             self.state.image_id = Some(image.id);
             self.state.image_name = image.name;
-            self.state.instance_id = live.map(|(id, _)| id.clone());
+            self.state.instance_id = live.map(|i| i.id.clone());
             return Ok(Some(Phase::AwaitImage {
                 waited: Duration::ZERO,
             }));
         }
-        let Some((instance_id, state)) = live else {
+        let Some(builder) = live else {
             return Ok(None);
         };
-        tracing::info!(instance_id = %instance_id, state = %state, "resuming: this request's builder already exists");
-        self.state.instance_id = Some(instance_id.clone());
-        Ok(Some(match state.as_str() {
+        tracing::info!(instance_id = %builder.id, state = %builder.state, "resuming: this request's builder already exists");
+        self.state.instance_id = Some(builder.id.clone());
+        Ok(Some(match builder.state.as_str() {
             "stopping" | "stopped" => Phase::AwaitStopped {
                 waited: Duration::ZERO,
             },
             // StartStep finds the steps already sent; the earlier ones succeeded, or the build
             // would have failed on them.
             _ => {
-                let sent = aws.commands_sent_to(instance_id).await?;
+                let sent = aws.commands_sent_to(&builder.id).await?;
                 match sent.iter().filter_map(|(_, c)| step_number(c)).max() {
                     Some(index) => Phase::StartStep { index },
                     None => Phase::AwaitOnline {
@@ -1231,8 +1237,8 @@ pub async fn clean_up(aws: &Aws, identity: &Identity, known: &Leftovers) -> Stri
         Ok(found) => instances.extend(
             found
                 .into_iter()
-                .filter(|(_, s)| s != "terminated")
-                .map(|(id, _)| id),
+                .filter(|i| i.state != "terminated")
+                .map(|i| i.id),
         ),
         Err(error) => left.push(format!("builder instances could not be listed ({error})")),
     }
