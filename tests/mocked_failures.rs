@@ -14,7 +14,6 @@ use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::run_instances::{RunInstancesError, RunInstancesOutput};
 use aws_sdk_ec2::types as ec2t;
-use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_mocks::mock;
@@ -52,11 +51,7 @@ async fn scripted_happy_path_answers_with_the_image() {
 
 #[tokio::test(start_paused = true)]
 async fn ssm_never_online_fails_after_the_timeout_and_terminates_the_builder() {
-    let mut world = World::happy();
-    world.instance_info = mock!(aws_sdk_ssm::Client::describe_instance_information)
-        .then_output(|| DescribeInstanceInformationOutput::builder().build());
-    world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
-        .then_output(|| instance_state(ec2t::InstanceStateName::Running));
+    let world = World::never_online(ec2t::InstanceStateName::Running);
     let started = tokio::time::Instant::now();
     let timing = Timing {
         online_timeout: Duration::from_secs(300),
@@ -275,11 +270,7 @@ async fn persistent_throttling_fails_with_the_call_named_and_nothing_left() {
 
 #[tokio::test(start_paused = true)]
 async fn builder_terminated_by_someone_else_fails_the_build() {
-    let mut world = World::happy();
-    world.instance_info = mock!(aws_sdk_ssm::Client::describe_instance_information)
-        .then_output(|| DescribeInstanceInformationOutput::builder().build());
-    world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
-        .then_output(|| instance_state(ec2t::InstanceStateName::Terminated));
+    let world = World::never_online(ec2t::InstanceStateName::Terminated);
     let outcome = world.create(spec(json!([])), Timing::default()).await;
     assert_eq!(outcome.status, Status::Failed);
     assert!(

@@ -280,6 +280,16 @@ impl World {
         }
     }
 
+    /// SSM never reports the builder Online, while EC2 shows it in `state`.
+    pub fn never_online(state: ec2t::InstanceStateName) -> World {
+        let mut world = World::happy();
+        world.instance_info = mock!(aws_sdk_ssm::Client::describe_instance_information)
+            .then_output(|| DescribeInstanceInformationOutput::builder().build());
+        world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
+            .then_output(move || instance_state(state.clone()));
+        world
+    }
+
     pub fn aws(&self) -> Aws {
         let ec2 = ec2(&[
             &self.source_image,
