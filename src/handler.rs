@@ -15,9 +15,7 @@ use tokio::time::Instant;
 use crate::aws::Aws;
 use crate::build::{self, BuildState, Leftovers, Progress, Timing};
 use crate::cfn::properties::AmiSpec;
-use crate::cfn::{
-    self, HttpSink, Identity, Operation, Outcome, Request, RequestError, Response, SinkError,
-};
+use crate::cfn::{self, HttpSink, Operation, Outcome, Request, RequestError, Response, SinkError};
 
 /// Where responses go: the presigned ResponseURL in production.
 pub trait ResponseSink: Send + Sync {
@@ -264,7 +262,6 @@ async fn guarded(
     aws: &Aws,
     limits: &Limits,
 ) -> Progress {
-    let identity = request.identity.clone();
     let defaults = Timing::default();
     let timing = Timing {
         hand_over_at: limits.hand_over_at,
@@ -284,7 +281,6 @@ async fn guarded(
                 return after_crash(
                     request,
                     aws,
-                    &identity,
                     "did not finish before the invocation's deadline".into(),
                 )
                 .await;
@@ -306,7 +302,7 @@ async fn guarded(
             } else {
                 "was cancelled".into()
             };
-            after_crash(request, aws, &identity, what).await
+            after_crash(request, aws, what).await
         }
     }
 }
@@ -319,13 +315,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn after_crash(request: &Request, aws: &Aws, identity: &Identity, what: String) -> Progress {
+async fn after_crash(request: &Request, aws: &Aws, what: String) -> Progress {
     tracing::error!(problem = %what, "operation did not complete");
     let report = match request.operation {
         Operation::Delete { .. } => String::new(),
         _ => format!(
             " {}",
-            build::clean_up(aws, identity, &Leftovers::default()).await
+            build::clean_up(aws, &request.identity, &Leftovers::default()).await
         ),
     };
     Progress::Finished(Outcome::failed(

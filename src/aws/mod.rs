@@ -476,7 +476,7 @@ impl Aws {
         })
     }
 
-    /// The commands sent to an instance, newest first, as (command id, comment): how a resumed
+    /// The commands sent to an instance, in no particular order, as (command id, comment): how a resumed
     /// build learns which steps already ran.
     pub async fn commands_sent_to(&self, instance_id: &str) -> Result<Vec<(String, String)>> {
         let mut found = Vec::new();

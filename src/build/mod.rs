@@ -217,6 +217,14 @@ impl Build {
         }
     }
 
+    /// Starts past Resolve with a source the caller already resolved (an Update does, to compare
+    /// fingerprints), instead of asking AWS again.
+    fn already_resolved(mut self, resolved: Resolved) -> Build {
+        self.state.resolved = Some(resolved);
+        self.state.phase = Phase::Launch;
+        self
+    }
+
     /// Carries on a build that an earlier invocation handed over.
     pub fn resume(spec: AmiSpec, state: BuildState) -> Build {
         Build { spec, state }
@@ -324,6 +332,15 @@ impl Build {
         }
     }
 
+    /// The token this build's invocations hold the lease with: kept across hand-overs, new for a
+    /// fresh delivery.
+    fn lease_token(&self) -> String {
+        self.state
+            .lease
+            .as_ref()
+            .map_or_else(lease::new_token, |l| l.token.clone())
+    }
+
     /// Takes the build lease for this invocation, waiting for the lease of an invocation that
     /// died to run out. False: a live invocation holds it, and this one should leave the build
     /// to it.
@@ -333,11 +350,7 @@ impl Build {
         path: &str,
         timing: &Timing,
     ) -> Result<bool, AwsError> {
-        let token = self
-            .state
-            .lease
-            .as_ref()
-            .map_or_else(lease::new_token, |l| l.token.clone());
+        let token = self.lease_token();
         let mut seen_until = None;
         loop {
             match lease::claim(aws, path, &token, timing.lease_ttl).await? {
@@ -386,11 +399,7 @@ impl Build {
             self.state.lease = Some(extended);
             return Ok(true);
         }
-        let token = self
-            .state
-            .lease
-            .as_ref()
-            .map_or_else(lease::new_token, |l| l.token.clone());
+        let token = self.lease_token();
         match lease::claim(aws, path, &token, timing.lease_ttl).await? {
             lease::Claim::Held(held) => {
                 self.state.lease = Some(held);
@@ -1034,24 +1043,34 @@ pub async fn update(
     timing: &Timing,
 ) -> Progress {
     match retag_or_reuse(aws, identity, physical_id, &spec).await {
-        Some(outcome) => Progress::Finished(outcome),
-        None => {
-            keep_existing_image_on_failure(physical_id, create(aws, identity, spec, timing).await)
+        UpdatePlan::Answer(outcome) => Progress::Finished(outcome),
+        UpdatePlan::Rebuild(resolved) => {
+            let build = Build::new(spec, identity).already_resolved(resolved);
+            keep_existing_image_on_failure(physical_id, build.run(aws, identity, timing).await)
         }
     }
 }
 
-/// The Update outcomes that need no build: `None` means a new image must be built.
+/// What an Update comes to before any build.
+enum UpdatePlan {
+    /// Retagged in place, reused an earlier image, or failed: answer now.
+    Answer(Outcome),
+    /// The content changed: build, from the source already resolved here.
+    Rebuild(Resolved),
+}
+
+/// Decides the Update: retag in place, reuse an earlier image of this resource (a rollback), or
+/// rebuild.
 async fn retag_or_reuse(
     aws: &Aws,
     identity: &Identity,
     physical_id: &str,
     spec: &AmiSpec,
-) -> Option<Outcome> {
+) -> UpdatePlan {
     let resolved = match resolve(aws, spec).await {
         Ok(resolved) => resolved,
         Err(error) => {
-            return Some(Outcome::failed(
+            return UpdatePlan::Answer(Outcome::failed(
                 physical_id,
                 format!(
                     "Update failed while resolving the source AMI: {}; the existing image {physical_id} is unchanged",
@@ -1064,7 +1083,7 @@ async fn retag_or_reuse(
         match aws.describe_image(physical_id).await {
             Ok(image) => image,
             Err(error) => {
-                return Some(Outcome::failed(
+                return UpdatePlan::Answer(Outcome::failed(
                     physical_id,
                     format!("Update could not read the existing image: {error}"),
                 ));
@@ -1076,7 +1095,7 @@ async fn retag_or_reuse(
     if let Some(image) = current.filter(|i| owned_by(i, identity) && i.state == "available")
         && image.tags.get(TAG_FINGERPRINT) == Some(&resolved.fingerprint)
     {
-        return Some(match retag(aws, &image, spec).await {
+        return UpdatePlan::Answer(match retag(aws, &image, spec).await {
             Ok(()) => {
                 tracing::info!(image_id = %image.id, "content unchanged: tags and description updated in place");
                 let refreshed = aws
@@ -1100,22 +1119,22 @@ async fn retag_or_reuse(
             if let Some(image) = images.into_iter().find(|i| i.state == "available") {
                 tracing::info!(image_id = %image.id, "an earlier image of this resource has the wanted content: reusing it");
                 if let Err(error) = retag(aws, &image, spec).await {
-                    return Some(Outcome::failed(
+                    return UpdatePlan::Answer(Outcome::failed(
                         physical_id,
                         format!("Update could not retag reused image {}: {error}", image.id),
                     ));
                 }
-                return Some(image_outcome(&image));
+                return UpdatePlan::Answer(image_outcome(&image));
             }
         }
         Err(error) => {
-            return Some(Outcome::failed(
+            return UpdatePlan::Answer(Outcome::failed(
                 physical_id,
                 format!("Update could not look for earlier images: {error}"),
             ));
         }
     }
-    None
+    UpdatePlan::Rebuild(resolved)
 }
 
 /// Bring the image's and its snapshots' user tags and description to what the spec says.
