@@ -71,8 +71,13 @@ async fn a_killed_invocation_is_resumed_by_the_retry() {
     let properties = json!({
         "SourceAmiParameter": ECS_AL2023,
         "IamInstanceProfile": PROFILE,
+        "OutputTags": {"runs": "Runs"},
         "Steps": [
-            {"Name": "count", "Commands": ["echo run >> /var/tmp/step-runs", "sleep 1"]},
+            {"Name": "count", "Commands": [
+                "echo run >> /var/tmp/step-runs",
+                "echo \"Runs=$(wc -l < /var/tmp/step-runs)\" >> \"$ECS_AMI_OUTPUTS\"",
+                "sleep 1"
+            ], "Outputs": ["Runs"]},
             {"Name": "once", "Commands": ["test \"$(wc -l < /var/tmp/step-runs)\" -eq 1"]}
         ]
     });
@@ -119,6 +124,12 @@ async fn a_killed_invocation_is_resumed_by_the_retry() {
         });
         assert_eq!(
             answer["Status"], "SUCCESS",
+            "kill at {kill_ms} ms (last: {last}): {answer}"
+        );
+        // The step's output survives the kill: recovered from SSM (or from the image's tags)
+        // when the retry adopts the build.
+        assert_eq!(
+            answer["Data"]["Runs"], "1",
             "kill at {kill_ms} ms (last: {last}): {answer}"
         );
         let (launched, images, live) = count_tagged(&ec2, &request_id).await;

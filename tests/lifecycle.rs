@@ -167,9 +167,18 @@ fn properties(extra: Value) -> Value {
         "Tags": {"team": "platform", "stage": "test"},
         "Steps": [
             {"Name": "config", "Path": "/etc/ecs/ecs.config", "Content": "ECS_CLUSTER='main'\nLINE=\"$HOME\"\n", "Mode": "0600"},
-            {"Name": "check", "Commands": ["test \"$(cat /etc/ecs/ecs.config | wc -l)\" -eq 2", "echo checked $GREETING"], "Environment": {"GREETING": "hello"}}
-        ]
+            {"Name": "check", "Commands": [
+                "test \"$(cat /etc/ecs/ecs.config | wc -l)\" -eq 2",
+                "echo checked $GREETING",
+                "echo \"ConfigLines=$(wc -l < /etc/ecs/ecs.config)\" >> \"$ECS_AMI_OUTPUTS\""
+            ], "Environment": {"GREETING": "hello"}, "Outputs": ["ConfigLines"]}
+        ],
+        "OutputTags": {"config-lines": "ConfigLines"}
     });
+    // Other steps have other outputs: the tag of this one's output goes with it.
+    if extra.get("Steps").is_some() {
+        base.as_object_mut().unwrap().remove("OutputTags");
+    }
     for (key, value) in extra.as_object().unwrap() {
         base[key] = value.clone();
     }
@@ -208,6 +217,10 @@ async fn create_retag_rebuild_rollback_and_delete() {
     assert_eq!(created["Data"]["ImageName"], json!(image.name().unwrap()));
     let tags = tags_of(image.tags());
     assert_eq!(tags["team"], "platform");
+    // A step's output, read on the builder: an attribute, a tag, and kept on the image.
+    assert_eq!(created["Data"]["ConfigLines"], "2", "{created}");
+    assert_eq!(tags["config-lines"], "2");
+    assert_eq!(tags["ecs-ami:output:ConfigLines"], "2");
     assert_eq!(tags["ecs-ami:logical-id"], "Ami");
     assert_eq!(tags["ecs-ami:request-id"], "req-create");
     let snapshots: Vec<String> = created["Data"]["SnapshotIds"]
@@ -220,6 +233,7 @@ async fn create_retag_rebuild_rollback_and_delete() {
     for snapshot in &snapshots {
         let tags = audit.snapshot_tags(snapshot).await;
         assert_eq!(tags["team"], "platform");
+        assert_eq!(tags["config-lines"], "2");
         assert_eq!(tags["ecs-ami:image-id"], first);
     }
     let builders = audit.instances().await;
@@ -260,8 +274,13 @@ async fn create_retag_rebuild_rollback_and_delete() {
     .await;
     assert_eq!(retagged["Status"], "SUCCESS", "{retagged}");
     assert_eq!(retagged["PhysicalResourceId"], json!(first));
+    assert_eq!(
+        retagged["Data"]["ConfigLines"], "2",
+        "an Update in place answers with the outputs the image was built with: {retagged}"
+    );
     let image = audit.image(&first).await.unwrap();
     let tags = tags_of(image.tags());
+    assert_eq!(tags.get("config-lines").map(String::as_str), Some("2"));
     assert_eq!(tags.get("release").map(String::as_str), Some("2026.11"));
     assert!(
         !tags.contains_key("stage"),
@@ -316,6 +335,7 @@ async fn create_retag_rebuild_rollback_and_delete() {
     .await;
     assert_eq!(rolled_back["Status"], "SUCCESS", "{rolled_back}");
     assert_eq!(rolled_back["PhysicalResourceId"], json!(first));
+    assert_eq!(rolled_back["Data"]["ConfigLines"], "2", "{rolled_back}");
     assert_eq!(
         audit.instances().await.len(),
         2,
@@ -377,6 +397,40 @@ async fn create_retag_rebuild_rollback_and_delete() {
     )
     .await;
     assert_eq!(again["Status"], "SUCCESS", "{again}");
+}
+
+/// A step that exits 0 but does not hand back an output it declares fails the build: an image
+/// whose attributes would be missing is not made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_output_not_written_fails_the_build() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id("no-output"),
+    };
+    let steps = json!([
+        {"Name": "versions", "Commands": ["echo Docker=25.0 >> \"$ECS_AMI_OUTPUTS\""], "Outputs": ["Docker", "Agent"]}
+    ]);
+    let answer = invoke(
+        &aws,
+        event(
+            "Create",
+            "no-output",
+            "req-no-output",
+            None,
+            properties(json!({"Steps": steps})),
+        ),
+    )
+    .await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("step \"versions\" (1 of 1) succeeded, but it declares output \"Agent\" but did not write `Agent=...` to $ECS_AMI_OUTPUTS"),
+        "{reason}"
+    );
+    assert!(reason.contains("terminated builder"), "{reason}");
+    audit.assert_only(&[]).await;
 }
 
 async fn local_source_image(local: &LocalAws) -> String {

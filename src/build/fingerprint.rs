@@ -75,6 +75,8 @@ mod tests {
             json!({"Steps": [{"Name": "a", "Commands": ["echo a"], "TimeoutSeconds": 60}]}),
             json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20}}]}),
             json!({"AmiName": "fixed-name"}),
+            // Declaring an output changes the attributes the image must answer with.
+            json!({"Steps": [{"Name": "a", "Commands": ["echo a"], "Outputs": ["V"]}]}),
         ] {
             assert_ne!(
                 of(&spec(extra.clone()), "ami-12345678", "t3.medium"),
@@ -82,6 +84,15 @@ mod tests {
                 "{extra}"
             );
         }
+    }
+
+    #[test]
+    fn steps_without_outputs_hash_as_before_outputs_existed() {
+        // Images built before step outputs existed keep their fingerprints (no mass rebuild).
+        let step = &spec(json!({})).steps[0];
+        let value = serde_json::to_value(step).unwrap();
+        assert_eq!(value.as_object().unwrap().len(), 3, "{value}");
+        assert!(value.get("outputs").is_none());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub const TAG_REQUEST: &str = "ecs-ami:request-id";
 pub const TAG_FINGERPRINT: &str = "ecs-ami:fingerprint";
 pub const TAG_SOURCE: &str = "ecs-ami:source-image";
 pub const TAG_IMAGE: &str = "ecs-ami:image-id";
+/// Each step output is kept on the AMI under this prefix, so that an Update that keeps the AMI
+/// (or a rollback that reuses one) answers with the same attributes.
+pub const TAG_OUTPUT_PREFIX: &str = "ecs-ami:output:";
 
 /// How long each wait may last and how often it polls. Polls start at one second and slow down
 /// in proportion to the time already waited, up to `max_poll`, so quick emulator builds finish
@@ -144,6 +147,9 @@ pub struct BuildState {
     pub hand_overs: u32,
     /// The lease this build's invocations hold (see [`lease`]); carried across hand-overs.
     pub lease: Option<lease::Lease>,
+    /// What the steps that finished handed back (their `Outputs`).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// One Create (or rebuilding Update): the validated spec and the state of its build.
@@ -213,6 +219,7 @@ impl Build {
                 phase_started_at_ms: now,
                 hand_overs: 0,
                 lease: None,
+                outputs: BTreeMap::new(),
             },
         }
     }
@@ -458,6 +465,7 @@ impl Build {
         data.insert("SourceImageId".into(), resolved.source_image.clone());
         data.insert("SnapshotIds".into(), self.state.snapshot_ids.join(","));
         data.insert("Fingerprint".into(), resolved.fingerprint.clone());
+        data.extend(self.state.outputs.clone());
         Outcome::success(image_id, data)
     }
 
@@ -621,6 +629,14 @@ impl Build {
                     }
                     StepStatus::Success => {
                         tracing::info!(step = %step.name, status = "Success", stdout = %tail(&result.stdout, 20, 2000), "step finished");
+                        if !step.outputs.is_empty() {
+                            let outputs =
+                                script::read_outputs(step, &result.stdout).or_else(|problem| {
+                                    fail(format!("{position} succeeded, but {problem}"))
+                                })?;
+                            tracing::info!(step = %step.name, outputs = %outputs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "), "step outputs");
+                            self.state.outputs.extend(outputs);
+                        }
                         Ok(Next::Now(Phase::StartStep { index: index + 1 }))
                     }
                     StepStatus::Failed | StepStatus::TimedOut | StepStatus::Cancelled => {
@@ -698,7 +714,7 @@ impl Build {
                     name: self.state.image_name.clone(),
                     description: self.spec.ami_description.clone(),
                     block_devices: self.spec.block_device_mappings.clone(),
-                    tags: image_tags(identity, &self.spec, resolved),
+                    tags: image_tags(identity, &self.spec, resolved, &self.state.outputs),
                 };
                 let image_id = aws.create_image(&request).await?;
                 tracing::info!(image_id = %image_id, name = %self.state.image_name, "image requested");
@@ -741,7 +757,7 @@ impl Build {
             }
             Phase::TagSnapshots => {
                 let resolved = self.state.resolved.as_ref().expect("resolved");
-                let mut tags = image_tags(identity, &self.spec, resolved);
+                let mut tags = image_tags(identity, &self.spec, resolved, &self.state.outputs);
                 tags.insert(
                     TAG_IMAGE.into(),
                     self.state.image_id.clone().expect("image exists"),
@@ -777,6 +793,7 @@ impl Build {
             .find(|i| !matches!(i.state.as_str(), "terminated" | "shutting-down"));
         if let Some(image) = aws.images_tagged(&tags).await?.into_iter().next() {
             tracing::info!(image_id = %image.id, "resuming: this request's image already exists");
+            self.state.outputs = outputs_of(&image);
             self.state.image_id = Some(image.id);
             self.state.image_name = image.name;
             self.state.instance_id = live.map(|i| i.id.clone());
@@ -789,22 +806,56 @@ impl Build {
         };
         tracing::info!(instance_id = %builder.id, state = %builder.state, "resuming: this request's builder already exists");
         self.state.instance_id = Some(builder.id.clone());
-        Ok(Some(match builder.state.as_str() {
-            "stopping" | "stopped" => Phase::AwaitStopped {
+        let stopping = matches!(builder.state.as_str(), "stopping" | "stopped");
+        let sent = if !stopping || self.spec.steps.iter().any(|s| !s.outputs.is_empty()) {
+            aws.commands_sent_to(&builder.id).await?
+        } else {
+            Vec::new()
+        };
+        let resumed_at = if stopping {
+            None
+        } else {
+            sent.iter().filter_map(|(_, c)| step_number(c)).max()
+        };
+        // The outputs of the steps before the one resumed at (all of them, once stopping).
+        let finished = if stopping {
+            self.spec.steps.len()
+        } else {
+            resumed_at.unwrap_or(0)
+        };
+        for (index, step) in self.spec.steps.iter().enumerate().take(finished) {
+            if step.outputs.is_empty() {
+                continue;
+            }
+            let Some((command_id, _)) = sent.iter().find(|(_, c)| step_number(c) == Some(index))
+            else {
+                return fail(format!(
+                    "resuming: step {:?} finished earlier but its SSM command is no longer listed, so its outputs are lost",
+                    step.name
+                ));
+            };
+            let result = aws.step_result(command_id, &builder.id).await?;
+            let outputs = script::read_outputs(step, &result.stdout).or_else(|problem| {
+                fail(format!(
+                    "resuming: step {:?} finished earlier, but {problem}",
+                    step.name
+                ))
+            })?;
+            self.state.outputs.extend(outputs);
+        }
+        Ok(Some(match stopping {
+            true => Phase::AwaitStopped {
                 waited: Duration::ZERO,
             },
             // StartStep finds the steps already sent; the earlier ones succeeded, or the build
             // would have failed on them.
-            _ => {
-                let sent = aws.commands_sent_to(&builder.id).await?;
-                match sent.iter().filter_map(|(_, c)| step_number(c)).max() {
-                    Some(index) => Phase::StartStep { index },
-                    None => Phase::AwaitOnline {
-                        waited: Duration::ZERO,
-                        state_checked: None,
-                    },
-                }
-            }
+            false => match resumed_at {
+                Some(index) => Phase::StartStep { index },
+                None => Phase::AwaitOnline {
+                    waited: Duration::ZERO,
+                    state_checked: None,
+                },
+            },
         }))
     }
 
@@ -932,12 +983,39 @@ fn image_tags(
     identity: &Identity,
     spec: &AmiSpec,
     resolved: &Resolved,
+    outputs: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut tags = spec.tags.clone();
+    let mut tags = user_tags(spec, outputs);
+    for (name, value) in outputs {
+        tags.insert(format!("{TAG_OUTPUT_PREFIX}{name}"), value.clone());
+    }
     tags.extend(identity_tags(identity));
     tags.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
     tags.insert(TAG_SOURCE.into(), resolved.source_image.clone());
     tags
+}
+
+/// The tags the user asked for: `Tags`, and `OutputTags` with the values the steps handed back.
+fn user_tags(spec: &AmiSpec, outputs: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut tags = spec.tags.clone();
+    for (key, output) in &spec.output_tags {
+        if let Some(value) = outputs.get(output) {
+            tags.insert(key.clone(), value.clone());
+        }
+    }
+    tags
+}
+
+/// The step outputs an image was built with, from its tags.
+fn outputs_of(image: &Image) -> BTreeMap<String, String> {
+    image
+        .tags
+        .iter()
+        .filter_map(|(key, value)| {
+            let name = key.strip_prefix(TAG_OUTPUT_PREFIX)?;
+            Some((name.to_owned(), value.clone()))
+        })
+        .collect()
 }
 
 fn owned_by(image: &Image, identity: &Identity) -> bool {
@@ -958,6 +1036,7 @@ fn image_outcome(image: &Image) -> Outcome {
         "Fingerprint".into(),
         image.tags.get(TAG_FINGERPRINT).cloned().unwrap_or_default(),
     );
+    data.extend(outputs_of(image));
     Outcome::success(image.id.clone(), data)
 }
 
@@ -1141,14 +1220,15 @@ async fn retag_or_reuse(
 async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
     let mut resources = vec![image.id.clone()];
     resources.extend(image.snapshot_ids.iter().cloned());
+    let wanted = user_tags(spec, &outputs_of(image));
     let stale: Vec<String> = image
         .tags
         .keys()
-        .filter(|k| !k.starts_with(TAG_PREFIX) && !spec.tags.contains_key(*k))
+        .filter(|k| !k.starts_with(TAG_PREFIX) && !wanted.contains_key(*k))
         .cloned()
         .collect();
     aws.untag(&resources, &stale).await?;
-    aws.tag(&resources, &spec.tags).await?;
+    aws.tag(&resources, &wanted).await?;
     if let Some(description) = &spec.ami_description
         && image.description.as_ref() != Some(description)
     {

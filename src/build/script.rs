@@ -4,13 +4,94 @@
 //! (quotes, `$`, backslashes, a line that reads `EOF`) arrives unchanged and nothing in it is ever
 //! interpreted by the shell.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 
-use crate::cfn::properties::{Action, Step};
+use crate::cfn::properties::{Action, MAX_OUTPUT_VALUE_CHARS, Step};
 
 /// The script for one step. Commands run with `set -e`, as Packer's shell provisioner does, so a
 /// failing command fails the step instead of being hidden by the ones after it.
 pub fn render(step: &Step) -> String {
+    let body = render_body(step);
+    if step.outputs.is_empty() {
+        return body;
+    }
+    // A step with outputs runs in a subshell whose stdout is kept aside, so that the outputs
+    // line can come first: SSM keeps only the first 24,000 characters of stdout, and a chatty
+    // step must not push its outputs out of them. The step's own stdout follows, its last
+    // 20,000 bytes (the end is what explains a failure).
+    let mut script = String::from(
+        "set +e\n\
+         ECS_AMI_OUTPUTS=\"$(mktemp)\"; export ECS_AMI_OUTPUTS\n\
+         ecs_ami_stdout=\"$(mktemp)\"\n\
+         (\n",
+    );
+    script.push_str(&body);
+    script.push_str(&format!(
+        ") > \"$ecs_ami_stdout\"\n\
+         ecs_ami_status=$?\n\
+         if [ \"$ecs_ami_status\" -eq 0 ]; then\n\
+         printf '%s%s\\n' '{OUTPUTS_MARKER}' \"$(base64 -w0 < \"$ECS_AMI_OUTPUTS\")\"\n\
+         fi\n\
+         tail -c 20000 \"$ecs_ami_stdout\"\n\
+         rm -f \"$ECS_AMI_OUTPUTS\" \"$ecs_ami_stdout\"\n\
+         exit \"$ecs_ami_status\"\n"
+    ));
+    script
+}
+
+/// Starts the stdout line that carries a step's outputs (base64 of its `NAME=value` lines).
+pub const OUTPUTS_MARKER: &str = "ECS-AMI-OUTPUTS ";
+
+/// The outputs a successful step wrote, checked against what it declared. Errors name the
+/// output and say what is wrong.
+pub fn read_outputs(step: &Step, stdout: &str) -> Result<BTreeMap<String, String>, String> {
+    let encoded = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(OUTPUTS_MARKER))
+        .ok_or("its outputs line is missing from its output")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| format!("its outputs line is not base64: {e}"))?;
+    let text = String::from_utf8(decoded).map_err(|_| "its outputs are not UTF-8 text")?;
+    let mut written = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(format!(
+                "it wrote {line:?} to $ECS_AMI_OUTPUTS; each line must be NAME=value"
+            ));
+        };
+        // The last line for a name wins, as with repeated shell assignments.
+        written.insert(name.trim().to_owned(), value.to_owned());
+    }
+    let mut outputs = BTreeMap::new();
+    for name in &step.outputs {
+        match written.remove(name) {
+            None => {
+                return Err(format!(
+                    "it declares output {name:?} but did not write `{name}=...` to $ECS_AMI_OUTPUTS"
+                ));
+            }
+            Some(value) if value.chars().count() > MAX_OUTPUT_VALUE_CHARS => {
+                return Err(format!(
+                    "its output {name:?} is {} characters, more than the {MAX_OUTPUT_VALUE_CHARS} an AMI tag holds",
+                    value.chars().count()
+                ));
+            }
+            Some(value) => {
+                outputs.insert(name.clone(), value);
+            }
+        }
+    }
+    if !written.is_empty() {
+        let extra: Vec<&str> = written.keys().map(String::as_str).collect();
+        tracing::warn!(step = %step.name, undeclared = %extra.join(","), "the step wrote outputs it does not declare in Outputs: ignored");
+    }
+    Ok(outputs)
+}
+
+fn render_body(step: &Step) -> String {
     let mut script = String::from("set -e\n");
     match &step.action {
         Action::Command {
@@ -74,6 +155,7 @@ mod tests {
         let step = Step {
             name: "write".into(),
             timeout_seconds: 60,
+            outputs: Vec::new(),
             action: Action::File {
                 path: "/etc/ecs/it's.conf".into(),
                 content: tricky.into(),
@@ -98,6 +180,112 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
+    fn step_with_outputs(commands: &[&str], outputs: &[&str]) -> Step {
+        Step {
+            name: "versions".into(),
+            timeout_seconds: 60,
+            outputs: outputs.iter().map(|o| o.to_string()).collect(),
+            action: Action::Command {
+                commands: commands.iter().map(|c| c.to_string()).collect(),
+                environment: BTreeMap::new(),
+            },
+        }
+    }
+
+    fn run_step(step: &Step) -> std::process::Output {
+        Command::new("bash")
+            .arg("-c")
+            .arg(render(step))
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn outputs_come_back_first_even_after_a_chatty_step() {
+        let step = step_with_outputs(
+            &[
+                // 60,000 bytes of chatter: more than SSM keeps of stdout.
+                "head -c 60000 /dev/zero | tr '\\0' 'x'",
+                "echo",
+                "echo \"Docker=25.0.8 (with = and spaces)\" >> \"$ECS_AMI_OUTPUTS\"",
+                "echo Agent=1.89.2 >> \"$ECS_AMI_OUTPUTS\"",
+                "echo Agent=1.90.0 >> \"$ECS_AMI_OUTPUTS\"",
+                "echo Extra=ignored >> \"$ECS_AMI_OUTPUTS\"",
+                "echo the end",
+            ],
+            &["Docker", "Agent"],
+        );
+        let out = run_step(&step);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        // What SSM would keep: the first 24,000 characters.
+        let kept: String = stdout.chars().take(24_000).collect();
+        assert!(kept.starts_with(OUTPUTS_MARKER));
+        let outputs = read_outputs(&step, &kept).unwrap();
+        assert_eq!(
+            outputs,
+            BTreeMap::from([
+                ("Agent".into(), "1.90.0".into()),
+                ("Docker".into(), "25.0.8 (with = and spaces)".into())
+            ])
+        );
+        // The end of the step's own stdout is kept, within 20,000 bytes.
+        assert!(stdout.ends_with("the end\n"));
+        assert!(stdout.len() < 20_000 + 200);
+    }
+
+    #[test]
+    fn a_step_with_outputs_still_stops_at_the_first_failure() {
+        let step = step_with_outputs(
+            &[
+                "echo V=1 >> \"$ECS_AMI_OUTPUTS\"",
+                "echo before",
+                "false",
+                "echo after",
+            ],
+            &["V"],
+        );
+        let out = run_step(&step);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "before\n");
+    }
+
+    #[test]
+    fn missing_overlong_and_malformed_outputs_are_named() {
+        let missing = step_with_outputs(&["echo A=1 >> \"$ECS_AMI_OUTPUTS\""], &["A", "B"]);
+        let out = run_step(&missing);
+        assert!(out.status.success());
+        let problem = read_outputs(&missing, &String::from_utf8(out.stdout).unwrap()).unwrap_err();
+        assert!(
+            problem.contains("declares output \"B\" but did not write"),
+            "{problem}"
+        );
+
+        let long = step_with_outputs(&["printf 'A=%0300d\\n' 0 >> \"$ECS_AMI_OUTPUTS\""], &["A"]);
+        let out = run_step(&long);
+        let problem = read_outputs(&long, &String::from_utf8(out.stdout).unwrap()).unwrap_err();
+        assert!(
+            problem.contains("300 characters, more than the 256"),
+            "{problem}"
+        );
+
+        let malformed = step_with_outputs(&["echo oops >> \"$ECS_AMI_OUTPUTS\""], &["A"]);
+        let out = run_step(&malformed);
+        let problem =
+            read_outputs(&malformed, &String::from_utf8(out.stdout).unwrap()).unwrap_err();
+        assert!(
+            problem.contains("each line must be NAME=value"),
+            "{problem}"
+        );
+
+        let problem = read_outputs(&malformed, "no marker here\n").unwrap_err();
+        assert!(problem.contains("outputs line is missing"), "{problem}");
+    }
+
     #[test]
     fn environment_values_are_quoted_and_failures_stop_the_step() {
         let mut environment = BTreeMap::new();
@@ -105,6 +293,7 @@ mod tests {
         let step = Step {
             name: "cmd".into(),
             timeout_seconds: 60,
+            outputs: Vec::new(),
             action: Action::Command {
                 commands: vec![
                     "echo \"$GREETING\"".into(),

@@ -22,6 +22,18 @@ pub const MAX_SERVICE_TIMEOUT_SECONDS: u32 = 3600;
 /// Kept free at the end of ServiceTimeout: terminating the builder, removing a half-made image,
 /// a hand-over delayed by Lambda's queue, and the response PUT with its retries all fit in it.
 pub const ANSWER_MARGIN_SECONDS: u32 = 300;
+/// Step outputs become attributes (in a response of at most 4,096 bytes) and are kept on the AMI
+/// as tags (values of at most 256 characters): a few short values, such as versions.
+pub const MAX_OUTPUTS: usize = 10;
+pub const MAX_OUTPUT_VALUE_CHARS: usize = 256;
+/// The attributes every build answers with; a step output may not take one of these names.
+pub const BUILT_IN_ATTRIBUTES: [&str; 5] = [
+    "ImageId",
+    "ImageName",
+    "SourceImageId",
+    "SnapshotIds",
+    "Fingerprint",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Source {
@@ -67,6 +79,11 @@ pub struct Step {
     pub name: String,
     pub timeout_seconds: u32,
     pub action: Action,
+    /// Names of the values this (command) step hands back by writing `NAME=value` lines to the
+    /// file named by `$ECS_AMI_OUTPUTS`. Left out of serialization when empty, so fingerprints of
+    /// steps without outputs are what they were before outputs existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +97,9 @@ pub struct AmiSpec {
     pub ami_description: Option<String>,
     pub block_device_mappings: Vec<BlockDevice>,
     pub tags: BTreeMap<String, String>,
+    /// Tags whose values a step reads on the builder: tag key -> output name.
+    #[serde(default)]
+    pub output_tags: BTreeMap<String, String>,
     pub steps: Vec<Step>,
     /// The whole build's bound; past it the build is stopped, cleaned up and answered FAILED.
     pub timeout_minutes: u32,
@@ -111,6 +131,7 @@ impl AmiSpec {
         let ami_description = top.string("AmiDescription");
         let block_devices = top.list("BlockDeviceMappings");
         let tags = top.take("Tags");
+        let output_tags = top.take("OutputTags");
         let steps = top.list("Steps");
         let service_timeout = top.number("ServiceTimeout", 1, MAX_SERVICE_TIMEOUT_SECONDS);
         let timeout_minutes = top.number("TimeoutMinutes", 1, MAX_SERVICE_TIMEOUT_SECONDS / 60);
@@ -193,6 +214,7 @@ impl AmiSpec {
             parse_block_devices(block_devices.unwrap_or_default(), &mut problems);
         let tags = parse_tags(tags, &mut problems);
         let steps = parse_steps(steps.unwrap_or_default(), &mut problems);
+        let output_tags = parse_output_tags(output_tags, &tags, &steps, &mut problems);
 
         problems.into_result(|| AmiSpec {
             source: source.expect("a missing source is a reported problem"),
@@ -205,6 +227,7 @@ impl AmiSpec {
             ami_description,
             block_device_mappings,
             tags,
+            output_tags,
             steps,
             timeout_minutes,
         })
@@ -609,17 +632,10 @@ fn parse_tags(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<String
                 problems.add(&path, "each tag needs a string Key and Value");
                 return;
             };
-            if key.is_empty() || key.chars().count() > 128 {
-                problems.add(
-                    &path,
-                    format!("tag key {key:?} must be 1 to 128 characters"),
-                );
-            } else if key.to_ascii_lowercase().starts_with("aws:") || key.starts_with(TAG_PREFIX) {
-                problems.add(
-                    &path,
-                    format!("tag key {key:?} uses a reserved prefix (aws: or {TAG_PREFIX})"),
-                );
-            } else if value.chars().count() > 256 {
+            if !tag_key_is_valid(&path, &key, problems) {
+                return;
+            }
+            if value.chars().count() > 256 {
                 problems.add(
                     &path,
                     format!("the value of tag {key:?} is longer than 256 characters"),
@@ -674,9 +690,97 @@ fn parse_tags(value: Option<&Value>, problems: &mut Problems) -> BTreeMap<String
     tags
 }
 
+/// EC2's rules for a tag key, and the prefixes nobody but AWS and this product may use.
+fn tag_key_is_valid(path: &str, key: &str, problems: &mut Problems) -> bool {
+    if key.is_empty() || key.chars().count() > 128 {
+        problems.add(path, format!("tag key {key:?} must be 1 to 128 characters"));
+        false
+    } else if key.to_ascii_lowercase().starts_with("aws:") || key.starts_with(TAG_PREFIX) {
+        problems.add(
+            path,
+            format!("tag key {key:?} uses a reserved prefix (aws: or {TAG_PREFIX})"),
+        );
+        false
+    } else {
+        true
+    }
+}
+
+/// `OutputTags`: a map of tag keys to the names of step outputs, whose values (read on the
+/// builder) become the AMI's and its snapshots' tags. Also checks that the tags, the output
+/// tags and the outputs (each kept on the AMI as a tag) fit within EC2's limit together.
+fn parse_output_tags(
+    value: Option<&Value>,
+    tags: &BTreeMap<String, String>,
+    steps: &[Step],
+    problems: &mut Problems,
+) -> BTreeMap<String, String> {
+    let declared: BTreeSet<&str> = steps
+        .iter()
+        .flat_map(|s| s.outputs.iter().map(String::as_str))
+        .collect();
+    let mut output_tags = BTreeMap::new();
+    match value {
+        None => {}
+        Some(Value::Object(map)) => {
+            for (key, value) in map {
+                let path = format!("OutputTags.{key}");
+                if !tag_key_is_valid(&path, key, problems) {
+                    continue;
+                }
+                if tags.contains_key(key) {
+                    problems.add(&path, format!("tag {key:?} is also given in Tags"));
+                    continue;
+                }
+                match scalar_string(value) {
+                    Some(name) if declared.contains(name.as_str()) => {
+                        output_tags.insert(key.clone(), name);
+                    }
+                    Some(name) => problems.add(
+                        &path,
+                        format!(
+                            "{name:?} is not an output of any step (declared: {})",
+                            if declared.is_empty() {
+                                "none; a command step declares them in Outputs".to_owned()
+                            } else {
+                                declared.iter().copied().collect::<Vec<_>>().join(", ")
+                            }
+                        ),
+                    ),
+                    None => problems.add(
+                        &path,
+                        format!("must be the name of a step output, not {}", kind_of(value)),
+                    ),
+                }
+            }
+        }
+        Some(other) => problems.add(
+            "OutputTags",
+            format!(
+                "must be a map of tag keys to step output names, not {}",
+                kind_of(other)
+            ),
+        ),
+    }
+    let used = tags.len() + output_tags.len() + declared.len();
+    if tags.len() <= MAX_USER_TAGS && used > MAX_USER_TAGS {
+        problems.add(
+            "OutputTags",
+            format!(
+                "{} Tags, {} OutputTags and {} step Outputs (each kept on the AMI as a tag) need {used} tags; at most {MAX_USER_TAGS} fit beside the product's own",
+                tags.len(),
+                output_tags.len(),
+                declared.len()
+            ),
+        );
+    }
+    output_tags
+}
+
 fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut names = BTreeSet::new();
+    let mut output_names = BTreeSet::new();
     for (i, item) in items.iter().enumerate() {
         let prefix = format!("Steps[{i}]");
         let Some(map) = item.as_object() else {
@@ -692,6 +796,7 @@ fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
         let content = fields.take("Content");
         let mode = fields.string("Mode");
         let owner = fields.string("Owner");
+        let outputs = fields.list("Outputs");
         fields.finish();
 
         let name = match name {
@@ -731,20 +836,24 @@ fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
             }
             (Some(commands), false) => parse_command_step(&prefix, commands, environment, problems),
             (None, true) => {
-                if environment.is_some() {
-                    problems.add(
-                        &format!("{prefix}.Environment"),
-                        "applies only to command steps",
-                    );
+                for (key, given) in [
+                    ("Environment", environment.is_some()),
+                    ("Outputs", outputs.is_some()),
+                ] {
+                    if given {
+                        problems.add(&format!("{prefix}.{key}"), "applies only to command steps");
+                    }
                 }
                 parse_file_step(&prefix, path, content, mode, owner, problems)
             }
         };
         let Some(action) = action else { continue };
+        let outputs = parse_outputs(&prefix, outputs, &mut output_names, problems);
         let step = Step {
             name,
             timeout_seconds: timeout.unwrap_or(DEFAULT_STEP_TIMEOUT_SECONDS),
             action,
+            outputs,
         };
         let script_bytes = crate::build::script::render(&step).len();
         if script_bytes > MAX_STEP_SCRIPT_BYTES {
@@ -758,6 +867,54 @@ fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
         steps.push(step);
     }
     steps
+}
+
+/// A step's `Outputs`: names unique across all steps, usable as attribute names, and few.
+fn parse_outputs(
+    prefix: &str,
+    items: Option<Vec<Value>>,
+    seen: &mut BTreeSet<String>,
+    problems: &mut Problems,
+) -> Vec<String> {
+    let mut outputs = Vec::new();
+    for (i, item) in items.unwrap_or_default().iter().enumerate() {
+        let path = format!("{prefix}.Outputs[{i}]");
+        let Some(name) = item.as_str() else {
+            problems.add(&path, format!("must be a string, not {}", kind_of(item)));
+            continue;
+        };
+        if !is_output_name(name) {
+            problems.add(
+                &path,
+                format!("{name:?} is not an output name (a letter, then up to 63 letters and digits, as CloudFormation attribute names are)"),
+            );
+        } else if BUILT_IN_ATTRIBUTES.contains(&name) {
+            problems.add(
+                &path,
+                format!(
+                    "{name:?} is one of the resource's own attributes ({})",
+                    BUILT_IN_ATTRIBUTES.join(", ")
+                ),
+            );
+        } else if !seen.insert(name.to_owned()) {
+            problems.add(
+                &path,
+                format!("{name:?} is already declared; output names must be unique across steps"),
+            );
+        } else if seen.len() > MAX_OUTPUTS {
+            problems.add(&path, format!("more than {MAX_OUTPUTS} outputs in all; they are meant for a few short values such as versions"));
+        } else {
+            outputs.push(name.to_owned());
+        }
+    }
+    outputs
+}
+
+pub fn is_output_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric())
 }
 
 fn parse_command_step(
@@ -1184,6 +1341,121 @@ mod tests {
         );
         let many: Map<String, Value> = (0..43).map(|i| (format!("k{i}"), json!("v"))).collect();
         assert_problem(with(json!({"Tags": many})), "Tags", "at most 42");
+    }
+
+    #[test]
+    fn outputs_and_output_tags_parse() {
+        let spec = AmiSpec::parse(&with(json!({
+            "Steps": [
+                {"Name": "a", "Commands": ["x"], "Outputs": ["DockerVersion", "AgentVersion"]},
+                {"Name": "b", "Commands": ["y"]}
+            ],
+            "OutputTags": {"docker-version": "DockerVersion"}
+        })))
+        .unwrap();
+        assert_eq!(spec.steps[0].outputs, ["DockerVersion", "AgentVersion"]);
+        assert!(spec.steps[1].outputs.is_empty());
+        assert_eq!(
+            spec.output_tags,
+            BTreeMap::from([("docker-version".into(), "DockerVersion".into())])
+        );
+    }
+
+    #[test]
+    fn outputs_and_output_tags_are_checked() {
+        let outputs = |names: Value| {
+            with(json!({"Steps": [{"Name": "a", "Commands": ["x"], "Outputs": names}]}))
+        };
+        assert_problem(outputs(json!("One")), "Steps[0].Outputs", "must be a list");
+        assert_problem(
+            outputs(json!([1])),
+            "Steps[0].Outputs[0]",
+            "must be a string",
+        );
+        assert_problem(
+            outputs(json!(["has-dash"])),
+            "Steps[0].Outputs[0]",
+            "not an output name",
+        );
+        assert_problem(
+            outputs(json!(["9lives"])),
+            "Steps[0].Outputs[0]",
+            "not an output name",
+        );
+        assert_problem(
+            outputs(json!(["ImageId"])),
+            "Steps[0].Outputs[0]",
+            "resource's own attributes",
+        );
+        assert_problem(
+            outputs(json!(["A", "A"])),
+            "Steps[0].Outputs[1]",
+            "already declared",
+        );
+        let eleven: Vec<String> = (0..11).map(|i| format!("O{i}")).collect();
+        assert_problem(
+            outputs(json!(eleven)),
+            "Steps[0].Outputs[10]",
+            "more than 10",
+        );
+        assert_problem(
+            with(json!({"Steps": [
+                {"Name": "a", "Commands": ["x"], "Outputs": ["V"]},
+                {"Name": "b", "Commands": ["y"], "Outputs": ["V"]}
+            ]})),
+            "Steps[1].Outputs[0]",
+            "unique across steps",
+        );
+        assert_problem(
+            with(json!({"Steps": [{"Name": "f", "Path": "/x", "Content": "", "Outputs": ["V"]}]})),
+            "Steps[0].Outputs",
+            "only to command steps",
+        );
+        let tagged = |output_tags: Value, tags: Value| {
+            with(json!({
+                "Steps": [{"Name": "a", "Commands": ["x"], "Outputs": ["V"]}],
+                "OutputTags": output_tags,
+                "Tags": tags
+            }))
+        };
+        assert_problem(
+            tagged(json!({"v": "W"}), json!({})),
+            "OutputTags.v",
+            "\"W\" is not an output of any step (declared: V)",
+        );
+        assert_problem(
+            tagged(json!({"v": "V"}), json!({"v": "1"})),
+            "OutputTags.v",
+            "also given in Tags",
+        );
+        assert_problem(
+            tagged(json!({"ecs-ami:v": "V"}), json!({})),
+            "OutputTags.ecs-ami:v",
+            "reserved prefix",
+        );
+        assert_problem(
+            tagged(json!({"v": ["V"]}), json!({})),
+            "OutputTags.v",
+            "must be the name of a step output",
+        );
+        assert_problem(
+            tagged(json!(["V"]), json!({})),
+            "OutputTags",
+            "must be a map",
+        );
+        assert_problem(
+            with(json!({"OutputTags": {"v": "V"}})),
+            "OutputTags.v",
+            "declared: none",
+        );
+        // 41 tags, one output kept as a tag and one output tag: 43 > 42.
+        let tags: serde_json::Map<String, Value> =
+            (0..41).map(|i| (format!("t{i}"), json!("x"))).collect();
+        assert_problem(
+            tagged(json!({"v": "V"}), Value::Object(tags)),
+            "OutputTags",
+            "need 43 tags",
+        );
     }
 
     #[test]
