@@ -173,7 +173,7 @@ fn properties(extra: Value) -> Value {
                 "echo \"ConfigLines=$(wc -l < /etc/ecs/ecs.config)\" >> \"$ECS_AMI_OUTPUTS\""
             ], "Environment": {"GREETING": "hello"}, "Outputs": ["ConfigLines"]}
         ],
-        "OutputTags": {"config-lines": "ConfigLines"}
+        "OutputTags": {"config-lines": "ConfigLines", "source-ami": "SourceImageId"}
     });
     // Other steps have other outputs: the tag of this one's output goes with it.
     if extra.get("Steps").is_some() {
@@ -221,6 +221,7 @@ async fn create_retag_rebuild_rollback_and_delete() {
     assert_eq!(created["Data"]["ConfigLines"], "2", "{created}");
     assert_eq!(tags["config-lines"], "2");
     assert_eq!(tags["ecs-ami:output:ConfigLines"], "2");
+    assert_eq!(tags["source-ami"], source);
     assert_eq!(tags["ecs-ami:logical-id"], "Ami");
     assert_eq!(tags["ecs-ami:request-id"], "req-create");
     let snapshots: Vec<String> = created["Data"]["SnapshotIds"]
@@ -281,6 +282,7 @@ async fn create_retag_rebuild_rollback_and_delete() {
     let image = audit.image(&first).await.unwrap();
     let tags = tags_of(image.tags());
     assert_eq!(tags.get("config-lines").map(String::as_str), Some("2"));
+    assert_eq!(tags.get("source-ami"), Some(&source), "kept by the retag");
     assert_eq!(tags.get("release").map(String::as_str), Some("2026.11"));
     assert!(
         !tags.contains_key("stage"),

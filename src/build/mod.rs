@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{Aws, AwsError, Image, ImageRequest, LaunchRequest, StepStatus};
-use crate::cfn::properties::{AmiSpec, Source, TAG_PREFIX};
+use crate::cfn::properties::{AmiSpec, SOURCE_IMAGE_ATTRIBUTE, Source, TAG_PREFIX};
 use crate::cfn::{Identity, Outcome, short_hash};
 
 pub const TAG_STACK: &str = "ecs-ami:stack-id";
@@ -985,7 +985,7 @@ fn image_tags(
     resolved: &Resolved,
     outputs: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut tags = user_tags(spec, outputs);
+    let mut tags = user_tags(spec, outputs, &resolved.source_image);
     for (name, value) in outputs {
         tags.insert(format!("{TAG_OUTPUT_PREFIX}{name}"), value.clone());
     }
@@ -995,12 +995,22 @@ fn image_tags(
     tags
 }
 
-/// The tags the user asked for: `Tags`, and `OutputTags` with the values the steps handed back.
-fn user_tags(spec: &AmiSpec, outputs: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+/// The tags the user asked for: `Tags`, and `OutputTags` with the values the steps handed back
+/// (or the source AMI's id, for `SourceImageId`).
+fn user_tags(
+    spec: &AmiSpec,
+    outputs: &BTreeMap<String, String>,
+    source_image: &str,
+) -> BTreeMap<String, String> {
     let mut tags = spec.tags.clone();
     for (key, output) in &spec.output_tags {
-        if let Some(value) = outputs.get(output) {
-            tags.insert(key.clone(), value.clone());
+        let value = if output == SOURCE_IMAGE_ATTRIBUTE {
+            Some(source_image)
+        } else {
+            outputs.get(output).map(String::as_str)
+        };
+        if let Some(value) = value {
+            tags.insert(key.clone(), value.to_owned());
         }
     }
     tags
@@ -1220,7 +1230,8 @@ async fn retag_or_reuse(
 async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
     let mut resources = vec![image.id.clone()];
     resources.extend(image.snapshot_ids.iter().cloned());
-    let wanted = user_tags(spec, &outputs_of(image));
+    let source = image.tags.get(TAG_SOURCE).map(String::as_str);
+    let wanted = user_tags(spec, &outputs_of(image), source.unwrap_or_default());
     let stale: Vec<String> = image
         .tags
         .keys()

@@ -26,6 +26,8 @@ pub const ANSWER_MARGIN_SECONDS: u32 = 300;
 /// as tags (values of at most 256 characters): a few short values, such as versions.
 pub const MAX_OUTPUTS: usize = 10;
 pub const MAX_OUTPUT_VALUE_CHARS: usize = 256;
+/// The attribute naming the source AMI; `OutputTags` may tag the AMI with it, as with a step output.
+pub const SOURCE_IMAGE_ATTRIBUTE: &str = "SourceImageId";
 /// The attributes every build answers with; a step output may not take one of these names.
 pub const BUILT_IN_ATTRIBUTES: [&str; 5] = [
     "ImageId",
@@ -707,7 +709,7 @@ fn tag_key_is_valid(path: &str, key: &str, problems: &mut Problems) -> bool {
 }
 
 /// `OutputTags`: a map of tag keys to the names of step outputs, whose values (read on the
-/// builder) become the AMI's and its snapshots' tags. Also checks that the tags, the output
+/// builder) become the AMI's and its snapshots' tags; `SourceImageId` names the source AMI. Also checks that the tags, the output
 /// tags and the outputs (each kept on the AMI as a tag) fit within EC2's limit together.
 fn parse_output_tags(
     value: Option<&Value>,
@@ -733,13 +735,15 @@ fn parse_output_tags(
                     continue;
                 }
                 match scalar_string(value) {
-                    Some(name) if declared.contains(name.as_str()) => {
+                    Some(name)
+                        if declared.contains(name.as_str()) || name == SOURCE_IMAGE_ATTRIBUTE =>
+                    {
                         output_tags.insert(key.clone(), name);
                     }
                     Some(name) => problems.add(
                         &path,
                         format!(
-                            "{name:?} is not an output of any step (declared: {})",
+                            "{name:?} is neither {SOURCE_IMAGE_ATTRIBUTE} nor an output of any step (declared: {})",
                             if declared.is_empty() {
                                 "none; a command step declares them in Outputs".to_owned()
                             } else {
@@ -1350,14 +1354,17 @@ mod tests {
                 {"Name": "a", "Commands": ["x"], "Outputs": ["DockerVersion", "AgentVersion"]},
                 {"Name": "b", "Commands": ["y"]}
             ],
-            "OutputTags": {"docker-version": "DockerVersion"}
+            "OutputTags": {"docker-version": "DockerVersion", "source-ami": "SourceImageId"}
         })))
         .unwrap();
         assert_eq!(spec.steps[0].outputs, ["DockerVersion", "AgentVersion"]);
         assert!(spec.steps[1].outputs.is_empty());
         assert_eq!(
             spec.output_tags,
-            BTreeMap::from([("docker-version".into(), "DockerVersion".into())])
+            BTreeMap::from([
+                ("docker-version".into(), "DockerVersion".into()),
+                ("source-ami".into(), "SourceImageId".into())
+            ])
         );
     }
 
@@ -1421,7 +1428,7 @@ mod tests {
         assert_problem(
             tagged(json!({"v": "W"}), json!({})),
             "OutputTags.v",
-            "\"W\" is not an output of any step (declared: V)",
+            "\"W\" is neither SourceImageId nor an output of any step (declared: V)",
         );
         assert_problem(
             tagged(json!({"v": "V"}), json!({"v": "1"})),
