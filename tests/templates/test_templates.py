@@ -1,0 +1,99 @@
+"""The templates themselves: every shell script in them passes shellcheck, the function's role
+allows every AWS call the code makes and no more than it should, and the AMI template's
+resource passes the product's own property checks (tests/ecs_stack.rs builds it)."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cfn_template import Resolver, load, shell_scripts
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = sorted(str(p.relative_to(REPO)) for p in (REPO / "cfn").glob("*.yaml"))
+
+
+def all_scripts():
+    for name in TEMPLATES + ["template.yaml"]:
+        for where, script in shell_scripts(load(str(REPO / name))):
+            yield pytest.param(script, id=f"{name}:{where}")
+
+
+@pytest.mark.parametrize("script", list(all_scripts()))
+def test_inline_shell_scripts_pass_shellcheck(script):
+    result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=script, text=True,
+                            capture_output=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_templates_have_their_scripts():
+    # The extraction above must find what is there, or the shellcheck test proves nothing.
+    found = {name: [w for w, _ in shell_scripts(load(str(REPO / name)))] for name in TEMPLATES}
+    assert "Ami.Steps[first-run-script]" in found["cfn/ecs-ami.yaml"]
+    assert "Ami.Steps[docker-volume-storage]" in found["cfn/ecs-ami.yaml"]
+    assert "LaunchTemplate.UserData" in found["cfn/ecs-cluster.yaml"]
+
+
+def role_statements():
+    template = load(str(REPO / "template.yaml"))
+    function = template["Resources"]["Function"]["Properties"]
+    statements = []
+    for policy in function["Policies"]:
+        statements.extend(policy["Statement"])
+    return template, statements
+
+
+def actions_of(statement):
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else actions
+
+
+def test_the_role_allows_every_call_the_code_makes():
+    source = "".join(p.read_text() for p in (REPO / "src").rglob("*.rs"))
+    # The adapters name each call as service:Operation in their errors.
+    called = set(re.findall(r'"((?:ec2|ssm):[A-Z][A-Za-z]+)"', source))
+    assert {"ec2:RunInstances", "ssm:SendCommand", "ssm:ListCommands"} <= called
+    called |= {"lambda:InvokeFunction", "iam:PassRole"}
+    _, statements = role_statements()
+    allowed = {a for s in statements if s["Effect"] == "Allow" for a in actions_of(s)}
+    assert sorted(called - allowed) == []
+
+
+DESTRUCTIVE = {"ec2:StopInstances", "ec2:TerminateInstances", "ec2:CreateImage", "ec2:CreateTags",
+               "ec2:DeleteTags", "ec2:ModifyImageAttribute", "ec2:DeregisterImage",
+               "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ssm:SendCommand"}
+
+
+def test_no_destructive_action_on_everything_without_a_tag_condition():
+    _, statements = role_statements()
+    for statement in statements:
+        resources = statement["Resource"]
+        resources = [resources] if isinstance(resources, str) else resources
+        risky = DESTRUCTIVE & set(actions_of(statement))
+        if risky and "*" in resources:
+            condition = str(statement.get("Condition", {}))
+            assert re.search(r"aws:ResourceTag/ecs-ami:|ec2:CreateAction", condition), \
+                f"{statement['Sid']}: {sorted(risky)} on * without a tag condition"
+
+
+def test_pass_role_only_for_the_builder_role():
+    _, statements = role_statements()
+    passing = [s for s in statements if "iam:PassRole" in actions_of(s)]
+    assert len(passing) == 1
+    assert passing[0]["Resource"] == {"Fn::GetAtt": ["BuilderRole", "Arn"]}
+    assert all("*" not in actions_of(s) and "iam:*" not in actions_of(s) for s in statements)
+
+
+def test_the_ami_template_resolves_for_both_architectures():
+    template = load(str(REPO / "cfn/ecs-ami.yaml"))
+    imports = {"ecs-ami-ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
+               "ecs-ami-BuilderInstanceProfile": "builder"}
+    for architecture, parameter in [("x86_64", "/recommended/image_id"),
+                                    ("arm64", "/arm64/recommended/image_id")]:
+        properties = Resolver(template, {"Architecture": architecture}, imports).resolve(
+            template["Resources"]["Ami"]["Properties"])
+        assert properties["SourceAmiParameter"].endswith(parameter)
+        assert "SubnetId" not in properties and "SecurityGroupIds" not in properties
+        for step in properties["Steps"]:
+            assert all(isinstance(c, str) for c in step.get("Commands", [])), step["Name"]
