@@ -16,6 +16,9 @@ managed instance:
 * ModifyImageAttribute's Description, which moto ignores, is applied.
 * An image made by CreateImage stays `pending` for ECS_AMI_EMULATOR_IMAGE_DELAY seconds (default 0)
   before it is `available`, as a snapshot takes time on AWS; moto makes it available at once.
+* CloudFormation templates may use a short-form function on a mapping (`!Base64` over
+  `Fn::Sub: [...]`, `!ImportValue` over `Fn::Sub: ...`), as CloudFormation allows: moto's YAML
+  loader returns such a node unconverted and then fails on it.
 
 It also seeds what a real account already has: the ECS-optimized Amazon Linux 2023 images that the
 public SSM parameters point at, and the builder instance profile that template.yaml would create.
@@ -43,6 +46,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+import moto.cloudformation.models
+import moto.cloudformation.responses
+import yaml
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
@@ -61,6 +67,23 @@ IMAGE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_IMAGE_DELAY", "0"))
 STATE_DIR = os.environ.get("ECS_AMI_EMULATOR_STATE") or tempfile.mkdtemp(prefix="ecs-ami-local-aws-")
 SEED_REGIONS = os.environ.get("ECS_AMI_EMULATOR_REGIONS", "us-east-1").split(",")
 BUILDER_PROFILE = os.environ.get("ECS_AMI_EMULATOR_PROFILE", "ecs-ami-builder")
+
+def short_form_function(loader: Any, tag: str, node: Any) -> Any:
+    """`!Name value` as `{"Fn::Name": value}` (`!Ref` as `{"Ref": value}`), for scalar, list and
+    mapping values alike; moto's own version leaves a mapping as a raw YAML node."""
+    key = "Ref" if tag == "!Ref" else f"Fn::{tag[1:]}"
+    if isinstance(node, yaml.MappingNode):
+        return {key: loader.construct_mapping(node, deep=True)}
+    if isinstance(node, yaml.SequenceNode):
+        return {key: loader.construct_sequence(node, deep=True)}
+    if tag == "!GetAtt":
+        return {key: node.value.split(".", 1)}
+    return {key: node.value}
+
+
+# moto registers its constructor by this module-level name each time it parses a template.
+moto.cloudformation.models.yaml_tag_constructor = short_form_function
+moto.cloudformation.responses.yaml_tag_constructor = short_form_function
 
 ECS_AL2023_PARAMETERS = {
     "x86_64": "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",

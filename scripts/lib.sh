@@ -20,6 +20,20 @@ PY
   python3 -m pip install --quiet --disable-pip-version-check -r "$repo/emulator/requirements.txt"
 }
 
+# Puts the SAM CLI (emulator/requirements-sam.txt) in a virtual environment of its own, unless it
+# is there already, and prints the path of its `sam`.
+ensure_sam() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/ecs-ami/sam-venv"
+  local wanted
+  wanted="$(grep -o '^aws-sam-cli==[0-9.]*' "$repo/emulator/requirements-sam.txt" | cut -d= -f3)"
+  if ! "$venv/bin/sam" --version 2>/dev/null | grep -qF "version $wanted"; then
+    echo "installing the SAM CLI $wanted from PyPI into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$repo/emulator/requirements-sam.txt" >&2
+  fi
+  echo "$venv/bin/sam"
+}
+
 # Starts the local AWS on a free port in the background, exports what the AWS SDKs and CLIs need
 # to use it, and stops it when the calling script exits.
 start_local_aws() {

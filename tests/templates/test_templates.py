@@ -97,3 +97,20 @@ def test_the_ami_template_resolves_for_both_architectures():
         assert "SubnetId" not in properties and "SecurityGroupIds" not in properties
         for step in properties["Steps"]:
             assert all(isinstance(c, str) for c in step.get("Commands", [])), step["Name"]
+
+
+def test_the_cluster_follows_the_image():
+    """A new AMI id gives the launch template a new version; the group must follow its latest
+    version and replace instances only as fast as they join the cluster."""
+    resources = load(str(REPO / "cfn/ecs-cluster.yaml"))["Resources"]
+    data = resources["LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert data["ImageId"] == {"Ref": "ImageId"}
+    group = resources["AutoScalingGroup"]
+    assert group["Properties"]["LaunchTemplate"]["Version"] == {
+        "Fn::GetAtt": ["LaunchTemplate", "LatestVersionNumber"]}
+    rolling = group["UpdatePolicy"]["AutoScalingRollingUpdate"]
+    assert rolling["WaitOnResourceSignals"] is True
+    assert group["CreationPolicy"]["ResourceSignal"]["Count"] == {"Ref": "DesiredCapacity"}
+    stack = load(str(REPO / "cfn/ecs-stack.yaml"))["Resources"]
+    assert stack["Cluster"]["Properties"]["Parameters"]["ImageId"] == {
+        "Fn::GetAtt": ["Image", "Outputs.ImageId"]}
