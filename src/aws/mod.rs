@@ -86,6 +86,15 @@ pub struct Image {
     pub tags: BTreeMap<String, String>,
 }
 
+/// What DescribeInstances says about the builder while the build watches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    pub state: String,
+    pub root_device: Option<String>,
+    /// Device names of the volumes attached now.
+    pub devices: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
@@ -357,6 +366,11 @@ impl Aws {
 
     /// The instance's state name, or None once EC2 no longer knows it.
     pub async fn instance_state(&self, instance_id: &str) -> Result<Option<String>> {
+        Ok(self.instance_status(instance_id).await?.map(|s| s.state))
+    }
+
+    /// The instance's state and attached devices, or None once EC2 no longer knows it.
+    pub async fn instance_status(&self, instance_id: &str) -> Result<Option<InstanceStatus>> {
         let out = self
             .ec2
             .describe_instances()
@@ -370,9 +384,16 @@ impl Aws {
                 .flat_map(|r| r.instances())
                 .find(|i| i.instance_id() == Some(instance_id))
                 .and_then(|i| {
-                    i.state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_owned())
+                    let state = i.state().and_then(|s| s.name())?.as_str().to_owned();
+                    Some(InstanceStatus {
+                        state,
+                        root_device: i.root_device_name().map(str::to_owned),
+                        devices: i
+                            .block_device_mappings()
+                            .iter()
+                            .filter_map(|m| m.device_name().map(str::to_owned))
+                            .collect(),
+                    })
                 })),
             Err(error) => {
                 let error = AwsError::from_sdk("ec2:DescribeInstances", error);

@@ -49,6 +49,12 @@ pub struct Timing {
     /// How long a build lease lasts unrenewed: how soon a retry takes over from an invocation
     /// that died. Renewed when half of it is left.
     pub lease_ttl: Duration,
+    /// While waiting for SSM or a step, how often EC2 is asked whether the builder still runs
+    /// (someone may stop or terminate it).
+    pub state_check_every: Duration,
+    /// How long past its TimeoutSeconds a step may still be reported running (delivery, an
+    /// agent that went offline) before the build gives up on it.
+    pub step_grace: Duration,
 }
 
 impl Default for Timing {
@@ -62,6 +68,8 @@ impl Default for Timing {
             hand_over_at: None,
             hand_over_every_state: false,
             lease_ttl: Duration::from_secs(300),
+            state_check_every: Duration::from_secs(30),
+            step_grace: Duration::from_secs(120),
         }
     }
 }
@@ -92,6 +100,9 @@ pub enum Phase {
         index: usize,
         command_id: String,
         waited: Duration,
+        /// When (in `waited` terms) EC2 was last asked whether the builder is still running.
+        #[serde(default)]
+        state_checked: Option<Duration>,
     },
     Stop,
     AwaitStopped {
@@ -531,7 +542,7 @@ impl Build {
                 }
                 // A builder that dies while booting (capacity, a bad AMI) never comes Online:
                 // ask EC2 about it every 30 s rather than at every poll.
-                if state_checked.is_none_or(|at| waited >= at + Duration::from_secs(30)) {
+                if state_checked.is_none_or(|at| waited >= at + timing.state_check_every) {
                     state_checked = Some(waited);
                     match aws.instance_state(instance_id).await?.as_deref() {
                         Some("pending" | "running") => {}
@@ -574,6 +585,7 @@ impl Build {
                         index,
                         command_id: command_id.clone(),
                         waited: Duration::ZERO,
+                        state_checked: None,
                     }));
                 }
                 let command_id = aws
@@ -591,6 +603,7 @@ impl Build {
                         index,
                         command_id,
                         waited: timing.min_poll,
+                        state_checked: None,
                     },
                 ))
             }
@@ -598,6 +611,7 @@ impl Build {
                 index,
                 command_id,
                 waited,
+                mut state_checked,
             } => {
                 let step = &self.spec.steps[index];
                 let result = aws.step_result(&command_id, self.instance()).await?;
@@ -609,12 +623,34 @@ impl Build {
                 );
                 match result.status {
                     StepStatus::Running => {
-                        // SSM enforces the step's own timeout; this margin covers delivery.
-                        let limit = Duration::from_secs(u64::from(step.timeout_seconds) + 120);
+                        let instance_id = self.instance();
+                        // Someone may stop or terminate the builder under a long step; SSM
+                        // would only say so when the step's timeout runs out.
+                        if state_checked.is_none_or(|at| waited >= at + timing.state_check_every) {
+                            state_checked = Some(waited);
+                            match aws.instance_state(instance_id).await?.as_deref() {
+                                Some("running") => {}
+                                other => {
+                                    return fail(format!(
+                                        "builder {instance_id} is {} instead of running, during {position}",
+                                        other.unwrap_or("gone")
+                                    ));
+                                }
+                            }
+                        }
+                        // SSM enforces the step's own timeout; the grace covers delivery.
+                        let limit =
+                            Duration::from_secs(u64::from(step.timeout_seconds)) + timing.step_grace;
                         if waited >= limit {
+                            let agent = match aws.instance_online(instance_id).await {
+                                Ok(true) => "SSM reports its agent Online",
+                                Ok(false) => "SSM reports its agent not Online (it went offline?)",
+                                Err(_) => "SSM's view of its agent is unknown",
+                            };
                             return fail(format!(
-                                "{position} was still running after {} s",
-                                waited.as_secs()
+                                "{position} was still reported running {} s after it began, past its {} s TimeoutSeconds; {agent}",
+                                waited.as_secs(),
+                                step.timeout_seconds
                             ));
                         }
                         let pause = timing.next_poll(waited);
@@ -624,6 +660,7 @@ impl Build {
                                 index,
                                 command_id,
                                 waited: waited + pause,
+                                state_checked,
                             },
                         ))
                     }
@@ -669,8 +706,27 @@ impl Build {
             }
             Phase::AwaitStopped { waited } => {
                 let instance_id = self.instance();
-                match aws.instance_state(instance_id).await?.as_deref() {
-                    Some("stopped") => Ok(Next::Now(Phase::CreateImage)),
+                let status = aws.instance_status(instance_id).await?;
+                match status.as_ref().map(|s| s.state.as_str()) {
+                    Some("stopped") => {
+                        // A volume detached under the build (only data volumes can be, while
+                        // the builder runs) would silently be missing from the image.
+                        let status = status.as_ref().expect("matched Some");
+                        let missing: Vec<&str> = status
+                            .root_device
+                            .iter()
+                            .map(String::as_str)
+                            .chain(self.spec.block_device_mappings.iter().map(|b| b.device_name.as_str()))
+                            .filter(|device| !status.devices.iter().any(|d| d == device))
+                            .collect();
+                        if !missing.is_empty() {
+                            return fail(format!(
+                                "volume {} was detached from builder {instance_id} during the build; the image would lack it",
+                                missing.join(", ")
+                            ));
+                        }
+                        Ok(Next::Now(Phase::CreateImage))
+                    }
                     Some("stopping" | "running" | "pending") if waited < timing.stop_timeout => {
                         let pause = timing.next_poll(waited);
                         Ok(Next::After(
@@ -1522,6 +1578,7 @@ mod tests {
             index: 0,
             command_id: "c".into(),
             waited: Duration::from_secs(3),
+            state_checked: Some(Duration::from_secs(1)),
         };
         let saved = serde_json::to_string(&build.state).unwrap();
         assert_eq!(

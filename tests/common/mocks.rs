@@ -199,6 +199,9 @@ fn parameter_store() -> (ParameterStore, Rule, Rule, Rule) {
 impl World {
     pub fn happy() -> World {
         let (parameters, put_parameter, parameters_by_path, delete_parameters) = parameter_store();
+        // The builder runs until StopInstances, then it is stopped.
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, seen) = (stopped.clone(), stopped);
         World {
             parameters,
             put_parameter,
@@ -234,8 +237,15 @@ impl World {
             list_commands: mock!(aws_sdk_ssm::Client::list_commands).then_output(|| {
                 aws_sdk_ssm::operation::list_commands::ListCommandsOutput::builder().build()
             }),
-            describe_instances: mock!(aws_sdk_ec2::Client::describe_instances)
-                .then_output(|| instance_state(ec2t::InstanceStateName::Stopped)),
+            describe_instances: mock!(aws_sdk_ec2::Client::describe_instances).then_compute_output(
+                move |_| {
+                    instance_state(if seen.load(std::sync::atomic::Ordering::SeqCst) {
+                        ec2t::InstanceStateName::Stopped
+                    } else {
+                        ec2t::InstanceStateName::Running
+                    })
+                },
+            ),
             send_command: mock!(aws_sdk_ssm::Client::send_command).then_output(|| {
                 SendCommandOutput::builder()
                     .command(ssmt::Command::builder().command_id("cmd-1").build())
@@ -251,8 +261,10 @@ impl World {
             cancel_command: mock!(aws_sdk_ssm::Client::cancel_command).then_output(|| {
                 aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
             }),
-            stop: mock!(aws_sdk_ec2::Client::stop_instances)
-                .then_output(|| StopInstancesOutput::builder().build()),
+            stop: mock!(aws_sdk_ec2::Client::stop_instances).then_compute_output(move |_| {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                StopInstancesOutput::builder().build()
+            }),
             create_image: mock!(aws_sdk_ec2::Client::create_image)
                 .then_output(|| CreateImageOutput::builder().image_id(NEW_IMAGE).build()),
             new_image: mock!(aws_sdk_ec2::Client::describe_images)
