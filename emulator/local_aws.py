@@ -16,6 +16,8 @@ managed instance:
 * ModifyImageAttribute's Description, which moto ignores, is applied.
 * An image made by CreateImage stays `pending` for ECS_AMI_EMULATOR_IMAGE_DELAY seconds (default 0)
   before it is `available`, as a snapshot takes time on AWS; moto makes it available at once.
+* An instance's root volume is attached at the image's root device name, as on AWS, also when
+  RunInstances maps only extra volumes; moto attaches it at /dev/sda1, or not at all.
 * CloudFormation templates may use a short-form function on a mapping (`!Base64` over
   `Fn::Sub: [...]`, `!ImportValue` over `Fn::Sub: ...`), as CloudFormation allows: moto's YAML
   loader returns such a node unconverted and then fails on it.
@@ -25,12 +27,22 @@ public SSM parameters point at, and the builder instance profile that template.y
 `GET /ecs-ami-local/calls` counts the AWS API calls received, by operation (`DELETE` also resets),
 because moto's own recorder never sees the SSM calls answered here.
 
+For the fault tests, `POST /ecs-ami-local/faults` takes `{"rules": [...]}` (`DELETE` clears them,
+`GET` says how often each fired). A rule names an `operation` (`EC2.CreateImage`,
+`AmazonSSM.SendCommand`, or `*`) and either an error to answer with (`code`, `status`, and
+`attempts`: the SDK attempt numbers it hits, from the amz-sdk-request header, so `[1, 2]` makes
+every call fail twice and then succeed; absent: every attempt) or `"image": "failed"` (the image
+that CreateImage makes ends `failed`). `POST /ecs-ami-local/offline/<instance id>` takes an
+instance's SSM agent offline: it reports ConnectionLost, and its running commands are killed and
+never report an end, as when an agent dies.
+
 Every other request goes to moto unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import io
 import json
 import os
@@ -52,6 +64,7 @@ import yaml
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
+from moto.ec2.models.instances import InstanceBackend
 from moto.iam.models import iam_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.ssm.models import ssm_backends
@@ -80,6 +93,31 @@ def short_form_function(loader: Any, tag: str, node: Any) -> Any:
         return {key: node.value.split(".", 1)}
     return {key: node.value}
 
+
+def root_at_its_name(original: Any) -> Any:
+    """Wraps moto's RunInstances so that every instance has its root volume, at its root device
+    name, tagged like the request's other volumes."""
+
+    def run_instances(self: Any, *args: Any, **kwargs: Any) -> Any:
+        volume_tags = (kwargs.get("tags") or {}).get("volume", {})
+        reservation = original(self, *args, **kwargs)
+        for instance in reservation.instances:
+            mapping = instance.block_device_mapping
+            root = instance.root_device_name
+            if root in mapping:
+                continue
+            if "/dev/sda1" in mapping and root != "/dev/sda1":
+                mapping[root] = mapping.pop("/dev/sda1")
+                self.get_volume(mapping[root].volume_id).attachment.device = root
+                continue
+            instance.add_block_device(8, root, None, False, True, None, volume_type="gp3")
+            self.get_volume(mapping[root].volume_id).add_tags(volume_tags)
+        return reservation
+
+    return run_instances
+
+
+InstanceBackend.run_instances = root_at_its_name(InstanceBackend.run_instances)
 
 # moto registers its constructor by this module-level name each time it parses a template.
 moto.cloudformation.models.yaml_tag_constructor = short_form_function
@@ -114,8 +152,11 @@ def ec2_instance(region: str, instance_id: str):
     return backend.get_instance_by_id(instance_id)
 
 
+OFFLINE: set[str] = set()
+
+
 def is_online(instance) -> bool:
-    if instance is None or instance.state != "running":
+    if instance is None or instance.state != "running" or instance.id in OFFLINE:
         return False
     started = instance.launch_time
     if isinstance(started, str):
@@ -140,6 +181,8 @@ class Invocation:
         self.ended: float | None = None
         self.process: subprocess.Popen | None = None
         self.cancelled = False
+        # The agent went offline: the command was killed and its end is never reported.
+        self.lost = False
         self.lock = threading.Lock()
 
     def cancel(self) -> None:
@@ -149,6 +192,12 @@ class Invocation:
                 os.killpg(self.process.pid, signal.SIGKILL)
             elif self.status in ("Pending", "InProgress"):
                 self.finish("Cancelled", "Cancelled", -1)
+
+    def lose(self) -> None:
+        with self.lock:
+            self.lost = True
+            if self.process is not None and self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def finish(self, status: str, details: str, code: int) -> None:
         self.status = status
@@ -205,6 +254,8 @@ class Invocation:
             out, err = self.process.communicate()
             timed_out = True
         with self.lock:
+            if self.lost:
+                return
             self.stdout = out.decode("utf-8", "replace")[:STDOUT_LIMIT]
             self.stderr = err.decode("utf-8", "replace")[:STDERR_LIMIT]
             code = self.process.returncode
@@ -323,12 +374,16 @@ class RunCommandService:
         for instance in backend.all_instances():
             if wanted is not None and instance.id not in wanted:
                 continue
-            if not is_online(instance):
+            if instance.id in OFFLINE and instance.state == "running":
+                ping = "ConnectionLost"
+            elif is_online(instance):
+                ping = "Online"
+            else:
                 continue
             listed.append(
                 {
                     "InstanceId": instance.id,
-                    "PingStatus": "Online",
+                    "PingStatus": ping,
                     "LastPingDateTime": now_epoch(),
                     "AgentVersion": "3.3.0.0",
                     "IsLatestVersion": True,
@@ -432,6 +487,73 @@ class RunCommandService:
         return {}
 
 
+    def take_offline(self, instance_id: str) -> None:
+        OFFLINE.add(instance_id)
+        with self.lock:
+            commands = list(self.commands.values())
+        for command in commands:
+            invocation = command.invocations.get(instance_id)
+            if invocation is not None and invocation.status in ("Pending", "InProgress"):
+                invocation.lose()
+
+
+class Faults:
+    """Errors injected into chosen operations, for the fault tests."""
+
+    def __init__(self) -> None:
+        self.rules: list[dict[str, Any]] = []
+        self.fired: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def set(self, rules: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.rules = rules
+            self.fired = {}
+
+    def report(self) -> dict[str, Any]:
+        with self.lock:
+            return {"rules": self.rules, "fired": dict(self.fired), "total": sum(self.fired.values())}
+
+    def matching(self, operation: str, attempt: int, kind: str) -> dict[str, Any] | None:
+        with self.lock:
+            for rule in self.rules:
+                if not fnmatch.fnmatchcase(operation, rule.get("operation", "")):
+                    continue
+                if kind == "image" and "image" not in rule:
+                    continue
+                if kind == "error" and "code" not in rule:
+                    continue
+                if rule.get("attempts") is not None and attempt not in rule["attempts"]:
+                    continue
+                self.fired[operation] = self.fired.get(operation, 0) + 1
+                return rule
+        return None
+
+
+def sdk_attempt(environ: dict[str, Any]) -> int:
+    match = re.search(r"attempt=(\d+)", environ.get("HTTP_AMZ_SDK_REQUEST", ""))
+    return int(match.group(1)) if match else 1
+
+
+def error_response(start_response: Any, operation: str, rule: dict[str, Any]) -> list[bytes]:
+    status = int(rule.get("status", 400))
+    code = rule["code"]
+    message = rule.get("message", f"{code} (injected by the local AWS)")
+    reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+    if operation.startswith("EC2."):
+        data = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+            f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+        ).encode()
+        content_type = "text/xml"
+    else:
+        data = json.dumps({"__type": code, "message": message}).encode()
+        content_type = "application/x-amz-json-1.1"
+    start_response(f"{status} {reason}", [("Content-Type", content_type), ("Content-Length", str(len(data)))])
+    return [data]
+
+
 class CallCounter:
     """Counts AWS API calls by operation, so a build's cost in calls can be measured."""
 
@@ -470,23 +592,36 @@ class LocalAws:
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.run_command = RunCommandService()
         self.calls = CallCounter()
+        self.faults = Faults()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
-        if path == "/ecs-ami-local/calls":
-            reset = environ.get("REQUEST_METHOD") == "DELETE"
-            return respond(start_response, 200, self.calls.take(reset))
+        method = environ.get("REQUEST_METHOD")
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(raw)
+        if path == "/ecs-ami-local/calls":
+            return respond(start_response, 200, self.calls.take(method == "DELETE"))
+        if path == "/ecs-ami-local/faults":
+            if method in ("POST", "DELETE"):
+                self.faults.set(json.loads(raw or b"{}").get("rules", []) if method == "POST" else [])
+            return respond(start_response, 200, self.faults.report())
+        if path.startswith("/ecs-ami-local/offline/"):
+            self.run_command.take_offline(path.rsplit("/", 1)[1])
+            return respond(start_response, 200, {})
         operation = operation_of(environ, raw)
         if operation is not None:
             self.calls.record(operation)
+            rule = self.faults.matching(operation, sdk_attempt(environ), "error")
+            if rule is not None:
+                return error_response(start_response, operation, rule)
         if operation == "EC2.ModifyImageAttribute":
             apply_image_description(region_of(environ), raw)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if operation == "EC2.CreateImage" and IMAGE_DELAY > 0:
-            return hold_image_pending(self.moto(environ, start_response), region_of(environ))
+        if operation == "EC2.CreateImage":
+            failing = self.faults.matching(operation, sdk_attempt(environ), "image")
+            if IMAGE_DELAY > 0 or failing is not None:
+                return hold_image_pending(self.moto(environ, start_response), region_of(environ), failing is not None)
         if target.startswith("AmazonSSM."):
             try:
                 body = json.loads(raw or b"{}")
@@ -498,13 +633,20 @@ class LocalAws:
         return self.moto(environ, start_response)
 
 
-def hold_image_pending(answer: Any, region: str) -> list[bytes]:
+def hold_image_pending(answer: Any, region: str, fails: bool = False) -> list[bytes]:
+    """The new image is pending for IMAGE_DELAY seconds, then available (or failed)."""
     body = b"".join(answer)
     match = re.search(rb"<imageId>(ami-[0-9a-f]+)</imageId>", body)
     ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis.get(match.group(1).decode()) if match else None
     if ami is not None:
         ami.state = "pending"
-        timer = threading.Timer(IMAGE_DELAY, lambda: setattr(ami, "state", "available"))
+
+        def settle() -> None:
+            ami.state = "failed" if fails else "available"
+            if fails:
+                ami.state_reason = {"code": "Client.InternalError", "message": "Client.InternalError: snapshot failed (injected by the local AWS)"}
+
+        timer = threading.Timer(IMAGE_DELAY, settle)
         timer.daemon = True
         timer.start()
     return [body]

@@ -639,8 +639,8 @@ impl Build {
                             }
                         }
                         // SSM enforces the step's own timeout; the grace covers delivery.
-                        let limit =
-                            Duration::from_secs(u64::from(step.timeout_seconds)) + timing.step_grace;
+                        let limit = Duration::from_secs(u64::from(step.timeout_seconds))
+                            + timing.step_grace;
                         if waited >= limit {
                             let agent = match aws.instance_online(instance_id).await {
                                 Ok(true) => "SSM reports its agent Online",
@@ -716,7 +716,12 @@ impl Build {
                             .root_device
                             .iter()
                             .map(String::as_str)
-                            .chain(self.spec.block_device_mappings.iter().map(|b| b.device_name.as_str()))
+                            .chain(
+                                self.spec
+                                    .block_device_mappings
+                                    .iter()
+                                    .map(|b| b.device_name.as_str()),
+                            )
                             .filter(|device| !status.devices.iter().any(|d| d == device))
                             .collect();
                         if !missing.is_empty() {

@@ -171,4 +171,6 @@ pub async fn invoke_with(aws: &Aws, mut event: Value, limits: impl Fn() -> Limit
     );
     (parsed, hand_overs)
 }
+pub mod audit;
 pub mod mocks;
+pub mod report;
