@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_ec2::types::Filter;
-use common::{ECS_AL2023, LocalAws, PROFILE, event};
+use common::{ECS_AL2023, LocalAws, PROFILE, event, report};
 use serde_json::{Value, json};
 
 fn ecs_ami(local: &LocalAws) -> Command {
@@ -81,6 +81,7 @@ async fn a_killed_invocation_is_resumed_by_the_retry() {
             {"Name": "once", "Commands": ["test \"$(wc -l < /var/tmp/step-runs)\" -eq 1"]}
         ]
     });
+    let mut left = 0;
     // From before the launch to the wait for the image: the build takes about seven seconds here.
     for (n, kill_ms) in [100u64, 800, 2600, 4600, 5300, 6000]
         .into_iter()
@@ -133,6 +134,7 @@ async fn a_killed_invocation_is_resumed_by_the_retry() {
             "kill at {kill_ms} ms (last: {last}): {answer}"
         );
         let (launched, images, live) = count_tagged(&ec2, &request_id).await;
+        left += live + images.len().saturating_sub(1);
         println!(
             "killed at {kill_ms} ms after: {last}\n  -> retry: {} with {launched} builder(s) launched",
             answer["PhysicalResourceId"]
@@ -148,6 +150,7 @@ async fn a_killed_invocation_is_resumed_by_the_retry() {
             "kill at {kill_ms} ms: one image"
         );
     }
+    report::record("crash-01", "Crashes and duplicate deliveries", "`ecs-ami invoke` SIGKILLed at 6 moments (before launch, waiting for SSM, during a step, waiting for the image), then the event delivered again", "SUCCESS from the retry: one builder, the step run once, one image, its outputs kept", Some(left));
 }
 
 /// The same Create delivered twice at once: one `ecs-ami invoke` builds and answers (exit 0), the
@@ -201,4 +204,5 @@ async fn concurrent_deliveries_make_one_build() {
         images,
         vec![answer["PhysicalResourceId"].as_str().unwrap().to_owned()]
     );
+    report::record("crash-04", "Crashes and duplicate deliveries", "The same Create delivered twice at once", "one invocation builds and answers, the other yields to its lease: one builder, one image", Some(live + images.len().saturating_sub(1)));
 }

@@ -1,7 +1,11 @@
 //! The CloudFormation side of the handler: delivery, retries, malformed requests. None of these
 //! reach AWS, so the clients point at a port where nothing listens.
 
+mod common;
+
 use std::time::Duration;
+
+use common::report;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::Credentials;
@@ -74,6 +78,7 @@ async fn a_refused_put_is_retried_until_accepted() {
         3
     );
     assert_eq!(response.request_id, "req-delete");
+    report::record("cfn-01", "The CloudFormation side", "The ResponseURL refuses the PUT twice, then accepts it", "one response delivered, on the third attempt", None);
 }
 
 #[tokio::test]
@@ -93,6 +98,7 @@ async fn a_put_refused_for_good_is_reported_without_the_url() {
         !text.contains(&catcher.url) && !text.contains("X-Amz-Signature"),
         "{text}"
     );
+    report::record("cfn-02", "The CloudFormation side", "The ResponseURL refuses the PUT for good", "the failure is reported after the last attempt without the URL or its signature", None);
 }
 
 #[tokio::test]
@@ -105,6 +111,7 @@ async fn an_unreachable_response_url_is_reported_without_the_url() {
         !text.contains("secret") && !text.contains("127.0.0.1:1"),
         "{text}"
     );
+    report::record("cfn-03", "The CloudFormation side", "The ResponseURL is unreachable", "reported without the URL or its signature", None);
 }
 
 #[tokio::test]
@@ -124,6 +131,7 @@ async fn a_malformed_request_is_still_answered() {
     );
     assert!(!body["PhysicalResourceId"].as_str().unwrap().is_empty());
     assert_eq!(body["RequestId"], "r");
+    report::record("cfn-04", "The CloudFormation side", "A request with a ResponseURL but missing fields", "FAILED, saying the request is malformed", None);
 }
 
 #[tokio::test]
@@ -133,4 +141,5 @@ async fn an_event_that_is_not_cloudformation_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(error, HandleError::NotCloudFormation(_)));
+    report::record("cfn-05", "The CloudFormation side", "An event that is not a CloudFormation request at all", "refused with an error, nothing sent anywhere", None);
 }
