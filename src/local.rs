@@ -173,3 +173,56 @@ pub async fn invoke_until_answered(
         }
     }
 }
+
+/// Keeps every response instead of sending it.
+#[derive(Default, Clone)]
+pub struct CollectingSink(Arc<std::sync::Mutex<Vec<crate::cfn::Response>>>);
+
+impl CollectingSink {
+    pub fn responses(&self) -> Vec<crate::cfn::Response> {
+        self.0.lock().expect("not poisoned").clone()
+    }
+}
+
+impl crate::handler::ResponseSink for CollectingSink {
+    fn send(
+        &self,
+        _url: &str,
+        response: &crate::cfn::Response,
+    ) -> impl std::future::Future<Output = Result<(), crate::cfn::SinkError>> + Send {
+        self.0.lock().expect("not poisoned").push(response.clone());
+        async { Ok(()) }
+    }
+}
+
+/// Runs the whole handler on `event` against an AWS that refuses every connection at once (no
+/// retries), collecting what would be sent to the ResponseURL. For the fuzz targets: whatever
+/// the event, this must not panic, and a CloudFormation request must get exactly one response.
+pub async fn handle_offline(
+    event: serde_json::Value,
+) -> (
+    Result<crate::handler::Handled, crate::handler::HandleError>,
+    Vec<crate::cfn::Response>,
+) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url("http://127.0.0.1:1")
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "offline", "offline", None, None, "offline",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let aws = crate::aws::Aws::from_config(&config);
+    let sink = CollectingSink::default();
+    let scheduler = InProcessScheduler::default();
+    let handled = crate::handler::handle(
+        event,
+        &aws,
+        &sink,
+        &scheduler,
+        crate::handler::Limits::default(),
+    )
+    .await;
+    (handled, sink.responses())
+}

@@ -55,37 +55,61 @@ impl Response {
     }
 
     /// The JSON body, at most [`MAX_BODY_BYTES`]: the Reason is shortened (keeping its start,
-    /// which names the cause, and its end, which holds the last output lines), never the ids.
+    /// which names the cause, and its end, which holds the last output lines). Data that cannot
+    /// fit is dropped, saying so. Ids are echoed as CloudFormation sent them; only a request that
+    /// did not come from CloudFormation (whose ids are bounded: a physical id is at most 1 KB)
+    /// can carry ids too long to fit, and those are cut.
     pub fn body(&self) -> Vec<u8> {
         let full = serde_json::to_vec(self).expect("a response always serializes");
         if full.len() <= MAX_BODY_BYTES {
             return full;
         }
+        let size = |r: &Response| serde_json::to_vec(r).expect("serializes").len();
         let mut shaped = self.clone();
-        let reason = shaped.reason.take().unwrap_or_default();
+        let mut reason = shaped.reason.take().unwrap_or_default();
         shaped.reason = Some(String::new());
-        let overhead = serde_json::to_vec(&shaped).expect("serializes").len();
-        if overhead > MAX_BODY_BYTES {
-            // Only Data can make it this large; drop it rather than send a body CloudFormation
-            // refuses, and say so.
+        if size(&shaped) > MAX_BODY_BYTES && !shaped.data.is_empty() {
             shaped.data.clear();
-            shaped.reason = Some(format!(
+            reason = format!(
                 "{} (response Data dropped: it exceeded the {MAX_BODY_BYTES}-byte response limit)",
-                reason.chars().take(1000).collect::<String>()
-            ));
-            return serde_json::to_vec(&shaped).expect("serializes");
+                shorten_middle(&reason, 1000)
+            );
         }
-        let mut budget = MAX_BODY_BYTES - overhead;
+        if size(&shaped) > MAX_BODY_BYTES {
+            for (field, most) in [
+                (&mut shaped.physical_resource_id, 1024),
+                (&mut shaped.stack_id, 512),
+                (&mut shaped.request_id, 256),
+                (&mut shaped.logical_resource_id, 256),
+            ] {
+                *field = shorten_escaped(field, most);
+            }
+        }
+        let mut budget = MAX_BODY_BYTES.saturating_sub(size(&shaped));
         loop {
-            let candidate = shorten_middle(&reason, budget);
-            shaped.reason = Some(candidate);
+            shaped.reason = Some(shorten_middle(&reason, budget));
             let body = serde_json::to_vec(&shaped).expect("serializes");
-            if body.len() <= MAX_BODY_BYTES {
+            if body.len() <= MAX_BODY_BYTES || budget == 0 {
                 return body;
             }
-            // JSON escaping made it longer than its character count: try again smaller.
-            budget = budget.saturating_sub(body.len() - MAX_BODY_BYTES).max(1) - 1;
+            // JSON escaping made it longer than its byte count: try again smaller.
+            budget = budget.saturating_sub(body.len() - MAX_BODY_BYTES);
         }
+    }
+}
+
+/// Like [`shorten_middle`], within `max` bytes once escaped as a JSON string (control
+/// characters take six bytes there).
+fn shorten_escaped(text: &str, max: usize) -> String {
+    let escaped = |t: &str| serde_json::to_string(t).expect("a string serializes").len();
+    let mut budget = max;
+    loop {
+        let candidate = shorten_middle(text, budget);
+        let over = escaped(&candidate).saturating_sub(max);
+        if over == 0 || budget == 0 {
+            return candidate;
+        }
+        budget = budget.saturating_sub(over.max(1));
     }
 }
 
@@ -272,6 +296,24 @@ mod tests {
         for max in [0, 3, 7, 10, 51, 199] {
             let cut = shorten_middle(&text, max);
             assert!(cut.len() <= max, "{max}: {}", cut.len());
+        }
+    }
+
+    #[test]
+    fn ids_too_long_for_any_cloudformation_request_are_cut_to_fit() {
+        for id in ["x".repeat(5000), "\u{1}".repeat(5000), "é".repeat(3000)] {
+            let identity = Identity {
+                stack_id: id.clone(),
+                logical_id: id.clone(),
+                request_id: id.clone(),
+            };
+            let mut data = BTreeMap::new();
+            data.insert("A".to_owned(), "b".repeat(3000));
+            let response = Response::new(&identity, Outcome::success(id.clone(), data));
+            let body = response.body();
+            assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(parsed["Reason"].as_str().unwrap().contains("Data dropped"));
         }
     }
 }
