@@ -9,13 +9,23 @@ fn filter() -> EnvFilter {
 
 /// Lambda: one JSON object per line, which CloudWatch Logs Insights can query by field.
 pub fn init_lambda() {
+    tracing::subscriber::set_global_default(lambda_subscriber(std::io::stdout))
+        .expect("logging is set up once");
+}
+
+/// What Lambda logs, written to `writer` (the tests capture it to look for secrets).
+pub fn lambda_subscriber<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter())
         .with_current_span(false)
         .with_target(false)
         .without_time()
-        .init();
+        .with_writer(writer)
+        .finish()
 }
 
 /// The command line: short human-readable progress on stderr, so stdout holds only the response.

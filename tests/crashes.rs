@@ -150,7 +150,13 @@ async fn a_killed_invocation_is_resumed_by_the_retry() {
             "kill at {kill_ms} ms: one image"
         );
     }
-    report::record("crash-01", "Crashes and duplicate deliveries", "`ecs-ami invoke` SIGKILLed at 6 moments (before launch, waiting for SSM, during a step, waiting for the image), then the event delivered again", "SUCCESS from the retry: one builder, the step run once, one image, its outputs kept", Some(left));
+    report::record(
+        "crash-01",
+        "Crashes and duplicate deliveries",
+        "`ecs-ami invoke` SIGKILLed at 6 moments (before launch, waiting for SSM, during a step, waiting for the image), then the event delivered again",
+        "SUCCESS from the retry: one builder, the step run once, one image, its outputs kept",
+        Some(left),
+    );
 }
 
 /// The same Create delivered twice at once: one `ecs-ami invoke` builds and answers (exit 0), the
@@ -204,5 +210,11 @@ async fn concurrent_deliveries_make_one_build() {
         images,
         vec![answer["PhysicalResourceId"].as_str().unwrap().to_owned()]
     );
-    report::record("crash-04", "Crashes and duplicate deliveries", "The same Create delivered twice at once", "one invocation builds and answers, the other yields to its lease: one builder, one image", Some(live + images.len().saturating_sub(1)));
+    report::record(
+        "crash-04",
+        "Crashes and duplicate deliveries",
+        "The same Create delivered twice at once",
+        "one invocation builds and answers, the other yields to its lease: one builder, one image",
+        Some(live + images.len().saturating_sub(1)),
+    );
 }

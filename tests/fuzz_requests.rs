@@ -15,14 +15,52 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Map, Value, json};
 
 const KEYS: &[&str] = &[
-    "RequestType", "ResponseURL", "StackId", "RequestId", "LogicalResourceId", "ResourceType",
-    "PhysicalResourceId", "ResourceProperties", "OldResourceProperties", "ServiceToken",
-    "SourceAmi", "SourceAmiParameter", "IamInstanceProfile", "InstanceType", "SubnetId",
-    "SecurityGroupIds", "AmiName", "AmiDescription", "BlockDeviceMappings", "DeviceName", "Ebs",
-    "VolumeSize", "VolumeType", "Iops", "Throughput", "Encrypted", "KmsKeyId", "Tags", "Key",
-    "Value", "OutputTags", "Steps", "Name", "Commands", "Environment", "TimeoutSeconds", "Path",
-    "Content", "Mode", "Owner", "Outputs", "TimeoutMinutes", "ServiceTimeout", "EcsAmiContinuation",
-    "Event", "Build",
+    "RequestType",
+    "ResponseURL",
+    "StackId",
+    "RequestId",
+    "LogicalResourceId",
+    "ResourceType",
+    "PhysicalResourceId",
+    "ResourceProperties",
+    "OldResourceProperties",
+    "ServiceToken",
+    "SourceAmi",
+    "SourceAmiParameter",
+    "IamInstanceProfile",
+    "InstanceType",
+    "SubnetId",
+    "SecurityGroupIds",
+    "AmiName",
+    "AmiDescription",
+    "BlockDeviceMappings",
+    "DeviceName",
+    "Ebs",
+    "VolumeSize",
+    "VolumeType",
+    "Iops",
+    "Throughput",
+    "Encrypted",
+    "KmsKeyId",
+    "Tags",
+    "Key",
+    "Value",
+    "OutputTags",
+    "Steps",
+    "Name",
+    "Commands",
+    "Environment",
+    "TimeoutSeconds",
+    "Path",
+    "Content",
+    "Mode",
+    "Owner",
+    "Outputs",
+    "TimeoutMinutes",
+    "ServiceTimeout",
+    "EcsAmiContinuation",
+    "Event",
+    "Build",
 ];
 
 fn text() -> impl Strategy<Value = String> {
@@ -74,7 +112,10 @@ fn properties() -> impl Strategy<Value = Value> {
         ],
         "OutputTags": {"v": "V"}
     });
-    let change = (key(), prop_oneof![3 => json_value().prop_map(Some), 1 => Just(None)]);
+    let change = (
+        key(),
+        prop_oneof![3 => json_value().prop_map(Some), 1 => Just(None)],
+    );
     proptest::collection::vec(change, 0..4).prop_map(move |changes| {
         let mut properties = base.clone();
         for (key, value) in changes {
@@ -92,29 +133,48 @@ fn properties() -> impl Strategy<Value = Value> {
 fn cloudformation_event() -> impl Strategy<Value = Value> {
     let field = |good: Value| prop_oneof![6 => Just(Some(good)), 1 => json_value().prop_map(Some), 1 => Just(None)];
     (
-        prop_oneof![Just(json!("Create")), Just(json!("Update")), Just(json!("Delete")), json_value()],
-        field(json!("arn:aws:cloudformation:us-east-1:123456789012:stack/s/g")),
+        prop_oneof![
+            Just(json!("Create")),
+            Just(json!("Update")),
+            Just(json!("Delete")),
+            json_value()
+        ],
+        field(json!(
+            "arn:aws:cloudformation:us-east-1:123456789012:stack/s/g"
+        )),
         field(json!("req-fuzz")),
         field(json!("Ami")),
-        prop_oneof![Just(None), text().prop_map(|t| Some(json!(t))), Just(Some(json!("ami-0fedcba9876543210")))],
+        prop_oneof![
+            Just(None),
+            text().prop_map(|t| Some(json!(t))),
+            Just(Some(json!("ami-0fedcba9876543210")))
+        ],
         prop_oneof![3 => properties(), 1 => json_value()],
         proptest::option::of(json_value()),
     )
-        .prop_map(|(kind, stack, request, logical, physical, properties, old)| {
-            let mut event = json!({
-                "RequestType": kind,
-                "ResponseURL": "http://127.0.0.1:1/response?X-Amz-Signature=fuzz",
-                "ResourceType": "Custom::EcsAmi",
-                "ResourceProperties": properties,
-            });
-            let map = event.as_object_mut().unwrap();
-            for (key, value) in [("StackId", stack), ("RequestId", request), ("LogicalResourceId", logical), ("PhysicalResourceId", physical), ("OldResourceProperties", old)] {
-                if let Some(value) = value {
-                    map.insert(key.into(), value);
+        .prop_map(
+            |(kind, stack, request, logical, physical, properties, old)| {
+                let mut event = json!({
+                    "RequestType": kind,
+                    "ResponseURL": "http://127.0.0.1:1/response?X-Amz-Signature=fuzz",
+                    "ResourceType": "Custom::EcsAmi",
+                    "ResourceProperties": properties,
+                });
+                let map = event.as_object_mut().unwrap();
+                for (key, value) in [
+                    ("StackId", stack),
+                    ("RequestId", request),
+                    ("LogicalResourceId", logical),
+                    ("PhysicalResourceId", physical),
+                    ("OldResourceProperties", old),
+                ] {
+                    if let Some(value) = value {
+                        map.insert(key.into(), value);
+                    }
                 }
-            }
-            event
-        })
+                event
+            },
+        )
 }
 
 fn runner(default_cases: u32) -> TestRunner {
@@ -148,7 +208,10 @@ fn check(event: Value) -> Result<(), TestCaseError> {
         Ok(other) => prop_assert!(false, "{other:?} with AWS unreachable, for {event}"),
         Err(HandleError::NotCloudFormation(_)) => {
             prop_assert!(responses.is_empty());
-            prop_assert!(!has_url || event.get(ecs_ami::handler::CONTINUATION_KEY).is_some(), "a request with a ResponseURL was not answered: {event}");
+            prop_assert!(
+                !has_url || event.get(ecs_ami::handler::CONTINUATION_KEY).is_some(),
+                "a request with a ResponseURL was not answered: {event}"
+            );
         }
         Err(error) => prop_assert!(false, "{error} for {event}"),
     }
@@ -161,15 +224,34 @@ fn arbitrary_json_never_panics() {
     let strategy = prop_oneof![
         json_value(),
         json_value().prop_map(|v| json!({ "EcsAmiContinuation": v })),
-        cloudformation_event().prop_map(|e| json!({ "EcsAmiContinuation": {"Event": e, "Build": {}} })),
+        cloudformation_event()
+            .prop_map(|e| json!({ "EcsAmiContinuation": {"Event": e, "Build": {}} })),
     ];
     runner.run(&strategy, check).unwrap();
-    report::record("fuzz-01", "Fuzzing", &format!("{} arbitrary JSON documents and hand-over envelopes (fixed seed)", runner.config().cases), "no panic; those without a ResponseURL refused without a response", None);
+    report::record(
+        "fuzz-01",
+        "Fuzzing",
+        &format!(
+            "{} arbitrary JSON documents and hand-over envelopes (fixed seed)",
+            runner.config().cases
+        ),
+        "no panic; those without a ResponseURL refused without a response",
+        None,
+    );
 }
 
 #[test]
 fn cloudformation_shaped_events_get_exactly_one_bounded_response() {
     let mut runner = runner(400);
     runner.run(&cloudformation_event(), check).unwrap();
-    report::record("fuzz-02", "Fuzzing", &format!("{} CloudFormation-shaped events, fields missing or mistyped, properties mutated (fixed seed)", runner.config().cases), "exactly one response each, at most 4,096 bytes; no panic", None);
+    report::record(
+        "fuzz-02",
+        "Fuzzing",
+        &format!(
+            "{} CloudFormation-shaped events, fields missing or mistyped, properties mutated (fixed seed)",
+            runner.config().cases
+        ),
+        "exactly one response each, at most 4,096 bytes; no panic",
+        None,
+    );
 }

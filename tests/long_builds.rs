@@ -374,7 +374,13 @@ async fn a_forty_minute_build_hands_over_and_answers_once() {
         );
     }
     assert!(calls <= 330, "{calls} API calls exceed the budget of 330");
-    report::record("deadline-02", "Deadlines", "Scripted AWS, simulated time: a 36-minute build in 15-minute invocations", "2 hand-overs, exactly one SUCCESS", None);
+    report::record(
+        "deadline-02",
+        "Deadlines",
+        "Scripted AWS, simulated time: a 36-minute build in 15-minute invocations",
+        "2 hand-overs, exactly one SUCCESS",
+        None,
+    );
 }
 
 /// A build handed over after every state reaches the same result as one that is not.
@@ -539,7 +545,13 @@ async fn a_crash_at_every_state_boundary_converges_on_one_build() {
     println!(
         "crashed at each of {clean} state boundaries: one builder, one image, one response each time"
     );
-    report::record("crash-02", "Crashes and duplicate deliveries", "Scripted AWS, simulated time: a two-step build killed at each of its 14 state boundaries, the stale hand-over retried", "one builder (terminated), each step sent once, one image, exactly one SUCCESS", None);
+    report::record(
+        "crash-02",
+        "Crashes and duplicate deliveries",
+        "Scripted AWS, simulated time: a two-step build killed at each of its 14 state boundaries, the stale hand-over retried",
+        "one builder (terminated), each step sent once, one image, exactly one SUCCESS",
+        None,
+    );
 }
 
 /// Killed at any moment, including in the middle of every wait: the retried payload may be
@@ -559,7 +571,13 @@ async fn a_crash_at_any_moment_converges_on_one_build() {
     println!(
         "crashed at {crashes} moments from 5 s to 37 min: one builder, one image, one response each time"
     );
-    report::record("crash-03", "Crashes and duplicate deliveries", "Scripted AWS, simulated time: a 36-minute build killed at 50 moments from 5 s to 37 min, retried a minute later", "one builder (terminated), each step sent once, one image, exactly one SUCCESS", None);
+    report::record(
+        "crash-03",
+        "Crashes and duplicate deliveries",
+        "Scripted AWS, simulated time: a 36-minute build killed at 50 moments from 5 s to 37 min, retried a minute later",
+        "one builder (terminated), each step sent once, one image, exactly one SUCCESS",
+        None,
+    );
 }
 
 /// Lambda delivers the same Create twice at once: one delivery builds and answers, the other sees
@@ -635,7 +653,13 @@ async fn timeout_minutes_in_each_stage_fails_and_cleans_up() {
             "the lease is released"
         );
     }
-    report::record("deadline-01", "Deadlines", "Scripted AWS, simulated time: TimeoutMinutes runs out in each stage of a build", "one FAILED naming the stage; running step cancelled, half-made image and its snapshot removed, builder terminated", None);
+    report::record(
+        "deadline-01",
+        "Deadlines",
+        "Scripted AWS, simulated time: TimeoutMinutes runs out in each stage of a build",
+        "one FAILED naming the stage; running step cancelled, half-made image and its snapshot removed, builder terminated",
+        None,
+    );
 }
 
 /// A retry of the original event after a crash keeps counting TimeoutMinutes from the builder's

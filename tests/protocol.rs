@@ -78,7 +78,13 @@ async fn a_refused_put_is_retried_until_accepted() {
         3
     );
     assert_eq!(response.request_id, "req-delete");
-    report::record("cfn-01", "The CloudFormation side", "The ResponseURL refuses the PUT twice, then accepts it", "one response delivered, on the third attempt", None);
+    report::record(
+        "cfn-01",
+        "The CloudFormation side",
+        "The ResponseURL refuses the PUT twice, then accepts it",
+        "one response delivered, on the third attempt",
+        None,
+    );
 }
 
 #[tokio::test]
@@ -98,7 +104,13 @@ async fn a_put_refused_for_good_is_reported_without_the_url() {
         !text.contains(&catcher.url) && !text.contains("X-Amz-Signature"),
         "{text}"
     );
-    report::record("cfn-02", "The CloudFormation side", "The ResponseURL refuses the PUT for good", "the failure is reported after the last attempt without the URL or its signature", None);
+    report::record(
+        "cfn-02",
+        "The CloudFormation side",
+        "The ResponseURL refuses the PUT for good",
+        "the failure is reported after the last attempt without the URL or its signature",
+        None,
+    );
 }
 
 #[tokio::test]
@@ -111,7 +123,13 @@ async fn an_unreachable_response_url_is_reported_without_the_url() {
         !text.contains("secret") && !text.contains("127.0.0.1:1"),
         "{text}"
     );
-    report::record("cfn-03", "The CloudFormation side", "The ResponseURL is unreachable", "reported without the URL or its signature", None);
+    report::record(
+        "cfn-03",
+        "The CloudFormation side",
+        "The ResponseURL is unreachable",
+        "reported without the URL or its signature",
+        None,
+    );
 }
 
 #[tokio::test]
@@ -131,7 +149,13 @@ async fn a_malformed_request_is_still_answered() {
     );
     assert!(!body["PhysicalResourceId"].as_str().unwrap().is_empty());
     assert_eq!(body["RequestId"], "r");
-    report::record("cfn-04", "The CloudFormation side", "A request with a ResponseURL but missing fields", "FAILED, saying the request is malformed", None);
+    report::record(
+        "cfn-04",
+        "The CloudFormation side",
+        "A request with a ResponseURL but missing fields",
+        "FAILED, saying the request is malformed",
+        None,
+    );
 }
 
 #[tokio::test]
@@ -141,5 +165,11 @@ async fn an_event_that_is_not_cloudformation_is_refused() {
         .await
         .unwrap_err();
     assert!(matches!(error, HandleError::NotCloudFormation(_)));
-    report::record("cfn-05", "The CloudFormation side", "An event that is not a CloudFormation request at all", "refused with an error, nothing sent anywhere", None);
+    report::record(
+        "cfn-05",
+        "The CloudFormation side",
+        "An event that is not a CloudFormation request at all",
+        "refused with an error, nothing sent anywhere",
+        None,
+    );
 }

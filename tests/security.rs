@@ -1,0 +1,192 @@
+//! Secrets and exposure. The logs Lambda would write (the product's own subscriber, captured)
+//! and every Reason must never hold the ResponseURL, a step's Environment values or a file's
+//! Content; and the builder is launched with IMDSv2 required, no key pair, and no security group
+//! the user did not ask for.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
+use aws_sdk_ec2::types as ec2t;
+use aws_smithy_mocks::mock;
+use common::mocks::{BUILDER, World, spec};
+use common::report;
+use common::{ECS_AL2023, LocalAws, PROFILE, event};
+use ecs_ami::build::Timing;
+use ecs_ami::cfn::{HttpSink, Status};
+use ecs_ami::handler::Limits;
+use ecs_ami::local::{ResponseCatcher, invoke_until_answered};
+use serde_json::{Value, json};
+
+const SECTION: &str = "Secrets and the builder's exposure";
+
+/// Everything written, shared with the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+const ENV_SECRET: &str = "env-secret-7f3a91";
+const FILE_SECRET: &str = "file-secret-c04e2b";
+const URL_SECRET: &str = "url-secret-5d8e06";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs_or_the_reason() {
+    let logs = Captured::default();
+    tracing::subscriber::set_global_default(ecs_ami::logging::lambda_subscriber(logs.clone()))
+        .unwrap();
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let steps = |last: &str| {
+        json!([
+            {"Name": "credentials", "Path": "/etc/app/credentials", "Content": format!("token={FILE_SECRET}\n"), "Mode": "0600"},
+            {"Name": "use", "Commands": ["test -n \"$TOKEN\"", "grep -q token= /etc/app/credentials", "echo configured", last], "Environment": {"TOKEN": ENV_SECRET}}
+        ])
+    };
+    let mut reasons = Vec::new();
+    // A build that succeeds, handed over after every state (the payload carries the request),
+    // one whose step fails, and one whose properties are invalid.
+    for (n, (last, every_state)) in [("true", true), ("exit 3", false), ("true", false)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut properties = json!({
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
+            "SourceAmiParameter": ECS_AL2023,
+            "IamInstanceProfile": PROFILE,
+            "Steps": steps(last)
+        });
+        if n == 2 {
+            properties["Steps"][1]["Environment"]["bad name"] = json!(ENV_SECRET);
+            properties["Steps"][0]["Mode"] = json!("999");
+        }
+        let mut catcher = ResponseCatcher::start().await.unwrap();
+        let mut request = event(
+            "Create",
+            "secrets",
+            &format!("req-secret-{n}"),
+            None,
+            properties,
+        );
+        request["ResponseURL"] = json!(format!("{}&token={URL_SECRET}", catcher.url));
+        let sink = HttpSink::with_retries(3, std::time::Duration::from_millis(50));
+        let limits = move || Limits {
+            hand_over_every_state: every_state,
+            ..Limits::default()
+        };
+        let (response, _) = invoke_until_answered(request, &aws, &sink, limits)
+            .await
+            .unwrap()
+            .unwrap();
+        let body: Value = serde_json::from_slice(
+            &catcher
+                .next(std::time::Duration::from_secs(5))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        reasons.push(body["Reason"].as_str().unwrap_or_default().to_owned());
+        let expected = if n == 0 {
+            Status::Success
+        } else {
+            Status::Failed
+        };
+        assert_eq!(response.status, expected, "{body}");
+    }
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    // The capture works: the builds' progress is there, as Lambda would log it.
+    assert!(logs.contains("\"step finished\""), "{logs}");
+    assert!(
+        logs.contains("handing the build over to a fresh invocation"),
+        "{logs}"
+    );
+    assert!(reasons[1].contains("exited 3"), "{}", reasons[1]);
+    assert!(
+        reasons[2].contains("Steps[1].Environment.bad name"),
+        "{}",
+        reasons[2]
+    );
+    assert!(reasons[2].contains("Steps[0].Mode"), "{}", reasons[2]);
+    for secret in [ENV_SECRET, FILE_SECRET, URL_SECRET, "X-Amz-Signature"] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+        for reason in &reasons {
+            assert!(!reason.contains(secret), "{secret} in a Reason: {reason}");
+        }
+    }
+    report::record(
+        "secret-01",
+        SECTION,
+        "A step's Environment value, a file step's Content and the ResponseURL, as marker values, through a build handed over after every state, a failing build and an invalid one",
+        "none of them in the logs (Lambda's JSON, captured) or any Reason",
+        None,
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_builder_requires_imdsv2_and_has_no_key_pair_or_extra_group() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut world = World::happy();
+    let record = seen.clone();
+    world.run_instances = mock!(aws_sdk_ec2::Client::run_instances)
+        .match_requests(move |input| {
+            record.lock().unwrap().push(input.clone());
+            true
+        })
+        .then_output(|| {
+            RunInstancesOutput::builder()
+                .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
+                .build()
+        });
+    let outcome = world
+        .create(
+            spec(json!([{"Name": "a", "Commands": ["true"]}])),
+            Timing::default(),
+        )
+        .await;
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
+    let requests = seen.lock().unwrap();
+    let launch = requests.last().unwrap();
+    let metadata = launch.metadata_options().unwrap();
+    assert_eq!(
+        metadata.http_tokens(),
+        Some(&ec2t::HttpTokensState::Required)
+    );
+    assert_eq!(launch.key_name(), None, "no key pair");
+    assert!(launch.security_group_ids().is_empty() && launch.security_groups().is_empty());
+    assert!(
+        launch.network_interfaces().is_empty(),
+        "no public address asked for"
+    );
+    assert_eq!(
+        launch.instance_initiated_shutdown_behavior(),
+        Some(&ec2t::ShutdownBehavior::Terminate)
+    );
+    assert!(
+        launch.user_data().is_none(),
+        "nothing runs at boot but the AMI's own"
+    );
+    report::record(
+        "secret-02",
+        SECTION,
+        "The RunInstances request of a build",
+        "IMDSv2 required, no key pair, no user data, no security group beyond SecurityGroupIds (none given: the VPC's default group), shutdown terminates",
+        None,
+    );
+}
