@@ -373,7 +373,9 @@ async fn a_forty_minute_build_hands_over_and_answers_once() {
             latency.as_secs_f64()
         );
     }
-    assert!(calls <= 330, "{calls} API calls exceed the budget of 330");
+    // 324-326 seen: about 160 polls of the 25-minute snapshot, the lease, and one look at the
+    // builder's EC2 state every 30 s of the 8 minutes of steps (someone may stop it).
+    assert!(calls <= 345, "{calls} API calls exceed the budget of 345");
     report::record(
         "deadline-02",
         "Deadlines",
