@@ -185,7 +185,7 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
         "timedatectl set-timezone US/Eastern",
         "systemctl restart chronyd.service",
         "dnf -y upgrade --releasever=latest --exclude=docker --exclude=ecs-init --exclude=containerd --exclude=runc",
-        "dnf -y install aws-cfn-bootstrap amazon-cloudwatch-agent rsyslog",
+        "dnf -y install aws-cfn-bootstrap amazon-cloudwatch-agent jq rsyslog",
         "rpm -q --queryformat %{VERSION} docker",
         "systemctl stop ecs.service",
         "docker system prune --force --volumes",
