@@ -540,20 +540,17 @@ impl Build {
                     );
                     return Ok(Next::Now(Phase::StartStep { index: 0 }));
                 }
-                // A builder that dies while booting (capacity, a bad AMI) never comes Online:
-                // ask EC2 about it every 30 s rather than at every poll.
-                if state_checked.is_none_or(|at| waited >= at + timing.state_check_every) {
-                    state_checked = Some(waited);
-                    match aws.instance_state(instance_id).await?.as_deref() {
-                        Some("pending" | "running") => {}
-                        other => {
-                            return fail(format!(
-                                "builder {instance_id} is {} instead of running",
-                                other.unwrap_or("gone")
-                            ));
-                        }
-                    }
-                }
+                // A builder that dies while booting (capacity, a bad AMI) never comes Online.
+                check_still_running(
+                    aws,
+                    instance_id,
+                    &["pending", "running"],
+                    "",
+                    waited,
+                    &mut state_checked,
+                    timing,
+                )
+                .await?;
                 if waited >= timing.online_timeout {
                     return fail(format!(
                         "SSM did not report builder {instance_id} Online within {} s; check that IamInstanceProfile {} allows SSM (AmazonSSMManagedInstanceCore) and that the subnet reaches the SSM endpoints",
@@ -626,18 +623,16 @@ impl Build {
                         let instance_id = self.instance();
                         // Someone may stop or terminate the builder under a long step; SSM
                         // would only say so when the step's timeout runs out.
-                        if state_checked.is_none_or(|at| waited >= at + timing.state_check_every) {
-                            state_checked = Some(waited);
-                            match aws.instance_state(instance_id).await?.as_deref() {
-                                Some("running") => {}
-                                other => {
-                                    return fail(format!(
-                                        "builder {instance_id} is {} instead of running, during {position}",
-                                        other.unwrap_or("gone")
-                                    ));
-                                }
-                            }
-                        }
+                        check_still_running(
+                            aws,
+                            instance_id,
+                            &["running"],
+                            &format!(", during {position}"),
+                            waited,
+                            &mut state_checked,
+                            timing,
+                        )
+                        .await?;
                         // SSM enforces the step's own timeout; the grace covers delivery.
                         let limit = Duration::from_secs(u64::from(step.timeout_seconds))
                             + timing.step_grace;
@@ -873,16 +868,26 @@ impl Build {
         } else {
             Vec::new()
         };
-        let resumed_at = if stopping {
-            None
+        let resume = if stopping {
+            Phase::AwaitStopped {
+                waited: Duration::ZERO,
+            }
         } else {
-            sent.iter().filter_map(|(_, c)| step_number(c)).max()
+            // StartStep finds the steps already sent; the earlier ones succeeded, or the build
+            // would have failed on them.
+            match sent.iter().filter_map(|(_, c)| step_number(c)).max() {
+                Some(index) => Phase::StartStep { index },
+                None => Phase::AwaitOnline {
+                    waited: Duration::ZERO,
+                    state_checked: None,
+                },
+            }
         };
         // The outputs of the steps before the one resumed at (all of them, once stopping).
-        let finished = if stopping {
-            self.spec.steps.len()
-        } else {
-            resumed_at.unwrap_or(0)
+        let finished = match &resume {
+            Phase::StartStep { index } => *index,
+            Phase::AwaitStopped { .. } => self.spec.steps.len(),
+            _ => 0,
         };
         for (index, step) in self.spec.steps.iter().enumerate().take(finished) {
             if step.outputs.is_empty() {
@@ -904,20 +909,7 @@ impl Build {
             })?;
             self.state.outputs.extend(outputs);
         }
-        Ok(Some(match stopping {
-            true => Phase::AwaitStopped {
-                waited: Duration::ZERO,
-            },
-            // StartStep finds the steps already sent; the earlier ones succeeded, or the build
-            // would have failed on them.
-            false => match resumed_at {
-                Some(index) => Phase::StartStep { index },
-                None => Phase::AwaitOnline {
-                    waited: Duration::ZERO,
-                    state_checked: None,
-                },
-            },
-        }))
+        Ok(Some(resume))
     }
 
     fn instance(&self) -> &str {
@@ -925,6 +917,30 @@ impl Build {
             .instance_id
             .as_deref()
             .expect("launched before this phase")
+    }
+}
+
+/// While a wait lasts, asks EC2 every `state_check_every` (not at every poll) whether the
+/// builder is still in one of the `expected` states; fails the build if it is not.
+async fn check_still_running(
+    aws: &Aws,
+    instance_id: &str,
+    expected: &[&str],
+    during: &str,
+    waited: Duration,
+    state_checked: &mut Option<Duration>,
+    timing: &Timing,
+) -> Result<(), BuildError> {
+    if state_checked.is_some_and(|at| waited < at + timing.state_check_every) {
+        return Ok(());
+    }
+    *state_checked = Some(waited);
+    match aws.instance_state(instance_id).await?.as_deref() {
+        Some(state) if expected.contains(&state) => Ok(()),
+        other => fail(format!(
+            "builder {instance_id} is {} instead of running{during}",
+            other.unwrap_or("gone")
+        )),
     }
 }
 
