@@ -85,16 +85,10 @@ impl Response {
                 *field = shorten_escaped(field, most);
             }
         }
-        let mut budget = MAX_BODY_BYTES.saturating_sub(size(&shaped));
-        loop {
-            shaped.reason = Some(shorten_middle(&reason, budget));
-            let body = serde_json::to_vec(&shaped).expect("serializes");
-            if body.len() <= MAX_BODY_BYTES || budget == 0 {
-                return body;
-            }
-            // JSON escaping made it longer than its byte count: try again smaller.
-            budget = budget.saturating_sub(body.len() - MAX_BODY_BYTES);
-        }
+        // The empty Reason's two quotes are already counted; the shortened one brings its own.
+        let room = MAX_BODY_BYTES.saturating_sub(size(&shaped)) + 2;
+        shaped.reason = Some(shorten_escaped(&reason, room));
+        serde_json::to_vec(&shaped).expect("serializes")
     }
 }
 
