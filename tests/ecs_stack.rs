@@ -233,22 +233,30 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
     let template =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("cfn/ecs-cluster.yaml"))
             .unwrap();
-    let parameter = |key: &str, value: &str| {
-        Parameter::builder()
-            .parameter_key(key)
-            .parameter_value(value)
-            .build()
+    // The cluster's parameters, on a given image.
+    let parameters = |image: &str| {
+        [
+            ("ImageId", image.to_owned()),
+            ("VpcId", vpc.clone()),
+            ("Subnets", subnets.join(",")),
+            ("InstanceType", "t4g.medium".to_owned()),
+            ("ProxyUrl", "http://proxy.internal:3128".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| {
+            Parameter::builder()
+                .parameter_key(key)
+                .parameter_value(value)
+                .build()
+        })
+        .collect::<Vec<_>>()
     };
     cloudformation
         .create_stack()
         .stack_name("web")
         .template_body(&template)
         .capabilities(Capability::CapabilityIam)
-        .parameters(parameter("ImageId", &image_id))
-        .parameters(parameter("VpcId", &vpc))
-        .parameters(parameter("Subnets", &subnets.join(",")))
-        .parameters(parameter("InstanceType", "t4g.medium"))
-        .parameters(parameter("ProxyUrl", "http://proxy.internal:3128"))
+        .set_parameters(Some(parameters(&image_id)))
         .send()
         .await
         .unwrap();
@@ -354,11 +362,7 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
         .stack_name("web")
         .template_body(&template)
         .capabilities(Capability::CapabilityIam)
-        .parameters(parameter("ImageId", newer))
-        .parameters(parameter("VpcId", &vpc))
-        .parameters(parameter("Subnets", &subnets.join(",")))
-        .parameters(parameter("InstanceType", "t4g.medium"))
-        .parameters(parameter("ProxyUrl", "http://proxy.internal:3128"))
+        .set_parameters(Some(parameters(newer)))
         .send()
         .await
         .unwrap();

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use aws_sdk_ec2::operation::create_image::CreateImageOutput;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
-use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
 use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
 use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
 use aws_sdk_ec2::types as ec2t;
@@ -116,9 +115,7 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
             t.launched.get_or_insert_with(Instant::now);
             t.launched_ms
                 .get_or_insert_with(ecs_ami::build::clock::now_ms);
-            RunInstancesOutput::builder()
-                .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
-                .build()
+            launched()
         });
     let t = timeline.clone();
     world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)

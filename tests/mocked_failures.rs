@@ -12,7 +12,7 @@ use aws_sdk_ec2::error::ErrorMetadata;
 use aws_sdk_ec2::operation::create_image::CreateImageOutput;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
-use aws_sdk_ec2::operation::run_instances::{RunInstancesError, RunInstancesOutput};
+use aws_sdk_ec2::operation::run_instances::RunInstancesError;
 use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::types as ssmt;
@@ -217,11 +217,7 @@ async fn throttling_and_server_errors_are_retried() {
         })
         .times(2)
         .http_status(503, None)
-        .output(|| {
-            RunInstancesOutput::builder()
-                .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
-                .build()
-        })
+        .output(launched)
         .build();
     let outcome = world
         .create(

@@ -8,10 +8,9 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
 use aws_sdk_ec2::types as ec2t;
 use aws_smithy_mocks::mock;
-use common::mocks::{BUILDER, World, spec};
+use common::mocks::{World, launched, spec};
 use common::report;
 use common::{ECS_AL2023, LocalAws, PROFILE, event};
 use ecs_ami::build::Timing;
@@ -149,11 +148,7 @@ async fn the_builder_requires_imdsv2_and_has_no_key_pair_or_extra_group() {
             record.lock().unwrap().push(input.clone());
             true
         })
-        .then_output(|| {
-            RunInstancesOutput::builder()
-                .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
-                .build()
-        });
+        .then_output(launched);
     let outcome = world
         .create(
             spec(json!([{"Name": "a", "Commands": ["true"]}])),

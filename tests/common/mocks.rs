@@ -81,6 +81,13 @@ pub fn spec(steps: serde_json::Value) -> AmiSpec {
         .unwrap()
 }
 
+/// RunInstances' answer: the builder was launched.
+pub fn launched() -> RunInstancesOutput {
+    RunInstancesOutput::builder()
+        .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
+        .build()
+}
+
 pub fn instance_state(state: ec2t::InstanceStateName) -> DescribeInstancesOutput {
     DescribeInstancesOutput::builder()
         .reservations(
@@ -214,11 +221,7 @@ impl World {
                         .images(image(SOURCE, ec2t::ImageState::Available))
                         .build()
                 }),
-            run_instances: mock!(aws_sdk_ec2::Client::run_instances).then_output(|| {
-                RunInstancesOutput::builder()
-                    .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
-                    .build()
-            }),
+            run_instances: mock!(aws_sdk_ec2::Client::run_instances).then_output(launched),
             instance_info: mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(
                 || {
                     DescribeInstanceInformationOutput::builder()
