@@ -195,15 +195,9 @@ impl crate::handler::ResponseSink for CollectingSink {
     }
 }
 
-/// Runs the whole handler on `event` against an AWS that refuses every connection at once (no
-/// retries), collecting what would be sent to the ResponseURL. For the fuzz targets: whatever
-/// the event, this must not panic, and a CloudFormation request must get exactly one response.
-pub async fn handle_offline(
-    event: serde_json::Value,
-) -> (
-    Result<crate::handler::Handled, crate::handler::HandleError>,
-    Vec<crate::cfn::Response>,
-) {
+/// An AWS that refuses every connection at once, without retries: for running the handler
+/// where no AWS call should happen or succeed.
+pub async fn offline_aws() -> crate::aws::Aws {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url("http://127.0.0.1:1")
         .region(aws_config::Region::new("us-east-1"))
@@ -213,7 +207,19 @@ pub async fn handle_offline(
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await;
-    let aws = crate::aws::Aws::from_config(&config);
+    crate::aws::Aws::from_config(&config)
+}
+
+/// Runs the whole handler on `event` against an AWS that refuses every connection at once (no
+/// retries), collecting what would be sent to the ResponseURL. For the fuzz targets: whatever
+/// the event, this must not panic, and a CloudFormation request must get exactly one response.
+pub async fn handle_offline(
+    event: serde_json::Value,
+) -> (
+    Result<crate::handler::Handled, crate::handler::HandleError>,
+    Vec<crate::cfn::Response>,
+) {
+    let aws = offline_aws().await;
     let sink = CollectingSink::default();
     let scheduler = InProcessScheduler::default();
     let handled = crate::handler::handle(

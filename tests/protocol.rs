@@ -7,32 +7,16 @@ use std::time::Duration;
 
 use common::report;
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::Credentials;
-use ecs_ami::aws::Aws;
 use ecs_ami::cfn::HttpSink;
 use ecs_ami::handler::{self, HandleError, Handled, Limits};
-use ecs_ami::local::{InProcessScheduler, ResponseCatcher};
+use ecs_ami::local::{InProcessScheduler, ResponseCatcher, offline_aws};
 use serde_json::{Value, json};
-
-async fn unreachable_aws() -> Aws {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url("http://127.0.0.1:1")
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("x", "x", None, None, "tests"))
-        .load()
-        .await;
-    Aws::from_clients(
-        aws_sdk_ec2::Client::new(&config),
-        aws_sdk_ssm::Client::new(&config),
-    )
-}
 
 async fn run(event: Value, sink: &HttpSink) -> Result<Handled, HandleError> {
     let scheduler = InProcessScheduler::default();
     handler::handle(
         event,
-        &unreachable_aws().await,
+        &offline_aws().await,
         sink,
         &scheduler,
         Limits::default(),
