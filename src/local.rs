@@ -232,3 +232,34 @@ pub async fn handle_offline(
     .await;
     (handled, sink.responses())
 }
+
+/// What the fuzz targets require of any event run through [`handle_offline`]: no panic (the
+/// caller's harness sees that), every response at most 4,096 bytes, and an event with a
+/// ResponseURL answered exactly once, unless it is a hand-over envelope (refused when
+/// unreadable). `None` when that holds, otherwise what broke.
+pub async fn offline_answer_problem(event: serde_json::Value) -> Option<String> {
+    use crate::handler::{CONTINUATION_KEY, HandleError, Handled};
+    let has_url = event.get("ResponseURL").is_some_and(|u| u.is_string());
+    let envelope = event.get(CONTINUATION_KEY).is_some();
+    let (handled, responses) = handle_offline(event).await;
+    if let Some(size) = responses
+        .iter()
+        .map(|r| r.body().len())
+        .find(|size| *size > crate::cfn::MAX_BODY_BYTES)
+    {
+        return Some(format!("a response of {size} bytes"));
+    }
+    match handled {
+        Ok(Handled::Answered(_)) if responses.len() == 1 => None,
+        Ok(Handled::Answered(_)) => Some(format!("{} responses", responses.len())),
+        Ok(other) => Some(format!("{other:?} with AWS unreachable")),
+        Err(HandleError::NotCloudFormation(_)) if !responses.is_empty() => {
+            Some("a refused event was answered".into())
+        }
+        Err(HandleError::NotCloudFormation(_)) if has_url && !envelope => {
+            Some("a request with a ResponseURL was not answered".into())
+        }
+        Err(HandleError::NotCloudFormation(_)) => None,
+        Err(error) => Some(error.to_string()),
+    }
+}
