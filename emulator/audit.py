@@ -16,7 +16,9 @@ def main() -> int:
     parser.add_argument("--stack-id", required=True)
     parser.add_argument("--keep", action="append", default=[], help="an image id that should remain")
     args = parser.parse_args()
-    ec2 = boto3.client("ec2")
+    # As the local AWS's administrator: an audit is not the function, and is not authorized
+    # against its role (emulator/authorization.py).
+    ec2 = boto3.client("ec2", aws_access_key_id="local-admin", aws_secret_access_key="local")
     tag = [{"Name": "tag:ecs-ami:stack-id", "Values": [args.stack_id]}]
     instances = [
         (i["InstanceId"], i["State"]["Name"])

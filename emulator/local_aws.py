@@ -42,7 +42,9 @@ Every other request goes to moto unchanged.
 from __future__ import annotations
 
 import argparse
+import base64
 import fnmatch
+import html
 import io
 import json
 import os
@@ -63,12 +65,15 @@ import moto.cloudformation.responses
 import yaml
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
-from moto.ec2.models.amis import Ami
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.instances import InstanceBackend
 from moto.iam.models import iam_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.ssm.models import ssm_backends
 from werkzeug.serving import run_simple
+
+from authorization import ADMIN_KEY, BUILDER_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params
 
 STDOUT_LIMIT = 24_000
 STDERR_LIMIT = 8_000
@@ -80,6 +85,10 @@ IMAGE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_IMAGE_DELAY", "0"))
 STATE_DIR = os.environ.get("ECS_AMI_EMULATOR_STATE") or tempfile.mkdtemp(prefix="ecs-ami-local-aws-")
 SEED_REGIONS = os.environ.get("ECS_AMI_EMULATOR_REGIONS", "us-east-1").split(",")
 BUILDER_PROFILE = os.environ.get("ECS_AMI_EMULATOR_PROFILE", "ecs-ami-builder")
+# IAM authorization of the function's calls against template.yaml's role (emulator/authorization.py):
+# on unless set to "off".
+IAM = os.environ.get("ECS_AMI_EMULATOR_IAM", "on") != "off"
+TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "template.yaml")
 
 def short_form_function(loader: Any, tag: str, node: Any) -> Any:
     """`!Name value` as `{"Fn::Name": value}` (`!Ref` as `{"Ref": value}`), for scalar, list and
@@ -118,6 +127,35 @@ def root_at_its_name(original: Any) -> Any:
 
 
 InstanceBackend.run_instances = root_at_its_name(InstanceBackend.run_instances)
+
+
+def as_ec2_creates_images(original: Any) -> Any:
+    """Wraps moto's CreateImage with two rules of EC2's
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateImage.html):
+    TagSpecifications may tag the `image` and the `snapshot`s it creates (moto raises
+    NotImplementedError for `snapshot`), and an AMI name is unique per account and region
+    (`InvalidAMIName.Duplicate`; moto accepts any number of images with one name)."""
+
+    def create_image(self: Any, instance_id: str, name: str, description: str,
+                     tag_specifications: list[dict[str, Any]]) -> Any:
+        for ami in self.amis.values():
+            if ami.name == name and ami.owner_id == self.account_id and ami.state != "deregistered":
+                raise EC2ClientError("InvalidAMIName.Duplicate",
+                                     f"AMI name {name} is already in use by AMI {ami.id}")
+        snapshot_tags: dict[str, str] = {}
+        for spec in tag_specifications:
+            if spec.get("ResourceType") == "snapshot":
+                snapshot_tags.update({t["Key"]: t["Value"] for t in spec.get("Tags", [])})
+        ami = original(self, instance_id, name, description,
+                       [s for s in tag_specifications if s.get("ResourceType") != "snapshot"])
+        if snapshot_tags:
+            self.create_tags([ami.ebs_snapshot.id], snapshot_tags)
+        return ami
+
+    return create_image
+
+
+AmiBackend.create_image = as_ec2_creates_images(AmiBackend.create_image)
 
 # moto registers its constructor by this module-level name each time it parses a template.
 moto.cloudformation.models.yaml_tag_constructor = short_form_function
@@ -538,8 +576,8 @@ def sdk_attempt(environ: dict[str, Any]) -> int:
 def error_response(start_response: Any, operation: str, rule: dict[str, Any]) -> list[bytes]:
     status = int(rule.get("status", 400))
     code = rule["code"]
-    message = rule.get("message", f"{code} (injected by the local AWS)")
-    reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+    message = html.escape(rule.get("message", f"{code} (injected by the local AWS)"), quote=False)
+    reason = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
     if operation.startswith("EC2."):
         data = (
             '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
@@ -593,6 +631,7 @@ class LocalAws:
         self.run_command = RunCommandService()
         self.calls = CallCounter()
         self.faults = Faults()
+        self.authorizer = Authorizer(TEMPLATE, os.path.join(STATE_DIR, "iam-decisions.log")) if IAM else None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
@@ -606,6 +645,15 @@ class LocalAws:
             if method in ("POST", "DELETE"):
                 self.faults.set(json.loads(raw or b"{}").get("rules", []) if method == "POST" else [])
             return respond(start_response, 200, self.faults.report())
+        if path == "/ecs-ami-local/iam":
+            if self.authorizer is None:
+                return respond(start_response, 200, {"off": True, "counts": {}, "decisions": []})
+            return respond(start_response, 200, self.authorizer.report(method == "DELETE"))
+        if path == "/ecs-ami-local/iam/policy" and self.authorizer is not None:
+            try:
+                return respond(start_response, 200, self.authorizer.configure(json.loads(raw or b"{}")))
+            except CannotAuthorize as error:
+                return respond(start_response, 400, {"message": str(error)})
         if path.startswith("/ecs-ami-local/offline/"):
             self.run_command.take_offline(path.rsplit("/", 1)[1])
             return respond(start_response, 200, {})
@@ -615,6 +663,16 @@ class LocalAws:
             rule = self.faults.matching(operation, sdk_attempt(environ), "error")
             if rule is not None:
                 return error_response(start_response, operation, rule)
+            if self.authorizer is not None and caller_key(environ) != ADMIN_KEY:
+                refused = self.authorize(environ, operation, raw, start_response)
+                if refused is not None:
+                    return refused
+        if operation == "EC2.CreateImage" and re.search(rb"BlockDeviceMapping\.\d+\.Ebs\.KmsKeyId=", raw):
+            # EbsBlockDevice.KmsKeyId "is only supported on BlockDeviceMapping objects called by
+            # RunInstances, RequestSpotFleet, and RequestSpotInstances" (EC2 API reference).
+            rule = {"code": "InvalidParameter", "status": 400,
+                    "message": "KmsKeyId is not supported in CreateImage's block device mappings"}
+            return error_response(start_response, operation, rule)
         if operation == "EC2.ModifyImageAttribute":
             apply_image_description(region_of(environ), raw)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -631,6 +689,44 @@ class LocalAws:
             if answer is not None:
                 return respond(start_response, 200, answer)
         return self.moto(environ, start_response)
+
+
+    def authorize(self, environ: dict[str, Any], operation: str, raw: bytes, start_response: Any) -> Any:
+        """None when the call may go on; otherwise the answer AWS gives a refused call."""
+        scope = re.search(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+        service = scope.group(1) if scope else ""
+        if service == "ec2":
+            params = ec2_params(raw or environ.get("QUERY_STRING", "").encode())
+        elif service == "ssm":
+            params = json.loads(raw or b"{}")
+        else:
+            params = None
+        if params is None:
+            entry = {"operation": operation, "decision": "Error",
+                     "error": f"service {service or '?'}: the local AWS authorizes only EC2 and SSM"}
+            with self.authorizer.lock:
+                self.authorizer.record(entry)
+        else:
+            entry = self.authorizer.authorize(operation, region_of(environ), params)
+        if entry["decision"] in ("Allowed", "NotFound"):
+            return None
+        if entry["decision"] == "Error":
+            rule = {"code": "LocalAwsCannotAuthorize", "status": 400,
+                    "message": f"the local AWS could not evaluate {operation}: {entry.get('error', '')}"}
+            return error_response(start_response, operation, rule)
+        check = entry["checks"][-1]
+        refused = next(r for r in check["resources"] if r["result"] != "Allowed")
+        detail = (f"User: arn:aws:sts::{DEFAULT_ACCOUNT_ID}:assumed-role/function-role/ecs-ami is not "
+                  f"authorized to perform: {check['action']} on resource: {refused['arn']} because no "
+                  f"identity-based policy allows the {check['action']} action")
+        if operation.startswith("EC2."):
+            encoded = base64.b64encode(json.dumps(entry).encode()).decode()
+            rule = {"code": "UnauthorizedOperation", "status": 403,
+                    "message": "You are not authorized to perform this operation. " + detail
+                    + ". Encoded authorization failure message: " + encoded}
+        else:
+            rule = {"code": "AccessDeniedException", "status": 400, "message": detail}
+        return error_response(start_response, operation, rule)
 
 
 def hold_image_pending(answer: Any, region: str, fails: bool = False) -> list[bytes]:
@@ -696,7 +792,11 @@ def seed(region: str) -> None:
         )
     iam = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
     if BUILDER_PROFILE not in {p.name for p in iam.instance_profiles.values()}:
-        iam.create_instance_profile(BUILDER_PROFILE, "/", role_names=[], tags=[])
+        # template.yaml's BuilderRole (whose ARN the role policy's PassRole names) in its profile.
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                                   "Principal": {"Service": "ec2.amazonaws.com"}}]})
+        iam.create_role(BUILDER_ROLE_NAME, trust, "/", None, "Custom::EcsAmi builders", [], None)
+        iam.create_instance_profile(BUILDER_PROFILE, "/", role_names=[BUILDER_ROLE_NAME], tags=[])
 
 
 def main() -> None:

@@ -563,9 +563,11 @@ impl Aws {
                 (!request.block_devices.is_empty())
                     .then(|| block_device_mappings(&request.block_devices, false)),
             )
-            // Snapshots are tagged after the image is available: the local AWS refuses a snapshot
-            // TagSpecification here, and tagging later works the same on real AWS.
+            // The snapshots carry our tags from their creation: the role lets CreateImage create
+            // only tagged images and snapshots, and lets later calls (CreateTags, DeleteSnapshot)
+            // touch only resources that already carry them.
             .tag_specifications(tag_specification(ec2t::ResourceType::Image, &request.tags))
+            .tag_specifications(tag_specification(ec2t::ResourceType::Snapshot, &request.tags))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ec2:CreateImage", e))?;
@@ -796,7 +798,13 @@ fn block_device_mappings(
                         .set_iops(ebs.iops.map(|n| n as i32))
                         .set_throughput(ebs.throughput.map(|n| n as i32))
                         .set_encrypted(ebs.encrypted)
-                        .set_kms_key_id(ebs.kms_key_id.clone())
+                        // EC2 takes KmsKeyId in RunInstances' mappings only: the builder's volume
+                        // is encrypted with the key, and the image's snapshot inherits it.
+                        .set_kms_key_id(if for_builder {
+                            ebs.kms_key_id.clone()
+                        } else {
+                            None
+                        })
                         .set_delete_on_termination(delete)
                         .build(),
                 )

@@ -66,18 +66,29 @@ impl LocalAws {
         panic!("the local AWS did not start:\n{log}");
     }
 
+    /// The test harness's own view (set-up, audits): the local AWS's administrator, whose calls
+    /// are not authorized against the function's role.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        self.config_for(ADMIN_KEY).await
+    }
+
+    /// The function's view: every call is authorized against template.yaml's role.
+    pub async fn function_config(&self) -> aws_config::SdkConfig {
+        self.config_for("local").await
+    }
+
+    async fn config_for(&self, access_key: &str) -> aws_config::SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+            .credentials_provider(Credentials::new(access_key, "local", None, None, "tests"))
             .retry_config(retry_config())
             .load()
             .await
     }
 
     pub async fn aws(&self) -> Aws {
-        let config = self.sdk_config().await;
+        let config = self.function_config().await;
         Aws::from_clients(
             aws_sdk_ec2::Client::new(&config),
             aws_sdk_ssm::Client::new(&config),
@@ -102,10 +113,19 @@ impl LocalAws {
 
 impl Drop for LocalAws {
     fn drop(&mut self) {
+        // A failing test shows every IAM decision the local AWS made (emulator/authorization.py).
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.state_dir.path().join("iam-decisions.log"))
+                .unwrap_or_default();
+            eprintln!("--- IAM decisions of the local AWS (function's calls)\n{log}");
+        }
         self.child.kill().ok();
         self.child.wait().ok();
     }
 }
+
+/// The access key id the local AWS does not authorize (emulator/authorization.py).
+pub const ADMIN_KEY: &str = "local-admin";
 
 pub const PROFILE: &str = "ecs-ami-builder";
 pub const ECS_AL2023: &str =

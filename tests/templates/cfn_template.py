@@ -30,18 +30,26 @@ def load(path):
 
 
 class Resolver:
-    """Resolves Ref, Fn::Sub, Fn::If, Fn::Equals, Fn::Not, Fn::ImportValue, Fn::FindInMap and
-    Fn::Join for a template with given parameters and exports. Anything else is an error: a test
-    must not pass on a value it could not compute."""
+    """Resolves Ref, Fn::Sub, Fn::If, Fn::Equals, Fn::Not, Fn::ImportValue, Fn::FindInMap,
+    Fn::GetAtt (of given attributes), Fn::Split and Fn::Join for a template with given
+    parameters and exports. Anything else is an error: a test must not pass on a value it could
+    not compute."""
 
-    def __init__(self, template, params=None, imports=None, stack_name="test-stack"):
+    def __init__(self, template, params=None, imports=None, stack_name="test-stack", attributes=None):
         self.template = template
+        # Fn::GetAtt values ("Resource.Attribute": value) the caller knows; others are errors.
+        self.attributes = attributes or {}
         self.values = dict(PSEUDO)
         self.values["AWS::StackName"] = stack_name
+        lists = set()
         for name, spec in template.get("Parameters", {}).items():
+            if spec.get("Type") == "CommaDelimitedList":
+                lists.add(name)
             if "Default" in spec:
                 self.values[name] = str(spec["Default"])
         self.values.update(params or {})
+        for name in lists & set(self.values):
+            self.values[name] = self.values[name].split(",")
         self.imports = imports or {}
         self.conditions = {}
         for name, expression in template.get("Conditions", {}).items():
@@ -82,6 +90,14 @@ class Resolver:
             if key == "Fn::FindInMap":
                 table, first, second = self.resolve(arg)
                 return self.template["Mappings"][table][first][second]
+            if key == "Fn::GetAtt":
+                name = ".".join(arg) if isinstance(arg, list) else arg
+                if name not in self.attributes:
+                    raise KeyError(f"Fn::GetAtt {name}: not given")
+                return self.attributes[name]
+            if key == "Fn::Split":
+                separator, text = self.resolve(arg)
+                return text.split(separator)
             if key == "Fn::Join":
                 separator, items = arg
                 return separator.join(str(i) for i in self.resolve(items))
@@ -99,6 +115,8 @@ class Resolver:
                 return str(extra[name])
             if name in self.values:
                 return str(self.values[name])
+            if name in self.attributes:
+                return str(self.attributes[name])
             raise KeyError(f"Fn::Sub ${{{name}}}: no such parameter here")
 
         return re.sub(r"\$\{([^}]+)\}", replace, text)

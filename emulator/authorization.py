@@ -1,0 +1,419 @@
+"""IAM authorization for the local AWS: every request made with the function's credentials is
+evaluated against the function's role policy as written in template.yaml, by a real IAM
+evaluation engine (@cloud-copilot/iam-simulate, run as a helper process: emulator/iam/), before
+moto sees it.
+
+The part written here is only what the engine cannot know: which resources a request names and
+which condition keys it carries, read from the request and from the local AWS's state (the
+resources' current tags, the instance profile's role, the default subnet and security group).
+It follows the Service Authorization Reference for Amazon EC2 and AWS Systems Manager
+(https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html,
+.../list_awssystemsmanager.html): RunInstances authorizes the image, the new instance and its
+volumes and network interface (ARNs ending in `*`, the ids being unknown yet), the security
+groups and the subnet; CreateImage the new image, the instance and the new snapshots. Image and
+snapshot ARNs have no account (`arn:aws:ec2:REGION::snapshot/ID`); so do AWS-owned SSM documents
+and public parameters. Tags given in TagSpecifications are authorized as ec2:CreateTags with
+`ec2:CreateAction` (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html),
+and passing the instance profile's role as iam:PassRole with `iam:PassedToService`.
+
+Credentials decide who calls: the access key id `local-admin` is the test harness or an
+operator (allowed everything, not logged); any other key is the function. A request the engine
+cannot evaluate (an operation not mapped here, a resource type missing) is answered with an error
+and logged, never allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import urllib.parse
+from typing import Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+from moto.iam.models import iam_backends
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "templates"))
+from cfn_template import Resolver, load  # noqa: E402  (the template tests' own resolver)
+
+ADMIN_KEY = "local-admin"
+STACK_NAME = os.environ.get("ECS_AMI_EMULATOR_STACK", "ecs-ami")
+FUNCTION_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{STACK_NAME}-FunctionRole-LOCAL"
+BUILDER_ROLE_NAME = f"{STACK_NAME}-BuilderRole-LOCAL"
+BUILDER_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{BUILDER_ROLE_NAME}"
+
+
+class CannotAuthorize(Exception):
+    """The request cannot be evaluated: a test must fail on it, not pass."""
+
+
+class Missing(Exception):
+    """The request names a resource that does not exist: EC2 answers `...NotFound` for it, which
+    the local AWS leaves to moto."""
+
+
+def role_policy(template_path: str, parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """The function's role policy from template.yaml, intrinsics resolved for the local account,
+    region and stack, with BuilderRole's ARN as the local AWS seeds it."""
+    template = load(template_path)
+    resolver = Resolver(template, parameters or {}, stack_name=STACK_NAME,
+                        attributes={"BuilderRole.Arn": BUILDER_ROLE})
+    policies = template["Resources"]["Function"]["Properties"]["Policies"]
+    statements: list[dict[str, Any]] = []
+    for policy in policies:
+        statements.extend(resolver.resolve(policy)["Statement"])
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def caller_key(environ: dict[str, Any]) -> str:
+    match = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return match.group(1) if match else ""
+
+
+class Authorizer:
+    """The engine as a child process, the role policy in force, and the log of decisions."""
+
+    def __init__(self, template_path: str, log_path: str) -> None:
+        self.template_path = template_path
+        self.log_path = log_path
+        self.lock = threading.Lock()
+        self.decisions: list[dict[str, Any]] = []
+        self.engine = subprocess.Popen(
+            ["node", os.path.join(HERE, "iam", "authorize.mjs")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        self.policy: dict[str, Any] = {}
+        self.set_policy(role_policy(template_path))
+
+    def ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self.engine.stdin is not None and self.engine.stdout is not None
+        self.engine.stdin.write(json.dumps(message) + "\n")
+        self.engine.stdin.flush()
+        line = self.engine.stdout.readline()
+        if not line:
+            raise CannotAuthorize("the IAM engine (emulator/iam/authorize.mjs) exited")
+        return json.loads(line)
+
+    def set_policy(self, policy: dict[str, Any]) -> None:
+        with self.lock:
+            self.policy = policy
+            self.ask({"policy": policy})
+
+    def configure(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`{"without": [Sid, ...]}` removes statements from the template's policy, `{"policy":
+        {...}}` replaces it, `{}` restores the template's."""
+        if "policy" in body:
+            policy = body["policy"]
+        else:
+            policy = role_policy(self.template_path, body.get("parameters"))
+            without = set(body.get("without") or [])
+            unknown = without - {s.get("Sid") for s in policy["Statement"]}
+            if unknown:
+                raise CannotAuthorize(f"no statement with Sid {sorted(unknown)} in template.yaml")
+            policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") not in without]
+        self.set_policy(policy)
+        return {"statements": [s.get("Sid") for s in policy["Statement"]]}
+
+    def report(self, clear: bool) -> dict[str, Any]:
+        with self.lock:
+            decisions = list(self.decisions)
+            if clear:
+                self.decisions.clear()
+        counts: dict[str, int] = {}
+        for decision in decisions:
+            counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
+        return {"counts": counts, "decisions": decisions}
+
+    def authorize(self, operation: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The decision on one request: `Allowed`, `Denied` (with the action and resource that
+        were refused) or `Error`. Every request is one or more IAM actions, each on its
+        resources; all of them must be allowed."""
+        entry: dict[str, Any] = {"operation": operation, "checks": []}
+        try:
+            checks = actions_of(operation, region, params)
+        except Missing as missing:
+            entry.update(decision="NotFound", resource=str(missing))
+            with self.lock:
+                self.record(entry)
+            return entry
+        except CannotAuthorize as error:
+            checks, failure = [], str(error)
+        else:
+            failure = ""
+        with self.lock:
+            decision = "Error" if failure else "Allowed"
+            for check in checks:
+                answer = self.ask({**check, "principal": FUNCTION_ROLE, "account": DEFAULT_ACCOUNT_ID})
+                entry["checks"].append({"action": check["action"], **answer})
+                if answer.get("decision") != "Allowed":
+                    decision = answer.get("decision", "Error")
+                    failure = answer.get("error", "")
+                    break
+            entry["decision"] = decision
+            if failure:
+                entry["error"] = failure
+            self.record(entry)
+        return entry
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Keeps the decision and writes it as one line to the decision log (a failing test prints
+        it): the operation, the decision, and per IAM action each resource with its result and the
+        statements that decided it."""
+        self.decisions.append(entry)
+        parts = [f"{entry['decision']:<8} {entry['operation']}"]
+        for check in entry.get("checks", []):
+            for resource in check.get("resources", []):
+                sids = ",".join(resource.get("statements", [])) or "no statement"
+                parts.append(f"{check['action']} {resource['arn']} {resource['result']} ({sids})")
+        if entry.get("error"):
+            parts.append(entry["error"])
+        if entry.get("resource"):
+            parts.append(f"{entry['resource']} does not exist: left to the service")
+        with open(self.log_path, "a") as log:
+            log.write(" | ".join(parts) + "\n")
+
+
+# --- What each request names -------------------------------------------------------------------
+
+def ec2_arn(region: str, kind: str, ident: str) -> str:
+    account = "" if kind in ("image", "snapshot") else DEFAULT_ACCOUNT_ID
+    return f"arn:aws:ec2:{region}:{account}:{kind}/{ident}"
+
+
+PREFIXES = {"i-": "instance", "vol-": "volume", "ami-": "image", "snap-": "snapshot",
+            "sg-": "security-group", "subnet-": "subnet", "eni-": "network-interface"}
+
+
+def kind_of(resource_id: str) -> str:
+    for prefix, kind in PREFIXES.items():
+        if resource_id.startswith(prefix):
+            return kind
+    raise CannotAuthorize(f"no EC2 resource type for the id {resource_id!r}")
+
+
+def numbered(params: dict[str, Any], prefix: str) -> list[str]:
+    """`Prefix.1`, `Prefix.2`, ... of an EC2 query request."""
+    found = []
+    index = 1
+    while f"{prefix}.{index}" in params:
+        found.append(params[f"{prefix}.{index}"])
+        index += 1
+    return found
+
+
+def tag_specifications(params: dict[str, Any]) -> dict[str, dict[str, str]]:
+    specs: dict[str, dict[str, str]] = {}
+    index = 1
+    while f"TagSpecification.{index}.ResourceType" in params:
+        kind = params[f"TagSpecification.{index}.ResourceType"]
+        tags = specs.setdefault(kind, {})
+        n = 1
+        while f"TagSpecification.{index}.Tag.{n}.Key" in params:
+            tags[params[f"TagSpecification.{index}.Tag.{n}.Key"]] = params.get(
+                f"TagSpecification.{index}.Tag.{n}.Value", "")
+            n += 1
+        index += 1
+    return specs
+
+
+def request_tags(tags: dict[str, str]) -> dict[str, Any]:
+    context: dict[str, Any] = {f"aws:RequestTag/{k}": v for k, v in tags.items()}
+    if tags:
+        context["aws:TagKeys"] = sorted(tags)
+    return context
+
+
+def resource_tags(region: str, resource_id: str, prefix: str = "aws:ResourceTag") -> dict[str, str]:
+    tags = ec2_backends[DEFAULT_ACCOUNT_ID][region].tags.get(resource_id, {})
+    context = {f"{prefix}/{k}": v for k, v in tags.items()}
+    if prefix == "aws:ResourceTag":
+        context.update({f"ec2:ResourceTag/{k}": v for k, v in tags.items()})
+    return context
+
+
+def exists(region: str, resource_id: str) -> bool:
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    kind = kind_of(resource_id)
+    if kind == "instance":
+        return any(i.id == resource_id for i in backend.all_instances())
+    if kind == "subnet":
+        return any(s.id == resource_id for s in backend.describe_subnets())
+    if kind == "security-group":
+        return backend.get_security_group_from_id(resource_id) is not None
+    store = {"volume": backend.volumes, "image": backend.amis, "snapshot": backend.snapshots}.get(kind)
+    return store is None or resource_id in store
+
+
+def existing(region: str, resource_id: str) -> dict[str, Any]:
+    if not exists(region, resource_id):
+        raise Missing(resource_id)
+    return {"arn": ec2_arn(region, kind_of(resource_id), resource_id),
+            "context": resource_tags(region, resource_id)}
+
+
+def tag_on_create(region: str, action: str, specs: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Tags applied by a create call are authorized as ec2:CreateTags on the new resources."""
+    if not specs:
+        return []
+    return [{
+        "action": "ec2:CreateTags",
+        "context": {"ec2:CreateAction": action},
+        "resources": [{"arn": ec2_arn(region, kind, "*"), "context": request_tags(tags)}
+                      for kind, tags in specs.items()],
+    }]
+
+
+def run_instances(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    specs = tag_specifications(params)
+    subnet_id = params.get("SubnetId")
+    if subnet_id:
+        vpc_id = backend.get_subnet(subnet_id).vpc_id
+    else:
+        subnet = sorted(backend.get_default_subnets().values(), key=lambda s: s.availability_zone)[0]
+        subnet_id, vpc_id = subnet.id, subnet.vpc_id
+    groups = numbered(params, "SecurityGroupId") or [backend.get_default_security_group(vpc_id).id]
+    resources = [
+        existing(region, params["ImageId"]),
+        {"arn": ec2_arn(region, "instance", "*"), "context": request_tags(specs.get("instance", {}))},
+        {"arn": ec2_arn(region, "volume", "*"), "context": request_tags(specs.get("volume", {}))},
+        {"arn": ec2_arn(region, "network-interface", "*"),
+         "context": request_tags(specs.get("network-interface", {}))},
+        existing(region, subnet_id),
+        *[existing(region, group) for group in groups],
+    ]
+    checks = [{"action": "ec2:RunInstances", "resources": resources}]
+    checks += tag_on_create(region, "RunInstances", specs)
+    profile = params.get("IamInstanceProfile.Name") or params.get("IamInstanceProfile.Arn", "").rsplit("/", 1)[-1]
+    if profile:
+        iam = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
+        found = [p for p in iam.instance_profiles.values() if p.name == profile]
+        if not found:
+            raise CannotAuthorize(f"instance profile {profile} does not exist in the local AWS")
+        for role in found[0].roles:
+            checks.append({"action": "iam:PassRole",
+                           "context": {"iam:PassedToService": "ec2.amazonaws.com"},
+                           "resources": [{"arn": role.arn}]})
+    return checks
+
+
+def create_image(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    specs = tag_specifications(params)
+    resources = [
+        {"arn": ec2_arn(region, "image", "*"), "context": request_tags(specs.get("image", {}))},
+        existing(region, params["InstanceId"]),
+        {"arn": ec2_arn(region, "snapshot", "*"), "context": request_tags(specs.get("snapshot", {}))},
+    ]
+    return [{"action": "ec2:CreateImage", "resources": resources}] + tag_on_create(region, "CreateImage", specs)
+
+
+def tagging(action: str, region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    tags: dict[str, str] = {}
+    index = 1
+    while f"Tag.{index}.Key" in params:
+        tags[params[f"Tag.{index}.Key"]] = params.get(f"Tag.{index}.Value", "")
+        index += 1
+    context = request_tags(tags) if action == "ec2:CreateTags" else (
+        {"aws:TagKeys": sorted(tags)} if tags else {})
+    resources = []
+    for resource_id in numbered(params, "ResourceId"):
+        resource = existing(region, resource_id)
+        resource["context"].update(context)
+        resources.append(resource)
+    return [{"action": action, "resources": resources}]
+
+
+def on_each(action: str, key: str):
+    def checks(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        ids = numbered(params, key) or [params[key]]
+        return [{"action": action, "resources": [existing(region, i) for i in ids]}]
+    return checks
+
+
+def anything(action: str):
+    return lambda region, params: [{"action": action, "resources": []}]
+
+
+def parameter_arn(region: str, name: str) -> str:
+    name = name if name.startswith("/") else "/" + name
+    # AWS's public parameters are owned by no account of the caller's.
+    account = "" if name.startswith("/aws/") else DEFAULT_ACCOUNT_ID
+    return f"arn:aws:ssm:{region}:{account}:parameter{name}"
+
+
+def send_command(region: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    document = body.get("DocumentName", "")
+    owner = "" if document.startswith("AWS-") else DEFAULT_ACCOUNT_ID
+    resources = [{"arn": f"arn:aws:ssm:{region}:{owner}:document/{document}"}]
+    for instance_id in body.get("InstanceIds") or []:
+        context = resource_tags(region, instance_id, "ssm:resourceTag")
+        context.update(resource_tags(region, instance_id))
+        resources.append({"arn": ec2_arn(region, "instance", instance_id), "context": context})
+    if body.get("Targets"):
+        raise CannotAuthorize("SendCommand with Targets is not authorized by the local AWS")
+    return [{"action": "ssm:SendCommand", "resources": resources}]
+
+
+def parameters(action: str, field: str):
+    def checks(region: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        names = body.get(field)
+        names = names if isinstance(names, list) else [names or ""]
+        return [{"action": action, "resources": [{"arn": parameter_arn(region, n)} for n in names]}]
+    return checks
+
+
+EC2 = {
+    "RunInstances": run_instances,
+    "CreateImage": create_image,
+    "CreateTags": lambda region, params: tagging("ec2:CreateTags", region, params),
+    "DeleteTags": lambda region, params: tagging("ec2:DeleteTags", region, params),
+    "StopInstances": on_each("ec2:StopInstances", "InstanceId"),
+    "TerminateInstances": on_each("ec2:TerminateInstances", "InstanceId"),
+    "DeregisterImage": on_each("ec2:DeregisterImage", "ImageId"),
+    "ModifyImageAttribute": on_each("ec2:ModifyImageAttribute", "ImageId"),
+    "DeleteSnapshot": on_each("ec2:DeleteSnapshot", "SnapshotId"),
+    "DeleteVolume": on_each("ec2:DeleteVolume", "VolumeId"),
+    "DescribeImages": anything("ec2:DescribeImages"),
+    "DescribeInstances": anything("ec2:DescribeInstances"),
+    "DescribeInstanceTypes": anything("ec2:DescribeInstanceTypes"),
+    "DescribeSnapshots": anything("ec2:DescribeSnapshots"),
+    "DescribeVolumes": anything("ec2:DescribeVolumes"),
+    "DescribeSubnets": anything("ec2:DescribeSubnets"),
+    "DescribeSecurityGroups": anything("ec2:DescribeSecurityGroups"),
+}
+
+SSM = {
+    "SendCommand": send_command,
+    "GetCommandInvocation": anything("ssm:GetCommandInvocation"),
+    "ListCommands": anything("ssm:ListCommands"),
+    "ListCommandInvocations": anything("ssm:ListCommandInvocations"),
+    "CancelCommand": anything("ssm:CancelCommand"),
+    "DescribeInstanceInformation": anything("ssm:DescribeInstanceInformation"),
+    "GetParameter": parameters("ssm:GetParameter", "Name"),
+    "GetParameters": parameters("ssm:GetParameters", "Names"),
+    "PutParameter": parameters("ssm:PutParameter", "Name"),
+    "DeleteParameters": parameters("ssm:DeleteParameters", "Names"),
+    "GetParametersByPath": parameters("ssm:GetParametersByPath", "Path"),
+}
+
+
+def actions_of(operation: str, region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The IAM actions one request needs, each with the resources it names."""
+    service, _, name = operation.partition(".")
+    table = EC2 if service == "EC2" else SSM if service == "AmazonSSM" else {}
+    if name not in table:
+        raise CannotAuthorize(f"{operation}: the local AWS does not know what this request authorizes")
+    try:
+        return table[name](region, params)
+    except KeyError as error:
+        raise CannotAuthorize(f"{operation}: {error} not found in the request or the local AWS") from error
+
+
+def ec2_params(raw: bytes) -> dict[str, str]:
+    return {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode("utf-8", "replace")).items()}
