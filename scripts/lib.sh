@@ -20,6 +20,21 @@ PY
   python3 -m pip install --quiet --disable-pip-version-check -r "$repo/emulator/requirements.txt"
 }
 
+# Installs the local AWS's IAM engine (emulator/iam: @cloud-copilot/iam-simulate and iam-data,
+# pinned in its package-lock.json) unless the installed copy matches the lock file.
+ensure_iam_engine() {
+  local dir="$repo/emulator/iam"
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "installing Node.js and npm (Debian) for the local AWS's IAM engine" >&2
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+    echo "installing the IAM engine from npm (emulator/iam/package-lock.json)" >&2
+    (cd "$dir" && npm ci --silent --no-audit --no-fund >&2)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+  fi
+}
+
 # Puts the SAM CLI (emulator/requirements-sam.txt) in a virtual environment of its own, unless it
 # is there already, and prints the path of its `sam`.
 ensure_sam() {

@@ -580,8 +580,8 @@ async fn source_ami_does_not_exist() {
 async fn source_parameter_does_not_exist_or_holds_no_ami() {
     let (s, _) = unusable(
         "no-parameter",
-        json!({"SourceAmiParameter": "/nowhere/image_id"}),
-        &["SourceAmiParameter /nowhere/image_id could not be read: ssm:GetParameter failed: ParameterNotFound"],
+        json!({"SourceAmiParameter": "/ecs-ami/source/nowhere"}),
+        &["SourceAmiParameter /ecs-ami/source/nowhere could not be read: ssm:GetParameter failed: ParameterNotFound"],
     )
     .await;
     s.finish(
@@ -594,25 +594,25 @@ async fn source_parameter_does_not_exist_or_holds_no_ami() {
     .await;
     let ssm = aws_sdk_ssm::Client::new(&s.local.sdk_config().await);
     ssm.put_parameter()
-        .name("/team/base-image")
+        .name("/ecs-ami/source/base-image")
         .value("latest")
         .r#type(aws_sdk_ssm::types::ParameterType::String)
         .send()
         .await
         .unwrap();
     let outcome = s
-        .build(json!({"SourceAmiParameter": "/team/base-image"}))
+        .build(json!({"SourceAmiParameter": "/ecs-ami/source/base-image"}))
         .await
         .unwrap();
     assert_failed(
         &outcome,
-        &["SourceAmiParameter /team/base-image holds \"latest\", which is not an AMI id"],
+        &["SourceAmiParameter /ecs-ami/source/base-image holds a value of 6 characters that is not an AMI id"],
     );
     s.finish(
         "source-03",
         SECTION_SOURCE,
         "SourceAmiParameter holds something that is not an AMI id",
-        "FAILED before any launch, quoting the value",
+        "FAILED before any launch, naming the parameter, never quoting its value",
         &[],
     )
     .await;

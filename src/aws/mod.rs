@@ -60,7 +60,7 @@ impl AwsError {
     {
         let code = error.code().map(str::to_owned);
         let message = match error.message() {
-            Some(message) => message.to_owned(),
+            Some(message) => without_encoded_failure(message),
             None => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
         };
         AwsError {
@@ -72,6 +72,21 @@ impl AwsError {
 }
 
 type Result<T> = std::result::Result<T, AwsError>;
+
+/// EC2's UnauthorizedOperation ends with an encoded authorization failure message of a thousand
+/// characters or more, readable only through sts:DecodeAuthorizationMessage: dropped, so that a
+/// Reason (4,096 bytes in all) keeps room for what the build left behind. The readable part
+/// names the action and the resource.
+fn without_encoded_failure(message: &str) -> String {
+    const MARK: &str = "Encoded authorization failure message:";
+    match message.find(MARK) {
+        Some(at) => format!(
+            "{} (encoded authorization failure message omitted)",
+            message[..at].trim_end()
+        ),
+        None => message.to_owned(),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -811,4 +826,19 @@ fn block_device_mappings(
                 .build()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_encoded_failure;
+
+    #[test]
+    fn the_encoded_authorization_message_is_dropped_and_the_readable_part_kept() {
+        let ec2 = "You are not authorized to perform this operation. User: arn:aws:sts::1:assumed-role/r/f is not authorized to perform: ec2:CreateImage on resource: arn:aws:ec2:us-east-1::snapshot/* because no identity-based policy allows the ec2:CreateImage action. Encoded authorization failure message: AbC123xyz";
+        let kept = without_encoded_failure(ec2);
+        assert!(kept.contains("ec2:CreateImage on resource: arn:aws:ec2:us-east-1::snapshot/*"));
+        assert!(!kept.contains("AbC123xyz"), "{kept}");
+        assert!(kept.ends_with("(encoded authorization failure message omitted)"));
+        assert_eq!(without_encoded_failure("plain"), "plain");
+    }
 }

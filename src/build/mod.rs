@@ -212,10 +212,10 @@ enum Next {
 
 impl Build {
     pub fn new(spec: AmiSpec, identity: &Identity) -> Build {
-        let image_name = spec
-            .ami_name
-            .clone()
-            .unwrap_or_else(|| default_image_name(identity, time::utc_stamp()));
+        let image_name = match &spec.ami_name {
+            Some(prefix) => unique_image_name(prefix, identity, time::utc_stamp()),
+            None => default_image_name(identity, time::utc_stamp()),
+        };
         let now = clock::now_ms();
         Build {
             spec,
@@ -952,9 +952,12 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
                 message: format!("SourceAmiParameter {name} could not be read: {e}"),
                 command_ended: false,
             })?;
+            // The value itself is never quoted: whoever holds the ServiceToken reads the
+            // Reason, and the parameter may hold something that is not theirs to read.
             if !crate::cfn::is_image_id(&value) {
                 return fail(format!(
-                    "SourceAmiParameter {name} holds {value:?}, which is not an AMI id"
+                    "SourceAmiParameter {name} holds a value of {} characters that is not an AMI id (ami- and 8 or 17 hex digits)",
+                    value.chars().count()
                 ));
             }
             value
@@ -1008,20 +1011,26 @@ pub fn default_instance_type(architecture: &str) -> &'static str {
     }
 }
 
-/// Stack, logical id and UTC time, readable in the console, plus a short request hash so that
-/// two builds in the same second never collide. AMI names allow only a few punctuation marks.
+/// Stack and logical id as the name's prefix: see [`unique_image_name`].
 pub fn default_image_name(identity: &Identity, utc_stamp: String) -> String {
+    let prefix = format!("{}-{}", identity.stack_name(), identity.logical_id);
+    unique_image_name(&prefix, identity, utc_stamp)
+}
+
+/// `PREFIX-YYYYMMDDTHHMMSSZ-HASH`: readable in the console, and unique per build. EC2 refuses a
+/// second image with a name in use in the account and region (`InvalidAMIName.Duplicate`), and
+/// the image a rebuild replaces exists until CloudFormation deletes it after the update, so an
+/// `AmiName` given by the user is a prefix too. The short request hash keeps two builds in the
+/// same second apart. AMI names allow only a few punctuation marks.
+pub fn unique_image_name(prefix: &str, identity: &Identity, utc_stamp: String) -> String {
     let raw = format!(
-        "{}-{}-{}-{}",
-        identity.stack_name(),
-        identity.logical_id,
-        utc_stamp,
+        "{prefix}-{utc_stamp}-{}",
         &short_hash(&identity.request_id)[..6]
     );
     let cleaned: String = raw
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "()[]./-'@_".contains(c) {
+            if c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c) {
                 c
             } else {
                 '-'
@@ -1517,6 +1526,13 @@ mod tests {
 
     #[test]
     fn default_names_are_readable_unique_and_valid() {
+        // An AmiName is a prefix: a rebuild (another request) never takes the name in use.
+        let given = unique_image_name("team ecs (base)", &identity(), "20261125T083000Z".into());
+        assert!(given.starts_with("team ecs (base)-20261125T083000Z-"), "{given}");
+        let mut rebuild = identity();
+        rebuild.request_id = "another-request".into();
+        let again = unique_image_name("team ecs (base)", &rebuild, "20261125T083000Z".into());
+        assert_ne!(given, again);
         let name = default_image_name(&identity(), "20261125T083000Z".into());
         assert!(name.starts_with("images-Ami-20261125T083000Z-"), "{name}");
         let other = Identity {

@@ -499,10 +499,19 @@ fn check_instance_profile(profile: &str, problems: &mut Problems) {
     }
 }
 
+const MAX_AMI_NAME_PREFIX: usize = 104;
+
 fn check_ami_name(name: &str, problems: &mut Problems) {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c);
-    if !(3..=128).contains(&name.len()) {
-        problems.add("AmiName", "must be 3 to 128 characters");
+    // The build appends "-YYYYMMDDTHHMMSSZ-HASH" (24 characters) to keep names unique; EC2's
+    // limit for the whole name is 128.
+    if !(3..=MAX_AMI_NAME_PREFIX).contains(&name.len()) {
+        problems.add(
+            "AmiName",
+            format!(
+                "must be 3 to {MAX_AMI_NAME_PREFIX} characters (the build appends a 24-character time and hash)"
+            ),
+        );
     } else if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
         problems.add(
             "AmiName",
@@ -1202,7 +1211,7 @@ mod tests {
             "SecurityGroupIds",
             "must be a list",
         );
-        assert_problem(with(json!({"AmiName": "ab"})), "AmiName", "3 to 128");
+        assert_problem(with(json!({"AmiName": "ab"})), "AmiName", "3 to 104");
         assert_problem(
             with(json!({"AmiName": "name#1"})),
             "AmiName",

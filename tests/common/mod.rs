@@ -99,6 +99,35 @@ impl LocalAws {
         aws_sdk_ec2::Client::new(&self.sdk_config().await)
     }
 
+    /// The IAM decisions on the function's calls since the last `take`: `counts` by decision
+    /// (`Allowed`, `Denied`, `Error`, `NotFound`) and each decision (emulator/authorization.py).
+    pub async fn iam_decisions(&self, take: bool) -> Value {
+        let client = reqwest::Client::new();
+        let url = format!("{}/ecs-ami-local/iam", self.endpoint);
+        let request = if take {
+            client.delete(url)
+        } else {
+            client.get(url)
+        };
+        let answer = request.send().await.unwrap();
+        serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap()
+    }
+
+    /// Changes the role the function's calls are authorized against: `{"without": [Sid, ...]}`
+    /// drops statements of template.yaml's, `{"parameters": {...}}` resolves it with other
+    /// template parameters, `{}` restores it. Answers the Sids in force.
+    pub async fn set_role(&self, body: Value) -> Vec<String> {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/ecs-ami-local/iam/policy", self.endpoint))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "the local AWS took the role");
+        let body: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+        serde_json::from_value(body["statements"].clone()).unwrap()
+    }
+
     /// API calls received since the last call of this function, by operation.
     pub async fn take_calls(&self) -> Value {
         let client = reqwest::Client::new();
