@@ -36,6 +36,7 @@ from typing import Any
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.iam.models import iam_backends
+from moto.kms.models import kms_backends
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -149,8 +150,13 @@ class Authorizer:
         with self.lock:
             decision = "Error" if failure else "Allowed"
             for check in checks:
+                consequence = check.pop("consequence", None)
                 answer = self.ask({**check, "principal": FUNCTION_ROLE, "account": DEFAULT_ACCOUNT_ID})
                 entry["checks"].append({"action": check["action"], **answer})
+                if consequence and answer.get("decision") == "Denied":
+                    # Not a refusal of this request: a later failure of what it made.
+                    entry["consequence"] = consequence
+                    continue
                 if answer.get("decision") != "Allowed":
                     decision = answer.get("decision", "Error")
                     failure = answer.get("error", "")
@@ -173,6 +179,8 @@ class Authorizer:
                 parts.append(f"{check['action']} {resource['arn']} {resource['result']} ({sids})")
         if entry.get("error"):
             parts.append(entry["error"])
+        if entry.get("consequence"):
+            parts.append("refused on the caller's behalf: " + entry["consequence"])
         if entry.get("resource"):
             parts.append(f"{entry['resource']} does not exist: left to the service")
         with open(self.log_path, "a") as log:
@@ -290,6 +298,7 @@ def run_instances(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     checks = [{"action": "ec2:RunInstances", "resources": resources}]
     checks += tag_on_create(region, "RunInstances", specs)
+    checks += kms_for_launch(region, params)
     profile = params.get("IamInstanceProfile.Name") or params.get("IamInstanceProfile.Arn", "").rsplit("/", 1)[-1]
     if profile:
         iam = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
@@ -301,6 +310,42 @@ def run_instances(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
                            "context": {"iam:PassedToService": "ec2.amazonaws.com"},
                            "resources": [{"arn": role.arn}]})
     return checks
+
+
+# What EC2 does with the caller's permissions on a customer managed key for an encrypted volume
+# (https://docs.aws.amazon.com/ebs/latest/userguide/ebs-encryption-requirements.html), through
+# EC2 (kms:ViaService). A refusal does not fail RunInstances: the instance goes pending ->
+# terminated with Client.InternalError, which the local AWS reproduces.
+KMS_ACTIONS = ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKeyWithoutPlaintext"]
+
+
+def kms_for_launch(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = sorted({v for k, v in params.items() if re.fullmatch(r"BlockDeviceMapping\.\d+\.Ebs\.KmsKeyId", k)})
+    checks = []
+    for key in keys:
+        found = kms_key(region, key)
+        if found is None:
+            continue  # no such key: the launch fails anyway (emulator/local_aws.py)
+        arn, policy = found.arn, json.loads(found.policy)
+        for action in KMS_ACTIONS:
+            context: dict[str, Any] = {"kms:ViaService": f"ec2.{region}.amazonaws.com",
+                                       "kms:CallerAccount": DEFAULT_ACCOUNT_ID}
+            if action == "kms:CreateGrant":
+                context["kms:GrantIsForAWSResource"] = "true"
+            checks.append({"action": action, "context": context, "resources": [{"arn": arn}],
+                           "resourcePolicy": policy,
+                           "consequence": "the instance terminates (Client.InternalError)"})
+    return checks
+
+
+def kms_key(region: str, key: str) -> Any:
+    """The local KMS's key (its ARN and key policy) for an id, ARN or alias."""
+    backend = kms_backends[DEFAULT_ACCOUNT_ID][region]
+    try:
+        key_id = backend.get_key_id_from_alias(key) if "alias/" in key else key
+        return backend.describe_key(key_id or key)
+    except Exception:  # moto's NotFoundException: not a key of this account
+        return None
 
 
 def create_image(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -65,10 +65,13 @@ import moto.cloudformation.responses
 import yaml
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
-from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.exceptions import EC2ClientError, InvalidSnapshotInUse
 from moto.ec2.models.amis import Ami, AmiBackend
-from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.models.elastic_block_store import EBSBackend
+from moto.ec2.models.instance_types import INSTANCE_TYPES
+from moto.ec2.models.instances import InstanceBackend, StateReason
 from moto.iam.models import iam_backends
+from moto.kms.models import kms_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.ssm.models import ssm_backends
 from werkzeug.serving import run_simple
@@ -82,6 +85,11 @@ PLUGIN = "aws:runShellScript"
 
 ONLINE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_ONLINE_DELAY", "1"))
 IMAGE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_IMAGE_DELAY", "0"))
+# Eventual consistency: for this long after RunInstances (CreateImage), a request naming the new
+# instance (image) answers InvalidInstanceID.NotFound (InvalidAMIID.NotFound).
+CONSISTENCY_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_CONSISTENCY_DELAY", "2"))
+# For this long after DeregisterImage, DeleteSnapshot of its snapshots answers InvalidSnapshot.InUse.
+SNAPSHOT_RELEASE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_SNAPSHOT_RELEASE_DELAY", "2"))
 STATE_DIR = os.environ.get("ECS_AMI_EMULATOR_STATE") or tempfile.mkdtemp(prefix="ecs-ami-local-aws-")
 SEED_REGIONS = os.environ.get("ECS_AMI_EMULATOR_REGIONS", "us-east-1").split(",")
 BUILDER_PROFILE = os.environ.get("ECS_AMI_EMULATOR_PROFILE", "ecs-ami-builder")
@@ -103,16 +111,78 @@ def short_form_function(loader: Any, tag: str, node: Any) -> Any:
     return {key: node.value}
 
 
-def root_at_its_name(original: Any) -> Any:
-    """Wraps moto's RunInstances so that every instance has its root volume, at its root device
-    name, tagged like the request's other volumes."""
+# When each instance and image was created, and when each image was deregistered (with its
+# snapshots): the eventual consistency and snapshot release windows below are measured from these.
+CREATED: dict[str, float] = {}
+RELEASED: dict[str, float] = {}
+# RunInstances' ClientToken -> (what the request asked for, the reservation it made).
+CLIENT_TOKENS: dict[str, tuple[Any, Any]] = {}
+# ClientTokens of launches whose KMS key the function's role may not use (emulator/authorization.py).
+KMS_REFUSED: set[str] = set()
 
-    def run_instances(self: Any, *args: Any, **kwargs: Any) -> Any:
+
+def recently_created(resource_id: str) -> bool:
+    created = CREATED.get(resource_id)
+    return created is not None and time.time() - created < CONSISTENCY_DELAY
+
+
+def as_ec2_runs_instances(original: Any) -> Any:
+    """Wraps moto's RunInstances with EC2's rules
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html):
+
+    * an instance type that does not exist, or whose architecture is not the image's, is refused
+      (moto accepts any type);
+    * ClientToken makes the call idempotent
+      (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html): the same token
+      with the same parameters answers the same instance, with other parameters
+      `IdempotentParameterMismatch` (moto ignores the token);
+    * an EBS volume encrypted with a KMS key that is not usable (absent or disabled) makes the
+      instance go pending -> terminated with StateReason `Client.InternalError`, as on AWS
+      (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/troubleshooting-launch.html);
+    * every instance has its root volume at its root device name, tagged like the request's other
+      volumes (moto attaches it at /dev/sda1, or not at all when only extra volumes are mapped).
+    """
+
+    def run_instances(self: Any, image_id: str, count: int, *args: Any, **kwargs: Any) -> Any:
+        instance_type = kwargs.get("instance_type", "")
+        if instance_type not in INSTANCE_TYPES:
+            raise EC2ClientError("InvalidParameterValue", f"Invalid value '{instance_type}' for InstanceType.")
+        image = self.amis.get(image_id)
+        supported = INSTANCE_TYPES[instance_type].get("ProcessorInfo", {}).get("SupportedArchitectures", [])
+        if image is not None and image.architecture not in supported:
+            raise EC2ClientError(
+                "InvalidParameterValue",
+                f"The architecture '{supported[0] if supported else '?'}' of the specified instance type does not "
+                f"match the architecture '{image.architecture}' of the specified AMI. Specify an instance type "
+                "and an AMI that have matching architectures, and try again.")
+        token = kwargs.get("client_token")
+        asked = json.dumps([image_id, count, instance_type, kwargs.get("subnet_id"),
+                            kwargs.get("tags"), kwargs.get("iam_instance_profile_name"),
+                            kwargs.get("iam_instance_profile_arn")], sort_keys=True, default=str)
+        if token and token != "ABCDE":  # moto's stand-in for no token
+            if token in CLIENT_TOKENS:
+                earlier, reservation = CLIENT_TOKENS[token]
+                if earlier != asked:
+                    raise EC2ClientError(
+                        "IdempotentParameterMismatch",
+                        "The client token you have provided is associated with a resource that is "
+                        "already deleted or with different parameters.")
+                return reservation
         volume_tags = (kwargs.get("tags") or {}).get("volume", {})
-        reservation = original(self, *args, **kwargs)
+        reservation = original(self, image_id, count, *args, **kwargs)
+        if token and token != "ABCDE":
+            CLIENT_TOKENS[token] = (asked, reservation)
+        keys = [m.get("Ebs", {}).get("KmsKeyId") for m in kwargs.get("block_device_mappings") or []]
+        unusable = [k for k in keys if k and not kms_key_usable(self.region_name, k)]
+        if token in KMS_REFUSED:
+            KMS_REFUSED.discard(token)
+            unusable.append("a key the caller may not use")
         for instance in reservation.instances:
+            CREATED[instance.id] = time.time()
             mapping = instance.block_device_mapping
             root = instance.root_device_name
+            if unusable:
+                fail_launch(instance)
             if root in mapping:
                 continue
             if "/dev/sda1" in mapping and root != "/dev/sda1":
@@ -126,7 +196,54 @@ def root_at_its_name(original: Any) -> Any:
     return run_instances
 
 
-InstanceBackend.run_instances = root_at_its_name(InstanceBackend.run_instances)
+def kms_key_usable(region: str, key: str) -> bool:
+    """A key id, ARN or alias the local KMS knows and that is enabled."""
+    backend = kms_backends[DEFAULT_ACCOUNT_ID][region]
+    try:
+        key_id = backend.get_key_id_from_alias(key) if "alias/" in key else key
+        found = backend.describe_key(key_id or key)
+    except Exception:  # moto's NotFoundException and friends: the key cannot be used
+        return False
+    return bool(found.enabled)
+
+
+def fail_launch(instance: Any) -> None:
+    """pending for a moment, then terminated with the reason EC2 gives for an unusable KMS key."""
+    instance._state.name, instance._state.code = "pending", 0
+
+    def terminate() -> None:
+        instance.terminate()
+        instance.state_reason = StateReason("Client.InternalError: Client error on launch", "Client.InternalError")
+        instance._reason = "Client.InternalError: Client error on launch"
+
+    timer = threading.Timer(0.5, terminate)
+    timer.daemon = True
+    timer.start()
+
+
+InstanceBackend.run_instances = as_ec2_runs_instances(InstanceBackend.run_instances)
+
+
+def with_snapshot_release_delay(deregister: Any, delete_snapshot: Any) -> tuple[Any, Any]:
+    """For SNAPSHOT_RELEASE_DELAY seconds after DeregisterImage, DeleteSnapshot of the image's
+    snapshots answers `InvalidSnapshot.InUse`, a race AWS users meet (moto frees them at once)."""
+
+    def deregister_image(self: Any, ami_id: str) -> None:
+        deregister(self, ami_id)
+        RELEASED[ami_id] = time.time()
+
+    def delete(self: Any, snapshot_id: str) -> Any:
+        snapshot = self.snapshots.get(snapshot_id)
+        released = RELEASED.get(getattr(snapshot, "from_ami", None) or "")
+        if released is not None and time.time() - released < SNAPSHOT_RELEASE_DELAY:
+            raise InvalidSnapshotInUse(snapshot_id, snapshot.from_ami)
+        return delete_snapshot(self, snapshot_id)
+
+    return deregister_image, delete
+
+
+AmiBackend.deregister_image, EBSBackend.delete_snapshot = with_snapshot_release_delay(
+    AmiBackend.deregister_image, EBSBackend.delete_snapshot)
 
 
 def as_ec2_creates_images(original: Any) -> Any:
@@ -148,6 +265,7 @@ def as_ec2_creates_images(original: Any) -> Any:
                 snapshot_tags.update({t["Key"]: t["Value"] for t in spec.get("Tags", [])})
         ami = original(self, instance_id, name, description,
                        [s for s in tag_specifications if s.get("ResourceType") != "snapshot"])
+        CREATED[ami.id] = time.time()
         if snapshot_tags:
             self.create_tags([ami.ebs_snapshot.id], snapshot_tags)
         return ami
@@ -568,6 +686,23 @@ class Faults:
         return None
 
 
+def not_yet_visible(operation: str, raw: bytes) -> dict[str, Any] | None:
+    """EC2's eventual consistency
+    (https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html): a request that
+    names an instance or image created less than CONSISTENCY_DELAY seconds ago answers NotFound.
+    The local AWS's administrator (the tests' own look-ups) always sees everything."""
+    if CONSISTENCY_DELAY <= 0 or not operation.startswith("EC2."):
+        return None
+    for key, value in ec2_params(raw).items():
+        if re.fullmatch(r"(InstanceId|ResourceId|ImageId)(\.\d+)?", key) and recently_created(value):
+            if value.startswith("i-"):
+                return {"code": "InvalidInstanceID.NotFound", "status": 400,
+                        "message": f"The instance ID '{value}' does not exist"}
+            return {"code": "InvalidAMIID.NotFound", "status": 400,
+                    "message": f"The image id '[{value}]' does not exist"}
+    return None
+
+
 def sdk_attempt(environ: dict[str, Any]) -> int:
     match = re.search(r"attempt=(\d+)", environ.get("HTTP_AMZ_SDK_REQUEST", ""))
     return int(match.group(1)) if match else 1
@@ -667,6 +802,10 @@ class LocalAws:
                 refused = self.authorize(environ, operation, raw, start_response)
                 if refused is not None:
                     return refused
+            if caller_key(environ) != ADMIN_KEY:
+                unseen = not_yet_visible(operation, raw or environ.get("QUERY_STRING", "").encode())
+                if unseen is not None:
+                    return error_response(start_response, operation, unseen)
         if operation == "EC2.CreateImage" and re.search(rb"BlockDeviceMapping\.\d+\.Ebs\.KmsKeyId=", raw):
             # EbsBlockDevice.KmsKeyId "is only supported on BlockDeviceMapping objects called by
             # RunInstances, RequestSpotFleet, and RequestSpotInstances" (EC2 API reference).
@@ -709,6 +848,10 @@ class LocalAws:
         else:
             entry = self.authorizer.authorize(operation, region_of(environ), params)
         if entry["decision"] in ("Allowed", "NotFound"):
+            if entry.get("consequence") and operation == "EC2.RunInstances":
+                token = ec2_params(raw).get("ClientToken")
+                if token:
+                    KMS_REFUSED.add(token)
             return None
         if entry["decision"] == "Error":
             rule = {"code": "LocalAwsCannotAuthorize", "status": 400,

@@ -321,7 +321,13 @@ async fn after_crash(request: &Request, aws: &Aws, what: String) -> Progress {
         Operation::Delete { .. } => String::new(),
         _ => format!(
             " {}",
-            build::clean_up(aws, &request.identity, &Leftovers::default()).await
+            build::clean_up(
+                aws,
+                &request.identity,
+                &Leftovers::default(),
+                build::Timing::default().not_found_grace,
+            )
+            .await
         ),
     };
     Progress::Finished(Outcome::failed(

@@ -50,7 +50,13 @@ async fn the_shipped_role_allows_a_whole_lifecycle_and_nothing_is_left_unevaluat
     };
     let created = invoke(
         &aws,
-        event("Create", "iam-lifecycle", "req-1", None, properties(json!({}))),
+        event(
+            "Create",
+            "iam-lifecycle",
+            "req-1",
+            None,
+            properties(json!({})),
+        ),
     )
     .await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
@@ -74,7 +80,13 @@ async fn the_shipped_role_allows_a_whole_lifecycle_and_nothing_is_left_unevaluat
     let named = properties(json!({"AmiName": "platform-ecs"}));
     let second = invoke(
         &aws,
-        event("Update", "iam-lifecycle", "req-3", Some(&first), named.clone()),
+        event(
+            "Update",
+            "iam-lifecycle",
+            "req-3",
+            Some(&first),
+            named.clone(),
+        ),
     )
     .await;
     assert_eq!(second["Status"], "SUCCESS", "{second}");
@@ -83,7 +95,13 @@ async fn the_shipped_role_allows_a_whole_lifecycle_and_nothing_is_left_unevaluat
     changed["Steps"][0]["Content"] = json!("ECS_CLUSTER=main2\n");
     let third = invoke(
         &aws,
-        event("Update", "iam-lifecycle", "req-4", Some(&second_id), changed),
+        event(
+            "Update",
+            "iam-lifecycle",
+            "req-4",
+            Some(&second_id),
+            changed,
+        ),
     )
     .await;
     assert_eq!(third["Status"], "SUCCESS", "{third}");
@@ -98,7 +116,13 @@ async fn the_shipped_role_allows_a_whole_lifecycle_and_nothing_is_left_unevaluat
     for id in [&first, &second_id, &third_id] {
         let deleted = invoke(
             &aws,
-            event("Delete", "iam-lifecycle", "req-del", Some(id), named.clone()),
+            event(
+                "Delete",
+                "iam-lifecycle",
+                "req-del",
+                Some(id),
+                named.clone(),
+            ),
         )
         .await;
         assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
@@ -221,7 +245,10 @@ async fn every_statement_of_the_role_is_needed() {
     covered.sort();
     let mut in_template: Vec<&str> = all.iter().map(String::as_str).collect();
     in_template.sort();
-    assert_eq!(covered, in_template, "a case per statement of template.yaml");
+    assert_eq!(
+        covered, in_template,
+        "a case per statement of template.yaml"
+    );
 
     for (index, (sid, call, code, cleans_up)) in cases.iter().enumerate() {
         let stack = format!("iam-without-{index}");
@@ -252,7 +279,10 @@ async fn every_statement_of_the_role_is_needed() {
             // (its volumes go with it when it is terminated by hand).
             let builders = audit.live_instances().await;
             assert_eq!(builders.len(), 1, "{left:?}");
-            assert!(reason.contains(&builders[0]), "{builders:?} not named: {reason}");
+            assert!(
+                reason.contains(&builders[0]),
+                "{builders:?} not named: {reason}"
+            );
             assert!(reason.contains("NOT cleaned up"), "{reason}");
         }
         report::record(
@@ -316,7 +346,11 @@ async fn the_role_refuses_what_is_not_the_builds() {
     expect_refused(
         "terminating an instance that is not ours",
         "UnauthorizedOperation",
-        function.terminate_instances().instance_ids(&theirs).send().await,
+        function
+            .terminate_instances()
+            .instance_ids(&theirs)
+            .send()
+            .await,
     )
     .await;
     expect_refused(
@@ -325,7 +359,12 @@ async fn the_role_refuses_what_is_not_the_builds() {
         function
             .create_tags()
             .resources(&theirs)
-            .tags(Tag::builder().key("ecs-ami:logical-id").value("Ami").build())
+            .tags(
+                Tag::builder()
+                    .key("ecs-ami:logical-id")
+                    .value("Ami")
+                    .build(),
+            )
             .send()
             .await,
     )
@@ -346,7 +385,12 @@ async fn the_role_refuses_what_is_not_the_builds() {
     let tags = |kind| {
         TagSpecification::builder()
             .resource_type(kind)
-            .tags(Tag::builder().key("ecs-ami:logical-id").value("Ami").build())
+            .tags(
+                Tag::builder()
+                    .key("ecs-ami:logical-id")
+                    .value("Ami")
+                    .build(),
+            )
             .tags(Tag::builder().key("ecs-ami:request-id").value("r").build())
             .build()
     };
@@ -356,7 +400,11 @@ async fn the_role_refuses_what_is_not_the_builds() {
         .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
         .min_count(1)
         .max_count(1)
-        .iam_instance_profile(IamInstanceProfileSpecification::builder().name(PROFILE).build())
+        .iam_instance_profile(
+            IamInstanceProfileSpecification::builder()
+                .name(PROFILE)
+                .build(),
+        )
         .tag_specifications(tags(ResourceType::Instance))
         .tag_specifications(tags(ResourceType::Volume))
         .send()
@@ -402,7 +450,11 @@ async fn the_role_refuses_what_is_not_the_builds() {
         ],
     )
     .await;
-    iam("CreateInstanceProfile", &[("InstanceProfileName", "admin-profile")]).await;
+    iam(
+        "CreateInstanceProfile",
+        &[("InstanceProfileName", "admin-profile")],
+    )
+    .await;
     iam(
         "AddRoleToInstanceProfile",
         &[
@@ -432,7 +484,10 @@ async fn the_role_refuses_what_is_not_the_builds() {
     )
     .await;
     // Reading an application's parameter; the deployer's prefix and AWS's public ones are fine.
-    for (name, value) in [("/app/db-password", "s3cret"), ("/ecs-ami/source/base", "ami-12345678")] {
+    for (name, value) in [
+        ("/app/db-password", "s3cret"),
+        ("/ecs-ami/source/base", "ami-12345678"),
+    ] {
         admin_ssm
             .put_parameter()
             .name(name)
@@ -445,7 +500,11 @@ async fn the_role_refuses_what_is_not_the_builds() {
     expect_refused(
         "reading an application's parameter",
         "AccessDeniedException",
-        function_ssm.get_parameter().name("/app/db-password").send().await,
+        function_ssm
+            .get_parameter()
+            .name("/app/db-password")
+            .send()
+            .await,
     )
     .await;
     for allowed in ["/ecs-ami/source/base", ECS_AL2023] {
@@ -496,7 +555,11 @@ async fn aws_sdk_iam_like(
                 .send()
                 .await
                 .unwrap();
-            assert!(answer.status().is_success(), "IAM {action}: {}", answer.text().await.unwrap());
+            assert!(
+                answer.status().is_success(),
+                "IAM {action}: {}",
+                answer.text().await.unwrap()
+            );
         })
     }
 }

@@ -606,7 +606,9 @@ async fn source_parameter_does_not_exist_or_holds_no_ami() {
         .unwrap();
     assert_failed(
         &outcome,
-        &["SourceAmiParameter /ecs-ami/source/base-image holds a value of 6 characters that is not an AMI id"],
+        &[
+            "SourceAmiParameter /ecs-ami/source/base-image holds a value of 6 characters that is not an AMI id",
+        ],
     );
     s.finish(
         "source-03",
@@ -625,36 +627,46 @@ async fn subnet_security_group_or_profile_do_not_exist() {
             "source-04",
             "SubnetId does not exist",
             json!({"SubnetId": "subnet-0123456789abcdef0"}),
-            "InvalidSubnetID.NotFound",
+            &["SubnetId: subnet-0123456789abcdef0 does not exist"][..],
+            "FAILED before any launch, naming SubnetId; nothing created",
         ),
         (
             "source-05",
             "A security group does not exist",
             json!({"SecurityGroupIds": ["sg-0123456789abcdef0"]}),
-            "InvalidGroup.NotFound",
+            &["SecurityGroupIds: sg-0123456789abcdef0 does not exist"][..],
+            "FAILED before any launch, naming SecurityGroupIds; nothing created",
         ),
         (
             "source-06",
             "IamInstanceProfile does not exist",
             json!({"IamInstanceProfile": "no-such-profile"}),
-            "no-such-profile",
+            &["ec2:RunInstances failed", "no-such-profile"][..],
+            "FAILED at launch with EC2's error naming the profile; nothing created",
+        ),
+        (
+            "source-07",
+            "InstanceType does not exist",
+            json!({"InstanceType": "t3.gigantic"}),
+            &["InstanceType: t3.gigantic does not exist"][..],
+            "FAILED before any launch, naming InstanceType; nothing created",
+        ),
+        (
+            "source-08",
+            "InstanceType of another architecture than the source AMI",
+            json!({"InstanceType": "t4g.medium"}),
+            &[
+                "InstanceType: t4g.medium is arm64, SourceAmi ami-",
+                "is x86_64",
+            ][..],
+            "FAILED before any launch, naming both architectures; nothing created",
         ),
     ];
-    for (id, scenario, properties, words) in cases {
-        let (s, _) = unusable(
-            &format!("unusable-{id}"),
-            properties,
-            &["ec2:RunInstances failed", words, "nothing had been created"],
-        )
-        .await;
-        s.finish(
-            id,
-            SECTION_SOURCE,
-            scenario,
-            "FAILED at launch with EC2's error; nothing created",
-            &[],
-        )
-        .await;
+    for (id, scenario, properties, words, outcome) in cases {
+        let mut expected = words.to_vec();
+        expected.push("nothing had been created");
+        let (s, _) = unusable(&format!("unusable-{id}"), properties, &expected).await;
+        s.finish(id, SECTION_SOURCE, scenario, outcome, &[]).await;
     }
 }
 
@@ -716,13 +728,23 @@ async fn delete_in_every_state() {
         .await
         .unwrap();
     for snapshot in &snapshots {
-        s.audit
+        // EC2 releases a deregistered image's snapshots after a while (the local AWS:
+        // ECS_AMI_EMULATOR_SNAPSHOT_RELEASE_DELAY): until then InvalidSnapshot.InUse.
+        let mut tries = 0;
+        while let Err(error) = s
+            .audit
             .ec2
             .delete_snapshot()
             .snapshot_id(snapshot)
             .send()
             .await
-            .unwrap();
+        {
+            let code = aws_sdk_ec2::error::ProvideErrorMetadata::code(&error).map(str::to_owned);
+            assert_eq!(code.as_deref(), Some("InvalidSnapshot.InUse"), "{error:?}");
+            tries += 1;
+            assert!(tries < 50, "the snapshot was never released");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     let answer = invoke(&s.aws, delete(&gone)).await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");

@@ -6,7 +6,8 @@
 // One JSON object per line on stdin, one answer per line on stdout:
 //   {"policy": {"Version": ..., "Statement": [...]}}                 -> {"ok": true}
 //   {"action": "ec2:CreateImage", "principal": ARN, "account": ID,
-//    "resources": [{"arn": ..., "context": {...}}], "context": {...}} -> {"decision": ..., ...}
+//    "resources": [{"arn": ..., "context": {...}}], "context": {...},
+//    "resourcePolicy": {...} (optional)}                              -> {"decision": ..., ...}
 // A decision is "Allowed" when every resource is allowed, "Denied" when one is not, and "Error"
 // when the request cannot be evaluated (unknown action, a required resource type missing, an ARN
 // of a type the action does not authorize): the caller must fail loudly on an error, never allow.
@@ -73,6 +74,8 @@ async function evaluate(request) {
       identityPolicies: [{ name: 'function-role', policy }],
       serviceControlPolicies: [],
       resourceControlPolicies: [],
+      // A KMS key's own policy decides with the caller's (its default policy delegates to IAM).
+      ...(request.resourcePolicy ? { resourcePolicy: request.resourcePolicy } : {}),
       request: {
         action: request.action,
         principal: request.principal,

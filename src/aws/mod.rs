@@ -105,6 +105,9 @@ pub struct Image {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {
     pub state: String,
+    /// Why EC2 changed the state, as `Code: message` (`Client.InternalError: Client error on
+    /// launch` for an EBS volume whose KMS key cannot be used).
+    pub state_reason: Option<String>,
     pub root_device: Option<String>,
     /// Device names of the volumes attached now.
     pub devices: Vec<String>,
@@ -289,6 +292,103 @@ impl Aws {
         }
     }
 
+    /// The architectures an instance type supports, or None when EC2 has no such type here.
+    pub async fn instance_type_architectures(
+        &self,
+        instance_type: &str,
+    ) -> Result<Option<Vec<String>>> {
+        let out = self
+            .ec2
+            .describe_instance_types()
+            .instance_types(ec2t::InstanceType::from(instance_type))
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(out.instance_types().first().map(|t| {
+                t.processor_info()
+                    .map(|p| {
+                        p.supported_architectures()
+                            .iter()
+                            .map(|a| a.as_str().to_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })),
+            Err(error) => {
+                let error = AwsError::from_sdk("ec2:DescribeInstanceTypes", error);
+                // EC2 answers InvalidInstanceType for a type it does not have.
+                if error
+                    .code
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("InvalidInstanceType"))
+                {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// The subnet's VPC, or None when the subnet does not exist.
+    pub async fn subnet_vpc(&self, subnet_id: &str) -> Result<Option<String>> {
+        let out = self
+            .ec2
+            .describe_subnets()
+            .subnet_ids(subnet_id)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(out
+                .subnets()
+                .first()
+                .and_then(|s| s.vpc_id())
+                .map(str::to_owned)),
+            Err(error) => {
+                let error = AwsError::from_sdk("ec2:DescribeSubnets", error);
+                if error.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
+    /// The VPC of each security group that exists, by id; one that does not is missing.
+    pub async fn security_group_vpcs(
+        &self,
+        group_ids: &[String],
+    ) -> Result<BTreeMap<String, String>> {
+        let mut found = BTreeMap::new();
+        // One at a time: EC2 refuses the whole call when one id does not exist.
+        for group_id in group_ids {
+            let out = self
+                .ec2
+                .describe_security_groups()
+                .group_ids(group_id)
+                .send()
+                .await;
+            match out {
+                Ok(out) => {
+                    if let Some(group) = out.security_groups().first() {
+                        found.insert(
+                            group_id.clone(),
+                            group.vpc_id().unwrap_or_default().to_owned(),
+                        );
+                    }
+                }
+                Err(error) => {
+                    let error = AwsError::from_sdk("ec2:DescribeSecurityGroups", error);
+                    if !error.is_not_found() {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Images this account owns that carry every one of `tags`.
     pub async fn images_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Image>> {
         let out = self
@@ -402,6 +502,11 @@ impl Aws {
                     let state = i.state().and_then(|s| s.name())?.as_str().to_owned();
                     Some(InstanceStatus {
                         state,
+                        state_reason: i
+                            .state_reason()
+                            .and_then(|r| r.message().or(r.code()))
+                            .filter(|m| !m.is_empty())
+                            .map(str::to_owned),
                         root_device: i.root_device_name().map(str::to_owned),
                         devices: i
                             .block_device_mappings()
@@ -555,16 +660,16 @@ impl Aws {
         Ok(())
     }
 
-    /// Terminating an instance that is already gone is success.
+    /// NotFound is an error here: it may mean EC2 does not know a new instance yet (see
+    /// `build::terminate_builder`).
     pub async fn terminate_instance(&self, instance_id: &str) -> Result<()> {
-        gone_is_done(
-            "ec2:TerminateInstances",
-            self.ec2
-                .terminate_instances()
-                .instance_ids(instance_id)
-                .send()
-                .await,
-        )
+        self.ec2
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:TerminateInstances", e))?;
+        Ok(())
     }
 
     pub async fn create_image(&self, request: &ImageRequest) -> Result<String> {
@@ -582,7 +687,10 @@ impl Aws {
             // only tagged images and snapshots, and lets later calls (CreateTags, DeleteSnapshot)
             // touch only resources that already carry them.
             .tag_specifications(tag_specification(ec2t::ResourceType::Image, &request.tags))
-            .tag_specifications(tag_specification(ec2t::ResourceType::Snapshot, &request.tags))
+            .tag_specifications(tag_specification(
+                ec2t::ResourceType::Snapshot,
+                &request.tags,
+            ))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ec2:CreateImage", e))?;

@@ -12,7 +12,7 @@ pub mod lease;
 pub mod script;
 mod time;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,11 @@ pub struct Timing {
     /// How long past its TimeoutSeconds a step may still be reported running (delivery, an
     /// agent that went offline) before the build gives up on it.
     pub step_grace: Duration,
+    /// How long after RunInstances EC2 may still answer `InvalidInstanceID.NotFound` for the new
+    /// builder (eventual consistency: https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html),
+    /// and how long a TerminateInstances answered NotFound is retried before the builder is
+    /// reported as not confirmed terminated.
+    pub not_found_grace: Duration,
 }
 
 impl Default for Timing {
@@ -70,6 +75,7 @@ impl Default for Timing {
             lease_ttl: Duration::from_secs(300),
             state_check_every: Duration::from_secs(30),
             step_grace: Duration::from_secs(120),
+            not_found_grace: Duration::from_secs(60),
         }
     }
 }
@@ -161,6 +167,9 @@ pub struct BuildState {
     /// What the steps that finished handed back (their `Outputs`).
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
+    /// When the builder was launched, on the [`clock`]: EC2 may not know it yet for a while.
+    #[serde(default)]
+    pub launched_at_ms: Option<u64>,
 }
 
 /// One Create (or rebuilding Update): the validated spec and the state of its build.
@@ -231,6 +240,7 @@ impl Build {
                 hand_overs: 0,
                 lease: None,
                 outputs: BTreeMap::new(),
+                launched_at_ms: None,
             },
         }
     }
@@ -260,7 +270,14 @@ impl Build {
             Err(error) => {
                 let message = format!("could not take the build lease: {error}");
                 return self
-                    .fail_and_clean(aws, identity, &failed_id, message, true)
+                    .fail_and_clean(
+                        aws,
+                        identity,
+                        &failed_id,
+                        message,
+                        true,
+                        timing.not_found_grace,
+                    )
                     .await;
             }
         }
@@ -284,7 +301,14 @@ impl Build {
                     Err(error) => {
                         let message = format!("could not renew the build lease: {error}");
                         return self
-                            .fail_and_clean(aws, identity, &failed_id, message, true)
+                            .fail_and_clean(
+                                aws,
+                                identity,
+                                &failed_id,
+                                message,
+                                true,
+                                timing.not_found_grace,
+                            )
                             .await;
                     }
                 }
@@ -301,7 +325,14 @@ impl Build {
                     now.saturating_sub(self.state.phase_started_at_ms) / 1000
                 );
                 return self
-                    .fail_and_clean(aws, identity, &failed_id, message, true)
+                    .fail_and_clean(
+                        aws,
+                        identity,
+                        &failed_id,
+                        message,
+                        true,
+                        timing.not_found_grace,
+                    )
                     .await;
             }
             let out_of_time = timing
@@ -324,7 +355,14 @@ impl Build {
                         error.message
                     );
                     return self
-                        .fail_and_clean(aws, identity, &failed_id, message, !error.command_ended)
+                        .fail_and_clean(
+                            aws,
+                            identity,
+                            &failed_id,
+                            message,
+                            !error.command_ended,
+                            timing.not_found_grace,
+                        )
                         .await;
                 }
             };
@@ -443,6 +481,7 @@ impl Build {
         failed_id: &str,
         message: String,
         cancel_command: bool,
+        not_found_grace: Duration,
     ) -> Progress {
         tracing::error!(problem = %message, "build failed; cleaning up");
         let running_command = match &self.state.phase {
@@ -454,7 +493,7 @@ impl Build {
             image_id: self.state.image_id.clone(),
             command_id: running_command.map(str::to_owned),
         };
-        let report = clean_up(aws, identity, &known).await;
+        let report = clean_up(aws, identity, &known, not_found_grace).await;
         self.release_lease(aws, &lease::path(identity)).await;
         Progress::Finished(Outcome::failed(failed_id, format!("{message}. {report}")))
     }
@@ -478,6 +517,13 @@ impl Build {
         data.insert("Fingerprint".into(), resolved.fingerprint.clone());
         data.extend(self.state.outputs.clone());
         Outcome::success(image_id, data)
+    }
+
+    /// EC2 may not know the builder yet (eventual consistency): see [`Timing::not_found_grace`].
+    fn just_launched(&self, timing: &Timing) -> bool {
+        self.state.launched_at_ms.is_some_and(|at| {
+            u128::from(clock::now_ms().saturating_sub(at)) < timing.not_found_grace.as_millis()
+        })
     }
 
     async fn advance(
@@ -522,6 +568,7 @@ impl Build {
                 let instance_id = aws.launch_builder(&request).await?;
                 tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
                 self.state.instance_id = Some(instance_id);
+                self.state.launched_at_ms = Some(clock::now_ms());
                 Ok(Next::Now(Phase::AwaitOnline {
                     waited: Duration::ZERO,
                     state_checked: None,
@@ -546,8 +593,8 @@ impl Build {
                     instance_id,
                     &["pending", "running"],
                     "",
-                    waited,
-                    &mut state_checked,
+                    (waited, &mut state_checked),
+                    self.state.launched_at_ms,
                     timing,
                 )
                 .await?;
@@ -628,8 +675,8 @@ impl Build {
                             instance_id,
                             &["running"],
                             &format!(", during {position}"),
-                            waited,
-                            &mut state_checked,
+                            (waited, &mut state_checked),
+                            self.state.launched_at_ms,
                             timing,
                         )
                         .await?;
@@ -693,7 +740,16 @@ impl Build {
                 }
             }
             Phase::Stop => {
-                aws.stop_instance(self.instance()).await?;
+                match aws.stop_instance(self.instance()).await {
+                    Err(error) if error.is_not_found() && self.just_launched(timing) => {
+                        tracing::info!(
+                            instance_id = self.instance(),
+                            "EC2 does not know the builder yet: stopping again"
+                        );
+                        return Ok(Next::After(timing.min_poll, Phase::Stop));
+                    }
+                    sent => sent?,
+                }
                 tracing::info!(instance_id = self.instance(), "stopping the builder");
                 Ok(Next::Now(Phase::AwaitStopped {
                     waited: Duration::ZERO,
@@ -824,7 +880,12 @@ impl Build {
             Phase::Finish => {
                 // A build resumed after its builder was terminated has none left to terminate.
                 if let Some(instance_id) = self.state.instance_id.clone() {
-                    aws.terminate_instance(&instance_id).await?;
+                    terminate_builder(aws, &instance_id, timing.not_found_grace)
+                        .await
+                        .map_err(|message| BuildError {
+                            message,
+                            command_ended: true,
+                        })?;
                     tracing::info!(instance_id = %instance_id, "builder terminated");
                 }
                 Ok(Next::Now(Phase::Done))
@@ -843,6 +904,7 @@ impl Build {
         // TimeoutMinutes keeps counting from there.
         if let Some(first) = instances.iter().filter_map(|i| i.launched_ms).min() {
             self.state.started_at_ms = self.state.started_at_ms.min(first);
+            self.state.launched_at_ms = Some(first);
         }
         let live = instances
             .iter()
@@ -922,25 +984,45 @@ impl Build {
 
 /// While a wait lasts, asks EC2 every `state_check_every` (not at every poll) whether the
 /// builder is still in one of the `expected` states; fails the build if it is not.
+/// `polled`: how long the phase has waited, and when it last asked EC2. A builder EC2 does not
+/// know yet, shortly after its launch, is not gone: eventual consistency.
 async fn check_still_running(
     aws: &Aws,
     instance_id: &str,
     expected: &[&str],
     during: &str,
-    waited: Duration,
-    state_checked: &mut Option<Duration>,
+    (waited, state_checked): (Duration, &mut Option<Duration>),
+    launched_at_ms: Option<u64>,
     timing: &Timing,
 ) -> Result<(), BuildError> {
     if state_checked.is_some_and(|at| waited < at + timing.state_check_every) {
         return Ok(());
     }
     *state_checked = Some(waited);
-    match aws.instance_state(instance_id).await?.as_deref() {
+    let status = aws.instance_status(instance_id).await?;
+    let state = status.as_ref().map(|s| s.state.clone());
+    let since_launch = launched_at_ms.map(|at| clock::now_ms().saturating_sub(at));
+    if state.is_none()
+        && since_launch.is_some_and(|ms| u128::from(ms) < timing.not_found_grace.as_millis())
+    {
+        tracing::info!(instance_id, "EC2 does not list the new builder yet");
+        // Ask again at the next poll.
+        *state_checked = None;
+        return Ok(());
+    }
+    match state.as_deref() {
         Some(state) if expected.contains(&state) => Ok(()),
-        other => fail(format!(
-            "builder {instance_id} is {} instead of running{during}",
-            other.unwrap_or("gone")
-        )),
+        other => {
+            // EC2's StateReason says why: a KMS key the launch could not use, capacity, ...
+            let why = status
+                .and_then(|s| s.state_reason)
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            fail(format!(
+                "builder {instance_id} is {} instead of running{during}{why}",
+                other.unwrap_or("gone")
+            ))
+        }
     }
 }
 
@@ -979,6 +1061,7 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
         .instance_type
         .clone()
         .unwrap_or_else(|| default_instance_type(&architecture).into());
+    check_where_it_runs(aws, spec, &source_image, &architecture, &instance_type).await?;
     let fingerprint = fingerprint::of(spec, &source_image, &instance_type);
     tracing::info!(source_image = %source_image, architecture = %architecture, "source resolved");
     Ok(Resolved {
@@ -987,6 +1070,77 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
         instance_type,
         fingerprint,
     })
+}
+
+/// What EC2 would refuse at launch, found before anything is launched, each naming its property:
+/// the instance type exists and runs the source AMI's architecture, the subnet and the security
+/// groups exist, and the groups are in the subnet's VPC. (The instance profile is left to
+/// RunInstances, which names it: reading IAM would need one more permission.)
+async fn check_where_it_runs(
+    aws: &Aws,
+    spec: &AmiSpec,
+    source_image: &str,
+    architecture: &str,
+    instance_type: &str,
+) -> Result<(), BuildError> {
+    match aws.instance_type_architectures(instance_type).await? {
+        None => {
+            return fail(format!(
+                "InstanceType: {instance_type} does not exist in this region"
+            ));
+        }
+        Some(supported) if !supported.iter().any(|a| a == architecture) => {
+            return fail(format!(
+                "InstanceType: {instance_type} is {}, SourceAmi {source_image} is {architecture}",
+                supported.join("/")
+            ));
+        }
+        Some(_) => {}
+    }
+    let subnet_vpc = match &spec.subnet_id {
+        Some(subnet) => match aws.subnet_vpc(subnet).await? {
+            Some(vpc) => Some(vpc),
+            None => return fail(format!("SubnetId: {subnet} does not exist in this region")),
+        },
+        None => None,
+    };
+    if spec.security_group_ids.is_empty() {
+        return Ok(());
+    }
+    let groups = aws.security_group_vpcs(&spec.security_group_ids).await?;
+    let missing: Vec<&str> = spec
+        .security_group_ids
+        .iter()
+        .filter(|g| !groups.contains_key(*g))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return fail(format!(
+            "SecurityGroupIds: {} does not exist in this region",
+            missing.join(", ")
+        ));
+    }
+    let vpcs: BTreeSet<&str> = groups.values().map(String::as_str).collect();
+    if vpcs.len() > 1 {
+        return fail(format!(
+            "SecurityGroupIds: the groups are in different VPCs ({})",
+            groups
+                .iter()
+                .map(|(g, v)| format!("{g} in {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let (Some(subnet_vpc), Some(group_vpc)) = (&subnet_vpc, vpcs.first())
+        && subnet_vpc != group_vpc
+    {
+        return fail(format!(
+            "SecurityGroupIds: {} is in {group_vpc}, SubnetId {} is in {subnet_vpc}",
+            spec.security_group_ids.join(", "),
+            spec.subnet_id.as_deref().unwrap_or_default()
+        ));
+    }
+    Ok(())
 }
 
 /// The comment a step's SSM command carries; it is how a resumed build recognises the step.
@@ -1183,6 +1337,7 @@ pub async fn abandon(
             &crate::cfn::failed_create_physical_id(identity),
             message,
             true,
+            Timing::default().not_found_grace,
         )
         .await
     {
@@ -1387,7 +1542,7 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
     }
     let mut failures = Vec::new();
     for snapshot in &snapshots {
-        match aws.delete_snapshot(snapshot).await {
+        match delete_released_snapshot(aws, snapshot, SNAPSHOT_RELEASE_GRACE).await {
             Ok(()) => tracing::info!(snapshot_id = %snapshot, "snapshot deleted"),
             Err(error) => failures.push(format!("{snapshot} ({error})")),
         }
@@ -1412,6 +1567,68 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
     ))
 }
 
+/// Terminates the builder. EC2 answers `InvalidInstanceID.NotFound` for an instance it does not
+/// know yet (eventual consistency) as for one long gone, so NotFound is not taken for "terminated":
+/// the call is repeated until EC2 accepts it or `grace` runs out, and then the builder is reported
+/// as not confirmed terminated. (A terminated instance stays visible for about an hour, and
+/// terminating it again succeeds.)
+async fn terminate_builder(aws: &Aws, instance_id: &str, grace: Duration) -> Result<(), String> {
+    let mut waited = Duration::ZERO;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match aws.terminate_instance(instance_id).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_not_found() && waited < grace => {
+                tracing::info!(
+                    instance_id,
+                    "EC2 does not know the builder yet: terminating again"
+                );
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            Err(error) if error.is_not_found() => {
+                return Err(format!(
+                    "builder {instance_id} (not confirmed terminated: EC2 still answered NotFound after {} s; it may be running)",
+                    waited.as_secs()
+                ));
+            }
+            Err(error) => return Err(format!("builder {instance_id} ({error})")),
+        }
+    }
+}
+
+/// How long `InvalidSnapshot.InUse` is retried after DeregisterImage.
+const SNAPSHOT_RELEASE_GRACE: Duration = Duration::from_secs(90);
+
+/// Deletes a snapshot of an image just deregistered. For a while after DeregisterImage, EC2 may
+/// still answer `InvalidSnapshot.InUse` for its snapshots: that answer is retried until `grace`
+/// runs out, then reported with the last error.
+async fn delete_released_snapshot(
+    aws: &Aws,
+    snapshot_id: &str,
+    grace: Duration,
+) -> Result<(), crate::aws::AwsError> {
+    let mut waited = Duration::ZERO;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match aws.delete_snapshot(snapshot_id).await {
+            Err(error)
+                if error.code.as_deref() == Some("InvalidSnapshot.InUse") && waited < grace =>
+            {
+                tracing::info!(
+                    snapshot_id,
+                    "snapshot still in use by its deregistered image: retrying"
+                );
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What a failed build is known to have created. Cleanup also searches by the request's tags, so
 /// it finds what a crash made it forget.
 #[derive(Debug, Default, Clone)]
@@ -1423,7 +1640,12 @@ pub struct Leftovers {
 
 /// Removes everything the request created and returns a sentence saying what was removed and what,
 /// if anything, could not be.
-pub async fn clean_up(aws: &Aws, identity: &Identity, known: &Leftovers) -> String {
+pub async fn clean_up(
+    aws: &Aws,
+    identity: &Identity,
+    known: &Leftovers,
+    not_found_grace: Duration,
+) -> String {
     let tags = identity_tags(identity);
     let mut done = Vec::new();
     let mut left = Vec::new();
@@ -1444,9 +1666,9 @@ pub async fn clean_up(aws: &Aws, identity: &Identity, known: &Leftovers) -> Stri
         aws.cancel_step(command, instance).await.ok();
     }
     for instance in &instances {
-        match aws.terminate_instance(instance).await {
+        match terminate_builder(aws, instance, not_found_grace).await {
             Ok(()) => done.push(format!("terminated builder {instance}")),
-            Err(error) => left.push(format!("builder {instance} ({error})")),
+            Err(error) => left.push(error),
         }
     }
 
@@ -1480,7 +1702,7 @@ pub async fn clean_up(aws: &Aws, identity: &Identity, known: &Leftovers) -> Stri
     snapshots.sort();
     snapshots.dedup();
     for snapshot in &snapshots {
-        match aws.delete_snapshot(snapshot).await {
+        match delete_released_snapshot(aws, snapshot, SNAPSHOT_RELEASE_GRACE).await {
             Ok(()) => done.push(format!("deleted snapshot {snapshot}")),
             Err(error) => left.push(format!("snapshot {snapshot} ({error})")),
         }
@@ -1528,7 +1750,10 @@ mod tests {
     fn default_names_are_readable_unique_and_valid() {
         // An AmiName is a prefix: a rebuild (another request) never takes the name in use.
         let given = unique_image_name("team ecs (base)", &identity(), "20261125T083000Z".into());
-        assert!(given.starts_with("team ecs (base)-20261125T083000Z-"), "{given}");
+        assert!(
+            given.starts_with("team ecs (base)-20261125T083000Z-"),
+            "{given}"
+        );
         let mut rebuild = identity();
         rebuild.request_id = "another-request".into();
         let again = unique_image_name("team ecs (base)", &rebuild, "20261125T083000Z".into());

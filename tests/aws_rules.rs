@@ -1,0 +1,446 @@
+//! Rules of EC2 that moto does not keep and the local AWS does (emulator/local_aws.py), each
+//! checked against the local AWS directly, and the product shown to pass under them. Each rule
+//! cites the AWS page it follows.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification,
+};
+use common::audit::{Audit, tags_of};
+use common::report;
+use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, stack_id};
+use serde_json::{Value, json};
+
+const SECTION: &str = "AWS's rules on the local AWS (eventual consistency, names, limits)";
+
+fn properties(extra: Value) -> Value {
+    let mut base = json!({
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
+        "SourceAmiParameter": ECS_AL2023,
+        "IamInstanceProfile": PROFILE,
+        "Steps": [{"Name": "check", "Commands": ["true"]}]
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        base[key] = value.clone();
+    }
+    base
+}
+
+fn code<E: ProvideErrorMetadata>(error: &E) -> String {
+    error.code().unwrap_or("(none)").to_owned()
+}
+
+async fn source_image(local: &LocalAws, parameter: &str) -> String {
+    aws_sdk_ssm::Client::new(&local.sdk_config().await)
+        .get_parameter()
+        .name(parameter)
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap()
+        .value
+        .unwrap()
+}
+
+fn tagged(kind: ResourceType) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .tags(
+            Tag::builder()
+                .key("ecs-ami:logical-id")
+                .value("Ami")
+                .build(),
+        )
+        .tags(Tag::builder().key("ecs-ami:request-id").value("r").build())
+        .build()
+}
+
+/// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html: right after
+/// RunInstances, a call naming the new instance may answer InvalidInstanceID.NotFound. The build
+/// waits for EC2 to know its builder instead of calling it gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builder_ec2_does_not_know_yet_is_not_gone() {
+    let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_CONSISTENCY_DELAY", "4")]).await;
+    let function = aws_sdk_ec2::Client::new(&local.function_config().await);
+    let source = source_image(&local, ECS_AL2023).await;
+    let launched = function
+        .run_instances()
+        .image_id(&source)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .iam_instance_profile(
+            aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                .name(PROFILE)
+                .build(),
+        )
+        .tag_specifications(tagged(ResourceType::Instance))
+        .tag_specifications(tagged(ResourceType::Volume))
+        .send()
+        .await
+        .unwrap();
+    let id = launched.instances()[0].instance_id().unwrap().to_owned();
+    let error = function
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidInstanceID.NotFound");
+    let error = function
+        .terminate_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&error), "InvalidInstanceID.NotFound");
+    // ... and the instance runs on: NotFound did not terminate it.
+    let admin = local.ec2().await;
+    let state = admin
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .clone();
+    assert_eq!(state.as_str(), "running");
+
+    let aws = local.aws().await;
+    let answer = invoke(
+        &aws,
+        event("Create", "consistency", "req", None, properties(json!({}))),
+    )
+    .await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    report::record(
+        "rule-01",
+        SECTION,
+        "EC2 answers InvalidInstanceID.NotFound for 4 s after RunInstances",
+        "SUCCESS: the build waits for EC2 to know its builder",
+        None,
+    );
+}
+
+/// A build that fails right after launch: TerminateInstances answers NotFound while EC2 does not
+/// know the builder yet. Cleanup repeats it until EC2 accepts it, and never reports a builder
+/// terminated that still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_does_not_take_not_found_for_terminated() {
+    let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_CONSISTENCY_DELAY", "4")]).await;
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id("consistency-cleanup"),
+    };
+    reqwest::Client::new()
+        .post(format!("{}/ecs-ami-local/faults", local.endpoint))
+        .body(json!({"rules": [{"operation": "AmazonSSM.DescribeInstanceInformation", "code": "AccessDeniedException"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let aws = local.aws().await;
+    let answer = invoke(
+        &aws,
+        event(
+            "Create",
+            "consistency-cleanup",
+            "req",
+            None,
+            properties(json!({})),
+        ),
+    )
+    .await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(reason.contains("terminated builder i-"), "{reason}");
+    assert_eq!(
+        audit.live_instances().await,
+        Vec::<String>::new(),
+        "{reason}"
+    );
+    audit.assert_only(&[]).await;
+    report::record(
+        "rule-02",
+        SECTION,
+        "The build fails right after launch, while TerminateInstances still answers NotFound",
+        "FAILED; cleanup repeats TerminateInstances until EC2 takes it: no builder left",
+        Some(audit.leftovers(&[]).await.len()),
+    );
+}
+
+/// For a while after DeregisterImage, DeleteSnapshot of its snapshots answers
+/// InvalidSnapshot.InUse. Delete waits it out instead of answering FAILED and leaking them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_waits_for_the_snapshots_to_be_released() {
+    let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_SNAPSHOT_RELEASE_DELAY", "3")]).await;
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id("snapshot-release"),
+    };
+    let aws = local.aws().await;
+    let created = invoke(
+        &aws,
+        event(
+            "Create",
+            "snapshot-release",
+            "req",
+            None,
+            properties(json!({})),
+        ),
+    )
+    .await;
+    let image = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let deleted = invoke(
+        &aws,
+        event(
+            "Delete",
+            "snapshot-release",
+            "req-del",
+            Some(&image),
+            properties(json!({})),
+        ),
+    )
+    .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    audit.assert_only(&[]).await;
+    report::record(
+        "rule-03",
+        SECTION,
+        "DeleteSnapshot answers InvalidSnapshot.InUse for 3 s after DeregisterImage",
+        "Delete SUCCESS once EC2 releases them: no snapshot left",
+        Some(audit.leftovers(&[]).await.len()),
+    );
+}
+
+/// CreateImage (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateImage.html):
+/// TagSpecifications tag the image and its snapshots; an AMI name is unique per account and
+/// region; KmsKeyId belongs to RunInstances' mappings, not CreateImage's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_image_follows_ec2() {
+    let local = LocalAws::start().await;
+    let admin = local.ec2().await;
+    let source = source_image(&local, ECS_AL2023).await;
+    let instance = admin
+        .run_instances()
+        .image_id(&source)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let image = admin
+        .create_image()
+        .instance_id(&instance)
+        .name("rules-image")
+        .tag_specifications(tagged(ResourceType::Image))
+        .tag_specifications(tagged(ResourceType::Snapshot))
+        .send()
+        .await
+        .expect("CreateImage takes a snapshot TagSpecification")
+        .image_id
+        .unwrap();
+    let described = admin
+        .describe_images()
+        .image_ids(&image)
+        .send()
+        .await
+        .unwrap();
+    let snapshot = described.images()[0].block_device_mappings()[0]
+        .ebs()
+        .unwrap()
+        .snapshot_id()
+        .unwrap()
+        .to_owned();
+    let snapshots = admin
+        .describe_snapshots()
+        .snapshot_ids(&snapshot)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags_of(snapshots.snapshots()[0].tags())["ecs-ami:logical-id"],
+        "Ami"
+    );
+    let duplicate = admin
+        .create_image()
+        .instance_id(&instance)
+        .name("rules-image")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&duplicate), "InvalidAMIName.Duplicate");
+    let with_key = admin
+        .create_image()
+        .instance_id(&instance)
+        .name("rules-image-2")
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .encrypted(true)
+                        .kms_key_id("alias/aws/ebs")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&with_key), "InvalidParameter");
+    report::record(
+        "rule-04",
+        SECTION,
+        "CreateImage: snapshot TagSpecification, a name in use, KmsKeyId in its mappings",
+        "snapshot tagged; InvalidAMIName.Duplicate; InvalidParameter",
+        None,
+    );
+}
+
+/// RunInstances (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html):
+/// the instance type must exist and match the image's architecture; ClientToken makes the call
+/// idempotent (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-idempotency.html).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_instances_follows_ec2() {
+    let local = LocalAws::start().await;
+    let admin = local.ec2().await;
+    let x86 = source_image(&local, ECS_AL2023).await;
+    let launch = |image: &str, kind: &str, token: &str| {
+        admin
+            .run_instances()
+            .image_id(image)
+            .instance_type(InstanceType::from(kind))
+            .min_count(1)
+            .max_count(1)
+            .client_token(token)
+            .send()
+    };
+    let unknown = launch(&x86, "t3.gigantic", "a").await.unwrap_err();
+    assert_eq!(code(&unknown), "InvalidParameterValue");
+    let mismatch = launch(&x86, "t4g.medium", "b").await.unwrap_err();
+    assert_eq!(code(&mismatch), "InvalidParameterValue");
+    assert!(
+        mismatch
+            .message()
+            .unwrap()
+            .contains("does not match the architecture 'x86_64'")
+    );
+    let first = launch(&x86, "t3.micro", "c").await.unwrap();
+    let again = launch(&x86, "t3.micro", "c").await.unwrap();
+    assert_eq!(
+        first.instances()[0].instance_id(),
+        again.instances()[0].instance_id()
+    );
+    let other = launch(&x86, "t3.small", "c").await.unwrap_err();
+    assert_eq!(code(&other), "IdempotentParameterMismatch");
+
+    // The product: an instance type that does not match the source image fails the build with
+    // EC2's refusal and launches nothing.
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id("rules-type"),
+    };
+    let aws = local.aws().await;
+    let answer = invoke(
+        &aws,
+        event(
+            "Create",
+            "rules-type",
+            "req",
+            None,
+            properties(json!({"InstanceType": "t4g.medium"})),
+        ),
+    )
+    .await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("InstanceType: t4g.medium is arm64, SourceAmi ami-"),
+        "{reason}"
+    );
+    audit.assert_only(&[]).await;
+    report::record(
+        "rule-05",
+        SECTION,
+        "RunInstances: unknown instance type, architecture mismatch, ClientToken reused",
+        "InvalidParameterValue twice; same instance; IdempotentParameterMismatch; the build FAILED naming InstanceType",
+        Some(0),
+    );
+}
+
+/// An encrypted builder volume whose KMS key the role may not use: EC2 takes the launch, then
+/// the instance goes pending -> terminated with StateReason Client.InternalError
+/// (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/troubleshooting-launch.html). The
+/// Reason quotes EC2's StateReason; with the key in BuilderKmsKeyArns the build succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_key_the_role_may_not_use_is_reported_with_ec2s_reason() {
+    let local = LocalAws::start().await;
+    let kms = kms_key(&local).await;
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id("rules-kms"),
+    };
+    let aws = local.aws().await;
+    let encrypted = properties(json!({"BlockDeviceMappings": [
+        {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": "10", "Encrypted": "true", "KmsKeyId": kms}}
+    ]}));
+    let refused = invoke(
+        &aws,
+        event("Create", "rules-kms", "req-1", None, encrypted.clone()),
+    )
+    .await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let reason = refused["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("is terminated instead of running")
+            && reason.contains("Client.InternalError"),
+        "{reason}"
+    );
+    audit.assert_only(&[]).await;
+    local
+        .set_role(json!({"parameters": {"BuilderKmsKeyArns": kms}}))
+        .await;
+    let built = invoke(&aws, event("Create", "rules-kms", "req-2", None, encrypted)).await;
+    assert_eq!(built["Status"], "SUCCESS", "{built}");
+    report::record(
+        "rule-06",
+        SECTION,
+        "A builder volume encrypted with a KMS key the role may not use",
+        "FAILED quoting EC2's StateReason (Client.InternalError); SUCCESS once the key is in BuilderKmsKeyArns",
+        Some(0),
+    );
+}
+
+/// A customer managed key, made by the local AWS's administrator (KMS's JSON API).
+async fn kms_key(local: &LocalAws) -> String {
+    let answer = reqwest::Client::new()
+        .post(&local.endpoint)
+        .header("X-Amz-Target", "TrentService.CreateKey")
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=local-admin/20261125/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    body["KeyMetadata"]["Arn"].as_str().unwrap().to_owned()
+}
