@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "templates"))
 from cfn_template import Resolver, load  # noqa: E402  (the template tests' own resolver)
 
 ADMIN_KEY = "local-admin"
+TALLY = os.environ.get("ECS_AMI_EMULATOR_IAM_TALLY")
 STACK_NAME = os.environ.get("ECS_AMI_EMULATOR_STACK", "ecs-ami")
 FUNCTION_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{STACK_NAME}-FunctionRole-LOCAL"
 BUILDER_ROLE_NAME = f"{STACK_NAME}-BuilderRole-LOCAL"
@@ -185,6 +186,10 @@ class Authorizer:
             parts.append(f"{entry['resource']} does not exist: left to the service")
         with open(self.log_path, "a") as log:
             log.write(" | ".join(parts) + "\n")
+        if TALLY:
+            # One line per decision across every local AWS of a test run (scripts/test sums them).
+            with open(TALLY, "a") as tally:
+                tally.write(f"{entry['decision']} {entry['operation']}\n")
 
 
 # --- What each request names -------------------------------------------------------------------

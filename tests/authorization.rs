@@ -295,12 +295,12 @@ async fn every_statement_of_the_role_is_needed() {
     }
 }
 
-async fn expect_refused<T, E: std::fmt::Debug>(
+async fn expect_refused<T, E>(
     what: &str,
     code: &str,
     sent: Result<T, aws_sdk_ec2::error::SdkError<E>>,
 ) where
-    E: aws_sdk_ec2::error::ProvideErrorMetadata,
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::fmt::Debug,
 {
     match sent {
         Ok(_) => panic!("{what}: allowed"),

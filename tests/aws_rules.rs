@@ -444,3 +444,44 @@ async fn kms_key(local: &LocalAws) -> String {
     tokio::time::sleep(Duration::from_millis(10)).await;
     body["KeyMetadata"]["Arn"].as_str().unwrap().to_owned()
 }
+
+/// GetCommandInvocation keeps the first 24,000 characters of stdout and 8,000 of stderr
+/// (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetCommandInvocation.html):
+/// a failing step's Reason must still end with its last lines, where the cause is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_steps_reason_quotes_its_last_lines() {
+    let local = LocalAws::start().await;
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id("rules-output"),
+    };
+    let aws = local.aws().await;
+    let answer = invoke(
+        &aws,
+        event(
+            "Create",
+            "rules-output",
+            "req",
+            None,
+            properties(json!({"Steps": [{"Name": "chatty", "Commands": [
+                "for i in $(seq 1 5000); do echo \"stdout line $i\"; echo \"stderr line $i\" >&2; done",
+                "echo 'the real cause' >&2",
+                "exit 3"
+            ]}]})),
+        ),
+    )
+    .await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(reason.contains("exited 3"), "{reason}");
+    assert!(reason.contains("the real cause"), "{reason}");
+    assert!(reason.contains("stdout line 5000"), "{reason}");
+    audit.assert_only(&[]).await;
+    report::record(
+        "rule-07",
+        SECTION,
+        "A failing step writes 100 KB to stdout and stderr (SSM keeps their first 24,000 and 8,000 characters)",
+        "FAILED quoting the step's last lines of both",
+        Some(0),
+    );
+}

@@ -261,6 +261,7 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
 fn all_rules(world: &World) -> Vec<&Rule> {
     vec![
         &world.source_image,
+        &world.instance_types,
         &world.run_instances,
         &world.instance_info,
         &world.tagged_instances,

@@ -726,6 +726,15 @@ impl Build {
                                 step.timeout_seconds
                             ),
                             StepStatus::Cancelled => "was cancelled".to_owned(),
+                            // The wrapper stopped it short of SSM's timeout, to show its end.
+                            _ if result.exit_code == 124
+                                && result.stderr.trim_end().ends_with(script::TIMEOUT_NOTE) =>
+                            {
+                                format!(
+                                    "timed out after its {} s TimeoutSeconds",
+                                    step.timeout_seconds
+                                )
+                            }
                             _ => format!("exited {}", result.exit_code),
                         };
                         Err(BuildError {

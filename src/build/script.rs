@@ -12,33 +12,81 @@ use crate::cfn::properties::{Action, MAX_OUTPUT_VALUE_CHARS, Step};
 
 /// The script for one step. Commands run with `set -e`, as Packer's shell provisioner does, so a
 /// failing command fails the step instead of being hidden by the ones after it.
+///
+/// A command step runs inside a wrapper that keeps its stdout and stderr in files on the builder
+/// and prints them when it ends: SSM keeps only the *first* 24,000 characters of stdout and 8,000
+/// of stderr (GetCommandInvocation), while what explains a failure is at the end. So what SSM
+/// keeps is: the outputs line (a step with `Outputs`, on success), a note of how much was cut,
+/// then the last [`STDOUT_TAIL`] bytes of stdout, and likewise the last [`STDERR_TAIL`] bytes of
+/// stderr. The step runs under `timeout` a little short of its TimeoutSeconds, so that a step
+/// that overruns still shows its last lines (SSM's own timeout would kill the wrapper too).
 pub fn render(step: &Step) -> String {
     let body = render_body(step);
-    if step.outputs.is_empty() {
+    if matches!(step.action, Action::File { .. }) {
+        // A file step prints nothing but a failing command's error.
         return body;
     }
-    // A step with outputs runs in a subshell whose stdout is kept aside, so that the outputs
-    // line can come first: SSM keeps only the first 24,000 characters of stdout, and a chatty
-    // step must not push its outputs out of them. The step's own stdout follows, its last
-    // 20,000 bytes (the end is what explains a failure).
+    let limit = step_time_limit(step.timeout_seconds);
+    let delimiter = format!("ECS_AMI_STEP_{}", &crate::cfn::sha256_hex(&body)[..16]);
     let mut script = String::from(
         "set +e\n\
-         ECS_AMI_OUTPUTS=\"$(mktemp)\"; export ECS_AMI_OUTPUTS\n\
-         ecs_ami_stdout=\"$(mktemp)\"\n\
-         (\n",
+         ecs_ami_dir=\"$(mktemp -d)\"\n",
     );
+    if !step.outputs.is_empty() {
+        script.push_str(
+            "ECS_AMI_OUTPUTS=\"$ecs_ami_dir/outputs\"; : > \"$ECS_AMI_OUTPUTS\"; export ECS_AMI_OUTPUTS\n",
+        );
+    }
+    script.push_str(&format!("cat > \"$ecs_ami_dir/step\" <<'{delimiter}'\n"));
     script.push_str(&body);
+    script.push_str(&format!("{delimiter}\n"));
     script.push_str(&format!(
-        ") > \"$ecs_ami_stdout\"\n\
-         ecs_ami_status=$?\n\
-         if [ \"$ecs_ami_status\" -eq 0 ]; then\n\
-         printf '%s%s\\n' '{OUTPUTS_MARKER}' \"$(base64 -w0 < \"$ECS_AMI_OUTPUTS\")\"\n\
+        "timeout --kill-after=5 {limit} bash \"$ecs_ami_dir/step\" > \"$ecs_ami_dir/out\" 2> \"$ecs_ami_dir/err\" < /dev/null\n\
+         ecs_ami_status=$?\n"
+    ));
+    if !step.outputs.is_empty() {
+        script.push_str(&format!(
+            "if [ \"$ecs_ami_status\" -eq 0 ]; then\n\
+             printf '%s%s\\n' '{OUTPUTS_MARKER}' \"$(base64 -w0 < \"$ECS_AMI_OUTPUTS\")\"\n\
+             fi\n"
+        ));
+    }
+    script.push_str(&format!(
+        "ecs_ami_tail() {{\n\
+         ecs_ami_size=$(wc -c < \"$1\")\n\
+         if [ \"$ecs_ami_size\" -gt \"$2\" ]; then\n\
+         printf '{CUT_NOTE}%s bytes of %s cut; its last %s follow]\\n' \"$((ecs_ami_size - $2))\" \"$3\" \"$2\"\n\
          fi\n\
-         tail -c 20000 \"$ecs_ami_stdout\"\n\
-         rm -f \"$ECS_AMI_OUTPUTS\" \"$ecs_ami_stdout\"\n\
+         tail -c \"$2\" \"$1\"\n\
+         }}\n\
+         ecs_ami_tail \"$ecs_ami_dir/out\" {STDOUT_TAIL} stdout\n\
+         ecs_ami_tail \"$ecs_ami_dir/err\" {STDERR_TAIL} stderr >&2\n\
+         if [ \"$ecs_ami_status\" -eq 124 ] || [ \"$ecs_ami_status\" -eq 137 ]; then\n\
+         printf '%s\\n' '{TIMEOUT_NOTE}' >&2\n\
+         ecs_ami_status=124\n\
+         fi\n\
+         rm -rf \"$ecs_ami_dir\"\n\
          exit \"$ecs_ami_status\"\n"
     ));
     script
+}
+
+/// How much of a step's stdout and stderr is kept: within SSM's 24,000 and 8,000 characters,
+/// leaving room for the outputs line and the notes.
+pub const STDOUT_TAIL: usize = 20_000;
+pub const STDERR_TAIL: usize = 7_000;
+
+/// Begins the line that says how much of a stream was cut.
+pub const CUT_NOTE: &str = "[ecs-ami: the first ";
+
+/// The last stderr line of a step stopped by the wrapper's `timeout` (exit status 124).
+pub const TIMEOUT_NOTE: &str = "ecs-ami: the step ran out of its TimeoutSeconds and was stopped";
+
+/// The wrapper's own limit: TimeoutSeconds less a tenth (1 to 30 s), so that it ends the step
+/// and prints its output before SSM's executionTimeout (the whole TimeoutSeconds) kills it all.
+pub fn step_time_limit(timeout_seconds: u32) -> u32 {
+    let margin = (timeout_seconds / 10).clamp(1, 30);
+    timeout_seconds.saturating_sub(margin).max(1)
 }
 
 /// Starts the stdout line that carries a step's outputs (base64 of its `NAME=value` lines).
@@ -236,6 +284,68 @@ mod tests {
         // The end of the step's own stdout is kept, within 20,000 bytes.
         assert!(stdout.ends_with("the end\n"));
         assert!(stdout.len() < 20_000 + 200);
+    }
+
+    fn command_step(commands: &[&str], timeout_seconds: u32) -> Step {
+        Step {
+            timeout_seconds,
+            ..step_with_outputs(commands, &[])
+        }
+    }
+
+    #[test]
+    fn what_ssm_keeps_of_a_long_failing_step_ends_with_its_last_lines() {
+        let step = command_step(
+            &[
+                "for i in $(seq 1 5000); do echo \"stdout line $i\"; echo \"stderr line $i\" >&2; done",
+                "echo 'the real cause' >&2",
+                "exit 3",
+            ],
+            60,
+        );
+        let out = run_step(&step);
+        assert_eq!(out.status.code(), Some(3));
+        // What SSM would keep: the first 24,000 and 8,000 characters.
+        let stdout: String = String::from_utf8(out.stdout)
+            .unwrap()
+            .chars()
+            .take(24_000)
+            .collect();
+        let stderr: String = String::from_utf8(out.stderr)
+            .unwrap()
+            .chars()
+            .take(8_000)
+            .collect();
+        assert!(stdout.starts_with(CUT_NOTE), "{}", &stdout[..100]);
+        assert!(stdout.ends_with("stdout line 5000\n"));
+        assert!(stderr.starts_with(CUT_NOTE));
+        assert!(
+            stderr.ends_with("stderr line 5000\nthe real cause\n"),
+            "{}",
+            &stderr[stderr.len() - 200..]
+        );
+        // A short step's output is passed through whole, without a note.
+        let short = run_step(&command_step(&["echo hello", "echo oops >&2"], 60));
+        assert_eq!(String::from_utf8(short.stdout).unwrap(), "hello\n");
+        assert_eq!(String::from_utf8(short.stderr).unwrap(), "oops\n");
+    }
+
+    #[test]
+    fn a_step_that_overruns_is_stopped_short_of_its_timeout_and_shows_its_end() {
+        assert_eq!(step_time_limit(2), 1);
+        assert_eq!(step_time_limit(60), 54);
+        assert_eq!(step_time_limit(3600), 3570);
+        let step = command_step(&["echo started", "echo waiting >&2", "sleep 30"], 2);
+        let started = std::time::Instant::now();
+        let out = run_step(&step);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(124));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "started\n");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.ends_with(&format!("waiting\n{TIMEOUT_NOTE}\n")),
+            "{stderr}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
 use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
 use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
 use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput;
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
 use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
@@ -131,6 +132,8 @@ pub fn image(id: &str, state: ec2t::ImageState) -> ec2t::Image {
 /// how often it was called. Tests replace the rules that their scenario is about.
 pub struct World {
     pub source_image: Rule,
+    /// DescribeInstanceTypes, checked before launch: every type runs x86_64, as SOURCE does.
+    pub instance_types: Rule,
     pub run_instances: Rule,
     pub instance_info: Rule,
     /// DescribeInstances by tag (adoption and cleanup searches): answers first, so that a test
@@ -221,6 +224,21 @@ impl World {
                         .images(image(SOURCE, ec2t::ImageState::Available))
                         .build()
                 }),
+            instance_types: mock!(aws_sdk_ec2::Client::describe_instance_types)
+                .then_compute_output(|input| {
+                    DescribeInstanceTypesOutput::builder()
+                        .instance_types(
+                            ec2t::InstanceTypeInfo::builder()
+                                .set_instance_type(input.instance_types().first().cloned())
+                                .processor_info(
+                                    ec2t::ProcessorInfo::builder()
+                                        .supported_architectures(ec2t::ArchitectureType::X8664)
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                        .build()
+                }),
             run_instances: mock!(aws_sdk_ec2::Client::run_instances).then_output(launched),
             instance_info: mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(
                 || {
@@ -308,6 +326,7 @@ impl World {
     pub fn aws(&self) -> Aws {
         let ec2 = ec2(&[
             &self.source_image,
+            &self.instance_types,
             &self.new_image,
             &self.tagged_images,
             &self.run_instances,

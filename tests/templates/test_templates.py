@@ -35,18 +35,31 @@ def test_the_templates_have_their_scripts():
     assert "LaunchTemplate.UserData" in found["cfn/ecs-cluster.yaml"]
 
 
-def role_statements():
+BUILDER_ROLE = "arn:aws:iam::123456789012:role/ecs-ami-BuilderRole-X"
+
+
+def role_statements(params=None):
+    """The function's role statements, resolved for the stack `ecs-ami` and `params` (the
+    engine-backed tests in tests/authorization.rs evaluate the same policy call by call)."""
     template = load(str(REPO / "template.yaml"))
-    function = template["Resources"]["Function"]["Properties"]
+    resolver = Resolver(template, params or {}, stack_name="ecs-ami",
+                        attributes={"BuilderRole.Arn": BUILDER_ROLE})
     statements = []
-    for policy in function["Policies"]:
-        statements.extend(policy["Statement"])
+    for policy in template["Resources"]["Function"]["Properties"]["Policies"]:
+        statements.extend(resolver.resolve(policy)["Statement"])
     return template, statements
 
 
+def listed(value):
+    return [value] if isinstance(value, str) else value
+
+
 def actions_of(statement):
-    actions = statement["Action"]
-    return [actions] if isinstance(actions, str) else actions
+    return listed(statement["Action"])
+
+
+ALL_OPTIONS = {"BuilderKmsKeyArns": "arn:aws:kms:us-east-1:123456789012:key/k",
+               "BuilderRoleArns": "arn:aws:iam::123456789012:role/mine"}
 
 
 def test_the_role_allows_every_call_the_code_makes():
@@ -62,27 +75,47 @@ def test_the_role_allows_every_call_the_code_makes():
 
 DESTRUCTIVE = {"ec2:StopInstances", "ec2:TerminateInstances", "ec2:CreateImage", "ec2:CreateTags",
                "ec2:DeleteTags", "ec2:ModifyImageAttribute", "ec2:DeregisterImage",
-               "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ssm:SendCommand"}
+               "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ssm:SendCommand", "ec2:RunInstances"}
 
 
 def test_no_destructive_action_on_everything_without_a_tag_condition():
-    _, statements = role_statements()
+    _, statements = role_statements(ALL_OPTIONS)
     for statement in statements:
-        resources = statement["Resource"]
-        resources = [resources] if isinstance(resources, str) else resources
         risky = DESTRUCTIVE & set(actions_of(statement))
-        if risky and "*" in resources:
+        if risky and "*" in listed(statement["Resource"]):
             condition = str(statement.get("Condition", {}))
             assert re.search(r"aws:ResourceTag/ecs-ami:|ec2:CreateAction", condition), \
                 f"{statement['Sid']}: {sorted(risky)} on * without a tag condition"
+        assert not any(a.endswith(":*") or a == "*" for a in actions_of(statement))
 
 
-def test_pass_role_only_for_the_builder_role():
+def test_pass_role_only_for_the_builder_roles():
+    for params, roles in [({}, [BUILDER_ROLE]),
+                          (ALL_OPTIONS, [BUILDER_ROLE, "arn:aws:iam::123456789012:role/mine"])]:
+        _, statements = role_statements(params)
+        passing = [s for s in statements if "iam:PassRole" in actions_of(s)]
+        assert len(passing) == 1
+        assert listed(passing[0]["Resource"]) == roles
+        assert passing[0]["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+
+
+def test_kms_only_for_the_listed_keys_and_only_through_ec2():
     _, statements = role_statements()
-    passing = [s for s in statements if "iam:PassRole" in actions_of(s)]
-    assert len(passing) == 1
-    assert passing[0]["Resource"] == {"Fn::GetAtt": ["BuilderRole", "Arn"]}
-    assert all("*" not in actions_of(s) and "iam:*" not in actions_of(s) for s in statements)
+    assert not [s for s in statements if any(a.startswith("kms:") for a in actions_of(s))]
+    _, statements = role_statements(ALL_OPTIONS)
+    (kms,) = [s for s in statements if any(a.startswith("kms:") for a in actions_of(s))]
+    assert kms["Resource"] == ["arn:aws:kms:us-east-1:123456789012:key/k"]
+    assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}
+
+
+def test_the_function_may_invoke_only_itself():
+    """The hand-over (lambda:InvokeFunction) is not served by the local AWS, so its statement
+    is checked here: the one function it names is the function this template deploys."""
+    template, statements = role_statements()
+    resolver = Resolver(template, {}, stack_name="ecs-ami", attributes={"BuilderRole.Arn": BUILDER_ROLE})
+    name = resolver.resolve(template["Resources"]["Function"]["Properties"]["FunctionName"])
+    (invoke,) = [s for s in statements if "lambda:InvokeFunction" in actions_of(s)]
+    assert listed(invoke["Resource"]) == [f"arn:aws:lambda:us-east-1:123456789012:function:{name}"]
 
 
 def test_the_ami_template_resolves_for_both_architectures():
