@@ -240,7 +240,13 @@ fn failure_physical_id(request: &Request) -> String {
 
 async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> Outcome {
     let spec = AmiSpec::parse(&request.properties).expect("a paused build had valid properties");
-    let outcome = build::abandon(aws, &request.identity, spec, state, why).await;
+    // The hand-over failed near the end of the invocation: retries for at most 5 s.
+    let outcome = build::RETRIES_UNTIL
+        .scope(
+            tokio::time::Instant::now() + Duration::from_secs(5),
+            build::abandon(aws, &request.identity, spec, state, why),
+        )
+        .await;
     match &request.operation {
         Operation::Update { physical_id, .. } => {
             match build::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome)) {
@@ -269,7 +275,13 @@ async fn guarded(
         lease_ttl: limits.lease_ttl.unwrap_or(defaults.lease_ttl),
         ..defaults
     };
-    let task = tokio::spawn(operate(request.clone(), state, aws.clone(), timing));
+    let work = operate(request.clone(), state, aws.clone(), timing);
+    // Cleanup's retries (a builder EC2 does not know yet, snapshots not yet released) stop 10 s
+    // before the work is abandoned, so that they never cost the answer.
+    let task = match limits.abandon_at {
+        Some(at) => tokio::spawn(build::RETRIES_UNTIL.scope(at - Duration::from_secs(10), work)),
+        None => tokio::spawn(work),
+    };
     // If this invocation itself is dropped (killed), the work stops with it, as it would when a
     // Lambda dies; it must not go on unseen beside the retry.
     let abort = AbortOnDrop(task.abort_handle());
@@ -321,13 +333,18 @@ async fn after_crash(request: &Request, aws: &Aws, what: String) -> Progress {
         Operation::Delete { .. } => String::new(),
         _ => format!(
             " {}",
-            build::clean_up(
-                aws,
-                &request.identity,
-                &Leftovers::default(),
-                build::Timing::default().not_found_grace,
-            )
-            .await
+            // About 30 s are left: only what the tags find, and retries for at most 5 s.
+            build::RETRIES_UNTIL
+                .scope(
+                    tokio::time::Instant::now() + Duration::from_secs(5),
+                    build::clean_up(
+                        aws,
+                        &request.identity,
+                        &Leftovers::default(),
+                        Duration::ZERO
+                    ),
+                )
+                .await
         ),
     };
     Progress::Finished(Outcome::failed(

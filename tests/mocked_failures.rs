@@ -312,3 +312,56 @@ async fn timeout_minutes_stops_the_build_and_cleans_up() {
     );
     assert!(reason.contains("terminated builder"), "{reason}");
 }
+
+/// A delivery retried after its CreateImage went through, while the tag search does not list
+/// the image yet (eventual consistency): CreateImage answers InvalidAMIName.Duplicate (AMI names
+/// are unique per account and region), and the build follows the image found by its name
+/// instead of failing. An image of that name that is not this request's is an error.
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_name_of_this_requests_own_image_is_followed() {
+    let ours = vec![
+        ("ecs-ami:stack-id".to_owned(), identity().stack_id),
+        ("ecs-ami:logical-id".to_owned(), identity().logical_id),
+        ("ecs-ami:request-id".to_owned(), identity().request_id),
+    ];
+    let theirs = vec![("team".to_owned(), "other".to_owned())];
+    for (tags, expected) in [(ours, Status::Success), (theirs, Status::Failed)] {
+        let mut world = World::happy();
+        world.create_image = mock!(aws_sdk_ec2::Client::create_image).then_error(|| {
+            aws_sdk_ec2::operation::create_image::CreateImageError::generic(
+                ErrorMetadata::builder()
+                    .code("InvalidAMIName.Duplicate")
+                    .message("AMI name x is already in use by AMI ami-0fedcba9876543210")
+                    .build(),
+            )
+        });
+        // DescribeImages of our own images: the tag search lists nothing yet, the name finds it.
+        world.tagged_images = mock!(aws_sdk_ec2::Client::describe_images)
+            .match_requests(|r| r.owners() == ["self".to_owned()])
+            .then_compute_output(move |r| {
+                let by_name = r.filters().iter().any(|f| f.name() == Some("name"));
+                let mut found = image(NEW_IMAGE, ec2t::ImageState::Available);
+                found.tags = Some(
+                    tags.iter()
+                        .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
+                        .collect(),
+                );
+                let answer = DescribeImagesOutput::builder();
+                if by_name {
+                    answer.images(found).build()
+                } else {
+                    answer.build()
+                }
+            });
+        let outcome = world.create(spec(json!([])), Timing::default()).await;
+        assert_eq!(outcome.status, expected, "{outcome:?}");
+        if expected == Status::Success {
+            assert_eq!(outcome.physical_id, NEW_IMAGE);
+        } else {
+            assert!(
+                reason(&outcome).contains("InvalidAMIName.Duplicate"),
+                "{outcome:?}"
+            );
+        }
+    }
+}

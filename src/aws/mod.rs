@@ -80,10 +80,15 @@ type Result<T> = std::result::Result<T, AwsError>;
 fn without_encoded_failure(message: &str) -> String {
     const MARK: &str = "Encoded authorization failure message:";
     match message.find(MARK) {
-        Some(at) => format!(
-            "{} (encoded authorization failure message omitted)",
-            message[..at].trim_end()
-        ),
+        Some(at) => {
+            // Kept in the log: sts:DecodeAuthorizationMessage tells which statement or condition
+            // refused the call.
+            tracing::warn!(message, "AWS refused the call");
+            format!(
+                "{} (encoded authorization failure message omitted; it is in the log)",
+                message[..at].trim_end()
+            )
+        }
         None => message.to_owned(),
     }
 }
@@ -387,6 +392,19 @@ impl Aws {
             }
         }
         Ok(found)
+    }
+
+    /// The image this account owns under `name` (AMI names are unique per account and region).
+    pub async fn image_named(&self, name: &str) -> Result<Option<Image>> {
+        let out = self
+            .ec2
+            .describe_images()
+            .owners("self")
+            .filters(ec2t::Filter::builder().name("name").values(name).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeImages", e))?;
+        Ok(out.images().first().map(to_image))
     }
 
     /// Images this account owns that carry every one of `tags`.
@@ -946,7 +964,7 @@ mod tests {
         let kept = without_encoded_failure(ec2);
         assert!(kept.contains("ec2:CreateImage on resource: arn:aws:ec2:us-east-1::snapshot/*"));
         assert!(!kept.contains("AbC123xyz"), "{kept}");
-        assert!(kept.ends_with("(encoded authorization failure message omitted)"));
+        assert!(kept.contains("(encoded authorization failure message omitted"));
         assert_eq!(without_encoded_failure("plain"), "plain");
     }
 }

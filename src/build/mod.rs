@@ -490,6 +490,7 @@ impl Build {
         };
         let known = Leftovers {
             instance_id: self.state.instance_id.clone(),
+            launched_at_ms: self.state.launched_at_ms,
             image_id: self.state.image_id.clone(),
             command_id: running_command.map(str::to_owned),
         };
@@ -534,7 +535,18 @@ impl Build {
     ) -> Result<Next, BuildError> {
         match self.state.phase.clone() {
             Phase::Resolve => {
-                self.state.resolved = Some(resolve(aws, &self.spec).await?);
+                let resolved = resolve(aws, &self.spec).await?;
+                // Only a build launches: an Update in place or a rollback must not fail on a
+                // subnet deleted since.
+                check_where_it_runs(
+                    aws,
+                    &self.spec,
+                    &resolved.source_image,
+                    &resolved.architecture,
+                    &resolved.instance_type,
+                )
+                .await?;
+                self.state.resolved = Some(resolved);
                 Ok(Next::Now(Phase::Launch))
             }
             Phase::Launch => {
@@ -837,7 +849,25 @@ impl Build {
                     block_devices: self.spec.block_device_mappings.clone(),
                     tags: image_tags(identity, &self.spec, resolved, &self.state.outputs),
                 };
-                let image_id = aws.create_image(&request).await?;
+                let image_id = match aws.create_image(&request).await {
+                    Ok(image_id) => image_id,
+                    // An earlier delivery's CreateImage went through, and the tag search above
+                    // did not list its image yet (eventual consistency): the name finds it.
+                    Err(error) if error.code.as_deref() == Some("InvalidAMIName.Duplicate") => {
+                        match aws.image_named(&request.name).await? {
+                            Some(image)
+                                if identity_tags(identity)
+                                    .iter()
+                                    .all(|(k, v)| image.tags.get(k) == Some(v)) =>
+                            {
+                                tracing::info!(image_id = %image.id, "image was already requested (found by name): following it");
+                                image.id
+                            }
+                            _ => return Err(error.into()),
+                        }
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 tracing::info!(image_id = %image_id, name = %self.state.image_name, "image requested");
                 self.state.image_id = Some(image_id);
                 Ok(Next::Now(Phase::AwaitImage {
@@ -889,7 +919,12 @@ impl Build {
             Phase::Finish => {
                 // A build resumed after its builder was terminated has none left to terminate.
                 if let Some(instance_id) = self.state.instance_id.clone() {
-                    terminate_builder(aws, &instance_id, timing.not_found_grace)
+                    let grace = if self.just_launched(timing) {
+                        timing.not_found_grace
+                    } else {
+                        Duration::ZERO
+                    };
+                    terminate_builder(aws, &instance_id, grace)
                         .await
                         .map_err(|message| BuildError {
                             message,
@@ -1070,7 +1105,6 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
         .instance_type
         .clone()
         .unwrap_or_else(|| default_instance_type(&architecture).into());
-    check_where_it_runs(aws, spec, &source_image, &architecture, &instance_type).await?;
     let fingerprint = fingerprint::of(spec, &source_image, &instance_type);
     tracing::info!(source_image = %source_image, architecture = %architecture, "source resolved");
     Ok(Resolved {
@@ -1346,7 +1380,8 @@ pub async fn abandon(
             &crate::cfn::failed_create_physical_id(identity),
             message,
             true,
-            Timing::default().not_found_grace,
+            // Called when the invocation's time is up: no retries.
+            Duration::ZERO,
         )
         .await
     {
@@ -1550,8 +1585,9 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
         tracing::info!(image_id = physical_id, "image deregistered");
     }
     let mut failures = Vec::new();
+    let until = tokio::time::Instant::now() + SNAPSHOT_RELEASE_GRACE;
     for snapshot in &snapshots {
-        match delete_released_snapshot(aws, snapshot, SNAPSHOT_RELEASE_GRACE).await {
+        match delete_released_snapshot(aws, snapshot, until).await {
             Ok(()) => tracing::info!(snapshot_id = %snapshot, "snapshot deleted"),
             Err(error) => failures.push(format!("{snapshot} ({error})")),
         }
@@ -1582,6 +1618,7 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
 /// as not confirmed terminated. (A terminated instance stays visible for about an hour, and
 /// terminating it again succeeds.)
 async fn terminate_builder(aws: &Aws, instance_id: &str, grace: Duration) -> Result<(), String> {
+    let grace = within_invocation(grace);
     let mut waited = Duration::ZERO;
     let mut pause = Duration::from_millis(500);
     loop {
@@ -1596,19 +1633,35 @@ async fn terminate_builder(aws: &Aws, instance_id: &str, grace: Duration) -> Res
                 waited += pause;
                 pause = (pause * 2).min(Duration::from_secs(8));
             }
-            Err(error) if error.is_not_found() => {
+            Err(error) if error.is_not_found() && grace > Duration::ZERO => {
                 return Err(format!(
-                    "builder {instance_id} (not confirmed terminated: EC2 still answered NotFound after {} s; it may be running)",
+                    "builder {instance_id} (not confirmed terminated: EC2 still answered NotFound {} s after it was launched; it may be running)",
                     waited.as_secs()
                 ));
             }
+            // Long gone: EC2 keeps a terminated instance visible for about an hour.
+            Err(error) if error.is_not_found() => return Ok(()),
             Err(error) => return Err(format!("builder {instance_id} ({error})")),
         }
     }
 }
 
-/// How long `InvalidSnapshot.InUse` is retried after DeregisterImage.
+/// How long `InvalidSnapshot.InUse` is retried after DeregisterImage, for all of an image's
+/// snapshots together.
 const SNAPSHOT_RELEASE_GRACE: Duration = Duration::from_secs(90);
+
+tokio::task_local! {
+    /// When the retries of cleanup must have stopped, so that CloudFormation is still answered
+    /// within the invocation: set by the handler for each operation.
+    pub static RETRIES_UNTIL: tokio::time::Instant;
+}
+
+/// `grace`, cut to what is left before [`RETRIES_UNTIL`] (none set: `grace`).
+fn within_invocation(grace: Duration) -> Duration {
+    RETRIES_UNTIL
+        .try_with(|until| until.saturating_duration_since(tokio::time::Instant::now()))
+        .map_or(grace, |left| grace.min(left))
+}
 
 /// Deletes a snapshot of an image just deregistered. For a while after DeregisterImage, EC2 may
 /// still answer `InvalidSnapshot.InUse` for its snapshots: that answer is retried until `grace`
@@ -1616,8 +1669,9 @@ const SNAPSHOT_RELEASE_GRACE: Duration = Duration::from_secs(90);
 async fn delete_released_snapshot(
     aws: &Aws,
     snapshot_id: &str,
-    grace: Duration,
+    until: tokio::time::Instant,
 ) -> Result<(), crate::aws::AwsError> {
+    let grace = within_invocation(until.saturating_duration_since(tokio::time::Instant::now()));
     let mut waited = Duration::ZERO;
     let mut pause = Duration::from_millis(500);
     loop {
@@ -1643,6 +1697,8 @@ async fn delete_released_snapshot(
 #[derive(Debug, Default, Clone)]
 pub struct Leftovers {
     pub instance_id: Option<String>,
+    /// When `instance_id` was launched, on the [`clock`].
+    pub launched_at_ms: Option<u64>,
     pub image_id: Option<String>,
     pub command_id: Option<String>,
 }
@@ -1675,7 +1731,18 @@ pub async fn clean_up(
         aws.cancel_step(command, instance).await.ok();
     }
     for instance in &instances {
-        match terminate_builder(aws, instance, not_found_grace).await {
+        // Only the builder this build launched moments ago may be unknown to EC2 yet; a
+        // NotFound for any other means it is long gone.
+        let launched_recently = known.instance_id.as_deref() == Some(instance.as_str())
+            && known.launched_at_ms.is_some_and(|at| {
+                u128::from(clock::now_ms().saturating_sub(at)) < not_found_grace.as_millis()
+            });
+        let grace = if launched_recently {
+            not_found_grace
+        } else {
+            Duration::ZERO
+        };
+        match terminate_builder(aws, instance, grace).await {
             Ok(()) => done.push(format!("terminated builder {instance}")),
             Err(error) => left.push(error),
         }
@@ -1710,8 +1777,9 @@ pub async fn clean_up(
     }
     snapshots.sort();
     snapshots.dedup();
+    let until = tokio::time::Instant::now() + SNAPSHOT_RELEASE_GRACE;
     for snapshot in &snapshots {
-        match delete_released_snapshot(aws, snapshot, SNAPSHOT_RELEASE_GRACE).await {
+        match delete_released_snapshot(aws, snapshot, until).await {
             Ok(()) => done.push(format!("deleted snapshot {snapshot}")),
             Err(error) => left.push(format!("snapshot {snapshot} ({error})")),
         }

@@ -28,9 +28,10 @@ pub fn render(step: &Step) -> String {
     }
     let limit = step_time_limit(step.timeout_seconds);
     let delimiter = format!("ECS_AMI_STEP_{}", &crate::cfn::sha256_hex(&body)[..16]);
+    // /var/tmp, not /tmp: AL2023's /tmp is memory, and a chatty step's log could fill it.
     let mut script = String::from(
         "set +e\n\
-         ecs_ami_dir=\"$(mktemp -d)\"\n",
+         ecs_ami_dir=\"$(mktemp -d -p /var/tmp)\"\n",
     );
     if !step.outputs.is_empty() {
         script.push_str(
@@ -41,7 +42,8 @@ pub fn render(step: &Step) -> String {
     script.push_str(&body);
     script.push_str(&format!("{delimiter}\n"));
     script.push_str(&format!(
-        "timeout --kill-after=5 {limit} bash \"$ecs_ami_dir/step\" > \"$ecs_ami_dir/out\" 2> \"$ecs_ami_dir/err\" < /dev/null\n\
+        "ecs_ami_started=$SECONDS\n\
+         timeout --kill-after=1 {limit} bash \"$ecs_ami_dir/step\" > \"$ecs_ami_dir/out\" 2> \"$ecs_ami_dir/err\" < /dev/null\n\
          ecs_ami_status=$?\n"
     ));
     if !step.outputs.is_empty() {
@@ -61,7 +63,7 @@ pub fn render(step: &Step) -> String {
          }}\n\
          ecs_ami_tail \"$ecs_ami_dir/out\" {STDOUT_TAIL} stdout\n\
          ecs_ami_tail \"$ecs_ami_dir/err\" {STDERR_TAIL} stderr >&2\n\
-         if [ \"$ecs_ami_status\" -eq 124 ] || [ \"$ecs_ami_status\" -eq 137 ]; then\n\
+         if {{ [ \"$ecs_ami_status\" -eq 124 ] || [ \"$ecs_ami_status\" -eq 137 ]; }} && [ $((SECONDS - ecs_ami_started)) -ge {limit} ]; then\n\
          printf '%s\\n' '{TIMEOUT_NOTE}' >&2\n\
          ecs_ami_status=124\n\
          fi\n\
@@ -82,10 +84,12 @@ pub const CUT_NOTE: &str = "[ecs-ami: the first ";
 /// The last stderr line of a step stopped by the wrapper's `timeout` (exit status 124).
 pub const TIMEOUT_NOTE: &str = "ecs-ami: the step ran out of its TimeoutSeconds and was stopped";
 
-/// The wrapper's own limit: TimeoutSeconds less a tenth (1 to 30 s), so that it ends the step
-/// and prints its output before SSM's executionTimeout (the whole TimeoutSeconds) kills it all.
+/// The wrapper's own limit: TimeoutSeconds less a tenth (2 to 30 s), so that it ends the step
+/// (TERM, then KILL 1 s later) and prints its output before SSM's executionTimeout (the whole
+/// TimeoutSeconds) kills it all. A step's own exit status 124 or 137 (a nested `timeout`, the
+/// OOM killer) is told apart by the time it ran.
 pub fn step_time_limit(timeout_seconds: u32) -> u32 {
-    let margin = (timeout_seconds / 10).clamp(1, 30);
+    let margin = (timeout_seconds / 10).clamp(2, 30);
     timeout_seconds.saturating_sub(margin).max(1)
 }
 
@@ -333,6 +337,7 @@ mod tests {
     #[test]
     fn a_step_that_overruns_is_stopped_short_of_its_timeout_and_shows_its_end() {
         assert_eq!(step_time_limit(2), 1);
+        assert_eq!(step_time_limit(10), 8);
         assert_eq!(step_time_limit(60), 54);
         assert_eq!(step_time_limit(3600), 3570);
         let step = command_step(&["echo started", "echo waiting >&2", "sleep 30"], 2);
@@ -346,6 +351,13 @@ mod tests {
             stderr.ends_with(&format!("waiting\n{TIMEOUT_NOTE}\n")),
             "{stderr}"
         );
+    }
+
+    #[test]
+    fn a_step_exiting_124_itself_is_not_reported_as_timed_out() {
+        let out = run_step(&command_step(&["echo mine >&2", "exit 124"], 60));
+        assert_eq!(out.status.code(), Some(124));
+        assert_eq!(String::from_utf8(out.stderr).unwrap(), "mine\n");
     }
 
     #[test]
