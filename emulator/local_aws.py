@@ -96,7 +96,9 @@ BUILDER_PROFILE = os.environ.get("ECS_AMI_EMULATOR_PROFILE", "ecs-ami-builder")
 # IAM authorization of the function's calls against template.yaml's role (emulator/authorization.py):
 # on unless set to "off".
 IAM = os.environ.get("ECS_AMI_EMULATOR_IAM", "on") != "off"
-TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "template.yaml")
+# The template whose role is enforced (another one, such as an older version, for comparison).
+TEMPLATE = os.environ.get("ECS_AMI_EMULATOR_TEMPLATE") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "template.yaml")
 
 def short_form_function(loader: Any, tag: str, node: Any) -> Any:
     """`!Name value` as `{"Fn::Name": value}` (`!Ref` as `{"Ref": value}`), for scalar, list and

@@ -11,10 +11,12 @@
 
 mod common;
 
-use aws_sdk_ec2::types::{IamInstanceProfileSpecification, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{IamInstanceProfileSpecification, ResourceType, Tag};
 use common::audit::Audit;
 use common::report;
-use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, stack_id};
+use common::{
+    ECS_AL2023, LocalAws, PROFILE, event, invoke, parameter_value, stack_id, tagged_as_ours,
+};
 use serde_json::{Value, json};
 
 const SECTION: &str = "The function's role (template.yaml) on the local AWS's IAM engine";
@@ -319,16 +321,7 @@ async fn the_role_refuses_what_is_not_the_builds() {
     let admin_ssm = aws_sdk_ssm::Client::new(&local.sdk_config().await);
     let function = aws_sdk_ec2::Client::new(&local.function_config().await);
     let function_ssm = aws_sdk_ssm::Client::new(&local.function_config().await);
-    let source = admin_ssm
-        .get_parameter()
-        .name(ECS_AL2023)
-        .send()
-        .await
-        .unwrap()
-        .parameter
-        .unwrap()
-        .value
-        .unwrap();
+    let source = parameter_value(&local, ECS_AL2023).await;
     // An instance that is not ours (no ecs-ami tags), launched by someone else.
     let theirs = admin
         .run_instances()
@@ -382,18 +375,6 @@ async fn the_role_refuses_what_is_not_the_builds() {
     )
     .await;
     // A builder of ours, tagged as the product tags it: another document is refused.
-    let tags = |kind| {
-        TagSpecification::builder()
-            .resource_type(kind)
-            .tags(
-                Tag::builder()
-                    .key("ecs-ami:logical-id")
-                    .value("Ami")
-                    .build(),
-            )
-            .tags(Tag::builder().key("ecs-ami:request-id").value("r").build())
-            .build()
-    };
     let ours = function
         .run_instances()
         .image_id(&source)
@@ -405,8 +386,8 @@ async fn the_role_refuses_what_is_not_the_builds() {
                 .name(PROFILE)
                 .build(),
         )
-        .tag_specifications(tags(ResourceType::Instance))
-        .tag_specifications(tags(ResourceType::Volume))
+        .tag_specifications(tagged_as_ours(ResourceType::Instance))
+        .tag_specifications(tagged_as_ours(ResourceType::Volume))
         .send()
         .await
         .expect("our builder, tagged, with the builder profile, is allowed")
@@ -477,8 +458,8 @@ async fn the_role_refuses_what_is_not_the_builds() {
                     .name("admin-profile")
                     .build(),
             )
-            .tag_specifications(tags(ResourceType::Instance))
-            .tag_specifications(tags(ResourceType::Volume))
+            .tag_specifications(tagged_as_ours(ResourceType::Instance))
+            .tag_specifications(tagged_as_ours(ResourceType::Volume))
             .send()
             .await,
     )

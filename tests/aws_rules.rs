@@ -7,12 +7,12 @@ mod common;
 use std::time::Duration;
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType, Tag, TagSpecification,
-};
+use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType};
 use common::audit::{Audit, tags_of};
 use common::report;
-use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, stack_id};
+use common::{
+    ECS_AL2023, LocalAws, PROFILE, event, invoke, parameter_value, stack_id, tagged_as_ours,
+};
 use serde_json::{Value, json};
 
 const SECTION: &str = "AWS's rules on the local AWS (eventual consistency, names, limits)";
@@ -34,32 +34,6 @@ fn code<E: ProvideErrorMetadata>(error: &E) -> String {
     error.code().unwrap_or("(none)").to_owned()
 }
 
-async fn source_image(local: &LocalAws, parameter: &str) -> String {
-    aws_sdk_ssm::Client::new(&local.sdk_config().await)
-        .get_parameter()
-        .name(parameter)
-        .send()
-        .await
-        .unwrap()
-        .parameter
-        .unwrap()
-        .value
-        .unwrap()
-}
-
-fn tagged(kind: ResourceType) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(kind)
-        .tags(
-            Tag::builder()
-                .key("ecs-ami:logical-id")
-                .value("Ami")
-                .build(),
-        )
-        .tags(Tag::builder().key("ecs-ami:request-id").value("r").build())
-        .build()
-}
-
 /// https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html: right after
 /// RunInstances, a call naming the new instance may answer InvalidInstanceID.NotFound. The build
 /// waits for EC2 to know its builder instead of calling it gone.
@@ -67,7 +41,7 @@ fn tagged(kind: ResourceType) -> TagSpecification {
 async fn a_builder_ec2_does_not_know_yet_is_not_gone() {
     let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_CONSISTENCY_DELAY", "4")]).await;
     let function = aws_sdk_ec2::Client::new(&local.function_config().await);
-    let source = source_image(&local, ECS_AL2023).await;
+    let source = parameter_value(&local, ECS_AL2023).await;
     let launched = function
         .run_instances()
         .image_id(&source)
@@ -79,8 +53,8 @@ async fn a_builder_ec2_does_not_know_yet_is_not_gone() {
                 .name(PROFILE)
                 .build(),
         )
-        .tag_specifications(tagged(ResourceType::Instance))
-        .tag_specifications(tagged(ResourceType::Volume))
+        .tag_specifications(tagged_as_ours(ResourceType::Instance))
+        .tag_specifications(tagged_as_ours(ResourceType::Volume))
         .send()
         .await
         .unwrap();
@@ -229,7 +203,7 @@ async fn delete_waits_for_the_snapshots_to_be_released() {
 async fn create_image_follows_ec2() {
     let local = LocalAws::start().await;
     let admin = local.ec2().await;
-    let source = source_image(&local, ECS_AL2023).await;
+    let source = parameter_value(&local, ECS_AL2023).await;
     let instance = admin
         .run_instances()
         .image_id(&source)
@@ -247,8 +221,8 @@ async fn create_image_follows_ec2() {
         .create_image()
         .instance_id(&instance)
         .name("rules-image")
-        .tag_specifications(tagged(ResourceType::Image))
-        .tag_specifications(tagged(ResourceType::Snapshot))
+        .tag_specifications(tagged_as_ours(ResourceType::Image))
+        .tag_specifications(tagged_as_ours(ResourceType::Snapshot))
         .send()
         .await
         .expect("CreateImage takes a snapshot TagSpecification")
@@ -319,7 +293,7 @@ async fn create_image_follows_ec2() {
 async fn run_instances_follows_ec2() {
     let local = LocalAws::start().await;
     let admin = local.ec2().await;
-    let x86 = source_image(&local, ECS_AL2023).await;
+    let x86 = parameter_value(&local, ECS_AL2023).await;
     let launch = |image: &str, kind: &str, token: &str| {
         admin
             .run_instances()

@@ -153,6 +153,43 @@ impl Drop for LocalAws {
     }
 }
 
+/// A TagSpecification with the product's identity tags, as the build's own launches carry them.
+pub fn tagged_as_ours(
+    kind: aws_sdk_ec2::types::ResourceType,
+) -> aws_sdk_ec2::types::TagSpecification {
+    use aws_sdk_ec2::types::{Tag, TagSpecification};
+    TagSpecification::builder()
+        .resource_type(kind)
+        .tags(
+            Tag::builder()
+                .key("ecs-ami:stack-id")
+                .value(stack_id("tagged-by-hand"))
+                .build(),
+        )
+        .tags(
+            Tag::builder()
+                .key("ecs-ami:logical-id")
+                .value("Ami")
+                .build(),
+        )
+        .tags(Tag::builder().key("ecs-ami:request-id").value("r").build())
+        .build()
+}
+
+/// The AMI id an SSM parameter of the local AWS holds (read as its administrator).
+pub async fn parameter_value(local: &LocalAws, name: &str) -> String {
+    aws_sdk_ssm::Client::new(&local.sdk_config().await)
+        .get_parameter()
+        .name(name)
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap()
+        .value
+        .unwrap()
+}
+
 /// The access key id the local AWS does not authorize (emulator/authorization.py).
 pub const ADMIN_KEY: &str = "local-admin";
 
