@@ -309,7 +309,8 @@ def run_instances(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         iam = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
         found = [p for p in iam.instance_profiles.values() if p.name == profile]
         if not found:
-            raise CannotAuthorize(f"instance profile {profile} does not exist in the local AWS")
+            # EC2 refuses a profile that does not exist (InvalidParameterValue): moto's answer.
+            raise Missing(f"instance profile {profile}")
         for role in found[0].roles:
             checks.append({"action": "iam:PassRole",
                            "context": {"iam:PassedToService": "ec2.amazonaws.com"},
