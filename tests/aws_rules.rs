@@ -173,6 +173,7 @@ async fn delete_waits_for_the_snapshots_to_be_released() {
         ),
     )
     .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
     let image = created["PhysicalResourceId"].as_str().unwrap().to_owned();
     let deleted = invoke(
         &aws,
