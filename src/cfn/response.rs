@@ -68,12 +68,26 @@ impl Response {
         let mut shaped = self.clone();
         let mut reason = shaped.reason.take().unwrap_or_default();
         shaped.reason = Some(String::new());
-        if size(&shaped) > MAX_BODY_BYTES && !shaped.data.is_empty() {
-            shaped.data.clear();
-            reason = format!(
-                "{} (response Data dropped: it exceeded the {MAX_BODY_BYTES}-byte response limit)",
-                shorten_middle(&reason, 1000)
-            );
+        // Attributes are dropped one at a time until the body fits: step outputs first (the
+        // longest first), then the built-in attributes other than ImageId, in an order that
+        // keeps the most useful longest. ImageId (also `Ref`) always stays. The Reason names
+        // what was dropped: a `!GetAtt` of it fails the stack, and must say why.
+        let mut dropped: Vec<String> = Vec::new();
+        let note = |dropped: &[String]| {
+            format!(
+                " (response Data dropped: {}; they exceeded the {MAX_BODY_BYTES}-byte response limit)",
+                dropped.join(", ")
+            )
+        };
+        while size(&shaped) + note(&dropped).len() + 1000.min(reason.len()) > MAX_BODY_BYTES {
+            let Some(next) = next_to_drop(&shaped.data) else {
+                break;
+            };
+            shaped.data.remove(&next);
+            dropped.push(next);
+        }
+        if !dropped.is_empty() {
+            reason = format!("{}{}", shorten_middle(&reason, 1000), note(&dropped));
         }
         if size(&shaped) > MAX_BODY_BYTES {
             for (field, most) in [
@@ -90,6 +104,24 @@ impl Response {
         shaped.reason = Some(shorten_escaped(&reason, room));
         serde_json::to_vec(&shaped).expect("serializes")
     }
+}
+
+/// Built-in attributes other than ImageId, in the order they are given up when a response is too
+/// large (the last is kept longest).
+const BUILT_IN_DROP_ORDER: [&str; 4] = ["SnapshotIds", "Fingerprint", "ImageName", "SourceImageId"];
+
+/// The next attribute to drop: the longest step output, else the next built-in; never ImageId.
+fn next_to_drop(data: &BTreeMap<String, String>) -> Option<String> {
+    let outputs = data
+        .iter()
+        .filter(|(k, _)| k.as_str() != "ImageId" && !BUILT_IN_DROP_ORDER.contains(&k.as_str()));
+    if let Some((name, _)) = outputs.max_by_key(|(k, v)| k.len() + v.len()) {
+        return Some(name.clone());
+    }
+    BUILT_IN_DROP_ORDER
+        .iter()
+        .find(|k| data.contains_key(**k))
+        .map(|k| (*k).to_owned())
 }
 
 /// Like [`shorten_middle`], within `max` bytes once escaped as a JSON string (control
@@ -267,6 +299,74 @@ mod tests {
         assert!(body.len() <= MAX_BODY_BYTES);
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(parsed["Reason"].as_str().unwrap().contains("Data dropped"));
+    }
+
+    #[test]
+    fn step_outputs_are_dropped_before_built_ins_and_image_id_always_stays() {
+        let built_ins = |data: &mut BTreeMap<String, String>| {
+            data.insert("ImageId".into(), "ami-0123456789abcdef0".into());
+            data.insert(
+                "ImageName".into(),
+                "stack-Ami-20261125T083000Z-abcdef".into(),
+            );
+            data.insert("SourceImageId".into(), "ami-0aae19d30bab785d3".into());
+            data.insert("SnapshotIds".into(), "snap-0123456789abcdef0".into());
+            data.insert("Fingerprint".into(), format!("v1-{}", "f".repeat(64)));
+        };
+        // The most step outputs a resource may have: ten of 256 characters with 64-character
+        // names. As JSON, quotes take two bytes each: about 5.8 KB of them.
+        let mut data = BTreeMap::new();
+        built_ins(&mut data);
+        for i in 0..10 {
+            data.insert(
+                format!("Output{i:02}{}", "N".repeat(56)),
+                format!("\"{i}").repeat(128),
+            );
+        }
+        let response = Response::new(&identity(), Outcome::success("ami-0123456789abcdef0", data));
+        let body = response.body();
+        assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let kept = parsed["Data"].as_object().unwrap();
+        for name in [
+            "ImageId",
+            "ImageName",
+            "SourceImageId",
+            "SnapshotIds",
+            "Fingerprint",
+        ] {
+            assert!(kept.contains_key(name), "{name} dropped: {parsed}");
+        }
+        let reason = parsed["Reason"].as_str().unwrap();
+        let names: Vec<String> = (0..10)
+            .map(|i| format!("Output{i:02}{}", "N".repeat(56)))
+            .collect();
+        let dropped: Vec<&String> = names.iter().filter(|n| !kept.contains_key(*n)).collect();
+        assert!(!dropped.is_empty());
+        for name in dropped {
+            assert!(reason.contains(name.as_str()), "{name} not named: {reason}");
+        }
+
+        // Built-ins go only once no output is left, and ImageId never.
+        let mut data = BTreeMap::new();
+        built_ins(&mut data);
+        data.insert("SnapshotIds".into(), "snap-0123456789abcdef0,".repeat(200));
+        let body =
+            Response::new(&identity(), Outcome::success("ami-0123456789abcdef0", data)).body();
+        assert!(body.len() <= MAX_BODY_BYTES);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed["Data"]["ImageId"], "ami-0123456789abcdef0");
+        assert_eq!(
+            parsed["Data"]["ImageName"],
+            "stack-Ami-20261125T083000Z-abcdef"
+        );
+        assert!(parsed["Data"].get("SnapshotIds").is_none());
+        assert!(
+            parsed["Reason"]
+                .as_str()
+                .unwrap()
+                .contains("Data dropped: SnapshotIds")
+        );
     }
 
     #[test]
