@@ -383,8 +383,17 @@ async fn operate(
     };
     match (&request.operation, state) {
         (Operation::Create, None) => build::create(&aws, identity, spec, &timing).await,
-        (Operation::Update { physical_id, .. }, None) => {
-            build::update(&aws, identity, physical_id, spec, &timing).await
+        (
+            Operation::Update {
+                physical_id,
+                old_properties,
+            },
+            None,
+        ) => {
+            // The properties the previous request asked for (a rollback's are the failed
+            // update's); unparsable ones count as none.
+            let old_spec = AmiSpec::parse(old_properties).ok();
+            build::update(&aws, identity, physical_id, (spec, old_spec), &timing).await
         }
         (Operation::Create, Some(state)) => {
             build::Build::resume(spec, state)

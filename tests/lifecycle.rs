@@ -532,3 +532,163 @@ async fn hand_over_after_every_state_gives_the_same_image() {
     let handed_id = handed["PhysicalResourceId"].as_str().unwrap();
     audit.assert_only(&[plain_id, handed_id]).await;
 }
+
+/// An Update whose OldResourceProperties are `old` (a rollback's are the failed update's).
+fn update_from(stack: &str, request: &str, physical: &str, new: Value, old: Value) -> Value {
+    let mut update = event("Update", stack, request, Some(physical), new);
+    update["OldResourceProperties"] = old;
+    update
+}
+
+/// CloudFormation's rollbacks while the source parameter moved on to a new release
+/// (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html:
+/// a rollback is an Update back to the previous properties, with the failed ones as old).
+/// A rollback returns the image built from those very properties without resolving the source
+/// again or launching anything; a real update after the release builds from the new release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollbacks_after_a_new_source_release_launch_nothing() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let admin = local.ec2().await;
+    let admin_ssm = aws_sdk_ssm::Client::new(&local.sdk_config().await);
+    let stack = "release";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let first_release = local_source_image(&local).await;
+    let publish = |value: String| {
+        let ssm = admin_ssm.clone();
+        async move {
+            ssm.put_parameter()
+                .name("/ecs-ami/source/ecs-al2023")
+                .value(value)
+                .overwrite(true)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    publish(first_release.clone()).await;
+    let props = |version: &str, command: &str| {
+        json!({
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
+            "SourceAmiParameter": "/ecs-ami/source/ecs-al2023",
+            "IamInstanceProfile": PROFILE,
+            "Steps": [{"Name": "version", "Commands": [format!("echo {version}"), command.to_owned()]}]
+        })
+    };
+    let (v1, v2, v3) = (
+        props("v1", "true"),
+        props("v2", "true"),
+        props("v3", "false"),
+    );
+    let created = invoke(&aws, event("Create", stack, "req-1", None, v1.clone())).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let a = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let updated = invoke(
+        &aws,
+        update_from(stack, "req-2", &a, v2.clone(), v1.clone()),
+    )
+    .await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    let b = updated["PhysicalResourceId"].as_str().unwrap().to_owned();
+    assert_ne!(a, b);
+
+    // AWS publishes a new release: an image of its own, which the parameter now names.
+    let instance = admin
+        .run_instances()
+        .image_id(&first_release)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let second_release = admin
+        .create_image()
+        .instance_id(&instance)
+        .name("al2023-ami-ecs-hvm-2023.0.20261201-kernel-6.1-x86_64")
+        .send()
+        .await
+        .unwrap()
+        .image_id
+        .unwrap();
+    publish(second_release.clone()).await;
+    // A release is published well after its image exists: past EC2's consistency window.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+
+    // 1. Another resource fails after this one's update: back to v1, from image b.
+    local.take_calls().await;
+    let rolled = invoke(
+        &aws,
+        update_from(stack, "req-3", &b, v1.clone(), v2.clone()),
+    )
+    .await;
+    assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
+    assert_eq!(rolled["PhysicalResourceId"], json!(a));
+    assert_eq!(rolled["Data"]["SourceImageId"], json!(first_release));
+    let calls = local.take_calls().await;
+    assert!(
+        calls["by_operation"].get("EC2.RunInstances").is_none(),
+        "{calls}"
+    );
+    assert!(
+        calls["by_operation"]
+            .get("AmazonSSM.GetParameter")
+            .is_none(),
+        "{calls}"
+    );
+
+    // 2. This resource's own update fails (a step exits 1): the image stays a; the rollback
+    // back to v1 keeps it.
+    let failed = invoke(
+        &aws,
+        update_from(stack, "req-4", &a, v3.clone(), v1.clone()),
+    )
+    .await;
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    assert_eq!(failed["PhysicalResourceId"], json!(a));
+    local.take_calls().await;
+    let rolled = invoke(
+        &aws,
+        update_from(stack, "req-5", &a, v1.clone(), v3.clone()),
+    )
+    .await;
+    assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
+    assert_eq!(rolled["PhysicalResourceId"], json!(a));
+    let calls = local.take_calls().await;
+    assert!(
+        calls["by_operation"].get("EC2.RunInstances").is_none(),
+        "{calls}"
+    );
+
+    // 3. A real update after the release builds from it.
+    let v4 = props("v4", "true");
+    let rebuilt = invoke(
+        &aws,
+        update_from(stack, "req-6", &a, v4.clone(), v1.clone()),
+    )
+    .await;
+    assert_eq!(rebuilt["Status"], "SUCCESS", "{rebuilt}");
+    assert_eq!(rebuilt["Data"]["SourceImageId"], json!(second_release));
+    let c = rebuilt["PhysicalResourceId"].as_str().unwrap().to_owned();
+
+    for (request, id) in [("req-d1", &a), ("req-d2", &b), ("req-d3", &c)] {
+        let deleted = invoke(&aws, event("Delete", stack, request, Some(id), v4.clone())).await;
+        assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    }
+    audit.assert_only(&[]).await;
+    common::report::record(
+        "update-03",
+        "Update",
+        "Rollbacks (after another resource failed, and after this one's own update failed) once the source parameter names a new release",
+        "the image built from the same properties returned, the source not resolved again, nothing launched; a real update builds from the new release",
+        Some(audit.leftovers(&[]).await.len()),
+    );
+}

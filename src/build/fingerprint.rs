@@ -29,6 +29,25 @@ pub fn of(spec: &AmiSpec, source_image: &str, instance_type: &str) -> String {
     )
 }
 
+/// The properties that shape the image, as the request states them: the source as given (an
+/// AMI id, or a parameter's *name*), the instance type as given. Unlike [`of`], it does not move
+/// when a parameter starts naming a new release, so a rollback can find the image it returns to
+/// without resolving the source again.
+pub fn of_request(spec: &AmiSpec) -> String {
+    let canonical = json!({
+        "version": VERSION,
+        "source": spec.source,
+        "instance_type": spec.instance_type,
+        "block_devices": spec.block_device_mappings,
+        "steps": spec.steps,
+        "ami_name": spec.ami_name,
+    });
+    format!(
+        "{VERSION}-{}",
+        crate::cfn::sha256_hex(&canonical.to_string())
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +63,30 @@ mod tests {
             base[k] = v.clone();
         }
         AmiSpec::parse(&base).unwrap()
+    }
+
+    #[test]
+    fn the_request_fingerprint_follows_the_properties_not_the_release() {
+        let base = of_request(&spec(json!({})));
+        assert!(base.starts_with("v1-"));
+        assert_eq!(base, of_request(&spec(json!({"Tags": {"team": "x"}}))));
+        assert_ne!(
+            base,
+            of_request(&spec(
+                json!({"Steps": [{"Name": "a", "Commands": ["echo b"]}]})
+            ))
+        );
+        assert_ne!(
+            base,
+            of_request(&spec(
+                json!({"SourceAmiParameter": "/ecs-ami/source/other"})
+            ))
+        );
+        // The resolved fingerprint moves with the release; this one cannot see it.
+        assert_ne!(
+            of(&spec(json!({})), "ami-12345678", "t3.medium"),
+            of(&spec(json!({})), "ami-87654321", "t3.medium")
+        );
     }
 
     #[test]

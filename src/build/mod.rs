@@ -25,6 +25,8 @@ pub const TAG_STACK: &str = "ecs-ami:stack-id";
 pub const TAG_LOGICAL: &str = "ecs-ami:logical-id";
 pub const TAG_REQUEST: &str = "ecs-ami:request-id";
 pub const TAG_FINGERPRINT: &str = "ecs-ami:fingerprint";
+/// [`fingerprint::of_request`]: what a rollback looks for.
+pub const TAG_PROPERTIES: &str = "ecs-ami:properties";
 pub const TAG_SOURCE: &str = "ecs-ami:source-image";
 pub const TAG_IMAGE: &str = "ecs-ami:image-id";
 /// Each step output is kept on the AMI under this prefix, so that an Update that keeps the AMI
@@ -1274,6 +1276,7 @@ fn image_tags(
     }
     tags.extend(identity_tags(identity));
     tags.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
+    tags.insert(TAG_PROPERTIES.into(), fingerprint::of_request(spec));
     tags.insert(TAG_SOURCE.into(), resolved.source_image.clone());
     tags
 }
@@ -1413,9 +1416,12 @@ pub async fn update(
     aws: &Aws,
     identity: &Identity,
     physical_id: &str,
-    spec: AmiSpec,
+    (spec, old_spec): (AmiSpec, Option<AmiSpec>),
     timing: &Timing,
 ) -> Progress {
+    if let Some(plan) = roll_back(aws, identity, physical_id, &spec, old_spec.as_ref()).await {
+        return Progress::Finished(plan);
+    }
     match retag_or_reuse(aws, identity, physical_id, &spec).await {
         UpdatePlan::Answer(outcome) => Progress::Finished(outcome),
         UpdatePlan::Rebuild(resolved) => {
@@ -1431,6 +1437,55 @@ enum UpdatePlan {
     Answer(Outcome),
     /// The content changed: build, from the source already resolved here.
     Rebuild(Resolved),
+}
+
+/// An Update back to properties this resource already built an image from, while the previous
+/// request wanted other content: CloudFormation rolling back (after a failed update, or after
+/// another resource failed). The image built from exactly these properties is returned, as they
+/// state it: the source parameter is not resolved again, so a release published meanwhile does
+/// not turn the rollback into a rebuild (which could fail and leave the stack in
+/// UPDATE_ROLLBACK_FAILED). `None`: not a rollback, or no such image left; the Update goes on.
+async fn roll_back(
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: &str,
+    spec: &AmiSpec,
+    old_spec: Option<&AmiSpec>,
+) -> Option<Outcome> {
+    let wanted = fingerprint::of_request(spec);
+    if old_spec.is_none_or(|old| fingerprint::of_request(old) == wanted) {
+        return None;
+    }
+    let mut tags = resource_tags(identity);
+    tags.insert(TAG_PROPERTIES.into(), wanted);
+    let images = match aws.images_tagged(&tags).await {
+        Ok(images) => images,
+        Err(error) => {
+            return Some(Outcome::failed(
+                physical_id,
+                format!("Update could not look for the image to roll back to: {error}"),
+            ));
+        }
+    };
+    let mut available: Vec<Image> = images
+        .into_iter()
+        .filter(|i| i.state == "available")
+        .collect();
+    // The current image first, if it is one of them (a rollback after this resource's own
+    // failed update keeps it).
+    available.sort_by_key(|i| i.id != physical_id);
+    let image = available.into_iter().next()?;
+    tracing::info!(image_id = %image.id, "rolling back to the image built from these properties");
+    Some(match retag(aws, &image, spec).await {
+        Ok(()) => image_outcome(&image),
+        Err(error) => Outcome::failed(
+            physical_id,
+            format!(
+                "Update could not retag image {} to roll back to it: {error}",
+                image.id
+            ),
+        ),
+    })
 }
 
 /// Decides the Update: retag in place, reuse an earlier image of this resource (a rollback), or
