@@ -45,12 +45,25 @@ pub trait Scheduler: Send + Sync {
 /// The key that marks a hand-over payload, as opposed to a CloudFormation event.
 pub const CONTINUATION_KEY: &str = "EcsAmiContinuation";
 
+/// The version of the hand-over payload this code writes and reads. Bumped when [`BuildState`]
+/// changes in a way the previous version cannot read; a payload of another version (a deploy
+/// in the middle of a build) is not dropped: its build is cleaned up and the original request
+/// it carries answered FAILED.
+pub const CONTINUATION_VERSION: u64 = 1;
+
 /// What one invocation hands the next: the original request, untouched, and the build's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Continuation {
+    /// Absent in payloads written before versions existed, which this version reads as 1.
+    #[serde(default = "first_version")]
+    pub version: u64,
     pub event: Value,
     pub build: BuildState,
+}
+
+fn first_version() -> u64 {
+    1
 }
 
 impl Continuation {
@@ -150,13 +163,18 @@ pub async fn handle(
     };
     let (request, outcome) = match Request::parse(event.clone()) {
         Ok(request) => {
-            let progress = guarded(&request, state, aws, &limits).await;
+            let progress = match state {
+                Some(Err(problem)) => cannot_continue(&request, aws, &problem).await,
+                Some(Ok(state)) => guarded(&request, Some(state), aws, &limits).await,
+                None => guarded(&request, None, aws, &limits).await,
+            };
             let outcome = match progress {
                 Progress::Finished(outcome) => outcome,
                 Progress::Yielded => return Ok(Handled::Yielded),
                 Progress::Paused(state) => {
                     let hand_overs = state.hand_overs;
                     let continuation = Continuation {
+                        version: CONTINUATION_VERSION,
                         event,
                         build: (*state).clone(),
                     };
@@ -190,13 +208,32 @@ pub async fn handle(
     answer(&request, outcome, sink).await.map(Handled::Answered)
 }
 
-fn split_continuation(event: Value) -> Result<(Value, Option<BuildState>), String> {
+/// A hand-over payload's original request, and its build state or why this version cannot
+/// continue it. An error only when not even the request can be found in it.
+type Resumed = Option<Result<BuildState, String>>;
+
+fn split_continuation(event: Value) -> Result<(Value, Resumed), String> {
     match event {
         Value::Object(mut fields) if fields.contains_key(CONTINUATION_KEY) => {
-            let inner = fields.remove(CONTINUATION_KEY).unwrap_or_default();
-            let continuation: Continuation = serde_json::from_value(inner)
-                .map_err(|e| format!("unreadable hand-over payload: {e}"))?;
-            Ok((continuation.event, Some(continuation.build)))
+            let Some(Value::Object(mut inner)) = fields.remove(CONTINUATION_KEY) else {
+                return Err("unreadable hand-over payload: not an object".into());
+            };
+            let event = inner
+                .remove("Event")
+                .ok_or("unreadable hand-over payload: it carries no request")?;
+            let version = inner
+                .get("Version")
+                .map_or(Some(1), Value::as_u64)
+                .unwrap_or(u64::MAX);
+            let build = if version != CONTINUATION_VERSION {
+                Err(format!(
+                    "the hand-over payload is of version {version}, this function reads version {CONTINUATION_VERSION}"
+                ))
+            } else {
+                serde_json::from_value::<BuildState>(inner.remove("Build").unwrap_or_default())
+                    .map_err(|e| format!("the build state handed over is unreadable here: {e}"))
+            };
+            Ok((event, Some(build)))
         }
         other => Ok((other, None)),
     }
@@ -327,6 +364,39 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A hand-over this version cannot continue (a deploy mid-build): the build is cleaned up by its
+/// request's tags and the original request answered FAILED, instead of the event being dropped
+/// and the stack waiting out its timeout.
+async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progress {
+    tracing::error!(
+        problem,
+        "a handed-over build cannot be continued by this version"
+    );
+    let report = build::RETRIES_UNTIL
+        .scope(
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            build::clean_up(
+                aws,
+                &request.identity,
+                &Leftovers::default(),
+                Timing::default().not_found_grace,
+            ),
+        )
+        .await;
+    let outcome = Outcome::failed(
+        failure_physical_id(request),
+        format!(
+            "the build could not be continued after a hand-over ({problem}; was the function updated during the build?). {report}"
+        ),
+    );
+    match &request.operation {
+        Operation::Update { physical_id, .. } => {
+            build::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome))
+        }
+        _ => Progress::Finished(outcome),
+    }
+}
+
 async fn after_crash(request: &Request, aws: &Aws, what: String) -> Progress {
     tracing::error!(problem = %what, "operation did not complete");
     let report = match request.operation {
@@ -341,7 +411,7 @@ async fn after_crash(request: &Request, aws: &Aws, what: String) -> Progress {
                         aws,
                         &request.identity,
                         &Leftovers::default(),
-                        Duration::ZERO
+                        Timing::default().not_found_grace
                     ),
                 )
                 .await

@@ -218,3 +218,72 @@ async fn concurrent_deliveries_make_one_build() {
         Some(live + images.len().saturating_sub(1)),
     );
 }
+
+/// A deploy of a new version in the middle of a build: the hand-over payload reaches code that
+/// cannot continue it (another payload version, or a build state it cannot read). The original
+/// request it carries is answered FAILED once the builder is cleaned up by its tags, instead of
+/// the event being refused and dropped while the stack waits out its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
+    use ecs_ami::handler::{CONTINUATION_KEY, Handled, Limits, handle};
+    use ecs_ami::local::{CollectingSink, InProcessScheduler};
+    let local = LocalAws::start().await;
+    let ec2 = local.ec2().await;
+    let aws = local.aws().await;
+    for (case, mangle) in [
+        ("req-newer", json!({"Version": 2})),
+        ("req-unreadable", json!({"Build": {"Phase": "Teleporting"}})),
+    ] {
+        let properties = json!({
+            "SourceAmiParameter": ECS_AL2023,
+            "IamInstanceProfile": PROFILE,
+            "Steps": [{"Name": "a", "Commands": ["true"]}]
+        });
+        let mut payload = event("Create", "deployed", case, None, properties);
+        let scheduler = InProcessScheduler::default();
+        let sink = CollectingSink::default();
+        let every_state = || Limits {
+            hand_over_every_state: true,
+            ..Limits::default()
+        };
+        // Follow hand-overs until the builder has been launched.
+        loop {
+            match handle(payload.clone(), &aws, &sink, &scheduler, every_state())
+                .await
+                .unwrap()
+            {
+                Handled::HandedOver { .. } => {}
+                other => panic!("expected a hand-over: {other:?}"),
+            }
+            payload = serde_json::from_str(&scheduler.take().unwrap()).unwrap();
+            if !payload[CONTINUATION_KEY]["Build"]["instance_id"].is_null() {
+                break;
+            }
+        }
+        for (key, value) in mangle.as_object().unwrap() {
+            payload[CONTINUATION_KEY][key] = value.clone();
+        }
+        let handled = handle(payload, &aws, &sink, &scheduler, Limits::default())
+            .await
+            .unwrap();
+        assert!(matches!(handled, Handled::Answered(_)), "{handled:?}");
+        let responses = sink.responses();
+        assert_eq!(responses.len(), 1, "{responses:?}");
+        let reason = responses[0].reason.clone().unwrap_or_default();
+        assert_eq!(responses[0].status, ecs_ami::cfn::Status::Failed);
+        assert!(
+            reason.contains("could not be continued after a hand-over"),
+            "{reason}"
+        );
+        assert!(reason.contains("terminated builder i-"), "{reason}");
+        let (launched, images, live) = count_tagged(&ec2, case).await;
+        assert_eq!((launched, images.len(), live), (1, 0, 0), "{reason}");
+    }
+    report::record(
+        "crash-05",
+        "Crashes and duplicate deliveries",
+        "A hand-over payload the running version cannot continue (a newer payload version, an unreadable build state), as after a deploy mid-build",
+        "FAILED from the original request it carries, the builder terminated by its tags",
+        Some(0),
+    );
+}

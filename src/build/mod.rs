@@ -1383,8 +1383,8 @@ pub async fn abandon(
             &crate::cfn::failed_create_physical_id(identity),
             message,
             true,
-            // Called when the invocation's time is up: no retries.
-            Duration::ZERO,
+            // Called when the invocation's time is up: the caller bounds the retries.
+            Timing::default().not_found_grace,
         )
         .await
     {
@@ -1668,10 +1668,10 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
 }
 
 /// Terminates the builder. EC2 answers `InvalidInstanceID.NotFound` for an instance it does not
-/// know yet (eventual consistency) as for one long gone, so NotFound is not taken for "terminated":
-/// the call is repeated until EC2 accepts it or `grace` runs out, and then the builder is reported
-/// as not confirmed terminated. (A terminated instance stays visible for about an hour, and
-/// terminating it again succeeds.)
+/// know yet (eventual consistency), so NotFound is never taken for "terminated": the call is
+/// repeated until EC2 accepts it or `grace` runs out, and then the builder is reported as not
+/// confirmed terminated. (A terminated instance stays visible for about an hour, and terminating
+/// it again succeeds.)
 async fn terminate_builder(aws: &Aws, instance_id: &str, grace: Duration) -> Result<(), String> {
     let grace = within_invocation(grace);
     let mut waited = Duration::ZERO;
@@ -1688,14 +1688,14 @@ async fn terminate_builder(aws: &Aws, instance_id: &str, grace: Duration) -> Res
                 waited += pause;
                 pause = (pause * 2).min(Duration::from_secs(8));
             }
-            Err(error) if error.is_not_found() && grace > Duration::ZERO => {
+            // EC2 keeps a terminated instance visible for about an hour: a builder this
+            // request made is never "long gone" by the time it is cleaned up.
+            Err(error) if error.is_not_found() => {
                 return Err(format!(
-                    "builder {instance_id} (not confirmed terminated: EC2 still answered NotFound {} s after it was launched; it may be running)",
+                    "builder {instance_id} (not confirmed terminated: EC2 answered NotFound for {} s; it may still be starting)",
                     waited.as_secs()
                 ));
             }
-            // Long gone: EC2 keeps a terminated instance visible for about an hour.
-            Err(error) if error.is_not_found() => return Ok(()),
             Err(error) => return Err(format!("builder {instance_id} ({error})")),
         }
     }
@@ -1770,28 +1770,31 @@ pub async fn clean_up(
     let mut done = Vec::new();
     let mut left = Vec::new();
 
-    let mut instances: Vec<String> = known.instance_id.iter().cloned().collect();
+    // Each builder, with when it was launched where known.
+    let mut instances: BTreeMap<String, Option<u64>> = known
+        .instance_id
+        .iter()
+        .map(|id| (id.clone(), known.launched_at_ms))
+        .collect();
     match aws.instances_tagged(&tags).await {
-        Ok(found) => instances.extend(
-            found
-                .into_iter()
-                .filter(|i| i.state != "terminated")
-                .map(|i| i.id),
-        ),
+        Ok(found) => {
+            for instance in found.into_iter().filter(|i| i.state != "terminated") {
+                let launched = instance.launched_ms;
+                let entry = instances.entry(instance.id).or_insert(launched);
+                *entry = entry.or(launched);
+            }
+        }
         Err(error) => left.push(format!("builder instances could not be listed ({error})")),
     }
-    instances.sort();
-    instances.dedup();
     if let (Some(command), Some(instance)) = (&known.command_id, &known.instance_id) {
         aws.cancel_step(command, instance).await.ok();
     }
-    for instance in &instances {
-        // Only the builder this build launched moments ago may be unknown to EC2 yet; a
-        // NotFound for any other means it is long gone.
-        let launched_recently = known.instance_id.as_deref() == Some(instance.as_str())
-            && known.launched_at_ms.is_some_and(|at| {
-                u128::from(clock::now_ms().saturating_sub(at)) < not_found_grace.as_millis()
-            });
+    for (instance, launched_at_ms) in &instances {
+        // Only a builder launched moments ago may be unknown to EC2 yet: NotFound is retried
+        // for it, and for no other.
+        let launched_recently = launched_at_ms.is_some_and(|at| {
+            u128::from(clock::now_ms().saturating_sub(at)) < not_found_grace.as_millis()
+        });
         let grace = if launched_recently {
             not_found_grace
         } else {

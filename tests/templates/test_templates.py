@@ -36,14 +36,15 @@ def test_the_templates_have_their_scripts():
 
 
 BUILDER_ROLE = "arn:aws:iam::123456789012:role/ecs-ami-BuilderRole-X"
+QUEUE = "arn:aws:sqs:us-east-1:123456789012:ecs-ami-UnhandledEvents-X"
+ATTRIBUTES = {"BuilderRole.Arn": BUILDER_ROLE, "UnhandledEvents.Arn": QUEUE}
 
 
 def role_statements(params=None):
     """The function's role statements, resolved for the stack `ecs-ami` and `params` (the
     engine-backed tests in tests/authorization.rs evaluate the same policy call by call)."""
     template = load(str(REPO / "template.yaml"))
-    resolver = Resolver(template, params or {}, stack_name="ecs-ami",
-                        attributes={"BuilderRole.Arn": BUILDER_ROLE})
+    resolver = Resolver(template, params or {}, stack_name="ecs-ami", attributes=ATTRIBUTES)
     statements = []
     for policy in template["Resources"]["Function"]["Properties"]["Policies"]:
         statements.extend(resolver.resolve(policy)["Statement"])
@@ -108,11 +109,23 @@ def test_kms_only_for_the_listed_keys_and_only_through_ec2():
     assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}
 
 
+def test_unhandled_events_go_to_the_stacks_queue():
+    """An event the function failed on even after Lambda's retries is kept, not dropped: the
+    on-failure destination is the stack's queue, and the role may send to it and nothing else."""
+    template, statements = role_statements()
+    config = template["Resources"]["Function"]["Properties"]["EventInvokeConfig"]
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS", "Destination": {"Fn::GetAtt": ["UnhandledEvents", "Arn"]}}
+    (send,) = [s for s in statements if any(a.startswith("sqs:") for a in actions_of(s))]
+    assert actions_of(send) == ["sqs:SendMessage"] and listed(send["Resource"]) == [QUEUE]
+
+
 def test_the_function_may_invoke_only_itself():
     """The hand-over (lambda:InvokeFunction) is not served by the local AWS, so its statement
     is checked here: the one function it names is the function this template deploys."""
     template, statements = role_statements()
-    resolver = Resolver(template, {}, stack_name="ecs-ami", attributes={"BuilderRole.Arn": BUILDER_ROLE})
+    resolver = Resolver(template, {}, stack_name="ecs-ami", attributes=ATTRIBUTES)
     name = resolver.resolve(template["Resources"]["Function"]["Properties"]["FunctionName"])
     (invoke,) = [s for s in statements if "lambda:InvokeFunction" in actions_of(s)]
     assert listed(invoke["Resource"]) == [f"arn:aws:lambda:us-east-1:123456789012:function:{name}"]
