@@ -383,6 +383,20 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
             ),
         )
         .await;
+    // The build is over: its lease goes too (it would otherwise stay in Parameter Store).
+    let lease = build::lease::path(&request.identity);
+    match aws.parameters_under(&lease).await {
+        Ok(found) if !found.is_empty() => {
+            let names: Vec<String> = found.into_iter().map(|(name, _)| name).collect();
+            if let Err(error) = aws.delete_parameters(&names).await {
+                tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(problem = %error, "the build lease could not be read; it expires by itself")
+        }
+    }
     let outcome = Outcome::failed(
         failure_physical_id(request),
         format!(
@@ -460,10 +474,17 @@ async fn operate(
             },
             None,
         ) => {
-            // The properties the previous request asked for (a rollback's are the failed
-            // update's); unparsable ones count as none.
-            let old_spec = AmiSpec::parse(old_properties).ok();
-            build::update(&aws, identity, physical_id, (spec, old_spec), &timing).await
+            // What the previous request asked for (a rollback's are the failed update's).
+            // Properties that do not parse (a rollback after invalid ones) asked for something
+            // else; none at all (not from CloudFormation) ask for nothing.
+            let old_request = match AmiSpec::parse(old_properties) {
+                Ok(old) => Some(build::fingerprint::of_request(&old)),
+                Err(_) if old_properties.as_object().is_some_and(|o| !o.is_empty()) => {
+                    Some("unparsable".to_owned())
+                }
+                Err(_) => None,
+            };
+            build::update(&aws, identity, physical_id, (spec, old_request), &timing).await
         }
         (Operation::Create, Some(state)) => {
             build::Build::resume(spec, state)

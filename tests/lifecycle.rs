@@ -668,6 +668,24 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
         "{calls}"
     );
 
+    // 2b. An update with invalid properties fails at once; its rollback names them as old.
+    let invalid = json!({"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami", "Steps": "not a list"});
+    let refused = invoke(
+        &aws,
+        update_from(stack, "req-4b", &a, invalid.clone(), v1.clone()),
+    )
+    .await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    local.take_calls().await;
+    let rolled = invoke(&aws, update_from(stack, "req-5b", &a, v1.clone(), invalid)).await;
+    assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
+    assert_eq!(rolled["PhysicalResourceId"], json!(a));
+    let calls = local.take_calls().await;
+    assert!(
+        calls["by_operation"].get("EC2.RunInstances").is_none(),
+        "{calls}"
+    );
+
     // 3. A real update after the release builds from it.
     let v4 = props("v4", "true");
     let rebuilt = invoke(

@@ -926,13 +926,20 @@ impl Build {
                     } else {
                         Duration::ZERO
                     };
-                    terminate_builder(aws, &instance_id, grace)
-                        .await
-                        .map_err(|message| BuildError {
-                            message,
-                            command_ended: true,
-                        })?;
-                    tracing::info!(instance_id = %instance_id, "builder terminated");
+                    match terminate_builder(aws, &instance_id, grace).await {
+                        Ok(()) => tracing::info!(instance_id = %instance_id, "builder terminated"),
+                        // It was seen stopped moments ago; an image that is done is not
+                        // thrown away because EC2 does not list its builder right now.
+                        Err(problem) if problem.contains(NOT_KNOWN) => {
+                            tracing::warn!(instance_id = %instance_id, problem = %problem, "builder not confirmed terminated");
+                        }
+                        Err(message) => {
+                            return Err(BuildError {
+                                message,
+                                command_ended: true,
+                            });
+                        }
+                    }
                 }
                 Ok(Next::Now(Phase::Done))
             }
@@ -1416,10 +1423,10 @@ pub async fn update(
     aws: &Aws,
     identity: &Identity,
     physical_id: &str,
-    (spec, old_spec): (AmiSpec, Option<AmiSpec>),
+    (spec, old_request): (AmiSpec, Option<String>),
     timing: &Timing,
 ) -> Progress {
-    if let Some(plan) = roll_back(aws, identity, physical_id, &spec, old_spec.as_ref()).await {
+    if let Some(plan) = roll_back(aws, identity, physical_id, &spec, old_request).await {
         return Progress::Finished(plan);
     }
     match retag_or_reuse(aws, identity, physical_id, &spec).await {
@@ -1450,10 +1457,10 @@ async fn roll_back(
     identity: &Identity,
     physical_id: &str,
     spec: &AmiSpec,
-    old_spec: Option<&AmiSpec>,
+    old_request: Option<String>,
 ) -> Option<Outcome> {
     let wanted = fingerprint::of_request(spec);
-    if old_spec.is_none_or(|old| fingerprint::of_request(old) == wanted) {
+    if old_request.is_none_or(|old| old == wanted) {
         return None;
     }
     let mut tags = resource_tags(identity);
@@ -1571,7 +1578,11 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
     let mut resources = vec![image.id.clone()];
     resources.extend(image.snapshot_ids.iter().cloned());
     let source = image.tags.get(TAG_SOURCE).map(String::as_str);
-    let wanted = user_tags(spec, &outputs_of(image), source.unwrap_or_default());
+    let mut wanted = user_tags(spec, &outputs_of(image), source.unwrap_or_default());
+    // The image now stands for these properties: a later rollback looks them up, and a later
+    // return to the properties it was first built from must not find it (it may be an older
+    // release than they would resolve to now).
+    wanted.insert(TAG_PROPERTIES.into(), fingerprint::of_request(spec));
     let stale: Vec<String> = image
         .tags
         .keys()
@@ -1667,6 +1678,9 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
     ))
 }
 
+/// How [`terminate_builder`] says that EC2 answered NotFound.
+const NOT_KNOWN: &str = "EC2 answered NotFound";
+
 /// Terminates the builder. EC2 answers `InvalidInstanceID.NotFound` for an instance it does not
 /// know yet (eventual consistency), so NotFound is never taken for "terminated": the call is
 /// repeated until EC2 accepts it or `grace` runs out, and then the builder is reported as not
@@ -1692,7 +1706,7 @@ async fn terminate_builder(aws: &Aws, instance_id: &str, grace: Duration) -> Res
             // request made is never "long gone" by the time it is cleaned up.
             Err(error) if error.is_not_found() => {
                 return Err(format!(
-                    "builder {instance_id} (not confirmed terminated: EC2 answered NotFound for {} s; it may still be starting)",
+                    "builder {instance_id} ({NOT_KNOWN} for {} s: already gone, or not listed yet; not confirmed terminated)",
                     waited.as_secs()
                 ));
             }
