@@ -385,17 +385,8 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
         .await;
     // The build is over: its lease goes too (it would otherwise stay in Parameter Store).
     let lease = build::lease::path(&request.identity);
-    match aws.parameters_under(&lease).await {
-        Ok(found) if !found.is_empty() => {
-            let names: Vec<String> = found.into_iter().map(|(name, _)| name).collect();
-            if let Err(error) = aws.delete_parameters(&names).await {
-                tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
-            }
-        }
-        Ok(_) => {}
-        Err(error) => {
-            tracing::warn!(problem = %error, "the build lease could not be read; it expires by itself")
-        }
+    if let Err(error) = build::lease::release_all(aws, &lease).await {
+        tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
     }
     let outcome = Outcome::failed(
         failure_physical_id(request),

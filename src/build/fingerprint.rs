@@ -6,7 +6,7 @@
 //! the description, the subnet, security groups and the instance profile do not change what is
 //! on the disk, so changing them alone never rebuilds.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cfn::properties::AmiSpec;
 
@@ -15,9 +15,19 @@ use crate::cfn::properties::AmiSpec;
 const VERSION: &str = "v1";
 
 pub fn of(spec: &AmiSpec, source_image: &str, instance_type: &str) -> String {
+    digest(
+        spec,
+        ("source_image", json!(source_image)),
+        json!(instance_type),
+    )
+}
+
+/// The hash of what shapes the content: the source and instance type as the caller names them,
+/// and the spec's block devices, steps and AMI name.
+fn digest(spec: &AmiSpec, (source_key, source): (&str, Value), instance_type: Value) -> String {
     let canonical = json!({
         "version": VERSION,
-        "source_image": source_image,
+        source_key: source,
         "instance_type": instance_type,
         "block_devices": spec.block_device_mappings,
         "steps": spec.steps,
@@ -34,17 +44,10 @@ pub fn of(spec: &AmiSpec, source_image: &str, instance_type: &str) -> String {
 /// when a parameter starts naming a new release, so a rollback can find the image it returns to
 /// without resolving the source again.
 pub fn of_request(spec: &AmiSpec) -> String {
-    let canonical = json!({
-        "version": VERSION,
-        "source": spec.source,
-        "instance_type": spec.instance_type,
-        "block_devices": spec.block_device_mappings,
-        "steps": spec.steps,
-        "ami_name": spec.ami_name,
-    });
-    format!(
-        "{VERSION}-{}",
-        crate::cfn::sha256_hex(&canonical.to_string())
+    digest(
+        spec,
+        ("source", json!(spec.source)),
+        json!(spec.instance_type),
     )
 }
 

@@ -135,6 +135,18 @@ pub async fn release(aws: &Aws, path: &str, lease: &Lease) -> Result<(), AwsErro
     aws.delete_parameters(&names).await
 }
 
+/// Deletes every generation there is, whoever held them: for a build ended by an invocation that
+/// could not read the lease it was handed.
+pub async fn release_all(aws: &Aws, path: &str) -> Result<(), AwsError> {
+    let names: Vec<String> = aws
+        .parameters_under(path)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    aws.delete_parameters(&names).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

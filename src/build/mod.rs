@@ -524,9 +524,7 @@ impl Build {
 
     /// EC2 may not know the builder yet (eventual consistency): see [`Timing::not_found_grace`].
     fn just_launched(&self, timing: &Timing) -> bool {
-        self.state.launched_at_ms.is_some_and(|at| {
-            u128::from(clock::now_ms().saturating_sub(at)) < timing.not_found_grace.as_millis()
-        })
+        launched_within(self.state.launched_at_ms, timing.not_found_grace)
     }
 
     async fn advance(
@@ -1054,10 +1052,7 @@ async fn check_still_running(
     *state_checked = Some(waited);
     let status = aws.instance_status(instance_id).await?;
     let state = status.as_ref().map(|s| s.state.clone());
-    let since_launch = launched_at_ms.map(|at| clock::now_ms().saturating_sub(at));
-    if state.is_none()
-        && since_launch.is_some_and(|ms| u128::from(ms) < timing.not_found_grace.as_millis())
-    {
+    if state.is_none() && launched_within(launched_at_ms, timing.not_found_grace) {
         tracing::info!(instance_id, "EC2 does not list the new builder yet");
         // Ask again at the next poll.
         *state_checked = None;
@@ -1678,6 +1673,12 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
     ))
 }
 
+/// Whether an instance launched at `launched_at_ms` (on the [`clock`]) is younger than `window`.
+fn launched_within(launched_at_ms: Option<u64>, window: Duration) -> bool {
+    launched_at_ms
+        .is_some_and(|at| u128::from(clock::now_ms().saturating_sub(at)) < window.as_millis())
+}
+
 /// How [`terminate_builder`] says that EC2 answered NotFound.
 const NOT_KNOWN: &str = "EC2 answered NotFound";
 
@@ -1687,30 +1688,50 @@ const NOT_KNOWN: &str = "EC2 answered NotFound";
 /// confirmed terminated. (A terminated instance stays visible for about an hour, and terminating
 /// it again succeeds.)
 async fn terminate_builder(aws: &Aws, instance_id: &str, grace: Duration) -> Result<(), String> {
+    let (sent, waited) = retry_transient(
+        grace,
+        "EC2 does not know the builder yet: terminating again",
+        AwsError::is_not_found,
+        || aws.terminate_instance(instance_id),
+    )
+    .await;
+    match sent {
+        Ok(()) => Ok(()),
+        // EC2 keeps a terminated instance visible for about an hour: a builder this request
+        // made is never "long gone" by the time it is cleaned up.
+        Err(error) if error.is_not_found() => Err(format!(
+            "builder {instance_id} ({NOT_KNOWN} for {} s: already gone, or not listed yet; not confirmed terminated)",
+            waited.as_secs()
+        )),
+        Err(error) => Err(format!("builder {instance_id} ({error})")),
+    }
+}
+
+/// Repeats `call` while its error is `transient` (one that passes with time on AWS), pausing
+/// 0.5 s, then twice as long each time up to 8 s, for at most `grace`, cut to what is left of
+/// the invocation ([`RETRIES_UNTIL`]). Returns the last answer and how long it waited.
+async fn retry_transient<F, Fut>(
+    grace: Duration,
+    retrying: &str,
+    transient: impl Fn(&AwsError) -> bool,
+    mut call: F,
+) -> (Result<(), AwsError>, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AwsError>>,
+{
     let grace = within_invocation(grace);
     let mut waited = Duration::ZERO;
     let mut pause = Duration::from_millis(500);
     loop {
-        match aws.terminate_instance(instance_id).await {
-            Ok(()) => return Ok(()),
-            Err(error) if error.is_not_found() && waited < grace => {
-                tracing::info!(
-                    instance_id,
-                    "EC2 does not know the builder yet: terminating again"
-                );
+        match call().await {
+            Err(error) if transient(&error) && waited < grace => {
+                tracing::info!(problem = %error, "{retrying}");
                 tokio::time::sleep(pause).await;
                 waited += pause;
                 pause = (pause * 2).min(Duration::from_secs(8));
             }
-            // EC2 keeps a terminated instance visible for about an hour: a builder this
-            // request made is never "long gone" by the time it is cleaned up.
-            Err(error) if error.is_not_found() => {
-                return Err(format!(
-                    "builder {instance_id} ({NOT_KNOWN} for {} s: already gone, or not listed yet; not confirmed terminated)",
-                    waited.as_secs()
-                ));
-            }
-            Err(error) => return Err(format!("builder {instance_id} ({error})")),
+            other => return (other, waited),
         }
     }
 }
@@ -1739,26 +1760,15 @@ async fn delete_released_snapshot(
     aws: &Aws,
     snapshot_id: &str,
     until: tokio::time::Instant,
-) -> Result<(), crate::aws::AwsError> {
-    let grace = within_invocation(until.saturating_duration_since(tokio::time::Instant::now()));
-    let mut waited = Duration::ZERO;
-    let mut pause = Duration::from_millis(500);
-    loop {
-        match aws.delete_snapshot(snapshot_id).await {
-            Err(error)
-                if error.code.as_deref() == Some("InvalidSnapshot.InUse") && waited < grace =>
-            {
-                tracing::info!(
-                    snapshot_id,
-                    "snapshot still in use by its deregistered image: retrying"
-                );
-                tokio::time::sleep(pause).await;
-                waited += pause;
-                pause = (pause * 2).min(Duration::from_secs(8));
-            }
-            other => return other,
-        }
-    }
+) -> Result<(), AwsError> {
+    retry_transient(
+        until.saturating_duration_since(tokio::time::Instant::now()),
+        "snapshot still in use by its deregistered image: retrying",
+        |error| error.code.as_deref() == Some("InvalidSnapshot.InUse"),
+        || aws.delete_snapshot(snapshot_id),
+    )
+    .await
+    .0
 }
 
 /// What a failed build is known to have created. Cleanup also searches by the request's tags, so
@@ -1806,10 +1816,7 @@ pub async fn clean_up(
     for (instance, launched_at_ms) in &instances {
         // Only a builder launched moments ago may be unknown to EC2 yet: NotFound is retried
         // for it, and for no other.
-        let launched_recently = launched_at_ms.is_some_and(|at| {
-            u128::from(clock::now_ms().saturating_sub(at)) < not_found_grace.as_millis()
-        });
-        let grace = if launched_recently {
+        let grace = if launched_within(*launched_at_ms, not_found_grace) {
             not_found_grace
         } else {
             Duration::ZERO
