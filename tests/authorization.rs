@@ -11,11 +11,12 @@
 
 mod common;
 
-use aws_sdk_ec2::types::{IamInstanceProfileSpecification, ResourceType, Tag};
+use aws_sdk_ec2::types::{IamInstanceProfileSpecification, Tag};
 use common::audit::Audit;
 use common::report;
 use common::{
-    ECS_AL2023, LocalAws, PROFILE, event, invoke, parameter_value, stack_id, tagged_as_ours,
+    ECS_AL2023, LocalAws, PROFILE, event, invoke, launch_request, launched_id, parameter_value,
+    stack_id,
 };
 use serde_json::{Value, json};
 
@@ -328,19 +329,7 @@ async fn the_role_refuses_what_is_not_the_builds() {
     let function_ssm = aws_sdk_ssm::Client::new(&local.function_config().await);
     let source = parameter_value(&local, ECS_AL2023).await;
     // An instance that is not ours (no ecs-ami tags), launched by someone else.
-    let theirs = admin
-        .run_instances()
-        .image_id(&source)
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_owned();
+    let theirs = launched_id(launch_request(&admin, &source, false)).await;
     expect_refused(
         "terminating an instance that is not ours",
         "UnauthorizedOperation",
@@ -380,19 +369,7 @@ async fn the_role_refuses_what_is_not_the_builds() {
     )
     .await;
     // A builder of ours, tagged as the product tags it: another document is refused.
-    let ours = function
-        .run_instances()
-        .image_id(&source)
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .iam_instance_profile(
-            IamInstanceProfileSpecification::builder()
-                .name(PROFILE)
-                .build(),
-        )
-        .tag_specifications(tagged_as_ours(ResourceType::Instance))
-        .tag_specifications(tagged_as_ours(ResourceType::Volume))
+    let ours = launch_request(&function, &source, true)
         .send()
         .await
         .expect("our builder, tagged, with the builder profile, is allowed")
@@ -416,14 +393,7 @@ async fn the_role_refuses_what_is_not_the_builds() {
     expect_refused(
         "RunInstances without our tags",
         "UnauthorizedOperation",
-        function
-            .run_instances()
-            .image_id(&source)
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await,
+        launch_request(&function, &source, false).send().await,
     )
     .await;
     // Passing another role: an instance profile of someone else's.
@@ -452,19 +422,12 @@ async fn the_role_refuses_what_is_not_the_builds() {
     expect_refused(
         "RunInstances passing another role",
         "UnauthorizedOperation",
-        function
-            .run_instances()
-            .image_id(&source)
-            .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
+        launch_request(&function, &source, true)
             .iam_instance_profile(
                 IamInstanceProfileSpecification::builder()
                     .name("admin-profile")
                     .build(),
             )
-            .tag_specifications(tagged_as_ours(ResourceType::Instance))
-            .tag_specifications(tagged_as_ours(ResourceType::Volume))
             .send()
             .await,
     )

@@ -11,7 +11,8 @@ use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, Resou
 use common::audit::{Audit, tags_of};
 use common::report;
 use common::{
-    ECS_AL2023, LocalAws, PROFILE, event, invoke, parameter_value, stack_id, tagged_as_ours,
+    ECS_AL2023, LocalAws, PROFILE, event, invoke, launch_request, launched_id, parameter_value,
+    stack_id, tagged_as_ours,
 };
 use serde_json::{Value, json};
 
@@ -42,19 +43,7 @@ async fn a_builder_ec2_does_not_know_yet_is_not_gone() {
     let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_CONSISTENCY_DELAY", "4")]).await;
     let function = aws_sdk_ec2::Client::new(&local.function_config().await);
     let source = parameter_value(&local, ECS_AL2023).await;
-    let launched = function
-        .run_instances()
-        .image_id(&source)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .iam_instance_profile(
-            aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
-                .name(PROFILE)
-                .build(),
-        )
-        .tag_specifications(tagged_as_ours(ResourceType::Instance))
-        .tag_specifications(tagged_as_ours(ResourceType::Volume))
+    let launched = launch_request(&function, &source, true)
         .send()
         .await
         .unwrap();
@@ -205,19 +194,7 @@ async fn create_image_follows_ec2() {
     let local = LocalAws::start().await;
     let admin = local.ec2().await;
     let source = parameter_value(&local, ECS_AL2023).await;
-    let instance = admin
-        .run_instances()
-        .image_id(&source)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_owned();
+    let instance = launched_id(launch_request(&admin, &source, false)).await;
     let image = admin
         .create_image()
         .instance_id(&instance)
@@ -296,12 +273,8 @@ async fn run_instances_follows_ec2() {
     let admin = local.ec2().await;
     let x86 = parameter_value(&local, ECS_AL2023).await;
     let launch = |image: &str, kind: &str, token: &str| {
-        admin
-            .run_instances()
-            .image_id(image)
+        launch_request(&admin, image, false)
             .instance_type(InstanceType::from(kind))
-            .min_count(1)
-            .max_count(1)
             .client_token(token)
             .send()
     };

@@ -5,7 +5,10 @@
 mod common;
 
 use common::audit::{Audit, tags_of};
-use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, invoke_with, stack_id};
+use common::{
+    ECS_AL2023, LocalAws, PROFILE, event, invoke, invoke_with, launch_request, launched_id,
+    stack_id,
+};
 use ecs_ami::handler::Limits;
 use serde_json::{Value, json};
 
@@ -597,19 +600,7 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
     assert_ne!(a, b);
 
     // AWS publishes a new release: an image of its own, which the parameter now names.
-    let instance = admin
-        .run_instances()
-        .image_id(&first_release)
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_owned();
+    let instance = launched_id(launch_request(&admin, &first_release, false)).await;
     let second_release = admin
         .create_image()
         .instance_id(&instance)

@@ -176,6 +176,43 @@ pub fn tagged_as_ours(
         .build()
 }
 
+/// RunInstances of one t3.micro from `image`; with the builder profile and the product's tags on
+/// the instance and its volumes when `ours`, as the build launches its builders.
+pub fn launch_request(
+    client: &aws_sdk_ec2::Client,
+    image: &str,
+    ours: bool,
+) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+    use aws_sdk_ec2::types::{IamInstanceProfileSpecification, InstanceType, ResourceType};
+    let request = client
+        .run_instances()
+        .image_id(image)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1);
+    if !ours {
+        return request;
+    }
+    request
+        .iam_instance_profile(
+            IamInstanceProfileSpecification::builder()
+                .name(PROFILE)
+                .build(),
+        )
+        .tag_specifications(tagged_as_ours(ResourceType::Instance))
+        .tag_specifications(tagged_as_ours(ResourceType::Volume))
+}
+
+/// Sends `request` and returns the id of the instance it launched.
+pub async fn launched_id(
+    request: aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
+) -> String {
+    request.send().await.unwrap().instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned()
+}
+
 /// The AMI id an SSM parameter of the local AWS holds (read as its administrator).
 pub async fn parameter_value(local: &LocalAws, name: &str) -> String {
     aws_sdk_ssm::Client::new(&local.sdk_config().await)
