@@ -69,6 +69,25 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_of_existing_images_keep_their_value() {
+        // Images built by earlier versions carry fingerprints of exactly this form; a change of
+        // it would rebuild every AMI on its next Update.
+        let spec = spec(json!({}));
+        let canonical = json!({
+            "version": "v1",
+            "source_image": "ami-12345678",
+            "instance_type": "t3.medium",
+            "block_devices": spec.block_device_mappings,
+            "steps": spec.steps,
+            "ami_name": spec.ami_name,
+        });
+        assert_eq!(
+            of(&spec, "ami-12345678", "t3.medium"),
+            format!("v1-{}", crate::cfn::sha256_hex(&canonical.to_string()))
+        );
+    }
+
+    #[test]
     fn the_request_fingerprint_follows_the_properties_not_the_release() {
         let base = of_request(&spec(json!({})));
         assert!(base.starts_with("v1-"));
