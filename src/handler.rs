@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::aws::Aws;
+use crate::build::ledger::{self, Record};
 use crate::build::{self, BuildState, Leftovers, Progress, Timing};
 use crate::cfn::properties::AmiSpec;
 use crate::cfn::{self, HttpSink, Operation, Outcome, Request, RequestError, Response, SinkError};
@@ -130,6 +131,12 @@ pub enum Handled {
     },
     /// Another invocation is working on this request (a duplicate delivery); it will answer.
     Yielded,
+    /// The request was answered before (this is a later delivery of it): the same answer was
+    /// sent again, and nothing else done.
+    Repeated(Response),
+    /// A newer request of the resource cancelled this one: what its build made is removed, and
+    /// nothing is answered (CloudFormation no longer waits for it).
+    Cancelled { by: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +170,9 @@ pub async fn handle(
     };
     let (request, outcome) = match Request::parse(event.clone()) {
         Ok(request) => {
+            if let Some(handled) = honour_record(&request, aws, sink).await {
+                return Ok(handled);
+            }
             let progress = match state {
                 Some(Err(problem)) => cannot_continue(&request, aws, &problem).await,
                 Some(Ok(state)) => guarded(&request, Some(state), aws, &limits).await,
@@ -171,6 +181,10 @@ pub async fn handle(
             let outcome = match progress {
                 Progress::Finished(outcome) => outcome,
                 Progress::Yielded => return Ok(Handled::Yielded),
+                Progress::Cancelled(report) => {
+                    tracing::info!(report = %report, "cancelled: nothing answered");
+                    return Ok(cancelled_now(&request, aws).await);
+                }
                 Progress::Paused(state) => {
                     let hand_overs = state.hand_overs;
                     let continuation = Continuation {
@@ -205,7 +219,70 @@ pub async fn handle(
             return Err(HandleError::NotCloudFormation(error));
         }
     };
-    answer(&request, outcome, sink).await.map(Handled::Answered)
+    answer(&request, outcome, aws, sink).await
+}
+
+/// How a request found cancelled by its record is handled: the newer request that cancelled it
+/// is named.
+async fn cancelled_now(request: &Request, aws: &Aws) -> Handled {
+    let by = match ledger::read(aws, &request.identity).await {
+        Ok(Some(Record::Cancelled { by, .. })) => by,
+        _ => "a newer request".to_owned(),
+    };
+    Handled::Cancelled { by }
+}
+
+/// A request that already has a record (see [`ledger`]) is not handled again. Answered: this is
+/// a later delivery (a retry, a duplicate, a hand-over sent twice), and the recorded answer is
+/// sent again, touching nothing. Cancelled: what a build of it may still have is removed (a
+/// hand-over that was on its way when it was cancelled), and nothing is answered. None: no
+/// record (or none readable now), handle the request.
+async fn honour_record(request: &Request, aws: &Aws, sink: &impl ResponseSink) -> Option<Handled> {
+    let record = match ledger::read(aws, &request.identity).await {
+        Ok(record) => record?,
+        Err(error) => {
+            tracing::warn!(problem = %error, "could not read the request's record; handling it");
+            return None;
+        }
+    };
+    match record {
+        Record::Answered {
+            status,
+            physical_id,
+            reason,
+            ..
+        } => {
+            tracing::warn!(?status, %physical_id, "this request was answered before: sending the same answer again, nothing else");
+            let outcome = match status {
+                cfn::Status::Success => {
+                    build::answered_image(aws, &request.identity, &physical_id).await
+                }
+                cfn::Status::Failed => Outcome::failed(physical_id, reason.clone().unwrap_or_default()),
+            };
+            let outcome = Outcome { reason, ..outcome };
+            let response = Response::new(&request.identity, outcome);
+            // The first answer was sent (or its invocation died sending it): a failure to send
+            // it again is not worth a retry of the event.
+            if let Err(error) = sink.send(&request.response_url, &response).await {
+                tracing::warn!(problem = %error, "the repeated answer could not be delivered");
+            }
+            Some(Handled::Repeated(response))
+        }
+        Record::Cancelled { by, .. } => {
+            tracing::warn!(cancelled_by = %by, "this request was cancelled by a newer one: removing what its build left, answering nothing");
+            if !matches!(request.operation, Operation::Delete { .. }) {
+                let report =
+                    clean_up_by_tags(aws, &request.identity, Duration::from_secs(120)).await;
+                tracing::info!(report = %report, "cancelled request cleaned up");
+                if let Err(error) =
+                    build::lease::release_all(aws, &build::lease::path(&request.identity)).await
+                {
+                    tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
+                }
+            }
+            Some(Handled::Cancelled { by })
+        }
+    }
 }
 
 /// A hand-over payload's original request, and its build state or why this version cannot
@@ -239,11 +316,44 @@ fn split_continuation(event: Value) -> Result<(Value, Resumed), String> {
     }
 }
 
+/// Records the answer (see [`ledger`]), then sends it. When the record shows that a newer request
+/// cancelled this one meanwhile, nothing is sent and what the build made is removed (an image
+/// made for a request CloudFormation gave up on belongs to no stack); when another delivery
+/// answered first, its answer stands.
 async fn answer(
     request: &Request,
     outcome: Outcome,
+    aws: &Aws,
     sink: &impl ResponseSink,
-) -> Result<Response, HandleError> {
+) -> Result<Handled, HandleError> {
+    let record = Record::answered(
+        outcome.status,
+        &outcome.physical_id,
+        outcome.reason.as_deref(),
+    );
+    match ledger::write(aws, &request.identity, &record).await {
+        Ok(None) => {}
+        Ok(Some(Record::Cancelled { by, .. })) => {
+            tracing::warn!(cancelled_by = %by, "cancelled while finishing: removing what the build made, answering nothing");
+            let report = clean_up_by_tags(aws, &request.identity, Duration::from_secs(120)).await;
+            tracing::info!(report = %report, "cancelled request cleaned up");
+            return Ok(Handled::Cancelled { by });
+        }
+        Ok(Some(first @ Record::Answered { .. })) => {
+            tracing::warn!(?first, "another delivery of this request answered first: its answer stands");
+            return Ok(Handled::Yielded);
+        }
+        Err(error) => {
+            tracing::warn!(problem = %error, "the answer could not be recorded; sending it anyway");
+        }
+    }
+    if matches!(request.operation, Operation::Delete { .. }) {
+        // A Delete is the last request a resource gets: a good moment to remove old records,
+        // of this resource and of stacks deleted long ago.
+        if let Err(error) = ledger::sweep(aws, &request.identity, 3).await {
+            tracing::warn!(problem = %error, "old request records could not be removed");
+        }
+    }
     let response = Response::new(&request.identity, outcome);
     tracing::info!(
         status = ?response.status,
@@ -252,7 +362,7 @@ async fn answer(
         "answering CloudFormation"
     );
     match sink.send(&request.response_url, &response).await {
-        Ok(()) => Ok(response),
+        Ok(()) => Ok(Handled::Answered(response)),
         Err(error) => {
             tracing::error!(problem = %error, "CloudFormation could not be told the outcome");
             Err(HandleError::Undeliverable {
@@ -288,7 +398,7 @@ async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> 
         Operation::Update { physical_id, .. } => {
             match build::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome)) {
                 Progress::Finished(outcome) => outcome,
-                Progress::Paused(_) | Progress::Yielded => {
+                Progress::Paused(_) | Progress::Yielded | Progress::Cancelled(_) => {
                     unreachable!("a finished outcome stays finished")
                 }
             }
@@ -372,17 +482,7 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
         problem,
         "a handed-over build cannot be continued by this version"
     );
-    let report = build::RETRIES_UNTIL
-        .scope(
-            tokio::time::Instant::now() + Duration::from_secs(60),
-            build::clean_up(
-                aws,
-                &request.identity,
-                &Leftovers::default(),
-                Timing::default().not_found_grace,
-            ),
-        )
-        .await;
+    let report = clean_up_by_tags(aws, &request.identity, Duration::from_secs(60)).await;
     // The build is over: its lease goes too (it would otherwise stay in Parameter Store).
     let lease = build::lease::path(&request.identity);
     if let Err(error) = build::lease::release_all(aws, &lease).await {
@@ -402,24 +502,29 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
     }
 }
 
+/// Removes what the request's tags find, retrying transient errors for at most `retries_for`.
+async fn clean_up_by_tags(aws: &Aws, identity: &cfn::Identity, retries_for: Duration) -> String {
+    build::RETRIES_UNTIL
+        .scope(
+            tokio::time::Instant::now() + retries_for,
+            build::clean_up(
+                aws,
+                identity,
+                &Leftovers::default(),
+                Timing::default().not_found_grace,
+            ),
+        )
+        .await
+}
+
 async fn after_crash(request: &Request, aws: &Aws, what: String) -> Progress {
     tracing::error!(problem = %what, "operation did not complete");
     let report = match request.operation {
         Operation::Delete { .. } => String::new(),
+        // About 30 s are left: only what the tags find, and retries for at most 5 s.
         _ => format!(
             " {}",
-            // About 30 s are left: only what the tags find, and retries for at most 5 s.
-            build::RETRIES_UNTIL
-                .scope(
-                    tokio::time::Instant::now() + Duration::from_secs(5),
-                    build::clean_up(
-                        aws,
-                        &request.identity,
-                        &Leftovers::default(),
-                        Timing::default().not_found_grace
-                    ),
-                )
-                .await
+            clean_up_by_tags(aws, &request.identity, Duration::from_secs(5)).await
         ),
     };
     Progress::Finished(Outcome::failed(
@@ -435,6 +540,57 @@ async fn operate(
     timing: Timing,
 ) -> Progress {
     let identity = &request.identity;
+    // A request of the resource other than a Delete of a Create that failed (which answered, so
+    // CloudFormation may already have sent a newer Create) first stops builds CloudFormation gave
+    // up on.
+    let superseded = match &request.operation {
+        // A hand-over continues a request that did this in its first invocation.
+        _ if state.is_some() => build::Superseded::default(),
+        Operation::Delete { physical_id } if cfn::is_failed_create_physical_id(physical_id) => {
+            build::Superseded::default()
+        }
+        Operation::Create => build::Superseded::default(),
+        _ => match build::supersede(&aws, identity, &timing).await {
+            Ok(superseded) => superseded,
+            Err(error) => {
+                return Progress::Finished(Outcome::failed(
+                    failure_physical_id(&request),
+                    format!("could not look for builds of this resource CloudFormation gave up on: {error}"),
+                ));
+            }
+        },
+    };
+    if superseded.left_something {
+        return Progress::Finished(Outcome::failed(
+            failure_physical_id(&request),
+            format!(
+                "A build of this resource that CloudFormation gave up on could not be removed completely; retry to try again.{}",
+                superseded.report()
+            ),
+        ));
+    }
+    let progress = operate_alone(request, state, &aws, timing).await;
+    match progress {
+        Progress::Finished(outcome) if !superseded.stopped.is_empty() => {
+            let reason = format!(
+                "{}{}",
+                outcome.reason.as_deref().unwrap_or_default(),
+                superseded.report()
+            );
+            Progress::Finished(outcome.with_reason(reason.trim_start().to_owned()))
+        }
+        other => other,
+    }
+}
+
+/// The request's own operation, once no other build of the resource is in flight.
+async fn operate_alone(
+    request: Request,
+    state: Option<BuildState>,
+    aws: &Aws,
+    timing: Timing,
+) -> Progress {
+    let (aws, identity) = (aws.clone(), &request.identity);
     let spec = match &request.operation {
         Operation::Delete { physical_id } => {
             return Progress::Finished(build::delete(&aws, identity, physical_id).await);

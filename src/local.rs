@@ -158,8 +158,10 @@ pub async fn invoke_until_answered(
     let mut handed_over = 0;
     loop {
         match handle(event, aws, sink, &scheduler, limits()).await? {
-            Handled::Answered(response) => return Ok(Some((response, handed_over))),
-            Handled::Yielded => return Ok(None),
+            Handled::Answered(response) | Handled::Repeated(response) => {
+                return Ok(Some((response, handed_over)));
+            }
+            Handled::Yielded | Handled::Cancelled { .. } => return Ok(None),
             Handled::HandedOver { hand_overs } => {
                 handed_over = hand_overs;
                 let payload = scheduler.take().expect("a hand-over queued its payload");

@@ -26,6 +26,8 @@ async fn main() -> Result<(), Error> {
                 Ok(Handled::Answered(response)) => Ok(json!({"Status": response.status, "PhysicalResourceId": response.physical_resource_id})),
                 Ok(Handled::HandedOver { hand_overs }) => Ok(json!({"HandedOver": hand_overs})),
                 Ok(Handled::Yielded) => Ok(json!({"Yielded": "another invocation is building this request"})),
+                Ok(Handled::Repeated(response)) => Ok(json!({"Repeated": response.status, "PhysicalResourceId": response.physical_resource_id})),
+                Ok(Handled::Cancelled { by }) => Ok(json!({"CancelledBy": by})),
                 // Returning an error would make Lambda retry the event and redo the work; the
                 // failure to deliver is already logged.
                 Err(HandleError::Undeliverable { status, physical_id, .. }) => {

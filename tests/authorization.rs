@@ -172,7 +172,7 @@ async fn every_statement_of_the_role_is_needed() {
     let cases = [
         ("ReadState", "ec2:Describe", "UnauthorizedOperation", true),
         (
-            "BuildLease",
+            "BuildLeaseAndRequestRecords",
             "ssm:GetParametersByPath",
             "AccessDeniedException",
             true,

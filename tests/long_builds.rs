@@ -270,6 +270,7 @@ fn all_rules(world: &World) -> Vec<&Rule> {
         &world.put_parameter,
         &world.parameters_by_path,
         &world.delete_parameters,
+        &world.get_parameter,
         &world.send_command,
         &world.command_result,
         &world.cancel_command,
@@ -371,9 +372,12 @@ async fn a_forty_minute_build_hands_over_and_answers_once() {
             latency.as_secs_f64()
         );
     }
-    // 324-326 seen: about 160 polls of the 25-minute snapshot, the lease, and one look at the
-    // builder's EC2 state every 30 s of the 8 minutes of steps (someone may stop it).
-    assert!(calls <= 345, "{calls} API calls exceed the budget of 345");
+    let record_reads = world.get_parameter.num_calls();
+    println!("  {record_reads} of the calls read the request's record (whether it was cancelled)");
+    // 449-451 seen: about 160 polls of the 25-minute snapshot, the lease, one look at the
+    // builder's EC2 state every 30 s of the 8 minutes of steps (someone may stop it), and a read
+    // of the request's record every 10 s (a newer request may have cancelled it).
+    assert!(calls <= 470, "{calls} API calls exceed the budget of 470");
     report::record(
         "deadline-02",
         "Deadlines",
@@ -456,8 +460,9 @@ async fn drive_like_lambda(
             None => invocation.await,
         };
         match handled.expect("handled") {
-            Handled::Answered(_) => return Some(most_hand_overs),
+            Handled::Answered(_) | Handled::Repeated(_) => return Some(most_hand_overs),
             Handled::Yielded => return None,
+            Handled::Cancelled { by } => panic!("no other request cancels this one ({by})"),
             Handled::HandedOver { hand_overs } => {
                 most_hand_overs = most_hand_overs.max(hand_overs);
                 let next = scheduler.take().expect("queued");
@@ -600,7 +605,7 @@ async fn concurrent_duplicate_deliveries_converge_on_one_build() {
     );
     assert_one_build(&world, &sink, "two concurrent deliveries");
     assert!(
-        world.parameters.lock().unwrap().is_empty(),
+        world.leases().is_empty(),
         "the lease is released"
     );
 }
@@ -649,7 +654,7 @@ async fn timeout_minutes_in_each_stage_fails_and_cleans_up() {
             assert_eq!(world.delete_snapshot.num_calls(), 1);
         }
         assert!(
-            world.parameters.lock().unwrap().is_empty(),
+            world.leases().is_empty(),
             "the lease is released"
         );
     }

@@ -233,16 +233,50 @@ impl Aws {
         }
     }
 
+    /// A parameter's value, or None when it does not exist.
+    pub async fn parameter_if_exists(&self, name: &str) -> Result<Option<String>> {
+        match self.ssm.get_parameter().name(name).send().await {
+            Ok(out) => Ok(out
+                .parameter()
+                .and_then(|p| p.value())
+                .map(str::to_owned)),
+            Err(error) => {
+                let error = AwsError::from_sdk("ssm:GetParameter", error);
+                if error.code.as_deref() == Some("ParameterNotFound") {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+
     /// The parameters directly under `path`, as (name, value).
     pub async fn parameters_under(&self, path: &str) -> Result<Vec<(String, String)>> {
+        self.parameters_below(path, false, usize::MAX).await
+    }
+
+    /// The parameters under `path`, at any depth when `recursive`, as (name, value); at most
+    /// `pages` pages of results.
+    pub async fn parameters_below(
+        &self,
+        path: &str,
+        recursive: bool,
+        pages: usize,
+    ) -> Result<Vec<(String, String)>> {
         let mut found = Vec::new();
-        let mut pages = self
+        let mut stream = self
             .ssm
             .get_parameters_by_path()
             .path(path)
+            .recursive(recursive)
             .into_paginator()
             .send();
-        while let Some(page) = pages.next().await {
+        let mut left = pages;
+        while left > 0
+            && let Some(page) = stream.next().await
+        {
+            left -= 1;
             let page = page.map_err(|e| AwsError::from_sdk("ssm:GetParametersByPath", e))?;
             found.extend(
                 page.parameters()

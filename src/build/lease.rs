@@ -2,8 +2,9 @@
 //!
 //! Lambda may deliver an event twice, at the same time; two invocations driving one builder would
 //! run every step twice. The build therefore holds a lease, kept in SSM Parameter Store as a
-//! sequence of generations `/ecs-ami/leases/<request hash>/<generation>`, each holding
-//! `<holder token> <expiry ms>`. Creating a parameter that does not exist is atomic, so:
+//! sequence of generations `/ecs-ami/leases/<resource hash>/<request hash>/<generation>`, each
+//! holding `<holder token> <expiry ms> <request id>`. Creating a parameter that does not exist is
+//! atomic, so:
 //! - the first claimant creates generation 1;
 //! - the holder renews by overwriting its own generation, which nobody else writes;
 //! - a claimant that finds the latest generation expired (its holder died) creates the next one,
@@ -11,7 +12,10 @@
 //! - a holder that finds a newer generation than its own was presumed dead and stops.
 //!
 //! The hand-over payload carries the holder's token, so the build's next invocation holds the
-//! same lease. Finishing the build deletes every generation.
+//! same lease. Finishing the build deletes every generation. A lease therefore exists exactly
+//! while a build of the request is in flight (or died unfinished), and the leases under one
+//! resource's hash are how a newer request of that resource finds builds CloudFormation gave up
+//! on ([`in_flight`]).
 
 use std::time::Duration;
 
@@ -39,56 +43,112 @@ pub enum Claim {
     },
 }
 
+/// Where the leases of every request of `identity`'s resource (its stack and logical id) are.
+pub fn resource_path(identity: &Identity) -> String {
+    format!("{ROOT}/{}", identity.resource_key())
+}
+
+/// Where the lease of `identity`'s request is.
 pub fn path(identity: &Identity) -> String {
-    format!("{ROOT}/{}", &identity.digest()[..32])
+    format!("{}/{}", resource_path(identity), identity.request_key())
 }
 
 pub fn new_token() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
-fn encode(token: &str, expires_ms: u64) -> String {
-    format!("{token} {expires_ms}")
+fn encode(token: &str, expires_ms: u64, request_id: &str) -> String {
+    format!("{token} {expires_ms} {request_id}")
 }
 
-fn decode(value: &str) -> Option<(&str, u64)> {
-    let (token, expires) = value.split_once(' ')?;
-    Some((token, expires.parse().ok()?))
+/// (holder token, expiry, request id).
+fn decode(value: &str) -> Option<(&str, u64, &str)> {
+    let mut fields = value.splitn(3, ' ');
+    let token = fields.next()?;
+    let expires = fields.next()?.parse().ok()?;
+    Some((token, expires, fields.next().unwrap_or_default()))
 }
 
-/// The latest generation: (number, holder, expiry).
-async fn latest(aws: &Aws, path: &str) -> Result<Option<(u32, String, u64)>, AwsError> {
-    let generations = aws.parameters_under(path).await?;
-    Ok(generations
-        .iter()
-        .filter_map(|(name, value)| {
-            let generation = name.rsplit('/').next()?.parse::<u32>().ok()?;
-            let (token, expires) = decode(value)?;
-            Some((generation, token.to_owned(), expires))
-        })
-        .max_by_key(|(generation, ..)| *generation))
+/// A generation of a lease: (number, holder, expiry, request id).
+type Generation = (u32, String, u64, String);
+
+fn generations(parameters: &[(String, String)]) -> impl Iterator<Item = (String, Generation)> {
+    parameters.iter().filter_map(|(name, value)| {
+        let (dir, number) = name.rsplit_once('/')?;
+        let (token, expires, request_id) = decode(value)?;
+        Some((
+            dir.to_owned(),
+            (
+                number.parse().ok()?,
+                token.to_owned(),
+                expires,
+                request_id.to_owned(),
+            ),
+        ))
+    })
 }
 
-/// Claims or renews the lease for `token`.
-pub async fn claim(aws: &Aws, path: &str, token: &str, ttl: Duration) -> Result<Claim, AwsError> {
+/// The latest generation of the lease at `path`.
+async fn latest(aws: &Aws, path: &str) -> Result<Option<Generation>, AwsError> {
+    let parameters = aws.parameters_under(path).await?;
+    Ok(generations(&parameters)
+        .map(|(_, generation)| generation)
+        .max_by_key(|(number, ..)| *number))
+}
+
+/// When the lease at `path` runs out (ms on the [`clock`]); None when there is none.
+pub async fn expiry(aws: &Aws, path: &str) -> Result<Option<u64>, AwsError> {
+    Ok(latest(aws, path).await?.map(|(_, _, expires, _)| expires))
+}
+
+/// The requests of `identity`'s resource, other than its own, that hold a lease: builds still in
+/// flight, or that died without finishing. (request id, lease path).
+pub async fn in_flight(aws: &Aws, identity: &Identity) -> Result<Vec<(String, String)>, AwsError> {
+    let parameters = aws
+        .parameters_below(&resource_path(identity), true, usize::MAX)
+        .await?;
+    let own = path(identity);
+    let mut found: Vec<(String, String)> = generations(&parameters)
+        .filter(|(dir, (.., request_id))| *dir != own && !request_id.is_empty())
+        .map(|(dir, (.., request_id))| (request_id, dir))
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// Claims or renews the lease for `token`, on behalf of `identity`'s request.
+pub async fn claim(
+    aws: &Aws,
+    identity: &Identity,
+    token: &str,
+    ttl: Duration,
+) -> Result<Claim, AwsError> {
+    let path = &path(identity);
     let now = clock::now_ms();
     let expires_ms = now + ttl.as_millis() as u64;
     let next = match latest(aws, path).await? {
-        Some((generation, holder, _)) if holder == token => {
-            aws.overwrite_parameter(&format!("{path}/{generation}"), &encode(token, expires_ms))
-                .await?;
+        Some((generation, holder, ..)) if holder == token => {
+            aws.overwrite_parameter(
+                &format!("{path}/{generation}"),
+                &encode(token, expires_ms, &identity.request_id),
+            )
+            .await?;
             return Ok(Claim::Held(Lease {
                 token: token.to_owned(),
                 generation,
                 expires_ms,
             }));
         }
-        Some((_, _, until_ms)) if until_ms > now => return Ok(Claim::Busy { until_ms }),
+        Some((_, _, until_ms, _)) if until_ms > now => return Ok(Claim::Busy { until_ms }),
         Some((generation, ..)) => generation + 1,
         None => 1,
     };
     if aws
-        .create_parameter(&format!("{path}/{next}"), &encode(token, expires_ms))
+        .create_parameter(
+            &format!("{path}/{next}"),
+            &encode(token, expires_ms, &identity.request_id),
+        )
         .await?
     {
         Ok(Claim::Held(Lease {
@@ -109,18 +169,22 @@ pub async fn claim(aws: &Aws, path: &str, token: &str, ttl: Duration) -> Result<
 /// Returns None when too little of it is left to skip the check; then [`claim`] it instead.
 pub async fn extend(
     aws: &Aws,
-    path: &str,
+    identity: &Identity,
     lease: &Lease,
     ttl: Duration,
 ) -> Result<Option<Lease>, AwsError> {
+    let path = path(identity);
     let now = clock::now_ms();
     if lease.expires_ms < now + 10_000 {
         return Ok(None);
     }
     let expires_ms = now + ttl.as_millis() as u64;
     let name = format!("{path}/{}", lease.generation);
-    aws.overwrite_parameter(&name, &encode(&lease.token, expires_ms))
-        .await?;
+    aws.overwrite_parameter(
+        &name,
+        &encode(&lease.token, expires_ms, &identity.request_id),
+    )
+    .await?;
     Ok(Some(Lease {
         expires_ms,
         ..lease.clone()
@@ -153,7 +217,9 @@ mod tests {
 
     #[test]
     fn values_round_trip() {
-        assert_eq!(decode(&encode("abc", 42)), Some(("abc", 42)));
+        assert_eq!(decode(&encode("abc", 42, "r 1")), Some(("abc", 42, "r 1")));
+        // Written before leases named their request.
+        assert_eq!(decode("abc 42"), Some(("abc", 42, "")));
         assert_eq!(decode("garbage"), None);
     }
 
@@ -169,8 +235,10 @@ mod tests {
             ..identity.clone()
         };
         assert_ne!(path(&identity), path(&other));
+        assert!(path(&identity).starts_with(&format!("{}/", resource_path(&identity))));
+        assert_eq!(resource_path(&identity), resource_path(&other));
         assert!(path(&identity).starts_with("/ecs-ami/leases/"));
-        assert_eq!(path(&identity).matches('/').count(), 3);
+        assert_eq!(path(&identity).matches('/').count(), 4);
         assert_ne!(new_token(), new_token());
     }
 }

@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod fingerprint;
 pub mod lease;
+pub mod ledger;
 pub mod script;
 mod time;
 
@@ -62,6 +63,12 @@ pub struct Timing {
     /// and how long a TerminateInstances answered NotFound is retried before the builder is
     /// reported as not confirmed terminated.
     pub not_found_grace: Duration,
+    /// How often a build reads its request's record (see [`ledger`]) to find out whether a newer
+    /// request cancelled it; also read before each phase that creates something.
+    pub record_check_every: Duration,
+    /// How long a request waits for a build it cancelled to stop and clean up after itself
+    /// before removing what is left itself (see [`supersede`]).
+    pub supersede_wait: Duration,
 }
 
 impl Default for Timing {
@@ -78,6 +85,8 @@ impl Default for Timing {
             state_check_every: Duration::from_secs(30),
             step_grace: Duration::from_secs(120),
             not_found_grace: Duration::from_secs(60),
+            record_check_every: Duration::from_secs(10),
+            supersede_wait: Duration::from_secs(120),
         }
     }
 }
@@ -190,6 +199,9 @@ pub enum Progress {
     Paused(Box<BuildState>),
     /// Another invocation is working on this request and will answer: say nothing.
     Yielded,
+    /// A newer request of the resource cancelled this one (CloudFormation gave up on it): what
+    /// the build had made is removed (the report says what), and nothing is answered.
+    Cancelled(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -266,7 +278,9 @@ impl Build {
         let failed_id = crate::cfn::failed_create_physical_id(identity);
         let mut phases_this_invocation = 0u32;
         let lease_path = lease::path(identity);
-        match self.hold_lease(aws, &lease_path, timing).await {
+        // The handler read the record before this invocation began.
+        let mut record_checked = tokio::time::Instant::now();
+        match self.hold_lease(aws, identity, timing).await {
             Ok(true) => {}
             Ok(false) => return Progress::Yielded,
             Err(error) => {
@@ -294,7 +308,7 @@ impl Build {
                 .as_ref()
                 .map_or(0, |l| l.expires_ms.saturating_sub(clock::now_ms()));
             if lease_left < timing.lease_ttl.as_millis() as u64 / 2 {
-                match self.renew_lease(aws, &lease_path, timing).await {
+                match self.renew_lease(aws, identity, timing).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!("another invocation took over this build: stopping here");
@@ -344,6 +358,26 @@ impl Build {
                 self.state.hand_overs += 1;
                 tracing::info!(phase = ?self.state.phase, hand_overs = self.state.hand_overs, "handing the build over to a fresh invocation");
                 return Progress::Paused(Box::new(self.state));
+            }
+            let creates_something = matches!(
+                self.state.phase,
+                Phase::Launch | Phase::StartStep { .. } | Phase::CreateImage
+            );
+            if creates_something || record_checked.elapsed() >= timing.record_check_every {
+                record_checked = tokio::time::Instant::now();
+                match ledger::read(aws, identity).await {
+                    Ok(None) => {}
+                    Ok(Some(ledger::Record::Cancelled { by, .. })) => {
+                        return self.stop_cancelled(aws, identity, &by, timing).await;
+                    }
+                    Ok(Some(ledger::Record::Answered { .. })) => {
+                        tracing::warn!("another delivery of this request has answered it: stopping here");
+                        return Progress::Yielded;
+                    }
+                    Err(error) => {
+                        tracing::warn!(problem = %error, "could not read the request's record; carrying on");
+                    }
+                }
             }
             let before = std::mem::discriminant(&self.state.phase);
             let step = self.advance(aws, identity, timing).await;
@@ -405,13 +439,13 @@ impl Build {
     async fn hold_lease(
         &mut self,
         aws: &Aws,
-        path: &str,
+        identity: &Identity,
         timing: &Timing,
     ) -> Result<bool, AwsError> {
         let token = self.lease_token();
         let mut seen_until = None;
         loop {
-            match lease::claim(aws, path, &token, timing.lease_ttl).await? {
+            match lease::claim(aws, identity, &token, timing.lease_ttl).await? {
                 lease::Claim::Held(held) => {
                     self.state.lease = Some(held);
                     return Ok(true);
@@ -448,17 +482,17 @@ impl Build {
     async fn renew_lease(
         &mut self,
         aws: &Aws,
-        path: &str,
+        identity: &Identity,
         timing: &Timing,
     ) -> Result<bool, AwsError> {
         if let Some(held) = &self.state.lease
-            && let Some(extended) = lease::extend(aws, path, held, timing.lease_ttl).await?
+            && let Some(extended) = lease::extend(aws, identity, held, timing.lease_ttl).await?
         {
             self.state.lease = Some(extended);
             return Ok(true);
         }
         let token = self.lease_token();
-        match lease::claim(aws, path, &token, timing.lease_ttl).await? {
+        match lease::claim(aws, identity, &token, timing.lease_ttl).await? {
             lease::Claim::Held(held) => {
                 self.state.lease = Some(held);
                 Ok(true)
@@ -486,19 +520,56 @@ impl Build {
         not_found_grace: Duration,
     ) -> Progress {
         tracing::error!(problem = %message, "build failed; cleaning up");
+        let report = clean_up(
+            aws,
+            identity,
+            &self.leftovers(cancel_command),
+            not_found_grace,
+        )
+        .await;
+        self.release_lease(aws, &lease::path(identity)).await;
+        Progress::Finished(Outcome::failed(failed_id, format!("{message}. {report}")))
+    }
+
+    /// What the build knows it made; `cancel_command`: the running step, if any, is to be
+    /// cancelled (it has not ended by itself).
+    fn leftovers(&self, cancel_command: bool) -> Leftovers {
         let running_command = match &self.state.phase {
-            Phase::AwaitStep { command_id, .. } if cancel_command => Some(command_id.as_str()),
+            Phase::AwaitStep { command_id, .. } if cancel_command => Some(command_id.clone()),
             _ => None,
         };
-        let known = Leftovers {
+        Leftovers {
             instance_id: self.state.instance_id.clone(),
             launched_at_ms: self.state.launched_at_ms,
             image_id: self.state.image_id.clone(),
-            command_id: running_command.map(str::to_owned),
-        };
-        let report = clean_up(aws, identity, &known, not_found_grace).await;
+            command_id: running_command,
+        }
+    }
+
+    /// A newer request of the resource cancelled this one: remove what the build made, and
+    /// answer nothing (CloudFormation no longer waits for it).
+    async fn stop_cancelled(
+        &self,
+        aws: &Aws,
+        identity: &Identity,
+        by: &str,
+        timing: &Timing,
+    ) -> Progress {
+        tracing::warn!(
+            cancelled_by = by,
+            phase = ?self.state.phase,
+            "CloudFormation gave up on this request (a newer request of the resource cancelled it): stopping and cleaning up"
+        );
+        let report = clean_up(
+            aws,
+            identity,
+            &self.leftovers(true),
+            timing.not_found_grace,
+        )
+        .await;
         self.release_lease(aws, &lease::path(identity)).await;
-        Progress::Finished(Outcome::failed(failed_id, format!("{message}. {report}")))
+        tracing::info!(report = %report, "cancelled build cleaned up");
+        Progress::Cancelled(report)
     }
 
     fn success_outcome(&self) -> Outcome {
@@ -1391,7 +1462,9 @@ pub async fn abandon(
         .await
     {
         Progress::Finished(outcome) => outcome,
-        Progress::Paused(_) | Progress::Yielded => unreachable!("cleanup always finishes"),
+        Progress::Paused(_) | Progress::Yielded | Progress::Cancelled(_) => {
+            unreachable!("cleanup always finishes")
+        }
     }
 }
 
@@ -1599,7 +1672,7 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
 pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcome {
     if !crate::cfn::is_image_id(physical_id) {
         return Outcome::success(physical_id, BTreeMap::new())
-            .with_reason(format!("{physical_id} is not an AMI id (its Create failed before an image existed): nothing to delete"));
+            .with_reason(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): no image to delete."));
     }
     let image = match aws.describe_image(physical_id).await {
         Ok(image) => image,
@@ -1671,6 +1744,98 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
         "image {physical_id} {what}; {} snapshot(s) deleted",
         snapshots.len()
     ))
+}
+
+/// The answer for an image a SUCCESS already named, sent again to a later delivery of the same
+/// request: its attributes as the image's tags keep them, or only its id when it is gone.
+pub async fn answered_image(aws: &Aws, identity: &Identity, image_id: &str) -> Outcome {
+    if crate::cfn::is_image_id(image_id)
+        && let Ok(Some(image)) = aws.describe_image(image_id).await
+        && owned_by(&image, identity)
+    {
+        return image_outcome(&image);
+    }
+    Outcome::success(image_id, BTreeMap::new())
+}
+
+/// What a request did about builds of its resource that other requests left in flight.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Superseded {
+    /// A sentence per build stopped: which request, and what was removed.
+    pub stopped: Vec<String>,
+    /// Something of those builds could not be removed (the sentences say what). Their leases
+    /// are kept, so that a retry of the request finds them again.
+    pub left_something: bool,
+}
+
+impl Superseded {
+    /// The sentences, to append to a Reason; empty when no build was stopped.
+    pub fn report(&self) -> String {
+        self.stopped
+            .iter()
+            .map(|s| format!(" {s}."))
+            .collect::<String>()
+    }
+}
+
+/// Stops the builds of `identity`'s resource that other requests still have in flight, and
+/// removes what they made.
+///
+/// CloudFormation sends one request at a time for a resource, so a build of another request
+/// that still holds its lease is one CloudFormation gave up on: a Create or Update it cancelled
+/// because another resource failed (it then sends a Delete with a physical id of its own making,
+/// or rolls the Update back with another Update), or a delivery that died unfinished. Each is
+/// marked cancelled in its record (one that answered first is left alone: its answer stands),
+/// given `timing.supersede_wait` to notice (it reads its record every
+/// `timing.record_check_every`), stop and clean up after itself; then whatever still carries its
+/// request's tags is removed here.
+pub async fn supersede(
+    aws: &Aws,
+    identity: &Identity,
+    timing: &Timing,
+) -> Result<Superseded, AwsError> {
+    let mut result = Superseded::default();
+    for (request_id, lease_path) in lease::in_flight(aws, identity).await? {
+        let target = Identity {
+            request_id: request_id.clone(),
+            ..identity.clone()
+        };
+        let cancel = ledger::Record::cancelled(identity);
+        if let Some(ledger::Record::Answered { .. }) = ledger::write(aws, &target, &cancel).await? {
+            // Answered before this request came, and its invocation died before deleting the
+            // lease: CloudFormation has its answer; only the lease is left.
+            lease::release_all(aws, &lease_path).await?;
+            continue;
+        }
+        tracing::info!(cancelled = %request_id, "a build CloudFormation gave up on is in flight: cancelling it");
+        let started = tokio::time::Instant::now();
+        let until = started + within_invocation(timing.supersede_wait);
+        while tokio::time::Instant::now() < until {
+            match lease::expiry(aws, &lease_path).await? {
+                Some(expires) if expires > clock::now_ms() => {
+                    tokio::time::sleep(timing.min_poll).await;
+                }
+                _ => break,
+            }
+        }
+        let stopped_in = started.elapsed().as_secs();
+        let (report, complete) =
+            clean_up_all(aws, &target, &Leftovers::default(), timing.not_found_grace).await;
+        if complete {
+            lease::release_all(aws, &lease_path).await?;
+        } else {
+            result.left_something = true;
+        }
+        let what = if report == NOTHING_CREATED {
+            "it had removed what it made".to_owned()
+        } else {
+            format!("left over and removed here: {}", report.trim_start_matches("Cleanup: "))
+        };
+        result.stopped.push(format!(
+            "Stopped the build of request {request_id}, which CloudFormation gave up on, in {stopped_in} s; {what}"
+        ));
+    }
+    Ok(result)
 }
 
 /// Whether an instance launched at `launched_at_ms` (on the [`clock`]) is younger than `window`.
@@ -1782,6 +1947,8 @@ pub struct Leftovers {
     pub command_id: Option<String>,
 }
 
+const NOTHING_CREATED: &str = "Cleanup: nothing had been created";
+
 /// Removes everything the request created and returns a sentence saying what was removed and what,
 /// if anything, could not be.
 pub async fn clean_up(
@@ -1790,6 +1957,16 @@ pub async fn clean_up(
     known: &Leftovers,
     not_found_grace: Duration,
 ) -> String {
+    clean_up_all(aws, identity, known, not_found_grace).await.0
+}
+
+/// [`clean_up`], and whether everything could be removed.
+async fn clean_up_all(
+    aws: &Aws,
+    identity: &Identity,
+    known: &Leftovers,
+    not_found_grace: Duration,
+) -> (String, bool) {
     let tags = identity_tags(identity);
     let mut done = Vec::new();
     let mut left = Vec::new();
@@ -1876,7 +2053,7 @@ pub async fn clean_up(
     }
 
     let mut report = if done.is_empty() {
-        "Cleanup: nothing had been created".to_owned()
+        NOTHING_CREATED.to_owned()
     } else {
         format!("Cleanup: {}", done.join(", "))
     };
@@ -1887,7 +2064,7 @@ pub async fn clean_up(
             left.join(", ")
         ));
     }
-    report
+    (report, left.is_empty())
 }
 
 #[cfg(test)]

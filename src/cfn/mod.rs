@@ -47,13 +47,20 @@ impl Outcome {
     }
 }
 
+const FAILED_CREATE_PREFIX: &str = "ecs-ami-not-built-";
+
 /// The physical id answered when a Create fails before an AMI exists.
 ///
 /// CloudFormation sends a Delete for it later; the prefix lets that Delete recognise that there
 /// is nothing to remove without calling AWS. It is derived from the request so that a retried
 /// delivery of the same Create answers with the same id.
 pub fn failed_create_physical_id(identity: &Identity) -> String {
-    format!("ecs-ami-not-built-{}", short_hash(&identity.request_id))
+    format!("{FAILED_CREATE_PREFIX}{}", short_hash(&identity.request_id))
+}
+
+/// Whether `physical_id` is one [`failed_create_physical_id`] made.
+pub fn is_failed_create_physical_id(physical_id: &str) -> bool {
+    physical_id.starts_with(FAILED_CREATE_PREFIX)
 }
 
 pub fn is_image_id(physical_id: &str) -> bool {

@@ -20,6 +20,16 @@ impl Identity {
         ))
     }
 
+    /// 32 hex digits naming the resource (stack and logical id) in parameter names.
+    pub fn resource_key(&self) -> String {
+        super::sha256_hex(&format!("{}\n{}", self.stack_id, self.logical_id))[..32].to_owned()
+    }
+
+    /// 16 hex digits naming the request among its resource's in parameter names.
+    pub fn request_key(&self) -> String {
+        super::sha256_hex(&self.request_id)[..16].to_owned()
+    }
+
     /// The stack's name, read out of its ARN (`arn:...:stack/NAME/GUID`); the ARN itself when it
     /// has no such shape (local events often carry a made-up stack id).
     pub fn stack_name(&self) -> &str {

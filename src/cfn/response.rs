@@ -8,7 +8,7 @@ use super::{Identity, Outcome};
 /// CloudFormation rejects a response body larger than this.
 pub const MAX_BODY_BYTES: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Success,

@@ -23,6 +23,7 @@ use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ssm::operation::delete_parameters::DeleteParametersOutput;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
 use aws_sdk_ssm::operation::get_parameters_by_path::GetParametersByPathOutput;
 use aws_sdk_ssm::operation::put_parameter::{PutParameterError, PutParameterOutput};
 use aws_sdk_ssm::operation::send_command::SendCommandOutput;
@@ -146,6 +147,7 @@ pub struct World {
     pub put_parameter: Rule,
     pub parameters_by_path: Rule,
     pub delete_parameters: Rule,
+    pub get_parameter: Rule,
     pub send_command: Rule,
     pub command_result: Rule,
     pub cancel_command: Rule,
@@ -164,9 +166,30 @@ pub struct World {
 /// Parameter name -> value, shared by the rules that stand in for Parameter Store.
 pub type ParameterStore = Arc<Mutex<BTreeMap<String, String>>>;
 
-fn parameter_store() -> (ParameterStore, Rule, Rule, Rule) {
+fn parameter_store() -> (ParameterStore, Rule, Rule, Rule, Rule) {
     let store = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
-    let (put, list, delete) = (store.clone(), store.clone(), store.clone());
+    let (put, list, delete, get) = (store.clone(), store.clone(), store.clone(), store.clone());
+    let get_parameter =
+        mock!(aws_sdk_ssm::Client::get_parameter).then_compute_response(move |input| {
+            let store = get.lock().unwrap();
+            match store.get(input.name().unwrap()) {
+                Some(value) => MockResponse::Output(
+                    GetParameterOutput::builder()
+                        .parameter(
+                            ssmt::Parameter::builder()
+                                .name(input.name().unwrap())
+                                .value(value)
+                                .build(),
+                        )
+                        .build(),
+                ),
+                None => MockResponse::Error(GetParameterError::generic(
+                    aws_sdk_ssm::error::ErrorMetadata::builder()
+                        .code("ParameterNotFound")
+                        .build(),
+                )),
+            }
+        });
     let put_parameter =
         mock!(aws_sdk_ssm::Client::put_parameter).then_compute_response(move |input| {
             let mut store = put.lock().unwrap();
@@ -184,11 +207,13 @@ fn parameter_store() -> (ParameterStore, Rule, Rule, Rule) {
     let parameters_by_path = mock!(aws_sdk_ssm::Client::get_parameters_by_path)
         .then_compute_output(move |input| {
             let prefix = format!("{}/", input.path().unwrap());
+            let recursive = input.recursive() == Some(true);
             let store = list.lock().unwrap();
             let found = store
                 .iter()
                 .filter(|(name, _)| {
-                    name.starts_with(&prefix) && !name[prefix.len()..].contains('/')
+                    name.starts_with(&prefix)
+                        && (recursive || !name[prefix.len()..].contains('/'))
                 })
                 .map(|(name, value)| ssmt::Parameter::builder().name(name).value(value).build());
             GetParametersByPathOutput::builder()
@@ -203,12 +228,19 @@ fn parameter_store() -> (ParameterStore, Rule, Rule, Rule) {
             }
             DeleteParametersOutput::builder().build()
         });
-    (store, put_parameter, parameters_by_path, delete_parameters)
+    (
+        store,
+        put_parameter,
+        parameters_by_path,
+        delete_parameters,
+        get_parameter,
+    )
 }
 
 impl World {
     pub fn happy() -> World {
-        let (parameters, put_parameter, parameters_by_path, delete_parameters) = parameter_store();
+        let (parameters, put_parameter, parameters_by_path, delete_parameters, get_parameter) =
+            parameter_store();
         // The builder runs until StopInstances, then it is stopped.
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (stop, seen) = (stopped.clone(), stopped);
@@ -217,6 +249,7 @@ impl World {
             put_parameter,
             parameters_by_path,
             delete_parameters,
+            get_parameter,
             source_image: mock!(aws_sdk_ec2::Client::describe_images)
                 .match_requests(|r| r.image_ids() == [SOURCE.to_owned()])
                 .then_output(|| {
@@ -323,6 +356,16 @@ impl World {
         world
     }
 
+    /// The build leases left in Parameter Store (the requests' records stay by design).
+    pub fn leases(&self) -> Vec<String> {
+        let store = self.parameters.lock().unwrap();
+        store
+            .keys()
+            .filter(|name| name.starts_with("/ecs-ami/leases/"))
+            .cloned()
+            .collect()
+    }
+
     pub fn aws(&self) -> Aws {
         let ec2 = ec2(&[
             &self.source_image,
@@ -350,6 +393,7 @@ impl World {
             &self.put_parameter,
             &self.parameters_by_path,
             &self.delete_parameters,
+            &self.get_parameter,
         ]);
         Aws::from_clients(ec2, ssm)
     }
@@ -359,6 +403,7 @@ impl World {
             Progress::Finished(outcome) => outcome,
             Progress::Paused(state) => panic!("no hand-over expected: {state:?}"),
             Progress::Yielded => panic!("no other invocation holds the lease"),
+            Progress::Cancelled(report) => panic!("no other request cancels this one: {report}"),
         }
     }
 }

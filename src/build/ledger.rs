@@ -1,0 +1,165 @@
+//! What became of each request, kept so that every later delivery of it honours the first.
+//!
+//! Lambda may deliver an event again, late (a retry, a duplicate, a hand-over sent twice), and
+//! CloudFormation gives up on requests it cancelled. So each request of a resource leaves one
+//! record in SSM Parameter Store, `/ecs-ami/requests/<resource hash>/<request hash>`, created
+//! only if absent (the atomic step Parameter Store offers), so that exactly one of these wins:
+//! - [`Record::Answered`]: written just before the response is sent. A later delivery sends the
+//!   same answer again and touches nothing; in particular no path ever removes an image whose id
+//!   went out in a SUCCESS.
+//! - [`Record::Cancelled`]: written by a newer request of the same resource (a Delete or Update
+//!   CloudFormation sent because it gave up on this one). The build stops at its next check,
+//!   removes what it made and answers nothing.
+//!
+//! Records outlive any delivery (Lambda keeps an event at most 6 hours): they are removed after
+//! [`RETENTION`] by later requests.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::clock;
+use crate::aws::{Aws, AwsError};
+use crate::cfn::{Identity, Status};
+
+const ROOT: &str = "/ecs-ami/requests";
+
+/// How long a record is kept: past the longest Lambda keeps an event (6 hours) with a margin.
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How much of a Reason a record keeps (a standard parameter holds 4 KB).
+const REASON_CHARS: usize = 2000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "Record", rename_all = "PascalCase")]
+pub enum Record {
+    #[serde(rename_all = "PascalCase")]
+    Answered {
+        status: Status,
+        physical_id: String,
+        reason: Option<String>,
+        at_ms: u64,
+    },
+    #[serde(rename_all = "PascalCase")]
+    Cancelled {
+        /// The request that cancelled it.
+        by: String,
+        at_ms: u64,
+    },
+}
+
+impl Record {
+    pub fn answered(status: Status, physical_id: &str, reason: Option<&str>) -> Record {
+        Record::Answered {
+            status,
+            physical_id: physical_id.to_owned(),
+            reason: reason.map(|r| r.chars().take(REASON_CHARS).collect()),
+            at_ms: clock::now_ms(),
+        }
+    }
+
+    pub fn cancelled(by: &Identity) -> Record {
+        Record::Cancelled {
+            by: by.request_id.clone(),
+            at_ms: clock::now_ms(),
+        }
+    }
+
+    fn at_ms(&self) -> u64 {
+        match self {
+            Record::Answered { at_ms, .. } | Record::Cancelled { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
+fn resource_path(identity: &Identity) -> String {
+    format!("{ROOT}/{}", identity.resource_key())
+}
+
+pub fn path(identity: &Identity) -> String {
+    format!("{}/{}", resource_path(identity), identity.request_key())
+}
+
+/// The record of `identity`'s request, if it has one. A value this version cannot read counts
+/// as none.
+pub async fn read(aws: &Aws, identity: &Identity) -> Result<Option<Record>, AwsError> {
+    Ok(aws
+        .parameter_if_exists(&path(identity))
+        .await?
+        .and_then(|value| serde_json::from_str(&value).ok()))
+}
+
+/// Writes `record` for `identity`'s request unless it has one. None: written. Some: the record
+/// that was there first, which stands.
+pub async fn write(
+    aws: &Aws,
+    identity: &Identity,
+    record: &Record,
+) -> Result<Option<Record>, AwsError> {
+    let value = serde_json::to_string(record).expect("a record serializes");
+    if aws.create_parameter(&path(identity), &value).await? {
+        return Ok(None);
+    }
+    match read(aws, identity).await? {
+        Some(existing) => Ok(Some(existing)),
+        // There, but unreadable: this version's record cannot be written over it.
+        None => Ok(Some(record.clone())),
+    }
+}
+
+/// Removes records older than [`RETENTION`]: those of `identity`'s resource, and some of other
+/// resources' (a deleted stack leaves its records behind), at most `pages` pages of them.
+pub async fn sweep(aws: &Aws, identity: &Identity, pages: usize) -> Result<usize, AwsError> {
+    let cutoff = clock::now_ms().saturating_sub(RETENTION.as_millis() as u64);
+    let mut found = aws.parameters_under(&resource_path(identity)).await?;
+    if pages > 0 {
+        found.extend(aws.parameters_below(ROOT, true, pages).await?);
+    }
+    let mut old: Vec<String> = found
+        .into_iter()
+        .filter(|(_, value)| {
+            serde_json::from_str::<Record>(value).is_ok_and(|r| r.at_ms() < cutoff)
+        })
+        .map(|(name, _)| name)
+        .collect();
+    old.sort();
+    old.dedup();
+    aws.delete_parameters(&old).await?;
+    Ok(old.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(request_id: &str) -> Identity {
+        Identity {
+            stack_id: "arn:aws:cloudformation:us-east-1:1:stack/s/g".into(),
+            logical_id: "Ami".into(),
+            request_id: request_id.into(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_fit_a_standard_parameter() {
+        let long = "x".repeat(10_000);
+        let answered = Record::answered(Status::Failed, "ecs-ami-not-built-1", Some(&long));
+        let value = serde_json::to_string(&answered).unwrap();
+        assert!(value.len() < 4096, "{} bytes", value.len());
+        assert!(value.contains("\"Record\":\"Answered\""), "{value}");
+        let back: Record = serde_json::from_str(&value).unwrap();
+        assert_eq!(back, answered);
+        let cancelled = Record::cancelled(&identity("r2"));
+        let value = serde_json::to_string(&cancelled).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&value).unwrap(), cancelled);
+    }
+
+    #[test]
+    fn each_request_of_a_resource_has_its_own_record_under_the_resource() {
+        let (one, two) = (identity("r1"), identity("r2"));
+        assert_ne!(path(&one), path(&two));
+        assert_eq!(resource_path(&one), resource_path(&two));
+        assert!(path(&one).starts_with(&format!("{}/", resource_path(&one))));
+        assert!(path(&one).starts_with("/ecs-ami/requests/"));
+    }
+}

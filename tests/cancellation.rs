@@ -1,0 +1,373 @@
+//! CloudFormation's requests around one resource, as its documentation and its observed behaviour
+//! describe them, on the local AWS:
+//! - a Create cancelled because another resource failed: CloudFormation marks it CREATE_FAILED
+//!   ("Resource creation cancelled") and sends a Delete with a physical id of its own making while
+//!   the build still runs (https://github.com/aws/aws-cdk/pull/36951,
+//!   https://github.com/aws-cloudformation/cloudformation-coverage-roadmap/issues/1814);
+//! - an Update cancelled the same way, rolled back with another Update to the previous properties
+//!   (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html);
+//! - a late delivery of a request already answered (Lambda delivers asynchronous events at least
+//!   once: https://docs.aws.amazon.com/lambda/latest/dg/invocation-async.html);
+//! - a Create after a failed Create of the same logical id, and the Delete of the failed one.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::audit::Audit;
+use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, report, stack_id};
+use ecs_ami::aws::Aws;
+use ecs_ami::cfn::HttpSink;
+use ecs_ami::handler::{Handled, Limits, handle};
+use ecs_ami::local::{InProcessScheduler, ResponseCatcher, invoke_until_answered};
+use serde_json::{Value, json};
+
+const SECTION: &str = "CloudFormation's lifecycle: cancellation, rollback, late deliveries";
+
+fn properties(steps: Value) -> Value {
+    json!({
+        "SourceAmiParameter": ECS_AL2023,
+        "IamInstanceProfile": PROFILE,
+        "Steps": steps,
+    })
+}
+
+/// A request running in the background as Lambda would run it, with its own ResponseURL.
+struct InFlight {
+    task: tokio::task::JoinHandle<Option<ecs_ami::cfn::Response>>,
+    catcher: ResponseCatcher,
+}
+
+async fn start(aws: &Aws, mut event: Value) -> InFlight {
+    let catcher = ResponseCatcher::start().await.unwrap();
+    event["ResponseURL"] = json!(catcher.url);
+    let aws = aws.clone();
+    let task = tokio::spawn(async move {
+        let sink = HttpSink::with_retries(3, Duration::from_millis(50));
+        invoke_until_answered(event, &aws, &sink, Limits::default)
+            .await
+            .expect("handled")
+            .map(|(response, _)| response)
+    });
+    InFlight { task, catcher }
+}
+
+impl InFlight {
+    /// Waits for the request to end: what it answered (None: nothing), and that nothing reached
+    /// its ResponseURL unless it answered.
+    async fn end(mut self, within: Duration) -> Option<Value> {
+        let answered = tokio::time::timeout(within, self.task)
+            .await
+            .expect("the cancelled request stops within the time allowed")
+            .expect("no panic");
+        let body = self.catcher.next(Duration::from_millis(500)).await;
+        assert_eq!(answered.is_some(), body.is_some(), "{answered:?}");
+        body.map(|b| serde_json::from_slice(&b).unwrap())
+    }
+}
+
+/// Waits until `found` holds for the stack's resources, or panics after `within`.
+async fn until<F, Fut>(within: Duration, what: &str, mut found: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !found().await {
+        assert!(Instant::now() < deadline, "never saw: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn leases(local: &LocalAws) -> Vec<String> {
+    let ssm = aws_sdk_ssm::Client::new(&local.sdk_config().await);
+    let out = ssm
+        .get_parameters_by_path()
+        .path("/ecs-ami/leases")
+        .recursive(true)
+        .send()
+        .await
+        .unwrap();
+    out.parameters()
+        .iter()
+        .filter_map(|p| p.name().map(str::to_owned))
+        .collect()
+}
+
+/// A Create cancelled while its step runs, and one cancelled while its image is being made: the
+/// Delete CloudFormation sends (with a physical id it made up) stops the build, removes the
+/// builder, the half-made image and its snapshots, and only then answers; the cancelled Create
+/// answers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_create_is_removed_before_its_delete_answers() {
+    // Images stay pending for 8 s, so that the second Delete lands while one is being made.
+    let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_IMAGE_DELAY", "8")]).await;
+    let aws = local.aws().await;
+    let ec2 = local.ec2().await;
+    let mut timings = Vec::new();
+    for (stack, moment, steps) in [
+        (
+            "cancel-step",
+            "while its step runs",
+            json!([{"Name": "slow", "Commands": ["sleep 60"]}]),
+        ),
+        (
+            "cancel-image",
+            "while its image is being made",
+            json!([{"Name": "quick", "Commands": ["echo built > /etc/built"]}]),
+        ),
+    ] {
+        let audit = Audit {
+            ec2: ec2.clone(),
+            stack_id: stack_id(stack),
+        };
+        let create = start(
+            &aws,
+            event("Create", stack, "req-create", None, properties(steps)),
+        )
+        .await;
+        if moment.contains("step") {
+            until(Duration::from_secs(60), "a running builder", || async {
+                !audit.live_instances().await.is_empty()
+            })
+            .await;
+            // The step has been sent and runs.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        } else {
+            until(Duration::from_secs(60), "a half-made image", || async {
+                !audit.images().await.is_empty()
+            })
+            .await;
+        }
+        let asked = Instant::now();
+        let deleted = invoke(
+            &aws,
+            event(
+                "Delete",
+                stack,
+                "req-delete",
+                Some(&format!("{stack}-Ami-1QX7R2M9ZK4T")),
+                json!({}),
+            ),
+        )
+        .await;
+        let took = asked.elapsed();
+        assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+        let reason = deleted["Reason"].as_str().unwrap();
+        assert!(
+            reason.contains("Stopped the build of request req-create"),
+            "{reason}"
+        );
+        // By the time the Delete answers, nothing is left.
+        audit.assert_only(&[]).await;
+        assert_eq!(leases(&local).await, Vec::<String>::new(), "leases left");
+        // The cancelled build stopped on its own and answered nothing.
+        assert_eq!(create.end(Duration::from_secs(30)).await, None);
+        audit.assert_only(&[]).await;
+        eprintln!("{moment}: Delete answered SUCCESS after {took:?}: {reason}");
+        assert!(took < Duration::from_secs(60), "{took:?}");
+        timings.push(format!("{moment}: {:.0} s", took.as_secs_f64()));
+    }
+    eprintln!("Delete of a cancelled Create to SUCCESS: {}", timings.join(", "));
+    report::record(
+        "lifecycle-cancel-01",
+        SECTION,
+        "A Create cancelled by CloudFormation (another resource failed), while its step runs and while its image is being made; then the Delete with CloudFormation's own physical id",
+        "the Delete stops the build, removes builder, half-made image and snapshots, then answers SUCCESS; the cancelled Create answers nothing",
+        Some(0),
+    );
+}
+
+/// An Update cancelled while it rebuilds, then rolled back: the rollback Update returns the
+/// previous AMI at once and the cancelled build is stopped and removed; the cancelled Update
+/// answers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_update_is_removed_by_its_rollback() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "cancel-update";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let first = properties(json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}]));
+    let created = invoke(&aws, event("Create", stack, "req-1", None, first.clone())).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+
+    let second = properties(json!([{"Name": "slow", "Commands": ["sleep 60"]}]));
+    let mut update = event("Update", stack, "req-2", Some(&ami), second.clone());
+    update["OldResourceProperties"] = first.clone();
+    let in_flight = start(&aws, update).await;
+    until(Duration::from_secs(60), "the rebuild's builder", || async {
+        !audit.live_instances().await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut rollback = event("Update", stack, "req-3", Some(&ami), first.clone());
+    rollback["OldResourceProperties"] = second;
+    let asked = Instant::now();
+    let rolled = invoke(&aws, rollback).await;
+    let took = asked.elapsed();
+    assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
+    assert_eq!(rolled["PhysicalResourceId"], json!(ami));
+    let reason = rolled["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Stopped the build of request req-2"),
+        "{reason}"
+    );
+    audit.assert_only(&[&ami]).await;
+    assert_eq!(in_flight.end(Duration::from_secs(30)).await, None);
+    audit.assert_only(&[&ami]).await;
+    eprintln!("rollback of a cancelled Update answered after {took:?}");
+    report::record(
+        "lifecycle-cancel-02",
+        SECTION,
+        "An Update cancelled while it rebuilds, then CloudFormation's rollback Update",
+        "the rollback stops the rebuild, removes its builder, returns the previous AMI; the cancelled Update answers nothing",
+        Some(audit.leftovers(&[&ami]).await.len()),
+    );
+}
+
+/// Deliveries after the answer: a hand-over payload minutes old, delivered again after the build
+/// finished, and the original Create delivered again. Each sends the recorded answer again and
+/// touches nothing: the AMI and its snapshots stay, nothing is launched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_deliveries_repeat_the_answer_and_touch_nothing() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "late";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let mut create = event(
+        "Create",
+        stack,
+        "req-late",
+        None,
+        properties(json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}])),
+    );
+    let mut catcher = ResponseCatcher::start().await.unwrap();
+    create["ResponseURL"] = json!(catcher.url);
+    let sink = HttpSink::with_retries(3, Duration::from_millis(50));
+    let scheduler = InProcessScheduler::default();
+    let every_state = || Limits {
+        hand_over_every_state: true,
+        ..Limits::default()
+    };
+    // Follow the build through its hand-overs, keeping every payload.
+    let mut payloads = Vec::new();
+    let mut next = create.clone();
+    let answered = loop {
+        match handle(next, &aws, &sink, &scheduler, every_state())
+            .await
+            .unwrap()
+        {
+            Handled::HandedOver { .. } => {
+                let payload = scheduler.take().unwrap();
+                payloads.push(payload.clone());
+                next = serde_json::from_str(&payload).unwrap();
+            }
+            Handled::Answered(response) => break response,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first: Value =
+        serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
+    assert_eq!(first["Status"], "SUCCESS", "{first}");
+    let ami = answered.physical_resource_id.clone();
+    assert!(payloads.len() >= 5, "{} hand-overs", payloads.len());
+
+    // Every stale payload again (the builder is long terminated), then the Create itself.
+    let mut late: Vec<Value> = payloads
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    late.push(create);
+    for delivery in late {
+        let handled = handle(delivery, &aws, &sink, &scheduler, Limits::default())
+            .await
+            .unwrap();
+        let Handled::Repeated(response) = handled else {
+            panic!("{handled:?}")
+        };
+        assert_eq!(response.physical_resource_id, ami);
+        let again: Value =
+            serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
+        assert_eq!(again["Status"], "SUCCESS");
+        assert_eq!(again["PhysicalResourceId"], json!(ami));
+        assert_eq!(again["Data"], first["Data"]);
+        assert!(scheduler.take().is_none(), "no hand-over");
+    }
+    audit.assert_only(&[&ami]).await;
+    assert_eq!(audit.instances().await.len(), 1, "one builder ever launched");
+    report::record(
+        "lifecycle-late-01",
+        SECTION,
+        "Every hand-over payload of a finished build delivered again, then the Create itself",
+        "each repeats the recorded SUCCESS; the AMI and its snapshots stay, nothing launched or removed",
+        Some(audit.leftovers(&[&ami]).await.len()),
+    );
+}
+
+/// CloudFormation creates the resource again after a failed Create (a new RequestId), and sends
+/// the Delete of the failed one while or after the new Create runs: the Delete of the failed one
+/// touches nothing of the new build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_after_a_failed_create_is_untouched_by_the_failed_ones_delete() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "recreate";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let failed = invoke(
+        &aws,
+        event(
+            "Create",
+            stack,
+            "req-fails",
+            None,
+            properties(json!([{"Name": "bad", "Commands": ["exit 3"]}])),
+        ),
+    )
+    .await;
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    let marker = failed["PhysicalResourceId"].as_str().unwrap().to_owned();
+    audit.assert_only(&[]).await;
+
+    let again = start(
+        &aws,
+        event(
+            "Create",
+            stack,
+            "req-again",
+            None,
+            properties(json!([{"Name": "ok", "Commands": ["sleep 3"]}])),
+        ),
+    )
+    .await;
+    until(Duration::from_secs(60), "the new builder", || async {
+        !audit.live_instances().await.is_empty()
+    })
+    .await;
+    let deleted = invoke(&aws, event("Delete", stack, "req-del", Some(&marker), json!({}))).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    let created = again.end(Duration::from_secs(120)).await.expect("answered");
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    // The failed Create's Delete delivered again, late: still nothing touched.
+    let late = invoke(&aws, event("Delete", stack, "req-del", Some(&marker), json!({}))).await;
+    assert_eq!(late["Status"], "SUCCESS", "{late}");
+    audit.assert_only(&[&ami]).await;
+    report::record(
+        "lifecycle-recreate-01",
+        SECTION,
+        "A Create after a failed Create of the same logical id, with the failed one's Delete sent during the new build and again after it",
+        "the new Create builds and answers SUCCESS; the Deletes touch nothing of it",
+        Some(audit.leftovers(&[&ami]).await.len()),
+    );
+}
