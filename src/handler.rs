@@ -136,7 +136,9 @@ pub enum Handled {
     Repeated(Response),
     /// A newer request of the resource cancelled this one: what its build made is removed, and
     /// nothing is answered (CloudFormation no longer waits for it).
-    Cancelled { by: String },
+    Cancelled {
+        by: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,7 +259,9 @@ async fn honour_record(request: &Request, aws: &Aws, sink: &impl ResponseSink) -
                 cfn::Status::Success => {
                     build::answered_image(aws, &request.identity, &physical_id).await
                 }
-                cfn::Status::Failed => Outcome::failed(physical_id, reason.clone().unwrap_or_default()),
+                cfn::Status::Failed => {
+                    Outcome::failed(physical_id, reason.clone().unwrap_or_default())
+                }
             };
             let outcome = Outcome { reason, ..outcome };
             let response = Response::new(&request.identity, outcome);
@@ -340,7 +344,10 @@ async fn answer(
             return Ok(Handled::Cancelled { by });
         }
         Ok(Some(first @ Record::Answered { .. })) => {
-            tracing::warn!(?first, "another delivery of this request answered first: its answer stands");
+            tracing::warn!(
+                ?first,
+                "another delivery of this request answered first: its answer stands"
+            );
             return Ok(Handled::Yielded);
         }
         Err(error) => {
@@ -540,6 +547,9 @@ async fn operate(
     timing: Timing,
 ) -> Progress {
     let identity = &request.identity;
+    if let Some(progress) = cancelled_before_it_started(&request, state.is_some(), &aws).await {
+        return progress;
+    }
     // A request of the resource other than a Delete of a Create that failed (which answered, so
     // CloudFormation may already have sent a newer Create) first stops builds CloudFormation gave
     // up on.
@@ -555,7 +565,9 @@ async fn operate(
             Err(error) => {
                 return Progress::Finished(Outcome::failed(
                     failure_physical_id(&request),
-                    format!("could not look for builds of this resource CloudFormation gave up on: {error}"),
+                    format!(
+                        "could not look for builds of this resource CloudFormation gave up on: {error}"
+                    ),
                 ));
             }
         },
@@ -580,6 +592,52 @@ async fn operate(
             Progress::Finished(outcome.with_reason(reason.trim_start().to_owned()))
         }
         other => other,
+    }
+}
+
+/// Lambda delivers asynchronous events in no guaranteed order, so the Delete of a Create that
+/// CloudFormation cancelled (one with a physical id CloudFormation made up, neither an AMI nor a
+/// failed Create's) may run before the Create itself. Such a Delete notes when CloudFormation
+/// issued it; a Create issued before then, arriving afterwards, builds nothing and answers
+/// nothing. Both times are CloudFormation's (the signing time of each ResponseURL).
+async fn cancelled_before_it_started(
+    request: &Request,
+    resumed: bool,
+    aws: &Aws,
+) -> Option<Progress> {
+    let issued_at = request.issued_at()?;
+    match &request.operation {
+        Operation::Delete { physical_id }
+            if !cfn::is_image_id(physical_id)
+                && !cfn::is_failed_create_physical_id(physical_id) =>
+        {
+            if let Err(error) =
+                ledger::cancel_creates_before(aws, &request.identity, issued_at).await
+            {
+                tracing::warn!(problem = %error, "could not note the cancelled Create for a late delivery of it");
+            }
+            None
+        }
+        Operation::Create if !resumed => {
+            let by = match ledger::create_cancelled_by(aws, &request.identity, issued_at).await {
+                Ok(by) => by?,
+                Err(error) => {
+                    tracing::warn!(problem = %error, "could not read whether this Create was cancelled");
+                    return None;
+                }
+            };
+            let record = Record::Cancelled {
+                by: by.clone(),
+                at_ms: build::clock::now_ms(),
+            };
+            if let Err(error) = ledger::write(aws, &request.identity, &record).await {
+                tracing::warn!(problem = %error, "could not record the cancellation");
+            }
+            Some(Progress::Cancelled(format!(
+                "CloudFormation cancelled this Create (its Delete {by} was issued later, and ran first) before its build started: nothing was made"
+            )))
+        }
+        _ => None,
     }
 }
 

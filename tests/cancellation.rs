@@ -8,7 +8,9 @@
 //!   (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html);
 //! - a late delivery of a request already answered (Lambda delivers asynchronous events at least
 //!   once: https://docs.aws.amazon.com/lambda/latest/dg/invocation-async.html);
-//! - a Create after a failed Create of the same logical id, and the Delete of the failed one.
+//! - a Create after a failed Create of the same logical id, and the Delete of the failed one;
+//! - the Delete of a cancelled Create run before the Create itself (Lambda does not keep the
+//!   order of asynchronous events).
 
 mod common;
 
@@ -38,9 +40,17 @@ struct InFlight {
     catcher: ResponseCatcher,
 }
 
-async fn start(aws: &Aws, mut event: Value) -> InFlight {
+async fn start(aws: &Aws, event: Value) -> InFlight {
+    start_issued(aws, event, None).await
+}
+
+/// [`start`], with a ResponseURL presigned at `issued` (`X-Amz-Date`), as CloudFormation's are.
+async fn start_issued(aws: &Aws, mut event: Value, issued: Option<&str>) -> InFlight {
     let catcher = ResponseCatcher::start().await.unwrap();
-    event["ResponseURL"] = json!(catcher.url);
+    event["ResponseURL"] = match issued {
+        Some(at) => json!(format!("{}&X-Amz-Date={at}", catcher.url)),
+        None => json!(catcher.url),
+    };
     let aws = aws.clone();
     let task = tokio::spawn(async move {
         let sink = HttpSink::with_retries(3, Duration::from_millis(50));
@@ -168,7 +178,10 @@ async fn a_cancelled_create_is_removed_before_its_delete_answers() {
         assert!(took < Duration::from_secs(60), "{took:?}");
         timings.push(format!("{moment}: {:.0} s", took.as_secs_f64()));
     }
-    eprintln!("Delete of a cancelled Create to SUCCESS: {}", timings.join(", "));
+    eprintln!(
+        "Delete of a cancelled Create to SUCCESS: {}",
+        timings.join(", ")
+    );
     report::record(
         "lifecycle-cancel-01",
         SECTION,
@@ -302,7 +315,11 @@ async fn late_deliveries_repeat_the_answer_and_touch_nothing() {
         assert!(scheduler.take().is_none(), "no hand-over");
     }
     audit.assert_only(&[&ami]).await;
-    assert_eq!(audit.instances().await.len(), 1, "one builder ever launched");
+    assert_eq!(
+        audit.instances().await.len(),
+        1,
+        "one builder ever launched"
+    );
     report::record(
         "lifecycle-late-01",
         SECTION,
@@ -354,13 +371,21 @@ async fn a_create_after_a_failed_create_is_untouched_by_the_failed_ones_delete()
         !audit.live_instances().await.is_empty()
     })
     .await;
-    let deleted = invoke(&aws, event("Delete", stack, "req-del", Some(&marker), json!({}))).await;
+    let deleted = invoke(
+        &aws,
+        event("Delete", stack, "req-del", Some(&marker), json!({})),
+    )
+    .await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     let created = again.end(Duration::from_secs(120)).await.expect("answered");
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
     // The failed Create's Delete delivered again, late: still nothing touched.
-    let late = invoke(&aws, event("Delete", stack, "req-del", Some(&marker), json!({}))).await;
+    let late = invoke(
+        &aws,
+        event("Delete", stack, "req-del", Some(&marker), json!({})),
+    )
+    .await;
     assert_eq!(late["Status"], "SUCCESS", "{late}");
     audit.assert_only(&[&ami]).await;
     report::record(
@@ -368,6 +393,62 @@ async fn a_create_after_a_failed_create_is_untouched_by_the_failed_ones_delete()
         SECTION,
         "A Create after a failed Create of the same logical id, with the failed one's Delete sent during the new build and again after it",
         "the new Create builds and answers SUCCESS; the Deletes touch nothing of it",
+        Some(audit.leftovers(&[&ami]).await.len()),
+    );
+}
+
+/// Lambda runs the Delete of a cancelled Create before the Create itself: the Create, issued
+/// before the Delete, builds nothing and answers nothing; a Create issued after it (the resource
+/// added again by a later stack update) builds as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_delivered_after_the_delete_that_cancelled_it_builds_nothing() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "reordered";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let steps = json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}]);
+    let delete = event(
+        "Delete",
+        stack,
+        "req-delete",
+        Some("reordered-Ami-8XW2L5C0QJ3N"),
+        properties(steps.clone()),
+    );
+    let deleted = start_issued(&aws, delete, Some("20261125T120005Z"))
+        .await
+        .end(Duration::from_secs(30))
+        .await
+        .expect("the Delete answers");
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+
+    let create = event(
+        "Create",
+        stack,
+        "req-create",
+        None,
+        properties(steps.clone()),
+    );
+    let late = start_issued(&aws, create, Some("20261125T120001Z")).await;
+    assert_eq!(late.end(Duration::from_secs(30)).await, None, "no answer");
+    assert_eq!(audit.instances().await, vec![], "nothing launched");
+
+    let again = event("Create", stack, "req-again", None, properties(steps));
+    let created = start_issued(&aws, again, Some("20261125T121000Z"))
+        .await
+        .end(Duration::from_secs(120))
+        .await
+        .expect("answered");
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    audit.assert_only(&[&ami]).await;
+    report::record(
+        "lifecycle-cancel-03",
+        SECTION,
+        "The Delete of a cancelled Create run before the Create itself; later, a Create issued after that Delete",
+        "the earlier Create launches nothing and answers nothing; the later one builds and answers SUCCESS",
         Some(audit.leftovers(&[&ami]).await.len()),
     );
 }

@@ -604,10 +604,7 @@ async fn concurrent_duplicate_deliveries_converge_on_one_build() {
         "exactly one delivery answers: {first:?} {second:?}"
     );
     assert_one_build(&world, &sink, "two concurrent deliveries");
-    assert!(
-        world.leases().is_empty(),
-        "the lease is released"
-    );
+    assert!(world.leases().is_empty(), "the lease is released");
 }
 
 /// TimeoutMinutes running out in each stage of the 36-minute build: FAILED naming the stage and
@@ -653,10 +650,7 @@ async fn timeout_minutes_in_each_stage_fails_and_cleans_up() {
             assert_eq!(world.deregister.num_calls(), 1);
             assert_eq!(world.delete_snapshot.num_calls(), 1);
         }
-        assert!(
-            world.leases().is_empty(),
-            "the lease is released"
-        );
+        assert!(world.leases().is_empty(), "the lease is released");
     }
     report::record(
         "deadline-01",

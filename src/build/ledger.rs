@@ -48,6 +48,18 @@ pub enum Record {
     },
 }
 
+/// Kept for the resource, not for one request: CloudFormation cancelled a Create of it and sent
+/// `by`, a Delete issued at `issued_at`. A Create issued before then whose build had not even
+/// started (Lambda delivers asynchronous events in no guaranteed order) is one CloudFormation
+/// gave up on: it must build nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreatesCancelled {
+    by: String,
+    issued_at: String,
+    at_ms: u64,
+}
+
 impl Record {
     pub fn answered(status: Status, physical_id: &str, reason: Option<&str>) -> Record {
         Record::Answered {
@@ -62,12 +74,6 @@ impl Record {
         Record::Cancelled {
             by: by.request_id.clone(),
             at_ms: clock::now_ms(),
-        }
-    }
-
-    fn at_ms(&self) -> u64 {
-        match self {
-            Record::Answered { at_ms, .. } | Record::Cancelled { at_ms, .. } => *at_ms,
         }
     }
 }
@@ -107,6 +113,42 @@ pub async fn write(
     }
 }
 
+fn creates_cancelled_path(identity: &Identity) -> String {
+    format!("{}/creates-cancelled", resource_path(identity))
+}
+
+/// Notes that CloudFormation cancelled the Creates of `identity`'s resource issued before
+/// `issued_at` (when it issued `identity`'s Delete).
+pub async fn cancel_creates_before(
+    aws: &Aws,
+    identity: &Identity,
+    issued_at: &str,
+) -> Result<(), AwsError> {
+    let record = CreatesCancelled {
+        by: identity.request_id.clone(),
+        issued_at: issued_at.to_owned(),
+        at_ms: clock::now_ms(),
+    };
+    let value = serde_json::to_string(&record).expect("a record serializes");
+    aws.overwrite_parameter(&creates_cancelled_path(identity), &value)
+        .await
+}
+
+/// The Delete that cancelled a Create of `identity`'s resource issued at `issued_at`, if one did.
+pub async fn create_cancelled_by(
+    aws: &Aws,
+    identity: &Identity,
+    issued_at: &str,
+) -> Result<Option<String>, AwsError> {
+    let record = aws
+        .parameter_if_exists(&creates_cancelled_path(identity))
+        .await?
+        .and_then(|value| serde_json::from_str::<CreatesCancelled>(&value).ok());
+    Ok(record
+        .filter(|r| issued_at <= r.issued_at.as_str())
+        .map(|r| r.by))
+}
+
 /// Removes records older than [`RETENTION`]: those of `identity`'s resource, and some of other
 /// resources' (a deleted stack leaves its records behind), at most `pages` pages of them.
 pub async fn sweep(aws: &Aws, identity: &Identity, pages: usize) -> Result<usize, AwsError> {
@@ -118,7 +160,11 @@ pub async fn sweep(aws: &Aws, identity: &Identity, pages: usize) -> Result<usize
     let mut old: Vec<String> = found
         .into_iter()
         .filter(|(_, value)| {
-            serde_json::from_str::<Record>(value).is_ok_and(|r| r.at_ms() < cutoff)
+            // Every kind of record says when it was written.
+            serde_json::from_str::<serde_json::Value>(value)
+                .ok()
+                .and_then(|v| v.get("AtMs")?.as_u64())
+                .is_some_and(|at_ms| at_ms < cutoff)
         })
         .map(|(name, _)| name)
         .collect();

@@ -371,7 +371,9 @@ impl Build {
                         return self.stop_cancelled(aws, identity, &by, timing).await;
                     }
                     Ok(Some(ledger::Record::Answered { .. })) => {
-                        tracing::warn!("another delivery of this request has answered it: stopping here");
+                        tracing::warn!(
+                            "another delivery of this request has answered it: stopping here"
+                        );
                         return Progress::Yielded;
                     }
                     Err(error) => {
@@ -560,13 +562,7 @@ impl Build {
             phase = ?self.state.phase,
             "CloudFormation gave up on this request (a newer request of the resource cancelled it): stopping and cleaning up"
         );
-        let report = clean_up(
-            aws,
-            identity,
-            &self.leftovers(true),
-            timing.not_found_grace,
-        )
-        .await;
+        let report = clean_up(aws, identity, &self.leftovers(true), timing.not_found_grace).await;
         self.release_lease(aws, &lease::path(identity)).await;
         tracing::info!(report = %report, "cancelled build cleaned up");
         Progress::Cancelled(report)
@@ -1829,7 +1825,10 @@ pub async fn supersede(
         let what = if report == NOTHING_CREATED {
             "it had removed what it made".to_owned()
         } else {
-            format!("left over and removed here: {}", report.trim_start_matches("Cleanup: "))
+            format!(
+                "left over and removed here: {}",
+                report.trim_start_matches("Cleanup: ")
+            )
         };
         result.stopped.push(format!(
             "Stopped the build of request {request_id}, which CloudFormation gave up on, in {stopped_in} s; {what}"

@@ -61,6 +61,27 @@ pub struct Request {
     pub properties: Value,
 }
 
+impl Request {
+    /// When CloudFormation issued the request: the signing time of its presigned ResponseURL
+    /// (SigV4's `X-Amz-Date`, `YYYYMMDDTHHMMSSZ`, which sorts as time does). None when the URL
+    /// carries none (a local event).
+    pub fn issued_at(&self) -> Option<&str> {
+        let query = self.response_url.split_once('?')?.1;
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("X-Amz-Date="))
+            .filter(|date| {
+                date.len() == 16
+                    && date.ends_with('Z')
+                    && date.as_bytes()[8] == b'T'
+                    && date
+                        .bytes()
+                        .enumerate()
+                        .all(|(i, b)| i == 8 || i == 15 || b.is_ascii_digit())
+            })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     /// Nothing to answer: without a ResponseURL there is no way to tell CloudFormation anything.
@@ -230,6 +251,29 @@ mod tests {
                 Err(RequestError::NotCloudFormation(_))
             ));
         }
+    }
+
+    #[test]
+    fn the_issue_time_is_read_from_a_presigned_url() {
+        let request = |url: &str| Request {
+            operation: Operation::Create,
+            identity: Identity {
+                stack_id: "s".into(),
+                logical_id: "Ami".into(),
+                request_id: "r".into(),
+            },
+            response_url: url.into(),
+            properties: Value::Null,
+        };
+        let signed = request(
+            "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/x?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20261125T221503Z&X-Amz-SignedHeaders=host&X-Amz-Expires=7200",
+        );
+        assert_eq!(signed.issued_at(), Some("20261125T221503Z"));
+        assert_eq!(request("http://127.0.0.1:9/replaced").issued_at(), None);
+        assert_eq!(
+            request("https://x/y?X-Amz-Date=yesterday").issued_at(),
+            None
+        );
     }
 
     #[test]

@@ -212,8 +212,7 @@ fn parameter_store() -> (ParameterStore, Rule, Rule, Rule, Rule) {
             let found = store
                 .iter()
                 .filter(|(name, _)| {
-                    name.starts_with(&prefix)
-                        && (recursive || !name[prefix.len()..].contains('/'))
+                    name.starts_with(&prefix) && (recursive || !name[prefix.len()..].contains('/'))
                 })
                 .map(|(name, value)| ssmt::Parameter::builder().name(name).value(value).build());
             GetParametersByPathOutput::builder()
