@@ -172,7 +172,8 @@ pub async fn handle(
     };
     let (request, outcome) = match Request::parse(event.clone()) {
         Ok(request) => {
-            if let Some(handled) = honour_record(&request, aws, sink).await {
+            let recorded = leaves_a_record(&request);
+            if recorded && let Some(handled) = honour_record(&request, aws, sink).await {
                 return Ok(handled);
             }
             let progress = match state {
@@ -203,7 +204,7 @@ pub async fn handle(
                     }
                 }
             };
-            (request, outcome)
+            return answer(&request, outcome, aws, sink, recorded).await;
         }
         Err(RequestError::Malformed { problem, partial }) => {
             let physical_id = match &partial.operation {
@@ -221,7 +222,17 @@ pub async fn handle(
             return Err(HandleError::NotCloudFormation(error));
         }
     };
-    answer(&request, outcome, aws, sink).await
+    answer(&request, outcome, aws, sink, false).await
+}
+
+/// Whether a request leaves a record (see [`ledger`]) and honours one. Not a request refused for
+/// its properties (it touches no AWS at all, and answers any delivery the same), nor the Delete
+/// of a Create that failed (there is nothing it could do twice).
+fn leaves_a_record(request: &Request) -> bool {
+    match &request.operation {
+        Operation::Delete { physical_id } => !cfn::is_failed_create_physical_id(physical_id),
+        Operation::Create | Operation::Update { .. } => AmiSpec::parse(&request.properties).is_ok(),
+    }
 }
 
 /// How a request found cancelled by its record is handled: the newer request that cancelled it
@@ -329,13 +340,18 @@ async fn answer(
     outcome: Outcome,
     aws: &Aws,
     sink: &impl ResponseSink,
+    recorded: bool,
 ) -> Result<Handled, HandleError> {
     let record = Record::answered(
         outcome.status,
         &outcome.physical_id,
         outcome.reason.as_deref(),
     );
-    match ledger::write(aws, &request.identity, &record).await {
+    let written = match recorded {
+        true => ledger::write(aws, &request.identity, &record).await,
+        false => Ok(None),
+    };
+    match written {
         Ok(None) => {}
         Ok(Some(Record::Cancelled { by, .. })) => {
             tracing::warn!(cancelled_by = %by, "cancelled while finishing: removing what the build made, answering nothing");
@@ -354,7 +370,7 @@ async fn answer(
             tracing::warn!(problem = %error, "the answer could not be recorded; sending it anyway");
         }
     }
-    if matches!(request.operation, Operation::Delete { .. }) {
+    if recorded && matches!(request.operation, Operation::Delete { .. }) {
         // A Delete is the last request a resource gets: a good moment to remove old records,
         // of this resource and of stacks deleted long ago.
         if let Err(error) = ledger::sweep(aws, &request.identity, 3).await {
@@ -560,6 +576,10 @@ async fn operate(
             build::Superseded::default()
         }
         Operation::Create => build::Superseded::default(),
+        // Refused for its properties below, before any AWS call.
+        Operation::Update { .. } if AmiSpec::parse(&request.properties).is_err() => {
+            build::Superseded::default()
+        }
         _ => match build::supersede(&aws, identity, &timing).await {
             Ok(superseded) => superseded,
             Err(error) => {
@@ -572,7 +592,10 @@ async fn operate(
             }
         },
     };
-    if superseded.left_something {
+    // A Delete that leaves something fails, so that CloudFormation's retry finds it again; an
+    // Update (a rollback) goes on, naming it, rather than leaving the stack in
+    // UPDATE_ROLLBACK_FAILED.
+    if superseded.left_something && matches!(request.operation, Operation::Delete { .. }) {
         return Progress::Finished(Outcome::failed(
             failure_physical_id(&request),
             format!(
@@ -618,7 +641,7 @@ async fn cancelled_before_it_started(
             }
             None
         }
-        Operation::Create if !resumed => {
+        Operation::Create if !resumed && leaves_a_record(request) => {
             let by = match ledger::create_cancelled_by(aws, &request.identity, issued_at).await {
                 Ok(by) => by?,
                 Err(error) => {

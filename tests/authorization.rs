@@ -116,16 +116,15 @@ async fn the_shipped_role_allows_a_whole_lifecycle_and_nothing_is_left_unevaluat
             .starts_with("platform-ecs-")
     );
     assert_ne!(second["Data"]["ImageName"], third["Data"]["ImageName"]);
-    for id in [&first, &second_id, &third_id] {
+    // CloudFormation gives each request its own RequestId (a repeated one is a late delivery).
+    for (request, id) in [
+        ("req-d1", &first),
+        ("req-d2", &second_id),
+        ("req-d3", &third_id),
+    ] {
         let deleted = invoke(
             &aws,
-            event(
-                "Delete",
-                "iam-lifecycle",
-                "req-del",
-                Some(id),
-                named.clone(),
-            ),
+            event("Delete", "iam-lifecycle", request, Some(id), named.clone()),
         )
         .await;
         assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");

@@ -699,11 +699,12 @@ async fn created(s: &Scenario, stack: &str, request: &str, steps: Value) -> Stri
 async fn delete_in_every_state() {
     let stack = "deletes";
     let s = Scenario::start(stack, &[]).await;
+    // Each Delete is its own request (a RequestId seen before is a late delivery of that one).
     let delete = |id: &str| {
         event(
             "Delete",
             stack,
-            "req-delete",
+            &format!("req-delete-{id}"),
             Some(id),
             properties(json!([])),
         )

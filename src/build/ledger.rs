@@ -27,8 +27,18 @@ const ROOT: &str = "/ecs-ami/requests";
 /// How long a record is kept: past the longest Lambda keeps an event (6 hours) with a margin.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// How much of a Reason a record keeps (a standard parameter holds 4 KB).
-const REASON_CHARS: usize = 2000;
+/// How much of a Reason a record keeps, in bytes: a standard parameter holds 4 KB, and JSON may
+/// escape some characters to six bytes each.
+const REASON_BYTES: usize = 600;
+
+/// The longest start of `text` of at most `max` bytes that ends on a character boundary.
+fn within_bytes(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "Record", rename_all = "PascalCase")]
@@ -65,7 +75,7 @@ impl Record {
         Record::Answered {
             status,
             physical_id: physical_id.to_owned(),
-            reason: reason.map(|r| r.chars().take(REASON_CHARS).collect()),
+            reason: reason.map(|r| within_bytes(r, REASON_BYTES).to_owned()),
             at_ms: clock::now_ms(),
         }
     }
@@ -106,11 +116,9 @@ pub async fn write(
     if aws.create_parameter(&path(identity), &value).await? {
         return Ok(None);
     }
-    match read(aws, identity).await? {
-        Some(existing) => Ok(Some(existing)),
-        // There, but unreadable: this version's record cannot be written over it.
-        None => Ok(Some(record.clone())),
-    }
+    // There but unreadable (another version wrote it): it decides nothing, and the caller goes
+    // on as if it had written its own.
+    read(aws, identity).await
 }
 
 fn creates_cancelled_path(identity: &Identity) -> String {
@@ -188,7 +196,8 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_fit_a_standard_parameter() {
-        let long = "x".repeat(10_000);
+        // The worst case for size: characters JSON escapes to six bytes each.
+        let long = "\u{1}é".repeat(5_000);
         let answered = Record::answered(Status::Failed, "ecs-ami-not-built-1", Some(&long));
         let value = serde_json::to_string(&answered).unwrap();
         assert!(value.len() < 4096, "{} bytes", value.len());

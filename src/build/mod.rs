@@ -1668,7 +1668,7 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
 pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcome {
     if !crate::cfn::is_image_id(physical_id) {
         return Outcome::success(physical_id, BTreeMap::new())
-            .with_reason(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): no image to delete."));
+            .with_reason(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): nothing to delete."));
     }
     let image = match aws.describe_image(physical_id).await {
         Ok(image) => image,
