@@ -289,11 +289,7 @@ async fn honour_record(request: &Request, aws: &Aws, sink: &impl ResponseSink) -
                 let report =
                     clean_up_by_tags(aws, &request.identity, Duration::from_secs(120)).await;
                 tracing::info!(report = %report, "cancelled request cleaned up");
-                if let Err(error) =
-                    build::lease::release_all(aws, &build::lease::path(&request.identity)).await
-                {
-                    tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
-                }
+                release_lease_of(aws, &request.identity).await;
             }
             Some(Handled::Cancelled { by })
         }
@@ -352,11 +348,17 @@ async fn answer(
         false => Ok(None),
     };
     match written {
+        Ok(None) if recorded && !matches!(request.operation, Operation::Delete { .. }) => {
+            // A finished build kept its lease until now (see `Build::run`).
+            release_lease_of(aws, &request.identity).await;
+        }
         Ok(None) => {}
         Ok(Some(Record::Cancelled { by, .. })) => {
             tracing::warn!(cancelled_by = %by, "cancelled while finishing: removing what the build made, answering nothing");
             let report = clean_up_by_tags(aws, &request.identity, Duration::from_secs(120)).await;
             tracing::info!(report = %report, "cancelled request cleaned up");
+            // The finished build kept its lease for this moment (see `Build::run`).
+            release_lease_of(aws, &request.identity).await;
             return Ok(Handled::Cancelled { by });
         }
         Ok(Some(first @ Record::Answered { .. })) => {
@@ -368,6 +370,10 @@ async fn answer(
         }
         Err(error) => {
             tracing::warn!(problem = %error, "the answer could not be recorded; sending it anyway");
+            // Without the lease, no newer request takes the answered build for one in flight.
+            if !matches!(request.operation, Operation::Delete { .. }) {
+                release_lease_of(aws, &request.identity).await;
+            }
         }
     }
     if recorded && matches!(request.operation, Operation::Delete { .. }) {
@@ -443,6 +449,10 @@ async fn guarded(
         hand_over_at: limits.hand_over_at,
         hand_over_every_state: limits.hand_over_every_state,
         lease_ttl: limits.lease_ttl.unwrap_or(defaults.lease_ttl),
+        create_issued_at: match request.operation {
+            Operation::Create => request.issued_at().map(str::to_owned),
+            _ => None,
+        },
         ..defaults
     };
     let work = operate(request.clone(), state, aws.clone(), timing);
@@ -507,10 +517,7 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
     );
     let report = clean_up_by_tags(aws, &request.identity, Duration::from_secs(60)).await;
     // The build is over: its lease goes too (it would otherwise stay in Parameter Store).
-    let lease = build::lease::path(&request.identity);
-    if let Err(error) = build::lease::release_all(aws, &lease).await {
-        tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
-    }
+    release_lease_of(aws, &request.identity).await;
     let outcome = Outcome::failed(
         failure_physical_id(request),
         format!(
@@ -522,6 +529,13 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
             build::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome))
         }
         _ => Progress::Finished(outcome),
+    }
+}
+
+/// Deletes every generation of the request's build lease, whoever holds it: the build is over.
+async fn release_lease_of(aws: &Aws, identity: &cfn::Identity) {
+    if let Err(error) = build::lease::release_all(aws, &build::lease::path(identity)).await {
+        tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
     }
 }
 

@@ -452,3 +452,84 @@ async fn a_create_delivered_after_the_delete_that_cancelled_it_builds_nothing() 
         Some(audit.leftovers(&[&ami]).await.len()),
     );
 }
+
+/// Lambda delivers one hand-over payload twice at the same moment: one delivery succeeds the
+/// previous invocation's lease and carries the build on, the other finds it taken and leaves the
+/// build to it, so the step is sent once and one image is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_delivered_twice_at_once_is_continued_once() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "twice";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let mut create = event(
+        "Create",
+        stack,
+        "req-twice",
+        None,
+        properties(json!([
+            {"Name": "count", "Commands": ["echo run >> /var/tmp/step-runs", "sleep 2"]},
+            {"Name": "once", "Commands": ["test \"$(wc -l < /var/tmp/step-runs)\" -eq 1"]}
+        ])),
+    );
+    let mut catcher = ResponseCatcher::start().await.unwrap();
+    create["ResponseURL"] = json!(catcher.url);
+    let sink = HttpSink::with_retries(3, Duration::from_millis(50));
+    let scheduler = InProcessScheduler::default();
+    // Invocations of two minutes: the delivery that finds the lease taken cannot wait out its
+    // holder (5 minutes) and leaves the build at once.
+    let limits = || Limits {
+        hand_over_every_state: true,
+        ..Limits::before_deadline(Duration::from_secs(120))
+    };
+    let mut next = create;
+    let mut duplicated = false;
+    let answered = loop {
+        let is_step = next.to_string().contains("StartStep");
+        if is_step && !duplicated {
+            duplicated = true;
+            let (one, two) = tokio::join!(
+                handle(next.clone(), &aws, &sink, &scheduler, limits()),
+                handle(next.clone(), &aws, &sink, &scheduler, limits()),
+            );
+            let outcomes = [one.unwrap(), two.unwrap()];
+            let yielded = outcomes
+                .iter()
+                .filter(|h| matches!(h, Handled::Yielded))
+                .count();
+            assert_eq!(yielded, 1, "one delivery leaves the build: {outcomes:?}");
+            let payload = scheduler.take().expect("the other handed the build on");
+            assert!(scheduler.take().is_none(), "one hand-over, not two");
+            next = serde_json::from_str(&payload).unwrap();
+            continue;
+        }
+        match handle(next, &aws, &sink, &scheduler, limits())
+            .await
+            .unwrap()
+        {
+            Handled::HandedOver { .. } => {
+                next = serde_json::from_str(&scheduler.take().unwrap()).unwrap();
+            }
+            Handled::Answered(response) => break response,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(duplicated, "the build reached a step");
+    let body: Value =
+        serde_json::from_slice(&catcher.next(Duration::from_secs(5)).await.unwrap()).unwrap();
+    assert_eq!(body["Status"], "SUCCESS", "{body}");
+    assert!(catcher.try_next().is_none(), "one answer");
+    let ami = answered.physical_resource_id;
+    audit.assert_only(&[&ami]).await;
+    assert_eq!(audit.instances().await.len(), 1, "one builder");
+    report::record(
+        "crash-twice-01",
+        "Crashes and duplicate deliveries",
+        "A hand-over payload delivered twice at the same moment (before its step is sent)",
+        "one delivery continues, the other leaves the build to it; the step runs once, one image, one answer",
+        Some(audit.leftovers(&[&ami]).await.len()),
+    );
+}

@@ -11,8 +11,9 @@
 //!   and of several such claimants exactly one succeeds;
 //! - a holder that finds a newer generation than its own was presumed dead and stops.
 //!
-//! The hand-over payload carries the holder's token, so the build's next invocation holds the
-//! same lease. Finishing the build deletes every generation. A lease therefore exists exactly
+//! The hand-over payload carries the holder's lease; the build's next invocation succeeds it
+//! with the next generation and a token of its own ([`succeed`]), so a copy of the payload,
+//! delivered twice or late, cannot drive the build beside it. Finishing the build deletes every generation. A lease therefore exists exactly
 //! while a build of the request is in flight (or died unfinished), and the leases under one
 //! resource's hash are how a newer request of that resource finds builds CloudFormation gave up
 //! on ([`in_flight`]).
@@ -158,6 +159,51 @@ pub async fn claim(
         }))
     } else {
         // Another claimant created this generation first.
+        Ok(Claim::Busy {
+            until_ms: expires_ms,
+        })
+    }
+}
+
+/// Takes the lease over from the invocation that handed the build on (`handed`, carried in the
+/// hand-over payload) by creating the next generation with a fresh token: of several deliveries
+/// of one payload exactly one can, and an older payload (a hand-over delivered again, late) finds
+/// a newer generation than its own. Such a delivery is told the lease is busy while its holder
+/// lives, and takes over with the next generation once it has expired (its invocation died).
+pub async fn succeed(
+    aws: &Aws,
+    identity: &Identity,
+    handed: &Lease,
+    ttl: Duration,
+) -> Result<Claim, AwsError> {
+    let path = path(identity);
+    let now = clock::now_ms();
+    let next = match latest(aws, &path).await? {
+        Some((generation, holder, ..))
+            if generation == handed.generation && holder == handed.token =>
+        {
+            generation + 1
+        }
+        Some((_, _, until_ms, _)) if until_ms > now => return Ok(Claim::Busy { until_ms }),
+        Some((generation, ..)) => generation + 1,
+        None => 1,
+    };
+    let token = new_token();
+    let expires_ms = now + ttl.as_millis() as u64;
+    if aws
+        .create_parameter(
+            &format!("{path}/{next}"),
+            &encode(&token, expires_ms, &identity.request_id),
+        )
+        .await?
+    {
+        Ok(Claim::Held(Lease {
+            token,
+            generation: next,
+            expires_ms,
+        }))
+    } else {
+        // Another delivery of the same payload took it first.
         Ok(Claim::Busy {
             until_ms: expires_ms,
         })

@@ -69,6 +69,10 @@ pub struct Timing {
     /// How long a request waits for a build it cancelled to stop and clean up after itself
     /// before removing what is left itself (see [`supersede`]).
     pub supersede_wait: Duration,
+    /// For a Create: when CloudFormation issued it (see [`crate::cfn::Request::issued_at`]). Read
+    /// again before the launch, once the lease is held, against a Delete that cancelled the
+    /// Creates issued before it (see [`ledger::create_cancelled_by`]).
+    pub create_issued_at: Option<String>,
 }
 
 impl Default for Timing {
@@ -87,6 +91,7 @@ impl Default for Timing {
             not_found_grace: Duration::from_secs(60),
             record_check_every: Duration::from_secs(10),
             supersede_wait: Duration::from_secs(120),
+            create_issued_at: None,
         }
     }
 }
@@ -277,7 +282,6 @@ impl Build {
     pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Progress {
         let failed_id = crate::cfn::failed_create_physical_id(identity);
         let mut phases_this_invocation = 0u32;
-        let lease_path = lease::path(identity);
         // The handler read the record before this invocation began.
         let mut record_checked = tokio::time::Instant::now();
         match self.hold_lease(aws, identity, timing).await {
@@ -299,7 +303,8 @@ impl Build {
         }
         loop {
             if self.state.phase == Phase::Done {
-                self.release_lease(aws, &lease_path).await;
+                // The lease stays until the answer is recorded (the handler then deletes it), so
+                // that a request cancelling this one always finds it in flight or answered.
                 return Progress::Finished(self.success_outcome());
             }
             let lease_left = self
@@ -365,6 +370,22 @@ impl Build {
             );
             if creates_something || record_checked.elapsed() >= timing.record_check_every {
                 record_checked = tokio::time::Instant::now();
+                // The launch of a Create: its cancelling Delete may have run before it took the
+                // lease (and so not found it in flight).
+                if self.state.phase == Phase::Launch
+                    && let Some(issued_at) = &timing.create_issued_at
+                    && let Ok(Some(by)) =
+                        ledger::create_cancelled_by(aws, identity, issued_at).await
+                {
+                    let cancelled = ledger::Record::Cancelled {
+                        by: by.clone(),
+                        at_ms: clock::now_ms(),
+                    };
+                    if let Err(error) = ledger::write(aws, identity, &cancelled).await {
+                        tracing::warn!(problem = %error, "could not record the cancellation");
+                    }
+                    return self.stop_cancelled(aws, identity, &by, timing).await;
+                }
                 match ledger::read(aws, identity).await {
                     Ok(None) => {}
                     Ok(Some(ledger::Record::Cancelled { by, .. })) => {
@@ -445,9 +466,15 @@ impl Build {
         timing: &Timing,
     ) -> Result<bool, AwsError> {
         let token = self.lease_token();
+        // Carried in a hand-over payload: succeeded rather than shared.
+        let handed = self.state.lease.clone();
         let mut seen_until = None;
         loop {
-            match lease::claim(aws, identity, &token, timing.lease_ttl).await? {
+            let claim = match &handed {
+                Some(handed) => lease::succeed(aws, identity, handed, timing.lease_ttl).await?,
+                None => lease::claim(aws, identity, &token, timing.lease_ttl).await?,
+            };
+            match claim {
                 lease::Claim::Held(held) => {
                     self.state.lease = Some(held);
                     return Ok(true);
