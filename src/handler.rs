@@ -376,10 +376,14 @@ async fn answer(
             }
         }
     }
-    if recorded && matches!(request.operation, Operation::Delete { .. }) {
-        // A Delete is the last request a resource gets: a good moment to remove old records,
-        // of this resource and of stacks deleted long ago.
-        if let Err(error) = ledger::sweep(aws, &request.identity, 3).await {
+    if recorded {
+        // Each answer removes its resource's records older than a day; a Delete (the last
+        // request a resource gets) also some of stacks deleted long ago.
+        let pages = match request.operation {
+            Operation::Delete { .. } => 3,
+            _ => 0,
+        };
+        if let Err(error) = ledger::sweep(aws, &request.identity, pages).await {
             tracing::warn!(problem = %error, "old request records could not be removed");
         }
     }

@@ -365,3 +365,46 @@ async fn a_duplicate_name_of_this_requests_own_image_is_followed() {
         }
     }
 }
+
+/// Request records are kept a day (past the 6 hours Lambda keeps an event), then removed by later
+/// answers: the resource's own, and under a Delete some of other resources'. Younger ones and
+/// values that are not records stay.
+#[tokio::test]
+async fn request_records_older_than_a_day_are_swept() {
+    use ecs_ami::build::ledger;
+    let world = World::happy();
+    let aws = world.aws();
+    let mine = identity();
+    let other = ecs_ami::cfn::Identity {
+        stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/gone/guid".into(),
+        ..identity()
+    };
+    let now_ms = ecs_ami::build::clock::now_ms();
+    let old = json!({"Record": "Answered", "Status": "SUCCESS", "PhysicalId": "ami-1", "Reason": null, "AtMs": now_ms - 25 * 3600 * 1000}).to_string();
+    let young = json!({"Record": "Cancelled", "By": "r", "AtMs": now_ms - 3600 * 1000}).to_string();
+    let records = |identity: &ecs_ami::cfn::Identity, request: &str| {
+        ledger::path(&ecs_ami::cfn::Identity {
+            request_id: request.into(),
+            ..identity.clone()
+        })
+    };
+    {
+        let mut store = world.parameters.lock().unwrap();
+        store.insert(records(&mine, "old"), old.clone());
+        store.insert(records(&mine, "young"), young.clone());
+        store.insert(records(&mine, "garbage"), "not a record".into());
+        store.insert(records(&other, "old"), old);
+    }
+    assert_eq!(ledger::sweep(&aws, &mine, 0).await.unwrap(), 1);
+    let left = |name: String| world.parameters.lock().unwrap().contains_key(&name);
+    assert!(!left(records(&mine, "old")));
+    assert!(left(records(&mine, "young")));
+    assert!(left(records(&mine, "garbage")));
+    assert!(
+        left(records(&other, "old")),
+        "another resource's, without pages"
+    );
+    assert_eq!(ledger::sweep(&aws, &mine, 3).await.unwrap(), 1);
+    assert!(!left(records(&other, "old")));
+    assert!(left(records(&mine, "young")));
+}

@@ -2045,16 +2045,25 @@ async fn clean_up_all(
         }
     }
     let mut snapshots = Vec::new();
+    // Each was listed just before: NotFound now means that someone (the cancelled build and the
+    // request that cancelled it clean up together) removed it meanwhile.
     for image in &images {
         match aws.deregister_image(&image.id).await {
             Ok(()) => {
                 done.push(format!("deregistered half-made image {}", image.id));
                 snapshots.extend(image.snapshot_ids.iter().cloned());
             }
+            Err(error) if error.is_not_found() => {
+                snapshots.extend(image.snapshot_ids.iter().cloned());
+            }
             Err(error) => left.push(format!("image {} ({error})", image.id)),
         }
     }
+    // Snapshots EC2 listed: NotFound when deleting one means it is gone. One named only by a
+    // half-made image may not be listed yet, and NotFound for it proves nothing.
+    let mut listed = BTreeSet::new();
     if let Ok(found) = aws.snapshots_tagged(&tags).await {
+        listed.extend(found.iter().cloned());
         snapshots.extend(found);
     }
     snapshots.sort();
@@ -2063,6 +2072,7 @@ async fn clean_up_all(
     for snapshot in &snapshots {
         match delete_released_snapshot(aws, snapshot, until).await {
             Ok(()) => done.push(format!("deleted snapshot {snapshot}")),
+            Err(error) if error.is_not_found() && listed.contains(snapshot) => {}
             Err(error) => left.push(format!("snapshot {snapshot} ({error})")),
         }
     }
@@ -2071,6 +2081,7 @@ async fn clean_up_all(
             for volume in volumes {
                 match aws.delete_volume(&volume).await {
                     Ok(()) => done.push(format!("deleted volume {volume}")),
+                    Err(error) if error.is_not_found() => {}
                     Err(error) => left.push(format!("volume {volume} ({error})")),
                 }
             }
