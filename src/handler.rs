@@ -50,7 +50,9 @@ pub const CONTINUATION_KEY: &str = "EcsAmiContinuation";
 /// changes in a way the previous version cannot read; a payload of another version (a deploy
 /// in the middle of a build) is not dropped: its build is cleaned up and the original request
 /// it carries answered FAILED.
-pub const CONTINUATION_VERSION: u64 = 1;
+/// 2: the lease moved under its resource and is succeeded at each hand-over (a payload of
+/// version 1 carries a lease this version cannot find).
+pub const CONTINUATION_VERSION: u64 = 2;
 
 /// What one invocation hands the next: the original request, untouched, and the build's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -598,7 +600,7 @@ async fn operate(
         Operation::Update { .. } if AmiSpec::parse(&request.properties).is_err() => {
             build::Superseded::default()
         }
-        _ => match build::supersede(&aws, identity, &timing).await {
+        _ => match build::supersede(&aws, identity, current_image(&request), &timing).await {
             Ok(superseded) => superseded,
             Err(error) => {
                 return Progress::Finished(Outcome::failed(
@@ -677,6 +679,19 @@ async fn cancelled_before_it_started(
             Some(Progress::Cancelled(format!(
                 "CloudFormation cancelled this Create (its Delete {by} was issued later, and ran first) before its build started: nothing was made"
             )))
+        }
+        _ => None,
+    }
+}
+
+/// The AMI CloudFormation holds for the resource, if the request names one: never removed as a
+/// leftover of another request's build.
+fn current_image(request: &Request) -> Option<&str> {
+    match &request.operation {
+        Operation::Update { physical_id, .. } | Operation::Delete { physical_id }
+            if cfn::is_image_id(physical_id) =>
+        {
+            Some(physical_id)
         }
         _ => None,
     }

@@ -320,6 +320,7 @@ async fn late_deliveries_repeat_the_answer_and_touch_nothing() {
         1,
         "one builder ever launched"
     );
+    assert_eq!(leases(&local).await, Vec::<String>::new(), "leases left");
     report::record(
         "lifecycle-late-01",
         SECTION,
@@ -525,11 +526,81 @@ async fn a_hand_over_delivered_twice_at_once_is_continued_once() {
     let ami = answered.physical_resource_id;
     audit.assert_only(&[&ami]).await;
     assert_eq!(audit.instances().await.len(), 1, "one builder");
+    assert_eq!(leases(&local).await, Vec::<String>::new(), "leases left");
     report::record(
         "crash-twice-01",
         "Crashes and duplicate deliveries",
         "A hand-over payload delivered twice at the same moment (before its step is sent)",
         "one delivery continues, the other leaves the build to it; the step runs once, one image, one answer",
+        Some(audit.leftovers(&[&ami]).await.len()),
+    );
+}
+
+/// A lease that outlived its request's record (the answer's lease release failed, and the record
+/// was swept a day later): a later Update takes that request for one in flight, but never
+/// removes the AMI CloudFormation holds for the resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_never_costs_the_current_image() {
+    use ecs_ami::build::{clock, lease, ledger};
+    use ecs_ami::cfn::Identity;
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "stale-lease";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let first = properties(json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}]));
+    let created = invoke(&aws, event("Create", stack, "req-1", None, first.clone())).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let req1 = Identity {
+        stack_id: stack_id(stack),
+        logical_id: "Ami".into(),
+        request_id: "req-1".into(),
+    };
+    let ssm = aws_sdk_ssm::Client::new(&local.sdk_config().await);
+    ssm.delete_parameter()
+        .name(ledger::path(&req1))
+        .send()
+        .await
+        .unwrap();
+    let expired = clock::now_ms() - 1000;
+    ssm.put_parameter()
+        .name(format!("{}/1", lease::path(&req1)))
+        .value(format!("token {expired} req-1"))
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+
+    let mut retag = event(
+        "Update",
+        stack,
+        "req-2",
+        Some(&ami),
+        properties(json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}])),
+    );
+    retag["ResourceProperties"]["Tags"] = json!({"team": "core"});
+    retag["OldResourceProperties"] = first;
+    let updated = invoke(&aws, retag).await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    assert_eq!(updated["PhysicalResourceId"], json!(ami));
+    assert!(
+        updated["Reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Stopped the build of request req-1"),
+        "{updated}"
+    );
+    audit.assert_only(&[&ami]).await;
+    assert!(audit.image(&ami).await.is_some(), "the current AMI stays");
+    assert_eq!(leases(&local).await, Vec::<String>::new(), "leases left");
+    report::record(
+        "lifecycle-stale-01",
+        SECTION,
+        "A lease left by an answered Create whose record is gone, then an Update of the resource",
+        "the Update takes it for a build in flight, removes only the lease and what is not the current AMI; the AMI stays",
         Some(audit.leftovers(&[&ami]).await.len()),
     );
 }

@@ -231,7 +231,9 @@ async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
     let ec2 = local.ec2().await;
     let aws = local.aws().await;
     for (case, mangle) in [
-        ("req-newer", json!({"Version": 2})),
+        ("req-newer", json!({"Version": 3})),
+        // Written before the lease moved under its resource.
+        ("req-older", json!({"Version": 1})),
         ("req-unreadable", json!({"Build": {"Phase": "Teleporting"}})),
     ] {
         let properties = json!({
@@ -282,7 +284,7 @@ async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
     report::record(
         "crash-05",
         "Crashes and duplicate deliveries",
-        "A hand-over payload the running version cannot continue (a newer payload version, an unreadable build state), as after a deploy mid-build",
+        "A hand-over payload the running version cannot continue (a newer or an older payload version, an unreadable build state), as after a deploy mid-build",
         "FAILED from the original request it carries, the builder terminated by its tags",
         Some(0),
     );

@@ -42,6 +42,9 @@ pub enum Claim {
     Busy {
         until_ms: u64,
     },
+    /// Another delivery took it at this very moment, or (for a hand-over payload) the build is
+    /// over: there is nothing to wait for.
+    Lost,
 }
 
 /// Where the leases of every request of `identity`'s resource (its stack and logical id) are.
@@ -159,9 +162,7 @@ pub async fn claim(
         }))
     } else {
         // Another claimant created this generation first.
-        Ok(Claim::Busy {
-            until_ms: expires_ms,
-        })
+        Ok(Claim::Lost)
     }
 }
 
@@ -186,7 +187,9 @@ pub async fn succeed(
         }
         Some((_, _, until_ms, _)) if until_ms > now => return Ok(Claim::Busy { until_ms }),
         Some((generation, ..)) => generation + 1,
-        None => 1,
+        // The lease goes only when the build is over (answered, cancelled or cleaned up): a
+        // payload of it must not start it again.
+        None => return Ok(Claim::Lost),
     };
     let token = new_token();
     let expires_ms = now + ttl.as_millis() as u64;
@@ -204,9 +207,7 @@ pub async fn succeed(
         }))
     } else {
         // Another delivery of the same payload took it first.
-        Ok(Claim::Busy {
-            until_ms: expires_ms,
-        })
+        Ok(Claim::Lost)
     }
 }
 

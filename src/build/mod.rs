@@ -282,8 +282,9 @@ impl Build {
     pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Progress {
         let failed_id = crate::cfn::failed_create_physical_id(identity);
         let mut phases_this_invocation = 0u32;
-        // The handler read the record before this invocation began.
-        let mut record_checked = tokio::time::Instant::now();
+        // Read again once the lease is held: another delivery may have answered, or a newer
+        // request cancelled it, between the handler's read and the lease.
+        let mut record_checked: Option<tokio::time::Instant> = None;
         match self.hold_lease(aws, identity, timing).await {
             Ok(true) => {}
             Ok(false) => return Progress::Yielded,
@@ -368,8 +369,10 @@ impl Build {
                 self.state.phase,
                 Phase::Launch | Phase::StartStep { .. } | Phase::CreateImage
             );
-            if creates_something || record_checked.elapsed() >= timing.record_check_every {
-                record_checked = tokio::time::Instant::now();
+            if creates_something
+                || record_checked.is_none_or(|at| at.elapsed() >= timing.record_check_every)
+            {
+                record_checked = Some(tokio::time::Instant::now());
                 // The launch of a Create: its cancelling Delete may have run before it took the
                 // lease (and so not found it in flight).
                 if self.state.phase == Phase::Launch
@@ -395,6 +398,7 @@ impl Build {
                         tracing::warn!(
                             "another delivery of this request has answered it: stopping here"
                         );
+                        self.release_lease(aws, &lease::path(identity)).await;
                         return Progress::Yielded;
                     }
                     Err(error) => {
@@ -479,6 +483,10 @@ impl Build {
                     self.state.lease = Some(held);
                     return Ok(true);
                 }
+                lease::Claim::Lost => {
+                    tracing::info!("another delivery took this build, or it is over: leaving it");
+                    return Ok(false);
+                }
                 lease::Claim::Busy { until_ms } => {
                     // A holder that renewed while this one waited is alive.
                     if seen_until.is_some_and(|seen| until_ms > seen) {
@@ -526,7 +534,7 @@ impl Build {
                 self.state.lease = Some(held);
                 Ok(true)
             }
-            lease::Claim::Busy { .. } => Ok(false),
+            lease::Claim::Busy { .. } | lease::Claim::Lost => Ok(false),
         }
     }
 
@@ -1815,6 +1823,7 @@ impl Superseded {
 pub async fn supersede(
     aws: &Aws,
     identity: &Identity,
+    current_image: Option<&str>,
     timing: &Timing,
 ) -> Result<Superseded, AwsError> {
     let mut result = Superseded::default();
@@ -1823,6 +1832,19 @@ pub async fn supersede(
             request_id: request_id.clone(),
             ..identity.clone()
         };
+        // A lease that ran out more than a day ago outlived its request's record (see
+        // `ledger::RETENTION`): whether that request answered can no longer be told, so nothing
+        // of it is touched; only the lease goes.
+        let expired_long_ago = lease::expiry(aws, &lease_path)
+            .await?
+            .is_some_and(|expires| {
+                expires + (ledger::RETENTION.as_millis() as u64) < clock::now_ms()
+            });
+        if expired_long_ago {
+            tracing::warn!(request = %request_id, "a lease over a day old: removing only the lease");
+            lease::release_all(aws, &lease_path).await?;
+            continue;
+        }
         let cancel = ledger::Record::cancelled(identity);
         if let Some(ledger::Record::Answered { .. }) = ledger::write(aws, &target, &cancel).await? {
             // Answered before this request came, and its invocation died before deleting the
@@ -1842,8 +1864,14 @@ pub async fn supersede(
             }
         }
         let stopped_in = started.elapsed().as_secs();
-        let (report, complete) =
-            clean_up_all(aws, &target, &Leftovers::default(), timing.not_found_grace).await;
+        let (report, complete) = clean_up_all(
+            aws,
+            &target,
+            &Leftovers::default(),
+            timing.not_found_grace,
+            current_image,
+        )
+        .await;
         if complete {
             lease::release_all(aws, &lease_path).await?;
         } else {
@@ -1983,15 +2011,19 @@ pub async fn clean_up(
     known: &Leftovers,
     not_found_grace: Duration,
 ) -> String {
-    clean_up_all(aws, identity, known, not_found_grace).await.0
+    clean_up_all(aws, identity, known, not_found_grace, None)
+        .await
+        .0
 }
 
-/// [`clean_up`], and whether everything could be removed.
+/// [`clean_up`], sparing the image `keep` (the resource's current one) and its snapshots, and
+/// whether everything else could be removed.
 async fn clean_up_all(
     aws: &Aws,
     identity: &Identity,
     known: &Leftovers,
     not_found_grace: Duration,
+    keep: Option<&str>,
 ) -> (String, bool) {
     let tags = identity_tags(identity);
     let mut done = Vec::new();
@@ -2045,34 +2077,31 @@ async fn clean_up_all(
         }
     }
     let mut snapshots = Vec::new();
-    // Each was listed just before: NotFound now means that someone (the cancelled build and the
-    // request that cancelled it clean up together) removed it meanwhile.
+    let kept: Vec<String> = images
+        .iter()
+        .filter(|i| Some(i.id.as_str()) == keep)
+        .flat_map(|i| i.snapshot_ids.iter().cloned())
+        .collect();
+    images.retain(|i| Some(i.id.as_str()) != keep);
     for image in &images {
         match aws.deregister_image(&image.id).await {
             Ok(()) => {
                 done.push(format!("deregistered half-made image {}", image.id));
                 snapshots.extend(image.snapshot_ids.iter().cloned());
             }
-            Err(error) if error.is_not_found() => {
-                snapshots.extend(image.snapshot_ids.iter().cloned());
-            }
             Err(error) => left.push(format!("image {} ({error})", image.id)),
         }
     }
-    // Snapshots EC2 listed: NotFound when deleting one means it is gone. One named only by a
-    // half-made image may not be listed yet, and NotFound for it proves nothing.
-    let mut listed = BTreeSet::new();
     if let Ok(found) = aws.snapshots_tagged(&tags).await {
-        listed.extend(found.iter().cloned());
         snapshots.extend(found);
     }
     snapshots.sort();
     snapshots.dedup();
+    snapshots.retain(|snapshot| !kept.contains(snapshot));
     let until = tokio::time::Instant::now() + SNAPSHOT_RELEASE_GRACE;
     for snapshot in &snapshots {
         match delete_released_snapshot(aws, snapshot, until).await {
             Ok(()) => done.push(format!("deleted snapshot {snapshot}")),
-            Err(error) if error.is_not_found() && listed.contains(snapshot) => {}
             Err(error) => left.push(format!("snapshot {snapshot} ({error})")),
         }
     }
@@ -2081,7 +2110,6 @@ async fn clean_up_all(
             for volume in volumes {
                 match aws.delete_volume(&volume).await {
                     Ok(()) => done.push(format!("deleted volume {volume}")),
-                    Err(error) if error.is_not_found() => {}
                     Err(error) => left.push(format!("volume {volume} ({error})")),
                 }
             }
