@@ -374,7 +374,7 @@ async fn a_forty_minute_build_hands_over_and_answers_once() {
     }
     let record_reads = world.get_parameter.num_calls();
     println!("  {record_reads} of the calls read the request's record (whether it was cancelled)");
-    // 449-451 seen: about 160 polls of the 25-minute snapshot, the lease, one look at the
+    // 451-456 seen: about 160 polls of the 25-minute snapshot, the lease, one look at the
     // builder's EC2 state every 30 s of the 8 minutes of steps (someone may stop it), and a read
     // of the request's record every 10 s (a newer request may have cancelled it).
     assert!(calls <= 470, "{calls} API calls exceed the budget of 470");
