@@ -288,10 +288,8 @@ async fn honour_record(request: &Request, aws: &Aws, sink: &impl ResponseSink) -
         Record::Cancelled { by, .. } => {
             tracing::warn!(cancelled_by = %by, "this request was cancelled by a newer one: removing what its build left, answering nothing");
             if !matches!(request.operation, Operation::Delete { .. }) {
-                let report =
-                    clean_up_by_tags(aws, &request.identity, Duration::from_secs(120)).await;
+                let report = remove_build(aws, &request.identity, Duration::from_secs(120)).await;
                 tracing::info!(report = %report, "cancelled request cleaned up");
-                release_lease_of(aws, &request.identity).await;
             }
             Some(Handled::Cancelled { by })
         }
@@ -357,10 +355,9 @@ async fn answer(
         Ok(None) => {}
         Ok(Some(Record::Cancelled { by, .. })) => {
             tracing::warn!(cancelled_by = %by, "cancelled while finishing: removing what the build made, answering nothing");
-            let report = clean_up_by_tags(aws, &request.identity, Duration::from_secs(120)).await;
-            tracing::info!(report = %report, "cancelled request cleaned up");
             // The finished build kept its lease for this moment (see `Build::run`).
-            release_lease_of(aws, &request.identity).await;
+            let report = remove_build(aws, &request.identity, Duration::from_secs(120)).await;
+            tracing::info!(report = %report, "cancelled request cleaned up");
             return Ok(Handled::Cancelled { by });
         }
         Ok(Some(first @ Record::Answered { .. })) => {
@@ -521,9 +518,8 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
         problem,
         "a handed-over build cannot be continued by this version"
     );
-    let report = clean_up_by_tags(aws, &request.identity, Duration::from_secs(60)).await;
     // The build is over: its lease goes too (it would otherwise stay in Parameter Store).
-    release_lease_of(aws, &request.identity).await;
+    let report = remove_build(aws, &request.identity, Duration::from_secs(60)).await;
     let outcome = Outcome::failed(
         failure_physical_id(request),
         format!(
@@ -543,6 +539,14 @@ async fn release_lease_of(aws: &Aws, identity: &cfn::Identity) {
     if let Err(error) = build::lease::release_all(aws, &build::lease::path(identity)).await {
         tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
     }
+}
+
+/// Ends a request's build that no invocation of it will carry on: removes what its tags find
+/// ([`clean_up_by_tags`]), then its lease. Returns the cleanup's report.
+async fn remove_build(aws: &Aws, identity: &cfn::Identity, retries_for: Duration) -> String {
+    let report = clean_up_by_tags(aws, identity, retries_for).await;
+    release_lease_of(aws, identity).await;
+    report
 }
 
 /// Removes what the request's tags find, retrying transient errors for at most `retries_for`.
@@ -583,6 +587,25 @@ async fn operate(
     timing: Timing,
 ) -> Progress {
     let identity = &request.identity;
+    // The properties first: a request refused for them calls no AWS at all.
+    let spec = match &request.operation {
+        Operation::Delete { .. } => None,
+        _ => match AmiSpec::parse(&request.properties) {
+            Ok(spec) => Some(spec),
+            Err(errors) => {
+                let unchanged = match &request.operation {
+                    Operation::Update { physical_id, .. } => {
+                        format!("; the existing image {physical_id} is unchanged")
+                    }
+                    _ => String::new(),
+                };
+                return Progress::Finished(Outcome::failed(
+                    failure_physical_id(&request),
+                    format!("{errors}. Nothing was launched{unchanged}."),
+                ));
+            }
+        },
+    };
     if let Some(progress) = cancelled_before_it_started(&request, state.is_some(), &aws).await {
         return progress;
     }
@@ -596,10 +619,6 @@ async fn operate(
             build::Superseded::default()
         }
         Operation::Create => build::Superseded::default(),
-        // Refused for its properties below, before any AWS call.
-        Operation::Update { .. } if AmiSpec::parse(&request.properties).is_err() => {
-            build::Superseded::default()
-        }
         _ => match build::supersede(&aws, identity, current_image(&request), &timing).await {
             Ok(superseded) => superseded,
             Err(error) => {
@@ -624,7 +643,7 @@ async fn operate(
             ),
         ));
     }
-    let progress = operate_alone(request, state, &aws, timing).await;
+    let progress = operate_alone(request, spec, state, &aws, timing).await;
     match progress {
         Progress::Finished(outcome) if !superseded.stopped.is_empty() => {
             let reason = format!(
@@ -661,21 +680,17 @@ async fn cancelled_before_it_started(
             }
             None
         }
-        Operation::Create if !resumed && leaves_a_record(request) => {
-            let by = match ledger::create_cancelled_by(aws, &request.identity, issued_at).await {
+        // Its properties are valid: `operate` refused it otherwise.
+        Operation::Create if !resumed => {
+            let by = match ledger::cancel_if_create_cancelled(aws, &request.identity, issued_at)
+                .await
+            {
                 Ok(by) => by?,
                 Err(error) => {
                     tracing::warn!(problem = %error, "could not read whether this Create was cancelled");
                     return None;
                 }
             };
-            let record = Record::Cancelled {
-                by: by.clone(),
-                at_ms: build::clock::now_ms(),
-            };
-            if let Err(error) = ledger::write(aws, &request.identity, &record).await {
-                tracing::warn!(problem = %error, "could not record the cancellation");
-            }
             Some(Progress::Cancelled(format!(
                 "CloudFormation cancelled this Create (its Delete {by} was issued later, and ran first) before its build started: nothing was made"
             )))
@@ -697,34 +712,22 @@ fn current_image(request: &Request) -> Option<&str> {
     }
 }
 
-/// The request's own operation, once no other build of the resource is in flight.
+/// The request's own operation, once no other build of the resource is in flight; `spec`: its
+/// validated properties (none for a Delete).
 async fn operate_alone(
     request: Request,
+    spec: Option<AmiSpec>,
     state: Option<BuildState>,
     aws: &Aws,
     timing: Timing,
 ) -> Progress {
     let (aws, identity) = (aws.clone(), &request.identity);
-    let spec = match &request.operation {
-        Operation::Delete { physical_id } => {
+    let spec = match (&request.operation, spec) {
+        (Operation::Delete { physical_id }, _) => {
             return Progress::Finished(build::delete(&aws, identity, physical_id).await);
         }
-        _ => AmiSpec::parse(&request.properties),
-    };
-    let spec = match spec {
-        Ok(spec) => spec,
-        Err(errors) => {
-            let unchanged = match &request.operation {
-                Operation::Update { physical_id, .. } => {
-                    format!("; the existing image {physical_id} is unchanged")
-                }
-                _ => String::new(),
-            };
-            return Progress::Finished(Outcome::failed(
-                failure_physical_id(&request),
-                format!("{errors}. Nothing was launched{unchanged}."),
-            ));
-        }
+        (_, Some(spec)) => spec,
+        (_, None) => unreachable!("a Create or Update has its properties validated"),
     };
     match (&request.operation, state) {
         (Operation::Create, None) => build::create(&aws, identity, spec, &timing).await,

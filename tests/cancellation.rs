@@ -34,6 +34,17 @@ fn properties(steps: Value) -> Value {
     })
 }
 
+/// A local AWS, the function's view of it, and an audit of `stack`'s resources on it.
+async fn on_local_aws(stack: &str) -> (LocalAws, Aws, Audit) {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    (local, aws, audit)
+}
+
 /// A request running in the background as Lambda would run it, with its own ResponseURL.
 struct InFlight {
     task: tokio::task::JoinHandle<Option<ecs_ami::cfn::Response>>,
@@ -196,13 +207,8 @@ async fn a_cancelled_create_is_removed_before_its_delete_answers() {
 /// answers nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_update_is_removed_by_its_rollback() {
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
     let stack = "cancel-update";
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (_local, aws, audit) = on_local_aws(stack).await;
     let first = properties(json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}]));
     let created = invoke(&aws, event("Create", stack, "req-1", None, first.clone())).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
@@ -248,13 +254,8 @@ async fn a_cancelled_update_is_removed_by_its_rollback() {
 /// touches nothing: the AMI and its snapshots stay, nothing is launched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_deliveries_repeat_the_answer_and_touch_nothing() {
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
     let stack = "late";
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (local, aws, audit) = on_local_aws(stack).await;
     let mut create = event(
         "Create",
         stack,
@@ -335,13 +336,8 @@ async fn late_deliveries_repeat_the_answer_and_touch_nothing() {
 /// touches nothing of the new build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_after_a_failed_create_is_untouched_by_the_failed_ones_delete() {
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
     let stack = "recreate";
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (_local, aws, audit) = on_local_aws(stack).await;
     let failed = invoke(
         &aws,
         event(
@@ -403,13 +399,8 @@ async fn a_create_after_a_failed_create_is_untouched_by_the_failed_ones_delete()
 /// added again by a later stack update) builds as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_delivered_after_the_delete_that_cancelled_it_builds_nothing() {
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
     let stack = "reordered";
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (_local, aws, audit) = on_local_aws(stack).await;
     let steps = json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}]);
     let delete = event(
         "Delete",
@@ -459,13 +450,8 @@ async fn a_create_delivered_after_the_delete_that_cancelled_it_builds_nothing() 
 /// build to it, so the step is sent once and one image is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_over_delivered_twice_at_once_is_continued_once() {
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
     let stack = "twice";
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (local, aws, audit) = on_local_aws(stack).await;
     let mut create = event(
         "Create",
         stack,
@@ -543,13 +529,8 @@ async fn a_hand_over_delivered_twice_at_once_is_continued_once() {
 async fn a_stale_lease_never_costs_the_current_image() {
     use ecs_ami::build::{clock, lease, ledger};
     use ecs_ami::cfn::Identity;
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
     let stack = "stale-lease";
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (local, aws, audit) = on_local_aws(stack).await;
     let first = properties(json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}]));
     let created = invoke(&aws, event("Create", stack, "req-1", None, first.clone())).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");

@@ -143,7 +143,7 @@ pub async fn cancel_creates_before(
 }
 
 /// The Delete that cancelled a Create of `identity`'s resource issued at `issued_at`, if one did.
-pub async fn create_cancelled_by(
+async fn create_cancelled_by(
     aws: &Aws,
     identity: &Identity,
     issued_at: &str,
@@ -155,6 +155,26 @@ pub async fn create_cancelled_by(
     Ok(record
         .filter(|r| issued_at <= r.issued_at.as_str())
         .map(|r| r.by))
+}
+
+/// [`create_cancelled_by`], and when a Delete did cancel it, the Create's own record says so
+/// (a later delivery of it then does nothing either). The cancelling Delete, if any.
+pub async fn cancel_if_create_cancelled(
+    aws: &Aws,
+    identity: &Identity,
+    issued_at: &str,
+) -> Result<Option<String>, AwsError> {
+    let Some(by) = create_cancelled_by(aws, identity, issued_at).await? else {
+        return Ok(None);
+    };
+    let record = Record::Cancelled {
+        by: by.clone(),
+        at_ms: clock::now_ms(),
+    };
+    if let Err(error) = write(aws, identity, &record).await {
+        tracing::warn!(problem = %error, "could not record the cancellation");
+    }
+    Ok(Some(by))
 }
 
 /// Removes records older than [`RETENTION`]: those of `identity`'s resource, and some of other

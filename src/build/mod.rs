@@ -378,15 +378,8 @@ impl Build {
                 if self.state.phase == Phase::Launch
                     && let Some(issued_at) = &timing.create_issued_at
                     && let Ok(Some(by)) =
-                        ledger::create_cancelled_by(aws, identity, issued_at).await
+                        ledger::cancel_if_create_cancelled(aws, identity, issued_at).await
                 {
-                    let cancelled = ledger::Record::Cancelled {
-                        by: by.clone(),
-                        at_ms: clock::now_ms(),
-                    };
-                    if let Err(error) = ledger::write(aws, identity, &cancelled).await {
-                        tracing::warn!(problem = %error, "could not record the cancellation");
-                    }
                     return self.stop_cancelled(aws, identity, &by, timing).await;
                 }
                 match ledger::read(aws, identity).await {
@@ -557,15 +550,25 @@ impl Build {
         not_found_grace: Duration,
     ) -> Progress {
         tracing::error!(problem = %message, "build failed; cleaning up");
-        let report = clean_up(
-            aws,
-            identity,
-            &self.leftovers(cancel_command),
-            not_found_grace,
-        )
-        .await;
-        self.release_lease(aws, &lease::path(identity)).await;
+        let report = self
+            .clean_up_and_release(aws, identity, cancel_command, not_found_grace)
+            .await;
         Progress::Finished(Outcome::failed(failed_id, format!("{message}. {report}")))
+    }
+
+    /// Ends the build: removes what it made ([`clean_up`], from what it knows and from its
+    /// request's tags), then deletes its lease. Returns the cleanup's report.
+    async fn clean_up_and_release(
+        &self,
+        aws: &Aws,
+        identity: &Identity,
+        cancel_command: bool,
+        not_found_grace: Duration,
+    ) -> String {
+        let known = self.leftovers(cancel_command);
+        let report = clean_up(aws, identity, &known, not_found_grace).await;
+        self.release_lease(aws, &lease::path(identity)).await;
+        report
     }
 
     /// What the build knows it made; `cancel_command`: the running step, if any, is to be
@@ -597,8 +600,9 @@ impl Build {
             phase = ?self.state.phase,
             "CloudFormation gave up on this request (a newer request of the resource cancelled it): stopping and cleaning up"
         );
-        let report = clean_up(aws, identity, &self.leftovers(true), timing.not_found_grace).await;
-        self.release_lease(aws, &lease::path(identity)).await;
+        let report = self
+            .clean_up_and_release(aws, identity, true, timing.not_found_grace)
+            .await;
         tracing::info!(report = %report, "cancelled build cleaned up");
         Progress::Cancelled(report)
     }
