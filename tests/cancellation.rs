@@ -11,6 +11,15 @@
 //! - a Create after a failed Create of the same logical id, and the Delete of the failed one;
 //! - the Delete of a cancelled Create run before the Create itself (Lambda does not keep the
 //!   order of asynchronous events).
+//!
+//! The AWS behaviour the records and leases rest on, which the local AWS (moto's Parameter Store)
+//! reproduces: PutParameter without Overwrite fails with ParameterAlreadyExists when the name
+//! exists, the atomic create
+//! (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html);
+//! GetParameter answers ParameterNotFound for a name that does not exist
+//! (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameter.html); and
+//! GetParametersByPath with Recursive lists every level below a path, a page at a time
+//! (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParametersByPath.html).
 
 mod common;
 

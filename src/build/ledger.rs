@@ -27,8 +27,9 @@ const ROOT: &str = "/ecs-ami/requests";
 /// How long a record is kept: past the longest Lambda keeps an event (6 hours) with a margin.
 pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// How much of a Reason a record keeps, in bytes: a standard parameter holds 4 KB, and JSON may
-/// escape some characters to six bytes each.
+/// How much of a Reason a record keeps, in bytes: a standard parameter holds 4 KB
+/// (https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-advanced-parameters.html),
+/// and JSON may escape some characters to six bytes each.
 const REASON_BYTES: usize = 600;
 
 /// The longest start of `text` of at most `max` bytes that ends on a character boundary.
