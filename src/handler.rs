@@ -13,10 +13,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::aws::Aws;
-use crate::build::ledger::{self, Record};
-use crate::build::{self, BuildState, Leftovers, Progress, Timing};
-use crate::cfn::properties::AmiSpec;
 use crate::cfn::{self, HttpSink, Operation, Outcome, Request, RequestError, Response, SinkError};
+use crate::engine::ledger::{self, Record};
+use crate::engine::{self, BuildState, Leftovers, Progress, Timing};
+use crate::spec::AmiSpec;
 
 /// Where responses go: the presigned ResponseURL in production.
 pub trait ResponseSink: Send + Sync {
@@ -270,7 +270,7 @@ async fn honour_record(request: &Request, aws: &Aws, sink: &impl ResponseSink) -
             tracing::warn!(?status, %physical_id, "this request was answered before: sending the same answer again, nothing else");
             let outcome = match status {
                 cfn::Status::Success => {
-                    build::answered_image(aws, &request.identity, &physical_id).await
+                    engine::answered_image(aws, &request.identity, &physical_id).await
                 }
                 cfn::Status::Failed => {
                     Outcome::failed(physical_id, reason.clone().unwrap_or_default())
@@ -420,15 +420,15 @@ fn failure_physical_id(request: &Request) -> String {
 async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> Outcome {
     let spec = AmiSpec::parse(&request.properties).expect("a paused build had valid properties");
     // The hand-over failed near the end of the invocation: retries for at most 5 s.
-    let outcome = build::RETRIES_UNTIL
+    let outcome = engine::RETRIES_UNTIL
         .scope(
             tokio::time::Instant::now() + Duration::from_secs(5),
-            build::abandon(aws, &request.identity, spec, state, why),
+            engine::abandon(aws, &request.identity, spec, state, why),
         )
         .await;
     match &request.operation {
         Operation::Update { physical_id, .. } => {
-            match build::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome)) {
+            match engine::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome)) {
                 Progress::Finished(outcome) => outcome,
                 Progress::Paused(_) | Progress::Yielded | Progress::Cancelled(_) => {
                     unreachable!("a finished outcome stays finished")
@@ -462,7 +462,7 @@ async fn guarded(
     // Cleanup's retries (a builder EC2 does not know yet, snapshots not yet released) stop 10 s
     // before the work is abandoned, so that they never cost the answer.
     let task = match limits.abandon_at {
-        Some(at) => tokio::spawn(build::RETRIES_UNTIL.scope(at - Duration::from_secs(10), work)),
+        Some(at) => tokio::spawn(engine::RETRIES_UNTIL.scope(at - Duration::from_secs(10), work)),
         None => tokio::spawn(work),
     };
     // If this invocation itself is dropped (killed), the work stops with it, as it would when a
@@ -528,7 +528,7 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
     );
     match &request.operation {
         Operation::Update { physical_id, .. } => {
-            build::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome))
+            engine::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome))
         }
         _ => Progress::Finished(outcome),
     }
@@ -536,7 +536,7 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
 
 /// Deletes every generation of the request's build lease, whoever holds it: the build is over.
 async fn release_lease_of(aws: &Aws, identity: &cfn::Identity) {
-    if let Err(error) = build::lease::release_all(aws, &build::lease::path(identity)).await {
+    if let Err(error) = engine::lease::release_all(aws, &engine::lease::path(identity)).await {
         tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
     }
 }
@@ -551,10 +551,10 @@ async fn remove_build(aws: &Aws, identity: &cfn::Identity, retries_for: Duration
 
 /// Removes what the request's tags find, retrying transient errors for at most `retries_for`.
 async fn clean_up_by_tags(aws: &Aws, identity: &cfn::Identity, retries_for: Duration) -> String {
-    build::RETRIES_UNTIL
+    engine::RETRIES_UNTIL
         .scope(
             tokio::time::Instant::now() + retries_for,
-            build::clean_up(
+            engine::clean_up(
                 aws,
                 identity,
                 &Leftovers::default(),
@@ -614,12 +614,12 @@ async fn operate(
     // up on.
     let superseded = match &request.operation {
         // A hand-over continues a request that did this in its first invocation.
-        _ if state.is_some() => build::Superseded::default(),
+        _ if state.is_some() => engine::Superseded::default(),
         Operation::Delete { physical_id } if cfn::is_failed_create_physical_id(physical_id) => {
-            build::Superseded::default()
+            engine::Superseded::default()
         }
-        Operation::Create => build::Superseded::default(),
-        _ => match build::supersede(&aws, identity, current_image(&request), &timing).await {
+        Operation::Create => engine::Superseded::default(),
+        _ => match engine::supersede(&aws, identity, current_image(&request), &timing).await {
             Ok(superseded) => superseded,
             Err(error) => {
                 return Progress::Finished(Outcome::failed(
@@ -670,7 +670,7 @@ async fn cancelled_before_it_started(
     let issued_at = request.issued_at()?;
     match &request.operation {
         Operation::Delete { physical_id }
-            if !cfn::is_image_id(physical_id)
+            if !crate::spec::is_ami_id(physical_id)
                 && !cfn::is_failed_create_physical_id(physical_id) =>
         {
             if let Err(error) =
@@ -704,7 +704,7 @@ async fn cancelled_before_it_started(
 fn current_image(request: &Request) -> Option<&str> {
     match &request.operation {
         Operation::Update { physical_id, .. } | Operation::Delete { physical_id }
-            if cfn::is_image_id(physical_id) =>
+            if crate::spec::is_ami_id(physical_id) =>
         {
             Some(physical_id)
         }
@@ -724,13 +724,13 @@ async fn operate_alone(
     let (aws, identity) = (aws.clone(), &request.identity);
     let spec = match (&request.operation, spec) {
         (Operation::Delete { physical_id }, _) => {
-            return Progress::Finished(build::delete(&aws, identity, physical_id).await);
+            return Progress::Finished(engine::delete(&aws, identity, physical_id).await);
         }
         (_, Some(spec)) => spec,
         (_, None) => unreachable!("a Create or Update has its properties validated"),
     };
     match (&request.operation, state) {
-        (Operation::Create, None) => build::create(&aws, identity, spec, &timing).await,
+        (Operation::Create, None) => engine::create(&aws, identity, spec, &timing).await,
         (
             Operation::Update {
                 physical_id,
@@ -742,24 +742,24 @@ async fn operate_alone(
             // Properties that do not parse (a rollback after invalid ones) asked for something
             // else; none at all (not from CloudFormation) ask for nothing.
             let old_request = match AmiSpec::parse(old_properties) {
-                Ok(old) => Some(build::fingerprint::of_request(&old)),
+                Ok(old) => Some(crate::spec::fingerprint::of_request(&old)),
                 Err(_) if old_properties.as_object().is_some_and(|o| !o.is_empty()) => {
                     Some("unparsable".to_owned())
                 }
                 Err(_) => None,
             };
-            build::update(&aws, identity, physical_id, (spec, old_request), &timing).await
+            engine::update(&aws, identity, physical_id, (spec, old_request), &timing).await
         }
         (Operation::Create, Some(state)) => {
-            build::Build::resume(spec, state)
+            engine::Build::resume(spec, state)
                 .run(&aws, identity, &timing)
                 .await
         }
         (Operation::Update { physical_id, .. }, Some(state)) => {
-            let progress = build::Build::resume(spec, state)
+            let progress = engine::Build::resume(spec, state)
                 .run(&aws, identity, &timing)
                 .await;
-            build::keep_existing_image_on_failure(physical_id, progress)
+            engine::keep_existing_image_on_failure(physical_id, progress)
         }
         (Operation::Delete { .. }, _) => unreachable!("Delete returned above"),
     }

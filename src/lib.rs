@@ -5,8 +5,10 @@
 //! are thin shells over [`handler::handle`], so both run exactly the same code path.
 
 pub mod aws;
-pub mod build;
 pub mod cfn;
+pub mod engine;
 pub mod handler;
+pub mod hash;
 pub mod local;
 pub mod logging;
+pub mod spec;

@@ -536,8 +536,8 @@ async fn a_hand_over_delivered_twice_at_once_is_continued_once() {
 /// removes the AMI CloudFormation holds for the resource.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_lease_never_costs_the_current_image() {
-    use ecs_ami::build::{clock, lease, ledger};
     use ecs_ami::cfn::Identity;
+    use ecs_ami::engine::{clock, lease, ledger};
     let stack = "stale-lease";
     let (local, aws, audit) = on_local_aws(stack).await;
     let first = properties(json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}]));

@@ -12,9 +12,9 @@ use common::audit::Audit;
 use common::report;
 use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, stack_id};
 use ecs_ami::aws::Aws;
-use ecs_ami::build::{self, Progress, Timing};
-use ecs_ami::cfn::properties::AmiSpec;
 use ecs_ami::cfn::{Identity, Outcome, Status};
+use ecs_ami::engine::{self, Progress, Timing};
+use ecs_ami::spec::AmiSpec;
 use serde_json::{Value, json};
 
 const SECTION_AWS: &str = "AWS errors during a build";
@@ -83,7 +83,7 @@ impl Scenario {
                 step_grace: Duration::from_secs(3),
                 ..Timing::default()
             };
-            match build::create(&aws, &identity, spec, &timing).await {
+            match engine::create(&aws, &identity, spec, &timing).await {
                 Progress::Finished(outcome) => outcome,
                 other => panic!("the build did not finish: {other:?}"),
             }

@@ -18,9 +18,9 @@ use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_mocks::mock;
 use common::mocks::*;
-use ecs_ami::build::Timing;
-use ecs_ami::cfn::properties::AmiSpec;
 use ecs_ami::cfn::{Outcome, Status};
+use ecs_ami::engine::Timing;
+use ecs_ami::spec::AmiSpec;
 use serde_json::json;
 
 fn reason(outcome: &Outcome) -> &str {
@@ -371,7 +371,7 @@ async fn a_duplicate_name_of_this_requests_own_image_is_followed() {
 /// values that are not records stay.
 #[tokio::test]
 async fn request_records_older_than_a_day_are_swept() {
-    use ecs_ami::build::ledger;
+    use ecs_ami::engine::ledger;
     let world = World::happy();
     let aws = world.aws();
     let mine = identity();
@@ -379,7 +379,7 @@ async fn request_records_older_than_a_day_are_swept() {
         stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/gone/guid".into(),
         ..identity()
     };
-    let now_ms = ecs_ami::build::clock::now_ms();
+    let now_ms = ecs_ami::engine::clock::now_ms();
     let old = json!({"Record": "Answered", "Status": "SUCCESS", "PhysicalId": "ami-1", "Reason": null, "AtMs": now_ms - 25 * 3600 * 1000}).to_string();
     let young = json!({"Record": "Cancelled", "By": "r", "AtMs": now_ms - 3600 * 1000}).to_string();
     let records = |identity: &ecs_ami::cfn::Identity, request: &str| {

@@ -18,7 +18,7 @@ use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_runtime_api::client::result::SdkError;
 
-use crate::cfn::properties::BlockDevice;
+use crate::spec::BlockDevice;
 
 /// Throttling and transient 5xx answers are retried by the SDK with exponential backoff; a build
 /// makes few calls, so it can afford to wait longer than the SDK's default of 3 attempts.
@@ -710,7 +710,7 @@ impl Aws {
     }
 
     /// NotFound is an error here: it may mean EC2 does not know a new instance yet (see
-    /// `build::terminate_builder`).
+    /// `engine::terminate_builder`).
     pub async fn terminate_instance(&self, instance_id: &str) -> Result<()> {
         self.ec2
             .terminate_instances()

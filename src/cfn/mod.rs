@@ -3,7 +3,6 @@
 //! Nothing here knows about EC2 or SSM. The build engine hands back an [`Outcome`]; this module
 //! turns it into the one response CloudFormation waits for.
 
-pub mod properties;
 mod request;
 mod response;
 
@@ -55,30 +54,15 @@ const FAILED_CREATE_PREFIX: &str = "ecs-ami-not-built-";
 /// is nothing to remove without calling AWS. It is derived from the request so that a retried
 /// delivery of the same Create answers with the same id.
 pub fn failed_create_physical_id(identity: &Identity) -> String {
-    format!("{FAILED_CREATE_PREFIX}{}", short_hash(&identity.request_id))
+    format!(
+        "{FAILED_CREATE_PREFIX}{}",
+        crate::hash::short_hash(&identity.request_id)
+    )
 }
 
 /// Whether `physical_id` is one [`failed_create_physical_id`] made.
 pub fn is_failed_create_physical_id(physical_id: &str) -> bool {
     physical_id.starts_with(FAILED_CREATE_PREFIX)
-}
-
-pub fn is_image_id(physical_id: &str) -> bool {
-    properties::is_ami_id(physical_id)
-}
-
-/// SHA-256 of `text` as 64 lower-case hex digits.
-pub fn sha256_hex(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Eight hex digits of SHA-256: enough to tell requests apart in names and tokens.
-pub fn short_hash(text: &str) -> String {
-    sha256_hex(text)[..8].to_owned()
 }
 
 #[cfg(test)]
@@ -95,7 +79,7 @@ mod tests {
         let first = failed_create_physical_id(&identity);
         assert_eq!(first, failed_create_physical_id(&identity));
         assert!(first.starts_with("ecs-ami-not-built-"));
-        assert!(!is_image_id(&first));
-        assert!(is_image_id("ami-0aae19d30bab785d3"));
+        assert!(!crate::spec::is_ami_id(&first));
+        assert!(crate::spec::is_ami_id("ami-0aae19d30bab785d3"));
     }
 }

@@ -14,7 +14,7 @@ impl Identity {
     /// A hash of the whole identity: the same for every delivery of one request, different for
     /// any other request of any stack.
     pub fn digest(&self) -> String {
-        super::sha256_hex(&format!(
+        crate::hash::sha256_hex(&format!(
             "{}\n{}\n{}",
             self.stack_id, self.logical_id, self.request_id
         ))
@@ -22,12 +22,12 @@ impl Identity {
 
     /// 32 hex digits naming the resource (stack and logical id) in parameter names.
     pub fn resource_key(&self) -> String {
-        super::sha256_hex(&format!("{}\n{}", self.stack_id, self.logical_id))[..32].to_owned()
+        crate::hash::sha256_hex(&format!("{}\n{}", self.stack_id, self.logical_id))[..32].to_owned()
     }
 
     /// 16 hex digits naming the request among its resource's in parameter names.
     pub fn request_key(&self) -> String {
-        super::sha256_hex(&self.request_id)[..16].to_owned()
+        crate::hash::sha256_hex(&self.request_id)[..16].to_owned()
     }
 
     /// The stack's name, read out of its ARN (`arn:...:stack/NAME/GUID`); the ARN itself when it

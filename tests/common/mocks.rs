@@ -32,9 +32,9 @@ use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
 use aws_smithy_mocks::MockResponse;
 use aws_smithy_mocks::{Rule, RuleMode, create_mock_http_client, mock};
 use ecs_ami::aws::{Aws, retry_config};
-use ecs_ami::build::{self, Progress, Timing};
-use ecs_ami::cfn::properties::AmiSpec;
 use ecs_ami::cfn::{Identity, Outcome};
+use ecs_ami::engine::{self, Progress, Timing};
+use ecs_ami::spec::AmiSpec;
 use serde_json::json;
 
 pub const SOURCE: &str = "ami-0aae19d30bab785d3";
@@ -398,7 +398,7 @@ impl World {
     }
 
     pub async fn create(&self, spec: AmiSpec, timing: Timing) -> Outcome {
-        match build::create(&self.aws(), &identity(), spec, &timing).await {
+        match engine::create(&self.aws(), &identity(), spec, &timing).await {
             Progress::Finished(outcome) => outcome,
             Progress::Paused(state) => panic!("no hand-over expected: {state:?}"),
             Progress::Yielded => panic!("no other invocation holds the lease"),

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod fingerprint;
+pub mod script;
+
 /// Tags this product puts on everything it creates; users may not set keys with this prefix.
 pub const TAG_PREFIX: &str = "ecs-ami:";
 /// EC2 allows 50 tags per resource; the product's own identity tags take some of them.
@@ -868,7 +871,7 @@ fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
             action,
             outputs,
         };
-        let script_bytes = crate::build::script::render(&step).len();
+        let script_bytes = crate::spec::script::render(&step).len();
         if script_bytes > MAX_STEP_SCRIPT_BYTES {
             problems.add(
                 &prefix,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 
-use crate::cfn::properties::{Action, MAX_OUTPUT_VALUE_CHARS, Step};
+use crate::spec::{Action, MAX_OUTPUT_VALUE_CHARS, Step};
 
 /// The script for one step. Commands run with `set -e`, as Packer's shell provisioner does, so a
 /// failing command fails the step instead of being hidden by the ones after it.
@@ -27,7 +27,7 @@ pub fn render(step: &Step) -> String {
         return body;
     }
     let limit = step_time_limit(step.timeout_seconds);
-    let delimiter = format!("ECS_AMI_STEP_{}", &crate::cfn::sha256_hex(&body)[..16]);
+    let delimiter = format!("ECS_AMI_STEP_{}", &crate::hash::sha256_hex(&body)[..16]);
     // /var/tmp, not /tmp: AL2023's /tmp is memory, and a chatty step's log could fill it.
     let mut script = String::from(
         "set +e\n\

@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::cfn::properties::AmiSpec;
+use crate::spec::AmiSpec;
 
 /// Bumped when the meaning of a fingerprint changes, so old images are rebuilt rather than
 /// wrongly reused.
@@ -35,7 +35,7 @@ fn digest(spec: &AmiSpec, (source_key, source): (&str, Value), instance_type: Va
     });
     format!(
         "{VERSION}-{}",
-        crate::cfn::sha256_hex(&canonical.to_string())
+        crate::hash::sha256_hex(&canonical.to_string())
     )
 }
 
@@ -83,7 +83,7 @@ mod tests {
         });
         assert_eq!(
             of(&spec, "ami-12345678", "t3.medium"),
-            format!("v1-{}", crate::cfn::sha256_hex(&canonical.to_string()))
+            format!("v1-{}", crate::hash::sha256_hex(&canonical.to_string()))
         );
     }
 

@@ -7,10 +7,8 @@
 //! find it even when the in-memory state was lost to a panic or a timeout.
 
 pub mod clock;
-pub mod fingerprint;
 pub mod lease;
 pub mod ledger;
-pub mod script;
 mod time;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,14 +17,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::aws::{Aws, AwsError, Image, ImageRequest, LaunchRequest, StepStatus};
-use crate::cfn::properties::{AmiSpec, SOURCE_IMAGE_ATTRIBUTE, Source, TAG_PREFIX};
-use crate::cfn::{Identity, Outcome, short_hash};
+use crate::cfn::{Identity, Outcome};
+use crate::hash::short_hash;
+use crate::spec::{AmiSpec, SOURCE_IMAGE_ATTRIBUTE, Source, TAG_PREFIX};
 
 pub const TAG_STACK: &str = "ecs-ami:stack-id";
 pub const TAG_LOGICAL: &str = "ecs-ami:logical-id";
 pub const TAG_REQUEST: &str = "ecs-ami:request-id";
 pub const TAG_FINGERPRINT: &str = "ecs-ami:fingerprint";
-/// [`fingerprint::of_request`]: what a rollback looks for.
+/// [`crate::spec::fingerprint::of_request`]: what a rollback looks for.
 pub const TAG_PROPERTIES: &str = "ecs-ami:properties";
 pub const TAG_SOURCE: &str = "ecs-ami:source-image";
 pub const TAG_IMAGE: &str = "ecs-ami:image-id";
@@ -753,7 +752,7 @@ impl Build {
                 let command_id = aws
                     .run_step(
                         self.instance(),
-                        &script::render(step),
+                        &crate::spec::script::render(step),
                         step.timeout_seconds,
                         &step_comment(index, self.spec.steps.len(), &step.name),
                     )
@@ -827,10 +826,10 @@ impl Build {
                     StepStatus::Success => {
                         tracing::info!(step = %step.name, status = "Success", stdout = %tail(&result.stdout, 20, 2000), "step finished");
                         if !step.outputs.is_empty() {
-                            let outputs =
-                                script::read_outputs(step, &result.stdout).or_else(|problem| {
-                                    fail(format!("{position} succeeded, but {problem}"))
-                                })?;
+                            let outputs = crate::spec::script::read_outputs(step, &result.stdout)
+                                .or_else(|problem| {
+                                fail(format!("{position} succeeded, but {problem}"))
+                            })?;
                             tracing::info!(step = %step.name, outputs = %outputs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "), "step outputs");
                             self.state.outputs.extend(outputs);
                         }
@@ -846,7 +845,10 @@ impl Build {
                             StepStatus::Cancelled => "was cancelled".to_owned(),
                             // The wrapper stopped it short of SSM's timeout, to show its end.
                             _ if result.exit_code == 124
-                                && result.stderr.trim_end().ends_with(script::TIMEOUT_NOTE) =>
+                                && result
+                                    .stderr
+                                    .trim_end()
+                                    .ends_with(crate::spec::script::TIMEOUT_NOTE) =>
                             {
                                 format!(
                                     "timed out after its {} s TimeoutSeconds",
@@ -1120,12 +1122,13 @@ impl Build {
                 ));
             };
             let result = aws.step_result(command_id, &builder.id).await?;
-            let outputs = script::read_outputs(step, &result.stdout).or_else(|problem| {
-                fail(format!(
-                    "resuming: step {:?} finished earlier, but {problem}",
-                    step.name
-                ))
-            })?;
+            let outputs =
+                crate::spec::script::read_outputs(step, &result.stdout).or_else(|problem| {
+                    fail(format!(
+                        "resuming: step {:?} finished earlier, but {problem}",
+                        step.name
+                    ))
+                })?;
             self.state.outputs.extend(outputs);
         }
         Ok(Some(resume))
@@ -1190,7 +1193,7 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
             })?;
             // The value itself is never quoted: whoever holds the ServiceToken reads the
             // Reason, and the parameter may hold something that is not theirs to read.
-            if !crate::cfn::is_image_id(&value) {
+            if !crate::spec::is_ami_id(&value) {
                 return fail(format!(
                     "SourceAmiParameter {name} holds a value of {} characters that is not an AMI id (ami- and 8 or 17 hex digits)",
                     value.chars().count()
@@ -1215,7 +1218,7 @@ async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
         .instance_type
         .clone()
         .unwrap_or_else(|| default_instance_type(&architecture).into());
-    let fingerprint = fingerprint::of(spec, &source_image, &instance_type);
+    let fingerprint = crate::spec::fingerprint::of(spec, &source_image, &instance_type);
     tracing::info!(source_image = %source_image, architecture = %architecture, "source resolved");
     Ok(Resolved {
         source_image,
@@ -1384,7 +1387,10 @@ fn image_tags(
     }
     tags.extend(identity_tags(identity));
     tags.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
-    tags.insert(TAG_PROPERTIES.into(), fingerprint::of_request(spec));
+    tags.insert(
+        TAG_PROPERTIES.into(),
+        crate::spec::fingerprint::of_request(spec),
+    );
     tags.insert(TAG_SOURCE.into(), resolved.source_image.clone());
     tags
 }
@@ -1562,7 +1568,7 @@ async fn roll_back(
     spec: &AmiSpec,
     old_request: Option<String>,
 ) -> Option<Outcome> {
-    let wanted = fingerprint::of_request(spec);
+    let wanted = crate::spec::fingerprint::of_request(spec);
     if old_request.is_none_or(|old| old == wanted) {
         return None;
     }
@@ -1618,7 +1624,7 @@ async fn retag_or_reuse(
             ));
         }
     };
-    let current = if crate::cfn::is_image_id(physical_id) {
+    let current = if crate::spec::is_ami_id(physical_id) {
         match aws.describe_image(physical_id).await {
             Ok(image) => image,
             Err(error) => {
@@ -1685,7 +1691,10 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
     // The image now stands for these properties: a later rollback looks them up, and a later
     // return to the properties it was first built from must not find it (it may be an older
     // release than they would resolve to now).
-    wanted.insert(TAG_PROPERTIES.into(), fingerprint::of_request(spec));
+    wanted.insert(
+        TAG_PROPERTIES.into(),
+        crate::spec::fingerprint::of_request(spec),
+    );
     let stale: Vec<String> = image
         .tags
         .keys()
@@ -1705,7 +1714,7 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
 /// Delete: deregister the image and delete every snapshot it used. An id that is not an image, an
 /// image already gone, and an image some other resource built all end in SUCCESS, and say so.
 pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcome {
-    if !crate::cfn::is_image_id(physical_id) {
+    if !crate::spec::is_ami_id(physical_id) {
         return Outcome::success(physical_id, BTreeMap::new())
             .with_reason(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): nothing to delete."));
     }
@@ -1784,7 +1793,7 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
 /// The answer for an image a SUCCESS already named, sent again to a later delivery of the same
 /// request: its attributes as the image's tags keep them, or only its id when it is gone.
 pub async fn answered_image(aws: &Aws, identity: &Identity, image_id: &str) -> Outcome {
-    if crate::cfn::is_image_id(image_id)
+    if crate::spec::is_ami_id(image_id)
         && let Ok(Some(image)) = aws.describe_image(image_id).await
         && owned_by(&image, identity)
     {
