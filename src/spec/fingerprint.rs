@@ -5,38 +5,28 @@
 //! block devices, the steps, and an explicit AMI name (names cannot be changed in place). Tags,
 //! the description, the subnet, security groups and the instance profile do not change what is
 //! on the disk, so changing them alone never rebuilds.
+//!
+//! The hashed text is the JSON of [`CanonicalV1`], a struct of its own whose every key is spelled
+//! out here, not the serde shape of [`AmiSpec`]: renaming or adding a field of the spec cannot
+//! change the fingerprint of an image already built (which would rebuild every user's AMI on its
+//! next Update). A change of meaning gets a new version and a new struct; the golden values in
+//! the tests below were computed by the code that built the first images, and must never move.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
-use crate::spec::AmiSpec;
+use serde::Serialize;
 
-/// Bumped when the meaning of a fingerprint changes, so old images are rebuilt rather than
-/// wrongly reused.
-const VERSION: &str = "v1";
+use super::{Action, AmiSpec, BlockDevice, Source, Step};
 
+/// The resolved fingerprint: what the image is built from, the source as the AMI id it resolved
+/// to.
 pub fn of(spec: &AmiSpec, source_image: &str, instance_type: &str) -> String {
-    digest(
+    CanonicalV1::new(
         spec,
-        ("source_image", json!(source_image)),
-        json!(instance_type),
+        CanonicalSource::Resolved(source_image),
+        Some(instance_type),
     )
-}
-
-/// The hash of what shapes the content: the source and instance type as the caller names them,
-/// and the spec's block devices, steps and AMI name.
-fn digest(spec: &AmiSpec, (source_key, source): (&str, Value), instance_type: Value) -> String {
-    let canonical = json!({
-        "version": VERSION,
-        source_key: source,
-        "instance_type": instance_type,
-        "block_devices": spec.block_device_mappings,
-        "steps": spec.steps,
-        "ami_name": spec.ami_name,
-    });
-    format!(
-        "{VERSION}-{}",
-        crate::hash::sha256_hex(&canonical.to_string())
-    )
+    .digest()
 }
 
 /// The properties that shape the image, as the request states them: the source as given (an
@@ -44,17 +34,170 @@ fn digest(spec: &AmiSpec, (source_key, source): (&str, Value), instance_type: Va
 /// when a parameter starts naming a new release, so a rollback can find the image it returns to
 /// without resolving the source again.
 pub fn of_request(spec: &AmiSpec) -> String {
-    digest(
+    CanonicalV1::new(
         spec,
-        ("source", json!(spec.source)),
-        json!(spec.instance_type),
+        CanonicalSource::AsGiven(&spec.source),
+        spec.instance_type.as_deref(),
     )
+    .digest()
+}
+
+/// Version 1 of the hashed text: images built since the first release carry a hash of its JSON.
+/// The JSON keeps the order of the fields as declared here (and of each struct below), so that
+/// order is part of version 1: never reorder them.
+#[derive(Serialize)]
+struct CanonicalV1<'a> {
+    #[serde(rename = "version")]
+    version: &'static str,
+    #[serde(flatten)]
+    source: CanonicalSource<'a>,
+    #[serde(rename = "instance_type")]
+    instance_type: Option<&'a str>,
+    #[serde(rename = "block_devices")]
+    block_devices: Vec<CanonicalDevice<'a>>,
+    #[serde(rename = "steps")]
+    steps: Vec<CanonicalStep<'a>>,
+    #[serde(rename = "ami_name")]
+    ami_name: Option<&'a str>,
+}
+
+/// The source under one of two keys: `source_image` for the resolved id, `source` for the
+/// request's own `{"Ami": id}` or `{"Parameter": name}`.
+#[derive(Serialize)]
+enum CanonicalSource<'a> {
+    #[serde(rename = "source_image")]
+    Resolved(&'a str),
+    #[serde(rename = "source")]
+    AsGiven(#[serde(serialize_with = "given_source")] &'a Source),
+}
+
+fn given_source<S: serde::Serializer>(source: &&Source, serializer: S) -> Result<S::Ok, S::Error> {
+    let (key, value) = match source {
+        Source::Ami(id) => ("Ami", id),
+        Source::Parameter(name) => ("Parameter", name),
+    };
+    BTreeMap::from([(key, value)]).serialize(serializer)
+}
+
+#[derive(Serialize)]
+struct CanonicalDevice<'a> {
+    device_name: &'a str,
+    ebs: CanonicalEbs<'a>,
+}
+
+/// Every EBS setting, absent ones as `null`.
+#[derive(Serialize)]
+struct CanonicalEbs<'a> {
+    volume_size: Option<u32>,
+    volume_type: Option<&'a str>,
+    iops: Option<u32>,
+    throughput: Option<u32>,
+    encrypted: Option<bool>,
+    kms_key_id: Option<&'a str>,
+    delete_on_termination: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct CanonicalStep<'a> {
+    name: &'a str,
+    timeout_seconds: u32,
+    action: CanonicalAction<'a>,
+    /// Left out when empty, so steps without outputs hash as they did before outputs existed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    outputs: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+enum CanonicalAction<'a> {
+    Command {
+        commands: Vec<&'a str>,
+        environment: BTreeMap<&'a str, &'a str>,
+    },
+    File {
+        path: &'a str,
+        content: &'a str,
+        mode: &'a str,
+        owner: &'a str,
+    },
+}
+
+const VERSION_1: &str = "v1";
+
+impl<'a> CanonicalV1<'a> {
+    fn new(spec: &'a AmiSpec, source: CanonicalSource<'a>, instance_type: Option<&'a str>) -> Self {
+        CanonicalV1 {
+            version: VERSION_1,
+            source,
+            instance_type,
+            block_devices: spec.block_device_mappings.iter().map(device).collect(),
+            steps: spec.steps.iter().map(step).collect(),
+            ami_name: spec.ami_name.as_deref(),
+        }
+    }
+
+    fn digest(&self) -> String {
+        // Through `Value`, whose objects sort their keys: the text does not depend on the order
+        // of the fields above.
+        let value = serde_json::to_value(self).expect("the canonical struct is plain data");
+        format!(
+            "{VERSION_1}-{}",
+            crate::hash::sha256_hex(&value.to_string())
+        )
+    }
+}
+
+fn device(device: &BlockDevice) -> CanonicalDevice<'_> {
+    let ebs = &device.ebs;
+    CanonicalDevice {
+        device_name: &device.device_name,
+        ebs: CanonicalEbs {
+            volume_size: ebs.volume_size,
+            volume_type: ebs.volume_type.as_deref(),
+            iops: ebs.iops,
+            throughput: ebs.throughput,
+            encrypted: ebs.encrypted,
+            kms_key_id: ebs.kms_key_id.as_deref(),
+            delete_on_termination: ebs.delete_on_termination,
+        },
+    }
+}
+
+fn step(step: &Step) -> CanonicalStep<'_> {
+    let action = match &step.action {
+        Action::Command {
+            commands,
+            environment,
+        } => CanonicalAction::Command {
+            commands: commands.iter().map(String::as_str).collect(),
+            environment: environment
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        },
+        Action::File {
+            path,
+            content,
+            mode,
+            owner,
+        } => CanonicalAction::File {
+            path,
+            content,
+            mode,
+            owner,
+        },
+    };
+    CanonicalStep {
+        name: &step.name,
+        timeout_seconds: step.timeout_seconds,
+        action,
+        outputs: step.outputs.iter().map(String::as_str).collect(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     fn spec(extra: Value) -> AmiSpec {
         let mut base = json!({
@@ -68,23 +211,82 @@ mod tests {
         AmiSpec::parse(&base).unwrap()
     }
 
+    /// A spec with every field the fingerprint reads.
+    fn rich() -> AmiSpec {
+        AmiSpec::parse(&json!({
+            "SourceAmiParameter": "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",
+            "IamInstanceProfile": "builder",
+            "AmiName": "team-ecs",
+            "BlockDeviceMappings": [
+                {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 40, "VolumeType": "gp3", "Iops": 4000, "Throughput": 250, "Encrypted": true, "KmsKeyId": "alias/ami", "DeleteOnTermination": true}},
+                {"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20}}
+            ],
+            "Steps": [
+                {"Name": "packages", "Commands": ["dnf -y update", "echo VERSION=1 >> \"$ECS_AMI_OUTPUTS\""], "Environment": {"A": "1"}, "TimeoutSeconds": 900, "Outputs": ["VERSION"]},
+                {"Name": "config", "Path": "/etc/ecs/ecs.config", "Content": "ECS_LOGLEVEL=info\n", "Mode": "600", "Owner": "root:root"},
+                {"Name": "plain", "Commands": ["true"]}
+            ]
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn fingerprints_of_existing_images_keep_their_value() {
-        // Images built by earlier versions carry fingerprints of exactly this form; a change of
-        // it would rebuild every AMI on its next Update.
-        let spec = spec(json!({}));
-        let canonical = json!({
-            "version": "v1",
-            "source_image": "ami-12345678",
-            "instance_type": "t3.medium",
-            "block_devices": spec.block_device_mappings,
-            "steps": spec.steps,
-            "ami_name": spec.ami_name,
-        });
+        // Computed by the release that hashed serde's shape of the spec (commit 28c7219), before
+        // the canonical struct existed. Images in users' accounts carry these values: a change
+        // here rebuilds every AMI on its next Update.
+        let rich = rich();
         assert_eq!(
-            of(&spec, "ami-12345678", "t3.medium"),
-            format!("v1-{}", crate::hash::sha256_hex(&canonical.to_string()))
+            of(&rich, "ami-12345678", "t3.medium"),
+            "v1-5494d7c84b2b61af007c128bbe65623833e23058b24e452e1f75c5a4042296de"
         );
+        assert_eq!(
+            of_request(&rich),
+            "v1-c201793c4cf378842e188a281a35c2256c0702931a1c0dc5d91c80562dd620c9"
+        );
+        let simple = AmiSpec::parse(&json!({
+            "SourceAmi": "ami-0123456789abcdef0",
+            "IamInstanceProfile": "b",
+            "InstanceType": "m7g.large",
+            "Steps": [{"Name": "a", "Commands": ["echo a"]}]
+        }))
+        .unwrap();
+        assert_eq!(
+            of(&simple, "ami-0123456789abcdef0", "m7g.large"),
+            "v1-b874b2375e76e1870656a0354c98b2ab5e6cb832cc4a882041cd0eebe8563861"
+        );
+        assert_eq!(
+            of_request(&simple),
+            "v1-787e9325749b1df189ab0ec1ceb391a604546b705c1adab7f4c34180318bbfeb"
+        );
+    }
+
+    #[test]
+    fn the_spec_serde_shape_is_not_what_is_hashed() {
+        // Renaming a spec field changes its serialization; the canonical text is spelled out
+        // independently, so it still names every field by its version-1 key.
+        let rich = rich();
+        let text = serde_json::to_string(&CanonicalV1::new(
+            &rich,
+            CanonicalSource::AsGiven(&rich.source),
+            None,
+        ))
+        .unwrap();
+        assert!(
+            text.starts_with("{\"version\":\"v1\",\"source\":"),
+            "{text}"
+        );
+        for key in [
+            "\"source\":{\"Parameter\":",
+            "\"instance_type\":null",
+            "\"ami_name\":\"team-ecs\"",
+            "\"kms_key_id\":\"alias/ami\"",
+            "\"volume_type\":null",
+            "\"File\":{\"path\":\"/etc/ecs/ecs.config\",\"content\":",
+            "\"outputs\":[\"VERSION\"]",
+        ] {
+            assert!(text.contains(key), "{key} not in {text}");
+        }
     }
 
     #[test]
@@ -154,8 +356,8 @@ mod tests {
     #[test]
     fn steps_without_outputs_hash_as_before_outputs_existed() {
         // Images built before step outputs existed keep their fingerprints (no mass rebuild).
-        let step = &spec(json!({})).steps[0];
-        let value = serde_json::to_value(step).unwrap();
+        let spec = spec(json!({}));
+        let value = serde_json::to_value(step(&spec.steps[0])).unwrap();
         assert_eq!(value.as_object().unwrap().len(), 3, "{value}");
         assert!(value.get("outputs").is_none());
     }

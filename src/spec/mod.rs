@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub mod fingerprint;
@@ -40,13 +39,13 @@ pub const BUILT_IN_ATTRIBUTES: [&str; 5] = [
     "Fingerprint",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Ami(String),
     Parameter(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ebs {
     pub volume_size: Option<u32>,
     pub volume_type: Option<String>,
@@ -59,13 +58,13 @@ pub struct Ebs {
     pub delete_on_termination: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockDevice {
     pub device_name: String,
     pub ebs: Ebs,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Command {
         commands: Vec<String>,
@@ -79,19 +78,17 @@ pub enum Action {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub name: String,
     pub timeout_seconds: u32,
     pub action: Action,
     /// Names of the values this (command) step hands back by writing `NAME=value` lines to the
-    /// file named by `$ECS_AMI_OUTPUTS`. Left out of serialization when empty, so fingerprints of
-    /// steps without outputs are what they were before outputs existed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// file named by `$ECS_AMI_OUTPUTS`.
     pub outputs: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmiSpec {
     pub source: Source,
     pub iam_instance_profile: String,
@@ -103,7 +100,6 @@ pub struct AmiSpec {
     pub block_device_mappings: Vec<BlockDevice>,
     pub tags: BTreeMap<String, String>,
     /// Tags whose values a step reads on the builder: tag key -> output name.
-    #[serde(default)]
     pub output_tags: BTreeMap<String, String>,
     pub steps: Vec<Step>,
     /// The whole build's bound; past it the build is stopped, cleaned up and answered FAILED.
