@@ -26,11 +26,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::audit::Audit;
+use common::local::{InProcessScheduler, ResponseCatcher, invoke_until_answered};
 use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, report, stack_id};
 use ecs_ami::aws::Aws;
 use ecs_ami::cfn::HttpSink;
 use ecs_ami::handler::{Handled, Limits, handle};
-use ecs_ami::local::{InProcessScheduler, ResponseCatcher, invoke_until_answered};
 use serde_json::{Value, json};
 
 const SECTION: &str = "CloudFormation's lifecycle: cancellation, rollback, late deliveries";

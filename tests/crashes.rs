@@ -225,8 +225,9 @@ async fn concurrent_deliveries_make_one_build() {
 /// the event being refused and dropped while the stack waits out its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
+    use common::local::InProcessScheduler;
+    use common::offline::CollectingSink;
     use ecs_ami::handler::{CONTINUATION_KEY, Handled, Limits, handle};
-    use ecs_ami::local::{CollectingSink, InProcessScheduler};
     let local = LocalAws::start().await;
     let ec2 = local.ec2().await;
     let aws = local.aws().await;

@@ -1,6 +1,6 @@
 //! Fuzzing of everything that reads an event: the hand-over envelope, the CloudFormation request,
 //! the properties, and the response. Generated events go through the whole handler against an
-//! AWS that refuses every connection (`ecs_ami::local::handle_offline`); whatever the input, it
+//! AWS that refuses every connection (`common::offline::handle_offline`); whatever the input, it
 //! must not panic, and an event carrying a ResponseURL must get exactly one response of at most
 //! 4,096 bytes. The seed is fixed, so CI runs the same cases every time; `ECS_AMI_FUZZ_CASES`
 //! runs more (the cargo-fuzz target in fuzz/ explores without bounds).
@@ -188,7 +188,7 @@ fn runner(default_cases: u32) -> TestRunner {
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]))
 }
 
-/// The property (`ecs_ami::local::offline_answer_problem`): no panic; a ResponseURL means
+/// The property (`common::offline::offline_answer_problem`): no panic; a ResponseURL means
 /// exactly one response, within the size limit.
 fn check(event: Value) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -196,7 +196,7 @@ fn check(event: Value) -> Result<(), TestCaseError> {
         .start_paused(true)
         .build()
         .unwrap();
-    let problem = runtime.block_on(ecs_ami::local::offline_answer_problem(event.clone()));
+    let problem = runtime.block_on(common::offline::offline_answer_problem(event.clone()));
     prop_assert!(
         problem.is_none(),
         "{} for {event}",

@@ -20,10 +20,10 @@ use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::send_command::SendCommandOutput;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_mocks::{Rule, mock};
+use common::local::{InProcessScheduler, invoke_until_answered};
 use common::mocks::*;
 use ecs_ami::cfn::{Response, SinkError, Status};
 use ecs_ami::handler::{Handled, Limits, ResponseSink, handle};
-use ecs_ami::local::{InProcessScheduler, invoke_until_answered};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use common::report;
 
+use common::local::{InProcessScheduler, ResponseCatcher};
+use common::offline::offline_aws;
 use ecs_ami::cfn::HttpSink;
 use ecs_ami::handler::{self, HandleError, Handled, Limits};
-use ecs_ami::local::{InProcessScheduler, ResponseCatcher, offline_aws};
 use serde_json::{Value, json};
 
 async fn run(event: Value, sink: &HttpSink) -> Result<Handled, HandleError> {

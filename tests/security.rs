@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::types as ec2t;
 use aws_smithy_mocks::mock;
+use common::local::{ResponseCatcher, invoke_until_answered};
 use common::mocks::{World, launched, spec};
 use common::report;
 use common::{ECS_AL2023, LocalAws, PROFILE, event};
 use ecs_ami::cfn::{HttpSink, Status};
 use ecs_ami::engine::Timing;
 use ecs_ami::handler::Limits;
-use ecs_ami::local::{ResponseCatcher, invoke_until_answered};
 use serde_json::{Value, json};
 
 const SECTION: &str = "Secrets and the builder's exposure";

@@ -1,7 +1,10 @@
-//! A stand-in for CloudFormation's ResponseURL on 127.0.0.1, for the local command line and tests.
+//! The command line's way of being CloudFormation and Lambda at once: a stand-in for the
+//! ResponseURL on 127.0.0.1 ([`ResponseCatcher`]), and a loop that follows hand-overs in this
+//! process ([`invoke_until_answered`]). Not part of the library, so not in the Lambda; the tests
+//! include this same file (`tests/common/mod.rs`) to drive the handler as the command line does.
 //!
-//! It answers each PUT with 200 (or, when asked, refuses the first few with 503 to exercise the
-//! sender's retries) and hands over every body it received.
+//! The catcher answers each PUT with 200 (or, when asked, refuses the first few with 503 to
+//! exercise the sender's retries) and hands over every body it received.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -127,7 +130,7 @@ impl InProcessScheduler {
     }
 }
 
-impl crate::handler::Scheduler for InProcessScheduler {
+impl ecs_ami::handler::Scheduler for InProcessScheduler {
     fn hand_over(
         &self,
         payload: serde_json::Value,
@@ -148,11 +151,11 @@ impl crate::handler::Scheduler for InProcessScheduler {
 /// another invocation was already building the request (it answers, not this one).
 pub async fn invoke_until_answered(
     event: serde_json::Value,
-    aws: &crate::aws::Aws,
-    sink: &impl crate::handler::ResponseSink,
-    limits: impl Fn() -> crate::handler::Limits,
-) -> Result<Option<(crate::cfn::Response, u32)>, crate::handler::HandleError> {
-    use crate::handler::{Handled, handle};
+    aws: &ecs_ami::aws::Aws,
+    sink: &impl ecs_ami::handler::ResponseSink,
+    limits: impl Fn() -> ecs_ami::handler::Limits,
+) -> Result<Option<(ecs_ami::cfn::Response, u32)>, ecs_ami::handler::HandleError> {
+    use ecs_ami::handler::{Handled, handle};
     let scheduler = InProcessScheduler::default();
     let mut event = event;
     let mut handed_over = 0;
@@ -173,95 +176,5 @@ pub async fn invoke_until_answered(
                 event = serde_json::from_str(&payload).expect("payloads are JSON");
             }
         }
-    }
-}
-
-/// Keeps every response instead of sending it.
-#[derive(Default, Clone)]
-pub struct CollectingSink(Arc<std::sync::Mutex<Vec<crate::cfn::Response>>>);
-
-impl CollectingSink {
-    pub fn responses(&self) -> Vec<crate::cfn::Response> {
-        self.0.lock().expect("not poisoned").clone()
-    }
-}
-
-impl crate::handler::ResponseSink for CollectingSink {
-    fn send(
-        &self,
-        _url: &str,
-        response: &crate::cfn::Response,
-    ) -> impl std::future::Future<Output = Result<(), crate::cfn::SinkError>> + Send {
-        self.0.lock().expect("not poisoned").push(response.clone());
-        async { Ok(()) }
-    }
-}
-
-/// An AWS that refuses every connection at once, without retries: for running the handler
-/// where no AWS call should happen or succeed.
-pub async fn offline_aws() -> crate::aws::Aws {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url("http://127.0.0.1:1")
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "offline", "offline", None, None, "offline",
-        ))
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .load()
-        .await;
-    crate::aws::Aws::from_config(&config)
-}
-
-/// Runs the whole handler on `event` against an AWS that refuses every connection at once (no
-/// retries), collecting what would be sent to the ResponseURL. For the fuzz targets: whatever
-/// the event, this must not panic, and a CloudFormation request must get exactly one response.
-pub async fn handle_offline(
-    event: serde_json::Value,
-) -> (
-    Result<crate::handler::Handled, crate::handler::HandleError>,
-    Vec<crate::cfn::Response>,
-) {
-    let aws = offline_aws().await;
-    let sink = CollectingSink::default();
-    let scheduler = InProcessScheduler::default();
-    let handled = crate::handler::handle(
-        event,
-        &aws,
-        &sink,
-        &scheduler,
-        crate::handler::Limits::default(),
-    )
-    .await;
-    (handled, sink.responses())
-}
-
-/// What the fuzz targets require of any event run through [`handle_offline`]: no panic (the
-/// caller's harness sees that), every response at most 4,096 bytes, and an event with a
-/// ResponseURL answered exactly once, unless it is a hand-over envelope (refused when
-/// unreadable). `None` when that holds, otherwise what broke.
-pub async fn offline_answer_problem(event: serde_json::Value) -> Option<String> {
-    use crate::handler::{CONTINUATION_KEY, HandleError, Handled};
-    let has_url = event.get("ResponseURL").is_some_and(|u| u.is_string());
-    let envelope = event.get(CONTINUATION_KEY).is_some();
-    let (handled, responses) = handle_offline(event).await;
-    if let Some(size) = responses
-        .iter()
-        .map(|r| r.body().len())
-        .find(|size| *size > crate::cfn::MAX_BODY_BYTES)
-    {
-        return Some(format!("a response of {size} bytes"));
-    }
-    match handled {
-        Ok(Handled::Answered(_)) if responses.len() == 1 => None,
-        Ok(Handled::Answered(_)) => Some(format!("{} responses", responses.len())),
-        Ok(other) => Some(format!("{other:?} with AWS unreachable")),
-        Err(HandleError::NotCloudFormation(_)) if !responses.is_empty() => {
-            Some("a refused event was answered".into())
-        }
-        Err(HandleError::NotCloudFormation(_)) if has_url && !envelope => {
-            Some("a request with a ResponseURL was not answered".into())
-        }
-        Err(HandleError::NotCloudFormation(_)) => None,
-        Err(error) => Some(error.to_string()),
     }
 }
