@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::aws::Aws;
 use crate::cfn::{self, HttpSink, Operation, Outcome, Request, RequestError, Response, SinkError};
 use crate::engine::ledger::{self, Record};
-use crate::engine::{self, BuildState, Leftovers, Progress, Timing};
+use crate::engine::{self, BuildState, Failed, Failure, Leftovers, Progress, Timing};
 use crate::spec::AmiSpec;
 
 /// Where responses go: the presigned ResponseURL in production.
@@ -185,6 +185,7 @@ pub async fn handle(
             };
             let outcome = match progress {
                 Progress::Finished(outcome) => outcome,
+                Progress::Failed(failed) => failed_outcome(&request, &failed),
                 Progress::Yielded => return Ok(Handled::Yielded),
                 Progress::Cancelled(report) => {
                     tracing::info!(report = %report, "cancelled: nothing answered");
@@ -420,22 +421,30 @@ fn failure_physical_id(request: &Request) -> String {
 async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> Outcome {
     let spec = AmiSpec::parse(&request.properties).expect("a paused build had valid properties");
     // The hand-over failed near the end of the invocation: retries for at most 5 s.
-    let outcome = engine::RETRIES_UNTIL
+    let failed = engine::RETRIES_UNTIL
         .scope(
             tokio::time::Instant::now() + Duration::from_secs(5),
             engine::abandon(aws, &request.identity, spec, state, why),
         )
         .await;
-    match &request.operation {
-        Operation::Update { physical_id, .. } => {
-            match engine::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome)) {
-                Progress::Finished(outcome) => outcome,
-                Progress::Paused(_) | Progress::Yielded | Progress::Cancelled(_) => {
-                    unreachable!("a finished outcome stays finished")
-                }
-            }
+    failed_outcome(request, &failed)
+}
+
+/// The handler's edge, where a failure becomes CloudFormation's Reason. A failed Create answers
+/// with a physical id of its own ([`cfn::failed_create_physical_id`]); a failed Update keeps the
+/// resource's image (a different physical id would make CloudFormation take the failure for a
+/// replacement) and says so.
+pub fn failed_outcome(request: &Request, failed: &Failed) -> Outcome {
+    match (&request.operation, &failed.failure) {
+        // Its own sentence already says it is the Update's.
+        (Operation::Update { physical_id, .. }, Failure::Update(_)) => {
+            Outcome::failed(physical_id, failed.to_string())
         }
-        _ => outcome,
+        (Operation::Update { physical_id, .. }, _) => Outcome::failed(
+            physical_id,
+            format!("Update {failed}; the existing image {physical_id} is unchanged"),
+        ),
+        _ => Outcome::failed(failure_physical_id(request), failed.to_string()),
     }
 }
 
@@ -520,18 +529,12 @@ async fn cannot_continue(request: &Request, aws: &Aws, problem: &str) -> Progres
     );
     // The build is over: its lease goes too (it would otherwise stay in Parameter Store).
     let report = remove_build(aws, &request.identity, Duration::from_secs(60)).await;
-    let outcome = Outcome::failed(
-        failure_physical_id(request),
-        format!(
-            "the build could not be continued after a hand-over ({problem}; was the function updated during the build?). {report}"
-        ),
-    );
-    match &request.operation {
-        Operation::Update { physical_id, .. } => {
-            engine::keep_existing_image_on_failure(physical_id, Progress::Finished(outcome))
-        }
-        _ => Progress::Finished(outcome),
-    }
+    Progress::Failed(Box::new(Failed {
+        failure: Failure::NotContinued {
+            problem: problem.to_owned(),
+        },
+        cleanup: Some(report),
+    }))
 }
 
 /// Deletes every generation of the request's build lease, whoever holds it: the build is over.
@@ -643,7 +646,11 @@ async fn operate(
             ),
         ));
     }
-    let progress = operate_alone(request, spec, state, &aws, timing).await;
+    // The edge: a failure becomes its Reason here, so that the report above is added to it.
+    let progress = match operate_alone(request.clone(), spec, state, &aws, timing).await {
+        Progress::Failed(failed) => Progress::Finished(failed_outcome(&request, &failed)),
+        other => other,
+    };
     match progress {
         Progress::Finished(outcome) if !superseded.stopped.is_empty() => {
             let reason = format!(
@@ -755,11 +762,10 @@ async fn operate_alone(
                 .run(&aws, identity, &timing)
                 .await
         }
-        (Operation::Update { physical_id, .. }, Some(state)) => {
-            let progress = engine::Build::resume(spec, state)
+        (Operation::Update { .. }, Some(state)) => {
+            engine::Build::resume(spec, state)
                 .run(&aws, identity, &timing)
-                .await;
-            engine::keep_existing_image_on_failure(physical_id, progress)
+                .await
         }
         (Operation::Delete { .. }, _) => unreachable!("Delete returned above"),
     }

@@ -85,6 +85,11 @@ impl Scenario {
             };
             match engine::create(&aws, &identity, spec, &timing).await {
                 Progress::Finished(outcome) => outcome,
+                // As the handler answers a failed Create: the Reason the user reads.
+                Progress::Failed(failed) => Outcome::failed(
+                    ecs_ami::cfn::failed_create_physical_id(&identity),
+                    failed.to_string(),
+                ),
                 other => panic!("the build did not finish: {other:?}"),
             }
         })

@@ -18,13 +18,17 @@ use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_mocks::mock;
 use common::mocks::*;
-use ecs_ami::cfn::{Outcome, Status};
-use ecs_ami::engine::Timing;
+use ecs_ami::cfn::Status;
+use ecs_ami::engine::{BuildError, Failed, Failure, StepEnd, Timing};
 use ecs_ami::spec::AmiSpec;
 use serde_json::json;
 
-fn reason(outcome: &Outcome) -> &str {
-    outcome.reason.as_deref().unwrap_or_default()
+/// The phase error of a build that failed in a phase, and the cleanup's report.
+fn failed_in(failed: &Failed) -> (&'static str, &BuildError, &str) {
+    match &failed.failure {
+        Failure::In { stage, error } => (stage, error, failed.cleanup.as_deref().unwrap_or("")),
+        other => panic!("a failure in a phase was expected: {other:?}"),
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -35,7 +39,8 @@ async fn scripted_happy_path_answers_with_the_image() {
             spec(json!([{"Name": "a", "Commands": ["true"]}])),
             Timing::default(),
         )
-        .await;
+        .await
+        .expect("the build succeeds");
     assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     assert_eq!(outcome.physical_id, NEW_IMAGE);
     assert_eq!(outcome.data["SnapshotIds"], "snap-0123456789abcdef0");
@@ -57,19 +62,23 @@ async fn ssm_never_online_fails_after_the_timeout_and_terminates_the_builder() {
         online_timeout: Duration::from_secs(300),
         ..Timing::default()
     };
-    let outcome = world
+    let failed = world
         .create(spec(json!([{"Name": "a", "Commands": ["true"]}])), timing)
-        .await;
-    assert_eq!(outcome.status, Status::Failed);
-    let reason = reason(&outcome);
+        .await
+        .unwrap_err();
+    let (_, error, cleanup) = failed_in(&failed);
     assert!(
-        reason.contains("did not report builder i-0123456789abcdef0 Online within 300 s"),
-        "{reason}"
+        matches!(error, BuildError::NeverOnline { instance, waited, profile }
+            if instance == "i-0123456789abcdef0" && *waited == Duration::from_secs(300) && profile == "builder"),
+        "{error:?}"
     );
-    assert!(reason.contains("AmazonSSMManagedInstanceCore"), "{reason}");
     assert!(
-        reason.contains("terminated builder i-0123456789abcdef0"),
-        "{reason}"
+        error.to_string().contains("AmazonSSMManagedInstanceCore"),
+        "{error}"
+    );
+    assert!(
+        cleanup.contains("terminated builder i-0123456789abcdef0"),
+        "{cleanup}"
     );
     assert_eq!(world.send_command.num_calls(), 0);
     assert!(world.terminate.num_calls() >= 1);
@@ -98,18 +107,34 @@ async fn failing_step_names_step_exit_code_and_output() {
             .build()
     });
     let steps = json!([{"Name": "install", "Commands": ["dnf install -y ecs-init"]}, {"Name": "later", "Commands": ["true"]}]);
-    let outcome = world.create(spec(steps), Timing::default()).await;
-    assert_eq!(outcome.status, Status::Failed);
-    let reason = reason(&outcome);
+    let failed = world
+        .create(spec(steps), Timing::default())
+        .await
+        .unwrap_err();
+    let (stage, error, _) = failed_in(&failed);
+    assert_eq!(stage, "running a step");
+    let BuildError::StepFailed {
+        step,
+        end,
+        stderr,
+        stdout,
+    } = error
+    else {
+        panic!("a failed step was expected: {error:?}");
+    };
+    assert_eq!((step.name.as_str(), step.index, step.of), ("install", 0, 2));
+    assert_eq!(*end, StepEnd::Exited { code: 2 });
     assert!(
-        reason.contains("step \"install\" (1 of 2) exited 2"),
+        stderr.contains("E: Unable to locate package ecs-init"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("step 2 of 2"), "{stdout}");
+    // And the Reason quotes both tails.
+    let reason = failed.to_string();
+    assert!(
+        reason.contains("step \"install\" (1 of 2) exited 2; stderr: \"warning: retrying\\nE: Unable to locate package ecs-init\""),
         "{reason}"
     );
-    assert!(
-        reason.contains("E: Unable to locate package ecs-init"),
-        "{reason}"
-    );
-    assert!(reason.contains("step 2 of 2"), "{reason}");
     assert_eq!(
         world.send_command.num_calls(),
         1,
@@ -138,12 +163,12 @@ async fn step_timeout_is_reported_as_such() {
             spec(json!([{"Name": "slow", "Commands": ["sleep 999"], "TimeoutSeconds": 60}])),
             Timing::default(),
         )
-        .await;
-    assert_eq!(outcome.status, Status::Failed);
+        .await
+        .unwrap_err();
+    let (_, error, _) = failed_in(&outcome);
     assert!(
-        reason(&outcome).contains("step \"slow\" (1 of 1) timed out after its 60 s TimeoutSeconds"),
-        "{}",
-        reason(&outcome)
+        matches!(error, BuildError::StepFailed { step, end: StepEnd::TimedOut { timeout_seconds: 60 }, .. } if step.name == "slow"),
+        "{error:?}"
     );
 }
 
@@ -176,26 +201,26 @@ async fn image_ending_failed_is_removed_with_its_snapshot() {
                 found.build()
             }
         });
-    let outcome = world.create(spec(json!([])), Timing::default()).await;
-    assert_eq!(outcome.status, Status::Failed);
-    let reason = reason(&outcome);
-    assert!(
-        reason.contains(
-            "image ami-0fedcba9876543210 ended failed: Client.InternalError: snapshot failed"
-        ),
-        "{reason}"
+    let failed = world
+        .create(spec(json!([])), Timing::default())
+        .await
+        .unwrap_err();
+    let (_, error, cleanup) = failed_in(&failed);
+    assert_eq!(
+        *error,
+        BuildError::ImageFailed {
+            image: NEW_IMAGE.into(),
+            state: "failed".into(),
+            reason: Some("Client.InternalError: snapshot failed".into()),
+        }
     );
     assert!(
-        reason.contains("deregistered half-made image ami-0fedcba9876543210"),
-        "{reason}"
+        cleanup.contains("deregistered half-made image ami-0fedcba9876543210"),
+        "{cleanup}"
     );
     assert!(
-        reason.contains("deleted snapshot snap-0123456789abcdef0"),
-        "{reason}"
-    );
-    assert!(
-        !outcome.physical_id.starts_with("ami-"),
-        "a failed Create never answers with an image id"
+        cleanup.contains("deleted snapshot snap-0123456789abcdef0"),
+        "{cleanup}"
     );
     assert_eq!(world.deregister.num_calls(), 1);
     assert_eq!(world.delete_snapshot.num_calls(), 1);
@@ -224,7 +249,8 @@ async fn throttling_and_server_errors_are_retried() {
             spec(json!([{"Name": "a", "Commands": ["true"]}])),
             Timing::default(),
         )
-        .await;
+        .await
+        .expect("the build succeeds");
     assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     assert_eq!(
         world.run_instances.num_calls(),
@@ -246,17 +272,17 @@ async fn persistent_throttling_fails_with_the_call_named_and_nothing_left() {
     });
     world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
         .then_output(|| DescribeInstancesOutput::builder().build());
-    let outcome = world.create(spec(json!([])), Timing::default()).await;
-    assert_eq!(outcome.status, Status::Failed);
-    let reason = reason(&outcome);
+    let failed = world
+        .create(spec(json!([])), Timing::default())
+        .await
+        .unwrap_err();
+    let (stage, error, cleanup) = failed_in(&failed);
+    assert_eq!(stage, "launching the builder");
     assert!(
-        reason.contains("ec2:RunInstances failed: RequestLimitExceeded"),
-        "{reason}"
+        matches!(error, BuildError::Aws(e) if e.operation == "ec2:RunInstances" && e.code.as_deref() == Some("RequestLimitExceeded")),
+        "{error:?}"
     );
-    assert!(
-        reason.contains("Cleanup: nothing had been created"),
-        "{reason}"
-    );
+    assert_eq!(cleanup, "Cleanup: nothing had been created");
     assert_eq!(
         world.run_instances.num_calls(),
         8,
@@ -267,12 +293,15 @@ async fn persistent_throttling_fails_with_the_call_named_and_nothing_left() {
 #[tokio::test(start_paused = true)]
 async fn builder_terminated_by_someone_else_fails_the_build() {
     let world = World::never_online(ec2t::InstanceStateName::Terminated);
-    let outcome = world.create(spec(json!([])), Timing::default()).await;
-    assert_eq!(outcome.status, Status::Failed);
+    let failed = world
+        .create(spec(json!([])), Timing::default())
+        .await
+        .unwrap_err();
+    let (_, error, _) = failed_in(&failed);
     assert!(
-        reason(&outcome).contains("builder i-0123456789abcdef0 is terminated instead of running"),
-        "{}",
-        reason(&outcome)
+        matches!(error, BuildError::BuilderNotRunning { instance, state: Some(state), step: None, .. }
+            if instance == "i-0123456789abcdef0" && state == "terminated"),
+        "{error:?}"
     );
 }
 
@@ -291,15 +320,14 @@ async fn timeout_minutes_stops_the_build_and_cleans_up() {
         "Steps": [{"Name": "long", "Commands": ["sleep 900"], "TimeoutSeconds": 900}]
     }))
     .unwrap();
-    let outcome = world.create(spec, Timing::default()).await;
-    assert_eq!(outcome.status, Status::Failed);
-    let reason = reason(&outcome);
+    let failed = world.create(spec, Timing::default()).await.unwrap_err();
     assert!(
-        reason.contains(
-            "the build exceeded its TimeoutMinutes (2) while running a step (that stage had run 1"
-        ),
-        "{reason}"
+        matches!(failed.failure, Failure::TimedOut { minutes: 2, stage: "running a step", stage_ran }
+            if stage_ran >= Duration::from_secs(100)),
+        "{:?}",
+        failed.failure
     );
+    let reason = failed.cleanup.clone().unwrap_or_default();
     let elapsed = started.elapsed();
     assert!(
         elapsed >= Duration::from_secs(120) && elapsed <= Duration::from_secs(131),
@@ -353,15 +381,20 @@ async fn a_duplicate_name_of_this_requests_own_image_is_followed() {
                     answer.build()
                 }
             });
-        let outcome = world.create(spec(json!([])), Timing::default()).await;
-        assert_eq!(outcome.status, expected, "{outcome:?}");
-        if expected == Status::Success {
-            assert_eq!(outcome.physical_id, NEW_IMAGE);
-        } else {
-            assert!(
-                reason(&outcome).contains("InvalidAMIName.Duplicate"),
-                "{outcome:?}"
-            );
+        match (
+            world.create(spec(json!([])), Timing::default()).await,
+            expected,
+        ) {
+            (Ok(outcome), Status::Success) => assert_eq!(outcome.physical_id, NEW_IMAGE),
+            (Err(failed), Status::Failed) => {
+                let (stage, error, _) = failed_in(&failed);
+                assert_eq!(stage, "creating the image");
+                assert!(
+                    matches!(error, BuildError::Aws(e) if e.code.as_deref() == Some("InvalidAMIName.Duplicate")),
+                    "{error:?}"
+                );
+            }
+            (other, _) => panic!("expected {expected:?}: {other:?}"),
         }
     }
 }

@@ -154,7 +154,8 @@ async fn the_builder_requires_imdsv2_and_has_no_key_pair_or_extra_group() {
             spec(json!([{"Name": "a", "Commands": ["true"]}])),
             Timing::default(),
         )
-        .await;
+        .await
+        .expect("the build succeeds");
     assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     let requests = seen.lock().unwrap();
     let launch = requests.last().unwrap();

@@ -33,7 +33,7 @@ use aws_smithy_mocks::MockResponse;
 use aws_smithy_mocks::{Rule, RuleMode, create_mock_http_client, mock};
 use ecs_ami::aws::{Aws, retry_config};
 use ecs_ami::cfn::{Identity, Outcome};
-use ecs_ami::engine::{self, Progress, Timing};
+use ecs_ami::engine::{self, Failed, Progress, Timing};
 use ecs_ami::spec::AmiSpec;
 use serde_json::json;
 
@@ -397,9 +397,12 @@ impl World {
         Aws::from_clients(ec2, ssm)
     }
 
-    pub async fn create(&self, spec: AmiSpec, timing: Timing) -> Outcome {
+    /// The image's answer, or the failure as the engine reports it (before the handler makes it
+    /// a Reason).
+    pub async fn create(&self, spec: AmiSpec, timing: Timing) -> Result<Outcome, Failed> {
         match engine::create(&self.aws(), &identity(), spec, &timing).await {
-            Progress::Finished(outcome) => outcome,
+            Progress::Finished(outcome) => Ok(outcome),
+            Progress::Failed(failed) => Err(*failed),
             Progress::Paused(state) => panic!("no hand-over expected: {state:?}"),
             Progress::Yielded => panic!("no other invocation holds the lease"),
             Progress::Cancelled(report) => panic!("no other request cancels this one: {report}"),

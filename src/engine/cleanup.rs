@@ -1,0 +1,256 @@
+//! The cleanup every failed, cancelled or abandoned build ends with: terminate the builder,
+//! deregister half-made images, delete their snapshots and detached volumes, found both from what
+//! the build knows and from its request's tags; and the bounded retries of the calls that AWS's
+//! eventual consistency makes fail for a while (NotFound after launch, InUse after deregister).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::aws::{Aws, AwsError, Image};
+use crate::cfn::Identity;
+use crate::engine::clock;
+use crate::engine::tags::{TAG_REQUEST, identity_tags};
+
+/// Whether an instance launched at `launched_at_ms` (on the [`clock`]) is younger than `window`.
+pub(crate) fn launched_within(launched_at_ms: Option<u64>, window: Duration) -> bool {
+    launched_at_ms
+        .is_some_and(|at| u128::from(clock::now_ms().saturating_sub(at)) < window.as_millis())
+}
+
+/// How [`terminate_builder`] says that EC2 answered NotFound.
+pub(crate) const NOT_KNOWN: &str = "EC2 answered NotFound";
+
+/// Terminates the builder. EC2 answers `InvalidInstanceID.NotFound` for an instance it does not
+/// know yet (eventual consistency), so NotFound is never taken for "terminated": the call is
+/// repeated until EC2 accepts it or `grace` runs out, and then the builder is reported as not
+/// confirmed terminated. (A terminated instance stays visible for about an hour, and terminating
+/// it again succeeds.)
+pub(crate) async fn terminate_builder(
+    aws: &Aws,
+    instance_id: &str,
+    grace: Duration,
+) -> Result<(), String> {
+    let (sent, waited) = retry_transient(
+        grace,
+        "EC2 does not know the builder yet: terminating again",
+        AwsError::is_not_found,
+        || aws.terminate_instance(instance_id),
+    )
+    .await;
+    match sent {
+        Ok(()) => Ok(()),
+        // EC2 keeps a terminated instance visible for about an hour: a builder this request
+        // made is never "long gone" by the time it is cleaned up.
+        Err(error) if error.is_not_found() => Err(format!(
+            "builder {instance_id} ({NOT_KNOWN} for {} s: already gone, or not listed yet; not confirmed terminated)",
+            waited.as_secs()
+        )),
+        Err(error) => Err(format!("builder {instance_id} ({error})")),
+    }
+}
+
+/// Repeats `call` while its error is `transient` (one that passes with time on AWS), pausing
+/// 0.5 s, then twice as long each time up to 8 s, for at most `grace`, cut to what is left of
+/// the invocation ([`RETRIES_UNTIL`]). Returns the last answer and how long it waited.
+async fn retry_transient<F, Fut>(
+    grace: Duration,
+    retrying: &str,
+    transient: impl Fn(&AwsError) -> bool,
+    mut call: F,
+) -> (Result<(), AwsError>, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AwsError>>,
+{
+    let grace = within_invocation(grace);
+    let mut waited = Duration::ZERO;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match call().await {
+            Err(error) if transient(&error) && waited < grace => {
+                tracing::info!(problem = %error, "{retrying}");
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            other => return (other, waited),
+        }
+    }
+}
+
+/// How long `InvalidSnapshot.InUse` is retried after DeregisterImage, for all of an image's
+/// snapshots together.
+pub(crate) const SNAPSHOT_RELEASE_GRACE: Duration = Duration::from_secs(90);
+
+tokio::task_local! {
+    /// When the retries of cleanup must have stopped, so that CloudFormation is still answered
+    /// within the invocation: set by the handler for each operation.
+    pub static RETRIES_UNTIL: tokio::time::Instant;
+}
+
+/// `grace`, cut to what is left before [`RETRIES_UNTIL`] (none set: `grace`).
+pub(crate) fn within_invocation(grace: Duration) -> Duration {
+    RETRIES_UNTIL
+        .try_with(|until| until.saturating_duration_since(tokio::time::Instant::now()))
+        .map_or(grace, |left| grace.min(left))
+}
+
+/// Deletes a snapshot of an image just deregistered. For a while after DeregisterImage, EC2 may
+/// still answer `InvalidSnapshot.InUse` for its snapshots: that answer is retried until `grace`
+/// runs out, then reported with the last error.
+pub(crate) async fn delete_released_snapshot(
+    aws: &Aws,
+    snapshot_id: &str,
+    until: tokio::time::Instant,
+) -> Result<(), AwsError> {
+    retry_transient(
+        until.saturating_duration_since(tokio::time::Instant::now()),
+        "snapshot still in use by its deregistered image: retrying",
+        |error| error.code.as_deref() == Some("InvalidSnapshot.InUse"),
+        || aws.delete_snapshot(snapshot_id),
+    )
+    .await
+    .0
+}
+
+/// What a failed build is known to have created. Cleanup also searches by the request's tags, so
+/// it finds what a crash made it forget.
+#[derive(Debug, Default, Clone)]
+pub struct Leftovers {
+    pub instance_id: Option<String>,
+    /// When `instance_id` was launched, on the [`clock`].
+    pub launched_at_ms: Option<u64>,
+    pub image_id: Option<String>,
+    pub command_id: Option<String>,
+}
+
+pub(crate) const NOTHING_CREATED: &str = "Cleanup: nothing had been created";
+
+/// Removes everything the request created and returns a sentence saying what was removed and what,
+/// if anything, could not be.
+pub async fn clean_up(
+    aws: &Aws,
+    identity: &Identity,
+    known: &Leftovers,
+    not_found_grace: Duration,
+) -> String {
+    clean_up_all(aws, identity, known, not_found_grace, None)
+        .await
+        .0
+}
+
+/// [`clean_up`], sparing the image `keep` (the resource's current one) and its snapshots, and
+/// whether everything else could be removed.
+pub(crate) async fn clean_up_all(
+    aws: &Aws,
+    identity: &Identity,
+    known: &Leftovers,
+    not_found_grace: Duration,
+    keep: Option<&str>,
+) -> (String, bool) {
+    let tags = identity_tags(identity);
+    let mut done = Vec::new();
+    let mut left = Vec::new();
+
+    // Each builder, with when it was launched where known.
+    let mut instances: BTreeMap<String, Option<u64>> = known
+        .instance_id
+        .iter()
+        .map(|id| (id.clone(), known.launched_at_ms))
+        .collect();
+    match aws.instances_tagged(&tags).await {
+        Ok(found) => {
+            for instance in found.into_iter().filter(|i| i.state != "terminated") {
+                let launched = instance.launched_ms;
+                let entry = instances.entry(instance.id).or_insert(launched);
+                *entry = entry.or(launched);
+            }
+        }
+        Err(error) => left.push(format!("builder instances could not be listed ({error})")),
+    }
+    if let (Some(command), Some(instance)) = (&known.command_id, &known.instance_id) {
+        aws.cancel_step(command, instance).await.ok();
+    }
+    for (instance, launched_at_ms) in &instances {
+        // Only a builder launched moments ago may be unknown to EC2 yet: NotFound is retried
+        // for it, and for no other.
+        let grace = if launched_within(*launched_at_ms, not_found_grace) {
+            not_found_grace
+        } else {
+            Duration::ZERO
+        };
+        match terminate_builder(aws, instance, grace).await {
+            Ok(()) => done.push(format!("terminated builder {instance}")),
+            Err(error) => left.push(error),
+        }
+    }
+
+    let mut images: Vec<Image> = Vec::new();
+    match aws.images_tagged(&tags).await {
+        Ok(found) => images.extend(found),
+        Err(error) => left.push(format!("images could not be listed ({error})")),
+    }
+    if let Some(id) = &known.image_id
+        && !images.iter().any(|i| &i.id == id)
+    {
+        match aws.describe_image(id).await {
+            Ok(Some(image)) => images.push(image),
+            Ok(None) => {}
+            Err(error) => left.push(format!("image {id} ({error})")),
+        }
+    }
+    let mut snapshots = Vec::new();
+    let kept: Vec<String> = images
+        .iter()
+        .filter(|i| Some(i.id.as_str()) == keep)
+        .flat_map(|i| i.snapshot_ids.iter().cloned())
+        .collect();
+    images.retain(|i| Some(i.id.as_str()) != keep);
+    for image in &images {
+        match aws.deregister_image(&image.id).await {
+            Ok(()) => {
+                done.push(format!("deregistered half-made image {}", image.id));
+                snapshots.extend(image.snapshot_ids.iter().cloned());
+            }
+            Err(error) => left.push(format!("image {} ({error})", image.id)),
+        }
+    }
+    if let Ok(found) = aws.snapshots_tagged(&tags).await {
+        snapshots.extend(found);
+    }
+    snapshots.sort();
+    snapshots.dedup();
+    snapshots.retain(|snapshot| !kept.contains(snapshot));
+    let until = tokio::time::Instant::now() + SNAPSHOT_RELEASE_GRACE;
+    for snapshot in &snapshots {
+        match delete_released_snapshot(aws, snapshot, until).await {
+            Ok(()) => done.push(format!("deleted snapshot {snapshot}")),
+            Err(error) => left.push(format!("snapshot {snapshot} ({error})")),
+        }
+    }
+    match aws.detached_volumes_tagged(&tags).await {
+        Ok(volumes) => {
+            for volume in volumes {
+                match aws.delete_volume(&volume).await {
+                    Ok(()) => done.push(format!("deleted volume {volume}")),
+                    Err(error) => left.push(format!("volume {volume} ({error})")),
+                }
+            }
+        }
+        Err(error) => left.push(format!("volumes could not be listed ({error})")),
+    }
+
+    let mut report = if done.is_empty() {
+        NOTHING_CREATED.to_owned()
+    } else {
+        format!("Cleanup: {}", done.join(", "))
+    };
+    if !left.is_empty() {
+        report.push_str(&format!(
+            ". NOT cleaned up, remove by hand (tagged {TAG_REQUEST}={}): {}",
+            identity.request_id,
+            left.join(", ")
+        ));
+    }
+    (report, left.is_empty())
+}

@@ -1,0 +1,590 @@
+//! Create (and a rebuilding Update) as a resumable state machine. [`Build::run`] is the loop: it
+//! holds the build lease, keeps to `TimeoutMinutes`, hands over before the invocation ends, reads
+//! the request's record (a newer request may have cancelled it), and runs one phase at a time.
+//! Each phase is one function in [`phases`], does one thing against AWS and says what comes next,
+//! so the whole build is a value that can be saved between phases. A re-delivered request picks
+//! up what an earlier delivery made ([`resume`]); the source is resolved and checked in
+//! [`source`].
+
+mod phases;
+mod resume;
+mod source;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{Aws, AwsError};
+use crate::cfn::{Identity, Outcome};
+use crate::engine::cleanup::{Leftovers, clean_up, launched_within};
+use crate::engine::failure::{Failed, Failure};
+use crate::engine::tags::{default_image_name, unique_image_name};
+use crate::engine::{Timing, clock, lease, ledger, time};
+use crate::spec::AmiSpec;
+
+pub use source::default_instance_type;
+pub(crate) use source::resolve;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Resolve,
+    Launch,
+    AwaitOnline {
+        waited: Duration,
+        /// When (in `waited` terms) EC2 was last asked whether the builder is still running.
+        state_checked: Option<Duration>,
+    },
+    StartStep {
+        index: usize,
+    },
+    AwaitStep {
+        index: usize,
+        command_id: String,
+        waited: Duration,
+        /// When (in `waited` terms) EC2 was last asked whether the builder is still running.
+        #[serde(default)]
+        state_checked: Option<Duration>,
+    },
+    Stop,
+    AwaitStopped {
+        waited: Duration,
+    },
+    CreateImage,
+    AwaitImage {
+        waited: Duration,
+    },
+    TagSnapshots,
+    Finish,
+    Done,
+}
+
+impl Phase {
+    /// What the build does in this phase, as a Reason says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolving the source AMI",
+            Phase::Launch => "launching the builder",
+            Phase::AwaitOnline { .. } => "waiting for SSM to report the builder Online",
+            Phase::StartStep { .. } | Phase::AwaitStep { .. } => "running a step",
+            Phase::Stop | Phase::AwaitStopped { .. } => "stopping the builder",
+            Phase::CreateImage | Phase::AwaitImage { .. } => "creating the image",
+            Phase::TagSnapshots => "tagging the snapshots",
+            Phase::Finish | Phase::Done => "cleaning up the builder",
+        }
+    }
+}
+
+/// A resolved source: the AMI id a parameter pointed at and what it implies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolved {
+    pub source_image: String,
+    pub architecture: String,
+    pub instance_type: String,
+    pub fingerprint: String,
+}
+
+/// What a build has done so far: everything needed to carry on in another invocation, given the
+/// request it belongs to (the spec is re-read from the request, so the hand-over payload does not
+/// carry the steps twice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildState {
+    pub phase: Phase,
+    pub image_name: String,
+    pub resolved: Option<Resolved>,
+    pub instance_id: Option<String>,
+    pub image_id: Option<String>,
+    pub snapshot_ids: Vec<String>,
+    /// On the [`clock`], for `TimeoutMinutes` and for saying how long a stage ran.
+    pub started_at_ms: u64,
+    pub phase_started_at_ms: u64,
+    pub hand_overs: u32,
+    /// The lease this build's invocations hold (see [`lease`]); carried across hand-overs.
+    pub lease: Option<lease::Lease>,
+    /// What the steps that finished handed back (their `Outputs`).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    /// When the builder was launched, on the [`clock`]: EC2 may not know it yet for a while.
+    #[serde(default)]
+    pub launched_at_ms: Option<u64>,
+}
+
+/// One Create (or rebuilding Update): the validated spec and the state of its build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    pub spec: AmiSpec,
+    pub state: BuildState,
+}
+
+/// Where a build stands when an invocation stops running it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// An answer to send: SUCCESS, or a FAILED decided before any build (an Update that could
+    /// not read what it needs).
+    Finished(Outcome),
+    /// Still building: hand the state to a fresh invocation.
+    Paused(Box<BuildState>),
+    /// The build failed and was cleaned up: the caller answers FAILED with what this says.
+    Failed(Box<Failed>),
+    /// Another invocation is working on this request and will answer: say nothing.
+    Yielded,
+    /// A newer request of the resource cancelled this one (CloudFormation gave up on it): what
+    /// the build had made is removed (the report says what), and nothing is answered.
+    Cancelled(String),
+}
+
+enum Next {
+    Now(Phase),
+    After(Duration, Phase),
+}
+
+impl Build {
+    pub fn new(spec: AmiSpec, identity: &Identity) -> Build {
+        let image_name = match &spec.ami_name {
+            Some(prefix) => unique_image_name(prefix, identity, time::utc_stamp()),
+            None => default_image_name(identity, time::utc_stamp()),
+        };
+        let now = clock::now_ms();
+        Build {
+            spec,
+            state: BuildState {
+                phase: Phase::Resolve,
+                image_name,
+                resolved: None,
+                instance_id: None,
+                image_id: None,
+                snapshot_ids: Vec::new(),
+                started_at_ms: now,
+                phase_started_at_ms: now,
+                hand_overs: 0,
+                lease: None,
+                outputs: BTreeMap::new(),
+                launched_at_ms: None,
+            },
+        }
+    }
+
+    /// Starts past Resolve with a source the caller already resolved (an Update does, to compare
+    /// fingerprints), instead of asking AWS again.
+    pub(crate) fn already_resolved(mut self, resolved: Resolved) -> Build {
+        self.state.resolved = Some(resolved);
+        self.state.phase = Phase::Launch;
+        self
+    }
+
+    /// Carries on a build that an earlier invocation handed over.
+    pub fn resume(spec: AmiSpec, state: BuildState) -> Build {
+        Build { spec, state }
+    }
+
+    /// Runs phases until the build is done, fails, or this invocation should hand it over. On
+    /// failure it cleans up and says what was left, so the caller only has to answer.
+    pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Progress {
+        let mut phases_this_invocation = 0u32;
+        // Read again once the lease is held: another delivery may have answered, or a newer
+        // request cancelled it, between the handler's read and the lease.
+        let mut record_checked: Option<tokio::time::Instant> = None;
+        match self.hold_lease(aws, identity, timing).await {
+            Ok(true) => {}
+            Ok(false) => return Progress::Yielded,
+            Err(error) => {
+                return self
+                    .fail_and_clean(aws, identity, Failure::LeaseNotTaken(error), true, timing)
+                    .await;
+            }
+        }
+        loop {
+            if self.state.phase == Phase::Done {
+                // The lease stays until the answer is recorded (the handler then deletes it), so
+                // that a request cancelling this one always finds it in flight or answered.
+                return Progress::Finished(self.success_outcome());
+            }
+            let lease_left = self
+                .state
+                .lease
+                .as_ref()
+                .map_or(0, |l| l.expires_ms.saturating_sub(clock::now_ms()));
+            if lease_left < timing.lease_ttl.as_millis() as u64 / 2 {
+                match self.renew_lease(aws, identity, timing).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!("another invocation took over this build: stopping here");
+                        return Progress::Yielded;
+                    }
+                    Err(error) => {
+                        let failure = Failure::LeaseNotRenewed(error);
+                        return self
+                            .fail_and_clean(aws, identity, failure, true, timing)
+                            .await;
+                    }
+                }
+            }
+            let now = clock::now_ms();
+            // Read each time: adopting an earlier delivery's builder moves the start back.
+            let build_deadline_ms =
+                self.state.started_at_ms + u64::from(self.spec.timeout_minutes) * 60_000;
+            if now >= build_deadline_ms {
+                let failure = Failure::TimedOut {
+                    minutes: self.spec.timeout_minutes,
+                    stage: self.state.phase.name(),
+                    stage_ran: Duration::from_millis(
+                        now.saturating_sub(self.state.phase_started_at_ms),
+                    ),
+                };
+                return self
+                    .fail_and_clean(aws, identity, failure, true, timing)
+                    .await;
+            }
+            let out_of_time = timing
+                .hand_over_at
+                .is_some_and(|at| tokio::time::Instant::now() >= at);
+            if out_of_time || (timing.hand_over_every_state && phases_this_invocation > 0) {
+                self.state.hand_overs += 1;
+                tracing::info!(phase = ?self.state.phase, hand_overs = self.state.hand_overs, "handing the build over to a fresh invocation");
+                return Progress::Paused(Box::new(self.state));
+            }
+            let creates_something = matches!(
+                self.state.phase,
+                Phase::Launch | Phase::StartStep { .. } | Phase::CreateImage
+            );
+            if creates_something
+                || record_checked.is_none_or(|at| at.elapsed() >= timing.record_check_every)
+            {
+                record_checked = Some(tokio::time::Instant::now());
+                // The launch of a Create: its cancelling Delete may have run before it took the
+                // lease (and so not found it in flight).
+                if self.state.phase == Phase::Launch
+                    && let Some(issued_at) = &timing.create_issued_at
+                    && let Ok(Some(by)) =
+                        ledger::cancel_if_create_cancelled(aws, identity, issued_at).await
+                {
+                    return self.stop_cancelled(aws, identity, &by, timing).await;
+                }
+                match ledger::read(aws, identity).await {
+                    Ok(None) => {}
+                    Ok(Some(ledger::Record::Cancelled { by, .. })) => {
+                        return self.stop_cancelled(aws, identity, &by, timing).await;
+                    }
+                    Ok(Some(ledger::Record::Answered { .. })) => {
+                        tracing::warn!(
+                            "another delivery of this request has answered it: stopping here"
+                        );
+                        self.release_lease(aws, &lease::path(identity)).await;
+                        return Progress::Yielded;
+                    }
+                    Err(error) => {
+                        tracing::warn!(problem = %error, "could not read the request's record; carrying on");
+                    }
+                }
+            }
+            let before = std::mem::discriminant(&self.state.phase);
+            let step = self.advance(aws, identity, timing).await;
+            let (next, pause) = match step {
+                Ok(Next::Now(phase)) => (phase, None),
+                Ok(Next::After(pause, phase)) => (phase, Some(pause)),
+                Err(error) => {
+                    let cancel_command = !error.command_ended();
+                    let failure = Failure::In {
+                        stage: self.state.phase.name(),
+                        error,
+                    };
+                    return self
+                        .fail_and_clean(aws, identity, failure, cancel_command, timing)
+                        .await;
+                }
+            };
+            let changed = std::mem::discriminant(&next) != before
+                || matches!((&self.state.phase, &next), (Phase::StartStep { index: a }, Phase::StartStep { index: b }) if a != b);
+            self.state.phase = next;
+            if changed {
+                self.state.phase_started_at_ms = clock::now_ms();
+                phases_this_invocation += 1;
+            }
+            if let Some(pause) = pause {
+                // Never sleep past the moment this invocation must hand over, nor so long that
+                // the lease runs out unrenewed.
+                let pause = pause.min(timing.lease_ttl / 4);
+                let pause = match timing.hand_over_at {
+                    Some(at) => {
+                        pause.min(at.saturating_duration_since(tokio::time::Instant::now()))
+                    }
+                    None => pause,
+                };
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    /// The token this build's invocations hold the lease with: kept across hand-overs, new for a
+    /// fresh delivery.
+    fn lease_token(&self) -> String {
+        self.state
+            .lease
+            .as_ref()
+            .map_or_else(lease::new_token, |l| l.token.clone())
+    }
+
+    /// Takes the build lease for this invocation, waiting for the lease of an invocation that
+    /// died to run out. False: a live invocation holds it, and this one should leave the build
+    /// to it.
+    async fn hold_lease(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<bool, AwsError> {
+        let token = self.lease_token();
+        // Carried in a hand-over payload: succeeded rather than shared.
+        let handed = self.state.lease.clone();
+        let mut seen_until = None;
+        loop {
+            let claim = match &handed {
+                Some(handed) => lease::succeed(aws, identity, handed, timing.lease_ttl).await?,
+                None => lease::claim(aws, identity, &token, timing.lease_ttl).await?,
+            };
+            match claim {
+                lease::Claim::Held(held) => {
+                    self.state.lease = Some(held);
+                    return Ok(true);
+                }
+                lease::Claim::Lost => {
+                    tracing::info!("another delivery took this build, or it is over: leaving it");
+                    return Ok(false);
+                }
+                lease::Claim::Busy { until_ms } => {
+                    // A holder that renewed while this one waited is alive.
+                    if seen_until.is_some_and(|seen| until_ms > seen) {
+                        tracing::info!(
+                            "another invocation is building this request: leaving it the build"
+                        );
+                        return Ok(false);
+                    }
+                    seen_until = Some(until_ms);
+                    let wait = Duration::from_millis(
+                        until_ms.saturating_sub(clock::now_ms()) + 500 + fastrand::u64(..500),
+                    );
+                    if timing
+                        .hand_over_at
+                        .is_some_and(|at| tokio::time::Instant::now() + wait >= at)
+                    {
+                        return Ok(false);
+                    }
+                    tracing::info!(
+                        wait_s = wait.as_secs(),
+                        "another invocation holds this build's lease: waiting to see whether it is alive"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// False: the lease was taken over (this invocation was presumed dead).
+    async fn renew_lease(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<bool, AwsError> {
+        if let Some(held) = &self.state.lease
+            && let Some(extended) = lease::extend(aws, identity, held, timing.lease_ttl).await?
+        {
+            self.state.lease = Some(extended);
+            return Ok(true);
+        }
+        let token = self.lease_token();
+        match lease::claim(aws, identity, &token, timing.lease_ttl).await? {
+            lease::Claim::Held(held) => {
+                self.state.lease = Some(held);
+                Ok(true)
+            }
+            lease::Claim::Busy { .. } | lease::Claim::Lost => Ok(false),
+        }
+    }
+
+    async fn release_lease(&self, aws: &Aws, path: &str) {
+        let Some(held) = &self.state.lease else {
+            return;
+        };
+        if let Err(error) = lease::release(aws, path, held).await {
+            tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
+        }
+    }
+
+    /// Ends a failed build: cleanup, then the failure and what cleanup did.
+    async fn fail_and_clean(
+        &self,
+        aws: &Aws,
+        identity: &Identity,
+        failure: Failure,
+        cancel_command: bool,
+        timing: &Timing,
+    ) -> Progress {
+        tracing::error!(problem = %failure, "build failed; cleaning up");
+        let cleanup = self
+            .clean_up_and_release(aws, identity, cancel_command, timing.not_found_grace)
+            .await;
+        Progress::Failed(Box::new(Failed {
+            failure,
+            cleanup: Some(cleanup),
+        }))
+    }
+
+    /// Ends the build: removes what it made ([`clean_up`], from what it knows and from its
+    /// request's tags), then deletes its lease. Returns the cleanup's report.
+    async fn clean_up_and_release(
+        &self,
+        aws: &Aws,
+        identity: &Identity,
+        cancel_command: bool,
+        not_found_grace: Duration,
+    ) -> String {
+        let known = self.leftovers(cancel_command);
+        let report = clean_up(aws, identity, &known, not_found_grace).await;
+        self.release_lease(aws, &lease::path(identity)).await;
+        report
+    }
+
+    /// What the build knows it made; `cancel_command`: the running step, if any, is to be
+    /// cancelled (it has not ended by itself).
+    fn leftovers(&self, cancel_command: bool) -> Leftovers {
+        let running_command = match &self.state.phase {
+            Phase::AwaitStep { command_id, .. } if cancel_command => Some(command_id.clone()),
+            _ => None,
+        };
+        Leftovers {
+            instance_id: self.state.instance_id.clone(),
+            launched_at_ms: self.state.launched_at_ms,
+            image_id: self.state.image_id.clone(),
+            command_id: running_command,
+        }
+    }
+
+    /// A newer request of the resource cancelled this one: remove what the build made, and
+    /// answer nothing (CloudFormation no longer waits for it).
+    async fn stop_cancelled(
+        &self,
+        aws: &Aws,
+        identity: &Identity,
+        by: &str,
+        timing: &Timing,
+    ) -> Progress {
+        tracing::warn!(
+            cancelled_by = by,
+            phase = ?self.state.phase,
+            "CloudFormation gave up on this request (a newer request of the resource cancelled it): stopping and cleaning up"
+        );
+        let report = self
+            .clean_up_and_release(aws, identity, true, timing.not_found_grace)
+            .await;
+        tracing::info!(report = %report, "cancelled build cleaned up");
+        Progress::Cancelled(report)
+    }
+
+    fn success_outcome(&self) -> Outcome {
+        let resolved = self
+            .state
+            .resolved
+            .as_ref()
+            .expect("a finished build was resolved");
+        let image_id = self
+            .state
+            .image_id
+            .clone()
+            .expect("a finished build has an image");
+        let mut data = BTreeMap::new();
+        data.insert("ImageId".into(), image_id.clone());
+        data.insert("ImageName".into(), self.state.image_name.clone());
+        data.insert("SourceImageId".into(), resolved.source_image.clone());
+        data.insert("SnapshotIds".into(), self.state.snapshot_ids.join(","));
+        data.insert("Fingerprint".into(), resolved.fingerprint.clone());
+        data.extend(self.state.outputs.clone());
+        Outcome::success(image_id, data)
+    }
+
+    /// EC2 may not know the builder yet (eventual consistency): see [`Timing::not_found_grace`].
+    fn just_launched(&self, timing: &Timing) -> bool {
+        launched_within(self.state.launched_at_ms, timing.not_found_grace)
+    }
+    fn instance(&self) -> &str {
+        self.state
+            .instance_id
+            .as_deref()
+            .expect("launched before this phase")
+    }
+}
+
+/// The comment a step's SSM command carries; it is how a resumed build recognises the step.
+fn step_comment(index: usize, total: usize, name: &str) -> String {
+    format!("ecs-ami step {}/{total}: {name}", index + 1)
+}
+
+/// The step index a command's comment names, if it is one of ours.
+fn step_number(comment: &str) -> Option<usize> {
+    let rest = comment.strip_prefix("ecs-ami step ")?;
+    let (number, _) = rest.split_once('/')?;
+    number.parse::<usize>().ok()?.checked_sub(1)
+}
+
+pub async fn create(aws: &Aws, identity: &Identity, spec: AmiSpec, timing: &Timing) -> Progress {
+    Build::new(spec, identity).run(aws, identity, timing).await
+}
+
+/// Ends a build that an invocation could not hand over: cleanup, and why it failed.
+pub async fn abandon(
+    aws: &Aws,
+    identity: &Identity,
+    spec: AmiSpec,
+    state: BuildState,
+    why: &str,
+) -> Failed {
+    let build = Build::resume(spec, state);
+    let failure = Failure::NotHandedOver {
+        stage: build.state.phase.name(),
+        why: why.to_owned(),
+    };
+    // Called when the invocation's time is up: the caller bounds the retries.
+    match build
+        .fail_and_clean(aws, identity, failure, true, &Timing::default())
+        .await
+    {
+        Progress::Failed(failed) => *failed,
+        _ => unreachable!("cleanup always ends in Failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::tags::tests::identity;
+
+    #[test]
+    fn step_comments_round_trip() {
+        let comment = step_comment(2, 5, "install agents");
+        assert_eq!(comment, "ecs-ami step 3/5: install agents");
+        assert_eq!(step_number(&comment), Some(2));
+        assert_eq!(step_number("someone else's command"), None);
+        assert_eq!(step_number("ecs-ami step 0/1: x"), None);
+    }
+
+    #[test]
+    fn build_states_survive_serialization() {
+        let spec = AmiSpec::parse(&serde_json::json!({
+            "SourceAmi": "ami-12345678", "IamInstanceProfile": "p",
+            "Steps": [{"Name": "a", "Commands": ["true"]}]
+        }))
+        .unwrap();
+        let mut build = Build::new(spec, &identity());
+        build.state.phase = Phase::AwaitStep {
+            index: 0,
+            command_id: "c".into(),
+            waited: Duration::from_secs(3),
+            state_checked: Some(Duration::from_secs(1)),
+        };
+        let saved = serde_json::to_string(&build.state).unwrap();
+        assert_eq!(
+            serde_json::from_str::<BuildState>(&saved).unwrap(),
+            build.state
+        );
+    }
+}

@@ -1,0 +1,478 @@
+//! One function per phase of a build. Each does one thing against AWS and returns the next phase
+//! (now, or after a pause), or a [`BuildError`] saying what went wrong; [`Build::run`] does the
+//! rest (lease, deadlines, hand-over, cleanup). What happens when a step fails: [`Build::await_step`].
+
+use std::time::Duration;
+
+use super::source::check_where_it_runs;
+use super::{Build, Next, Phase, resolve, step_comment, step_number};
+use crate::aws::{Aws, ImageRequest, LaunchRequest, StepResult, StepStatus};
+use crate::cfn::Identity;
+use crate::engine::cleanup::{NOT_KNOWN, terminate_builder};
+use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
+use crate::engine::tags::{TAG_IMAGE, client_token, identity_tags, image_tags};
+use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
+use crate::engine::{Timing, clock};
+use crate::spec::script;
+
+impl Build {
+    /// Runs the phase the build is in.
+    pub(super) async fn advance(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<Next, BuildError> {
+        match self.state.phase.clone() {
+            Phase::Resolve => self.resolve_source(aws).await,
+            Phase::Launch => self.launch(aws, identity).await,
+            Phase::AwaitOnline {
+                waited,
+                state_checked,
+            } => self.await_online(aws, timing, waited, state_checked).await,
+            Phase::StartStep { index } => self.start_step(aws, timing, index).await,
+            Phase::AwaitStep {
+                index,
+                command_id,
+                waited,
+                state_checked,
+            } => {
+                self.await_step(aws, timing, index, command_id, (waited, state_checked))
+                    .await
+            }
+            Phase::Stop => self.stop(aws, timing).await,
+            Phase::AwaitStopped { waited } => self.await_stopped(aws, timing, waited).await,
+            Phase::CreateImage => self.create_image(aws, identity).await,
+            Phase::AwaitImage { waited } => self.await_image(aws, timing, waited).await,
+            Phase::TagSnapshots => self.tag_snapshots(aws, identity).await,
+            Phase::Finish => self.finish(aws, timing).await,
+            Phase::Done => Ok(Next::Now(Phase::Done)),
+        }
+    }
+
+    async fn resolve_source(&mut self, aws: &Aws) -> Result<Next, BuildError> {
+        let resolved = resolve(aws, &self.spec).await?;
+        // Only a build launches: an Update in place or a rollback must not fail on a subnet
+        // deleted since.
+        check_where_it_runs(aws, &self.spec, &resolved).await?;
+        self.state.resolved = Some(resolved);
+        Ok(Next::Now(Phase::Launch))
+    }
+
+    async fn launch(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
+        if let Some(phase) = self.adopt(aws, identity).await? {
+            return Ok(Next::Now(phase));
+        }
+        let resolved = self
+            .state
+            .resolved
+            .as_ref()
+            .expect("resolved before launch");
+        let mut tags = identity_tags(identity);
+        tags.insert(
+            "Name".into(),
+            format!(
+                "ecs-ami builder {}/{}",
+                identity.stack_name(),
+                identity.logical_id
+            ),
+        );
+        let request = LaunchRequest {
+            image_id: resolved.source_image.clone(),
+            instance_type: resolved.instance_type.clone(),
+            instance_profile: self.spec.iam_instance_profile.clone(),
+            subnet_id: self.spec.subnet_id.clone(),
+            security_group_ids: self.spec.security_group_ids.clone(),
+            block_devices: self.spec.block_device_mappings.clone(),
+            tags,
+            client_token: client_token(identity),
+        };
+        let instance_id = aws.launch_builder(&request).await?;
+        tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
+        self.state.instance_id = Some(instance_id);
+        self.state.launched_at_ms = Some(clock::now_ms());
+        Ok(Next::Now(Phase::AwaitOnline {
+            waited: Duration::ZERO,
+            state_checked: None,
+        }))
+    }
+
+    async fn await_online(
+        &mut self,
+        aws: &Aws,
+        timing: &Timing,
+        waited: Duration,
+        mut state_checked: Option<Duration>,
+    ) -> Result<Next, BuildError> {
+        let instance_id = self.instance();
+        if aws.instance_online(instance_id).await? {
+            tracing::info!(
+                instance_id,
+                waited_s = waited.as_secs(),
+                "builder is Online in SSM"
+            );
+            return Ok(Next::Now(Phase::StartStep { index: 0 }));
+        }
+        // A builder that dies while booting (capacity, a bad AMI) never comes Online.
+        let watch = Watch {
+            instance_id,
+            expected: &["pending", "running"],
+            step: None,
+            state_checked: &mut state_checked,
+            launched_at_ms: self.state.launched_at_ms,
+        };
+        let wait = Wait {
+            waited,
+            limit: timing.online_timeout,
+        };
+        match keep_waiting(aws, timing, wait, Some(watch)).await? {
+            Poll::Again { pause, waited } => Ok(Next::After(
+                pause,
+                Phase::AwaitOnline {
+                    waited,
+                    state_checked,
+                },
+            )),
+            Poll::Overdue => Err(BuildError::NeverOnline {
+                instance: instance_id.to_owned(),
+                waited: timing.online_timeout,
+                profile: self.spec.iam_instance_profile.clone(),
+            }),
+        }
+    }
+
+    async fn start_step(
+        &mut self,
+        aws: &Aws,
+        timing: &Timing,
+        index: usize,
+    ) -> Result<Next, BuildError> {
+        let Some(step) = self.spec.steps.get(index) else {
+            return Ok(Next::Now(Phase::Stop));
+        };
+        // A retried invocation may have sent this step already: follow that command rather than
+        // run the step twice.
+        let sent = aws.commands_sent_to(self.instance()).await?;
+        if let Some((command_id, _)) = sent.iter().find(|(_, c)| step_number(c) == Some(index)) {
+            tracing::info!(step = %step.name, command_id = %command_id, "step was already sent: following it");
+            return Ok(Next::Now(Phase::AwaitStep {
+                index,
+                command_id: command_id.clone(),
+                waited: Duration::ZERO,
+                state_checked: None,
+            }));
+        }
+        let command_id = aws
+            .run_step(
+                self.instance(),
+                &script::render(step),
+                step.timeout_seconds,
+                &step_comment(index, self.spec.steps.len(), &step.name),
+            )
+            .await?;
+        tracing::info!(step = %step.name, number = index + 1, of = self.spec.steps.len(), command_id = %command_id, "step started");
+        Ok(Next::After(
+            timing.min_poll,
+            Phase::AwaitStep {
+                index,
+                command_id,
+                waited: timing.min_poll,
+                state_checked: None,
+            },
+        ))
+    }
+
+    /// A step's command: still running (the builder must still run too, and the step must end
+    /// within its TimeoutSeconds plus a grace), succeeded (its outputs are read), or failed (the
+    /// build fails with [`BuildError::StepFailed`]: how it ended and the tails of its output;
+    /// `Build::run` then cleans up).
+    async fn await_step(
+        &mut self,
+        aws: &Aws,
+        timing: &Timing,
+        index: usize,
+        command_id: String,
+        (waited, mut state_checked): (Duration, Option<Duration>),
+    ) -> Result<Next, BuildError> {
+        let step = &self.spec.steps[index];
+        let result = aws.step_result(&command_id, self.instance()).await?;
+        let at = StepAt {
+            name: step.name.clone(),
+            index,
+            of: self.spec.steps.len(),
+        };
+        match result.status {
+            StepStatus::Running => {
+                let instance_id = self.instance();
+                // Someone may stop or terminate the builder under a long step; SSM would only say
+                // so when the step's timeout runs out.
+                let watch = Watch {
+                    instance_id,
+                    expected: &["running"],
+                    step: Some(at.clone()),
+                    state_checked: &mut state_checked,
+                    launched_at_ms: self.state.launched_at_ms,
+                };
+                // SSM enforces the step's own timeout; the grace covers delivery.
+                let wait = Wait {
+                    waited,
+                    limit: Duration::from_secs(u64::from(step.timeout_seconds)) + timing.step_grace,
+                };
+                match keep_waiting(aws, timing, wait, Some(watch)).await? {
+                    Poll::Again { pause, waited } => Ok(Next::After(
+                        pause,
+                        Phase::AwaitStep {
+                            index,
+                            command_id,
+                            waited,
+                            state_checked,
+                        },
+                    )),
+                    Poll::Overdue => Err(BuildError::StepOverdue {
+                        step: at,
+                        waited,
+                        timeout_seconds: step.timeout_seconds,
+                        agent: match aws.instance_online(instance_id).await {
+                            Ok(true) => "SSM reports its agent Online",
+                            Ok(false) => "SSM reports its agent not Online (it went offline?)",
+                            Err(_) => "SSM's view of its agent is unknown",
+                        },
+                    }),
+                }
+            }
+            StepStatus::Success => {
+                tracing::info!(step = %step.name, status = "Success", stdout = %tail(&result.stdout, 20, 2000), "step finished");
+                if !step.outputs.is_empty() {
+                    let outputs =
+                        script::read_outputs(step, &result.stdout).map_err(|problem| {
+                            BuildError::StepOutputsUnreadable { step: at, problem }
+                        })?;
+                    tracing::info!(step = %step.name, outputs = %outputs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "), "step outputs");
+                    self.state.outputs.extend(outputs);
+                }
+                Ok(Next::Now(Phase::StartStep { index: index + 1 }))
+            }
+            StepStatus::Failed | StepStatus::TimedOut | StepStatus::Cancelled => {
+                tracing::warn!(step = %step.name, status = ?result.status, exit_code = result.exit_code, stdout = %tail(&result.stdout, 20, 2000), stderr = %tail(&result.stderr, 20, 2000), "step failed");
+                Err(BuildError::StepFailed {
+                    step: at,
+                    end: step_end(&result, step.timeout_seconds),
+                    stderr: result.stderr,
+                    stdout: result.stdout,
+                })
+            }
+        }
+    }
+
+    async fn stop(&mut self, aws: &Aws, timing: &Timing) -> Result<Next, BuildError> {
+        match aws.stop_instance(self.instance()).await {
+            Err(error) if error.is_not_found() && self.just_launched(timing) => {
+                tracing::info!(
+                    instance_id = self.instance(),
+                    "EC2 does not know the builder yet: stopping again"
+                );
+                return Ok(Next::After(timing.min_poll, Phase::Stop));
+            }
+            sent => sent?,
+        }
+        tracing::info!(instance_id = self.instance(), "stopping the builder");
+        Ok(Next::Now(Phase::AwaitStopped {
+            waited: Duration::ZERO,
+        }))
+    }
+
+    async fn await_stopped(
+        &mut self,
+        aws: &Aws,
+        timing: &Timing,
+        waited: Duration,
+    ) -> Result<Next, BuildError> {
+        let instance_id = self.instance();
+        let status = aws.instance_status(instance_id).await?;
+        match status {
+            Some(status) if status.state == "stopped" => {
+                // A volume detached under the build (only data volumes can be, while the builder
+                // runs) would silently be missing from the image.
+                let missing: Vec<String> = status
+                    .root_device
+                    .iter()
+                    .chain(
+                        self.spec
+                            .block_device_mappings
+                            .iter()
+                            .map(|b| &b.device_name),
+                    )
+                    .filter(|device| !status.devices.contains(device))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(BuildError::VolumeDetached {
+                        instance: instance_id.to_owned(),
+                        devices: missing,
+                    });
+                }
+                Ok(Next::Now(Phase::CreateImage))
+            }
+            Some(status) if matches!(status.state.as_str(), "stopping" | "running" | "pending") => {
+                let wait = Wait {
+                    waited,
+                    limit: timing.stop_timeout,
+                };
+                match keep_waiting(aws, timing, wait, None).await? {
+                    Poll::Again { pause, waited } => {
+                        Ok(Next::After(pause, Phase::AwaitStopped { waited }))
+                    }
+                    Poll::Overdue => Err(BuildError::NeverStopped {
+                        instance: instance_id.to_owned(),
+                        timeout: timing.stop_timeout,
+                    }),
+                }
+            }
+            other => Err(BuildError::NotStopping {
+                instance: instance_id.to_owned(),
+                state: other.map(|s| s.state),
+            }),
+        }
+    }
+
+    async fn create_image(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
+        let resolved = self
+            .state
+            .resolved
+            .as_ref()
+            .expect("resolved before imaging");
+        // A retried invocation may have requested the image already.
+        if let Some(image) = aws
+            .images_tagged(&identity_tags(identity))
+            .await?
+            .into_iter()
+            .next()
+        {
+            tracing::info!(image_id = %image.id, "image was already requested: following it");
+            self.state.image_id = Some(image.id);
+            return Ok(Next::Now(Phase::AwaitImage {
+                waited: Duration::ZERO,
+            }));
+        }
+        let request = ImageRequest {
+            instance_id: self.instance().to_owned(),
+            name: self.state.image_name.clone(),
+            description: self.spec.ami_description.clone(),
+            block_devices: self.spec.block_device_mappings.clone(),
+            tags: image_tags(identity, &self.spec, resolved, &self.state.outputs),
+        };
+        let image_id = match aws.create_image(&request).await {
+            Ok(image_id) => image_id,
+            // An earlier delivery's CreateImage went through, and the tag search above did not
+            // list its image yet (eventual consistency): the name finds it.
+            Err(error) if error.code.as_deref() == Some("InvalidAMIName.Duplicate") => {
+                match aws.image_named(&request.name).await? {
+                    Some(image)
+                        if identity_tags(identity)
+                            .iter()
+                            .all(|(k, v)| image.tags.get(k) == Some(v)) =>
+                    {
+                        tracing::info!(image_id = %image.id, "image was already requested (found by name): following it");
+                        image.id
+                    }
+                    _ => return Err(error.into()),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        };
+        tracing::info!(image_id = %image_id, name = %self.state.image_name, "image requested");
+        self.state.image_id = Some(image_id);
+        Ok(Next::Now(Phase::AwaitImage {
+            waited: Duration::ZERO,
+        }))
+    }
+
+    async fn await_image(
+        &mut self,
+        aws: &Aws,
+        timing: &Timing,
+        waited: Duration,
+    ) -> Result<Next, BuildError> {
+        let image_id = self.state.image_id.clone().expect("image requested");
+        match aws.describe_image(&image_id).await? {
+            Some(image) if image.state == "available" => {
+                tracing::info!(image_id = %image_id, snapshots = %image.snapshot_ids.join(","), "image available");
+                self.state.snapshot_ids = image.snapshot_ids;
+                Ok(Next::Now(Phase::TagSnapshots))
+            }
+            // Not listed yet, right after CreateImage: eventual consistency.
+            image if image.as_ref().is_none_or(|i| i.state == "pending") => {
+                let wait = Wait {
+                    waited,
+                    limit: timing.image_timeout,
+                };
+                match keep_waiting(aws, timing, wait, None).await? {
+                    Poll::Again { pause, waited } => {
+                        Ok(Next::After(pause, Phase::AwaitImage { waited }))
+                    }
+                    Poll::Overdue => Err(BuildError::ImageNeverAvailable {
+                        image: image_id,
+                        timeout: timing.image_timeout,
+                    }),
+                }
+            }
+            image => {
+                let image = image.expect("a missing image is still pending");
+                Err(BuildError::ImageFailed {
+                    image: image_id,
+                    state: image.state,
+                    reason: image.state_reason,
+                })
+            }
+        }
+    }
+
+    async fn tag_snapshots(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
+        let resolved = self.state.resolved.as_ref().expect("resolved");
+        let mut tags = image_tags(identity, &self.spec, resolved, &self.state.outputs);
+        tags.insert(
+            TAG_IMAGE.into(),
+            self.state.image_id.clone().expect("image exists"),
+        );
+        aws.tag(&self.state.snapshot_ids, &tags).await?;
+        Ok(Next::Now(Phase::Finish))
+    }
+
+    async fn finish(&mut self, aws: &Aws, timing: &Timing) -> Result<Next, BuildError> {
+        // A build resumed after its builder was terminated has none left to terminate.
+        if let Some(instance_id) = self.state.instance_id.clone() {
+            let grace = if self.just_launched(timing) {
+                timing.not_found_grace
+            } else {
+                Duration::ZERO
+            };
+            match terminate_builder(aws, &instance_id, grace).await {
+                Ok(()) => tracing::info!(instance_id = %instance_id, "builder terminated"),
+                // It was seen stopped moments ago; an image that is done is not thrown away
+                // because EC2 does not list its builder right now.
+                Err(problem) if problem.contains(NOT_KNOWN) => {
+                    tracing::warn!(instance_id = %instance_id, problem = %problem, "builder not confirmed terminated");
+                }
+                Err(problem) => return Err(BuildError::BuilderNotTerminated(problem)),
+            }
+        }
+        Ok(Next::Now(Phase::Done))
+    }
+}
+
+/// How a step that did not succeed ended, as SSM and the step's wrapper script report it.
+fn step_end(result: &StepResult, timeout_seconds: u32) -> StepEnd {
+    match result.status {
+        StepStatus::TimedOut => StepEnd::TimedOut { timeout_seconds },
+        StepStatus::Cancelled => StepEnd::Cancelled,
+        // The wrapper stopped it short of SSM's timeout, to show its end.
+        _ if result.exit_code == 124
+            && result.stderr.trim_end().ends_with(script::TIMEOUT_NOTE) =>
+        {
+            StepEnd::TimedOut { timeout_seconds }
+        }
+        _ => StepEnd::Exited {
+            code: result.exit_code,
+        },
+    }
+}

@@ -1,0 +1,157 @@
+//! The source AMI resolved (from an SSM parameter, when given one) and checked, and what EC2 would
+//! refuse at launch found before anything is launched.
+
+use std::collections::BTreeSet;
+
+use super::Resolved;
+use crate::aws::Aws;
+use crate::engine::failure::BuildError;
+use crate::spec::{AmiSpec, Source, fingerprint};
+
+pub(crate) async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
+    let source_image = match &spec.source {
+        Source::Ami(id) => id.clone(),
+        Source::Parameter(name) => {
+            let value = aws.parameter_value(name).await.map_err(|error| {
+                BuildError::SourceParameterUnreadable {
+                    name: name.clone(),
+                    error,
+                }
+            })?;
+            if !crate::spec::is_ami_id(&value) {
+                return Err(BuildError::SourceParameterNotAnImage {
+                    name: name.clone(),
+                    chars: value.chars().count(),
+                });
+            }
+            value
+        }
+    };
+    let Some(image) = aws.describe_image(&source_image).await? else {
+        return Err(BuildError::SourceMissing {
+            image: source_image,
+        });
+    };
+    if image.state != "available" {
+        return Err(BuildError::SourceNotAvailable {
+            image: source_image,
+            state: image.state,
+        });
+    }
+    let architecture = image.architecture.clone();
+    let instance_type = spec
+        .instance_type
+        .clone()
+        .unwrap_or_else(|| default_instance_type(&architecture).into());
+    let fingerprint = fingerprint::of(spec, &source_image, &instance_type);
+    tracing::info!(source_image = %source_image, architecture = %architecture, "source resolved");
+    Ok(Resolved {
+        source_image,
+        architecture,
+        instance_type,
+        fingerprint,
+    })
+}
+
+/// What EC2 would refuse at launch, found before anything is launched, each naming its property:
+/// the instance type exists and runs the source AMI's architecture, the subnet and the security
+/// groups exist, and the groups are in the subnet's VPC. (The instance profile is left to
+/// RunInstances, which names it: reading IAM would need one more permission.)
+pub(super) async fn check_where_it_runs(
+    aws: &Aws,
+    spec: &AmiSpec,
+    resolved: &Resolved,
+) -> Result<(), BuildError> {
+    let Resolved {
+        source_image,
+        architecture,
+        instance_type,
+        ..
+    } = resolved;
+    let refused = |property: &'static str, problem: String| {
+        Err(BuildError::WillNotLaunch { property, problem })
+    };
+    match aws.instance_type_architectures(instance_type).await? {
+        None => {
+            return refused(
+                "InstanceType",
+                format!("{instance_type} does not exist in this region"),
+            );
+        }
+        Some(supported) if !supported.iter().any(|a| a == architecture) => {
+            return refused(
+                "InstanceType",
+                format!(
+                    "{instance_type} is {}, SourceAmi {source_image} is {architecture}",
+                    supported.join("/")
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    let subnet_vpc = match &spec.subnet_id {
+        Some(subnet) => match aws.subnet_vpc(subnet).await? {
+            Some(vpc) => Some(vpc),
+            None => {
+                return refused(
+                    "SubnetId",
+                    format!("{subnet} does not exist in this region"),
+                );
+            }
+        },
+        None => None,
+    };
+    if spec.security_group_ids.is_empty() {
+        return Ok(());
+    }
+    let groups = aws.security_group_vpcs(&spec.security_group_ids).await?;
+    let missing: Vec<&str> = spec
+        .security_group_ids
+        .iter()
+        .filter(|g| !groups.contains_key(*g))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return refused(
+            "SecurityGroupIds",
+            format!("{} does not exist in this region", missing.join(", ")),
+        );
+    }
+    let vpcs: BTreeSet<&str> = groups.values().map(String::as_str).collect();
+    if vpcs.len() > 1 {
+        return refused(
+            "SecurityGroupIds",
+            format!(
+                "the groups are in different VPCs ({})",
+                groups
+                    .iter()
+                    .map(|(g, v)| format!("{g} in {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    if let (Some(subnet_vpc), Some(group_vpc)) = (&subnet_vpc, vpcs.first())
+        && subnet_vpc != group_vpc
+    {
+        return refused(
+            "SecurityGroupIds",
+            format!(
+                "{} is in {group_vpc}, SubnetId {} is in {subnet_vpc}",
+                spec.security_group_ids.join(", "),
+                spec.subnet_id.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Burstable general-purpose types: enough memory for `dnf update` and Docker pulls, cheap for
+/// the few minutes a build runs.
+pub fn default_instance_type(architecture: &str) -> &'static str {
+    if architecture == "arm64" {
+        "t4g.medium"
+    } else {
+        "t3.medium"
+    }
+}

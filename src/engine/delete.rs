@@ -1,0 +1,100 @@
+//! Delete: deregister the image and delete its snapshots; and the answer repeated for a request
+//! that already answered with an image.
+
+use std::collections::BTreeMap;
+
+use crate::aws::Aws;
+use crate::cfn::{Identity, Outcome};
+use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
+use crate::engine::tags::{TAG_IMAGE, image_outcome, owned_by, resource_tags};
+
+/// Delete: deregister the image and delete every snapshot it used. An id that is not an image, an
+/// image already gone, and an image some other resource built all end in SUCCESS, and say so.
+pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcome {
+    if !crate::spec::is_ami_id(physical_id) {
+        return Outcome::success(physical_id, BTreeMap::new())
+            .with_reason(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): nothing to delete."));
+    }
+    let image = match aws.describe_image(physical_id).await {
+        Ok(image) => image,
+        Err(error) => {
+            return Outcome::failed(
+                physical_id,
+                format!("Delete could not read image {physical_id}: {error}"),
+            );
+        }
+    };
+    if let Some(image) = &image
+        && !owned_by(image, identity)
+    {
+        return Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
+            "image {physical_id} was not built by {}/{}: left untouched",
+            identity.stack_name(),
+            identity.logical_id
+        ));
+    }
+    let mut snapshots: Vec<String> = image
+        .as_ref()
+        .map(|i| i.snapshot_ids.clone())
+        .unwrap_or_default();
+    let mut by_tag = resource_tags(identity);
+    by_tag.insert(TAG_IMAGE.into(), physical_id.to_owned());
+    match aws.snapshots_tagged(&by_tag).await {
+        Ok(found) => snapshots.extend(found),
+        Err(error) => {
+            return Outcome::failed(
+                physical_id,
+                format!("Delete could not list the snapshots of {physical_id}: {error}"),
+            );
+        }
+    }
+    snapshots.sort();
+    snapshots.dedup();
+    if image.is_some() {
+        if let Err(error) = aws.deregister_image(physical_id).await {
+            return Outcome::failed(
+                physical_id,
+                format!("Delete could not deregister {physical_id}: {error}"),
+            );
+        }
+        tracing::info!(image_id = physical_id, "image deregistered");
+    }
+    let mut failures = Vec::new();
+    let until = tokio::time::Instant::now() + SNAPSHOT_RELEASE_GRACE;
+    for snapshot in &snapshots {
+        match delete_released_snapshot(aws, snapshot, until).await {
+            Ok(()) => tracing::info!(snapshot_id = %snapshot, "snapshot deleted"),
+            Err(error) => failures.push(format!("{snapshot} ({error})")),
+        }
+    }
+    if !failures.is_empty() {
+        return Outcome::failed(
+            physical_id,
+            format!(
+                "image {physical_id} deregistered but snapshots remain: {}",
+                failures.join(", ")
+            ),
+        );
+    }
+    let what = if image.is_some() {
+        "deregistered"
+    } else {
+        "was already gone"
+    };
+    Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
+        "image {physical_id} {what}; {} snapshot(s) deleted",
+        snapshots.len()
+    ))
+}
+
+/// The answer for an image a SUCCESS already named, sent again to a later delivery of the same
+/// request: its attributes as the image's tags keep them, or only its id when it is gone.
+pub async fn answered_image(aws: &Aws, identity: &Identity, image_id: &str) -> Outcome {
+    if crate::spec::is_ami_id(image_id)
+        && let Ok(Some(image)) = aws.describe_image(image_id).await
+        && owned_by(&image, identity)
+    {
+        return image_outcome(&image);
+    }
+    Outcome::success(image_id, BTreeMap::new())
+}

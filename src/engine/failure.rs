@@ -1,0 +1,331 @@
+//! Why a build failed, as values: a [`BuildError`] says what went wrong in a phase (which AWS
+//! call and its error code, which step and how it ended, which property names something EC2
+//! would refuse); a [`Failure`] says where the build stood; [`Failed`] adds what cleanup
+//! removed. They become a CloudFormation Reason only at the handler's edge
+//! (`handler::failed_outcome`), and tests match on the variants.
+
+use std::time::Duration;
+
+use crate::aws::AwsError;
+
+/// What went wrong in one phase of a build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// An AWS call failed: the error names the operation and AWS's error code.
+    #[error("{0}")]
+    Aws(#[from] AwsError),
+    #[error("SourceAmiParameter {name} could not be read: {error}")]
+    SourceParameterUnreadable { name: String, error: AwsError },
+    /// The value itself is never quoted: whoever holds the ServiceToken reads the Reason, and the
+    /// parameter may hold something that is not theirs to read.
+    #[error(
+        "SourceAmiParameter {name} holds a value of {chars} characters that is not an AMI id (ami- and 8 or 17 hex digits)"
+    )]
+    SourceParameterNotAnImage { name: String, chars: usize },
+    #[error("source AMI {image} does not exist in this region or is not shared with this account")]
+    SourceMissing { image: String },
+    #[error("source AMI {image} is {state}, not available")]
+    SourceNotAvailable { image: String, state: String },
+    /// A property names something EC2 would refuse at launch, found before anything is launched.
+    #[error("{property}: {problem}")]
+    WillNotLaunch {
+        property: &'static str,
+        problem: String,
+    },
+    /// EC2 reports the builder in a state other than those the phase expects.
+    #[error(
+        "builder {instance} is {} instead of running{}{}",
+        .state.as_deref().unwrap_or("gone"),
+        during_step(.step),
+        state_reason_note(.reason)
+    )]
+    BuilderNotRunning {
+        instance: String,
+        /// `None`: EC2 no longer lists it.
+        state: Option<String>,
+        step: Option<StepAt>,
+        /// EC2's StateReason: a KMS key the launch could not use, capacity, ...
+        reason: Option<String>,
+    },
+    #[error(
+        "SSM did not report builder {instance} Online within {} s; check that IamInstanceProfile {profile} allows SSM (AmazonSSMManagedInstanceCore) and that the subnet reaches the SSM endpoints",
+        .waited.as_secs()
+    )]
+    NeverOnline {
+        instance: String,
+        waited: Duration,
+        profile: String,
+    },
+    /// A step ended other than in success; the tails of its output are quoted.
+    #[error("{step} {end}; stderr: {}; stdout: {}", quoted_tail(.stderr), quoted_tail(.stdout))]
+    StepFailed {
+        step: StepAt,
+        end: StepEnd,
+        stderr: String,
+        stdout: String,
+    },
+    /// SSM still reports a step running well past its TimeoutSeconds.
+    #[error(
+        "{step} was still reported running {} s after it began, past its {timeout_seconds} s TimeoutSeconds; {agent}",
+        .waited.as_secs()
+    )]
+    StepOverdue {
+        step: StepAt,
+        waited: Duration,
+        timeout_seconds: u32,
+        agent: &'static str,
+    },
+    #[error("{step} succeeded, but {problem}")]
+    StepOutputsUnreadable { step: StepAt, problem: String },
+    #[error(
+        "resuming: step {name:?} finished earlier but its SSM command is no longer listed, so its outputs are lost"
+    )]
+    ResumedOutputsLost { name: String },
+    #[error("resuming: step {name:?} finished earlier, but {problem}")]
+    ResumedOutputsUnreadable { name: String, problem: String },
+    #[error(
+        "volume {} was detached from builder {instance} during the build; the image would lack it",
+        .devices.join(", ")
+    )]
+    VolumeDetached {
+        instance: String,
+        devices: Vec<String>,
+    },
+    #[error("builder {instance} did not stop within {} s", .timeout.as_secs())]
+    NeverStopped { instance: String, timeout: Duration },
+    #[error("builder {instance} is {} instead of stopping", .state.as_deref().unwrap_or("gone"))]
+    NotStopping {
+        instance: String,
+        state: Option<String>,
+    },
+    #[error("image {image} was not available within {} s", .timeout.as_secs())]
+    ImageNeverAvailable { image: String, timeout: Duration },
+    #[error("image {image} ended {state}: {}", .reason.as_deref().unwrap_or("no reason given"))]
+    ImageFailed {
+        image: String,
+        state: String,
+        reason: Option<String>,
+    },
+    /// The finished build's builder could not be terminated (see `cleanup::terminate_builder`).
+    #[error("{0}")]
+    BuilderNotTerminated(String),
+}
+
+impl BuildError {
+    /// Whether the phase's SSM command, if any, has ended by itself: there is nothing to cancel.
+    pub fn command_ended(&self) -> bool {
+        matches!(
+            self,
+            BuildError::StepFailed { .. } | BuildError::BuilderNotTerminated(_)
+        )
+    }
+}
+
+/// Which step: its name and position, as a Reason names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepAt {
+    pub name: String,
+    /// From 0.
+    pub index: usize,
+    pub of: usize,
+}
+
+impl std::fmt::Display for StepAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "step {:?} ({} of {})",
+            self.name,
+            self.index + 1,
+            self.of
+        )
+    }
+}
+
+/// How a step that did not succeed ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepEnd {
+    /// By SSM's TimeoutSeconds, or by the wrapper script just short of it.
+    #[error("timed out after its {timeout_seconds} s TimeoutSeconds")]
+    TimedOut { timeout_seconds: u32 },
+    #[error("was cancelled")]
+    Cancelled,
+    #[error("exited {code}")]
+    Exited { code: i32 },
+}
+
+/// Where a build stood when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("could not take the build lease: {0}")]
+    LeaseNotTaken(AwsError),
+    #[error("could not renew the build lease: {0}")]
+    LeaseNotRenewed(AwsError),
+    #[error(
+        "the build exceeded its TimeoutMinutes ({minutes}) while {stage} (that stage had run {} s)",
+        .stage_ran.as_secs()
+    )]
+    TimedOut {
+        minutes: u32,
+        stage: &'static str,
+        stage_ran: Duration,
+    },
+    /// A phase failed.
+    #[error("failed while {stage}: {error}")]
+    In {
+        stage: &'static str,
+        error: BuildError,
+    },
+    /// The invocation ran out of time and the next one could not be scheduled.
+    #[error("could not hand the build over to a fresh invocation while {stage}: {why}")]
+    NotHandedOver { stage: &'static str, why: String },
+    /// An Update that could not find out whether to rebuild, or could not retag.
+    #[error("{0}")]
+    Update(#[from] UpdateError),
+    /// A handed-over build this version cannot continue (a deploy mid-build).
+    #[error(
+        "the build could not be continued after a hand-over ({problem}; was the function updated during the build?)"
+    )]
+    NotContinued { problem: String },
+}
+
+/// What an Update could not do before any build; the resource keeps its image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("Update could not look for the image to roll back to: {0}")]
+    RollbackSearch(AwsError),
+    #[error("Update could not retag image {image} to roll back to it: {error}")]
+    RollbackRetag { image: String, error: AwsError },
+    #[error("Update could not read the existing image: {0}")]
+    ReadCurrent(AwsError),
+    #[error("Update could not retag image {image}: {error}")]
+    Retag { image: String, error: AwsError },
+    #[error("Update could not retag reused image {image}: {error}")]
+    RetagReused { image: String, error: AwsError },
+    #[error("Update could not look for earlier images: {0}")]
+    SearchEarlier(AwsError),
+}
+
+/// A build that failed and was cleaned up: why, and what cleanup did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub failure: Failure,
+    /// A sentence: what was removed, and what could not be. `None`: nothing had been started
+    /// that could need it.
+    pub cleanup: Option<String>,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.cleanup {
+            Some(cleanup) => write!(f, "{}. {cleanup}", self.failure),
+            None => write!(f, "{}", self.failure),
+        }
+    }
+}
+
+fn during_step(step: &Option<StepAt>) -> String {
+    step.as_ref()
+        .map(|step| format!(", during {step}"))
+        .unwrap_or_default()
+}
+
+fn state_reason_note(reason: &Option<String>) -> String {
+    reason
+        .as_ref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default()
+}
+
+/// The last `lines` lines of `text`, at most `max` bytes.
+pub fn tail(text: &str, lines: usize, max: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    let kept = all[all.len().saturating_sub(lines)..].join("\n");
+    if kept.len() <= max {
+        return kept;
+    }
+    let mut start = kept.len() - max;
+    while !kept.is_char_boundary(start) {
+        start += 1;
+    }
+    kept[start..].to_owned()
+}
+
+fn quoted_tail(text: &str) -> String {
+    let kept = tail(text, 10, 1200);
+    if kept.is_empty() {
+        "(empty)".into()
+    } else {
+        format!("{kept:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step() -> StepAt {
+        StepAt {
+            name: "packages".into(),
+            index: 1,
+            of: 3,
+        }
+    }
+
+    #[test]
+    fn reasons_read_as_before_the_failures_were_typed() {
+        // The Reasons CloudFormation shows, pinned: the end-to-end tests match parts of them.
+        let failed = BuildError::StepFailed {
+            step: step(),
+            end: StepEnd::Exited { code: 3 },
+            stderr: "a\nb\n".into(),
+            stdout: String::new(),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "step \"packages\" (2 of 3) exited 3; stderr: \"a\\nb\"; stdout: (empty)"
+        );
+        assert!(failed.command_ended());
+        let gone = BuildError::BuilderNotRunning {
+            instance: "i-1".into(),
+            state: None,
+            step: Some(step()),
+            reason: Some("Client.InternalError: KMS".into()),
+        };
+        assert_eq!(
+            gone.to_string(),
+            "builder i-1 is gone instead of running, during step \"packages\" (2 of 3) (Client.InternalError: KMS)"
+        );
+        assert!(!gone.command_ended());
+        let failure = Failure::In {
+            stage: "running a step",
+            error: gone,
+        };
+        assert!(
+            failure
+                .to_string()
+                .starts_with("failed while running a step: builder i-1")
+        );
+        let timed_out = Failure::TimedOut {
+            minutes: 5,
+            stage: "creating the image",
+            stage_ran: Duration::from_millis(61_900),
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            "the build exceeded its TimeoutMinutes (5) while creating the image (that stage had run 61 s)"
+        );
+    }
+
+    #[test]
+    fn tails_keep_the_last_lines() {
+        let text = (1..=30)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let kept = tail(&text, 3, 1000);
+        assert_eq!(kept, "line 28\nline 29\nline 30");
+        assert_eq!(tail(&"é".repeat(100), 1, 9).len(), 8);
+        assert_eq!(quoted_tail(""), "(empty)");
+    }
+}

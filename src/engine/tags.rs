@@ -1,0 +1,205 @@
+//! What the engine writes on what it creates: the tags that find a request's builder, image and
+//! snapshots again (after a crash, for cleanup, for an Update), the tags the user asked for, and
+//! the names and tokens derived from the request.
+
+use std::collections::BTreeMap;
+
+use crate::aws::Image;
+use crate::cfn::{Identity, Outcome};
+use crate::engine::create::Resolved;
+use crate::hash::short_hash;
+use crate::spec::{AmiSpec, SOURCE_IMAGE_ATTRIBUTE, fingerprint};
+
+pub const TAG_STACK: &str = "ecs-ami:stack-id";
+pub const TAG_LOGICAL: &str = "ecs-ami:logical-id";
+pub const TAG_REQUEST: &str = "ecs-ami:request-id";
+pub const TAG_FINGERPRINT: &str = "ecs-ami:fingerprint";
+/// [`crate::spec::fingerprint::of_request`]: what a rollback looks for.
+pub const TAG_PROPERTIES: &str = "ecs-ami:properties";
+pub const TAG_SOURCE: &str = "ecs-ami:source-image";
+pub const TAG_IMAGE: &str = "ecs-ami:image-id";
+/// Each step output is kept on the AMI under this prefix, so that an Update that keeps the AMI
+/// (or a rollback that reuses one) answers with the same attributes.
+pub const TAG_OUTPUT_PREFIX: &str = "ecs-ami:output:";
+
+/// Stack and logical id as the name's prefix: see [`unique_image_name`].
+pub fn default_image_name(identity: &Identity, utc_stamp: String) -> String {
+    let prefix = format!("{}-{}", identity.stack_name(), identity.logical_id);
+    unique_image_name(&prefix, identity, utc_stamp)
+}
+
+/// `PREFIX-YYYYMMDDTHHMMSSZ-HASH`: readable in the console, and unique per build. EC2 refuses a
+/// second image with a name in use in the account and region (`InvalidAMIName.Duplicate`), and
+/// the image a rebuild replaces exists until CloudFormation deletes it after the update, so an
+/// `AmiName` given by the user is a prefix too. The short request hash keeps two builds in the
+/// same second apart. AMI names allow only a few punctuation marks.
+pub fn unique_image_name(prefix: &str, identity: &Identity, utc_stamp: String) -> String {
+    let raw = format!(
+        "{prefix}-{utc_stamp}-{}",
+        &short_hash(&identity.request_id)[..6]
+    );
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if cleaned.len() <= 128 {
+        cleaned
+    } else {
+        // Keep the distinguishing end (time and hash).
+        cleaned[cleaned.len() - 128..].to_owned()
+    }
+}
+
+/// Derived from the request, so a re-delivered event cannot launch a second builder.
+pub fn client_token(identity: &Identity) -> String {
+    format!("ecs-ami-{}", &identity.digest()[..48])
+}
+
+pub fn identity_tags(identity: &Identity) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TAG_STACK.to_owned(), identity.stack_id.clone()),
+        (TAG_LOGICAL.to_owned(), identity.logical_id.clone()),
+        (TAG_REQUEST.to_owned(), identity.request_id.clone()),
+    ])
+}
+
+pub(crate) fn resource_tags(identity: &Identity) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TAG_STACK.to_owned(), identity.stack_id.clone()),
+        (TAG_LOGICAL.to_owned(), identity.logical_id.clone()),
+    ])
+}
+
+pub(crate) fn image_tags(
+    identity: &Identity,
+    spec: &AmiSpec,
+    resolved: &Resolved,
+    outputs: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut tags = user_tags(spec, outputs, &resolved.source_image);
+    for (name, value) in outputs {
+        tags.insert(format!("{TAG_OUTPUT_PREFIX}{name}"), value.clone());
+    }
+    tags.extend(identity_tags(identity));
+    tags.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
+    tags.insert(TAG_PROPERTIES.into(), fingerprint::of_request(spec));
+    tags.insert(TAG_SOURCE.into(), resolved.source_image.clone());
+    tags
+}
+
+/// The tags the user asked for: `Tags`, and `OutputTags` with the values the steps handed back
+/// (or the source AMI's id, for `SourceImageId`).
+pub(crate) fn user_tags(
+    spec: &AmiSpec,
+    outputs: &BTreeMap<String, String>,
+    source_image: &str,
+) -> BTreeMap<String, String> {
+    let mut tags = spec.tags.clone();
+    for (key, output) in &spec.output_tags {
+        let value = if output == SOURCE_IMAGE_ATTRIBUTE {
+            Some(source_image)
+        } else {
+            outputs.get(output).map(String::as_str)
+        };
+        if let Some(value) = value {
+            tags.insert(key.clone(), value.to_owned());
+        }
+    }
+    tags
+}
+
+/// The step outputs an image was built with, from its tags.
+pub(crate) fn outputs_of(image: &Image) -> BTreeMap<String, String> {
+    image
+        .tags
+        .iter()
+        .filter_map(|(key, value)| {
+            let name = key.strip_prefix(TAG_OUTPUT_PREFIX)?;
+            Some((name.to_owned(), value.clone()))
+        })
+        .collect()
+}
+
+pub(crate) fn owned_by(image: &Image, identity: &Identity) -> bool {
+    image.tags.get(TAG_STACK) == Some(&identity.stack_id)
+        && image.tags.get(TAG_LOGICAL) == Some(&identity.logical_id)
+}
+
+pub(crate) fn image_outcome(image: &Image) -> Outcome {
+    let mut data = BTreeMap::new();
+    data.insert("ImageId".into(), image.id.clone());
+    data.insert("ImageName".into(), image.name.clone());
+    data.insert(
+        "SourceImageId".into(),
+        image.tags.get(TAG_SOURCE).cloned().unwrap_or_default(),
+    );
+    data.insert("SnapshotIds".into(), image.snapshot_ids.join(","));
+    data.insert(
+        "Fingerprint".into(),
+        image.tags.get(TAG_FINGERPRINT).cloned().unwrap_or_default(),
+    );
+    data.extend(outputs_of(image));
+    Outcome::success(image.id.clone(), data)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn identity() -> Identity {
+        Identity {
+            stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/images/guid".into(),
+            logical_id: "Ami".into(),
+            request_id: "8f14e45f-ceea-467f-a0e6-ff4d5c6a2a10".into(),
+        }
+    }
+
+    #[test]
+    fn default_names_are_readable_unique_and_valid() {
+        // An AmiName is a prefix: a rebuild (another request) never takes the name in use.
+        let given = unique_image_name("team ecs (base)", &identity(), "20261125T083000Z".into());
+        assert!(
+            given.starts_with("team ecs (base)-20261125T083000Z-"),
+            "{given}"
+        );
+        let mut rebuild = identity();
+        rebuild.request_id = "another-request".into();
+        let again = unique_image_name("team ecs (base)", &rebuild, "20261125T083000Z".into());
+        assert_ne!(given, again);
+        let name = default_image_name(&identity(), "20261125T083000Z".into());
+        assert!(name.starts_with("images-Ami-20261125T083000Z-"), "{name}");
+        let other = Identity {
+            request_id: "another".into(),
+            ..identity()
+        };
+        assert_ne!(name, default_image_name(&other, "20261125T083000Z".into()));
+        let long = Identity {
+            stack_id: format!(
+                "arn:aws:cloudformation:us-east-1:1:stack/{}/g",
+                "s".repeat(200)
+            ),
+            ..identity()
+        };
+        let long_name = default_image_name(&long, "20261125T083000Z".into());
+        assert_eq!(long_name.len(), 128);
+        assert!(long_name.contains("20261125T083000Z"));
+    }
+
+    #[test]
+    fn client_tokens_are_per_request_and_within_ec2_limits() {
+        let token = client_token(&identity());
+        assert!(token.len() <= 64);
+        assert_eq!(token, client_token(&identity()));
+        let other = Identity {
+            request_id: "r2".into(),
+            ..identity()
+        };
+        assert_ne!(token, client_token(&other));
+    }
+}

@@ -1,0 +1,191 @@
+//! Update: retag in place when the content is unchanged, reuse an earlier image of the resource
+//! (a rollback), or rebuild.
+
+use crate::aws::{Aws, AwsError, Image};
+use crate::cfn::{Identity, Outcome};
+use crate::engine::Timing;
+use crate::engine::create::{Build, Progress, Resolved, resolve};
+use crate::engine::failure::{Failed, Failure, UpdateError};
+use crate::engine::tags::{
+    TAG_FINGERPRINT, TAG_PROPERTIES, TAG_SOURCE, image_outcome, outputs_of, owned_by,
+    resource_tags, user_tags,
+};
+use crate::spec::{AmiSpec, TAG_PREFIX, fingerprint};
+
+/// Update: keep the image when nothing that shapes its content changed, reuse an earlier image of
+/// this resource with the wanted content (a rollback), or build a new one.
+pub async fn update(
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: &str,
+    (spec, old_request): (AmiSpec, Option<String>),
+    timing: &Timing,
+) -> Progress {
+    let plan = match roll_back(aws, identity, physical_id, &spec, old_request).await {
+        Some(rolled_back) => UpdatePlan::from(rolled_back),
+        None => retag_or_reuse(aws, identity, physical_id, &spec).await,
+    };
+    match plan {
+        UpdatePlan::Answer(outcome) => Progress::Finished(outcome),
+        UpdatePlan::Fail(failed) => Progress::Failed(Box::new(failed)),
+        UpdatePlan::Rebuild(resolved) => {
+            let build = Build::new(spec, identity).already_resolved(resolved);
+            build.run(aws, identity, timing).await
+        }
+    }
+}
+
+/// What an Update comes to before any build.
+enum UpdatePlan {
+    /// Retagged in place, or reused an earlier image: answer now.
+    Answer(Outcome),
+    /// Could not find out what to do, or do it: nothing was built, nothing to clean up.
+    Fail(Failed),
+    /// The content changed: build, from the source already resolved here.
+    Rebuild(Resolved),
+}
+
+impl From<Result<Outcome, UpdateError>> for UpdatePlan {
+    fn from(answer: Result<Outcome, UpdateError>) -> Self {
+        match answer {
+            Ok(outcome) => UpdatePlan::Answer(outcome),
+            Err(error) => UpdatePlan::Fail(Failed {
+                failure: Failure::Update(error),
+                cleanup: None,
+            }),
+        }
+    }
+}
+
+/// An Update back to properties this resource already built an image from, while the previous
+/// request wanted other content: CloudFormation rolling back (after a failed update, or after
+/// another resource failed). The image built from exactly these properties is returned, as they
+/// state it: the source parameter is not resolved again, so a release published meanwhile does
+/// not turn the rollback into a rebuild (which could fail and leave the stack in
+/// UPDATE_ROLLBACK_FAILED). `None`: not a rollback, or no such image left; the Update goes on.
+async fn roll_back(
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: &str,
+    spec: &AmiSpec,
+    old_request: Option<String>,
+) -> Option<Result<Outcome, UpdateError>> {
+    let wanted = fingerprint::of_request(spec);
+    if old_request.is_none_or(|old| old == wanted) {
+        return None;
+    }
+    let mut tags = resource_tags(identity);
+    tags.insert(TAG_PROPERTIES.into(), wanted);
+    let images = match aws.images_tagged(&tags).await {
+        Ok(images) => images,
+        Err(error) => return Some(Err(UpdateError::RollbackSearch(error))),
+    };
+    let mut available: Vec<Image> = images
+        .into_iter()
+        .filter(|i| i.state == "available")
+        .collect();
+    // The current image first, if it is one of them (a rollback after this resource's own
+    // failed update keeps it).
+    available.sort_by_key(|i| i.id != physical_id);
+    let image = available.into_iter().next()?;
+    tracing::info!(image_id = %image.id, "rolling back to the image built from these properties");
+    Some(match retag(aws, &image, spec).await {
+        Ok(()) => Ok(image_outcome(&image)),
+        Err(error) => Err(UpdateError::RollbackRetag {
+            image: image.id,
+            error,
+        }),
+    })
+}
+
+/// Decides the Update: retag in place, reuse an earlier image of this resource (a rollback), or
+/// rebuild.
+async fn retag_or_reuse(
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: &str,
+    spec: &AmiSpec,
+) -> UpdatePlan {
+    let resolved = match resolve(aws, spec).await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            return UpdatePlan::Fail(Failed {
+                failure: Failure::In {
+                    stage: crate::engine::Phase::Resolve.name(),
+                    error,
+                },
+                cleanup: None,
+            });
+        }
+    };
+    let current = if crate::spec::is_ami_id(physical_id) {
+        match aws.describe_image(physical_id).await {
+            Ok(image) => image,
+            Err(error) => return Err(UpdateError::ReadCurrent(error)).into(),
+        }
+    } else {
+        None
+    };
+    if let Some(image) = current.filter(|i| owned_by(i, identity) && i.state == "available")
+        && image.tags.get(TAG_FINGERPRINT) == Some(&resolved.fingerprint)
+    {
+        return UpdatePlan::from(match retag(aws, &image, spec).await {
+            Ok(()) => {
+                tracing::info!(image_id = %image.id, "content unchanged: tags and description updated in place");
+                let refreshed = aws
+                    .describe_image(&image.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(image);
+                Ok(image_outcome(&refreshed))
+            }
+            Err(error) => Err(UpdateError::Retag {
+                image: physical_id.to_owned(),
+                error,
+            }),
+        });
+    }
+    let mut wanted = resource_tags(identity);
+    wanted.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
+    match aws.images_tagged(&wanted).await {
+        Ok(images) => {
+            if let Some(image) = images.into_iter().find(|i| i.state == "available") {
+                tracing::info!(image_id = %image.id, "an earlier image of this resource has the wanted content: reusing it");
+                if let Err(error) = retag(aws, &image, spec).await {
+                    let image = image.id;
+                    return Err(UpdateError::RetagReused { image, error }).into();
+                }
+                return UpdatePlan::Answer(image_outcome(&image));
+            }
+        }
+        Err(error) => return Err(UpdateError::SearchEarlier(error)).into(),
+    }
+    UpdatePlan::Rebuild(resolved)
+}
+
+/// Bring the image's and its snapshots' user tags and description to what the spec says.
+async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
+    let mut resources = vec![image.id.clone()];
+    resources.extend(image.snapshot_ids.iter().cloned());
+    let source = image.tags.get(TAG_SOURCE).map(String::as_str);
+    let mut wanted = user_tags(spec, &outputs_of(image), source.unwrap_or_default());
+    // The image now stands for these properties: a later rollback looks them up, and a later
+    // return to the properties it was first built from must not find it (it may be an older
+    // release than they would resolve to now).
+    wanted.insert(TAG_PROPERTIES.into(), fingerprint::of_request(spec));
+    let stale: Vec<String> = image
+        .tags
+        .keys()
+        .filter(|k| !k.starts_with(TAG_PREFIX) && !wanted.contains_key(*k))
+        .cloned()
+        .collect();
+    aws.untag(&resources, &stale).await?;
+    aws.tag(&resources, &wanted).await?;
+    if let Some(description) = &spec.ami_description
+        && image.description.as_ref() != Some(description)
+    {
+        aws.set_image_description(&image.id, description).await?;
+    }
+    Ok(())
+}
