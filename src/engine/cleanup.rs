@@ -149,16 +149,55 @@ pub(crate) async fn clean_up_all(
     keep: Option<&str>,
 ) -> (String, bool) {
     let tags = identity_tags(identity);
-    let mut done = Vec::new();
-    let mut left = Vec::new();
+    let mut report = Report::default();
+    terminate_builders(aws, &tags, known, not_found_grace, &mut report).await;
+    let released = deregister_images(aws, &tags, known, keep, &mut report).await;
+    delete_snapshots(aws, &tags, released, &mut report).await;
+    delete_volumes(aws, &tags, &mut report).await;
+    let complete = report.left.is_empty();
+    (report.sentence(identity), complete)
+}
 
+/// What cleanup removed, and what it could not.
+#[derive(Default)]
+struct Report {
+    done: Vec<String>,
+    left: Vec<String>,
+}
+
+impl Report {
+    fn sentence(&self, identity: &Identity) -> String {
+        let mut report = if self.done.is_empty() {
+            NOTHING_CREATED.to_owned()
+        } else {
+            format!("Cleanup: {}", self.done.join(", "))
+        };
+        if !self.left.is_empty() {
+            report.push_str(&format!(
+                ". NOT cleaned up, remove by hand (tagged {TAG_REQUEST}={}): {}",
+                identity.request_id,
+                self.left.join(", ")
+            ));
+        }
+        report
+    }
+}
+
+/// Each builder, known or found by its tags, with its command cancelled first.
+async fn terminate_builders(
+    aws: &Aws,
+    tags: &BTreeMap<String, String>,
+    known: &Leftovers,
+    not_found_grace: Duration,
+    report: &mut Report,
+) {
     // Each builder, with when it was launched where known.
     let mut instances: BTreeMap<String, Option<u64>> = known
         .instance_id
         .iter()
         .map(|id| (id.clone(), known.launched_at_ms))
         .collect();
-    match aws.instances_tagged(&tags).await {
+    match aws.instances_tagged(tags).await {
         Ok(found) => {
             for instance in found.into_iter().filter(|i| i.state != "terminated") {
                 let launched = instance.launched_ms;
@@ -166,7 +205,9 @@ pub(crate) async fn clean_up_all(
                 *entry = entry.or(launched);
             }
         }
-        Err(error) => left.push(format!("builder instances could not be listed ({error})")),
+        Err(error) => report
+            .left
+            .push(format!("builder instances could not be listed ({error})")),
     }
     if let (Some(command), Some(instance)) = (&known.command_id, &known.instance_id) {
         aws.cancel_step(command, instance).await.ok();
@@ -180,15 +221,27 @@ pub(crate) async fn clean_up_all(
             Duration::ZERO
         };
         match terminate_builder(aws, instance, grace).await {
-            Ok(()) => done.push(format!("terminated builder {instance}")),
-            Err(error) => left.push(error),
+            Ok(()) => report.done.push(format!("terminated builder {instance}")),
+            Err(error) => report.left.push(error),
         }
     }
+}
 
+/// Deregisters the request's images but `keep`; returns the snapshots they released, less
+/// those of `keep`.
+async fn deregister_images(
+    aws: &Aws,
+    tags: &BTreeMap<String, String>,
+    known: &Leftovers,
+    keep: Option<&str>,
+    report: &mut Report,
+) -> Released {
     let mut images: Vec<Image> = Vec::new();
-    match aws.images_tagged(&tags).await {
+    match aws.images_tagged(tags).await {
         Ok(found) => images.extend(found),
-        Err(error) => left.push(format!("images could not be listed ({error})")),
+        Err(error) => report
+            .left
+            .push(format!("images could not be listed ({error})")),
     }
     if let Some(id) = &known.image_id
         && !images.iter().any(|i| &i.id == id)
@@ -196,26 +249,52 @@ pub(crate) async fn clean_up_all(
         match aws.describe_image(id).await {
             Ok(Some(image)) => images.push(image),
             Ok(None) => {}
-            Err(error) => left.push(format!("image {id} ({error})")),
+            Err(error) => report.left.push(format!("image {id} ({error})")),
         }
     }
-    let mut snapshots = Vec::new();
-    let kept: Vec<String> = images
-        .iter()
-        .filter(|i| Some(i.id.as_str()) == keep)
-        .flat_map(|i| i.snapshot_ids.iter().cloned())
-        .collect();
+    let mut released = Released {
+        snapshots: Vec::new(),
+        kept: images
+            .iter()
+            .filter(|i| Some(i.id.as_str()) == keep)
+            .flat_map(|i| i.snapshot_ids.iter().cloned())
+            .collect(),
+    };
     images.retain(|i| Some(i.id.as_str()) != keep);
     for image in &images {
         match aws.deregister_image(&image.id).await {
             Ok(()) => {
-                done.push(format!("deregistered half-made image {}", image.id));
-                snapshots.extend(image.snapshot_ids.iter().cloned());
+                report
+                    .done
+                    .push(format!("deregistered half-made image {}", image.id));
+                released
+                    .snapshots
+                    .extend(image.snapshot_ids.iter().cloned());
             }
-            Err(error) => left.push(format!("image {} ({error})", image.id)),
+            Err(error) => report.left.push(format!("image {} ({error})", image.id)),
         }
     }
-    if let Ok(found) = aws.snapshots_tagged(&tags).await {
+    released
+}
+
+/// Snapshots of deregistered images, and those of the image kept (never deleted).
+struct Released {
+    snapshots: Vec<String>,
+    kept: Vec<String>,
+}
+
+/// The released snapshots and those the request's tags find, but the kept image's.
+async fn delete_snapshots(
+    aws: &Aws,
+    tags: &BTreeMap<String, String>,
+    released: Released,
+    report: &mut Report,
+) {
+    let Released {
+        mut snapshots,
+        kept,
+    } = released;
+    if let Ok(found) = aws.snapshots_tagged(tags).await {
         snapshots.extend(found);
     }
     snapshots.sort();
@@ -224,33 +303,25 @@ pub(crate) async fn clean_up_all(
     let until = tokio::time::Instant::now() + SNAPSHOT_RELEASE_GRACE;
     for snapshot in &snapshots {
         match delete_released_snapshot(aws, snapshot, until).await {
-            Ok(()) => done.push(format!("deleted snapshot {snapshot}")),
-            Err(error) => left.push(format!("snapshot {snapshot} ({error})")),
+            Ok(()) => report.done.push(format!("deleted snapshot {snapshot}")),
+            Err(error) => report.left.push(format!("snapshot {snapshot} ({error})")),
         }
     }
-    match aws.detached_volumes_tagged(&tags).await {
+}
+
+/// Volumes of the request's builders left detached (a data volume detached during the build).
+async fn delete_volumes(aws: &Aws, tags: &BTreeMap<String, String>, report: &mut Report) {
+    match aws.detached_volumes_tagged(tags).await {
         Ok(volumes) => {
             for volume in volumes {
                 match aws.delete_volume(&volume).await {
-                    Ok(()) => done.push(format!("deleted volume {volume}")),
-                    Err(error) => left.push(format!("volume {volume} ({error})")),
+                    Ok(()) => report.done.push(format!("deleted volume {volume}")),
+                    Err(error) => report.left.push(format!("volume {volume} ({error})")),
                 }
             }
         }
-        Err(error) => left.push(format!("volumes could not be listed ({error})")),
+        Err(error) => report
+            .left
+            .push(format!("volumes could not be listed ({error})")),
     }
-
-    let mut report = if done.is_empty() {
-        NOTHING_CREATED.to_owned()
-    } else {
-        format!("Cleanup: {}", done.join(", "))
-    };
-    if !left.is_empty() {
-        report.push_str(&format!(
-            ". NOT cleaned up, remove by hand (tagged {TAG_REQUEST}={}): {}",
-            identity.request_id,
-            left.join(", ")
-        ));
-    }
-    (report, left.is_empty())
 }

@@ -11,6 +11,7 @@ mod resume;
 mod source;
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -138,6 +139,26 @@ enum Next {
     After(Duration, Phase),
 }
 
+/// What [`Build::run`] counts within one invocation.
+#[derive(Default)]
+struct Turns {
+    /// Phases changed so far.
+    phases: u32,
+    /// When the request's record was last read.
+    record_checked: Option<tokio::time::Instant>,
+}
+
+/// Sleeps `pause`, but never past the moment this invocation must hand over, nor so long that the
+/// lease runs out unrenewed.
+async fn pause_within(pause: Duration, timing: &Timing) {
+    let pause = pause.min(timing.lease_ttl / 4);
+    let pause = match timing.hand_over_at {
+        Some(at) => pause.min(at.saturating_duration_since(tokio::time::Instant::now())),
+        None => pause,
+    };
+    tokio::time::sleep(pause).await;
+}
+
 impl Build {
     pub fn new(spec: AmiSpec, identity: &Identity) -> Build {
         let image_name = match &spec.ami_name {
@@ -180,139 +201,180 @@ impl Build {
     /// Runs phases until the build is done, fails, or this invocation should hand it over. On
     /// failure it cleans up and says what was left, so the caller only has to answer.
     pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Progress {
-        let mut phases_this_invocation = 0u32;
-        // Read again once the lease is held: another delivery may have answered, or a newer
-        // request cancelled it, between the handler's read and the lease.
-        let mut record_checked: Option<tokio::time::Instant> = None;
         match self.hold_lease(aws, identity, timing).await {
             Ok(true) => {}
             Ok(false) => return Progress::Yielded,
             Err(error) => {
+                let failure = Failure::LeaseNotTaken(error);
                 return self
-                    .fail_and_clean(aws, identity, Failure::LeaseNotTaken(error), true, timing)
+                    .fail_and_clean(aws, identity, failure, true, timing)
                     .await;
             }
         }
+        let mut turns = Turns::default();
         loop {
             if self.state.phase == Phase::Done {
                 // The lease stays until the answer is recorded (the handler then deletes it), so
                 // that a request cancelling this one always finds it in flight or answered.
                 return Progress::Finished(self.success_outcome());
             }
-            let lease_left = self
-                .state
-                .lease
-                .as_ref()
-                .map_or(0, |l| l.expires_ms.saturating_sub(clock::now_ms()));
-            if lease_left < timing.lease_ttl.as_millis() as u64 / 2 {
-                match self.renew_lease(aws, identity, timing).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!("another invocation took over this build: stopping here");
-                        return Progress::Yielded;
-                    }
-                    Err(error) => {
-                        let failure = Failure::LeaseNotRenewed(error);
-                        return self
-                            .fail_and_clean(aws, identity, failure, true, timing)
-                            .await;
-                    }
-                }
+            if let ControlFlow::Break(stop) = self.keep_lease(aws, identity, timing).await {
+                return stop;
             }
-            let now = clock::now_ms();
-            // Read each time: adopting an earlier delivery's builder moves the start back.
-            let build_deadline_ms =
-                self.state.started_at_ms + u64::from(self.spec.timeout_minutes) * 60_000;
-            if now >= build_deadline_ms {
-                let failure = Failure::TimedOut {
-                    minutes: self.spec.timeout_minutes,
-                    stage: self.state.phase.name(),
-                    stage_ran: Duration::from_millis(
-                        now.saturating_sub(self.state.phase_started_at_ms),
-                    ),
-                };
+            if let Some(failure) = self.past_timeout_minutes() {
                 return self
                     .fail_and_clean(aws, identity, failure, true, timing)
                     .await;
             }
-            let out_of_time = timing
-                .hand_over_at
-                .is_some_and(|at| tokio::time::Instant::now() >= at);
-            if out_of_time || (timing.hand_over_every_state && phases_this_invocation > 0) {
+            if self.hand_over_now(timing, &turns) {
                 self.state.hand_overs += 1;
                 tracing::info!(phase = ?self.state.phase, hand_overs = self.state.hand_overs, "handing the build over to a fresh invocation");
                 return Progress::Paused(Box::new(self.state));
             }
-            let creates_something = matches!(
-                self.state.phase,
-                Phase::Launch | Phase::StartStep { .. } | Phase::CreateImage
-            );
-            if creates_something
-                || record_checked.is_none_or(|at| at.elapsed() >= timing.record_check_every)
+            if let ControlFlow::Break(stop) =
+                self.check_record(aws, identity, timing, &mut turns).await
             {
-                record_checked = Some(tokio::time::Instant::now());
-                // The launch of a Create: its cancelling Delete may have run before it took the
-                // lease (and so not found it in flight).
-                if self.state.phase == Phase::Launch
-                    && let Some(issued_at) = &timing.create_issued_at
-                    && let Ok(Some(by)) =
-                        ledger::cancel_if_create_cancelled(aws, identity, issued_at).await
-                {
-                    return self.stop_cancelled(aws, identity, &by, timing).await;
-                }
-                match ledger::read(aws, identity).await {
-                    Ok(None) => {}
-                    Ok(Some(ledger::Record::Cancelled { by, .. })) => {
-                        return self.stop_cancelled(aws, identity, &by, timing).await;
-                    }
-                    Ok(Some(ledger::Record::Answered { .. })) => {
-                        tracing::warn!(
-                            "another delivery of this request has answered it: stopping here"
-                        );
-                        self.release_lease(aws, &lease::path(identity)).await;
-                        return Progress::Yielded;
-                    }
-                    Err(error) => {
-                        tracing::warn!(problem = %error, "could not read the request's record; carrying on");
-                    }
-                }
+                return stop;
             }
-            let before = std::mem::discriminant(&self.state.phase);
-            let step = self.advance(aws, identity, timing).await;
-            let (next, pause) = match step {
-                Ok(Next::Now(phase)) => (phase, None),
-                Ok(Next::After(pause, phase)) => (phase, Some(pause)),
-                Err(error) => {
-                    let cancel_command = !error.command_ended();
-                    let failure = Failure::In {
-                        stage: self.state.phase.name(),
-                        error,
-                    };
-                    return self
-                        .fail_and_clean(aws, identity, failure, cancel_command, timing)
-                        .await;
-                }
-            };
-            let changed = std::mem::discriminant(&next) != before
-                || matches!((&self.state.phase, &next), (Phase::StartStep { index: a }, Phase::StartStep { index: b }) if a != b);
-            self.state.phase = next;
-            if changed {
-                self.state.phase_started_at_ms = clock::now_ms();
-                phases_this_invocation += 1;
-            }
-            if let Some(pause) = pause {
-                // Never sleep past the moment this invocation must hand over, nor so long that
-                // the lease runs out unrenewed.
-                let pause = pause.min(timing.lease_ttl / 4);
-                let pause = match timing.hand_over_at {
-                    Some(at) => {
-                        pause.min(at.saturating_duration_since(tokio::time::Instant::now()))
-                    }
-                    None => pause,
-                };
-                tokio::time::sleep(pause).await;
+            match self.take_step(aws, identity, timing, &mut turns).await {
+                Ok(Some(pause)) => pause_within(pause, timing).await,
+                Ok(None) => {}
+                Err(failed) => return failed,
             }
         }
+    }
+
+    /// Renews the lease when half of it is left. Breaks with what to return when it was taken
+    /// over (this invocation was presumed dead) or could not be renewed.
+    async fn keep_lease(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> ControlFlow<Progress> {
+        let lease_left = self
+            .state
+            .lease
+            .as_ref()
+            .map_or(0, |l| l.expires_ms.saturating_sub(clock::now_ms()));
+        if lease_left >= timing.lease_ttl.as_millis() as u64 / 2 {
+            return ControlFlow::Continue(());
+        }
+        match self.renew_lease(aws, identity, timing).await {
+            Ok(true) => ControlFlow::Continue(()),
+            Ok(false) => {
+                tracing::warn!("another invocation took over this build: stopping here");
+                ControlFlow::Break(Progress::Yielded)
+            }
+            Err(error) => {
+                let failure = Failure::LeaseNotRenewed(error);
+                ControlFlow::Break(
+                    self.fail_and_clean(aws, identity, failure, true, timing)
+                        .await,
+                )
+            }
+        }
+    }
+
+    /// `TimeoutMinutes` counts from the start, read each time: adopting an earlier delivery's
+    /// builder moves the start back.
+    fn past_timeout_minutes(&self) -> Option<Failure> {
+        let now = clock::now_ms();
+        let deadline_ms = self.state.started_at_ms + u64::from(self.spec.timeout_minutes) * 60_000;
+        (now >= deadline_ms).then(|| Failure::TimedOut {
+            minutes: self.spec.timeout_minutes,
+            stage: self.state.phase.name(),
+            stage_ran: Duration::from_millis(now.saturating_sub(self.state.phase_started_at_ms)),
+        })
+    }
+
+    /// This invocation's time is up (or every state is to be handed over, for the tests).
+    fn hand_over_now(&self, timing: &Timing, turns: &Turns) -> bool {
+        let out_of_time = timing
+            .hand_over_at
+            .is_some_and(|at| tokio::time::Instant::now() >= at);
+        out_of_time || (timing.hand_over_every_state && turns.phases > 0)
+    }
+
+    /// Reads the request's record before each phase that creates something and every
+    /// `record_check_every`: a newer request may have cancelled this one, or another delivery
+    /// answered it. Read again once the lease is held, too: either may have happened between
+    /// the handler's read and the lease.
+    async fn check_record(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+        turns: &mut Turns,
+    ) -> ControlFlow<Progress> {
+        let creates_something = matches!(
+            self.state.phase,
+            Phase::Launch | Phase::StartStep { .. } | Phase::CreateImage
+        );
+        if !creates_something
+            && turns
+                .record_checked
+                .is_some_and(|at| at.elapsed() < timing.record_check_every)
+        {
+            return ControlFlow::Continue(());
+        }
+        turns.record_checked = Some(tokio::time::Instant::now());
+        // The launch of a Create: its cancelling Delete may have run before it took the lease
+        // (and so not found it in flight).
+        if self.state.phase == Phase::Launch
+            && let Some(issued_at) = &timing.create_issued_at
+            && let Ok(Some(by)) = ledger::cancel_if_create_cancelled(aws, identity, issued_at).await
+        {
+            return ControlFlow::Break(self.stop_cancelled(aws, identity, &by, timing).await);
+        }
+        match ledger::read(aws, identity).await {
+            Ok(None) => ControlFlow::Continue(()),
+            Ok(Some(ledger::Record::Cancelled { by, .. })) => {
+                ControlFlow::Break(self.stop_cancelled(aws, identity, &by, timing).await)
+            }
+            Ok(Some(ledger::Record::Answered { .. })) => {
+                tracing::warn!("another delivery of this request has answered it: stopping here");
+                self.release_lease(aws, &lease::path(identity)).await;
+                ControlFlow::Break(Progress::Yielded)
+            }
+            Err(error) => {
+                tracing::warn!(problem = %error, "could not read the request's record; carrying on");
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    /// Runs the current phase and moves to the next: `Ok` with the pause before it, if any; `Err`
+    /// with the failed build, cleaned up.
+    async fn take_step(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+        turns: &mut Turns,
+    ) -> Result<Option<Duration>, Progress> {
+        let (next, pause) = match self.advance(aws, identity, timing).await {
+            Ok(Next::Now(phase)) => (phase, None),
+            Ok(Next::After(pause, phase)) => (phase, Some(pause)),
+            Err(error) => {
+                let cancel_command = !error.command_ended();
+                let failure = Failure::In {
+                    stage: self.state.phase.name(),
+                    error,
+                };
+                return Err(self
+                    .fail_and_clean(aws, identity, failure, cancel_command, timing)
+                    .await);
+            }
+        };
+        let changed = std::mem::discriminant(&next) != std::mem::discriminant(&self.state.phase)
+            || matches!((&self.state.phase, &next), (Phase::StartStep { index: a }, Phase::StartStep { index: b }) if a != b);
+        self.state.phase = next;
+        if changed {
+            self.state.phase_started_at_ms = clock::now_ms();
+            turns.phases += 1;
+        }
+        Ok(pause)
     }
 
     /// The token this build's invocations hold the lease with: kept across hand-overs, new for a

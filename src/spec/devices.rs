@@ -1,0 +1,122 @@
+//! `BlockDeviceMappings`: the builder's volumes, and the AMI's.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::*;
+
+pub(super) fn parse_block_devices(items: Vec<Value>, problems: &mut Problems) -> Vec<BlockDevice> {
+    const TYPES: [&str; 7] = ["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"];
+    let mut devices = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let prefix = format!("BlockDeviceMappings[{i}]");
+        let Some(map) = item.as_object() else {
+            problems.add(&prefix, "must be an object with DeviceName and Ebs");
+            continue;
+        };
+        let mut fields = Fields::new(&prefix, map, problems);
+        let device_name = fields.string("DeviceName");
+        let ebs = fields.take("Ebs");
+        fields.finish();
+        let Some(device_name) = device_name else {
+            problems.add(
+                &format!("{prefix}.DeviceName"),
+                "required, such as /dev/xvdb",
+            );
+            continue;
+        };
+        if !is_device_name(&device_name) {
+            problems.add(
+                &format!("{prefix}.DeviceName"),
+                format!("{device_name:?} is not a device name such as /dev/xvda or /dev/sdf"),
+            );
+        }
+        if !seen.insert(device_name.clone()) {
+            problems.add(
+                &format!("{prefix}.DeviceName"),
+                format!("{device_name} is mapped twice"),
+            );
+        }
+        let ebs_path = format!("{prefix}.Ebs");
+        let Some(ebs_map) = ebs.and_then(Value::as_object) else {
+            problems.add(
+                &ebs_path,
+                "required: an object such as {VolumeSize: 20, VolumeType: gp3}",
+            );
+            continue;
+        };
+        let mut fields = Fields::new(&ebs_path, ebs_map, problems);
+        let volume_type = fields.string("VolumeType");
+        let volume_size = fields.number("VolumeSize", 1, 65536);
+        let iops = fields.number("Iops", 100, 256_000);
+        let throughput = fields.number("Throughput", 125, 2000);
+        let encrypted = fields.boolean("Encrypted");
+        let kms_key_id = fields.string("KmsKeyId");
+        let delete_on_termination = fields.boolean("DeleteOnTermination");
+        fields.finish();
+        if let Some(kind) = &volume_type
+            && !TYPES.contains(&kind.as_str())
+        {
+            problems.add(
+                &format!("{ebs_path}.VolumeType"),
+                format!("{kind:?} is not one of {}", TYPES.join(", ")),
+            );
+        }
+        let kind = volume_type.as_deref().unwrap_or("gp3");
+        if let Some(size) = volume_size {
+            let (min, max) = match kind {
+                "io1" | "io2" => (4, 16384),
+                "st1" | "sc1" => (125, 16384),
+                "standard" => (1, 1024),
+                _ => (1, 16384),
+            };
+            if !(min..=max).contains(&size) {
+                problems.add(
+                    &format!("{ebs_path}.VolumeSize"),
+                    format!("{size} GiB is out of range {min}..={max} for {kind}"),
+                );
+            }
+        }
+        if iops.is_some() && !matches!(kind, "io1" | "io2" | "gp3") {
+            problems.add(
+                &format!("{ebs_path}.Iops"),
+                format!("applies only to io1, io2 and gp3 volumes, not {kind}"),
+            );
+        }
+        if throughput.is_some() && kind != "gp3" {
+            problems.add(
+                &format!("{ebs_path}.Throughput"),
+                format!("applies only to gp3 volumes, not {kind}"),
+            );
+        }
+        if kms_key_id.is_some() && encrypted != Some(true) {
+            problems.add(&format!("{ebs_path}.KmsKeyId"), "requires Encrypted: true");
+        }
+        devices.push(BlockDevice {
+            device_name,
+            ebs: Ebs {
+                volume_size,
+                volume_type,
+                iops,
+                throughput,
+                encrypted,
+                kms_key_id,
+                delete_on_termination,
+            },
+        });
+    }
+    devices
+}
+
+pub(super) fn is_device_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("/dev/") else {
+        return false;
+    };
+    let letters = rest.strip_prefix("xvd").or_else(|| rest.strip_prefix("sd"));
+    letters.is_some_and(|tail| {
+        let alpha_len = tail.bytes().take_while(u8::is_ascii_lowercase).count();
+        (1..=2).contains(&alpha_len) && tail[alpha_len..].bytes().all(|b| b.is_ascii_digit())
+    })
+}

@@ -1,0 +1,87 @@
+//! The shapes of AWS identifiers and names that the properties must have.
+
+use super::*;
+
+pub(super) fn all_hex(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub fn is_ami_id(text: &str) -> bool {
+    text.strip_prefix("ami-")
+        .is_some_and(|hex| (hex.len() == 8 || hex.len() == 17) && all_hex(hex))
+}
+
+pub(super) fn is_resource_id(text: &str, prefix: &str) -> bool {
+    text.strip_prefix(prefix)
+        .is_some_and(|hex| (8..=17).contains(&hex.len()) && all_hex(hex))
+}
+
+pub(super) fn is_instance_type(text: &str) -> bool {
+    let Some((family, size)) = text.split_once('.') else {
+        return false;
+    };
+    let lower_alnum = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    family.len() >= 2
+        && family.as_bytes()[0].is_ascii_lowercase()
+        && lower_alnum(family)
+        && !size.is_empty()
+        && lower_alnum(size)
+        && text.len() <= 32
+}
+
+pub(super) fn check_parameter_name(name: &str, problems: &mut Problems) {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.-/".contains(c);
+    if name.len() > 2048 || !name.chars().all(allowed) {
+        problems.add(
+            "SourceAmiParameter",
+            format!(
+                "{name:?} is not an SSM parameter name (letters, digits, _ . - /, at most 2048)"
+            ),
+        );
+    }
+}
+
+pub(super) fn check_instance_profile(profile: &str, problems: &mut Problems) {
+    if profile.starts_with("arn:") {
+        let valid =
+            profile.split(':').nth(2) == Some("iam") && profile.contains(":instance-profile/");
+        if !valid {
+            problems.add("IamInstanceProfile", format!("{profile:?} is not an instance profile ARN (arn:aws:iam::ACCOUNT:instance-profile/NAME)"));
+        }
+        return;
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    if profile.len() > 128 || !profile.chars().all(allowed) {
+        problems.add(
+            "IamInstanceProfile",
+            format!("{profile:?} is not an instance profile name (letters, digits, +=,.@_-, at most 128)"),
+        );
+    }
+}
+
+pub(super) const MAX_AMI_NAME_PREFIX: usize = 104;
+
+pub(super) fn check_ami_name(name: &str, problems: &mut Problems) {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "()[] ./-'@_".contains(c);
+    // The build appends "-YYYYMMDDTHHMMSSZ-HASH" (24 characters) to keep names unique; EC2's
+    // limit for the whole name is 128.
+    if !(3..=MAX_AMI_NAME_PREFIX).contains(&name.len()) {
+        problems.add(
+            "AmiName",
+            format!(
+                "must be 3 to {MAX_AMI_NAME_PREFIX} characters (the build appends a 24-character time and hash)"
+            ),
+        );
+    } else if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        problems.add(
+            "AmiName",
+            format!("{bad:?} is not allowed (letters, digits, spaces and ()[]./-'@_ only)"),
+        );
+    }
+}

@@ -1,0 +1,546 @@
+//! The properties as a user writes them, valid and not.
+
+use super::*;
+use serde_json::{Map, json};
+
+fn minimal() -> Value {
+    json!({
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
+        "SourceAmi": "ami-0aae19d30bab785d3",
+        "IamInstanceProfile": "ecs-ami-builder"
+    })
+}
+
+fn with(extra: Value) -> Value {
+    let mut base = minimal();
+    for (k, v) in extra.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    base
+}
+
+fn problems(properties: Value) -> Vec<String> {
+    AmiSpec::parse(&properties)
+        .expect_err("expected invalid properties")
+        .problems
+}
+
+fn assert_problem(properties: Value, path: &str, words: &str) {
+    let found = problems(properties);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with(&format!("{path}:")) && p.contains(words)),
+        "no problem at {path} mentioning {words:?} in {found:?}"
+    );
+}
+
+#[test]
+fn minimal_properties_parse_with_defaults() {
+    let spec = AmiSpec::parse(&minimal()).unwrap();
+    assert_eq!(spec.source, Source::Ami("ami-0aae19d30bab785d3".into()));
+    assert!(spec.steps.is_empty() && spec.tags.is_empty() && spec.instance_type.is_none());
+}
+
+#[test]
+fn full_properties_parse_with_strings_for_numbers_and_booleans() {
+    let spec = AmiSpec::parse(&json!({
+        "SourceAmiParameter": "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",
+        "IamInstanceProfile": "arn:aws:iam::123456789012:instance-profile/builder",
+        "InstanceType": "t4g.medium",
+        "SubnetId": "subnet-0123456789abcdef0",
+        "SecurityGroupIds": ["sg-0123abcd"],
+        "AmiName": "ecs node (2026.11) [al2023]",
+        "AmiDescription": "ECS node",
+        "BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": "20", "VolumeType": "gp3", "Throughput": 250, "Encrypted": "true", "DeleteOnTermination": "false"}}],
+        "Tags": [{"Key": "team", "Value": "platform"}, {"Key": "cost", "Value": 42}],
+        "Steps": [
+            {"Name": "update", "Commands": ["dnf -y update"], "Environment": {"HTTP_PROXY": ""}, "TimeoutSeconds": "900"},
+            {"Name": "config", "Path": "/etc/ecs/ecs.config", "Content": "ECS_CLUSTER=x\n", "Mode": "600", "Owner": "root:root"}
+        ]
+    }))
+    .unwrap();
+    assert_eq!(spec.block_device_mappings[0].ebs.volume_size, Some(20));
+    assert_eq!(
+        spec.block_device_mappings[0].ebs.delete_on_termination,
+        Some(false)
+    );
+    assert_eq!(spec.tags["cost"], "42");
+    assert_eq!(spec.steps[0].timeout_seconds, 900);
+    assert_eq!(spec.steps[1].timeout_seconds, DEFAULT_STEP_TIMEOUT_SECONDS);
+    assert!(matches!(&spec.steps[1].action, Action::File { mode, .. } if mode == "600"));
+}
+
+#[test]
+fn tags_as_a_map_are_accepted() {
+    let spec = AmiSpec::parse(&with(json!({"Tags": {"team": "platform"}}))).unwrap();
+    assert_eq!(spec.tags["team"], "platform");
+}
+
+#[test]
+fn source_must_be_exactly_one() {
+    assert_problem(json!({"IamInstanceProfile": "p"}), "SourceAmi", "required");
+    assert_problem(
+        with(json!({"SourceAmiParameter": "/a/b"})),
+        "SourceAmi",
+        "not both",
+    );
+    assert_problem(
+        with(json!({"SourceAmi": "ami-xyz"})),
+        "SourceAmi",
+        "not an AMI id",
+    );
+    assert_problem(
+        json!({"SourceAmiParameter": "bad name!", "IamInstanceProfile": "p"}),
+        "SourceAmiParameter",
+        "not an SSM parameter name",
+    );
+}
+
+#[test]
+fn each_scalar_property_is_checked() {
+    assert_problem(
+        json!({"SourceAmi": "ami-12345678"}),
+        "IamInstanceProfile",
+        "required",
+    );
+    assert_problem(
+        with(json!({"IamInstanceProfile": "arn:aws:iam::1:role/x"})),
+        "IamInstanceProfile",
+        "ARN",
+    );
+    assert_problem(
+        with(json!({"IamInstanceProfile": "has space"})),
+        "IamInstanceProfile",
+        "not an instance profile name",
+    );
+    assert_problem(
+        with(json!({"InstanceType": "large"})),
+        "InstanceType",
+        "not an EC2 instance type",
+    );
+    assert_problem(
+        with(json!({"SubnetId": "vpc-12345678"})),
+        "SubnetId",
+        "not a subnet id",
+    );
+    assert_problem(
+        with(json!({"SecurityGroupIds": ["sg-1"]})),
+        "SecurityGroupIds[0]",
+        "not a security group id",
+    );
+    assert_problem(
+        with(json!({"SecurityGroupIds": "sg-12345678"})),
+        "SecurityGroupIds",
+        "must be a list",
+    );
+    assert_problem(with(json!({"AmiName": "ab"})), "AmiName", "3 to 104");
+    assert_problem(
+        with(json!({"AmiName": "name#1"})),
+        "AmiName",
+        "'#' is not allowed",
+    );
+    assert_problem(
+        with(json!({"AmiDescription": "d".repeat(256)})),
+        "AmiDescription",
+        "255",
+    );
+    assert_problem(
+        with(json!({"InstanceType": ["t3.small"]})),
+        "InstanceType",
+        "must be a string",
+    );
+    assert_problem(with(json!({"AmiName": ""})), "AmiName", "must not be empty");
+}
+
+#[test]
+fn unknown_properties_are_named_at_every_level() {
+    assert_problem(
+        with(json!({"SourceAMI": "ami-12345678"})),
+        "SourceAMI",
+        "unknown property",
+    );
+    assert_problem(
+        with(json!({"Steps": [{"Name": "a", "Command": ["x"]}]})),
+        "Steps[0].Command",
+        "unknown property",
+    );
+    assert_problem(
+        with(json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {"Size": 3}}]})),
+        "BlockDeviceMappings[0].Ebs.Size",
+        "unknown property",
+    );
+}
+
+#[test]
+fn block_devices_are_checked() {
+    let bdm = |m: Value| with(json!({"BlockDeviceMappings": [m]}));
+    assert_problem(
+        bdm(json!({"DeviceName": "xvdb", "Ebs": {}})),
+        "BlockDeviceMappings[0].DeviceName",
+        "not a device name",
+    );
+    assert_problem(
+        bdm(json!({"DeviceName": "/dev/xvdb"})),
+        "BlockDeviceMappings[0].Ebs",
+        "required",
+    );
+    assert_problem(
+        bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 0}})),
+        "BlockDeviceMappings[0].Ebs.VolumeSize",
+        "out of range",
+    );
+    assert_problem(
+        bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20000}})),
+        "BlockDeviceMappings[0].Ebs.VolumeSize",
+        "for gp3",
+    );
+    assert_problem(
+        bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": "big"}})),
+        "BlockDeviceMappings[0].Ebs.VolumeSize",
+        "whole number",
+    );
+    assert_problem(
+        bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "ssd"}})),
+        "BlockDeviceMappings[0].Ebs.VolumeType",
+        "not one of",
+    );
+    assert_problem(
+        bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "gp2", "Throughput": 200}})),
+        "BlockDeviceMappings[0].Ebs.Throughput",
+        "only to gp3",
+    );
+    assert_problem(
+        bdm(
+            json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "st1", "VolumeSize": 500, "Iops": 3000}}),
+        ),
+        "BlockDeviceMappings[0].Ebs.Iops",
+        "io1, io2 and gp3",
+    );
+    assert_problem(
+        bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"KmsKeyId": "k"}})),
+        "BlockDeviceMappings[0].Ebs.KmsKeyId",
+        "Encrypted",
+    );
+    assert_problem(
+        bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"Encrypted": "yes"}})),
+        "BlockDeviceMappings[0].Ebs.Encrypted",
+        "true or false",
+    );
+    assert_problem(
+        with(
+            json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {}}, {"DeviceName": "/dev/xvdb", "Ebs": {}}]}),
+        ),
+        "BlockDeviceMappings[1].DeviceName",
+        "mapped twice",
+    );
+}
+
+#[test]
+fn tags_are_checked() {
+    assert_problem(
+        with(json!({"Tags": {"aws:x": "1"}})),
+        "Tags.aws:x",
+        "reserved prefix",
+    );
+    assert_problem(
+        with(json!({"Tags": {"ecs-ami:fingerprint": "1"}})),
+        "Tags.ecs-ami:fingerprint",
+        "reserved prefix",
+    );
+    assert_problem(
+        with(json!({"Tags": {"k": "v".repeat(257)}})),
+        "Tags.k",
+        "256",
+    );
+    assert_problem(
+        with(json!({"Tags": {"k".repeat(129): "v"}})),
+        &format!("Tags.{}", "k".repeat(129)),
+        "1 to 128",
+    );
+    assert_problem(
+        with(json!({"Tags": [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}]})),
+        "Tags[1]",
+        "given twice",
+    );
+    assert_problem(
+        with(json!({"Tags": [{"Key": "a"}]})),
+        "Tags[0]",
+        "Key and Value",
+    );
+    assert_problem(
+        with(json!({"Tags": "team=platform"})),
+        "Tags",
+        "map or a list",
+    );
+    let many: Map<String, Value> = (0..43).map(|i| (format!("k{i}"), json!("v"))).collect();
+    assert_problem(with(json!({"Tags": many})), "Tags", "at most 42");
+}
+
+#[test]
+fn outputs_and_output_tags_parse() {
+    let spec = AmiSpec::parse(&with(json!({
+        "Steps": [
+            {"Name": "a", "Commands": ["x"], "Outputs": ["DockerVersion", "AgentVersion"]},
+            {"Name": "b", "Commands": ["y"]}
+        ],
+        "OutputTags": {"docker-version": "DockerVersion", "source-ami": "SourceImageId"}
+    })))
+    .unwrap();
+    assert_eq!(spec.steps[0].outputs, ["DockerVersion", "AgentVersion"]);
+    assert!(spec.steps[1].outputs.is_empty());
+    assert_eq!(
+        spec.output_tags,
+        BTreeMap::from([
+            ("docker-version".into(), "DockerVersion".into()),
+            ("source-ami".into(), "SourceImageId".into())
+        ])
+    );
+}
+
+#[test]
+fn outputs_and_output_tags_are_checked() {
+    let outputs =
+        |names: Value| with(json!({"Steps": [{"Name": "a", "Commands": ["x"], "Outputs": names}]}));
+    assert_problem(outputs(json!("One")), "Steps[0].Outputs", "must be a list");
+    assert_problem(
+        outputs(json!([1])),
+        "Steps[0].Outputs[0]",
+        "must be a string",
+    );
+    assert_problem(
+        outputs(json!(["has-dash"])),
+        "Steps[0].Outputs[0]",
+        "not an output name",
+    );
+    assert_problem(
+        outputs(json!(["9lives"])),
+        "Steps[0].Outputs[0]",
+        "not an output name",
+    );
+    assert_problem(
+        outputs(json!(["ImageId"])),
+        "Steps[0].Outputs[0]",
+        "resource's own attributes",
+    );
+    assert_problem(
+        outputs(json!(["A", "A"])),
+        "Steps[0].Outputs[1]",
+        "already declared",
+    );
+    let eleven: Vec<String> = (0..11).map(|i| format!("O{i}")).collect();
+    assert_problem(
+        outputs(json!(eleven)),
+        "Steps[0].Outputs[10]",
+        "more than 10",
+    );
+    assert_problem(
+        with(json!({"Steps": [
+            {"Name": "a", "Commands": ["x"], "Outputs": ["V"]},
+            {"Name": "b", "Commands": ["y"], "Outputs": ["V"]}
+        ]})),
+        "Steps[1].Outputs[0]",
+        "unique across steps",
+    );
+    assert_problem(
+        with(json!({"Steps": [{"Name": "f", "Path": "/x", "Content": "", "Outputs": ["V"]}]})),
+        "Steps[0].Outputs",
+        "only to command steps",
+    );
+    let tagged = |output_tags: Value, tags: Value| {
+        with(json!({
+            "Steps": [{"Name": "a", "Commands": ["x"], "Outputs": ["V"]}],
+            "OutputTags": output_tags,
+            "Tags": tags
+        }))
+    };
+    assert_problem(
+        tagged(json!({"v": "W"}), json!({})),
+        "OutputTags.v",
+        "\"W\" is neither SourceImageId nor an output of any step (declared: V)",
+    );
+    assert_problem(
+        tagged(json!({"v": "V"}), json!({"v": "1"})),
+        "OutputTags.v",
+        "also given in Tags",
+    );
+    assert_problem(
+        tagged(json!({"ecs-ami:v": "V"}), json!({})),
+        "OutputTags.ecs-ami:v",
+        "reserved prefix",
+    );
+    assert_problem(
+        tagged(json!({"v": ["V"]}), json!({})),
+        "OutputTags.v",
+        "must be the name of a step output",
+    );
+    assert_problem(
+        tagged(json!(["V"]), json!({})),
+        "OutputTags",
+        "must be a map",
+    );
+    assert_problem(
+        with(json!({"OutputTags": {"v": "V"}})),
+        "OutputTags.v",
+        "declared: none",
+    );
+    // 41 tags, one output kept as a tag and one output tag: 43 > 42.
+    let tags: serde_json::Map<String, Value> =
+        (0..41).map(|i| (format!("t{i}"), json!("x"))).collect();
+    assert_problem(
+        tagged(json!({"v": "V"}), Value::Object(tags)),
+        "OutputTags",
+        "need 43 tags",
+    );
+}
+
+#[test]
+fn steps_are_checked() {
+    let step = |s: Value| with(json!({"Steps": [s]}));
+    assert_problem(
+        step(json!({"Commands": ["x"]})),
+        "Steps[0].Name",
+        "required",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Commands": []})),
+        "Steps[0].Commands",
+        "at least one",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Commands": [["nested"]]})),
+        "Steps[0].Commands[0]",
+        "must be a string",
+    );
+    assert_problem(step(json!({"Name": "a"})), "Steps[0]", "needs Commands");
+    assert_problem(
+        step(json!({"Name": "a", "Commands": ["x"], "Path": "/x", "Content": ""})),
+        "Steps[0]",
+        "not both",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 0})),
+        "Steps[0].TimeoutSeconds",
+        "out of range",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 3601})),
+        "Steps[0].TimeoutSeconds",
+        "out of range",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Commands": ["x"], "Environment": {"1BAD": "v"}})),
+        "Steps[0].Environment.1BAD",
+        "shell variable",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Commands": ["x"], "Environment": ["A=b"]})),
+        "Steps[0].Environment",
+        "map",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Path": "etc/x", "Content": "c"})),
+        "Steps[0].Path",
+        "absolute",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Path": "/etc/../x", "Content": "c"})),
+        "Steps[0].Path",
+        "..",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Path": "/etc/x"})),
+        "Steps[0].Content",
+        "required",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Mode": "rw"})),
+        "Steps[0].Mode",
+        "octal",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Mode": "0999"})),
+        "Steps[0].Mode",
+        "octal",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Owner": "Root"})),
+        "Steps[0].Owner",
+        "USER:GROUP",
+    );
+    assert_problem(
+        step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Environment": {}})),
+        "Steps[0].Environment",
+        "only to command",
+    );
+    assert_problem(
+        with(
+            json!({"Steps": [{"Name": "a", "Commands": ["x"]}, {"Name": "a", "Commands": ["y"]}]}),
+        ),
+        "Steps[1].Name",
+        "unique",
+    );
+    assert_problem(
+        step(json!({"Name": "big", "Path": "/x", "Content": "x".repeat(60_000)})),
+        "Steps[0]",
+        "split it",
+    );
+    assert_problem(
+        with(json!({"Steps": ["echo"]})),
+        "Steps[0]",
+        "must be an object",
+    );
+}
+
+#[test]
+fn timeouts_follow_service_timeout() {
+    assert_eq!(AmiSpec::parse(&minimal()).unwrap().timeout_minutes, 55);
+    assert_eq!(
+        AmiSpec::parse(&with(json!({"ServiceTimeout": "1200"})))
+            .unwrap()
+            .timeout_minutes,
+        15
+    );
+    assert_eq!(
+        AmiSpec::parse(&with(json!({"TimeoutMinutes": "30"})))
+            .unwrap()
+            .timeout_minutes,
+        30
+    );
+    assert_problem(
+        with(json!({"TimeoutMinutes": 56})),
+        "TimeoutMinutes",
+        "more than the 55 minutes",
+    );
+    assert_problem(
+        with(json!({"ServiceTimeout": 1200, "TimeoutMinutes": 20})),
+        "TimeoutMinutes",
+        "more than the 15 minutes",
+    );
+    assert_problem(
+        with(json!({"ServiceTimeout": 300})),
+        "ServiceTimeout",
+        "leaves no time to build",
+    );
+    assert_problem(
+        with(json!({"ServiceTimeout": 4000})),
+        "ServiceTimeout",
+        "out of range",
+    );
+    assert_problem(
+        with(json!({"TimeoutMinutes": 0})),
+        "TimeoutMinutes",
+        "out of range",
+    );
+}
+
+#[test]
+fn all_problems_are_reported_together() {
+    let found = problems(json!({"SourceAmi": "bad", "InstanceType": "x", "Bogus": 1}));
+    assert!(found.len() >= 4, "{found:?}");
+}
+
+#[test]
+fn non_object_properties_are_refused() {
+    assert_problem(json!("SourceAmi"), "ResourceProperties", "object");
+}
