@@ -1,0 +1,285 @@
+//! One CloudFormation event in, exactly one response out, possibly several invocations later.
+//!
+//! This is the top-level guard: whatever happens below (invalid properties, an AWS error, a panic,
+//! the invocation running out of time) ends in a response with a readable Reason, and anything the
+//! request created is cleaned up first. A build that outlasts the invocation is handed to a fresh
+//! one through the [`Scheduler`]; only the invocation that finishes it answers.
+//!
+//! | Module | What it does |
+//! |---|---|
+//! | `mod.rs` | [`handle`]: one event to one answer; [`failed_outcome`], where a typed failure becomes a Reason |
+//! | [`continuation`] | the hand-over payload, and a payload this version cannot continue |
+//! | [`limits`] | the invocation's time limits, and the guard that turns a panic or a hung call into an answer |
+//! | `records.rs` | the request's record: a repeated delivery answers the same, a cancelled one nothing |
+//! | `operate.rs` | validation, superseding abandoned builds, then the operation itself |
+
+pub mod continuation;
+pub mod limits;
+mod operate;
+mod records;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::aws::Aws;
+use crate::cfn::{self, HttpSink, Operation, Outcome, Request, RequestError, Response, SinkError};
+use crate::engine::ledger::{self, Record};
+use crate::engine::{self, BuildState, Failed, Failure, Progress};
+use crate::spec::AmiSpec;
+
+pub use continuation::{CONTINUATION_KEY, CONTINUATION_VERSION, Continuation};
+use continuation::{cannot_continue, split_continuation};
+pub use limits::Limits;
+use limits::guarded;
+use operate::{clean_up_by_tags, operate, release_lease_of, remove_build};
+use records::{cancelled_before_it_started, cancelled_now, honour_record, leaves_a_record};
+
+/// Where responses go: the presigned ResponseURL in production.
+pub trait ResponseSink: Send + Sync {
+    fn send(
+        &self,
+        url: &str,
+        response: &Response,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+impl ResponseSink for HttpSink {
+    fn send(
+        &self,
+        url: &str,
+        response: &Response,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        HttpSink::send(self, url, response)
+    }
+}
+
+/// Starts a fresh invocation with a hand-over payload: an asynchronous self-invocation in
+/// Lambda, the next turn of a loop in the local command line and in tests.
+pub trait Scheduler: Send + Sync {
+    fn hand_over(&self, payload: Value) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+#[derive(Debug)]
+pub enum Handled {
+    Answered(Response),
+    HandedOver {
+        hand_overs: u32,
+    },
+    /// Another invocation is working on this request (a duplicate delivery); it will answer.
+    Yielded,
+    /// The request was answered before (this is a later delivery of it): the same answer was
+    /// sent again, and nothing else done.
+    Repeated(Response),
+    /// A newer request of the resource cancelled this one: what its build made is removed, and
+    /// nothing is answered (CloudFormation no longer waits for it).
+    Cancelled {
+        by: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error(transparent)]
+    NotCloudFormation(RequestError),
+    #[error("{error} (the response was {status:?} for {physical_id})")]
+    Undeliverable {
+        status: cfn::Status,
+        physical_id: String,
+        error: SinkError,
+    },
+}
+
+/// Handles one event (a CloudFormation request or a hand-over payload): either sends its response
+/// or hands the build over.
+pub async fn handle(
+    event: Value,
+    aws: &Aws,
+    sink: &impl ResponseSink,
+    scheduler: &impl Scheduler,
+    limits: Limits,
+) -> Result<Handled, HandleError> {
+    let (event, state) = match split_continuation(event) {
+        Ok(parts) => parts,
+        Err(problem) => {
+            return Err(HandleError::NotCloudFormation(
+                RequestError::NotCloudFormation(problem),
+            ));
+        }
+    };
+    let (request, outcome) = match Request::parse(event.clone()) {
+        Ok(request) => {
+            let recorded = leaves_a_record(&request);
+            if recorded && let Some(handled) = honour_record(&request, aws, sink).await {
+                return Ok(handled);
+            }
+            let progress = match state {
+                Some(Err(problem)) => cannot_continue(&request, aws, &problem).await,
+                Some(Ok(state)) => guarded(&request, Some(state), aws, &limits).await,
+                None => guarded(&request, None, aws, &limits).await,
+            };
+            let outcome = match progress {
+                Progress::Finished(outcome) => outcome,
+                Progress::Failed(failed) => failed_outcome(&request, &failed),
+                Progress::Yielded => return Ok(Handled::Yielded),
+                Progress::Cancelled(report) => {
+                    tracing::info!(report = %report, "cancelled: nothing answered");
+                    return Ok(cancelled_now(&request, aws).await);
+                }
+                Progress::Paused(state) => {
+                    let hand_overs = state.hand_overs;
+                    let continuation = Continuation {
+                        version: CONTINUATION_VERSION,
+                        event,
+                        build: (*state).clone(),
+                    };
+                    match scheduler.hand_over(continuation.payload()).await {
+                        Ok(()) => return Ok(Handled::HandedOver { hand_overs }),
+                        Err(why) => {
+                            tracing::error!(problem = %why, "hand-over failed");
+                            abandon(&request, aws, *state, &why).await
+                        }
+                    }
+                }
+            };
+            return answer(&request, outcome, aws, sink, recorded).await;
+        }
+        Err(RequestError::Malformed { problem, partial }) => {
+            let physical_id = match &partial.operation {
+                Operation::Delete { physical_id } => physical_id.clone(),
+                _ => String::new(),
+            };
+            let outcome = Outcome::failed(
+                physical_id,
+                format!("malformed CloudFormation request: {problem}"),
+            );
+            (*partial, outcome)
+        }
+        Err(error @ RequestError::NotCloudFormation(_)) => {
+            tracing::error!(problem = %error, "event ignored");
+            return Err(HandleError::NotCloudFormation(error));
+        }
+    };
+    answer(&request, outcome, aws, sink, false).await
+}
+
+/// Records the answer (see [`ledger`]), then sends it. When the record shows that a newer request
+/// cancelled this one meanwhile, nothing is sent and what the build made is removed (an image
+/// made for a request CloudFormation gave up on belongs to no stack); when another delivery
+/// answered first, its answer stands.
+async fn answer(
+    request: &Request,
+    outcome: Outcome,
+    aws: &Aws,
+    sink: &impl ResponseSink,
+    recorded: bool,
+) -> Result<Handled, HandleError> {
+    let record = Record::answered(
+        outcome.status,
+        &outcome.physical_id,
+        outcome.reason.as_deref(),
+    );
+    let written = match recorded {
+        true => ledger::write(aws, &request.identity, &record).await,
+        false => Ok(None),
+    };
+    match written {
+        Ok(None) if recorded && !matches!(request.operation, Operation::Delete { .. }) => {
+            // A finished build kept its lease until now (see `Build::run`).
+            release_lease_of(aws, &request.identity).await;
+        }
+        Ok(None) => {}
+        Ok(Some(Record::Cancelled { by, .. })) => {
+            tracing::warn!(cancelled_by = %by, "cancelled while finishing: removing what the build made, answering nothing");
+            // The finished build kept its lease for this moment (see `Build::run`).
+            let report = remove_build(aws, &request.identity, Duration::from_secs(120)).await;
+            tracing::info!(report = %report, "cancelled request cleaned up");
+            return Ok(Handled::Cancelled { by });
+        }
+        Ok(Some(first @ Record::Answered { .. })) => {
+            tracing::warn!(
+                ?first,
+                "another delivery of this request answered first: its answer stands"
+            );
+            return Ok(Handled::Yielded);
+        }
+        Err(error) => {
+            tracing::warn!(problem = %error, "the answer could not be recorded; sending it anyway");
+            // Without the lease, no newer request takes the answered build for one in flight.
+            if !matches!(request.operation, Operation::Delete { .. }) {
+                release_lease_of(aws, &request.identity).await;
+            }
+        }
+    }
+    if recorded {
+        // Each answer removes its resource's records older than a day; a Delete (the last
+        // request a resource gets) also some of stacks deleted long ago.
+        let pages = match request.operation {
+            Operation::Delete { .. } => 3,
+            _ => 0,
+        };
+        if let Err(error) = ledger::sweep(aws, &request.identity, pages).await {
+            tracing::warn!(problem = %error, "old request records could not be removed");
+        }
+    }
+    let response = Response::new(&request.identity, outcome);
+    tracing::info!(
+        status = ?response.status,
+        physical_id = %response.physical_resource_id,
+        reason = response.reason.as_deref().unwrap_or(""),
+        "answering CloudFormation"
+    );
+    match sink.send(&request.response_url, &response).await {
+        Ok(()) => Ok(Handled::Answered(response)),
+        Err(error) => {
+            tracing::error!(problem = %error, "CloudFormation could not be told the outcome");
+            Err(HandleError::Undeliverable {
+                status: response.status,
+                physical_id: response.physical_resource_id,
+                error,
+            })
+        }
+    }
+}
+
+/// The physical id a FAILED answer must carry: the existing one for Update and Delete, a marker
+/// for a Create that made no image.
+fn failure_physical_id(request: &Request) -> String {
+    match &request.operation {
+        Operation::Create => cfn::failed_create_physical_id(&request.identity),
+        Operation::Update { physical_id, .. } | Operation::Delete { physical_id } => {
+            physical_id.clone()
+        }
+    }
+}
+
+async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> Outcome {
+    let spec = AmiSpec::parse(&request.properties).expect("a paused build had valid properties");
+    // The hand-over failed near the end of the invocation: retries for at most 5 s.
+    let failed = engine::RETRIES_UNTIL
+        .scope(
+            tokio::time::Instant::now() + Duration::from_secs(5),
+            engine::abandon(aws, &request.identity, spec, state, why),
+        )
+        .await;
+    failed_outcome(request, &failed)
+}
+
+/// The handler's edge, where a failure becomes CloudFormation's Reason. A failed Create answers
+/// with a physical id of its own ([`cfn::failed_create_physical_id`]); a failed Update keeps the
+/// resource's image (a different physical id would make CloudFormation take the failure for a
+/// replacement) and says so.
+pub fn failed_outcome(request: &Request, failed: &Failed) -> Outcome {
+    match (&request.operation, &failed.failure) {
+        // Its own sentence already says it is the Update's.
+        (Operation::Update { physical_id, .. }, Failure::Update(_)) => {
+            Outcome::failed(physical_id, failed.to_string())
+        }
+        (Operation::Update { physical_id, .. }, _) => Outcome::failed(
+            physical_id,
+            format!("Update {failed}; the existing image {physical_id} is unchanged"),
+        ),
+        _ => Outcome::failed(failure_physical_id(request), failed.to_string()),
+    }
+}

@@ -1,0 +1,195 @@
+//! A request's operation: its properties validated first, builds CloudFormation gave up on
+//! stopped, then Create, Update or Delete.
+
+use std::time::Duration;
+
+use crate::aws::Aws;
+use crate::cfn::{self, Operation, Outcome, Request};
+use crate::engine::{self, BuildState, Leftovers, Progress, Timing};
+use crate::spec::AmiSpec;
+
+use super::*;
+
+pub(super) async fn operate(
+    request: Request,
+    state: Option<BuildState>,
+    aws: Aws,
+    timing: Timing,
+) -> Progress {
+    let identity = &request.identity;
+    // The properties first: a request refused for them calls no AWS at all.
+    let spec = match &request.operation {
+        Operation::Delete { .. } => None,
+        _ => match AmiSpec::parse(&request.properties) {
+            Ok(spec) => Some(spec),
+            Err(errors) => {
+                let unchanged = match &request.operation {
+                    Operation::Update { physical_id, .. } => {
+                        format!("; the existing image {physical_id} is unchanged")
+                    }
+                    _ => String::new(),
+                };
+                return Progress::Finished(Outcome::failed(
+                    failure_physical_id(&request),
+                    format!("{errors}. Nothing was launched{unchanged}."),
+                ));
+            }
+        },
+    };
+    if let Some(progress) = cancelled_before_it_started(&request, state.is_some(), &aws).await {
+        return progress;
+    }
+    // A request of the resource other than a Delete of a Create that failed (which answered, so
+    // CloudFormation may already have sent a newer Create) first stops builds CloudFormation gave
+    // up on.
+    let superseded = match &request.operation {
+        // A hand-over continues a request that did this in its first invocation.
+        _ if state.is_some() => engine::Superseded::default(),
+        Operation::Delete { physical_id } if cfn::is_failed_create_physical_id(physical_id) => {
+            engine::Superseded::default()
+        }
+        Operation::Create => engine::Superseded::default(),
+        _ => match engine::supersede(&aws, identity, current_image(&request), &timing).await {
+            Ok(superseded) => superseded,
+            Err(error) => {
+                return Progress::Finished(Outcome::failed(
+                    failure_physical_id(&request),
+                    format!(
+                        "could not look for builds of this resource CloudFormation gave up on: {error}"
+                    ),
+                ));
+            }
+        },
+    };
+    // A Delete that leaves something fails, so that CloudFormation's retry finds it again; an
+    // Update (a rollback) goes on, naming it, rather than leaving the stack in
+    // UPDATE_ROLLBACK_FAILED.
+    if superseded.left_something && matches!(request.operation, Operation::Delete { .. }) {
+        return Progress::Finished(Outcome::failed(
+            failure_physical_id(&request),
+            format!(
+                "A build of this resource that CloudFormation gave up on could not be removed completely; retry to try again.{}",
+                superseded.report()
+            ),
+        ));
+    }
+    // The edge: a failure becomes its Reason here, so that the report above is added to it.
+    let progress = match operate_alone(request.clone(), spec, state, &aws, timing).await {
+        Progress::Failed(failed) => Progress::Finished(failed_outcome(&request, &failed)),
+        other => other,
+    };
+    match progress {
+        Progress::Finished(outcome) if !superseded.stopped.is_empty() => {
+            let reason = format!(
+                "{}{}",
+                outcome.reason.as_deref().unwrap_or_default(),
+                superseded.report()
+            );
+            Progress::Finished(outcome.with_reason(reason.trim_start().to_owned()))
+        }
+        other => other,
+    }
+}
+
+/// The AMI CloudFormation holds for the resource, if the request names one: never removed as a
+/// leftover of another request's build.
+pub(super) fn current_image(request: &Request) -> Option<&str> {
+    match &request.operation {
+        Operation::Update { physical_id, .. } | Operation::Delete { physical_id }
+            if crate::spec::is_ami_id(physical_id) =>
+        {
+            Some(physical_id)
+        }
+        _ => None,
+    }
+}
+
+/// The request's own operation, once no other build of the resource is in flight; `spec`: its
+/// validated properties (none for a Delete).
+pub(super) async fn operate_alone(
+    request: Request,
+    spec: Option<AmiSpec>,
+    state: Option<BuildState>,
+    aws: &Aws,
+    timing: Timing,
+) -> Progress {
+    let (aws, identity) = (aws.clone(), &request.identity);
+    let spec = match (&request.operation, spec) {
+        (Operation::Delete { physical_id }, _) => {
+            return Progress::Finished(engine::delete(&aws, identity, physical_id).await);
+        }
+        (_, Some(spec)) => spec,
+        (_, None) => unreachable!("a Create or Update has its properties validated"),
+    };
+    match (&request.operation, state) {
+        (Operation::Create, None) => engine::create(&aws, identity, spec, &timing).await,
+        (
+            Operation::Update {
+                physical_id,
+                old_properties,
+            },
+            None,
+        ) => {
+            // What the previous request asked for (a rollback's are the failed update's).
+            // Properties that do not parse (a rollback after invalid ones) asked for something
+            // else; none at all (not from CloudFormation) ask for nothing.
+            let old_request = match AmiSpec::parse(old_properties) {
+                Ok(old) => Some(crate::spec::fingerprint::of_request(&old)),
+                Err(_) if old_properties.as_object().is_some_and(|o| !o.is_empty()) => {
+                    Some("unparsable".to_owned())
+                }
+                Err(_) => None,
+            };
+            engine::update(&aws, identity, physical_id, (spec, old_request), &timing).await
+        }
+        (Operation::Create, Some(state)) => {
+            engine::Build::resume(spec, state)
+                .run(&aws, identity, &timing)
+                .await
+        }
+        (Operation::Update { .. }, Some(state)) => {
+            engine::Build::resume(spec, state)
+                .run(&aws, identity, &timing)
+                .await
+        }
+        (Operation::Delete { .. }, _) => unreachable!("Delete returned above"),
+    }
+}
+
+/// Deletes every generation of the request's build lease, whoever holds it: the build is over.
+pub(super) async fn release_lease_of(aws: &Aws, identity: &cfn::Identity) {
+    if let Err(error) = engine::lease::release_all(aws, &engine::lease::path(identity)).await {
+        tracing::warn!(problem = %error, "the build lease could not be deleted; it expires by itself");
+    }
+}
+
+/// Ends a request's build that no invocation of it will carry on: removes what its tags find
+/// ([`clean_up_by_tags`]), then its lease. Returns the cleanup's report.
+pub(super) async fn remove_build(
+    aws: &Aws,
+    identity: &cfn::Identity,
+    retries_for: Duration,
+) -> String {
+    let report = clean_up_by_tags(aws, identity, retries_for).await;
+    release_lease_of(aws, identity).await;
+    report
+}
+
+/// Removes what the request's tags find, retrying transient errors for at most `retries_for`.
+pub(super) async fn clean_up_by_tags(
+    aws: &Aws,
+    identity: &cfn::Identity,
+    retries_for: Duration,
+) -> String {
+    engine::RETRIES_UNTIL
+        .scope(
+            tokio::time::Instant::now() + retries_for,
+            engine::clean_up(
+                aws,
+                identity,
+                &Leftovers::default(),
+                Timing::default().not_found_grace,
+            ),
+        )
+        .await
+}
