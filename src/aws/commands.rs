@@ -1,0 +1,125 @@
+//! SSM Run Command on the builder: whether its agent is Online, running a step, its result.
+
+use super::*;
+
+impl Aws {
+    /// Whether the SSM agent on the instance reports Online; SendCommand fails before it does.
+    pub async fn instance_online(&self, instance_id: &str) -> Result<bool> {
+        let filter = ssmt::InstanceInformationStringFilter::builder()
+            .key("InstanceIds")
+            .values(instance_id)
+            .build()
+            .expect("key and values are set");
+        let out = self
+            .ssm
+            .describe_instance_information()
+            .filters(filter)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ssm:DescribeInstanceInformation", e))?;
+        Ok(out.instance_information_list().iter().any(|info| {
+            info.instance_id() == Some(instance_id)
+                && info.ping_status() == Some(&ssmt::PingStatus::Online)
+        }))
+    }
+    pub async fn run_step(
+        &self,
+        instance_id: &str,
+        script: &str,
+        timeout_seconds: u32,
+        comment: &str,
+    ) -> Result<String> {
+        let lines: Vec<String> = script.lines().map(str::to_owned).collect();
+        let out = self
+            .ssm
+            .send_command()
+            .instance_ids(instance_id)
+            .document_name("AWS-RunShellScript")
+            .parameters("commands", lines)
+            .parameters("executionTimeout", vec![timeout_seconds.to_string()])
+            .comment(comment.chars().take(100).collect::<String>())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ssm:SendCommand", e))?;
+        out.command()
+            .and_then(|c| c.command_id())
+            .map(str::to_owned)
+            .ok_or_else(|| AwsError {
+                operation: "ssm:SendCommand",
+                code: None,
+                message: "the answer named no command".into(),
+            })
+    }
+    pub async fn step_result(&self, command_id: &str, instance_id: &str) -> Result<StepResult> {
+        let out = self
+            .ssm
+            .get_command_invocation()
+            .command_id(command_id)
+            .instance_id(instance_id)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(error) => {
+                let error = AwsError::from_sdk("ssm:GetCommandInvocation", error);
+                // Right after SendCommand the invocation may not be visible yet.
+                if error.code.as_deref() == Some("InvocationDoesNotExist") {
+                    return Ok(StepResult {
+                        status: StepStatus::Running,
+                        detail: "Pending".into(),
+                        exit_code: -1,
+                        stdout: String::new(),
+                        stderr: String::new(),
+                    });
+                }
+                return Err(error);
+            }
+        };
+        use ssmt::CommandInvocationStatus as S;
+        let status = match out.status() {
+            Some(S::Success) => StepStatus::Success,
+            Some(S::Failed) => StepStatus::Failed,
+            Some(S::TimedOut) => StepStatus::TimedOut,
+            Some(S::Cancelled) => StepStatus::Cancelled,
+            _ => StepStatus::Running,
+        };
+        Ok(StepResult {
+            status,
+            detail: out.status_details().unwrap_or_default().to_owned(),
+            exit_code: out.response_code(),
+            stdout: out.standard_output_content().unwrap_or_default().to_owned(),
+            stderr: out.standard_error_content().unwrap_or_default().to_owned(),
+        })
+    }
+    /// The commands sent to an instance, in no particular order, as (command id, comment): how a resumed
+    /// build learns which steps already ran.
+    pub async fn commands_sent_to(&self, instance_id: &str) -> Result<Vec<(String, String)>> {
+        let mut found = Vec::new();
+        let mut pages = self
+            .ssm
+            .list_commands()
+            .instance_id(instance_id)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ssm:ListCommands", e))?;
+            found.extend(page.commands().iter().filter_map(|c| {
+                Some((
+                    c.command_id()?.to_owned(),
+                    c.comment().unwrap_or_default().to_owned(),
+                ))
+            }));
+        }
+        Ok(found)
+    }
+    pub async fn cancel_step(&self, command_id: &str, instance_id: &str) -> Result<()> {
+        self.ssm
+            .cancel_command()
+            .command_id(command_id)
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ssm:CancelCommand", e))?;
+        Ok(())
+    }
+}
