@@ -6,32 +6,37 @@ use std::collections::BTreeMap;
 use crate::aws::Aws;
 use crate::cfn::{Identity, Outcome};
 use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
+use crate::engine::failure::DeleteError;
 use crate::engine::tags::{TAG_IMAGE, image_outcome, owned_by, resource_tags};
 
 /// Delete: deregister the image and delete every snapshot it used. An id that is not an image, an
 /// image already gone, and an image some other resource built all end in SUCCESS, and say so.
-pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcome {
+pub async fn delete(
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: &str,
+) -> Result<Outcome, DeleteError> {
     if !crate::spec::is_ami_id(physical_id) {
-        return Outcome::success(physical_id, BTreeMap::new())
-            .with_reason(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): nothing to delete."));
+        return Ok(Outcome::success(physical_id, BTreeMap::new())
+            .with_reason(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): nothing to delete.")));
     }
-    let image = match aws.describe_image(physical_id).await {
-        Ok(image) => image,
-        Err(error) => {
-            return Outcome::failed(
-                physical_id,
-                format!("Delete could not read image {physical_id}: {error}"),
-            );
-        }
-    };
+    let image = aws
+        .describe_image(physical_id)
+        .await
+        .map_err(|error| DeleteError::ReadImage {
+            image: physical_id.to_owned(),
+            error,
+        })?;
     if let Some(image) = &image
         && !owned_by(image, identity)
     {
-        return Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
-            "image {physical_id} was not built by {}/{}: left untouched",
-            identity.stack_name(),
-            identity.logical_id
-        ));
+        return Ok(
+            Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
+                "image {physical_id} was not built by {}/{}: left untouched",
+                identity.stack_name(),
+                identity.logical_id
+            )),
+        );
     }
     let mut snapshots: Vec<String> = image
         .as_ref()
@@ -39,24 +44,23 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
         .unwrap_or_default();
     let mut by_tag = resource_tags(identity);
     by_tag.insert(TAG_IMAGE.into(), physical_id.to_owned());
-    match aws.snapshots_tagged(&by_tag).await {
-        Ok(found) => snapshots.extend(found),
-        Err(error) => {
-            return Outcome::failed(
-                physical_id,
-                format!("Delete could not list the snapshots of {physical_id}: {error}"),
-            );
-        }
-    }
+    let found =
+        aws.snapshots_tagged(&by_tag)
+            .await
+            .map_err(|error| DeleteError::ListSnapshots {
+                image: physical_id.to_owned(),
+                error,
+            })?;
+    snapshots.extend(found);
     snapshots.sort();
     snapshots.dedup();
     if image.is_some() {
-        if let Err(error) = aws.deregister_image(physical_id).await {
-            return Outcome::failed(
-                physical_id,
-                format!("Delete could not deregister {physical_id}: {error}"),
-            );
-        }
+        aws.deregister_image(physical_id)
+            .await
+            .map_err(|error| DeleteError::Deregister {
+                image: physical_id.to_owned(),
+                error,
+            })?;
         tracing::info!(image_id = physical_id, "image deregistered");
     }
     let mut failures = Vec::new();
@@ -64,27 +68,26 @@ pub async fn delete(aws: &Aws, identity: &Identity, physical_id: &str) -> Outcom
     for snapshot in &snapshots {
         match delete_released_snapshot(aws, snapshot, until).await {
             Ok(()) => tracing::info!(snapshot_id = %snapshot, "snapshot deleted"),
-            Err(error) => failures.push(format!("{snapshot} ({error})")),
+            Err(error) => failures.push((snapshot.clone(), error)),
         }
     }
     if !failures.is_empty() {
-        return Outcome::failed(
-            physical_id,
-            format!(
-                "image {physical_id} deregistered but snapshots remain: {}",
-                failures.join(", ")
-            ),
-        );
+        return Err(DeleteError::SnapshotsRemain {
+            image: physical_id.to_owned(),
+            remaining: failures,
+        });
     }
     let what = if image.is_some() {
         "deregistered"
     } else {
         "was already gone"
     };
-    Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
-        "image {physical_id} {what}; {} snapshot(s) deleted",
-        snapshots.len()
-    ))
+    Ok(
+        Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
+            "image {physical_id} {what}; {} snapshot(s) deleted",
+            snapshots.len()
+        )),
+    )
 }
 
 /// The answer for an image a SUCCESS already named, sent again to a later delivery of the same

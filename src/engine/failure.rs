@@ -182,6 +182,9 @@ pub enum Failure {
     /// An Update that could not find out whether to rebuild, or could not retag.
     #[error("{0}")]
     Update(#[from] UpdateError),
+    /// A Delete that could not remove the image or its snapshots.
+    #[error("{0}")]
+    Delete(#[from] DeleteError),
     /// A handed-over build this version cannot continue (a deploy mid-build).
     #[error(
         "the build could not be continued after a hand-over ({problem}; was the function updated during the build?)"
@@ -204,6 +207,25 @@ pub enum UpdateError {
     RetagReused { image: String, error: AwsError },
     #[error("Update could not look for earlier images: {0}")]
     SearchEarlier(AwsError),
+}
+
+/// What a Delete could not do; CloudFormation retries it, and this Reason says what is left.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeleteError {
+    #[error("Delete could not read image {image}: {error}")]
+    ReadImage { image: String, error: AwsError },
+    #[error("Delete could not list the snapshots of {image}: {error}")]
+    ListSnapshots { image: String, error: AwsError },
+    #[error("Delete could not deregister {image}: {error}")]
+    Deregister { image: String, error: AwsError },
+    #[error(
+        "image {image} deregistered but snapshots remain: {}",
+        .remaining.iter().map(|(id, error)| format!("{id} ({error})")).collect::<Vec<_>>().join(", ")
+    )]
+    SnapshotsRemain {
+        image: String,
+        remaining: Vec<(String, AwsError)>,
+    },
 }
 
 /// A build that failed and was cleaned up: why, and what cleanup did.

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | [`create`] | Create (and a rebuilding Update) as a resumable state machine: the run loop in `create/mod.rs`, one function per phase in `create/phases.rs`, resuming a re-delivered request in `create/resume.rs`, the source AMI and pre-launch checks in `create/source.rs` |
 //! | [`wait`] | the one wait every waiting phase uses: limit, next poll, still-running check |
-//! | [`failure`] | typed failures: [`BuildError`] (what went wrong in a phase), [`Failure`] (where the build stood), [`Failed`] (and what cleanup did) |
+//! | [`failure`] | typed failures: [`BuildError`] (what went wrong in a phase), [`Failure`] (where the build stood), [`Failed`] (and what cleanup did), [`UpdateError`], [`DeleteError`] |
 //! | [`update`] | Update: retag in place, reuse (a rollback), or rebuild |
 //! | [`delete`] | Delete: deregister the image and delete its snapshots |
 //! | [`cleanup`] | removing what a build made, and the retries eventual consistency needs |
@@ -33,7 +33,7 @@ mod wait;
 pub use cleanup::{Leftovers, RETRIES_UNTIL, clean_up};
 pub use create::{Build, BuildState, Phase, Progress, Resolved, abandon, create};
 pub use delete::{answered_image, delete};
-pub use failure::{BuildError, Failed, Failure, StepAt, StepEnd, UpdateError};
+pub use failure::{BuildError, DeleteError, Failed, Failure, StepAt, StepEnd, UpdateError};
 pub use supersede::{Superseded, supersede};
 pub use tags::{
     TAG_FINGERPRINT, TAG_IMAGE, TAG_LOGICAL, TAG_PROPERTIES, TAG_REQUEST, TAG_SOURCE, TAG_STACK,

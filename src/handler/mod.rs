@@ -276,10 +276,113 @@ pub fn failed_outcome(request: &Request, failed: &Failed) -> Outcome {
         (Operation::Update { physical_id, .. }, Failure::Update(_)) => {
             Outcome::failed(physical_id, failed.to_string())
         }
+        (Operation::Delete { physical_id }, _) => Outcome::failed(physical_id, failed.to_string()),
         (Operation::Update { physical_id, .. }, _) => Outcome::failed(
             physical_id,
             format!("Update {failed}; the existing image {physical_id} is unchanged"),
         ),
         _ => Outcome::failed(failure_physical_id(request), failed.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::AwsError;
+    use crate::engine::{BuildError, DeleteError, UpdateError};
+
+    fn request(operation: Operation) -> Request {
+        Request {
+            operation,
+            identity: cfn::Identity {
+                stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1".into(),
+                logical_id: "Ami".into(),
+                request_id: "r-1".into(),
+            },
+            response_url: "http://127.0.0.1/r".into(),
+            properties: Value::Null,
+        }
+    }
+
+    fn throttled(operation: &'static str) -> AwsError {
+        AwsError {
+            operation,
+            code: Some("RequestLimitExceeded".into()),
+            message: "slow down".into(),
+        }
+    }
+
+    #[test]
+    fn a_failure_becomes_a_reason_only_here() {
+        let in_a_phase = Failed {
+            failure: Failure::In {
+                stage: "launching the builder",
+                error: BuildError::Aws(throttled("ec2:RunInstances")),
+            },
+            cleanup: Some("Cleanup: nothing had been created".into()),
+        };
+        // A Create answers with its own marker id, never an image id.
+        let create = failed_outcome(&request(Operation::Create), &in_a_phase);
+        assert_eq!(
+            create.physical_id,
+            cfn::failed_create_physical_id(&request(Operation::Create).identity)
+        );
+        assert_eq!(
+            create.reason.as_deref(),
+            Some(in_a_phase.to_string().as_str())
+        );
+        // An Update keeps the image it has, and says so.
+        let update = Operation::Update {
+            physical_id: "ami-0123456789abcdef0".into(),
+            old_properties: Value::Null,
+        };
+        let rebuilt = failed_outcome(&request(update.clone()), &in_a_phase);
+        assert_eq!(rebuilt.physical_id, "ami-0123456789abcdef0");
+        let reason = rebuilt.reason.unwrap();
+        assert!(
+            reason.starts_with("Update failed while launching the builder: ")
+                && reason.ends_with(
+                    "Cleanup: nothing had been created; the existing image ami-0123456789abcdef0 is unchanged"
+                ),
+            "{reason}"
+        );
+        // An Update's own failure already names it.
+        let retag = Failed {
+            failure: UpdateError::Retag {
+                image: "ami-0123456789abcdef0".into(),
+                error: throttled("ec2:CreateTags"),
+            }
+            .into(),
+            cleanup: None,
+        };
+        let reason = failed_outcome(&request(update), &retag).reason.unwrap();
+        assert!(
+            reason.starts_with("Update could not retag image ami-0123456789abcdef0: "),
+            "{reason}"
+        );
+        // A Delete keeps its physical id, and lists what remains.
+        let remains = Failed {
+            failure: DeleteError::SnapshotsRemain {
+                image: "ami-0123456789abcdef0".into(),
+                remaining: vec![
+                    ("snap-1".into(), throttled("ec2:DeleteSnapshot")),
+                    ("snap-2".into(), throttled("ec2:DeleteSnapshot")),
+                ],
+            }
+            .into(),
+            cleanup: None,
+        };
+        let delete = Operation::Delete {
+            physical_id: "ami-0123456789abcdef0".into(),
+        };
+        let answer = failed_outcome(&request(delete), &remains);
+        assert_eq!(answer.physical_id, "ami-0123456789abcdef0");
+        let reason = answer.reason.unwrap();
+        assert!(
+            reason.starts_with(
+                "image ami-0123456789abcdef0 deregistered but snapshots remain: snap-1 ("
+            ) && reason.contains("), snap-2 ("),
+            "{reason}"
+        );
     }
 }

@@ -116,7 +116,13 @@ pub(super) async fn operate_alone(
     let (aws, identity) = (aws.clone(), &request.identity);
     let spec = match (&request.operation, spec) {
         (Operation::Delete { physical_id }, _) => {
-            return Progress::Finished(engine::delete(&aws, identity, physical_id).await);
+            return match engine::delete(&aws, identity, physical_id).await {
+                Ok(outcome) => Progress::Finished(outcome),
+                Err(error) => Progress::Failed(Box::new(Failed {
+                    failure: error.into(),
+                    cleanup: None,
+                })),
+            };
         }
         (_, Some(spec)) => spec,
         (_, None) => unreachable!("a Create or Update has its properties validated"),
