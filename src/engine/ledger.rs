@@ -158,7 +158,7 @@ async fn create_cancelled_by(
         .map(|r| r.by))
 }
 
-/// [`create_cancelled_by`], and when a Delete did cancel it, the Create's own record says so
+/// `create_cancelled_by`, and when a Delete did cancel it, the Create's own record says so
 /// (a later delivery of it then does nothing either). The cancelling Delete, if any.
 pub async fn cancel_if_create_cancelled(
     aws: &Aws,

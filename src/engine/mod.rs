@@ -2,13 +2,13 @@
 //!
 //! | Module | What it does |
 //! |---|---|
-//! | [`create`] | Create (and a rebuilding Update) as a resumable state machine: the run loop in `create/mod.rs`, one function per phase in `create/phases.rs`, resuming a re-delivered request in `create/resume.rs`, the source AMI and pre-launch checks in `create/source.rs` |
-//! | [`wait`] | the one wait every waiting phase uses: limit, next poll, still-running check |
+//! | [`mod@create`] | Create (and a rebuilding Update) as a resumable state machine: the run loop in `create/mod.rs`, one function per phase in `create/phases.rs`, resuming a re-delivered request in `create/resume.rs`, the source AMI and pre-launch checks in `create/source.rs` |
+//! | `wait` | the one wait every waiting phase uses: limit, next poll, still-running check |
 //! | [`failure`] | typed failures: [`BuildError`] (what went wrong in a phase), [`Failure`] (where the build stood), [`Failed`] (and what cleanup did), [`UpdateError`], [`DeleteError`] |
-//! | [`update`] | Update: retag in place, reuse (a rollback), or rebuild |
-//! | [`delete`] | Delete: deregister the image and delete its snapshots |
+//! | [`mod@update`] | Update: retag in place, reuse (a rollback), or rebuild |
+//! | [`mod@delete`] | Delete: deregister the image and delete its snapshots |
 //! | [`cleanup`] | removing what a build made, and the retries eventual consistency needs |
-//! | [`supersede`] | stopping builds CloudFormation gave up on |
+//! | [`mod@supersede`] | stopping builds CloudFormation gave up on |
 //! | [`lease`], [`ledger`] | one build per request at a time; one recorded answer (or cancellation) per request |
 //! | [`tags`] | the tags, names and tokens that tie AWS resources to a request |
 //! | [`timing`] | how long each wait lasts and how often it polls |

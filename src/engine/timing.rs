@@ -28,19 +28,19 @@ pub struct Timing {
     /// agent that went offline) before the build gives up on it.
     pub step_grace: Duration,
     /// How long after RunInstances EC2 may still answer `InvalidInstanceID.NotFound` for the new
-    /// builder (eventual consistency: https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html),
+    /// builder (eventual consistency: <https://docs.aws.amazon.com/ec2/latest/devguide/eventual-consistency.html>),
     /// and how long a TerminateInstances answered NotFound is retried before the builder is
     /// reported as not confirmed terminated.
     pub not_found_grace: Duration,
-    /// How often a build reads its request's record (see [`ledger`]) to find out whether a newer
+    /// How often a build reads its request's record (see [`crate::engine::ledger`]) to find out whether a newer
     /// request cancelled it; also read before each phase that creates something.
     pub record_check_every: Duration,
     /// How long a request waits for a build it cancelled to stop and clean up after itself
-    /// before removing what is left itself (see [`supersede`]).
+    /// before removing what is left itself (see [`crate::engine::supersede()`]).
     pub supersede_wait: Duration,
     /// For a Create: when CloudFormation issued it (see [`crate::cfn::Request::issued_at`]). Read
     /// again before the launch, once the lease is held, against a Delete that cancelled the
-    /// Creates issued before it (see [`ledger::create_cancelled_by`]).
+    /// Creates issued before it (see `ledger::create_cancelled_by`).
     pub create_issued_at: Option<String>,
 }
 

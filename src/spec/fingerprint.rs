@@ -6,7 +6,7 @@
 //! the description, the subnet, security groups and the instance profile do not change what is
 //! on the disk, so changing them alone never rebuilds.
 //!
-//! The hashed text is the JSON of [`CanonicalV1`], a struct of its own whose every key is spelled
+//! The hashed text is the JSON of `CanonicalV1`, a struct of its own whose every key is spelled
 //! out here, not the serde shape of [`AmiSpec`]: renaming or adding a field of the spec cannot
 //! change the fingerprint of an image already built (which would rebuild every user's AMI on its
 //! next Update). A change of meaning gets a new version and a new struct; the golden values in

@@ -1,10 +1,10 @@
 //! Create (and a rebuilding Update) as a resumable state machine. [`Build::run`] is the loop: it
 //! holds the build lease, keeps to `TimeoutMinutes`, hands over before the invocation ends, reads
 //! the request's record (a newer request may have cancelled it), and runs one phase at a time.
-//! Each phase is one function in [`phases`], does one thing against AWS and says what comes next,
+//! Each phase is one function in `phases`, does one thing against AWS and says what comes next,
 //! so the whole build is a value that can be saved between phases. A re-delivered request picks
-//! up what an earlier delivery made ([`resume`]); the source is resolved and checked in
-//! [`source`].
+//! up what an earlier delivery made (`resume`); the source is resolved and checked in
+//! `source`.
 
 mod phases;
 mod resume;
