@@ -125,20 +125,18 @@ impl Build {
             waited,
             limit: timing.online_timeout,
         };
-        match keep_waiting(aws, timing, wait, Some(watch)).await? {
-            Poll::Again { pause, waited } => Ok(Next::After(
-                pause,
-                Phase::AwaitOnline {
-                    waited,
-                    state_checked,
-                },
-            )),
-            Poll::Overdue => Err(BuildError::NeverOnline {
+        go_on(
+            keep_waiting(aws, timing, wait, Some(watch)).await?,
+            |waited| Phase::AwaitOnline {
+                waited,
+                state_checked,
+            },
+            || BuildError::NeverOnline {
                 instance: instance_id.to_owned(),
                 waited: timing.online_timeout,
                 profile: self.spec.iam_instance_profile.clone(),
-            }),
-        }
+            },
+        )
     }
 
     async fn start_step(
@@ -318,15 +316,14 @@ impl Build {
                     waited,
                     limit: timing.stop_timeout,
                 };
-                match keep_waiting(aws, timing, wait, None).await? {
-                    Poll::Again { pause, waited } => {
-                        Ok(Next::After(pause, Phase::AwaitStopped { waited }))
-                    }
-                    Poll::Overdue => Err(BuildError::NeverStopped {
+                go_on(
+                    keep_waiting(aws, timing, wait, None).await?,
+                    |waited| Phase::AwaitStopped { waited },
+                    || BuildError::NeverStopped {
                         instance: instance_id.to_owned(),
                         timeout: timing.stop_timeout,
-                    }),
-                }
+                    },
+                )
             }
             other => Err(BuildError::NotStopping {
                 instance: instance_id.to_owned(),
@@ -406,15 +403,14 @@ impl Build {
                     waited,
                     limit: timing.image_timeout,
                 };
-                match keep_waiting(aws, timing, wait, None).await? {
-                    Poll::Again { pause, waited } => {
-                        Ok(Next::After(pause, Phase::AwaitImage { waited }))
-                    }
-                    Poll::Overdue => Err(BuildError::ImageNeverAvailable {
+                go_on(
+                    keep_waiting(aws, timing, wait, None).await?,
+                    |waited| Phase::AwaitImage { waited },
+                    || BuildError::ImageNeverAvailable {
                         image: image_id,
                         timeout: timing.image_timeout,
-                    }),
-                }
+                    },
+                )
             }
             image => {
                 let image = image.expect("a missing image is still pending");
@@ -457,6 +453,18 @@ impl Build {
             }
         }
         Ok(Next::Now(Phase::Done))
+    }
+}
+
+/// A wait that goes on: the same phase, polled again after the pause; or its limit reached.
+fn go_on(
+    poll: Poll,
+    phase: impl FnOnce(Duration) -> Phase,
+    overdue: impl FnOnce() -> BuildError,
+) -> Result<Next, BuildError> {
+    match poll {
+        Poll::Again { pause, waited } => Ok(Next::After(pause, phase(waited))),
+        Poll::Overdue => Err(overdue()),
     }
 }
 
