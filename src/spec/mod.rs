@@ -154,35 +154,7 @@ impl AmiSpec {
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
-        let source = match (source_ami, source_parameter) {
-            (Some(ami), None) => {
-                if !is_ami_id(&ami) {
-                    problems.add(
-                        "SourceAmi",
-                        format!("{ami:?} is not an AMI id (ami- followed by 8 or 17 hex digits)"),
-                    );
-                }
-                Some(Source::Ami(ami))
-            }
-            (None, Some(name)) => {
-                check_parameter_name(&name, &mut problems);
-                Some(Source::Parameter(name))
-            }
-            (Some(_), Some(_)) => {
-                problems.add(
-                    "SourceAmi",
-                    "give SourceAmi or SourceAmiParameter, not both",
-                );
-                None
-            }
-            (None, None) => {
-                problems.add(
-                    "SourceAmi",
-                    "required: give SourceAmi (an AMI id) or SourceAmiParameter (an SSM parameter holding one)",
-                );
-                None
-            }
-        };
+        let source = parse_source(source_ami, source_parameter, &mut problems);
         match &iam_instance_profile {
             None => problems.add(
                 "IamInstanceProfile",
@@ -198,26 +170,9 @@ impl AmiSpec {
                 format!("{kind:?} is not an EC2 instance type such as t3.medium"),
             );
         }
-        if let Some(subnet) = &subnet_id
-            && !is_resource_id(subnet, "subnet-")
-        {
-            problems.add(
-                "SubnetId",
-                format!("{subnet:?} is not a subnet id (subnet- followed by hex digits)"),
-            );
-        }
-        let mut security_group_ids = Vec::new();
-        for (i, group) in security_groups.unwrap_or_default().iter().enumerate() {
-            let path = format!("SecurityGroupIds[{i}]");
-            match scalar_string(group) {
-                Some(id) if is_resource_id(&id, "sg-") => security_group_ids.push(id),
-                Some(id) => problems.add(
-                    &path,
-                    format!("{id:?} is not a security group id (sg- followed by hex digits)"),
-                ),
-                None => problems.add(&path, "must be a string"),
-            }
-        }
+        check_subnet(subnet_id.as_deref(), &mut problems);
+        let security_group_ids =
+            parse_security_groups(security_groups.unwrap_or_default(), &mut problems);
         if let Some(name) = &ami_name {
             check_ami_name(name, &mut problems);
         }
@@ -248,6 +203,70 @@ impl AmiSpec {
             timeout_minutes,
         })
     }
+}
+
+/// `SourceAmi` or `SourceAmiParameter`: exactly one of them.
+fn parse_source(
+    source_ami: Option<String>,
+    source_parameter: Option<String>,
+    problems: &mut Problems,
+) -> Option<Source> {
+    match (source_ami, source_parameter) {
+        (Some(ami), None) => {
+            if !is_ami_id(&ami) {
+                problems.add(
+                    "SourceAmi",
+                    format!("{ami:?} is not an AMI id (ami- followed by 8 or 17 hex digits)"),
+                );
+            }
+            Some(Source::Ami(ami))
+        }
+        (None, Some(name)) => {
+            check_parameter_name(&name, problems);
+            Some(Source::Parameter(name))
+        }
+        (Some(_), Some(_)) => {
+            problems.add(
+                "SourceAmi",
+                "give SourceAmi or SourceAmiParameter, not both",
+            );
+            None
+        }
+        (None, None) => {
+            problems.add(
+                "SourceAmi",
+                "required: give SourceAmi (an AMI id) or SourceAmiParameter (an SSM parameter holding one)",
+            );
+            None
+        }
+    }
+}
+
+fn check_subnet(subnet_id: Option<&str>, problems: &mut Problems) {
+    if let Some(subnet) = subnet_id
+        && !is_resource_id(subnet, "subnet-")
+    {
+        problems.add(
+            "SubnetId",
+            format!("{subnet:?} is not a subnet id (subnet- followed by hex digits)"),
+        );
+    }
+}
+
+fn parse_security_groups(groups: Vec<Value>, problems: &mut Problems) -> Vec<String> {
+    let mut security_group_ids = Vec::new();
+    for (i, group) in groups.iter().enumerate() {
+        let path = format!("SecurityGroupIds[{i}]");
+        match scalar_string(group) {
+            Some(id) if is_resource_id(&id, "sg-") => security_group_ids.push(id),
+            Some(id) => problems.add(
+                &path,
+                format!("{id:?} is not a security group id (sg- followed by hex digits)"),
+            ),
+            None => problems.add(&path, "must be a string"),
+        }
+    }
+    security_group_ids
 }
 
 /// TimeoutMinutes defaults to, and may not exceed, what ServiceTimeout leaves after the margin
