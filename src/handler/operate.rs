@@ -16,63 +16,18 @@ pub(super) async fn operate(
     aws: Aws,
     timing: Timing,
 ) -> Progress {
-    let identity = &request.identity;
     // The properties first: a request refused for them calls no AWS at all.
-    let spec = match &request.operation {
-        Operation::Delete { .. } => None,
-        _ => match AmiSpec::parse(&request.properties) {
-            Ok(spec) => Some(spec),
-            Err(errors) => {
-                let unchanged = match &request.operation {
-                    Operation::Update { physical_id, .. } => {
-                        format!("; the existing image {physical_id} is unchanged")
-                    }
-                    _ => String::new(),
-                };
-                return Progress::Finished(Outcome::failed(
-                    failure_physical_id(&request),
-                    format!("{errors}. Nothing was launched{unchanged}."),
-                ));
-            }
-        },
+    let spec = match validated(&request) {
+        Ok(spec) => spec,
+        Err(refused) => return refused,
     };
     if let Some(progress) = cancelled_before_it_started(&request, state.is_some(), &aws).await {
         return progress;
     }
-    // A request of the resource other than a Delete of a Create that failed (which answered, so
-    // CloudFormation may already have sent a newer Create) first stops builds CloudFormation gave
-    // up on.
-    let superseded = match &request.operation {
-        // A hand-over continues a request that did this in its first invocation.
-        _ if state.is_some() => engine::Superseded::default(),
-        Operation::Delete { physical_id } if cfn::is_failed_create_physical_id(physical_id) => {
-            engine::Superseded::default()
-        }
-        Operation::Create => engine::Superseded::default(),
-        _ => match engine::supersede(&aws, identity, current_image(&request), &timing).await {
-            Ok(superseded) => superseded,
-            Err(error) => {
-                return Progress::Finished(Outcome::failed(
-                    failure_physical_id(&request),
-                    format!(
-                        "could not look for builds of this resource CloudFormation gave up on: {error}"
-                    ),
-                ));
-            }
-        },
+    let superseded = match supersede_abandoned(&request, state.is_some(), &aws, &timing).await {
+        Ok(superseded) => superseded,
+        Err(failed) => return failed,
     };
-    // A Delete that leaves something fails, so that CloudFormation's retry finds it again; an
-    // Update (a rollback) goes on, naming it, rather than leaving the stack in
-    // UPDATE_ROLLBACK_FAILED.
-    if superseded.left_something && matches!(request.operation, Operation::Delete { .. }) {
-        return Progress::Finished(Outcome::failed(
-            failure_physical_id(&request),
-            format!(
-                "A build of this resource that CloudFormation gave up on could not be removed completely; retry to try again.{}",
-                superseded.report()
-            ),
-        ));
-    }
     // The edge: a failure becomes its Reason here, so that the report above is added to it.
     let progress = match operate_alone(request.clone(), spec, state, &aws, timing).await {
         Progress::Failed(failed) => Progress::Finished(failed_outcome(&request, &failed)),
@@ -89,6 +44,66 @@ pub(super) async fn operate(
         }
         other => other,
     }
+}
+
+/// The spec of a Create or Update (none for a Delete), or the FAILED answer naming every
+/// property problem.
+fn validated(request: &Request) -> Result<Option<AmiSpec>, Progress> {
+    if let Operation::Delete { .. } = request.operation {
+        return Ok(None);
+    }
+    AmiSpec::parse(&request.properties)
+        .map(Some)
+        .map_err(|errors| {
+            let unchanged = match &request.operation {
+                Operation::Update { physical_id, .. } => {
+                    format!("; the existing image {physical_id} is unchanged")
+                }
+                _ => String::new(),
+            };
+            Progress::Finished(Outcome::failed(
+                failure_physical_id(request),
+                format!("{errors}. Nothing was launched{unchanged}."),
+            ))
+        })
+}
+
+/// A request of the resource other than a Create or the Delete of a Create that failed (which
+/// answered, so CloudFormation may already have sent a newer Create) first stops builds
+/// CloudFormation gave up on ([`engine::supersede`]). A hand-over continues a request that did
+/// this in its first invocation. `Err`: the FAILED answer.
+async fn supersede_abandoned(
+    request: &Request,
+    resumed: bool,
+    aws: &Aws,
+    timing: &Timing,
+) -> Result<engine::Superseded, Progress> {
+    let failed =
+        |reason: String| Progress::Finished(Outcome::failed(failure_physical_id(request), reason));
+    let superseded = match &request.operation {
+        _ if resumed => return Ok(engine::Superseded::default()),
+        Operation::Delete { physical_id } if cfn::is_failed_create_physical_id(physical_id) => {
+            return Ok(engine::Superseded::default());
+        }
+        Operation::Create => return Ok(engine::Superseded::default()),
+        _ => engine::supersede(aws, &request.identity, current_image(request), timing)
+            .await
+            .map_err(|error| {
+                failed(format!(
+                    "could not look for builds of this resource CloudFormation gave up on: {error}"
+                ))
+            })?,
+    };
+    // A Delete that leaves something fails, so that CloudFormation's retry finds it again; an
+    // Update (a rollback) goes on, naming it, rather than leaving the stack in
+    // UPDATE_ROLLBACK_FAILED.
+    if superseded.left_something && matches!(request.operation, Operation::Delete { .. }) {
+        return Err(failed(format!(
+            "A build of this resource that CloudFormation gave up on could not be removed completely; retry to try again.{}",
+            superseded.report()
+        )));
+    }
+    Ok(superseded)
 }
 
 /// The AMI CloudFormation holds for the resource, if the request names one: never removed as a

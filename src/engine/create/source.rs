@@ -62,33 +62,7 @@ pub(super) async fn check_where_it_runs(
     spec: &AmiSpec,
     resolved: &Resolved,
 ) -> Result<(), BuildError> {
-    let Resolved {
-        source_image,
-        architecture,
-        instance_type,
-        ..
-    } = resolved;
-    let refused = |property: &'static str, problem: String| {
-        Err(BuildError::WillNotLaunch { property, problem })
-    };
-    match aws.instance_type_architectures(instance_type).await? {
-        None => {
-            return refused(
-                "InstanceType",
-                format!("{instance_type} does not exist in this region"),
-            );
-        }
-        Some(supported) if !supported.iter().any(|a| a == architecture) => {
-            return refused(
-                "InstanceType",
-                format!(
-                    "{instance_type} is {}, SourceAmi {source_image} is {architecture}",
-                    supported.join("/")
-                ),
-            );
-        }
-        Some(_) => {}
-    }
+    check_instance_type(aws, resolved).await?;
     let subnet_vpc = match &spec.subnet_id {
         Some(subnet) => match aws.subnet_vpc(subnet).await? {
             Some(vpc) => Some(vpc),
@@ -104,6 +78,43 @@ pub(super) async fn check_where_it_runs(
     if spec.security_group_ids.is_empty() {
         return Ok(());
     }
+    check_security_groups(aws, spec, subnet_vpc.as_deref()).await
+}
+
+fn refused(property: &'static str, problem: String) -> Result<(), BuildError> {
+    Err(BuildError::WillNotLaunch { property, problem })
+}
+
+/// The instance type exists here and runs the source AMI's architecture.
+async fn check_instance_type(aws: &Aws, resolved: &Resolved) -> Result<(), BuildError> {
+    let Resolved {
+        source_image,
+        architecture,
+        instance_type,
+        ..
+    } = resolved;
+    match aws.instance_type_architectures(instance_type).await? {
+        None => refused(
+            "InstanceType",
+            format!("{instance_type} does not exist in this region"),
+        ),
+        Some(supported) if !supported.iter().any(|a| a == architecture) => refused(
+            "InstanceType",
+            format!(
+                "{instance_type} is {}, SourceAmi {source_image} is {architecture}",
+                supported.join("/")
+            ),
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The security groups exist, in one VPC, and in the subnet's when a subnet is given.
+async fn check_security_groups(
+    aws: &Aws,
+    spec: &AmiSpec,
+    subnet_vpc: Option<&str>,
+) -> Result<(), BuildError> {
     let groups = aws.security_group_vpcs(&spec.security_group_ids).await?;
     let missing: Vec<&str> = spec
         .security_group_ids
@@ -131,8 +142,8 @@ pub(super) async fn check_where_it_runs(
             ),
         );
     }
-    if let (Some(subnet_vpc), Some(group_vpc)) = (&subnet_vpc, vpcs.first())
-        && subnet_vpc != group_vpc
+    if let (Some(subnet_vpc), Some(group_vpc)) = (subnet_vpc, vpcs.first())
+        && subnet_vpc != *group_vpc
     {
         return refused(
             "SecurityGroupIds",
