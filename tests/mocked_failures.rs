@@ -68,8 +68,8 @@ async fn ssm_never_online_fails_after_the_timeout_and_terminates_the_builder() {
         .unwrap_err();
     let (_, error, cleanup) = failed_in(&failed);
     assert!(
-        matches!(error, BuildError::NeverOnline { instance, waited, profile }
-            if instance == "i-0123456789abcdef0" && *waited == Duration::from_secs(300) && profile == "builder"),
+        matches!(error, BuildError::NeverOnline { instance, timeout, profile }
+            if instance == "i-0123456789abcdef0" && *timeout == Duration::from_secs(300) && profile == "builder"),
         "{error:?}"
     );
     assert!(

@@ -49,11 +49,12 @@ pub enum BuildError {
     },
     #[error(
         "SSM did not report builder {instance} Online within {} s; check that IamInstanceProfile {profile} allows SSM (AmazonSSMManagedInstanceCore) and that the subnet reaches the SSM endpoints",
-        .waited.as_secs()
+        .timeout.as_secs()
     )]
     NeverOnline {
         instance: String,
-        waited: Duration,
+        /// How long the build waited: `Timing::online_timeout`.
+        timeout: Duration,
         profile: String,
     },
     /// A step ended other than in success; the tails of its output are quoted.

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::{Action, AmiSpec, BlockDevice, Source, Step};
 
@@ -42,9 +43,8 @@ pub fn of_request(spec: &AmiSpec) -> String {
     .digest()
 }
 
-/// Version 1 of the hashed text: images built since the first release carry a hash of its JSON.
-/// The JSON keeps the order of the fields as declared here (and of each struct below), so that
-/// order is part of version 1: never reorder them.
+/// Version 1 of the hashed text: images built since the first release carry a hash of its JSON,
+/// with every object's keys sorted (see [`sorted`]); the keys are the serde names below.
 #[derive(Serialize)]
 struct CanonicalV1<'a> {
     #[serde(rename = "version")]
@@ -136,13 +136,25 @@ impl<'a> CanonicalV1<'a> {
     }
 
     fn digest(&self) -> String {
-        // Through `Value`, whose objects sort their keys: the text does not depend on the order
-        // of the fields above.
         let value = serde_json::to_value(self).expect("the canonical struct is plain data");
-        format!(
-            "{VERSION_1}-{}",
-            crate::hash::sha256_hex(&value.to_string())
-        )
+        let text = sorted(value).to_string();
+        format!("{VERSION_1}-{}", crate::hash::sha256_hex(&text))
+    }
+}
+
+/// `value` with the keys of every object in sorted order, whatever the build. The first release
+/// hashed `serde_json::Value`'s text, whose key order depends on a cargo feature: sorted in the
+/// Lambda, but in declaration order in test builds, where a dev-dependency (`aws-smithy-mocks`)
+/// turns on `preserve_order`. Images in users' accounts carry the Lambda's, sorted, hashes.
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let entries: BTreeMap<String, Value> =
+                map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+            Value::Object(entries.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
     }
 }
 
@@ -233,16 +245,17 @@ mod tests {
     #[test]
     fn fingerprints_of_existing_images_keep_their_value() {
         // Computed by the release that hashed serde's shape of the spec (commit 28c7219), before
-        // the canonical struct existed. Images in users' accounts carry these values: a change
+        // the canonical struct existed, built as the Lambda is (without dev-dependencies, so
+        // serde_json sorted the keys). Images in users' accounts carry these values: a change
         // here rebuilds every AMI on its next Update.
         let rich = rich();
         assert_eq!(
             of(&rich, "ami-12345678", "t3.medium"),
-            "v1-5494d7c84b2b61af007c128bbe65623833e23058b24e452e1f75c5a4042296de"
+            "v1-12bbf449844aea0580c5c2ff6084caac6a7fa06a61d157e4dd20d9fb680f8959"
         );
         assert_eq!(
             of_request(&rich),
-            "v1-c201793c4cf378842e188a281a35c2256c0702931a1c0dc5d91c80562dd620c9"
+            "v1-3de7d9a8838ad2bc7567832eb358170ff5611e86fa30dff44775a2d75e9dfe49"
         );
         let simple = AmiSpec::parse(&json!({
             "SourceAmi": "ami-0123456789abcdef0",
@@ -253,40 +266,52 @@ mod tests {
         .unwrap();
         assert_eq!(
             of(&simple, "ami-0123456789abcdef0", "m7g.large"),
-            "v1-b874b2375e76e1870656a0354c98b2ab5e6cb832cc4a882041cd0eebe8563861"
+            "v1-cec5ae49fc986da3bf82fb383f80d69c2ef332484515693bd3b4e3b40f6d93d1"
         );
         assert_eq!(
             of_request(&simple),
-            "v1-787e9325749b1df189ab0ec1ceb391a604546b705c1adab7f4c34180318bbfeb"
+            "v1-72b2a5b18e9adc82e8db61a5ce774ab35b8acfc16a67f0ec4d7c748dd2dfe042"
         );
     }
 
     #[test]
-    fn the_spec_serde_shape_is_not_what_is_hashed() {
-        // Renaming a spec field changes its serialization; the canonical text is spelled out
-        // independently, so it still names every field by its version-1 key.
+    fn the_hashed_text_is_spelled_out_here_with_sorted_keys() {
+        // Renaming a spec field changes nothing here: the canonical text names every field by
+        // its version-1 key, and sorts the keys of every object whatever the build.
         let rich = rich();
-        let text = serde_json::to_string(&CanonicalV1::new(
-            &rich,
-            CanonicalSource::AsGiven(&rich.source),
-            None,
-        ))
-        .unwrap();
+        let canonical = CanonicalV1::new(&rich, CanonicalSource::AsGiven(&rich.source), None);
+        let text = sorted(serde_json::to_value(&canonical).unwrap()).to_string();
         assert!(
-            text.starts_with("{\"version\":\"v1\",\"source\":"),
+            text.starts_with(
+                "{\"ami_name\":\"team-ecs\",\"block_devices\":[{\"device_name\":\"/dev/xvda\",\"ebs\":{\"delete_on_termination\":true,\"encrypted\":true,\"iops\":4000,\"kms_key_id\":\"alias/ami\","
+            ),
             "{text}"
         );
         for key in [
-            "\"source\":{\"Parameter\":",
-            "\"instance_type\":null",
-            "\"ami_name\":\"team-ecs\"",
-            "\"kms_key_id\":\"alias/ami\"",
+            "\"instance_type\":null,\"source\":{\"Parameter\":",
             "\"volume_type\":null",
-            "\"File\":{\"path\":\"/etc/ecs/ecs.config\",\"content\":",
-            "\"outputs\":[\"VERSION\"]",
+            "\"File\":{\"content\":\"ECS_LOGLEVEL=info\\n\",\"mode\":\"600\",\"owner\":\"root:root\",\"path\":\"/etc/ecs/ecs.config\"}",
+            "\"outputs\":[\"VERSION\"],\"timeout_seconds\":900",
         ] {
             assert!(text.contains(key), "{key} not in {text}");
         }
+        assert!(text.ends_with(",\"version\":\"v1\"}"), "{text}");
+    }
+
+    #[test]
+    fn keys_are_sorted_even_where_serde_json_keeps_insertion_order() {
+        // Test builds have serde_json's preserve_order on (through aws-smithy-mocks), the Lambda
+        // does not: the text must be the same in both.
+        let mut inner = serde_json::Map::new();
+        inner.insert("z".into(), json!(1));
+        inner.insert("a".into(), json!([{"y": 1, "b": 2}]));
+        let mut outer = serde_json::Map::new();
+        outer.insert("m".into(), Value::Object(inner));
+        outer.insert("c".into(), json!(null));
+        assert_eq!(
+            sorted(Value::Object(outer)).to_string(),
+            r#"{"c":null,"m":{"a":[{"b":2,"y":1}],"z":1}}"#
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ impl Build {
             },
             || BuildError::NeverOnline {
                 instance: instance_id.to_owned(),
-                waited: timing.online_timeout,
+                timeout: timing.online_timeout,
                 profile: self.spec.iam_instance_profile.clone(),
             },
         )
