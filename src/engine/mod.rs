@@ -2,7 +2,7 @@
 //!
 //! | Module | What it does |
 //! |---|---|
-//! | [`mod@create`] | Create (and a rebuilding Update) as a resumable state machine: the run loop in `create/mod.rs`, one function per phase in `create/phases.rs`, resuming a re-delivered request in `create/resume.rs`, the source AMI and pre-launch checks in `create/source.rs` |
+//! | [`mod@create`] | Create (and a rebuilding Update) as a resumable state machine: its state in `create/state.rs`, the run loop in `create/mod.rs`, one function per phase in `create/phases.rs`, resuming a re-delivered request in `create/resume.rs`, the source AMI and pre-launch checks in `create/source.rs` |
 //! | `wait` | the one wait every waiting phase uses: still-running check, limit, next poll |
 //! | [`failure`] | typed failures: [`BuildError`] (what went wrong in a phase), [`Failure`] (where the build stood), [`Failed`] (and what cleanup did), [`UpdateError`], [`DeleteError`] |
 //! | [`mod@update`] | Update: retag in place, reuse (a rollback), or rebuild |

@@ -9,12 +9,11 @@
 mod phases;
 mod resume;
 mod source;
+mod state;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Duration;
-
-use serde::{Deserialize, Serialize};
 
 use crate::aws::{Aws, AwsError};
 use crate::cfn::{Identity, Outcome};
@@ -26,113 +25,7 @@ use crate::spec::AmiSpec;
 
 pub use source::default_instance_type;
 pub(crate) use source::resolve;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
-    Resolve,
-    Launch,
-    AwaitOnline {
-        waited: Duration,
-        /// When (in `waited` terms) EC2 was last asked whether the builder is still running.
-        state_checked: Option<Duration>,
-    },
-    StartStep {
-        index: usize,
-    },
-    AwaitStep {
-        index: usize,
-        command_id: String,
-        waited: Duration,
-        /// When (in `waited` terms) EC2 was last asked whether the builder is still running.
-        #[serde(default)]
-        state_checked: Option<Duration>,
-    },
-    Stop,
-    AwaitStopped {
-        waited: Duration,
-    },
-    CreateImage,
-    AwaitImage {
-        waited: Duration,
-    },
-    TagSnapshots,
-    Finish,
-    Done,
-}
-
-impl Phase {
-    /// What the build does in this phase, as a Reason says it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Phase::Resolve => "resolving the source AMI",
-            Phase::Launch => "launching the builder",
-            Phase::AwaitOnline { .. } => "waiting for SSM to report the builder Online",
-            Phase::StartStep { .. } | Phase::AwaitStep { .. } => "running a step",
-            Phase::Stop | Phase::AwaitStopped { .. } => "stopping the builder",
-            Phase::CreateImage | Phase::AwaitImage { .. } => "creating the image",
-            Phase::TagSnapshots => "tagging the snapshots",
-            Phase::Finish | Phase::Done => "cleaning up the builder",
-        }
-    }
-}
-
-/// A resolved source: the AMI id a parameter pointed at and what it implies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resolved {
-    pub source_image: String,
-    pub architecture: String,
-    pub instance_type: String,
-    pub fingerprint: String,
-}
-
-/// What a build has done so far: everything needed to carry on in another invocation, given the
-/// request it belongs to (the spec is re-read from the request, so the hand-over payload does not
-/// carry the steps twice).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BuildState {
-    pub phase: Phase,
-    pub image_name: String,
-    pub resolved: Option<Resolved>,
-    pub instance_id: Option<String>,
-    pub image_id: Option<String>,
-    pub snapshot_ids: Vec<String>,
-    /// On the [`clock`], for `TimeoutMinutes` and for saying how long a stage ran.
-    pub started_at_ms: u64,
-    pub phase_started_at_ms: u64,
-    pub hand_overs: u32,
-    /// The lease this build's invocations hold (see [`lease`]); carried across hand-overs.
-    pub lease: Option<lease::Lease>,
-    /// What the steps that finished handed back (their `Outputs`).
-    #[serde(default)]
-    pub outputs: BTreeMap<String, String>,
-    /// When the builder was launched, on the [`clock`]: EC2 may not know it yet for a while.
-    #[serde(default)]
-    pub launched_at_ms: Option<u64>,
-}
-
-/// One Create (or rebuilding Update): the validated spec and the state of its build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Build {
-    pub spec: AmiSpec,
-    pub state: BuildState,
-}
-
-/// Where a build stands when an invocation stops running it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    /// An answer to send: SUCCESS, or a FAILED decided before any build (an Update that could
-    /// not read what it needs).
-    Finished(Outcome),
-    /// Still building: hand the state to a fresh invocation.
-    Paused(Box<BuildState>),
-    /// The build failed and was cleaned up: the caller answers FAILED with what this says.
-    Failed(Box<Failed>),
-    /// Another invocation is working on this request and will answer: say nothing.
-    Yielded,
-    /// A newer request of the resource cancelled this one (CloudFormation gave up on it): what
-    /// the build had made is removed (the report says what), and nothing is answered.
-    Cancelled(String),
-}
+pub use state::{Build, BuildState, Phase, Progress, Resolved};
 
 enum Next {
     Now(Phase),
