@@ -1,6 +1,6 @@
 //! The Lambda `bootstrap`: logging, AWS clients, and the runtime loop. The work is in the library.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ecs_ami::aws::{Aws, SelfInvoke, sdk_config_from_env};
 use ecs_ami::cfn::HttpSink;
@@ -10,12 +10,26 @@ use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Each stage of the cold start, logged at debug level (RUST_LOG=bootstrap=debug) for
+    // scripts/bench.
+    let start = Instant::now();
     ecs_ami::logging::init_lambda();
+    let logging = start.elapsed();
     let config = sdk_config_from_env().await;
+    let sdk_config = start.elapsed();
     let aws = Aws::from_config(&config);
     let scheduler = SelfInvoke::from_env(&config)
         .ok_or("AWS_LAMBDA_FUNCTION_NAME is not set: not running in Lambda")?;
+    let clients = start.elapsed();
     let sink = HttpSink::new();
+    let response_client = start.elapsed();
+    tracing::debug!(
+        logging_us = logging.as_micros() as u64,
+        sdk_config_us = (sdk_config - logging).as_micros() as u64,
+        clients_us = (clients - sdk_config).as_micros() as u64,
+        response_client_us = (response_client - clients).as_micros() as u64,
+        "initialised"
+    );
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (aws, sink, scheduler) = (aws.clone(), sink.clone(), scheduler.clone());
         async move {
