@@ -10,7 +10,7 @@ use crate::aws::Aws;
 use crate::cfn::Request;
 use crate::engine::{BuildState, Failed, Failure, Progress};
 
-use super::*;
+use super::operate::remove_build;
 
 /// The key that marks a hand-over payload, as opposed to a CloudFormation event.
 pub const CONTINUATION_KEY: &str = "EcsAmiContinuation";

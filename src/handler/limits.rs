@@ -9,7 +9,8 @@ use crate::aws::Aws;
 use crate::cfn::{Operation, Outcome, Request};
 use crate::engine::{self, BuildState, Progress, Timing};
 
-use super::*;
+use super::failure_physical_id;
+use super::operate::{clean_up_by_tags, operate};
 
 /// Time limits of one invocation.
 #[derive(Debug, Clone, Default)]

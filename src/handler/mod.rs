@@ -33,8 +33,8 @@ pub use continuation::{CONTINUATION_KEY, CONTINUATION_VERSION, Continuation};
 use continuation::{cannot_continue, split_continuation};
 pub use limits::Limits;
 use limits::guarded;
-use operate::{clean_up_by_tags, operate, release_lease_of, remove_build};
-use records::{cancelled_before_it_started, cancelled_now, honour_record, leaves_a_record};
+use operate::{release_lease_of, remove_build};
+use records::{cancelled_now, honour_record, leaves_a_record};
 
 /// Where responses go: the presigned ResponseURL in production.
 pub trait ResponseSink: Send + Sync {
@@ -271,18 +271,16 @@ async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> 
 /// resource's image (a different physical id would make CloudFormation take the failure for a
 /// replacement) and says so.
 pub fn failed_outcome(request: &Request, failed: &Failed) -> Outcome {
-    match (&request.operation, &failed.failure) {
-        // Its own sentence already says it is the Update's.
-        (Operation::Update { physical_id, .. }, Failure::Update(_)) => {
-            Outcome::failed(physical_id, failed.to_string())
+    let reason = match (&request.operation, &failed.failure) {
+        // An Update's own failures already say they are the Update's.
+        (Operation::Update { physical_id, .. }, failure)
+            if !matches!(failure, Failure::Update(_)) =>
+        {
+            format!("Update {failed}; the existing image {physical_id} is unchanged")
         }
-        (Operation::Delete { physical_id }, _) => Outcome::failed(physical_id, failed.to_string()),
-        (Operation::Update { physical_id, .. }, _) => Outcome::failed(
-            physical_id,
-            format!("Update {failed}; the existing image {physical_id} is unchanged"),
-        ),
-        _ => Outcome::failed(failure_physical_id(request), failed.to_string()),
-    }
+        _ => failed.to_string(),
+    };
+    Outcome::failed(failure_physical_id(request), reason)
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use crate::cfn::{self, Operation, Outcome, Request};
 use crate::engine::{self, BuildState, Leftovers, Progress, Timing};
 use crate::spec::AmiSpec;
 
-use super::*;
+use super::records::cancelled_before_it_started;
+use super::{failed_outcome, failure_physical_id};
+use crate::engine::Failed;
 
 pub(super) async fn operate(
     request: Request,

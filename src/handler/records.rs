@@ -9,7 +9,8 @@ use crate::engine::ledger::{self, Record};
 use crate::engine::{self, Progress};
 use crate::spec::AmiSpec;
 
-use super::*;
+use super::operate::remove_build;
+use super::{Handled, ResponseSink};
 
 /// Whether a request leaves a record (see [`ledger`]) and honours one. Not a request refused for
 /// its properties (it touches no AWS at all, and answers any delivery the same), nor the Delete
