@@ -132,20 +132,40 @@ pub(crate) fn owned_by(image: &Image, identity: &Identity) -> bool {
 }
 
 pub(crate) fn image_outcome(image: &Image) -> Outcome {
-    let mut data = BTreeMap::new();
-    data.insert("ImageId".into(), image.id.clone());
-    data.insert("ImageName".into(), image.name.clone());
-    data.insert(
-        "SourceImageId".into(),
-        image.tags.get(TAG_SOURCE).cloned().unwrap_or_default(),
-    );
-    data.insert("SnapshotIds".into(), image.snapshot_ids.join(","));
-    data.insert(
-        "Fingerprint".into(),
-        image.tags.get(TAG_FINGERPRINT).cloned().unwrap_or_default(),
-    );
-    data.extend(outputs_of(image));
-    Outcome::success(image.id.clone(), data)
+    let tag = |key: &str| image.tags.get(key).map(String::as_str).unwrap_or_default();
+    image_answer(ImageAnswer {
+        image_id: &image.id,
+        name: &image.name,
+        source_image: tag(TAG_SOURCE),
+        snapshot_ids: &image.snapshot_ids,
+        fingerprint: tag(TAG_FINGERPRINT),
+        outputs: outputs_of(image),
+    })
+}
+
+/// What a SUCCESS says of an image: its id, and the attributes `!GetAtt` reads.
+pub(crate) struct ImageAnswer<'a> {
+    pub image_id: &'a str,
+    pub name: &'a str,
+    pub source_image: &'a str,
+    pub snapshot_ids: &'a [String],
+    pub fingerprint: &'a str,
+    /// The steps' `Outputs`.
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// The one place the attributes of an answer are named: for a build that just finished, and for
+/// an image found again (retagged, reused, rolled back to, or answered again).
+pub(crate) fn image_answer(answer: ImageAnswer<'_>) -> Outcome {
+    let mut data = BTreeMap::from([
+        ("ImageId".to_owned(), answer.image_id.to_owned()),
+        ("ImageName".to_owned(), answer.name.to_owned()),
+        ("SourceImageId".to_owned(), answer.source_image.to_owned()),
+        ("SnapshotIds".to_owned(), answer.snapshot_ids.join(",")),
+        ("Fingerprint".to_owned(), answer.fingerprint.to_owned()),
+    ]);
+    data.extend(answer.outputs);
+    Outcome::success(answer.image_id, data)
 }
 
 #[cfg(test)]

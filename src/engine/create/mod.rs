@@ -19,7 +19,7 @@ use crate::aws::{Aws, AwsError};
 use crate::cfn::{Identity, Outcome};
 use crate::engine::cleanup::{Leftovers, clean_up, launched_within};
 use crate::engine::failure::{Failed, Failure};
-use crate::engine::tags::{default_image_name, unique_image_name};
+use crate::engine::tags::{ImageAnswer, default_image_name, image_answer, unique_image_name};
 use crate::engine::{Timing, clock, lease, ledger, time};
 use crate::spec::AmiSpec;
 
@@ -442,19 +442,18 @@ impl Build {
             .resolved
             .as_ref()
             .expect("a finished build was resolved");
-        let image_id = self
-            .state
-            .image_id
-            .clone()
-            .expect("a finished build has an image");
-        let mut data = BTreeMap::new();
-        data.insert("ImageId".into(), image_id.clone());
-        data.insert("ImageName".into(), self.state.image_name.clone());
-        data.insert("SourceImageId".into(), resolved.source_image.clone());
-        data.insert("SnapshotIds".into(), self.state.snapshot_ids.join(","));
-        data.insert("Fingerprint".into(), resolved.fingerprint.clone());
-        data.extend(self.state.outputs.clone());
-        Outcome::success(image_id, data)
+        image_answer(ImageAnswer {
+            image_id: self
+                .state
+                .image_id
+                .as_deref()
+                .expect("a finished build has an image"),
+            name: &self.state.image_name,
+            source_image: &resolved.source_image,
+            snapshot_ids: &self.state.snapshot_ids,
+            fingerprint: &resolved.fingerprint,
+            outputs: self.state.outputs.clone(),
+        })
     }
 
     /// EC2 may not know the builder yet (eventual consistency): see [`Timing::not_found_grace`].
