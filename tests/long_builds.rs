@@ -374,6 +374,20 @@ async fn a_forty_minute_build_hands_over_and_answers_once() {
     }
     let record_reads = world.get_parameter.num_calls();
     println!("  {record_reads} of the calls read the request's record (whether it was cancelled)");
+    // The same figures for scripts/bench, which records them for the README's Measurements.
+    let noticed: serde_json::Map<String, serde_json::Value> = timeline
+        .noticed
+        .iter()
+        .map(|(change, latency)| (change.to_string(), json!(latency.as_secs_f64())))
+        .collect();
+    println!(
+        "measured: {}",
+        json!({"simulated_build": {
+            "minutes": elapsed.as_secs_f64() / 60.0, "hand_overs": hand_overs, "calls": calls,
+            "lease_calls": lease_calls, "record_reads": record_reads,
+            "answered_after_s": answered_after.as_secs_f64(), "noticed_s": noticed,
+        }})
+    );
     // 451-456 seen: about 160 polls of the 25-minute snapshot, the lease, one look at the
     // builder's EC2 state every 30 s of the 8 minutes of steps (someone may stop it), and a read
     // of the request's record every 10 s (a newer request may have cancelled it).
