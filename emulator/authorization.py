@@ -430,6 +430,8 @@ EC2 = {
     "TerminateInstances": on_each("ec2:TerminateInstances", "InstanceId"),
     "DeregisterImage": on_each("ec2:DeregisterImage", "ImageId"),
     "ModifyImageAttribute": on_each("ec2:ModifyImageAttribute", "ImageId"),
+    "EnableImageDeprecation": on_each("ec2:EnableImageDeprecation", "ImageId"),
+    "DisableImageDeprecation": on_each("ec2:DisableImageDeprecation", "ImageId"),
     "DeleteSnapshot": on_each("ec2:DeleteSnapshot", "SnapshotId"),
     "DeleteVolume": on_each("ec2:DeleteVolume", "VolumeId"),
     "DescribeImages": anything("ec2:DescribeImages"),

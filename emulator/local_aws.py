@@ -277,6 +277,41 @@ def as_ec2_creates_images(original: Any) -> Any:
 
 AmiBackend.create_image = as_ec2_creates_images(AmiBackend.create_image)
 
+# The request being answered, for what moto's backend methods are not told (IncludeDeprecated).
+REQUEST = threading.local()
+
+
+def as_ec2_hides_deprecated_images(original: Any) -> Any:
+    """DescribeImages leaves out other owners' deprecated images unless the request names them by
+    id or sets IncludeDeprecated; the owner always sees its own
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeImages.html and
+    https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ami-deprecate.html). moto knows no
+    deprecation: this keeps the time EnableImageDeprecation set (`deprecation_time`, which moto
+    then answers as DeprecationTime) and applies the rule."""
+
+    def describe_images(self: Any, ami_ids: Any = None, filters: Any = None, exec_users: Any = None,
+                        owners: Any = None) -> Any:
+        images = original(self, ami_ids=ami_ids, filters=filters, exec_users=exec_users, owners=owners)
+        if ami_ids or getattr(REQUEST, "include_deprecated", False):
+            return images
+        now = time.time()
+        return [ami for ami in images
+                if ami.owner_id == self.account_id or not is_deprecated(ami, now)]
+
+    return describe_images
+
+
+def is_deprecated(ami: Any, now: float) -> bool:
+    at = getattr(ami, "deprecation_time", None)
+    return at is not None and parse_iso(at) <= now
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+AmiBackend.describe_images = as_ec2_hides_deprecated_images(AmiBackend.describe_images)
+
 # moto registers its constructor by this module-level name each time it parses a template.
 moto.cloudformation.models.yaml_tag_constructor = short_form_function
 moto.cloudformation.responses.yaml_tag_constructor = short_form_function
@@ -791,6 +826,8 @@ class LocalAws:
                 return respond(start_response, 200, self.authorizer.configure(json.loads(raw or b"{}")))
             except CannotAuthorize as error:
                 return respond(start_response, 400, {"message": str(error)})
+        if path == "/ecs-ami-local/images" and method == "POST":
+            return respond(start_response, 200, add_image(region_of(environ), json.loads(raw)))
         if path.startswith("/ecs-ami-local/offline/"):
             self.run_command.take_offline(path.rsplit("/", 1)[1])
             return respond(start_response, 200, {})
@@ -816,6 +853,11 @@ class LocalAws:
             return error_response(start_response, operation, rule)
         if operation == "EC2.ModifyImageAttribute":
             apply_image_description(region_of(environ), raw)
+        if operation in ("EC2.EnableImageDeprecation", "EC2.DisableImageDeprecation"):
+            return image_deprecation(start_response, operation, region_of(environ),
+                                     ec2_params(raw or environ.get("QUERY_STRING", "").encode()))
+        REQUEST.include_deprecated = operation == "EC2.DescribeImages" and ec2_params(
+            raw or environ.get("QUERY_STRING", "").encode()).get("IncludeDeprecated", "").lower() == "true"
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if operation == "EC2.CreateImage":
             failing = self.faults.matching(operation, sdk_attempt(environ), "image")
@@ -891,6 +933,63 @@ def hold_image_pending(answer: Any, region: str, fails: bool = False) -> list[by
         timer.daemon = True
         timer.start()
     return [body]
+
+
+def image_deprecation(start_response: Any, operation: str, region: str, params: dict[str, Any]) -> list[bytes]:
+    """EnableImageDeprecation and DisableImageDeprecation, which moto lacks
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_EnableImageDeprecation.html):
+    DeprecateAt is UTC, rounded to the nearest minute, not in the past, and at most 10 years
+    ahead (2 years after its creation for a public image)."""
+    image_id = params.get("ImageId", "")
+    ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis.get(image_id)
+    if ami is None:
+        return error_response(start_response, operation, {
+            "code": "InvalidAMIID.NotFound", "message": f"The image id '[{image_id}]' does not exist"})
+    if ami.owner_id != DEFAULT_ACCOUNT_ID:
+        return error_response(start_response, operation, {
+            "code": "AuthFailure", "message": f"Not authorized for image:{image_id}"})
+    if operation == "EC2.DisableImageDeprecation":
+        ami.deprecation_time = None
+    else:
+        try:
+            at = parse_iso(params.get("DeprecateAt", ""))
+        except ValueError:
+            return error_response(start_response, operation, {
+                "code": "InvalidParameterValue", "message": "DeprecateAt must be a UTC date and time"})
+        at = round(at / 60) * 60
+        now = time.time()
+        created = ami.creation_date.replace(tzinfo=timezone.utc).timestamp()
+        latest = created + 2 * 365 * 86400 if ami.is_public else now + 10 * 365 * 86400
+        if at < now - 60 or at > latest:
+            return error_response(start_response, operation, {
+                "code": "InvalidParameterValue",
+                "message": f"DeprecateAt must be in the future and at most {'2 years after the creation of a public image' if ami.is_public else '10 years from now'}"})
+        ami.deprecation_time = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    name = operation.split(".", 1)[1]
+    data = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{name}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>{uuid.uuid4()}</requestId><return>true</return></{name}Response>").encode()
+    start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def add_image(region: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """POST /ecs-ami-local/images: an image with a history, as a real account sees them (an owner's
+    older releases, a deprecated one): its name, architecture, owner (`amazon`, public, or `self`),
+    creation date and, optionally, the time it was deprecated."""
+    ec2 = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    amazon = spec.get("owner", "amazon") == "amazon"
+    image_id = f"ami-{uuid.uuid4().hex[:17]}"
+    ami = Ami(
+        ec2, image_id, name=spec["name"], description=spec.get("description", "added by the local AWS"),
+        owner_id="591542846629" if amazon else DEFAULT_ACCOUNT_ID, owner_alias="amazon" if amazon else None,
+        public=amazon, virtualization_type="hvm", architecture=spec.get("architecture", "x86_64"),
+        root_device_type="ebs", root_device_name="/dev/xvda", region_name=region,
+        # Naive UTC, as moto keeps its own.
+        creation_date=datetime.fromtimestamp(parse_iso(spec["created"]), timezone.utc).replace(tzinfo=None),
+    )
+    ami.deprecation_time = spec.get("deprecated_at")
+    ec2.amis[image_id] = ami
+    return {"ImageId": image_id}
 
 
 def apply_image_description(region: str, raw: bytes) -> None:

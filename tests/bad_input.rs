@@ -51,12 +51,29 @@ async fn every_bad_input_is_refused_before_any_call_naming_the_property() {
         (
             "Neither source property",
             with(json!({"SourceAmi": null})),
-            "SourceAmi: required: give SourceAmi (an AMI id) or SourceAmiParameter",
+            "SourceAmi: required: give SourceAmi (an AMI id), SourceAmiParameter",
         ),
         (
             "Both source properties",
             with(json!({"SourceAmiParameter": "/aws/service/x"})),
-            "SourceAmi: give SourceAmi or SourceAmiParameter, not both",
+            "SourceAmi: give only one source, not SourceAmi and SourceAmiParameter",
+        ),
+        (
+            "SourceAmiFilter without Owners",
+            with(json!({"SourceAmi": null, "SourceAmiFilter": {"Name": "al2023-ami-ecs-*"}})),
+            "SourceAmiFilter.Owners: required",
+        ),
+        (
+            "SourceAmiFilter with Owners alone",
+            with(json!({"SourceAmi": null, "SourceAmiFilter": {"Owners": ["amazon"]}})),
+            "SourceAmiFilter: give Name or Filters",
+        ),
+        (
+            "SourceAmiFilter filtering on the image state",
+            with(
+                json!({"SourceAmi": null, "SourceAmiFilter": {"Owners": ["amazon"], "Filters": [{"Name": "state", "Values": ["pending"]}]}}),
+            ),
+            "SourceAmiFilter.Filters[0]: filter \"state\" is not taken here",
         ),
         (
             "A property name with a typo (Step for Steps)",
@@ -235,7 +252,7 @@ async fn every_bad_input_is_refused_before_any_call_naming_the_property() {
             None,
         );
     }
-    assert_eq!(problems_seen, 30);
+    assert_eq!(problems_seen, 33);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

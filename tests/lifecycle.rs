@@ -384,7 +384,7 @@ async fn invalid_properties_fail_before_anything_is_launched() {
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().unwrap();
     assert!(
-        reason.contains("SourceAmi: give SourceAmi or SourceAmiParameter, not both"),
+        reason.contains("SourceAmi: give only one source, not SourceAmi and SourceAmiParameter"),
         "{reason}"
     );
     assert!(reason.contains("InstanceTyp: unknown property"), "{reason}");

@@ -1,7 +1,11 @@
 //! AMIs and their snapshots: describe, create, tag, deregister, delete.
 
+use aws_smithy_types::DateTime;
+use aws_smithy_types::date_time::Format as DateTimeFormat;
+
 use super::instances::block_device_mappings;
 use super::*;
+use crate::spec::SourceFilter;
 
 impl Aws {
     pub async fn describe_image(&self, image_id: &str) -> Result<Option<Image>> {
@@ -21,6 +25,70 @@ impl Aws {
                 }
             }
         }
+    }
+    /// The newest image (by CreationDate) of the filter's owners that matches it and is
+    /// available. Deprecated images are passed over unless the filter includes them:
+    /// DescribeImages leaves out other owners' deprecated images unless IncludeDeprecated is
+    /// set, but always lists the caller's own
+    /// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeImages.html>), so
+    /// their DeprecationTime is checked here as well. Every page is read: the order of the
+    /// answer is not defined.
+    pub async fn newest_image(&self, filter: &SourceFilter) -> Result<Option<String>> {
+        let now = DateTime::from(std::time::SystemTime::now());
+        let mut filters: Vec<ec2t::Filter> = filter
+            .filters
+            .iter()
+            .map(|(name, values)| {
+                ec2t::Filter::builder()
+                    .name(name)
+                    .set_values(Some(values.clone()))
+                    .build()
+            })
+            .collect();
+        filters.push(
+            ec2t::Filter::builder()
+                .name("state")
+                .values("available")
+                .build(),
+        );
+        let mut pages = self
+            .ec2
+            .describe_images()
+            .set_owners(Some(filter.owners.clone()))
+            .set_filters(Some(filters))
+            .include_deprecated(filter.include_deprecated)
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut newest: Option<(DateTime, String)> = None;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeImages", e))?;
+            for image in page.images() {
+                let (Some(id), Some(created)) = (image.image_id(), image.creation_date()) else {
+                    continue;
+                };
+                let Some(created) = parse_time(created) else {
+                    tracing::warn!(
+                        image = id,
+                        created,
+                        "an image's CreationDate is unreadable; passed over"
+                    );
+                    continue;
+                };
+                let deprecated = image
+                    .deprecation_time()
+                    .and_then(parse_time)
+                    .is_some_and(|at| at <= now);
+                if deprecated && !filter.include_deprecated {
+                    continue;
+                }
+                let candidate = (created, id.to_owned());
+                if newest.as_ref().is_none_or(|best| candidate > *best) {
+                    newest = Some(candidate);
+                }
+            }
+        }
+        Ok(newest.map(|(_, id)| id))
     }
     /// The image this account owns under `name` (AMI names are unique per account and region).
     pub async fn image_named(&self, name: &str) -> Result<Option<Image>> {
@@ -118,6 +186,29 @@ impl Aws {
             .map_err(|e| AwsError::from_sdk("ec2:ModifyImageAttribute", e))?;
         Ok(())
     }
+    /// Deprecates the image at `at` (EnableImageDeprecation, which rounds to the minute and
+    /// refuses a time in the past), or cancels its deprecation (`None`: DisableImageDeprecation).
+    pub async fn set_image_deprecation(&self, image_id: &str, at: Option<DateTime>) -> Result<()> {
+        match at {
+            Some(at) => self
+                .ec2
+                .enable_image_deprecation()
+                .image_id(image_id)
+                .deprecate_at(at)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("ec2:EnableImageDeprecation", e)),
+            None => self
+                .ec2
+                .disable_image_deprecation()
+                .image_id(image_id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("ec2:DisableImageDeprecation", e)),
+        }
+    }
     /// Deregistering an image that is already gone is success.
     pub async fn deregister_image(&self, image_id: &str) -> Result<()> {
         gone_is_done(
@@ -153,6 +244,11 @@ impl Aws {
     }
 }
 
+/// EC2's timestamps (`2026-11-01T12:00:00.000Z`); `None` for anything else.
+fn parse_time(text: &str) -> Option<DateTime> {
+    DateTime::from_str(text, DateTimeFormat::DateTime).ok()
+}
+
 pub(super) fn to_image(image: &ec2t::Image) -> Image {
     Image {
         id: image.image_id().unwrap_or_default().to_owned(),
@@ -171,6 +267,8 @@ pub(super) fn to_image(image: &ec2t::Image) -> Image {
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default(),
         root_device_name: image.root_device_name().map(str::to_owned),
+        created: image.creation_date().and_then(parse_time),
+        deprecated_at: image.deprecation_time().and_then(parse_time),
         snapshot_ids: image
             .block_device_mappings()
             .iter()

@@ -111,6 +111,10 @@ pub struct Image {
     pub state_reason: Option<String>,
     pub architecture: String,
     pub root_device_name: Option<String>,
+    /// CreationDate.
+    pub created: Option<aws_smithy_types::DateTime>,
+    /// DeprecationTime: when the image is (or was) deprecated, if it is to be.
+    pub deprecated_at: Option<aws_smithy_types::DateTime>,
     pub snapshot_ids: Vec<String>,
     pub tags: BTreeMap<String, String>,
 }

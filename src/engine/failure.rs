@@ -22,6 +22,17 @@ pub enum BuildError {
         "SourceAmiParameter {name} holds a value of {chars} characters that is not an AMI id (ami- and 8 or 17 hex digits)"
     )]
     SourceParameterNotAnImage { name: String, chars: usize },
+    /// No image of the owners matched, was available and (unless asked for) not deprecated.
+    #[error(
+        "SourceAmiFilter: no available{deprecated} image owned by {owners} matches {filters}",
+        deprecated = if *include_deprecated { "" } else { ", not deprecated," },
+        owners = owners.join(" or ")
+    )]
+    SourceFilterMatchedNothing {
+        owners: Vec<String>,
+        filters: String,
+        include_deprecated: bool,
+    },
     #[error("source AMI {image} does not exist in this region or is not shared with this account")]
     SourceMissing { image: String },
     #[error("source AMI {image} is {state}, not available")]

@@ -6,6 +6,7 @@
 //! | `wait` | the one wait every waiting phase uses: still-running check, limit, next poll |
 //! | [`failure`] | typed failures: [`BuildError`] (what went wrong in a phase), [`Failure`] (where the build stood), [`Failed`] (and what cleanup did), [`UpdateError`], [`DeleteError`] |
 //! | [`mod@update`] | Update: retag in place, reuse (a rollback), or rebuild |
+//! | `deprecation` | `DeprecateAfterDays`: the image's deprecation time, set at creation and kept in step by every Update |
 //! | [`mod@delete`] | Delete: deregister the image and delete its snapshots |
 //! | [`cleanup`] | removing what a build made, and the retries eventual consistency needs |
 //! | [`mod@supersede`] | stopping builds CloudFormation gave up on |
@@ -20,6 +21,7 @@ pub mod cleanup;
 pub mod clock;
 pub mod create;
 pub mod delete;
+mod deprecation;
 pub mod failure;
 pub mod lease;
 pub mod ledger;

@@ -164,7 +164,8 @@ async fn retag_or_reuse(
     UpdatePlan::Rebuild(resolved)
 }
 
-/// Bring the image's and its snapshots' user tags and description to what the spec says.
+/// Bring the image's and its snapshots' user tags, description and deprecation to what the spec
+/// says.
 async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
     let mut resources = vec![image.id.clone()];
     resources.extend(image.snapshot_ids.iter().cloned());
@@ -187,5 +188,5 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
     {
         aws.set_image_description(&image.id, description).await?;
     }
-    Ok(())
+    crate::engine::deprecation::apply(aws, image, spec).await
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, AmiSpec, BlockDevice, Source, Step};
+use super::{Action, AmiSpec, BlockDevice, Source, SourceFilter, Step};
 
 /// The resolved fingerprint: what the image is built from, the source as the AMI id it resolved
 /// to.
@@ -72,11 +72,35 @@ enum CanonicalSource<'a> {
 }
 
 fn given_source<S: serde::Serializer>(source: &&Source, serializer: S) -> Result<S::Ok, S::Error> {
-    let (key, value) = match source {
-        Source::Ami(id) => ("Ami", id),
-        Source::Parameter(name) => ("Parameter", name),
-    };
-    BTreeMap::from([(key, value)]).serialize(serializer)
+    match source {
+        Source::Ami(id) => BTreeMap::from([("Ami", id)]).serialize(serializer),
+        Source::Parameter(name) => BTreeMap::from([("Parameter", name)]).serialize(serializer),
+        Source::Filter(filter) => {
+            BTreeMap::from([("Filter", CanonicalFilter::from(filter))]).serialize(serializer)
+        }
+    }
+}
+
+/// A `SourceAmiFilter` as written: its owners sorted, its filters by name. (A key of its own,
+/// `Filter`, so the hashes of the other two sources are what they were before it existed.)
+#[derive(Serialize)]
+struct CanonicalFilter<'a> {
+    #[serde(rename = "owners")]
+    owners: &'a [String],
+    #[serde(rename = "filters")]
+    filters: &'a BTreeMap<String, Vec<String>>,
+    #[serde(rename = "include_deprecated")]
+    include_deprecated: bool,
+}
+
+impl<'a> From<&'a SourceFilter> for CanonicalFilter<'a> {
+    fn from(filter: &'a SourceFilter) -> Self {
+        CanonicalFilter {
+            owners: &filter.owners,
+            filters: &filter.filters,
+            include_deprecated: filter.include_deprecated,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -385,6 +409,34 @@ mod tests {
         let value = serde_json::to_value(step(&spec.steps[0])).unwrap();
         assert_eq!(value.as_object().unwrap().len(), 3, "{value}");
         assert!(value.get("outputs").is_none());
+    }
+
+    #[test]
+    fn a_source_filter_is_hashed_as_written_and_its_image_as_resolved() {
+        let with_filter = |filter: Value| {
+            AmiSpec::parse(&json!({"SourceAmiFilter": filter, "IamInstanceProfile": "b"})).unwrap()
+        };
+        let a = with_filter(json!({"Owners": ["amazon", "self"], "Name": "al2023-*"}));
+        let same = with_filter(json!({"Owners": ["self", "amazon"], "Name": "al2023-*"}));
+        let other = with_filter(
+            json!({"Owners": ["amazon", "self"], "Name": "al2023-*", "IncludeDeprecated": true}),
+        );
+        assert_eq!(
+            of_request(&a),
+            of_request(&same),
+            "the owners' order is not a change"
+        );
+        assert_ne!(of_request(&a), of_request(&other));
+        let by_id =
+            AmiSpec::parse(&json!({"SourceAmi": "ami-12345678", "IamInstanceProfile": "b"}))
+                .unwrap();
+        assert_ne!(of_request(&a), of_request(&by_id));
+        // The image is what was built from: the same resolved AMI is the same content, however
+        // it was chosen.
+        assert_eq!(
+            of(&a, "ami-12345678", "t3.medium"),
+            of(&by_id, "ami-12345678", "t3.medium")
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod fields;
 pub mod fingerprint;
 mod ids;
 pub mod script;
+mod source_filter;
 mod steps;
 mod tags;
 
@@ -22,6 +23,8 @@ pub use ids::is_ami_id;
 use ids::{
     check_ami_name, check_instance_profile, check_parameter_name, is_instance_type, is_resource_id,
 };
+pub use source_filter::SourceFilter;
+use source_filter::parse_source_filter;
 pub use steps::is_output_name;
 use steps::parse_steps;
 use tags::{parse_output_tags, parse_tags};
@@ -36,6 +39,8 @@ pub const MAX_STEP_TIMEOUT_SECONDS: u32 = 3600;
 pub const MAX_STEP_SCRIPT_BYTES: usize = 64 * 1024;
 /// CloudFormation waits at most ServiceTimeout seconds (default and maximum 3600) for an answer.
 pub const MAX_SERVICE_TIMEOUT_SECONDS: u32 = 3600;
+/// EnableImageDeprecation takes a time at most 10 years ahead (EC2 API reference).
+pub const MAX_DEPRECATE_AFTER_DAYS: u32 = 3650;
 /// Kept free at the end of ServiceTimeout: terminating the builder, removing a half-made image,
 /// a hand-over delayed by Lambda's queue, and the response PUT with its retries all fit in it.
 pub const ANSWER_MARGIN_SECONDS: u32 = 300;
@@ -58,6 +63,7 @@ pub const BUILT_IN_ATTRIBUTES: [&str; 5] = [
 pub enum Source {
     Ami(String),
     Parameter(String),
+    Filter(SourceFilter),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +125,9 @@ pub struct AmiSpec {
     pub steps: Vec<Step>,
     /// The whole build's bound; past it the build is stopped, cleaned up and answered FAILED.
     pub timeout_minutes: u32,
+    /// The image is deprecated this many days after its creation. Not part of the fingerprint:
+    /// a change is applied to the existing image.
+    pub deprecate_after_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,6 +148,7 @@ impl AmiSpec {
         top.ignore("ServiceToken");
         let source_ami = top.string("SourceAmi");
         let source_parameter = top.string("SourceAmiParameter");
+        let source_filter = top.take("SourceAmiFilter");
         let iam_instance_profile = top.string("IamInstanceProfile");
         let instance_type = top.string("InstanceType");
         let subnet_id = top.string("SubnetId");
@@ -151,10 +161,11 @@ impl AmiSpec {
         let steps = top.list("Steps");
         let service_timeout = top.number("ServiceTimeout", 1, MAX_SERVICE_TIMEOUT_SECONDS);
         let timeout_minutes = top.number("TimeoutMinutes", 1, MAX_SERVICE_TIMEOUT_SECONDS / 60);
+        let deprecate_after_days = top.number("DeprecateAfterDays", 1, MAX_DEPRECATE_AFTER_DAYS);
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
-        let source = parse_source(source_ami, source_parameter, &mut problems);
+        let source = parse_source(source_ami, source_parameter, source_filter, &mut problems);
         match &iam_instance_profile {
             None => problems.add(
                 "IamInstanceProfile",
@@ -201,44 +212,52 @@ impl AmiSpec {
             output_tags,
             steps,
             timeout_minutes,
+            deprecate_after_days,
         })
     }
 }
 
-/// `SourceAmi` or `SourceAmiParameter`: exactly one of them.
+/// `SourceAmi`, `SourceAmiParameter` or `SourceAmiFilter`: exactly one of them.
 fn parse_source(
     source_ami: Option<String>,
     source_parameter: Option<String>,
+    source_filter: Option<&Value>,
     problems: &mut Problems,
 ) -> Option<Source> {
-    match (source_ami, source_parameter) {
-        (Some(ami), None) => {
-            if !is_ami_id(&ami) {
-                problems.add(
-                    "SourceAmi",
-                    format!("{ami:?} is not an AMI id (ami- followed by 8 or 17 hex digits)"),
-                );
-            }
-            Some(Source::Ami(ami))
-        }
-        (None, Some(name)) => {
-            check_parameter_name(&name, problems);
-            Some(Source::Parameter(name))
-        }
-        (Some(_), Some(_)) => {
+    let given: Vec<&str> = [
+        ("SourceAmi", source_ami.is_some()),
+        ("SourceAmiParameter", source_parameter.is_some()),
+        ("SourceAmiFilter", source_filter.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    if given.len() > 1 {
+        problems.add(
+            given[0],
+            format!("give only one source, not {}", given.join(" and ")),
+        );
+        return None;
+    }
+    if let Some(ami) = source_ami {
+        if !is_ami_id(&ami) {
             problems.add(
                 "SourceAmi",
-                "give SourceAmi or SourceAmiParameter, not both",
+                format!("{ami:?} is not an AMI id (ami- followed by 8 or 17 hex digits)"),
             );
-            None
         }
-        (None, None) => {
-            problems.add(
-                "SourceAmi",
-                "required: give SourceAmi (an AMI id) or SourceAmiParameter (an SSM parameter holding one)",
-            );
-            None
-        }
+        Some(Source::Ami(ami))
+    } else if let Some(name) = source_parameter {
+        check_parameter_name(&name, problems);
+        Some(Source::Parameter(name))
+    } else if let Some(filter) = source_filter {
+        parse_source_filter(filter, problems).map(Source::Filter)
+    } else {
+        problems.add(
+            "SourceAmi",
+            "required: give SourceAmi (an AMI id), SourceAmiParameter (an SSM parameter holding one) or SourceAmiFilter (the newest image that matches)",
+        );
+        None
     }
 }
 

@@ -431,6 +431,18 @@ impl Build {
             self.state.image_id.clone().expect("image exists"),
         );
         aws.tag(&self.state.snapshot_ids, &tags).await?;
+        if self.spec.deprecate_after_days.is_some() {
+            // Counted from the image's CreationDate, as every later Update counts it.
+            let image_id = self.state.image_id.as_deref().expect("image exists");
+            let Some(image) = aws.describe_image(image_id).await? else {
+                return Err(BuildError::ImageFailed {
+                    image: image_id.to_owned(),
+                    state: "gone".into(),
+                    reason: Some("it was available, then no longer listed".into()),
+                });
+            };
+            crate::engine::deprecation::apply(aws, &image, &self.spec).await?;
+        }
         Ok(Next::Now(Phase::Finish))
     }
 

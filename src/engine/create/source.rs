@@ -1,5 +1,5 @@
-//! The source AMI resolved (from an SSM parameter, when given one) and checked, and what EC2 would
-//! refuse at launch found before anything is launched.
+//! The source AMI resolved (from an SSM parameter, or as the newest image a filter matches) and
+//! checked, and what EC2 would refuse at launch found before anything is launched.
 
 use std::collections::BTreeSet;
 
@@ -26,6 +26,16 @@ pub(crate) async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, Build
             }
             value
         }
+        Source::Filter(filter) => match aws.newest_image(filter).await? {
+            Some(id) => id,
+            None => {
+                return Err(BuildError::SourceFilterMatchedNothing {
+                    owners: filter.owners.clone(),
+                    filters: filter.describe(),
+                    include_deprecated: filter.include_deprecated,
+                });
+            }
+        },
     };
     let Some(image) = aws.describe_image(&source_image).await? else {
         return Err(BuildError::SourceMissing {
