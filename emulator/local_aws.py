@@ -956,14 +956,19 @@ def image_deprecation(start_response: Any, operation: str, region: str, params: 
         except ValueError:
             return error_response(start_response, operation, {
                 "code": "InvalidParameterValue", "message": "DeprecateAt must be a UTC date and time"})
-        at = round(at / 60) * 60
         now = time.time()
-        created = ami.creation_date.replace(tzinfo=timezone.utc).timestamp()
-        latest = created + 2 * 365 * 86400 if ami.is_public else now + 10 * 365 * 86400
-        if at < now - 60 or at > latest:
+        created = ami.creation_date.replace(tzinfo=timezone.utc)
+        start = created if ami.is_public else datetime.now(timezone.utc)
+        years = 2 if ami.is_public else 10
+        try:
+            latest = start.replace(year=start.year + years).timestamp()
+        except ValueError:  # 29 February
+            latest = start.replace(year=start.year + years, day=28).timestamp()
+        if at < now or at > latest:
             return error_response(start_response, operation, {
                 "code": "InvalidParameterValue",
                 "message": f"DeprecateAt must be in the future and at most {'2 years after the creation of a public image' if ami.is_public else '10 years from now'}"})
+        at = round(at / 60) * 60
         ami.deprecation_time = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     name = operation.split(".", 1)[1]
     data = (f'<?xml version="1.0" encoding="UTF-8"?>\n<{name}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'

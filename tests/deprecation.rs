@@ -14,27 +14,8 @@ use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use common::audit::Audit;
 use common::report;
-use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, stack_id};
-use serde_json::{Value, json};
-
-fn properties(extra: Value) -> Value {
-    let mut properties = json!({
-        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
-        "SourceAmiParameter": ECS_AL2023,
-        "IamInstanceProfile": PROFILE,
-        "Steps": [{"Name": "hello", "Commands": ["echo hello"]}]
-    });
-    for (key, value) in extra.as_object().unwrap() {
-        properties[key] = value.clone();
-    }
-    properties
-}
-
-fn update_from(stack: &str, request: &str, physical: &str, new: &Value, old: &Value) -> Value {
-    let mut update = event("Update", stack, request, Some(physical), new.clone());
-    update["OldResourceProperties"] = old.clone();
-    update
-}
+use common::{ECS_AL2023, LocalAws, event, invoke, one_step_properties, stack_id, update_from};
+use serde_json::json;
 
 /// The image's CreationDate and DeprecationTime, in seconds since the epoch.
 async fn times(local: &LocalAws, image: &str) -> (i64, Option<i64>) {
@@ -64,7 +45,7 @@ async fn the_deprecation_is_set_moved_and_cancelled_on_the_same_ami() {
         stack_id: stack_id(stack),
     };
     let day = 86_400;
-    let thirty = properties(json!({"DeprecateAfterDays": 30}));
+    let thirty = one_step_properties(json!({"DeprecateAfterDays": 30}));
     let created = invoke(&aws, event("Create", stack, "req-1", None, thirty.clone())).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
@@ -77,7 +58,7 @@ async fn the_deprecation_is_set_moved_and_cancelled_on_the_same_ami() {
 
     // Only the days change: the same AMI, nothing launched, the time moved.
     local.take_calls().await;
-    let sixty = properties(json!({"DeprecateAfterDays": "60"}));
+    let sixty = one_step_properties(json!({"DeprecateAfterDays": "60"}));
     let moved = invoke(&aws, update_from(stack, "req-2", &ami, &sixty, &thirty)).await;
     assert_eq!(moved["Status"], "SUCCESS", "{moved}");
     assert_eq!(moved["PhysicalResourceId"], json!(ami));
@@ -94,8 +75,10 @@ async fn the_deprecation_is_set_moved_and_cancelled_on_the_same_ami() {
     assert!((deprecated.unwrap() - (born + 60 * day)).abs() <= 60);
 
     // Another change (a tag) leaves the deprecation as it is: no call to set it again.
-    let tagged = properties(json!({"DeprecateAfterDays": 60, "Tags": {"team": "platform"}}));
+    let tagged =
+        one_step_properties(json!({"DeprecateAfterDays": 60, "Tags": {"team": "platform"}}));
     let retagged = invoke(&aws, update_from(stack, "req-3", &ami, &tagged, &sixty)).await;
+    assert_eq!(retagged["Status"], "SUCCESS", "{retagged}");
     assert_eq!(retagged["PhysicalResourceId"], json!(ami), "{retagged}");
     let calls = local.take_calls().await;
     assert!(
@@ -106,7 +89,7 @@ async fn the_deprecation_is_set_moved_and_cancelled_on_the_same_ami() {
     );
 
     // The property removed: the deprecation is cancelled.
-    let none = properties(json!({}));
+    let none = one_step_properties(json!({}));
     let cancelled = invoke(&aws, update_from(stack, "req-4", &ami, &none, &tagged)).await;
     assert_eq!(cancelled["Status"], "SUCCESS", "{cancelled}");
     assert_eq!(cancelled["PhysicalResourceId"], json!(ami));

@@ -7,7 +7,7 @@ mod common;
 use common::audit::{Audit, tags_of};
 use common::{
     ECS_AL2023, LocalAws, PROFILE, event, invoke, invoke_with, launch_request, launched_id,
-    stack_id,
+    stack_id, update_from,
 };
 use ecs_ami::handler::Limits;
 use serde_json::{Value, json};
@@ -544,13 +544,6 @@ async fn hand_over_after_every_state_gives_the_same_image() {
     audit.assert_only(&[plain_id, handed_id]).await;
 }
 
-/// An Update whose OldResourceProperties are `old` (a rollback's are the failed update's).
-fn update_from(stack: &str, request: &str, physical: &str, new: Value, old: Value) -> Value {
-    let mut update = event("Update", stack, request, Some(physical), new);
-    update["OldResourceProperties"] = old;
-    update
-}
-
 /// CloudFormation's rollbacks while the source parameter moved on to a new release
 /// (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html:
 /// a rollback is an Update back to the previous properties, with the failed ones as old).
@@ -598,11 +591,7 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
     let created = invoke(&aws, event("Create", stack, "req-1", None, v1.clone())).await;
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     let a = created["PhysicalResourceId"].as_str().unwrap().to_owned();
-    let updated = invoke(
-        &aws,
-        update_from(stack, "req-2", &a, v2.clone(), v1.clone()),
-    )
-    .await;
+    let updated = invoke(&aws, update_from(stack, "req-2", &a, &v2, &v1)).await;
     assert_eq!(updated["Status"], "SUCCESS", "{updated}");
     let b = updated["PhysicalResourceId"].as_str().unwrap().to_owned();
     assert_ne!(a, b);
@@ -625,11 +614,7 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
     // 1. Another resource fails after this one's update: back to v1, from image b.
     local.take_calls().await;
     local.iam_decisions(true).await;
-    let rolled = invoke(
-        &aws,
-        update_from(stack, "req-3", &b, v1.clone(), v2.clone()),
-    )
-    .await;
+    let rolled = invoke(&aws, update_from(stack, "req-3", &b, &v1, &v2)).await;
     assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
     assert_eq!(rolled["PhysicalResourceId"], json!(a));
     assert_eq!(rolled["Data"]["SourceImageId"], json!(first_release));
@@ -651,19 +636,11 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
 
     // 2. This resource's own update fails (a step exits 1): the image stays a; the rollback
     // back to v1 keeps it.
-    let failed = invoke(
-        &aws,
-        update_from(stack, "req-4", &a, v3.clone(), v1.clone()),
-    )
-    .await;
+    let failed = invoke(&aws, update_from(stack, "req-4", &a, &v3, &v1)).await;
     assert_eq!(failed["Status"], "FAILED", "{failed}");
     assert_eq!(failed["PhysicalResourceId"], json!(a));
     local.take_calls().await;
-    let rolled = invoke(
-        &aws,
-        update_from(stack, "req-5", &a, v1.clone(), v3.clone()),
-    )
-    .await;
+    let rolled = invoke(&aws, update_from(stack, "req-5", &a, &v1, &v3)).await;
     assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
     assert_eq!(rolled["PhysicalResourceId"], json!(a));
     let calls = local.take_calls().await;
@@ -674,14 +651,10 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
 
     // 2b. An update with invalid properties fails at once; its rollback names them as old.
     let invalid = json!({"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami", "Steps": "not a list"});
-    let refused = invoke(
-        &aws,
-        update_from(stack, "req-4b", &a, invalid.clone(), v1.clone()),
-    )
-    .await;
+    let refused = invoke(&aws, update_from(stack, "req-4b", &a, &invalid, &v1)).await;
     assert_eq!(refused["Status"], "FAILED", "{refused}");
     local.take_calls().await;
-    let rolled = invoke(&aws, update_from(stack, "req-5b", &a, v1.clone(), invalid)).await;
+    let rolled = invoke(&aws, update_from(stack, "req-5b", &a, &v1, &invalid)).await;
     assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
     assert_eq!(rolled["PhysicalResourceId"], json!(a));
     let calls = local.take_calls().await;
@@ -692,11 +665,7 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
 
     // 3. A real update after the release builds from it.
     let v4 = props("v4", "true");
-    let rebuilt = invoke(
-        &aws,
-        update_from(stack, "req-6", &a, v4.clone(), v1.clone()),
-    )
-    .await;
+    let rebuilt = invoke(&aws, update_from(stack, "req-6", &a, &v4, &v1)).await;
     assert_eq!(rebuilt["Status"], "SUCCESS", "{rebuilt}");
     assert_eq!(rebuilt["Data"]["SourceImageId"], json!(second_release));
     let c = rebuilt["PhysicalResourceId"].as_str().unwrap().to_owned();

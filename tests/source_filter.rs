@@ -11,7 +11,7 @@ mod common;
 
 use common::audit::Audit;
 use common::report;
-use common::{LocalAws, PROFILE, event, invoke, stack_id};
+use common::{LocalAws, PROFILE, event, invoke, stack_id, update_from};
 use serde_json::{Value, json};
 
 /// Adds an image with a history to the local AWS (`POST /ecs-ami-local/images`).
@@ -41,6 +41,9 @@ fn properties(filter: Value, extra: Value) -> Value {
     let mut properties = json!({
         "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
         "SourceAmiFilter": filter,
+        // The product's own images match the filter too: a filter never chooses an image of
+        // the resource it builds.
+        "AmiName": "team-base-built",
         "IamInstanceProfile": PROFILE,
         "Steps": [{"Name": "hello", "Commands": ["echo hello"]}]
     });
@@ -48,12 +51,6 @@ fn properties(filter: Value, extra: Value) -> Value {
         properties[key] = value.clone();
     }
     properties
-}
-
-fn update_from(stack: &str, request: &str, physical: &str, new: &Value, old: &Value) -> Value {
-    let mut update = event("Update", stack, request, Some(physical), new.clone());
-    update["OldResourceProperties"] = old.clone();
-    update
 }
 
 /// What the administrator's DescribeImages lists for the filter, in id order.
@@ -147,6 +144,16 @@ async fn the_newest_match_is_the_source_until_a_newer_one_and_rollbacks_keep_the
         None,
     )
     .await;
+    // Listed last, yet older: the newest is chosen by CreationDate, not by the answer's order.
+    let oldest = add_image(
+        &local,
+        "team-base-2020.08-x86_64",
+        "x86_64",
+        "amazon",
+        "2020-08-01T00:00:00.000Z",
+        None,
+    )
+    .await;
 
     // The local AWS keeps DescribeImages' rule: another owner's deprecated image is listed only
     // when asked for; the caller's own always is.
@@ -155,6 +162,7 @@ async fn the_newest_match_is_the_source_until_a_newer_one_and_rollbacks_keep_the
         chosen.clone(),
         own_deprecated.clone(),
         other_architecture.clone(),
+        oldest,
     ];
     without.sort();
     assert_eq!(listed(&local, "team-base-*", false).await, without);
@@ -212,6 +220,36 @@ async fn the_newest_match_is_the_source_until_a_newer_one_and_rollbacks_keep_the
     let c = retagged["PhysicalResourceId"].as_str().unwrap().to_owned();
     assert!(c != a && c != b, "{a} {b} {c}");
 
+    // 5. Yet another release; an update of the sharing and deprecation alone is applied to
+    // image c as it is: nothing resolved, nothing launched.
+    add_image(
+        &local,
+        "team-base-2021.01-x86_64",
+        "x86_64",
+        "amazon",
+        "2021-01-01T00:00:00.000Z",
+        None,
+    )
+    .await;
+    local.take_calls().await;
+    let shared = properties(
+        filter.clone(),
+        json!({"Tags": {"team": "platform"}, "DeprecateAfterDays": 90, "LaunchPermissions": {"UserIds": ["111122223333"]}}),
+    );
+    let distributed = invoke(&aws, update_from(stack, "req-8", &c, &shared, &tagged)).await;
+    assert_eq!(distributed["Status"], "SUCCESS", "{distributed}");
+    assert_eq!(distributed["PhysicalResourceId"], json!(c));
+    assert_eq!(distributed["Data"]["SourceImageId"], json!(newer));
+    let calls = local.take_calls().await;
+    assert!(
+        calls["by_operation"].get("EC2.RunInstances").is_none(),
+        "{calls}"
+    );
+    assert_eq!(
+        calls["by_operation"]["EC2.EnableImageDeprecation"], 1,
+        "{calls}"
+    );
+
     for (request, image) in [("req-5", &c), ("req-6", &b), ("req-7", &a)] {
         let deleted = invoke(
             &aws,
@@ -233,21 +271,22 @@ async fn deprecated_images_are_the_source_only_when_asked_for() {
         stack_id: stack_id(stack),
     };
     let long_ago = Some("2021-01-01T00:00:00.000Z");
+    // The newest is another owner's, which DescribeImages lists only when asked to.
+    let theirs = add_image(
+        &local,
+        "legacy-2020.12-x86_64",
+        "x86_64",
+        "amazon",
+        "2020-12-01T00:00:00.000Z",
+        long_ago,
+    )
+    .await;
     add_image(
         &local,
         "legacy-2020.11-x86_64",
         "x86_64",
-        "amazon",
-        "2020-11-01T00:00:00.000Z",
-        long_ago,
-    )
-    .await;
-    let own = add_image(
-        &local,
-        "legacy-2020.12-x86_64",
-        "x86_64",
         "self",
-        "2020-12-01T00:00:00.000Z",
+        "2020-11-01T00:00:00.000Z",
         long_ago,
     )
     .await;
@@ -294,7 +333,7 @@ async fn deprecated_images_are_the_source_only_when_asked_for() {
     assert_eq!(created["Status"], "SUCCESS", "{created}");
     assert_eq!(
         created["Data"]["SourceImageId"],
-        json!(own),
+        json!(theirs),
         "the newest, deprecated or not"
     );
     let image = created["PhysicalResourceId"].as_str().unwrap().to_owned();

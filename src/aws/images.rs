@@ -5,7 +5,7 @@ use aws_smithy_types::date_time::Format as DateTimeFormat;
 
 use super::instances::block_device_mappings;
 use super::*;
-use crate::spec::SourceFilter;
+use crate::spec::{LaunchPermissions, SourceFilter};
 
 impl Aws {
     pub async fn describe_image(&self, image_id: &str) -> Result<Option<Image>> {
@@ -31,9 +31,13 @@ impl Aws {
     /// DescribeImages leaves out other owners' deprecated images unless IncludeDeprecated is
     /// set, but always lists the caller's own
     /// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeImages.html>), so
-    /// their DeprecationTime is checked here as well. Every page is read: the order of the
-    /// answer is not defined.
-    pub async fn newest_image(&self, filter: &SourceFilter) -> Result<Option<String>> {
+    /// their DeprecationTime is checked here as well. Images that carry every one of `not_of`'s
+    /// tags are passed over. Every page is read: the order of the answer is not defined.
+    pub async fn newest_image(
+        &self,
+        filter: &SourceFilter,
+        not_of: &BTreeMap<String, String>,
+    ) -> Result<Option<String>> {
         let now = DateTime::from(std::time::SystemTime::now());
         let mut filters: Vec<ec2t::Filter> = filter
             .filters
@@ -80,6 +84,15 @@ impl Aws {
                     .and_then(parse_time)
                     .is_some_and(|at| at <= now);
                 if deprecated && !filter.include_deprecated {
+                    continue;
+                }
+                let tagged = |key: &str, value: &str| {
+                    image
+                        .tags()
+                        .iter()
+                        .any(|t| t.key() == Some(key) && t.value() == Some(value))
+                };
+                if !not_of.is_empty() && not_of.iter().all(|(k, v)| tagged(k, v)) {
                     continue;
                 }
                 let candidate = (created, id.to_owned());
@@ -208,6 +221,108 @@ impl Aws {
                 .map(drop)
                 .map_err(|e| AwsError::from_sdk("ec2:DisableImageDeprecation", e)),
         }
+    }
+    /// Who may launch the image: accounts, organizations, organizational units. A public image's
+    /// `all` group is not among them (this product never makes an image public).
+    pub async fn launch_permissions(&self, image_id: &str) -> Result<LaunchPermissions> {
+        let out = self
+            .ec2
+            .describe_image_attribute()
+            .image_id(image_id)
+            .attribute(ec2t::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeImageAttribute", e))?;
+        let mut found = LaunchPermissions::default();
+        for permission in out.launch_permissions() {
+            if let Some(user) = permission.user_id() {
+                found.user_ids.insert(user.to_owned());
+            }
+            if let Some(arn) = permission.organization_arn() {
+                found.organization_arns.insert(arn.to_owned());
+            }
+            if let Some(arn) = permission.organizational_unit_arn() {
+                found.organizational_unit_arns.insert(arn.to_owned());
+            }
+        }
+        Ok(found)
+    }
+    /// Grants `add` and revokes `remove` in one ModifyImageAttribute.
+    pub async fn change_launch_permissions(
+        &self,
+        image_id: &str,
+        add: &LaunchPermissions,
+        remove: &LaunchPermissions,
+    ) -> Result<()> {
+        let list = |permissions: &LaunchPermissions| {
+            let users = permissions
+                .user_ids
+                .iter()
+                .map(|id| ec2t::LaunchPermission::builder().user_id(id).build());
+            let organizations = permissions.organization_arns.iter().map(|arn| {
+                ec2t::LaunchPermission::builder()
+                    .organization_arn(arn)
+                    .build()
+            });
+            let units = permissions.organizational_unit_arns.iter().map(|arn| {
+                ec2t::LaunchPermission::builder()
+                    .organizational_unit_arn(arn)
+                    .build()
+            });
+            let all: Vec<_> = users.chain(organizations).chain(units).collect();
+            (!all.is_empty()).then_some(all)
+        };
+        let changes = ec2t::LaunchPermissionModifications::builder()
+            .set_add(list(add))
+            .set_remove(list(remove))
+            .build();
+        self.ec2
+            .modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(changes)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:ModifyImageAttribute", e))?;
+        Ok(())
+    }
+    /// The accounts that may create volumes from the snapshot.
+    pub async fn snapshot_volume_users(&self, snapshot_id: &str) -> Result<BTreeSet<String>> {
+        let out = self
+            .ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(ec2t::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSnapshotAttribute", e))?;
+        Ok(out
+            .create_volume_permissions()
+            .iter()
+            .filter_map(|p| p.user_id().map(str::to_owned))
+            .collect())
+    }
+    /// Grants (`add`) or revokes the accounts' CreateVolumePermission on the snapshot.
+    pub async fn change_snapshot_volume_users(
+        &self,
+        snapshot_id: &str,
+        add: bool,
+        users: &BTreeSet<String>,
+    ) -> Result<()> {
+        let operation = if add {
+            ec2t::OperationType::Add
+        } else {
+            ec2t::OperationType::Remove
+        };
+        self.ec2
+            .modify_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(ec2t::SnapshotAttributeName::CreateVolumePermission)
+            .operation_type(operation)
+            .set_user_ids(Some(users.iter().cloned().collect()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:ModifySnapshotAttribute", e))?;
+        Ok(())
     }
     /// Deregistering an image that is already gone is success.
     pub async fn deregister_image(&self, image_id: &str) -> Result<()> {

@@ -17,7 +17,7 @@ mod parameters;
 
 pub use lambda::SelfInvoke;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;

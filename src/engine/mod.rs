@@ -6,6 +6,7 @@
 //! | `wait` | the one wait every waiting phase uses: still-running check, limit, next poll |
 //! | [`failure`] | typed failures: [`BuildError`] (what went wrong in a phase), [`Failure`] (where the build stood), [`Failed`] (and what cleanup did), [`UpdateError`], [`DeleteError`] |
 //! | [`mod@update`] | Update: retag in place, reuse (a rollback), or rebuild |
+//! | `sharing` | `LaunchPermissions`: who may launch the image and create volumes from its snapshots, set at creation and kept in step by every Update |
 //! | `deprecation` | `DeprecateAfterDays`: the image's deprecation time, set at creation and kept in step by every Update |
 //! | [`mod@delete`] | Delete: deregister the image and delete its snapshots |
 //! | [`cleanup`] | removing what a build made, and the retries eventual consistency needs |
@@ -25,6 +26,7 @@ mod deprecation;
 pub mod failure;
 pub mod lease;
 pub mod ledger;
+mod sharing;
 pub mod supersede;
 pub mod tags;
 mod time;
@@ -41,4 +43,5 @@ pub use tags::{
     TAG_FINGERPRINT, TAG_IMAGE, TAG_LOGICAL, TAG_PROPERTIES, TAG_REQUEST, TAG_SOURCE, TAG_STACK,
 };
 pub use timing::Timing;
+pub use update::Previous;
 pub use update::update;

@@ -12,18 +12,37 @@ use crate::engine::tags::{
 };
 use crate::spec::{AmiSpec, TAG_PREFIX, fingerprint};
 
-/// Update: keep the image when nothing that shapes its content changed, reuse an earlier image of
-/// this resource with the wanted content (a rollback), or build a new one.
+/// What the previous request (OldResourceProperties) asked for, as far as an Update needs it.
+#[derive(Debug, Clone)]
+pub struct Previous {
+    /// `fingerprint::of_request` of its properties; `"unparsable"` for invalid ones; `None` for
+    /// none at all.
+    pub request: Option<String>,
+    /// It asked for all the same but the sharing and the deprecation.
+    pub only_distribution_changed: bool,
+}
+
+/// Update: apply a change of sharing or deprecation alone to the existing image; otherwise keep
+/// the image when nothing that shapes its content changed, reuse an earlier image of this
+/// resource with the wanted content (a rollback), or build a new one.
 pub async fn update(
     aws: &Aws,
     identity: &Identity,
     physical_id: &str,
-    (spec, old_request): (AmiSpec, Option<String>),
+    (spec, previous): (AmiSpec, Previous),
     timing: &Timing,
 ) -> Progress {
-    let plan = match roll_back(aws, identity, physical_id, &spec, old_request).await {
-        Some(rolled_back) => UpdatePlan::from(rolled_back),
-        None => retag_or_reuse(aws, identity, physical_id, &spec).await,
+    let in_place = if previous.only_distribution_changed {
+        distribute_in_place(aws, identity, physical_id, &spec).await
+    } else {
+        None
+    };
+    let plan = match in_place {
+        Some(answer) => UpdatePlan::from(answer),
+        None => match roll_back(aws, identity, physical_id, &spec, previous.request).await {
+            Some(rolled_back) => UpdatePlan::from(rolled_back),
+            None => retag_or_reuse(aws, identity, physical_id, &spec).await,
+        },
     };
     match plan {
         UpdatePlan::Answer(outcome) => Progress::Finished(outcome),
@@ -98,6 +117,36 @@ async fn roll_back(
     })
 }
 
+/// Only the sharing or the deprecation changed (or nothing at all: a new ServiceToken): applied
+/// to the current image as it is, without resolving the source, so that such a change never
+/// rebuilds, even when the source has a newer release. `None`: the current image is not this
+/// resource's available AMI; the Update goes on as any other.
+async fn distribute_in_place(
+    aws: &Aws,
+    identity: &Identity,
+    physical_id: &str,
+    spec: &AmiSpec,
+) -> Option<Result<Outcome, UpdateError>> {
+    if !crate::spec::is_ami_id(physical_id) {
+        return None;
+    }
+    let image = match aws.describe_image(physical_id).await {
+        Ok(image) => image?,
+        Err(error) => return Some(Err(UpdateError::ReadCurrent(error))),
+    };
+    if !owned_by(&image, identity) || image.state != "available" {
+        return None;
+    }
+    tracing::info!(image_id = %image.id, "only sharing or deprecation changed: applied in place");
+    Some(match retag(aws, &image, spec).await {
+        Ok(()) => Ok(image_outcome(&image)),
+        Err(error) => Err(UpdateError::Retag {
+            image: image.id,
+            error,
+        }),
+    })
+}
+
 /// Decides the Update: retag in place, reuse an earlier image of this resource (a rollback), or
 /// rebuild.
 async fn retag_or_reuse(
@@ -106,7 +155,7 @@ async fn retag_or_reuse(
     physical_id: &str,
     spec: &AmiSpec,
 ) -> UpdatePlan {
-    let resolved = match resolve(aws, spec).await {
+    let resolved = match resolve(aws, spec, identity).await {
         Ok(resolved) => resolved,
         Err(error) => {
             return UpdatePlan::Fail(Failed {
@@ -164,8 +213,8 @@ async fn retag_or_reuse(
     UpdatePlan::Rebuild(resolved)
 }
 
-/// Bring the image's and its snapshots' user tags, description and deprecation to what the spec
-/// says.
+/// Bring the image's and its snapshots' user tags, description, launch permissions and
+/// deprecation to what the spec says.
 async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
     let mut resources = vec![image.id.clone()];
     resources.extend(image.snapshot_ids.iter().cloned());
@@ -188,5 +237,6 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
     {
         aws.set_image_description(&image.id, description).await?;
     }
+    crate::engine::sharing::apply(aws, image, spec).await?;
     crate::engine::deprecation::apply(aws, image, spec).await
 }

@@ -156,14 +156,19 @@ pub(super) async fn operate_alone(
             // What the previous request asked for (a rollback's are the failed update's).
             // Properties that do not parse (a rollback after invalid ones) asked for something
             // else; none at all (not from CloudFormation) ask for nothing.
-            let old_request = match AmiSpec::parse(old_properties) {
-                Ok(old) => Some(crate::spec::fingerprint::of_request(&old)),
-                Err(_) if old_properties.as_object().is_some_and(|o| !o.is_empty()) => {
-                    Some("unparsable".to_owned())
-                }
-                Err(_) => None,
+            let old = AmiSpec::parse(old_properties);
+            let previous = engine::Previous {
+                request: match &old {
+                    Ok(old) => Some(crate::spec::fingerprint::of_request(old)),
+                    Err(_) if old_properties.as_object().is_some_and(|o| !o.is_empty()) => {
+                        Some("unparsable".to_owned())
+                    }
+                    Err(_) => None,
+                },
+                only_distribution_changed: old
+                    .is_ok_and(|old| spec.differs_only_in_distribution(&old)),
             };
-            engine::update(&aws, identity, physical_id, (spec, old_request), &timing).await
+            engine::update(&aws, identity, physical_id, (spec, previous), &timing).await
         }
         (Operation::Create, Some(state)) => {
             engine::Build::resume(spec, state)

@@ -13,6 +13,7 @@ mod fields;
 pub mod fingerprint;
 mod ids;
 pub mod script;
+mod sharing;
 mod source_filter;
 mod steps;
 mod tags;
@@ -23,6 +24,8 @@ pub use ids::is_ami_id;
 use ids::{
     check_ami_name, check_instance_profile, check_parameter_name, is_instance_type, is_resource_id,
 };
+pub use sharing::LaunchPermissions;
+use sharing::parse_launch_permissions;
 pub use source_filter::SourceFilter;
 use source_filter::parse_source_filter;
 pub use steps::is_output_name;
@@ -128,6 +131,9 @@ pub struct AmiSpec {
     /// The image is deprecated this many days after its creation. Not part of the fingerprint:
     /// a change is applied to the existing image.
     pub deprecate_after_days: Option<u32>,
+    /// Who the AMI is shared with. Not part of the fingerprint: a change is applied to the
+    /// existing image. Empty when not given.
+    pub launch_permissions: LaunchPermissions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +143,17 @@ pub struct PropertyErrors {
 }
 
 impl AmiSpec {
+    /// Whether `self` asks for what `other` asks for but its sharing and deprecation: what an
+    /// Update applies to the existing image without resolving the source again.
+    pub fn differs_only_in_distribution(&self, other: &AmiSpec) -> bool {
+        let without = |spec: &AmiSpec| AmiSpec {
+            launch_permissions: LaunchPermissions::default(),
+            deprecate_after_days: None,
+            ..spec.clone()
+        };
+        without(self) == without(other)
+    }
+
     pub fn parse(properties: &Value) -> Result<AmiSpec, PropertyErrors> {
         let mut problems = Problems::default();
         let Some(map) = properties.as_object() else {
@@ -162,6 +179,7 @@ impl AmiSpec {
         let service_timeout = top.number("ServiceTimeout", 1, MAX_SERVICE_TIMEOUT_SECONDS);
         let timeout_minutes = top.number("TimeoutMinutes", 1, MAX_SERVICE_TIMEOUT_SECONDS / 60);
         let deprecate_after_days = top.number("DeprecateAfterDays", 1, MAX_DEPRECATE_AFTER_DAYS);
+        let launch_permissions = top.take("LaunchPermissions");
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
@@ -197,6 +215,9 @@ impl AmiSpec {
         let tags = parse_tags(tags, &mut problems);
         let steps = parse_steps(steps.unwrap_or_default(), &mut problems);
         let output_tags = parse_output_tags(output_tags, &tags, &steps, &mut problems);
+        let launch_permissions = launch_permissions
+            .and_then(|value| parse_launch_permissions(value, &mut problems))
+            .unwrap_or_default();
 
         problems.into_result(|| AmiSpec {
             source: source.expect("a missing source is a reported problem"),
@@ -213,6 +234,7 @@ impl AmiSpec {
             steps,
             timeout_minutes,
             deprecate_after_days,
+            launch_permissions,
         })
     }
 }

@@ -203,6 +203,76 @@ fn a_source_filter_is_refused_where_it_would_match_too_much_or_nothing_valid() {
 }
 
 #[test]
+fn launch_permissions_take_accounts_organizations_and_units() {
+    let spec = AmiSpec::parse(&with(json!({"LaunchPermissions": {
+        "UserIds": ["111122223333", 444455556666_u64],
+        "OrganizationArns": ["arn:aws:organizations::111122223333:organization/o-exampleorg1"],
+        "OrganizationalUnitArns": ["arn:aws:organizations::111122223333:ou/o-exampleorg1/ou-ab12-cdefgh34"]
+    }})))
+    .unwrap();
+    let shared = spec.launch_permissions;
+    assert_eq!(
+        shared.user_ids.iter().collect::<Vec<_>>(),
+        ["111122223333", "444455556666"]
+    );
+    assert_eq!(shared.organization_arns.len(), 1);
+    assert_eq!(shared.organizational_unit_arns.len(), 1);
+    assert!(
+        AmiSpec::parse(&minimal())
+            .unwrap()
+            .launch_permissions
+            .is_empty()
+    );
+}
+
+#[test]
+fn launch_permissions_name_what_is_not_an_account_or_an_organization() {
+    let case = |shared: Value, path: &str, words: &str| {
+        assert_problem(with(json!({ "LaunchPermissions": shared })), path, words)
+    };
+    case(
+        json!(["111122223333"]),
+        "LaunchPermissions",
+        "must be an object",
+    );
+    case(
+        json!({"UserIds": ["11112222333"]}),
+        "LaunchPermissions.UserIds[0]",
+        "not a 12-digit account id",
+    );
+    case(
+        json!({"UserIds": ["111122223333", "111122223333"]}),
+        "LaunchPermissions.UserIds[1]",
+        "given twice",
+    );
+    case(
+        json!({"UserIds": "111122223333"}),
+        "LaunchPermissions.UserIds",
+        "must be a list",
+    );
+    case(
+        json!({"OrganizationArns": ["o-exampleorg1"]}),
+        "LaunchPermissions.OrganizationArns[0]",
+        "not an organization ARN",
+    );
+    case(
+        json!({"OrganizationArns": ["arn:aws:organizations::111122223333:organization/o-SHORT"]}),
+        "LaunchPermissions.OrganizationArns[0]",
+        "not an organization ARN",
+    );
+    case(
+        json!({"OrganizationalUnitArns": ["arn:aws:organizations::111122223333:organization/o-exampleorg1"]}),
+        "LaunchPermissions.OrganizationalUnitArns[0]",
+        "not an organizational unit ARN",
+    );
+    case(
+        json!({"Accounts": ["111122223333"]}),
+        "LaunchPermissions.Accounts",
+        "unknown property",
+    );
+}
+
+#[test]
 fn each_scalar_property_is_checked() {
     assert_problem(
         json!({"SourceAmi": "ami-12345678"}),

@@ -267,6 +267,27 @@ pub fn event(
     event
 }
 
+/// An Update whose OldResourceProperties are `old` (a rollback's are the failed update's).
+pub fn update_from(stack: &str, request: &str, physical: &str, new: &Value, old: &Value) -> Value {
+    let mut update = event("Update", stack, request, Some(physical), new.clone());
+    update["OldResourceProperties"] = old.clone();
+    update
+}
+
+/// A one-step build from the public ECS-optimized parameter, with `extra`'s properties set.
+pub fn one_step_properties(extra: Value) -> Value {
+    let mut properties = json!({
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
+        "SourceAmiParameter": ECS_AL2023,
+        "IamInstanceProfile": PROFILE,
+        "Steps": [{"Name": "hello", "Commands": ["echo hello"]}]
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        properties[key] = value.clone();
+    }
+    properties
+}
+
 pub fn stack_id(stack: &str) -> String {
     format!(
         "arn:aws:cloudformation:us-east-1:123456789012:stack/{stack}/00000000-0000-0000-0000-000000000000"

@@ -76,7 +76,7 @@ def test_the_role_allows_every_call_the_code_makes():
 
 DESTRUCTIVE = {"ec2:StopInstances", "ec2:TerminateInstances", "ec2:CreateImage", "ec2:CreateTags",
                "ec2:DeleteTags", "ec2:ModifyImageAttribute", "ec2:EnableImageDeprecation",
-               "ec2:DisableImageDeprecation", "ec2:DeregisterImage",
+               "ec2:DisableImageDeprecation", "ec2:ModifySnapshotAttribute", "ec2:DeregisterImage",
                "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ssm:SendCommand", "ec2:RunInstances"}
 
 

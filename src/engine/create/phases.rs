@@ -24,7 +24,7 @@ impl Build {
         timing: &Timing,
     ) -> Result<Next, BuildError> {
         match self.state.phase.clone() {
-            Phase::Resolve => self.resolve_source(aws).await,
+            Phase::Resolve => self.resolve_source(aws, identity).await,
             Phase::Launch => self.launch(aws, identity).await,
             Phase::AwaitOnline {
                 waited,
@@ -50,8 +50,8 @@ impl Build {
         }
     }
 
-    async fn resolve_source(&mut self, aws: &Aws) -> Result<Next, BuildError> {
-        let resolved = resolve(aws, &self.spec).await?;
+    async fn resolve_source(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
+        let resolved = resolve(aws, &self.spec, identity).await?;
         // Only a build launches: an Update in place or a rollback must not fail on a subnet
         // deleted since.
         check_where_it_runs(aws, &self.spec, &resolved).await?;
@@ -431,8 +431,9 @@ impl Build {
             self.state.image_id.clone().expect("image exists"),
         );
         aws.tag(&self.state.snapshot_ids, &tags).await?;
-        if self.spec.deprecate_after_days.is_some() {
-            // Counted from the image's CreationDate, as every later Update counts it.
+        if self.spec.deprecate_after_days.is_some() || !self.spec.launch_permissions.is_empty() {
+            // The deprecation counts from the image's CreationDate, as every later Update
+            // counts it; the sharing covers the snapshots the image lists.
             let image_id = self.state.image_id.as_deref().expect("image exists");
             let Some(image) = aws.describe_image(image_id).await? else {
                 return Err(BuildError::ImageFailed {
@@ -441,6 +442,7 @@ impl Build {
                     reason: Some("it was available, then no longer listed".into()),
                 });
             };
+            crate::engine::sharing::apply(aws, &image, &self.spec).await?;
             crate::engine::deprecation::apply(aws, &image, &self.spec).await?;
         }
         Ok(Next::Now(Phase::Finish))

@@ -5,10 +5,18 @@ use std::collections::BTreeSet;
 
 use super::Resolved;
 use crate::aws::Aws;
+use crate::cfn::Identity;
 use crate::engine::failure::BuildError;
+use crate::engine::tags::resource_tags;
 use crate::spec::{AmiSpec, Source, fingerprint};
 
-pub(crate) async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, BuildError> {
+/// `identity`: the resource being built. A filter never chooses an image of this very resource
+/// (its output would become its next input); another resource's image it may.
+pub(crate) async fn resolve(
+    aws: &Aws,
+    spec: &AmiSpec,
+    identity: &Identity,
+) -> Result<Resolved, BuildError> {
     let source_image = match &spec.source {
         Source::Ami(id) => id.clone(),
         Source::Parameter(name) => {
@@ -26,7 +34,7 @@ pub(crate) async fn resolve(aws: &Aws, spec: &AmiSpec) -> Result<Resolved, Build
             }
             value
         }
-        Source::Filter(filter) => match aws.newest_image(filter).await? {
+        Source::Filter(filter) => match aws.newest_image(filter, &resource_tags(identity)).await? {
             Some(id) => id,
             None => {
                 return Err(BuildError::SourceFilterMatchedNothing {
