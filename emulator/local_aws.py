@@ -852,6 +852,9 @@ class LocalAws:
                     "message": "KmsKeyId is not supported in CreateImage's block device mappings"}
             return error_response(start_response, operation, rule)
         if operation == "EC2.ModifyImageAttribute":
+            refused = refused_imds_support(raw)
+            if refused is not None:
+                return error_response(start_response, operation, refused)
             apply_image_description(region_of(environ), raw)
         if operation in ("EC2.EnableImageDeprecation", "EC2.DisableImageDeprecation"):
             return image_deprecation(start_response, operation, region_of(environ),
@@ -998,13 +1001,25 @@ def add_image(region: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_image_description(region: str, raw: bytes) -> None:
-    """moto ignores ModifyImageAttribute's Description; apply it, then let moto answer."""
+    """moto ignores ModifyImageAttribute's Description and ImdsSupport; apply them, then let moto
+    answer. ImdsSupport takes only `v2.0`, which DescribeImages then answers as ImdsSupport
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ModifyImageAttribute.html)."""
     form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
     image_id = (form.get("ImageId") or [""])[0]
     description = form.get("Description.Value")
     ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis.get(image_id)
     if ami is not None and description is not None:
         ami.description = description[0]
+    if ami is not None and form.get("ImdsSupport.Value") == ["v2.0"]:
+        ami.imds_support = "v2.0"
+
+
+def refused_imds_support(raw: bytes) -> dict[str, Any] | None:
+    """ImdsSupport is `v2.0` or absent: EC2 cannot set another value or take it back."""
+    value = urllib.parse.parse_qs(raw.decode("utf-8", "replace")).get("ImdsSupport.Value")
+    if value is not None and value != ["v2.0"]:
+        return {"code": "InvalidParameterValue", "message": f"Invalid value for ImdsSupport: {value[0]}"}
+    return None
 
 
 def respond(start_response: Any, status: int, payload: dict[str, Any]) -> list[bytes]:

@@ -222,6 +222,18 @@ impl Aws {
                 .map_err(|e| AwsError::from_sdk("ec2:DisableImageDeprecation", e)),
         }
     }
+    /// Instances launched from the image require IMDSv2 (ImdsSupport `v2.0`). EC2 cannot take
+    /// this back.
+    pub async fn require_imds_v2(&self, image_id: &str) -> Result<()> {
+        self.ec2
+            .modify_image_attribute()
+            .image_id(image_id)
+            .imds_support(ec2t::AttributeValue::builder().value("v2.0").build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:ModifyImageAttribute", e))?;
+        Ok(())
+    }
     /// Who may launch the image: accounts, organizations, organizational units. A public image's
     /// `all` group is not among them (this product never makes an image public).
     pub async fn launch_permissions(&self, image_id: &str) -> Result<LaunchPermissions> {
@@ -384,6 +396,7 @@ pub(super) fn to_image(image: &ec2t::Image) -> Image {
         root_device_name: image.root_device_name().map(str::to_owned),
         created: image.creation_date().and_then(parse_time),
         deprecated_at: image.deprecation_time().and_then(parse_time),
+        imds_support: image.imds_support().map(|v| v.as_str().to_owned()),
         snapshot_ids: image
             .block_device_mappings()
             .iter()

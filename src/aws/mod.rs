@@ -115,6 +115,8 @@ pub struct Image {
     pub created: Option<aws_smithy_types::DateTime>,
     /// DeprecationTime: when the image is (or was) deprecated, if it is to be.
     pub deprecated_at: Option<aws_smithy_types::DateTime>,
+    /// ImdsSupport: `v2.0` when instances launched from it require IMDSv2.
+    pub imds_support: Option<String>,
     pub snapshot_ids: Vec<String>,
     pub tags: BTreeMap<String, String>,
 }

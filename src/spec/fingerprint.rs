@@ -2,9 +2,10 @@
 //!
 //! The fingerprint covers every input that changes the image's content: the resolved source AMI
 //! (not the parameter name, so a new ECS-optimized release rebuilds), the instance type, the
-//! block devices, the steps, and an explicit AMI name (names cannot be changed in place). Tags,
-//! the description, the subnet, security groups and the instance profile do not change what is
-//! on the disk, so changing them alone never rebuilds.
+//! block devices, the steps, an explicit AMI name (names cannot be changed in place) and
+//! `ImdsSupport` (EC2 cannot take it back from an image). Tags, the description, the sharing, the
+//! deprecation, the subnet, security groups and the instance profile do not change what is on the
+//! disk, so changing them alone never rebuilds.
 //!
 //! The hashed text is the JSON of `CanonicalV1`, a struct of its own whose every key is spelled
 //! out here, not the serde shape of [`AmiSpec`]: renaming or adding a field of the spec cannot
@@ -59,6 +60,10 @@ struct CanonicalV1<'a> {
     steps: Vec<CanonicalStep<'a>>,
     #[serde(rename = "ami_name")]
     ami_name: Option<&'a str>,
+    /// Left out when not set, so images built before it existed keep their fingerprints. Part of
+    /// the fingerprint because EC2 cannot take it back from an image: a change builds a new one.
+    #[serde(rename = "imds_support", skip_serializing_if = "Option::is_none")]
+    imds_support: Option<&'a str>,
 }
 
 /// The source under one of two keys: `source_image` for the resolved id, `source` for the
@@ -156,6 +161,7 @@ impl<'a> CanonicalV1<'a> {
             block_devices: spec.block_device_mappings.iter().map(device).collect(),
             steps: spec.steps.iter().map(step).collect(),
             ami_name: spec.ami_name.as_deref(),
+            imds_support: spec.imds_support.as_deref(),
         }
     }
 
@@ -437,6 +443,25 @@ mod tests {
             of(&a, "ami-12345678", "t3.medium"),
             of(&by_id, "ami-12345678", "t3.medium")
         );
+    }
+
+    #[test]
+    fn imds_support_rebuilds_and_leaves_other_images_alone() {
+        let plain = spec(json!({}));
+        let required = spec(json!({"ImdsSupport": "v2.0"}));
+        assert_ne!(
+            of(&plain, "ami-12345678", "t3.medium"),
+            of(&required, "ami-12345678", "t3.medium")
+        );
+        assert_ne!(of_request(&plain), of_request(&required));
+        // Without it, the hashed text has no key for it (the golden values above hold too).
+        let text = serde_json::to_value(CanonicalV1::new(
+            &plain,
+            CanonicalSource::AsGiven(&plain.source),
+            None,
+        ))
+        .unwrap();
+        assert!(text.get("imds_support").is_none(), "{text}");
     }
 
     #[test]

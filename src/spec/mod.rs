@@ -134,6 +134,8 @@ pub struct AmiSpec {
     /// Who the AMI is shared with. Not part of the fingerprint: a change is applied to the
     /// existing image. Empty when not given.
     pub launch_permissions: LaunchPermissions,
+    /// `v2.0`: instances launched from the image require IMDSv2.
+    pub imds_support: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,6 +182,7 @@ impl AmiSpec {
         let timeout_minutes = top.number("TimeoutMinutes", 1, MAX_SERVICE_TIMEOUT_SECONDS / 60);
         let deprecate_after_days = top.number("DeprecateAfterDays", 1, MAX_DEPRECATE_AFTER_DAYS);
         let launch_permissions = top.take("LaunchPermissions");
+        let imds_support = top.string("ImdsSupport");
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
@@ -218,6 +221,14 @@ impl AmiSpec {
         let launch_permissions = launch_permissions
             .and_then(|value| parse_launch_permissions(value, &mut problems))
             .unwrap_or_default();
+        if let Some(value) = &imds_support
+            && value != "v2.0"
+        {
+            problems.add(
+                "ImdsSupport",
+                format!("{value:?} is not v2.0, the one value EC2 takes (leave it out for none)"),
+            );
+        }
 
         problems.into_result(|| AmiSpec {
             source: source.expect("a missing source is a reported problem"),
@@ -235,6 +246,7 @@ impl AmiSpec {
             timeout_minutes,
             deprecate_after_days,
             launch_permissions,
+            imds_support,
         })
     }
 }

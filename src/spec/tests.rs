@@ -226,6 +226,22 @@ fn launch_permissions_take_accounts_organizations_and_units() {
 }
 
 #[test]
+fn imds_support_takes_only_v2() {
+    let spec = AmiSpec::parse(&with(json!({"ImdsSupport": "v2.0"}))).unwrap();
+    assert_eq!(spec.imds_support.as_deref(), Some("v2.0"));
+    assert_problem(
+        with(json!({"ImdsSupport": "v1.0"})),
+        "ImdsSupport",
+        "not v2.0",
+    );
+    assert_problem(
+        with(json!({"ImdsSupport": "required"})),
+        "ImdsSupport",
+        "not v2.0",
+    );
+}
+
+#[test]
 fn launch_permissions_name_what_is_not_an_account_or_an_organization() {
     let case = |shared: Value, path: &str, words: &str| {
         assert_problem(with(json!({ "LaunchPermissions": shared })), path, words)

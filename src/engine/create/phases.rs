@@ -431,7 +431,10 @@ impl Build {
             self.state.image_id.clone().expect("image exists"),
         );
         aws.tag(&self.state.snapshot_ids, &tags).await?;
-        if self.spec.deprecate_after_days.is_some() || !self.spec.launch_permissions.is_empty() {
+        if self.spec.deprecate_after_days.is_some()
+            || !self.spec.launch_permissions.is_empty()
+            || self.spec.imds_support.is_some()
+        {
             // The deprecation counts from the image's CreationDate, as every later Update
             // counts it; the sharing covers the snapshots the image lists.
             let image_id = self.state.image_id.as_deref().expect("image exists");
@@ -442,6 +445,9 @@ impl Build {
                     reason: Some("it was available, then no longer listed".into()),
                 });
             };
+            if self.spec.imds_support.is_some() && image.imds_support.as_deref() != Some("v2.0") {
+                aws.require_imds_v2(&image.id).await?;
+            }
             crate::engine::sharing::apply(aws, &image, &self.spec).await?;
             crate::engine::deprecation::apply(aws, &image, &self.spec).await?;
         }
