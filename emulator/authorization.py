@@ -458,6 +458,7 @@ SSM = {
     "PutParameter": parameters("ssm:PutParameter", "Name"),
     "DeleteParameters": parameters("ssm:DeleteParameters", "Names"),
     "GetParametersByPath": parameters("ssm:GetParametersByPath", "Path"),
+    "GetParameterHistory": parameters("ssm:GetParameterHistory", "Name"),
 }
 
 

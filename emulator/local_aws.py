@@ -84,6 +84,8 @@ LIST_OUTPUT_LIMIT = 2_500
 PLUGIN = "aws:runShellScript"
 
 ONLINE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_ONLINE_DELAY", "1"))
+# How long Parameter Store takes to validate an aws:ec2:image value after PutParameter answered.
+IMAGE_PARAMETER_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_IMAGE_PARAMETER_DELAY", "1"))
 IMAGE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_IMAGE_DELAY", "0"))
 # Eventual consistency: for this long after RunInstances (CreateImage), a request naming the new
 # instance (image) answers InvalidInstanceID.NotFound (InvalidAMIID.NotFound).
@@ -866,6 +868,11 @@ class LocalAws:
             failing = self.faults.matching(operation, sdk_attempt(environ), "image")
             if IMAGE_DELAY > 0 or failing is not None:
                 return hold_image_pending(self.moto(environ, start_response), region_of(environ), failing is not None)
+        if target == "AmazonSSM.PutParameter" and json.loads(raw or b"{}").get("DataType") == "aws:ec2:image":
+            try:
+                return respond(start_response, 200, put_image_parameter(region_of(environ), json.loads(raw)))
+            except SsmError as error:
+                return respond(start_response, error.status, {"__type": error.code, "message": error.message})
         if target.startswith("AmazonSSM."):
             try:
                 body = json.loads(raw or b"{}")
@@ -1020,6 +1027,37 @@ def refused_imds_support(raw: bytes) -> dict[str, Any] | None:
     if value is not None and value != ["v2.0"]:
         return {"code": "InvalidParameterValue", "message": f"Invalid value for ImdsSupport: {value[0]}"}
     return None
+
+
+def put_image_parameter(region: str, body: dict[str, Any]) -> dict[str, Any]:
+    """PutParameter with data type aws:ec2:image, as Parameter Store does it
+    (https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-ec2-aliases.html):
+    it answers at once with the version it would create, then validates the value
+    (IMAGE_PARAMETER_DELAY later) and creates that version only if the value is an available AMI
+    of the account's region; otherwise the parameter keeps what it held. A parameter cannot change
+    to or from this data type (parameter-store-data-types.html)."""
+    ssm = ssm_backends[DEFAULT_ACCOUNT_ID][region]
+    name, value = body.get("Name", ""), body.get("Value", "")
+    versions = ssm._parameters.get(name) or []
+    if versions:
+        if not body.get("Overwrite"):
+            raise SsmError("ParameterAlreadyExists", "The parameter already exists. To overwrite this value, set the overwrite option in the request to true.")
+        if versions[-1].data_type != "aws:ec2:image":
+            raise SsmError("ValidationException", f"The data type of parameter {name} can't be changed to aws:ec2:image.")
+
+    def validate() -> None:
+        ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis.get(value)
+        if ami is None or ami.state != "available":
+            print(f"parameter {name}: {value} is not an available image; not created or updated", flush=True)
+            return
+        ssm.put_parameter(name=name, description=body.get("Description"), value=value,
+                          parameter_type="String", allowed_pattern=None, keyid=None, overwrite=True,
+                          tags=None, data_type="aws:ec2:image", tier=None, policies=None)
+
+    timer = threading.Timer(IMAGE_PARAMETER_DELAY, validate)
+    timer.daemon = True
+    timer.start()
+    return {"Version": (versions[-1].version if versions else 0) + 1, "Tier": "Standard"}
 
 
 def respond(start_response: Any, status: int, payload: dict[str, Any]) -> list[bytes]:

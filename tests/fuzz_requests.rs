@@ -33,6 +33,7 @@ const KEYS: &[&str] = &[
     "IncludeDeprecated",
     "DeprecateAfterDays",
     "ImdsSupport",
+    "SsmParameters",
     "LaunchPermissions",
     "UserIds",
     "OrganizationArns",

@@ -1,4 +1,5 @@
-//! Parameter Store: the source AMI parameter, and the build leases and request records.
+//! Parameter Store: the source AMI parameter, the build leases and request records, and the
+//! parameters that publish an AMI's id (`SsmParameters`).
 
 use super::*;
 
@@ -102,6 +103,51 @@ impl Aws {
                 .map_err(|e| AwsError::from_sdk("ssm:DeleteParameters", e))?;
         }
         Ok(())
+    }
+    /// Writes an AMI id with data type `aws:ec2:image`. Parameter Store validates such a value
+    /// after answering: the new version exists only once the AMI is found available
+    /// (<https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-ec2-aliases.html>),
+    /// so the caller reads it back.
+    pub async fn put_image_parameter(&self, name: &str, image_id: &str) -> Result<()> {
+        self.ssm
+            .put_parameter()
+            .name(name)
+            .value(image_id)
+            .r#type(ssmt::ParameterType::String)
+            .data_type("aws:ec2:image")
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ssm:PutParameter", e))?;
+        Ok(())
+    }
+    /// Every value the parameter held, oldest first; empty when it does not exist.
+    pub async fn parameter_history(&self, name: &str) -> Result<Vec<String>> {
+        let mut values = Vec::new();
+        let mut pages = self
+            .ssm
+            .get_parameter_history()
+            .name(name)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => values.extend(
+                    page.parameters()
+                        .iter()
+                        .filter_map(|p| Some((p.version(), p.value()?.to_owned()))),
+                ),
+                Err(error) => {
+                    let error = AwsError::from_sdk("ssm:GetParameterHistory", error);
+                    if error.code.as_deref() == Some("ParameterNotFound") {
+                        return Ok(Vec::new());
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        values.sort_by_key(|(version, _)| *version);
+        Ok(values.into_iter().map(|(_, value)| value).collect())
     }
     pub async fn overwrite_parameter(&self, name: &str, value: &str) -> Result<()> {
         self.ssm

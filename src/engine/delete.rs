@@ -11,10 +11,13 @@ use crate::engine::tags::{TAG_IMAGE, image_outcome, owned_by, resource_tags};
 
 /// Delete: deregister the image and delete every snapshot it used. An id that is not an image, an
 /// image already gone, and an image some other resource built all end in SUCCESS, and say so.
+/// `parameters`: the request's `SsmParameters`; those still holding the image are removed first,
+/// so that nothing resolves to an image about to be gone.
 pub async fn delete(
     aws: &Aws,
     identity: &Identity,
     physical_id: &str,
+    parameters: &[String],
 ) -> Result<Outcome, DeleteError> {
     if !crate::spec::is_ami_id(physical_id) {
         return Ok(Outcome::success(physical_id, BTreeMap::new())
@@ -54,6 +57,12 @@ pub async fn delete(
     snapshots.extend(found);
     snapshots.sort();
     snapshots.dedup();
+    crate::engine::publish::unpublish(aws, physical_id, parameters)
+        .await
+        .map_err(|error| DeleteError::Unpublish {
+            image: physical_id.to_owned(),
+            error,
+        })?;
     if image.is_some() {
         aws.deregister_image(physical_id)
             .await

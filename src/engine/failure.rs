@@ -118,6 +118,9 @@ pub enum BuildError {
         state: String,
         reason: Option<String>,
     },
+    /// The AMI's id could not be published to `SsmParameters` (those written are put back).
+    #[error("{0}")]
+    Publish(#[from] crate::engine::publish::PublishError),
     /// The finished build's builder could not be terminated (see `cleanup::terminate_builder`).
     #[error("{0}")]
     BuilderNotTerminated(String),
@@ -219,6 +222,15 @@ pub enum UpdateError {
     RetagReused { image: String, error: AwsError },
     #[error("Update could not look for earlier images: {0}")]
     SearchEarlier(AwsError),
+    #[error("Update could not publish image {image}: {error}")]
+    Publish {
+        image: String,
+        error: crate::engine::publish::PublishError,
+    },
+    #[error(
+        "Update could not remove the parameters it no longer names from image {image}: {error}"
+    )]
+    Unpublish { image: String, error: AwsError },
 }
 
 /// What a Delete could not do; CloudFormation retries it, and this Reason says what is left.
@@ -230,6 +242,8 @@ pub enum DeleteError {
     ListSnapshots { image: String, error: AwsError },
     #[error("Delete could not deregister {image}: {error}")]
     Deregister { image: String, error: AwsError },
+    #[error("Delete could not remove the SsmParameters that hold {image}: {error}")]
+    Unpublish { image: String, error: AwsError },
     #[error(
         "image {image} deregistered but snapshots remain: {}",
         .remaining.iter().map(|(id, error)| format!("{id} ({error})")).collect::<Vec<_>>().join(", ")

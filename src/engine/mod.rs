@@ -6,6 +6,7 @@
 //! | `wait` | the one wait every waiting phase uses: still-running check, limit, next poll |
 //! | [`failure`] | typed failures: [`BuildError`] (what went wrong in a phase), [`Failure`] (where the build stood), [`Failed`] (and what cleanup did), [`UpdateError`], [`DeleteError`] |
 //! | [`mod@update`] | Update: retag in place, reuse (a rollback), or rebuild |
+//! | `publish` | `SsmParameters`: the AMI's id written to Parameter Store, confirmed, put back on failure, removed with the AMI |
 //! | `sharing` | `LaunchPermissions`: who may launch the image and create volumes from its snapshots, set at creation and kept in step by every Update |
 //! | `deprecation` | `DeprecateAfterDays`: the image's deprecation time, set at creation and kept in step by every Update |
 //! | [`mod@delete`] | Delete: deregister the image and delete its snapshots |
@@ -26,6 +27,7 @@ mod deprecation;
 pub mod failure;
 pub mod lease;
 pub mod ledger;
+pub mod publish;
 mod sharing;
 pub mod supersede;
 pub mod tags;

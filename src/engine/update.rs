@@ -18,8 +18,10 @@ pub struct Previous {
     /// `fingerprint::of_request` of its properties; `"unparsable"` for invalid ones; `None` for
     /// none at all.
     pub request: Option<String>,
-    /// It asked for all the same but the sharing and the deprecation.
+    /// It asked for all the same but the sharing, the deprecation and the parameters.
     pub only_distribution_changed: bool,
+    /// The `SsmParameters` it named.
+    pub parameters: Vec<String>,
 }
 
 /// Update: apply a change of sharing or deprecation alone to the existing image; otherwise keep
@@ -45,7 +47,16 @@ pub async fn update(
         },
     };
     match plan {
-        UpdatePlan::Answer(outcome) => Progress::Finished(outcome),
+        UpdatePlan::Answer(outcome) => {
+            let image = outcome.physical_id.clone();
+            match settle_parameters(aws, &image, &spec, &previous.parameters).await {
+                Ok(()) => Progress::Finished(outcome),
+                Err(error) => Progress::Failed(Box::new(Failed {
+                    failure: Failure::Update(error),
+                    cleanup: None,
+                })),
+            }
+        }
         UpdatePlan::Fail(failed) => Progress::Failed(Box::new(failed)),
         UpdatePlan::Rebuild(resolved) => {
             let build = Build::new(spec, identity).already_resolved(resolved);
@@ -115,6 +126,35 @@ async fn roll_back(
             error,
         }),
     })
+}
+
+/// The image an Update answers with is the one its `SsmParameters` hold; those the previous
+/// request named and this one does not are removed if they hold it. (After a rebuild, the
+/// parameters left holding the old image go with CloudFormation's Delete of it.)
+async fn settle_parameters(
+    aws: &Aws,
+    image: &str,
+    spec: &AmiSpec,
+    previous: &[String],
+) -> Result<(), UpdateError> {
+    crate::engine::publish::publish(aws, image, &spec.ssm_parameters)
+        .await
+        .map_err(|error| UpdateError::Publish {
+            image: image.to_owned(),
+            error,
+        })?;
+    let dropped: Vec<String> = previous
+        .iter()
+        .filter(|name| !spec.ssm_parameters.contains(name))
+        .cloned()
+        .collect();
+    crate::engine::publish::unpublish(aws, image, &dropped)
+        .await
+        .map_err(|error| UpdateError::Unpublish {
+            image: image.to_owned(),
+            error,
+        })?;
+    Ok(())
 }
 
 /// Only the sharing or the deprecation changed (or nothing at all: a new ServiceToken): applied

@@ -133,7 +133,8 @@ pub(super) async fn operate_alone(
     let (aws, identity) = (aws.clone(), &request.identity);
     let spec = match (&request.operation, spec) {
         (Operation::Delete { physical_id }, _) => {
-            return match engine::delete(&aws, identity, physical_id).await {
+            let parameters = crate::spec::ssm_parameter_names(&request.properties);
+            return match engine::delete(&aws, identity, physical_id, &parameters).await {
                 Ok(outcome) => Progress::Finished(outcome),
                 Err(error) => Progress::Failed(Box::new(Failed {
                     failure: error.into(),
@@ -167,6 +168,7 @@ pub(super) async fn operate_alone(
                 },
                 only_distribution_changed: old
                     .is_ok_and(|old| spec.differs_only_in_distribution(&old)),
+                parameters: crate::spec::ssm_parameter_names(old_properties),
             };
             engine::update(&aws, identity, physical_id, (spec, previous), &timing).await
         }

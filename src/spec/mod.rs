@@ -12,6 +12,7 @@ mod devices;
 mod fields;
 pub mod fingerprint;
 mod ids;
+mod parameters;
 pub mod script;
 mod sharing;
 mod source_filter;
@@ -24,6 +25,8 @@ pub use ids::is_ami_id;
 use ids::{
     check_ami_name, check_instance_profile, check_parameter_name, is_instance_type, is_resource_id,
 };
+use parameters::parse_ssm_parameters;
+pub use parameters::{MAX_SSM_PARAMETERS, ssm_parameter_names};
 pub use sharing::LaunchPermissions;
 use sharing::parse_launch_permissions;
 pub use source_filter::SourceFilter;
@@ -136,6 +139,9 @@ pub struct AmiSpec {
     pub launch_permissions: LaunchPermissions,
     /// `v2.0`: instances launched from the image require IMDSv2.
     pub imds_support: Option<String>,
+    /// Parameters that hold the AMI's id. Not part of the fingerprint: a change is applied to
+    /// the existing image's parameters.
+    pub ssm_parameters: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,12 +151,13 @@ pub struct PropertyErrors {
 }
 
 impl AmiSpec {
-    /// Whether `self` asks for what `other` asks for but its sharing and deprecation: what an
-    /// Update applies to the existing image without resolving the source again.
+    /// Whether `self` asks for what `other` asks for but its sharing, deprecation and parameters:
+    /// what an Update applies to the existing image without resolving the source again.
     pub fn differs_only_in_distribution(&self, other: &AmiSpec) -> bool {
         let without = |spec: &AmiSpec| AmiSpec {
             launch_permissions: LaunchPermissions::default(),
             deprecate_after_days: None,
+            ssm_parameters: Vec::new(),
             ..spec.clone()
         };
         without(self) == without(other)
@@ -183,6 +190,7 @@ impl AmiSpec {
         let deprecate_after_days = top.number("DeprecateAfterDays", 1, MAX_DEPRECATE_AFTER_DAYS);
         let launch_permissions = top.take("LaunchPermissions");
         let imds_support = top.string("ImdsSupport");
+        let ssm_parameters = top.list("SsmParameters");
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
@@ -221,6 +229,8 @@ impl AmiSpec {
         let launch_permissions = launch_permissions
             .and_then(|value| parse_launch_permissions(value, &mut problems))
             .unwrap_or_default();
+        let ssm_parameters =
+            parse_ssm_parameters(ssm_parameters.unwrap_or_default(), &mut problems);
         if let Some(value) = &imds_support
             && value != "v2.0"
         {
@@ -247,6 +257,7 @@ impl AmiSpec {
             deprecate_after_days,
             launch_permissions,
             imds_support,
+            ssm_parameters,
         })
     }
 }

@@ -226,6 +226,81 @@ fn launch_permissions_take_accounts_organizations_and_units() {
 }
 
 #[test]
+fn ssm_parameters_are_full_names_outside_aws_and_the_functions_records() {
+    let spec = AmiSpec::parse(&with(
+        json!({"SsmParameters": [{"Name": "/ecs-ami/images/base"}, {"Name": "/team/x.y_z-1"}]}),
+    ))
+    .unwrap();
+    assert_eq!(
+        spec.ssm_parameters,
+        ["/ecs-ami/images/base", "/team/x.y_z-1"]
+    );
+    let case = |parameters: Value, path: &str, words: &str| {
+        assert_problem(with(json!({ "SsmParameters": parameters })), path, words)
+    };
+    case(json!({"Name": "/a"}), "SsmParameters", "must be a list");
+    case(
+        json!(["/a"]),
+        "SsmParameters[0]",
+        "must be an object with a Name",
+    );
+    case(
+        json!([{"Nme": "/a"}]),
+        "SsmParameters[0].Nme",
+        "unknown property",
+    );
+    case(
+        json!([{"Name": "relative/name"}]),
+        "SsmParameters[0].Name",
+        "not a full parameter path",
+    );
+    case(
+        json!([{"Name": "/a b"}]),
+        "SsmParameters[0].Name",
+        "not a parameter name",
+    );
+    case(
+        json!([{"Name": "/aws/service/x"}]),
+        "SsmParameters[0].Name",
+        "reserved by AWS",
+    );
+    case(
+        json!([{"Name": "/SSM/x"}]),
+        "SsmParameters[0].Name",
+        "reserved by AWS",
+    );
+    case(
+        json!([{"Name": "/ecs-ami/requests/x"}]),
+        "SsmParameters[0].Name",
+        "the function's own records",
+    );
+    case(
+        json!([{"Name": "/ecs-ami/leases"}]),
+        "SsmParameters[0].Name",
+        "the function's own records",
+    );
+    case(
+        json!([{"Name": "/a".repeat(16)}]),
+        "SsmParameters[0].Name",
+        "more than 15 levels",
+    );
+    case(
+        json!([{"Name": "/a/b"}, {"Name": "/a/b"}]),
+        "SsmParameters[1].Name",
+        "given twice",
+    );
+    let many: Vec<Value> = (0..21)
+        .map(|i| json!({"Name": format!("/p/{i}")}))
+        .collect();
+    case(json!(many), "SsmParameters", "at most 20");
+    // Read leniently for a Delete: the valid names of whatever the properties hold.
+    let names = ssm_parameter_names(
+        &json!({"SsmParameters": [{"Name": "/ok/a"}, {"Name": "bad"}, 7, {"Name": "/aws/x"}]}),
+    );
+    assert_eq!(names, ["/ok/a"]);
+}
+
+#[test]
 fn imds_support_takes_only_v2() {
     let spec = AmiSpec::parse(&with(json!({"ImdsSupport": "v2.0"}))).unwrap();
     assert_eq!(spec.imds_support.as_deref(), Some("v2.0"));

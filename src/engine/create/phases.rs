@@ -46,6 +46,7 @@ impl Build {
             Phase::AwaitImage { waited } => self.await_image(aws, timing, waited).await,
             Phase::TagSnapshots => self.tag_snapshots(aws, identity).await,
             Phase::Finish => self.finish(aws, timing).await,
+            Phase::Publish => self.publish(aws).await,
             Phase::Done => Ok(Next::Now(Phase::Done)),
         }
     }
@@ -472,6 +473,16 @@ impl Build {
                 Err(problem) => return Err(BuildError::BuilderNotTerminated(problem)),
             }
         }
+        if self.spec.ssm_parameters.is_empty() {
+            Ok(Next::Now(Phase::Done))
+        } else {
+            Ok(Next::Now(Phase::Publish))
+        }
+    }
+
+    async fn publish(&mut self, aws: &Aws) -> Result<Next, BuildError> {
+        let image_id = self.state.image_id.as_deref().expect("image exists");
+        crate::engine::publish::publish(aws, image_id, &self.spec.ssm_parameters).await?;
         Ok(Next::Now(Phase::Done))
     }
 }

@@ -42,6 +42,9 @@ pub enum Phase {
     },
     TagSnapshots,
     Finish,
+    /// The AMI's id written to `SsmParameters` (only when it names some), once the builder is
+    /// gone: nothing can fail after it but the answer.
+    Publish,
     Done,
 }
 
@@ -57,6 +60,7 @@ impl Phase {
             Phase::CreateImage | Phase::AwaitImage { .. } => "creating the image",
             Phase::TagSnapshots => "tagging the snapshots",
             Phase::Finish | Phase::Done => "cleaning up the builder",
+            Phase::Publish => "publishing the AMI id to SsmParameters",
         }
     }
 }

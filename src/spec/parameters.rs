@@ -1,0 +1,105 @@
+//! `SsmParameters`: Parameter Store parameters that hold the AMI's id (published in
+//! `engine::publish`), so that other stacks chain with `{{resolve:ssm:NAME}}` or a parameter of
+//! type `AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>` instead of an export.
+
+use serde_json::Value;
+
+use super::*;
+
+/// Parameter Store's limits on a name (Systems Manager User Guide, "Requirements and constraints
+/// for parameter names"): at most 1011 characters with its ARN, at most 15 levels.
+const MAX_NAME_CHARS: usize = 900;
+const MAX_LEVELS: usize = 15;
+/// More would be a distribution list, not a few well-known names.
+pub const MAX_SSM_PARAMETERS: usize = 20;
+/// The function's own records, which no user parameter may overwrite.
+const RESERVED: [&str; 2] = ["/ecs-ami/leases", "/ecs-ami/requests"];
+
+pub(super) fn parse_ssm_parameters(items: Vec<Value>, problems: &mut Problems) -> Vec<String> {
+    if items.len() > MAX_SSM_PARAMETERS {
+        problems.add(
+            "SsmParameters",
+            format!(
+                "at most {MAX_SSM_PARAMETERS} parameters, not {}",
+                items.len()
+            ),
+        );
+    }
+    let mut names: Vec<String> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("SsmParameters[{i}]");
+        let Some(map) = item.as_object() else {
+            problems.add(
+                &path,
+                format!("must be an object with a Name, not {}", kind_of(item)),
+            );
+            continue;
+        };
+        let mut fields = Fields::new(&path, map, problems);
+        let name = fields.string("Name");
+        fields.finish();
+        let Some(name) = name else {
+            problems.add(
+                &path,
+                "needs a Name: the parameter to hold the AMI id, such as /ecs-ami/images/base",
+            );
+            continue;
+        };
+        let path = format!("{path}.Name");
+        if let Some(problem) = name_problem(&name) {
+            problems.add(&path, problem);
+        } else if names.contains(&name) {
+            problems.add(&path, format!("{name} is given twice"));
+        } else {
+            names.push(name);
+        }
+    }
+    names
+}
+
+fn name_problem(name: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.-/".contains(c);
+    if !name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Some(format!(
+            "{name:?} is not a full parameter path such as /ecs-ami/images/base"
+        ));
+    }
+    if name.chars().count() > MAX_NAME_CHARS || !name.chars().all(allowed) {
+        return Some(format!(
+            "{name:?} is not a parameter name (letters, digits, _ . - /, at most {MAX_NAME_CHARS} characters)"
+        ));
+    }
+    if name.split('/').count() - 1 > MAX_LEVELS {
+        return Some(format!("{name} has more than {MAX_LEVELS} levels"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower.starts_with("/aws") || lower.starts_with("/ssm") {
+        return Some(format!(
+            "{name}: names beginning with aws or ssm are reserved by AWS"
+        ));
+    }
+    if RESERVED
+        .iter()
+        .any(|r| name == *r || name.starts_with(&format!("{r}/")))
+    {
+        return Some(format!(
+            "{name} is under the function's own records ({})",
+            RESERVED.join(", ")
+        ));
+    }
+    None
+}
+
+/// The parameter names of a request's properties, read leniently: a Delete removes what its
+/// resource published even when its properties would not validate any more.
+pub fn ssm_parameter_names(properties: &Value) -> Vec<String> {
+    properties
+        .get("SsmParameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("Name")?.as_str())
+        .filter(|name| name_problem(name).is_none())
+        .map(str::to_owned)
+        .collect()
+}
