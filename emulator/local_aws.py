@@ -709,7 +709,10 @@ class Faults:
         with self.lock:
             return {"rules": self.rules, "fired": dict(self.fired), "total": sum(self.fired.values())}
 
-    def matching(self, operation: str, attempt: int, kind: str) -> dict[str, Any] | None:
+    def matching(self, operation: str, attempt: int, kind: str, body: bytes = b"") -> dict[str, Any] | None:
+        """A rule may also name text the request's body must contain (`body_contains`), let that
+        many matching requests through first (`after`), and fire at most that many times
+        (`times`)."""
         with self.lock:
             for rule in self.rules:
                 if not fnmatch.fnmatchcase(operation, rule.get("operation", "")):
@@ -720,6 +723,15 @@ class Faults:
                     continue
                 if rule.get("attempts") is not None and attempt not in rule["attempts"]:
                     continue
+                if rule.get("body_contains") is not None and rule["body_contains"].encode() not in body:
+                    continue
+                if rule.get("after", 0) > 0:
+                    rule["after"] -= 1
+                    continue
+                if rule.get("times") is not None:
+                    if rule["times"] <= 0:
+                        continue
+                    rule["times"] -= 1
                 self.fired[operation] = self.fired.get(operation, 0) + 1
                 return rule
         return None
@@ -836,7 +848,7 @@ class LocalAws:
         operation = operation_of(environ, raw)
         if operation is not None:
             self.calls.record(operation)
-            rule = self.faults.matching(operation, sdk_attempt(environ), "error")
+            rule = self.faults.matching(operation, sdk_attempt(environ), "error", raw)
             if rule is not None:
                 return error_response(start_response, operation, rule)
             if self.authorizer is not None and caller_key(environ) != ADMIN_KEY:

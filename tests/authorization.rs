@@ -236,6 +236,13 @@ async fn every_statement_of_the_role_is_needed() {
             "UnauthorizedOperation",
             true,
         ),
+        // The last phase: the AMI's id read, then written, under ImageParameterPrefix.
+        (
+            "PublishImageParameters",
+            "ssm:GetParameter",
+            "AccessDeniedException",
+            true,
+        ),
     ];
     // Not exercised here, and why: the hand-over invokes Lambda, which the tests run in-process
     // (tests/long_builds.rs); CancelCommand runs only on a step that overran or a cancelled
@@ -267,7 +274,13 @@ async fn every_statement_of_the_role_is_needed() {
         local.iam_decisions(true).await;
         let answer = invoke(
             &aws,
-            event("Create", &stack, "req", None, properties(json!({}))),
+            event(
+                "Create",
+                &stack,
+                "req",
+                None,
+                properties(json!({"SsmParameters": [{"Name": "/ecs-ami/images/iam"}]})),
+            ),
         )
         .await;
         let reason = answer["Reason"].as_str().unwrap_or_default();

@@ -281,7 +281,7 @@ async fn all_problems_are_reported_in_one_answer() {
         assert!(reason.contains(path), "{path} not in {reason}");
     }
     report::record(
-        "bad-31",
+        "bad-all",
         SECTION,
         "Seven problems in one template",
         "FAILED once, naming all seven, so one fix round suffices",

@@ -2,7 +2,9 @@
 //! data type `aws:ec2:image` (which Parameter Store validates after answering: the local AWS
 //! does so a second later, and keeps the old value when it refuses one), follows the AMI through
 //! rebuilds and in-place updates, is removed by the Delete of the AMI it holds and only then,
-//! and a failed publication puts back what it wrote.
+//! and a failed publication puts back what it wrote, once Parameter Store has taken or refused
+//! it. Each check waits past the local AWS's validation delay, so that a write still being
+//! validated cannot land afterwards unseen.
 //!
 //! https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-ec2-aliases.html
 
@@ -12,6 +14,12 @@ use common::audit::Audit;
 use common::report;
 use common::{LocalAws, event, invoke, one_step_properties, stack_id, update_from};
 use serde_json::{Value, json};
+
+const BASE: &str = "/ecs-ami/images/base";
+const TEAM: &str = "/ecs-ami/images/team/base";
+const EXTRA: &str = "/ecs-ami/images/extra";
+const NEW: &str = "/ecs-ami/images/new";
+const NEWER: &str = "/ecs-ami/images/newer";
 
 /// The parameter's value and data type, as the administrator reads them; None when it does not
 /// exist.
@@ -29,15 +37,46 @@ async fn holds(local: &LocalAws, name: &str) -> Option<String> {
     parameter(local, name).await.map(|(value, _)| value)
 }
 
+/// Past the local AWS's validation delay (ECS_AMI_EMULATOR_IMAGE_PARAMETER_DELAY, 1 s).
+async fn after_validation() {
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+}
+
+/// Makes the local AWS refuse, once, the PutParameter of a parameter under `/ecs-ami/images/`
+/// that follows `after` of them (the function's lease and records pass, and so do the writes
+/// that put parameters back).
+async fn fail_put_after(local: &LocalAws, after: u32) {
+    let rule = json!({"rules": [{"operation": "AmazonSSM.PutParameter", "code": "ParameterLimitExceeded",
+        "status": 400, "body_contains": "/ecs-ami/images/", "after": after, "times": 1}]});
+    let answer = reqwest::Client::new()
+        .post(format!("{}/ecs-ami-local/faults", local.endpoint))
+        .body(rule.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+}
+
+async fn no_faults(local: &LocalAws) {
+    reqwest::Client::new()
+        .delete(format!("{}/ecs-ami-local/faults", local.endpoint))
+        .send()
+        .await
+        .unwrap();
+}
+
 fn with_parameters(names: &[&str], extra: Value) -> Value {
     let mut properties = one_step_properties(extra);
     properties["SsmParameters"] = names.iter().map(|n| json!({"Name": n})).collect();
     properties
 }
 
-const BASE: &str = "/ecs-ami/images/base";
-const TEAM: &str = "/ecs-ami/images/team/base";
-const EXTRA: &str = "/ecs-ami/images/extra";
+fn again(names: &[&str]) -> Value {
+    with_parameters(
+        names,
+        json!({"Steps": [{"Name": "hello", "Commands": ["echo again"]}]}),
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_parameters_follow_the_ami_and_go_with_its_delete() {
@@ -60,10 +99,7 @@ async fn the_parameters_follow_the_ami_and_go_with_its_delete() {
 
     // A rebuild: the parameters it names hold the new AMI; the one it no longer names keeps the
     // old AMI until CloudFormation deletes that (with the old properties).
-    let second = with_parameters(
-        &[BASE],
-        json!({"Steps": [{"Name": "hello", "Commands": ["echo again"]}]}),
-    );
+    let second = again(&[BASE]);
     let updated = invoke(&aws, update_from(stack, "req-2", &a, &second, &first)).await;
     assert_eq!(updated["Status"], "SUCCESS", "{updated}");
     let b = updated["PhysicalResourceId"].as_str().unwrap().to_owned();
@@ -89,10 +125,7 @@ async fn the_parameters_follow_the_ami_and_go_with_its_delete() {
 
     // A parameter added alone: written in place, nothing launched.
     local.take_calls().await;
-    let third = with_parameters(
-        &[BASE, EXTRA],
-        json!({"Steps": [{"Name": "hello", "Commands": ["echo again"]}]}),
-    );
+    let third = again(&[BASE, EXTRA]);
     let added = invoke(&aws, update_from(stack, "req-4", &b, &third, &second)).await;
     assert_eq!(added["Status"], "SUCCESS", "{added}");
     assert_eq!(added["PhysicalResourceId"], json!(b));
@@ -103,12 +136,9 @@ async fn the_parameters_follow_the_ami_and_go_with_its_delete() {
         "{calls}"
     );
 
-    // A parameter outside the deployment's ImageParameterPrefix: refused by the role; the one
-    // written before it is put back (it held nothing: removed); the AMI stays.
-    let outside = with_parameters(
-        &[BASE, EXTRA, "/ecs-ami/images/new", "/elsewhere/ami"],
-        json!({"Steps": [{"Name": "hello", "Commands": ["echo again"]}]}),
-    );
+    // A parameter outside the deployment's ImageParameterPrefix: refused by the role when the
+    // names are checked, before anything is written; the AMI stays.
+    let outside = again(&[BASE, EXTRA, NEW, "/elsewhere/ami"]);
     let refused = invoke(&aws, update_from(stack, "req-5", &b, &outside, &third)).await;
     assert_eq!(refused["Status"], "FAILED", "{refused}");
     assert_eq!(refused["PhysicalResourceId"], json!(b));
@@ -118,22 +148,42 @@ async fn the_parameters_follow_the_ami_and_go_with_its_delete() {
         "{reason}"
     );
     assert!(reason.contains("AccessDenied"), "{reason}");
-    assert_eq!(holds(&local, "/ecs-ami/images/new").await, None, "put back");
+    after_validation().await;
+    assert_eq!(holds(&local, NEW).await, None, "nothing written");
+
+    // A write refused after another new one was written: that one is put back (it held
+    // nothing: removed) once its own write has landed.
+    fail_put_after(&local, 1).await;
+    let two_new = again(&[BASE, EXTRA, NEW, NEWER]);
+    let failed = invoke(&aws, update_from(stack, "req-6", &b, &two_new, &third)).await;
+    no_faults(&local).await;
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("SsmParameters: /ecs-ami/images/newer could not be written"),
+        "{reason}"
+    );
+    after_validation().await;
+    assert_eq!(holds(&local, NEW).await, None, "put back");
+    assert_eq!(holds(&local, NEWER).await, None);
     assert_eq!(holds(&local, BASE).await, Some(b.clone()));
+    assert_eq!(holds(&local, EXTRA).await, Some(b.clone()));
     let left = audit.leftovers(&[&b]).await;
     report::record(
         "update-parameters-refused",
         "Update",
-        "SsmParameters naming one parameter outside the deployment's ImageParameterPrefix, after a new one under it",
-        "FAILED naming the parameter and AccessDeniedException; the parameter written before it removed again (it held nothing before), the others still hold the current AMI, which stays",
+        "SsmParameters naming one parameter outside the deployment's ImageParameterPrefix; then a write refused after another new one was written",
+        "FAILED naming the parameter (AccessDeniedException when the names are checked, before any write; then the refused write's error); the new parameter written before it removed once its write had landed; the others still hold the current AMI, which stays",
         Some(left.len()),
     );
     assert!(left.is_empty(), "{left:?}");
 
-    let deleted = invoke(&aws, event("Delete", stack, "req-6", Some(&b), third)).await;
+    let deleted = invoke(&aws, event("Delete", stack, "req-7", Some(&b), third)).await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
-    assert_eq!(holds(&local, BASE).await, None);
-    assert_eq!(holds(&local, EXTRA).await, None);
+    after_validation().await;
+    for name in [BASE, TEAM, EXTRA, NEW, NEWER] {
+        assert_eq!(holds(&local, name).await, None, "{name} left");
+    }
     let decisions = local.iam_decisions(false).await;
     assert_eq!(
         decisions["counts"]["Denied"], 1,
@@ -162,7 +212,7 @@ async fn a_create_that_cannot_publish_removes_its_ami_and_puts_back_the_paramete
         .send()
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    after_validation().await;
     assert_eq!(holds(&local, BASE).await, Some(theirs.clone()));
     // A parameter of data type text cannot become aws:ec2:image.
     ssm.put_parameter()
@@ -173,32 +223,88 @@ async fn a_create_that_cannot_publish_removes_its_ami_and_puts_back_the_paramete
         .await
         .unwrap();
 
-    let properties = with_parameters(&[BASE, "/ecs-ami/images/fresh", EXTRA], json!({}));
+    // Checked before anything is written: the text parameter is refused at once.
+    let properties = with_parameters(&[BASE, NEW, EXTRA], json!({}));
     let answer = invoke(&aws, event("Create", stack, "req-1", None, properties)).await;
     assert_eq!(answer["Status"], "FAILED", "{answer}");
     let reason = answer["Reason"].as_str().unwrap();
     assert!(
-        reason.contains("SsmParameters: /ecs-ami/images/extra could not be written"),
+        reason.contains("SsmParameters: /ecs-ami/images/extra has data type text"),
         "{reason}"
     );
+    after_validation().await;
+    assert_eq!(holds(&local, BASE).await, Some(theirs.clone()), "untouched");
+    assert_eq!(holds(&local, NEW).await, None, "never written");
+    assert_eq!(holds(&local, EXTRA).await, Some("not an image".into()));
+
+    // A third write refused after two were: the first back to the other AMI, the second removed,
+    // the AMI removed.
+    fail_put_after(&local, 2).await;
+    let properties = with_parameters(&[BASE, NEW, NEWER], json!({}));
+    let answer = invoke(&aws, event("Create", stack, "req-2", None, properties)).await;
+    no_faults(&local).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("SsmParameters: /ecs-ami/images/newer could not be written"),
+        "{reason}"
+    );
+    after_validation().await;
     assert_eq!(
         holds(&local, BASE).await,
         Some(theirs),
         "put back to the other AMI"
     );
-    assert_eq!(
-        holds(&local, "/ecs-ami/images/fresh").await,
-        None,
-        "removed: it held nothing"
-    );
-    assert_eq!(holds(&local, EXTRA).await, Some("not an image".into()));
+    assert_eq!(holds(&local, NEW).await, None, "removed: it held nothing");
+    assert_eq!(holds(&local, NEWER).await, None);
     let left = audit.leftovers(&[]).await;
     report::record(
         "create-parameters-refused",
         "Unusable inputs found at build time",
-        "SsmParameters whose third parameter exists with data type text, after one holding another resource's AMI and a new one",
-        "FAILED naming the parameter; the AMI and its snapshots removed; the first parameter back to the other AMI, the new one removed, the text one untouched",
+        "SsmParameters naming an existing text parameter; then a third write refused after one over another resource's AMI and one new",
+        "FAILED naming the parameter, the first time before any write; the second time the AMI and its snapshots removed, the first parameter back to the other AMI, the new one removed",
         Some(left.len()),
     );
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// CloudFormation rolls back an Update that rebuilt and published to a parameter the previous
+/// properties did not name: the rollback returns the previous AMI, and that parameter, which
+/// holds the rebuild's AMI, is put back (it held nothing before: removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_takes_back_what_the_rebuild_published() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "rolled";
+    let first = with_parameters(&[BASE], json!({}));
+    let created = invoke(&aws, event("Create", stack, "req-1", None, first.clone())).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let a = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let second = again(&[BASE, NEW]);
+    let updated = invoke(&aws, update_from(stack, "req-2", &a, &second, &first)).await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    let b = updated["PhysicalResourceId"].as_str().unwrap().to_owned();
+    assert_eq!(holds(&local, NEW).await, Some(b.clone()));
+
+    let rolled = invoke(&aws, update_from(stack, "req-3", &b, &first, &second)).await;
+    assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
+    assert_eq!(rolled["PhysicalResourceId"], json!(a));
+    after_validation().await;
+    assert_eq!(
+        holds(&local, BASE).await,
+        Some(a.clone()),
+        "back to the previous AMI"
+    );
+    assert_eq!(
+        holds(&local, NEW).await,
+        None,
+        "put back: it held nothing before"
+    );
+    report::record(
+        "rollback-parameters",
+        "CloudFormation's lifecycle: cancellation, rollback, late deliveries",
+        "A rollback of an Update that rebuilt and published the new AMI to an added SsmParameters name",
+        "the rollback returns the previous AMI; the parameters it names hold it again; the added one, holding the rebuild's AMI, is put back (removed: it held nothing before)",
+        None,
+    );
 }

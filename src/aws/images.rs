@@ -313,27 +313,31 @@ impl Aws {
             .filter_map(|p| p.user_id().map(str::to_owned))
             .collect())
     }
-    /// Grants (`add`) or revokes the accounts' CreateVolumePermission on the snapshot.
+    /// Grants (`add`) or revokes the accounts' CreateVolumePermission on the snapshot, at most
+    /// 500 accounts a call (ModifySnapshotAttribute's limit).
     pub async fn change_snapshot_volume_users(
         &self,
         snapshot_id: &str,
         add: bool,
         users: &BTreeSet<String>,
     ) -> Result<()> {
-        let operation = if add {
-            ec2t::OperationType::Add
-        } else {
-            ec2t::OperationType::Remove
-        };
-        self.ec2
-            .modify_snapshot_attribute()
-            .snapshot_id(snapshot_id)
-            .attribute(ec2t::SnapshotAttributeName::CreateVolumePermission)
-            .operation_type(operation)
-            .set_user_ids(Some(users.iter().cloned().collect()))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:ModifySnapshotAttribute", e))?;
+        let users: Vec<String> = users.iter().cloned().collect();
+        for batch in users.chunks(500) {
+            let operation = if add {
+                ec2t::OperationType::Add
+            } else {
+                ec2t::OperationType::Remove
+            };
+            self.ec2
+                .modify_snapshot_attribute()
+                .snapshot_id(snapshot_id)
+                .attribute(ec2t::SnapshotAttributeName::CreateVolumePermission)
+                .operation_type(operation)
+                .set_user_ids(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:ModifySnapshotAttribute", e))?;
+        }
         Ok(())
     }
     /// Deregistering an image that is already gone is success.

@@ -121,6 +121,15 @@ pub struct Image {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A Parameter Store parameter as GetParameter answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterState {
+    pub version: i64,
+    pub value: String,
+    /// `text` or `aws:ec2:image` (or another of Parameter Store's data types).
+    pub data_type: String,
+}
+
 /// What DescribeInstances says about the builder while the build watches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {

@@ -108,8 +108,10 @@ impl Aws {
     /// after answering: the new version exists only once the AMI is found available
     /// (<https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-ec2-aliases.html>),
     /// so the caller reads it back.
-    pub async fn put_image_parameter(&self, name: &str, image_id: &str) -> Result<()> {
-        self.ssm
+    /// Answers the version Parameter Store will create if it takes the value.
+    pub async fn put_image_parameter(&self, name: &str, image_id: &str) -> Result<i64> {
+        let out = self
+            .ssm
             .put_parameter()
             .name(name)
             .value(image_id)
@@ -119,7 +121,25 @@ impl Aws {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ssm:PutParameter", e))?;
-        Ok(())
+        Ok(out.version())
+    }
+    /// A parameter's current version, value and data type; None when it does not exist.
+    pub async fn parameter_state(&self, name: &str) -> Result<Option<ParameterState>> {
+        match self.ssm.get_parameter().name(name).send().await {
+            Ok(out) => Ok(out.parameter().map(|p| ParameterState {
+                version: p.version(),
+                value: p.value().unwrap_or_default().to_owned(),
+                data_type: p.data_type().unwrap_or("text").to_owned(),
+            })),
+            Err(error) => {
+                let error = AwsError::from_sdk("ssm:GetParameter", error);
+                if error.code.as_deref() == Some("ParameterNotFound") {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
+        }
     }
     /// Every value the parameter held, oldest first; empty when it does not exist.
     pub async fn parameter_history(&self, name: &str) -> Result<Vec<String>> {

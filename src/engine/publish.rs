@@ -3,11 +3,14 @@
 //!
 //! Parameter Store validates an `aws:ec2:image` value after PutParameter has answered, and
 //! neither creates nor updates the parameter when the value is refused
-//! (<https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-ec2-aliases.html>):
-//! each write is read back until the parameter holds the AMI. When a write is not taken, or
-//! fails, the parameters already written are put back to the value each held before (from
-//! their history), or removed if they had none, so a failed build leaves no parameter pointing
-//! at the image it is about to remove.
+//! (<https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-ec2-aliases.html>),
+//! and a parameter cannot change to or from that data type. So every name is checked first (it
+//! can be read, and it is absent or already of that data type), before anything is written; each
+//! write is then read back until the parameter holds the AMI. When a write is not taken, or
+//! fails, each parameter written is put back, once its pending write has landed or is known not
+//! to, to the value it held before (from its history), or removed if it had none; a build that
+//! fails or is cancelled later does the same (`put_back_all`), so nothing is left resolving to an
+//! image about to be removed.
 
 use std::time::Duration;
 
@@ -22,6 +25,10 @@ pub enum PublishError {
     #[error("SsmParameters: {name} could not be written: {error}")]
     Write { name: String, error: AwsError },
     #[error(
+        "SsmParameters: {name} has data type {data_type}: Parameter Store cannot change a parameter to aws:ec2:image (name another one, or delete it)"
+    )]
+    DataType { name: String, data_type: String },
+    #[error(
         "SsmParameters: {name} did not take {image} within {} s (Parameter Store validates an aws:ec2:image value after answering, and keeps the old value when it refuses one)",
         CONFIRM_WITHIN.as_secs()
     )]
@@ -31,11 +38,13 @@ pub enum PublishError {
 /// Makes every parameter in `names` hold `image`, and waits until each does. On failure, puts
 /// back those it changed (see the module's documentation) before answering the error.
 pub(crate) async fn publish(aws: &Aws, image: &str, names: &[String]) -> Result<(), PublishError> {
+    check_all(aws, names).await?;
     let mut written = Vec::new();
     let result = write_and_confirm(aws, image, names, &mut written).await;
     if result.is_err() {
-        for name in &written {
-            if let Err(error) = put_back(aws, image, name).await {
+        let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
+        for (name, version) in &written {
+            if let Err(error) = put_back(aws, image, name, Some(*version), until).await {
                 tracing::warn!(parameter = %name, error = %error, "could not put the parameter back");
             }
         }
@@ -43,11 +52,34 @@ pub(crate) async fn publish(aws: &Aws, image: &str, names: &[String]) -> Result<
     result
 }
 
+/// Every name can be read and can take an `aws:ec2:image` value: found before anything is
+/// written (a name outside the role's prefix is refused here, by GetParameter).
+async fn check_all(aws: &Aws, names: &[String]) -> Result<(), PublishError> {
+    for name in names {
+        let state = aws
+            .parameter_state(name)
+            .await
+            .map_err(|error| PublishError::Write {
+                name: name.clone(),
+                error,
+            })?;
+        if let Some(state) = state
+            && state.data_type != "aws:ec2:image"
+        {
+            return Err(PublishError::DataType {
+                name: name.clone(),
+                data_type: state.data_type,
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn write_and_confirm(
     aws: &Aws,
     image: &str,
     names: &[String],
-    written: &mut Vec<String>,
+    written: &mut Vec<(String, i64)>,
 ) -> Result<(), PublishError> {
     let mut pending = Vec::new();
     for name in names {
@@ -61,13 +93,14 @@ async fn write_and_confirm(
         if current.as_deref() == Some(image) {
             continue;
         }
-        written.push(name.clone());
-        aws.put_image_parameter(name, image)
+        let version = aws
+            .put_image_parameter(name, image)
             .await
             .map_err(|error| PublishError::Write {
                 name: name.clone(),
                 error,
             })?;
+        written.push((name.clone(), version));
         pending.push(name.clone());
     }
     let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
@@ -94,11 +127,42 @@ async fn write_and_confirm(
     Ok(())
 }
 
+/// Puts back every parameter in `names` that holds `image` (a build that failed or was
+/// cancelled after publishing, or a resumed one); logs what it could not.
+pub(crate) async fn put_back_all(aws: &Aws, image: &str, names: &[String]) {
+    let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
+    for name in names {
+        if let Err(error) = put_back(aws, image, name, None, until).await {
+            tracing::warn!(parameter = %name, error = %error, "could not put the parameter back");
+        }
+    }
+}
+
 /// The parameter back to the latest value it held other than `image`, or removed when it held
-/// no other; left alone when it no longer holds `image`.
-async fn put_back(aws: &Aws, image: &str, name: &str) -> Result<(), AwsError> {
-    if aws.parameter_if_exists(name).await?.as_deref() != Some(image) {
-        return Ok(());
+/// no other; left alone when it does not hold `image`. `written`: the version a write of
+/// `image` will create if Parameter Store takes it, waited for (until `until`) so that a write
+/// still being validated does not land after the parameter was put back.
+async fn put_back(
+    aws: &Aws,
+    image: &str,
+    name: &str,
+    written: Option<i64>,
+    until: tokio::time::Instant,
+) -> Result<(), AwsError> {
+    loop {
+        let state = aws.parameter_state(name).await?;
+        let landed = match (&state, written) {
+            (_, None) => true,
+            (Some(state), Some(version)) => state.version >= version,
+            (None, Some(_)) => false,
+        };
+        if landed || tokio::time::Instant::now() >= until {
+            if state.is_none_or(|s| s.value != image) {
+                return Ok(());
+            }
+            break;
+        }
+        tokio::time::sleep(CONFIRM_EVERY).await;
     }
     let history = aws.parameter_history(name).await?;
     let Some(previous) = history.iter().rev().find(|value| *value != image) else {
@@ -106,7 +170,6 @@ async fn put_back(aws: &Aws, image: &str, name: &str) -> Result<(), AwsError> {
     };
     aws.put_image_parameter(name, previous).await?;
     // Validated like any other value: wait until it is taken (an image since removed is not).
-    let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
     while aws.parameter_if_exists(name).await?.as_deref() == Some(image) {
         if tokio::time::Instant::now() >= until {
             tracing::warn!(parameter = %name, previous = %previous, "the previous value was not taken back");
@@ -133,4 +196,14 @@ pub(crate) async fn unpublish(
         }
     }
     Ok(removed)
+}
+
+/// Puts back the parameters in `names` that hold `image`, an image this request did not answer
+/// with (a rollback's dropped parameters still naming the rebuild it rolls back from).
+pub(crate) async fn restore(aws: &Aws, image: &str, names: &[String]) -> Result<(), AwsError> {
+    let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
+    for name in names {
+        put_back(aws, image, name, None, until).await?;
+    }
+    Ok(())
 }

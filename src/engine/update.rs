@@ -49,7 +49,7 @@ pub async fn update(
     match plan {
         UpdatePlan::Answer(outcome) => {
             let image = outcome.physical_id.clone();
-            match settle_parameters(aws, &image, &spec, &previous.parameters).await {
+            match settle_parameters(aws, (&image, physical_id), &spec, &previous.parameters).await {
                 Ok(()) => Progress::Finished(outcome),
                 Err(error) => Progress::Failed(Box::new(Failed {
                     failure: Failure::Update(error),
@@ -128,12 +128,14 @@ async fn roll_back(
     })
 }
 
-/// The image an Update answers with is the one its `SsmParameters` hold; those the previous
-/// request named and this one does not are removed if they hold it. (After a rebuild, the
-/// parameters left holding the old image go with CloudFormation's Delete of it.)
+/// The image an Update answers with is the one its `SsmParameters` hold. Those the previous
+/// request named and this one does not are removed if they hold that image, and put back (from
+/// their history) if they hold the request's current image instead (a rollback from a rebuild
+/// that had published it). After a rebuild, those left holding the old image go with
+/// CloudFormation's Delete of it.
 async fn settle_parameters(
     aws: &Aws,
-    image: &str,
+    (image, current): (&str, &str),
     spec: &AmiSpec,
     previous: &[String],
 ) -> Result<(), UpdateError> {
@@ -154,6 +156,14 @@ async fn settle_parameters(
             image: image.to_owned(),
             error,
         })?;
+    if current != image && crate::spec::is_ami_id(current) {
+        crate::engine::publish::restore(aws, current, &dropped)
+            .await
+            .map_err(|error| UpdateError::Unpublish {
+                image: current.to_owned(),
+                error,
+            })?;
+    }
     Ok(())
 }
 
@@ -174,7 +184,12 @@ async fn distribute_in_place(
         Ok(image) => image?,
         Err(error) => return Some(Err(UpdateError::ReadCurrent(error))),
     };
-    if !owned_by(&image, identity) || image.state != "available" {
+    // The image must be the one built for (or last retagged to) these properties as written:
+    // not one a rebuild made for other content that this request would roll back from.
+    if !owned_by(&image, identity)
+        || image.state != "available"
+        || image.tags.get(TAG_PROPERTIES) != Some(&fingerprint::of_request(spec))
+    {
         return None;
     }
     tracing::info!(image_id = %image.id, "only sharing or deprecation changed: applied in place");

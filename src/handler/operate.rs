@@ -54,7 +54,16 @@ fn validated(request: &Request) -> Result<Option<AmiSpec>, Progress> {
     if let Operation::Delete { .. } = request.operation {
         return Ok(None);
     }
+    // template.yaml passes its ImageParameterPrefix; without it (the local command line, the
+    // tests) the role alone decides.
+    let prefix = std::env::var("ECS_AMI_IMAGE_PARAMETER_PREFIX").ok();
     AmiSpec::parse(&request.properties)
+        .and_then(|spec| match prefix.as_deref() {
+            Some(prefix) if !prefix.is_empty() => {
+                spec.check_parameter_prefix(prefix).map(|()| spec)
+            }
+            _ => Ok(spec),
+        })
         .map(Some)
         .map_err(|errors| {
             let unchanged = match &request.operation {

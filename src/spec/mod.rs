@@ -163,6 +163,25 @@ impl AmiSpec {
         without(self) == without(other)
     }
 
+    /// The `SsmParameters` outside `prefix` (the deployment's `ImageParameterPrefix`, the only
+    /// parameters its role may write), refused before anything is built rather than after.
+    pub fn check_parameter_prefix(&self, prefix: &str) -> Result<(), PropertyErrors> {
+        let problems: Vec<String> = self
+            .ssm_parameters
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| !name.starts_with(prefix))
+            .map(|(i, name)| {
+                format!("SsmParameters[{i}].Name: {name} is outside this deployment's ImageParameterPrefix {prefix}, the only parameters the function may write")
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PropertyErrors { problems })
+        }
+    }
+
     pub fn parse(properties: &Value) -> Result<AmiSpec, PropertyErrors> {
         let mut problems = Problems::default();
         let Some(map) = properties.as_object() else {

@@ -301,6 +301,21 @@ fn ssm_parameters_are_full_names_outside_aws_and_the_functions_records() {
 }
 
 #[test]
+fn ssm_parameters_outside_the_deployments_prefix_are_named() {
+    let spec = AmiSpec::parse(&with(
+        json!({"SsmParameters": [{"Name": "/ecs-ami/images/a"}, {"Name": "/other/b"}]}),
+    ))
+    .unwrap();
+    let refused = spec.check_parameter_prefix("/ecs-ami/images/").unwrap_err();
+    assert_eq!(refused.problems.len(), 1, "{refused}");
+    assert!(
+        refused.problems[0].starts_with("SsmParameters[1].Name: /other/b is outside"),
+        "{refused}"
+    );
+    assert!(spec.check_parameter_prefix("/").is_ok());
+}
+
+#[test]
 fn imds_support_takes_only_v2() {
     let spec = AmiSpec::parse(&with(json!({"ImdsSupport": "v2.0"}))).unwrap();
     assert_eq!(spec.imds_support.as_deref(), Some("v2.0"));

@@ -202,7 +202,7 @@ impl Build {
     ) -> ControlFlow<Progress> {
         let creates_something = matches!(
             self.state.phase,
-            Phase::Launch | Phase::StartStep { .. } | Phase::CreateImage
+            Phase::Launch | Phase::StartStep { .. } | Phase::CreateImage | Phase::Publish
         );
         if !creates_something
             && turns
@@ -394,6 +394,12 @@ impl Build {
         cancel_command: bool,
         not_found_grace: Duration,
     ) -> String {
+        // Parameters written to the image go back first: nothing may resolve to it once removed.
+        if let Some(image) = &self.state.image_id
+            && !self.spec.ssm_parameters.is_empty()
+        {
+            crate::engine::publish::put_back_all(aws, image, &self.spec.ssm_parameters).await;
+        }
         let known = self.leftovers(cancel_command);
         let report = clean_up(aws, identity, &known, not_found_grace).await;
         self.release_lease(aws, &lease::path(identity)).await;
