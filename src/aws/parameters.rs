@@ -47,17 +47,7 @@ impl Aws {
     }
     /// A parameter's value, or None when it does not exist.
     pub async fn parameter_if_exists(&self, name: &str) -> Result<Option<String>> {
-        match self.ssm.get_parameter().name(name).send().await {
-            Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_owned)),
-            Err(error) => {
-                let error = AwsError::from_sdk("ssm:GetParameter", error);
-                if error.code.as_deref() == Some("ParameterNotFound") {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
-            }
-        }
+        Ok(self.parameter_state(name).await?.map(|state| state.value))
     }
     /// The parameters directly under `path`, as (name, value).
     pub async fn parameters_under(&self, path: &str) -> Result<Vec<(String, String)>> {
