@@ -139,6 +139,7 @@ async fn the_parameters_follow_the_ami_and_go_with_its_delete() {
     // A parameter outside the deployment's ImageParameterPrefix: refused by the role when the
     // names are checked, before anything is written; the AMI stays.
     let outside = again(&[BASE, EXTRA, NEW, "/elsewhere/ami"]);
+    local.iam_decisions(true).await;
     let refused = invoke(&aws, update_from(stack, "req-5", &b, &outside, &third)).await;
     assert_eq!(refused["Status"], "FAILED", "{refused}");
     assert_eq!(refused["PhysicalResourceId"], json!(b));
@@ -148,6 +149,15 @@ async fn the_parameters_follow_the_ami_and_go_with_its_delete() {
         "{reason}"
     );
     assert!(reason.contains("AccessDenied"), "{reason}");
+    let decisions = local.iam_decisions(true).await;
+    assert_eq!(
+        decisions["counts"]["Denied"], 1,
+        "the name outside: {decisions}"
+    );
+    let wrote_new = decisions["decisions"].as_array().unwrap().iter().any(|d| {
+        d["operation"] == "AmazonSSM.PutParameter" && d.to_string().contains("images/new")
+    });
+    assert!(!wrote_new, "checked before any write");
     after_validation().await;
     assert_eq!(holds(&local, NEW).await, None, "nothing written");
 
@@ -185,10 +195,7 @@ async fn the_parameters_follow_the_ami_and_go_with_its_delete() {
         assert_eq!(holds(&local, name).await, None, "{name} left");
     }
     let decisions = local.iam_decisions(false).await;
-    assert_eq!(
-        decisions["counts"]["Denied"], 1,
-        "only the parameter outside: {decisions}"
-    );
+    assert_eq!(decisions["counts"].get("Denied"), None, "{decisions}");
     audit.assert_only(&[]).await;
 }
 

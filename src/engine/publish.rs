@@ -19,6 +19,8 @@ use crate::aws::{Aws, AwsError};
 /// How long Parameter Store's validation is waited for, and how often a parameter is read back.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(45);
 const CONFIRM_EVERY: Duration = Duration::from_secs(2);
+/// The longest a publication takes, failing: its writes confirmed, then put back.
+pub(crate) const LONGEST: Duration = Duration::from_secs(2 * 45 + 30);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -44,7 +46,7 @@ pub(crate) async fn publish(aws: &Aws, image: &str, names: &[String]) -> Result<
     if result.is_err() {
         let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
         for (name, version) in &written {
-            if let Err(error) = put_back(aws, image, name, Some(*version), until).await {
+            if let Err(error) = put_back(aws, image, name, *version, until).await {
                 tracing::warn!(parameter = %name, error = %error, "could not put the parameter back");
             }
         }
@@ -79,7 +81,7 @@ async fn write_and_confirm(
     aws: &Aws,
     image: &str,
     names: &[String],
-    written: &mut Vec<(String, i64)>,
+    written: &mut Vec<(String, Written)>,
 ) -> Result<(), PublishError> {
     let mut pending = Vec::new();
     for name in names {
@@ -93,6 +95,8 @@ async fn write_and_confirm(
         if current.as_deref() == Some(image) {
             continue;
         }
+        // Recorded before the call: a write that answers an error may still have been taken.
+        written.push((name.clone(), Written::Unknown));
         let version = aws
             .put_image_parameter(name, image)
             .await
@@ -100,7 +104,9 @@ async fn write_and_confirm(
                 name: name.clone(),
                 error,
             })?;
-        written.push((name.clone(), version));
+        if let Some(last) = written.last_mut() {
+            last.1 = Written::Version(version);
+        }
         pending.push(name.clone());
     }
     let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
@@ -132,32 +138,47 @@ async fn write_and_confirm(
 pub(crate) async fn put_back_all(aws: &Aws, image: &str, names: &[String]) {
     let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
     for name in names {
-        if let Err(error) = put_back(aws, image, name, None, until).await {
+        if let Err(error) = put_back(aws, image, name, Written::Unknown, until).await {
             tracing::warn!(parameter = %name, error = %error, "could not put the parameter back");
         }
     }
 }
 
+/// What is known of a write of the image to a parameter that is to be put back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// PutParameter answered this version: it lands or is refused soon.
+    Version(i64),
+    /// It may have been sent (an error answer, a crash, another invocation): given a short grace
+    /// to land.
+    Unknown,
+}
+
+/// How long a write of unknown fate is given to land before the parameter is read.
+const UNKNOWN_GRACE: Duration = Duration::from_secs(6);
+
 /// The parameter back to the latest value it held other than `image`, or removed when it held
-/// no other; left alone when it does not hold `image`. `written`: the version a write of
-/// `image` will create if Parameter Store takes it, waited for (until `until`) so that a write
-/// still being validated does not land after the parameter was put back.
+/// no other, or when that value is not taken back by `until` (an image since removed):
+/// nothing is left naming `image`. Left alone when it does not hold `image`. A write of `image`
+/// still being validated is waited for first (see [`Written`]), so that it cannot land after.
 async fn put_back(
     aws: &Aws,
     image: &str,
     name: &str,
-    written: Option<i64>,
+    written: Written,
     until: tokio::time::Instant,
 ) -> Result<(), AwsError> {
+    let grace = tokio::time::Instant::now() + UNKNOWN_GRACE;
     loop {
         let state = aws.parameter_state(name).await?;
-        let landed = match (&state, written) {
-            (_, None) => true,
-            (Some(state), Some(version)) => state.version >= version,
-            (None, Some(_)) => false,
+        let holds = state.as_ref().is_some_and(|s| s.value == image);
+        let settled = match (&state, written) {
+            (Some(state), Written::Version(version)) => state.version >= version,
+            (None, Written::Version(_)) => false,
+            (_, Written::Unknown) => holds || tokio::time::Instant::now() >= grace,
         };
-        if landed || tokio::time::Instant::now() >= until {
-            if state.is_none_or(|s| s.value != image) {
+        if settled || tokio::time::Instant::now() >= until {
+            if !holds {
                 return Ok(());
             }
             break;
@@ -169,11 +190,12 @@ async fn put_back(
         return aws.delete_parameters(&[name.to_owned()]).await;
     };
     aws.put_image_parameter(name, previous).await?;
-    // Validated like any other value: wait until it is taken (an image since removed is not).
+    // Validated like any other value: wait until it is taken. An image since removed is not:
+    // then the parameter goes, rather than name the image about to be removed.
     while aws.parameter_if_exists(name).await?.as_deref() == Some(image) {
         if tokio::time::Instant::now() >= until {
-            tracing::warn!(parameter = %name, previous = %previous, "the previous value was not taken back");
-            break;
+            tracing::warn!(parameter = %name, previous = %previous, "the previous value was not taken back: parameter removed");
+            return aws.delete_parameters(&[name.to_owned()]).await;
         }
         tokio::time::sleep(CONFIRM_EVERY).await;
     }
@@ -198,12 +220,10 @@ pub(crate) async fn unpublish(
     Ok(removed)
 }
 
-/// Puts back the parameters in `names` that hold `image`, an image this request did not answer
-/// with (a rollback's dropped parameters still naming the rebuild it rolls back from).
-pub(crate) async fn restore(aws: &Aws, image: &str, names: &[String]) -> Result<(), AwsError> {
-    let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
-    for name in names {
-        put_back(aws, image, name, None, until).await?;
-    }
-    Ok(())
+/// Puts back the parameters in `names` that hold `image`, the image a rollback rolls back from
+/// (its rebuild published them under names the rollback does not keep); logs what it could not,
+/// so that a rollback never fails on it (CloudFormation's Delete of that image removes what is
+/// left).
+pub(crate) async fn restore(aws: &Aws, image: &str, names: &[String]) {
+    put_back_all(aws, image, names).await;
 }

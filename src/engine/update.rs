@@ -39,17 +39,21 @@ pub async fn update(
     } else {
         None
     };
-    let plan = match in_place {
-        Some(answer) => UpdatePlan::from(answer),
+    let (plan, rolled_back) = match in_place {
+        Some(answer) => (UpdatePlan::from(answer), false),
         None => match roll_back(aws, identity, physical_id, &spec, previous.request).await {
-            Some(rolled_back) => UpdatePlan::from(rolled_back),
-            None => retag_or_reuse(aws, identity, physical_id, &spec).await,
+            Some(rolled_back) => (UpdatePlan::from(rolled_back), true),
+            None => (
+                retag_or_reuse(aws, identity, physical_id, &spec).await,
+                false,
+            ),
         },
     };
     match plan {
         UpdatePlan::Answer(outcome) => {
             let image = outcome.physical_id.clone();
-            match settle_parameters(aws, (&image, physical_id), &spec, &previous.parameters).await {
+            let images = (image.as_str(), physical_id, rolled_back);
+            match settle_parameters(aws, images, &spec, &previous.parameters).await {
                 Ok(()) => Progress::Finished(outcome),
                 Err(error) => Progress::Failed(Box::new(Failed {
                     failure: Failure::Update(error),
@@ -129,13 +133,13 @@ async fn roll_back(
 }
 
 /// The image an Update answers with is the one its `SsmParameters` hold. Those the previous
-/// request named and this one does not are removed if they hold that image, and put back (from
-/// their history) if they hold the request's current image instead (a rollback from a rebuild
-/// that had published it). After a rebuild, those left holding the old image go with
-/// CloudFormation's Delete of it.
+/// request named and this one does not are removed if they hold that image; in a rollback, those
+/// holding the request's current image (the rebuild it rolls back from, which published them)
+/// are put back from their history. After a forward rebuild or reuse, those left holding the old
+/// image go with CloudFormation's Delete of it.
 async fn settle_parameters(
     aws: &Aws,
-    (image, current): (&str, &str),
+    (image, current, rolled_back): (&str, &str, bool),
     spec: &AmiSpec,
     previous: &[String],
 ) -> Result<(), UpdateError> {
@@ -156,13 +160,8 @@ async fn settle_parameters(
             image: image.to_owned(),
             error,
         })?;
-    if current != image && crate::spec::is_ami_id(current) {
-        crate::engine::publish::restore(aws, current, &dropped)
-            .await
-            .map_err(|error| UpdateError::Unpublish {
-                image: current.to_owned(),
-                error,
-            })?;
+    if rolled_back && current != image && crate::spec::is_ami_id(current) {
+        crate::engine::publish::restore(aws, current, &dropped).await;
     }
     Ok(())
 }
@@ -186,9 +185,11 @@ async fn distribute_in_place(
     };
     // The image must be the one built for (or last retagged to) these properties as written:
     // not one a rebuild made for other content that this request would roll back from.
+    // (Images built before that tag existed have none: taken as they are.)
+    let properties = image.tags.get(TAG_PROPERTIES);
     if !owned_by(&image, identity)
         || image.state != "available"
-        || image.tags.get(TAG_PROPERTIES) != Some(&fingerprint::of_request(spec))
+        || properties.is_some_and(|p| *p != fingerprint::of_request(spec))
     {
         return None;
     }

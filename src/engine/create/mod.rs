@@ -183,9 +183,16 @@ impl Build {
 
     /// This invocation's time is up (or every state is to be handed over, for the tests).
     fn hand_over_now(&self, timing: &Timing, turns: &Turns) -> bool {
+        // Publishing may wait for Parameter Store, and put parameters back, for up to
+        // `publish::LONGEST`: it starts only with that much time before the hand-over.
+        let reserve = if self.state.phase == Phase::Publish {
+            crate::engine::publish::LONGEST
+        } else {
+            Duration::ZERO
+        };
         let out_of_time = timing
             .hand_over_at
-            .is_some_and(|at| tokio::time::Instant::now() >= at);
+            .is_some_and(|at| tokio::time::Instant::now() + reserve >= at);
         out_of_time || (timing.hand_over_every_state && turns.phases > 0)
     }
 
