@@ -1003,20 +1003,29 @@ def add_image(region: str, spec: dict[str, Any]) -> dict[str, Any]:
     """POST /ecs-ami-local/images: an image with a history, as a real account sees them (an owner's
     older releases, a deprecated one): its name, architecture, owner (`amazon`, public, or `self`),
     creation date and, optionally, the time it was deprecated."""
-    ec2 = ec2_backends[DEFAULT_ACCOUNT_ID][region]
-    amazon = spec.get("owner", "amazon") == "amazon"
     image_id = f"ami-{uuid.uuid4().hex[:17]}"
-    ami = Ami(
-        ec2, image_id, name=spec["name"], description=spec.get("description", "added by the local AWS"),
-        owner_id="591542846629" if amazon else DEFAULT_ACCOUNT_ID, owner_alias="amazon" if amazon else None,
-        public=amazon, virtualization_type="hvm", architecture=spec.get("architecture", "x86_64"),
-        root_device_type="ebs", root_device_name="/dev/xvda", region_name=region,
+    ami = register_image(
+        region, image_id, spec["name"], spec.get("architecture", "x86_64"),
+        spec.get("description", "added by the local AWS"), amazon=spec.get("owner", "amazon") == "amazon",
         # Naive UTC, as moto keeps its own.
         creation_date=datetime.fromtimestamp(parse_iso(spec["created"]), timezone.utc).replace(tzinfo=None),
     )
     ami.deprecation_time = spec.get("deprecated_at")
-    ec2.amis[image_id] = ami
     return {"ImageId": image_id}
+
+
+def register_image(region: str, image_id: str, name: str, architecture: str, description: str,
+                   amazon: bool, creation_date: datetime | None = None) -> Ami:
+    """An EBS-backed HVM image in the region: Amazon's (public, alias `amazon`) or the account's."""
+    ec2 = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    ami = Ami(
+        ec2, image_id, name=name, description=description,
+        owner_id="591542846629" if amazon else DEFAULT_ACCOUNT_ID, owner_alias="amazon" if amazon else None,
+        public=amazon, virtualization_type="hvm", architecture=architecture,
+        root_device_type="ebs", root_device_name="/dev/xvda", region_name=region, creation_date=creation_date,
+    )
+    ec2.amis[image_id] = ami
+    return ami
 
 
 def apply_image_description(region: str, raw: bytes) -> None:
@@ -1090,20 +1099,9 @@ def seed(region: str) -> None:
         image_id = ssm.get_parameter(parameter).value
         if image_id in ec2.amis:
             continue
-        ec2.amis[image_id] = Ami(
-            ec2,
-            image_id,
-            name=f"al2023-ami-ecs-hvm-2023.0.20261101-kernel-6.1-{architecture}",
-            description="Amazon Linux AMI 2023.0.20261101 ECS HVM (seeded by the local AWS)",
-            owner_id="591542846629",
-            owner_alias="amazon",
-            public=True,
-            virtualization_type="hvm",
-            architecture=architecture,
-            root_device_type="ebs",
-            root_device_name="/dev/xvda",
-            region_name=region,
-        )
+        register_image(region, image_id, f"al2023-ami-ecs-hvm-2023.0.20261101-kernel-6.1-{architecture}",
+                       architecture, "Amazon Linux AMI 2023.0.20261101 ECS HVM (seeded by the local AWS)",
+                       amazon=True)
     iam = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
     if BUILDER_PROFILE not in {p.name for p in iam.instance_profiles.values()}:
         # template.yaml's BuilderRole (whose ARN the role policy's PassRole names) in its profile.

@@ -6,8 +6,8 @@ mod common;
 
 use common::audit::{Audit, tags_of};
 use common::{
-    ECS_AL2023, LocalAws, PROFILE, event, invoke, invoke_with, launch_request, launched_id,
-    stack_id, update_from,
+    ECS_AL2023, LocalAws, PROFILE, assert_launched_nothing, event, invoke, invoke_with,
+    launch_request, launched_id, stack_id, update_from,
 };
 use ecs_ami::handler::Limits;
 use serde_json::{Value, json};
@@ -619,10 +619,7 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
     assert_eq!(rolled["PhysicalResourceId"], json!(a));
     assert_eq!(rolled["Data"]["SourceImageId"], json!(first_release));
     let calls = local.take_calls().await;
-    assert!(
-        calls["by_operation"].get("EC2.RunInstances").is_none(),
-        "{calls}"
-    );
+    assert_launched_nothing(&calls);
     // The source parameter is not read (the function's own request record is).
     let decisions = local.iam_decisions(false).await.to_string();
     assert!(
@@ -644,10 +641,7 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
     assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
     assert_eq!(rolled["PhysicalResourceId"], json!(a));
     let calls = local.take_calls().await;
-    assert!(
-        calls["by_operation"].get("EC2.RunInstances").is_none(),
-        "{calls}"
-    );
+    assert_launched_nothing(&calls);
 
     // 2b. An update with invalid properties fails at once; its rollback names them as old.
     let invalid = json!({"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami", "Steps": "not a list"});
@@ -658,10 +652,7 @@ async fn rollbacks_after_a_new_source_release_launch_nothing() {
     assert_eq!(rolled["Status"], "SUCCESS", "{rolled}");
     assert_eq!(rolled["PhysicalResourceId"], json!(a));
     let calls = local.take_calls().await;
-    assert!(
-        calls["by_operation"].get("EC2.RunInstances").is_none(),
-        "{calls}"
-    );
+    assert_launched_nothing(&calls);
 
     // 3. A real update after the release builds from it.
     let v4 = props("v4", "true");

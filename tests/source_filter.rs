@@ -11,7 +11,7 @@ mod common;
 
 use common::audit::Audit;
 use common::report;
-use common::{LocalAws, PROFILE, event, invoke, stack_id, update_from};
+use common::{LocalAws, PROFILE, assert_launched_nothing, event, invoke, stack_id, update_from};
 use serde_json::{Value, json};
 
 /// Adds an image with a history to the local AWS (`POST /ecs-ami-local/images`).
@@ -206,10 +206,7 @@ async fn the_newest_match_is_the_source_until_a_newer_one_and_rollbacks_keep_the
     assert_eq!(rolled["PhysicalResourceId"], json!(a));
     assert_eq!(rolled["Data"]["SourceImageId"], json!(chosen));
     let calls = local.take_calls().await;
-    assert!(
-        calls["by_operation"].get("EC2.RunInstances").is_none(),
-        "{calls}"
-    );
+    assert_launched_nothing(&calls);
 
     // 4. The next update, even one of tags only, resolves the filter again: a new image from
     // the newer release.
@@ -241,10 +238,7 @@ async fn the_newest_match_is_the_source_until_a_newer_one_and_rollbacks_keep_the
     assert_eq!(distributed["PhysicalResourceId"], json!(c));
     assert_eq!(distributed["Data"]["SourceImageId"], json!(newer));
     let calls = local.take_calls().await;
-    assert!(
-        calls["by_operation"].get("EC2.RunInstances").is_none(),
-        "{calls}"
-    );
+    assert_launched_nothing(&calls);
     assert_eq!(
         calls["by_operation"]["EC2.EnableImageDeprecation"], 1,
         "{calls}"
@@ -311,19 +305,14 @@ async fn deprecated_images_are_the_source_only_when_asked_for() {
         "{reason}"
     );
     let calls = local.take_calls().await;
-    assert!(
-        calls["by_operation"].get("EC2.RunInstances").is_none(),
-        "{calls}"
-    );
-    let left = audit.leftovers(&[]).await;
-    report::record(
+    assert_launched_nothing(&calls);
+    report::record_clean(
         "source-filter-01",
         "Unusable inputs found at build time",
         "SourceAmiFilter whose only matches are deprecated (another owner's, hidden by DescribeImages, and the account's own, listed)",
         "FAILED before any launch: `SourceAmiFilter: no available, not deprecated, image owned by amazon or self matches name=legacy-*`",
-        Some(left.len()),
+        &audit.leftovers(&[]).await,
     );
-    assert!(left.is_empty(), "{left:?}");
 
     let asked = properties(
         json!({"Owners": ["amazon", "self"], "Name": "legacy-*", "IncludeDeprecated": true}),

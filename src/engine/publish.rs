@@ -40,9 +40,9 @@ pub enum PublishError {
 /// Makes every parameter in `names` hold `image`, and waits until each does. On failure, puts
 /// back those it changed (see the module's documentation) before answering the error.
 pub(crate) async fn publish(aws: &Aws, image: &str, names: &[String]) -> Result<(), PublishError> {
-    check_all(aws, names).await?;
+    let current = check_all(aws, names).await?;
     let mut written = Vec::new();
-    let result = write_and_confirm(aws, image, names, &mut written).await;
+    let result = write_and_confirm(aws, image, &current, &mut written).await;
     if result.is_err() {
         let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
         for (name, version) in &written {
@@ -55,69 +55,65 @@ pub(crate) async fn publish(aws: &Aws, image: &str, names: &[String]) -> Result<
 }
 
 /// Every name can be read and can take an `aws:ec2:image` value: found before anything is
-/// written (a name outside the role's prefix is refused here, by GetParameter).
-async fn check_all(aws: &Aws, names: &[String]) -> Result<(), PublishError> {
+/// written (a name outside the role's prefix is refused here, by GetParameter). Answers each
+/// name with the value it holds.
+async fn check_all<'n>(
+    aws: &Aws,
+    names: &'n [String],
+) -> Result<Vec<(&'n String, Option<String>)>, PublishError> {
+    let mut current = Vec::new();
     for name in names {
-        let state = aws
-            .parameter_state(name)
-            .await
-            .map_err(|error| PublishError::Write {
-                name: name.clone(),
-                error,
-            })?;
-        if let Some(state) = state
+        let state = aws.parameter_state(name).await.map_err(write_error(name))?;
+        if let Some(state) = &state
             && state.data_type != "aws:ec2:image"
         {
             return Err(PublishError::DataType {
                 name: name.clone(),
-                data_type: state.data_type,
+                data_type: state.data_type.clone(),
             });
         }
+        current.push((name, state.map(|s| s.value)));
     }
-    Ok(())
+    Ok(current)
 }
 
+fn write_error(name: &str) -> impl FnOnce(AwsError) -> PublishError + '_ {
+    move |error| PublishError::Write {
+        name: name.to_owned(),
+        error,
+    }
+}
+
+/// Writes `image` to each parameter that does not hold it yet (`current`: each name with its
+/// value, from [`check_all`]), then reads each back until it does.
 async fn write_and_confirm(
     aws: &Aws,
     image: &str,
-    names: &[String],
+    current: &[(&String, Option<String>)],
     written: &mut Vec<(String, Written)>,
 ) -> Result<(), PublishError> {
     let mut pending = Vec::new();
-    for name in names {
-        let current = aws
-            .parameter_if_exists(name)
-            .await
-            .map_err(|error| PublishError::Write {
-                name: name.clone(),
-                error,
-            })?;
-        if current.as_deref() == Some(image) {
+    for (name, value) in current {
+        if value.as_deref() == Some(image) {
             continue;
         }
         // Recorded before the call: a write that answers an error may still have been taken.
-        written.push((name.clone(), Written::Unknown));
+        written.push(((*name).clone(), Written::Unknown));
         let version = aws
             .put_image_parameter(name, image)
             .await
-            .map_err(|error| PublishError::Write {
-                name: name.clone(),
-                error,
-            })?;
+            .map_err(write_error(name))?;
         if let Some(last) = written.last_mut() {
             last.1 = Written::Version(version);
         }
-        pending.push(name.clone());
+        pending.push((*name).clone());
     }
     let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
     while let Some(name) = pending.first().cloned() {
         let value = aws
             .parameter_if_exists(&name)
             .await
-            .map_err(|error| PublishError::Write {
-                name: name.clone(),
-                error,
-            })?;
+            .map_err(write_error(&name))?;
         if value.as_deref() == Some(image) {
             tracing::info!(parameter = %name, image_id = image, "parameter published");
             pending.remove(0);
@@ -134,7 +130,8 @@ async fn write_and_confirm(
 }
 
 /// Puts back every parameter in `names` that holds `image` (a build that failed or was
-/// cancelled after publishing, or a resumed one); logs what it could not.
+/// cancelled after publishing, or a resumed one; a rollback's dropped names still holding the
+/// rebuild it rolls back from); logs what it could not, so that the caller never fails on it.
 pub(crate) async fn put_back_all(aws: &Aws, image: &str, names: &[String]) {
     let until = tokio::time::Instant::now() + CONFIRM_WITHIN;
     for name in names {
@@ -203,27 +200,13 @@ async fn put_back(
 }
 
 /// Removes the parameters in `names` that still hold `image` (a Delete, or parameters an Update
-/// no longer names); others are someone else's now and stay. Answers what it removed.
-pub(crate) async fn unpublish(
-    aws: &Aws,
-    image: &str,
-    names: &[String],
-) -> Result<Vec<String>, AwsError> {
-    let mut removed = Vec::new();
+/// no longer names); others are someone else's now and stay.
+pub(crate) async fn unpublish(aws: &Aws, image: &str, names: &[String]) -> Result<(), AwsError> {
     for name in names {
         if aws.parameter_if_exists(name).await?.as_deref() == Some(image) {
             aws.delete_parameters(std::slice::from_ref(name)).await?;
             tracing::info!(parameter = %name, image_id = image, "parameter removed");
-            removed.push(name.clone());
         }
     }
-    Ok(removed)
-}
-
-/// Puts back the parameters in `names` that hold `image`, the image a rollback rolls back from
-/// (its rebuild published them under names the rollback does not keep); logs what it could not,
-/// so that a rollback never fails on it (CloudFormation's Delete of that image removes what is
-/// left).
-pub(crate) async fn restore(aws: &Aws, image: &str, names: &[String]) {
-    put_back_all(aws, image, names).await;
+    Ok(())
 }

@@ -32,9 +32,17 @@ pub(crate) fn changes(
     (minus(wanted, current), minus(current, wanted))
 }
 
+/// The image's distribution as the spec states it: who may launch it (this module), then when it
+/// is deprecated (`deprecation`). Applied when a build's image is ready and by every Update that
+/// keeps or returns an image.
+pub(crate) async fn distribute(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
+    apply(aws, image, spec).await?;
+    crate::engine::deprecation::apply(aws, image, spec).await
+}
+
 /// Brings the image's and its snapshots' permissions to what the spec says; reads them first and
 /// changes only what differs.
-pub(crate) async fn apply(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
+async fn apply(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError> {
     let wanted = &spec.launch_permissions;
     let current = aws.launch_permissions(&image.id).await?;
     let (grant, revoke) = changes(wanted, &current);

@@ -161,7 +161,9 @@ async fn settle_parameters(
             error,
         })?;
     if rolled_back && current != image && crate::spec::is_ami_id(current) {
-        crate::engine::publish::restore(aws, current, &dropped).await;
+        // Logged, never failing the rollback: CloudFormation's Delete of that image removes
+        // what is left.
+        crate::engine::publish::put_back_all(aws, current, &dropped).await;
     }
     Ok(())
 }
@@ -293,6 +295,5 @@ async fn retag(aws: &Aws, image: &Image, spec: &AmiSpec) -> Result<(), AwsError>
     {
         aws.set_image_description(&image.id, description).await?;
     }
-    crate::engine::sharing::apply(aws, image, spec).await?;
-    crate::engine::deprecation::apply(aws, image, spec).await
+    crate::engine::sharing::distribute(aws, image, spec).await
 }

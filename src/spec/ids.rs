@@ -35,9 +35,19 @@ pub(super) fn is_instance_type(text: &str) -> bool {
         && text.len() <= 32
 }
 
+/// A 12-digit AWS account id.
+pub(super) fn is_account_id(text: &str) -> bool {
+    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The characters Parameter Store allows in a parameter name: letters, digits, `_ . - /`.
+pub(super) fn parameter_name_chars(name: &str) -> bool {
+    name.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+}
+
 pub(super) fn check_parameter_name(name: &str, problems: &mut Problems) {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.-/".contains(c);
-    if name.len() > 2048 || !name.chars().all(allowed) {
+    if name.len() > 2048 || !parameter_name_chars(name) {
         problems.add(
             "SourceAmiParameter",
             format!(

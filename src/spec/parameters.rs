@@ -58,13 +58,12 @@ pub(super) fn parse_ssm_parameters(items: Vec<Value>, problems: &mut Problems) -
 }
 
 fn name_problem(name: &str) -> Option<String> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.-/".contains(c);
     if !name.starts_with('/') || name.ends_with('/') || name.contains("//") {
         return Some(format!(
             "{name:?} is not a full parameter path such as /ecs-ami/images/base"
         ));
     }
-    if name.chars().count() > MAX_NAME_CHARS || !name.chars().all(allowed) {
+    if name.chars().count() > MAX_NAME_CHARS || !ids::parameter_name_chars(name) {
         return Some(format!(
             "{name:?} is not a parameter name (letters, digits, _ . - /, at most {MAX_NAME_CHARS} characters)"
         ));

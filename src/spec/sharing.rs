@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use super::ids::is_account_id;
 use super::*;
 
 /// Who may launch the AMI. The accounts may also create volumes from its snapshots.
@@ -88,10 +89,6 @@ fn each(
         }
     }
     found
-}
-
-fn is_account_id(text: &str) -> bool {
-    text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn lower_alnum(text: &str, min: usize, max: usize) -> bool {

@@ -119,8 +119,7 @@ fn parse_owners(owners: Option<Vec<Value>>, problems: &mut Problems) -> Option<V
         let path = format!("SourceAmiFilter.Owners[{i}]");
         match scalar_string(owner) {
             Some(owner)
-                if OWNER_ALIASES.contains(&owner.as_str())
-                    || (owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_digit())) =>
+                if OWNER_ALIASES.contains(&owner.as_str()) || ids::is_account_id(&owner) =>
             {
                 found.push(owner)
             }

@@ -267,6 +267,14 @@ pub fn event(
     event
 }
 
+/// The calls `calls` counts (`LocalAws::take_calls`) launched no builder.
+pub fn assert_launched_nothing(calls: &Value) {
+    assert!(
+        calls["by_operation"].get("EC2.RunInstances").is_none(),
+        "{calls}"
+    );
+}
+
 /// An Update whose OldResourceProperties are `old` (a rollback's are the failed update's).
 pub fn update_from(stack: &str, request: &str, physical: &str, new: &Value, old: &Value) -> Value {
     let mut update = event("Update", stack, request, Some(physical), new.clone());

@@ -449,8 +449,7 @@ impl Build {
             if self.spec.imds_support.is_some() && image.imds_support.as_deref() != Some("v2.0") {
                 aws.require_imds_v2(&image.id).await?;
             }
-            crate::engine::sharing::apply(aws, &image, &self.spec).await?;
-            crate::engine::deprecation::apply(aws, &image, &self.spec).await?;
+            crate::engine::sharing::distribute(aws, &image, &self.spec).await?;
         }
         Ok(Next::Now(Phase::Finish))
     }
