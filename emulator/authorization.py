@@ -154,7 +154,11 @@ class Authorizer:
             decision = "Error" if failure else "Allowed"
             for check in checks:
                 consequence = check.pop("consequence", None)
-                answer = self.ask({**check, "principal": FUNCTION_ROLE, "account": DEFAULT_ACCOUNT_ID})
+                # aws:RequestedRegion: the region the request was sent to (for CopyImage, the
+                # destination), a global condition key present in every request.
+                context = {"aws:RequestedRegion": region, **check.get("context", {})}
+                answer = self.ask({**check, "context": context, "principal": FUNCTION_ROLE,
+                                   "account": DEFAULT_ACCOUNT_ID})
                 entry["checks"].append({"action": check["action"], **answer})
                 if consequence and answer.get("decision") == "Denied":
                     # Not a refusal of this request: a later failure of what it made.
@@ -329,6 +333,10 @@ KMS_ACTIONS = ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:Generat
 
 def kms_for_launch(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     keys = sorted({v for k, v in params.items() if re.fullmatch(r"BlockDeviceMapping\.\d+\.Ebs\.KmsKeyId", k)})
+    return kms_for(region, keys, "the instance terminates (Client.InternalError)")
+
+
+def kms_for(region: str, keys: list[str], consequence: str) -> list[dict[str, Any]]:
     checks = []
     for key in keys:
         found = kms_key(region, key)
@@ -342,7 +350,7 @@ def kms_for_launch(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
                 context["kms:GrantIsForAWSResource"] = "true"
             checks.append({"action": action, "context": context, "resources": [{"arn": arn}],
                            "resourcePolicy": policy,
-                           "consequence": "the instance terminates (Client.InternalError)"})
+                           "consequence": consequence})
     return checks
 
 
@@ -364,6 +372,29 @@ def create_image(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         {"arn": ec2_arn(region, "snapshot", "*"), "context": request_tags(specs.get("snapshot", {}))},
     ]
     return [{"action": "ec2:CreateImage", "resources": resources}] + tag_on_create(region, "CreateImage", specs)
+
+
+def copy_image(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """CopyImage, called in the destination region: the new image and snapshots there, and (since
+    October 2024) the source image in its own region, whose condition keys are ec2:ImageID and
+    ec2:Owner, not its tags (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/copy-ami-permissions.html).
+    A customer managed key is used by EC2 on the caller's behalf, as for an encrypted volume."""
+    specs = tag_specifications(params)
+    source_region, source_id = params["SourceRegion"], params["SourceImageId"]
+    if not exists(source_region, source_id):
+        raise Missing(source_id)
+    source = ec2_backends[DEFAULT_ACCOUNT_ID][source_region].amis[source_id]
+    resources = [
+        {"arn": ec2_arn(region, "image", "*"), "context": request_tags(specs.get("image", {}))},
+        {"arn": ec2_arn(source_region, "image", source_id),
+         "context": {"ec2:ImageID": source_id, "ec2:Owner": source.owner_id}},
+        {"arn": ec2_arn(region, "snapshot", "*"), "context": request_tags(specs.get("snapshot", {}))},
+    ]
+    checks = [{"action": "ec2:CopyImage", "resources": resources}] + tag_on_create(region, "CopyImage", specs)
+    key = params.get("KmsKeyId")
+    if key:
+        checks += kms_for(region, [key], "the copy fails (the local AWS refuses CopyImage)")
+    return checks
 
 
 def tagging(action: str, region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -424,6 +455,7 @@ def parameters(action: str, field: str):
 EC2 = {
     "RunInstances": run_instances,
     "CreateImage": create_image,
+    "CopyImage": copy_image,
     "CreateTags": lambda region, params: tagging("ec2:CreateTags", region, params),
     "DeleteTags": lambda region, params: tagging("ec2:DeleteTags", region, params),
     "StopInstances": on_each("ec2:StopInstances", "InstanceId"),

@@ -16,6 +16,10 @@ managed instance:
 * ModifyImageAttribute's Description, which moto ignores, is applied.
 * An image made by CreateImage stays `pending` for ECS_AMI_EMULATOR_IMAGE_DELAY seconds (default 0)
   before it is `available`, as a snapshot takes time on AWS; moto makes it available at once.
+* CopyImage follows EC2's rules that moto ignores (ClientToken idempotency, a name unique in the
+  destination region, TagSpecifications for the image and its snapshots, KmsKeyId only with
+  Encrypted), and the copy stays `pending` for ECS_AMI_EMULATOR_COPY_DELAY seconds (default 2).
+  Every region is its own EC2 and SSM, chosen by the request's signature, as moto keeps them.
 * An instance's root volume is attached at the image's root device name, as on AWS, also when
   RunInstances maps only extra volumes; moto attaches it at /dev/sda1, or not at all.
 * CloudFormation templates may use a short-form function on a mapping (`!Base64` over
@@ -76,7 +80,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from moto.ssm.models import ssm_backends
 from werkzeug.serving import run_simple
 
-from authorization import ADMIN_KEY, BUILDER_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params
+from authorization import (ADMIN_KEY, BUILDER_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params,
+                           tag_specifications)
 
 STDOUT_LIMIT = 24_000
 STDERR_LIMIT = 8_000
@@ -87,6 +92,8 @@ ONLINE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_ONLINE_DELAY", "1"))
 # How long Parameter Store takes to validate an aws:ec2:image value after PutParameter answered.
 IMAGE_PARAMETER_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_IMAGE_PARAMETER_DELAY", "1"))
 IMAGE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_IMAGE_DELAY", "0"))
+# How long an image made by CopyImage stays `pending` (a cross-region copy takes minutes on AWS).
+COPY_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_COPY_DELAY", "2"))
 # Eventual consistency: for this long after RunInstances (CreateImage), a request naming the new
 # instance (image) answers InvalidInstanceID.NotFound (InvalidAMIID.NotFound).
 CONSISTENCY_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_CONSISTENCY_DELAY", "2"))
@@ -278,6 +285,71 @@ def as_ec2_creates_images(original: Any) -> Any:
 
 
 AmiBackend.create_image = as_ec2_creates_images(AmiBackend.create_image)
+
+# CopyImage's idempotency: (destination region, ClientToken) -> (the request's parameters, image).
+COPY_TOKENS: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
+
+
+def as_ec2_copies_images(original: Any) -> Any:
+    """Wraps moto's CopyImage with EC2's rules
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CopyImage.html), which moto
+    ignores: ClientToken makes the call idempotent (the same token with the same parameters
+    answers the same image; with others, IdempotentParameterMismatch); the name is unique in the
+    destination region; TagSpecifications tag the new image and its new snapshots; KmsKeyId needs
+    Encrypted, and the key must exist in the destination region; the copy keeps the source's root
+    device name. Launch permissions, deprecation, ImdsSupport and tags are not copied (the
+    product sets what it wants on each copy). The parameters are the request's, from REQUEST."""
+
+    def copy_image(self: Any, source_image_id: str, source_region: str, name: str | None = None,
+                   description: str | None = None) -> Any:
+        params = dict(getattr(REQUEST, "copy_params", {}) or {})
+        region = self.region_name
+        token = params.pop("ClientToken", "")
+        same = {k: v for k, v in params.items() if k not in ("Action", "Version", "DryRun")}
+        if token and (region, token) in COPY_TOKENS:
+            earlier, image_id = COPY_TOKENS[(region, token)]
+            if earlier != same:
+                raise EC2ClientError("IdempotentParameterMismatch",
+                                     f"ClientToken {token} was used with other parameters")
+            return self.amis.get(image_id) or FORGOTTEN(image_id)
+        for ami in self.amis.values():
+            if ami.name == name and ami.owner_id == self.account_id and ami.state != "deregistered":
+                raise EC2ClientError("InvalidAMIName.Duplicate",
+                                     f"AMI name {name} is already in use by AMI {ami.id}")
+        key = params.get("KmsKeyId")
+        if key and params.get("Encrypted", "").lower() != "true":
+            raise EC2ClientError("InvalidParameterCombination",
+                                 "KmsKeyId requires Encrypted to be true")
+        if key and kms_key_usable(region, key) is False:
+            raise EC2ClientError("InvalidParameterValue", f"KMS key {key} does not exist in {region}")
+        specs = tag_specifications(params)
+        unknown = set(specs) - {"image", "snapshot"}
+        if unknown:
+            raise EC2ClientError("InvalidParameterValue",
+                                 f"CopyImage tags only image and snapshot, not {sorted(unknown)}")
+        ami = original(self, source_image_id, source_region, name, description)
+        source = ec2_backends[self.account_id][source_region].amis[source_image_id]
+        ami.root_device_name = source.root_device_name
+        CREATED[ami.id] = time.time()
+        if specs.get("image"):
+            self.create_tags([ami.id], specs["image"])
+        if specs.get("snapshot"):
+            self.create_tags([ami.ebs_snapshot.id], specs["snapshot"])
+        if token:
+            COPY_TOKENS[(region, token)] = (same, ami.id)
+        return ami
+
+    return copy_image
+
+
+class FORGOTTEN:
+    """An image a ClientToken answered with, deregistered since: its id is still the answer."""
+
+    def __init__(self, image_id: str) -> None:
+        self.id = image_id
+
+
+AmiBackend.copy_image = as_ec2_copies_images(AmiBackend.copy_image)
 
 # The request being answered, for what moto's backend methods are not told (IncludeDeprecated).
 REQUEST = threading.local()
@@ -846,6 +918,7 @@ class LocalAws:
             self.run_command.take_offline(path.rsplit("/", 1)[1])
             return respond(start_response, 200, {})
         operation = operation_of(environ, raw)
+        REQUEST.copy_kms_refused = False
         if operation is not None:
             self.calls.record(operation)
             rule = self.faults.matching(operation, sdk_attempt(environ), "error", raw)
@@ -880,6 +953,13 @@ class LocalAws:
             failing = self.faults.matching(operation, sdk_attempt(environ), "image")
             if IMAGE_DELAY > 0 or failing is not None:
                 return hold_image_pending(self.moto(environ, start_response), region_of(environ), failing is not None)
+        if operation == "EC2.CopyImage":
+            REQUEST.copy_params = ec2_params(raw or environ.get("QUERY_STRING", "").encode())
+            failing = self.faults.matching(operation, sdk_attempt(environ), "image")
+            if getattr(REQUEST, "copy_kms_refused", False):
+                failing = {"image": "failed"}
+            return hold_image_pending(self.moto(environ, start_response), region_of(environ),
+                                      failing is not None, COPY_DELAY, fresh_only=True)
         if target == "AmazonSSM.PutParameter" and json.loads(raw or b"{}").get("DataType") == "aws:ec2:image":
             try:
                 return respond(start_response, 200, put_image_parameter(region_of(environ), json.loads(raw)))
@@ -914,6 +994,8 @@ class LocalAws:
         else:
             entry = self.authorizer.authorize(operation, region_of(environ), params)
         if entry["decision"] in ("Allowed", "NotFound"):
+            if entry.get("consequence") and operation == "EC2.CopyImage":
+                REQUEST.copy_kms_refused = True
             if entry.get("consequence") and operation == "EC2.RunInstances":
                 token = ec2_params(raw).get("ClientToken")
                 if token:
@@ -938,12 +1020,17 @@ class LocalAws:
         return error_response(start_response, operation, rule)
 
 
-def hold_image_pending(answer: Any, region: str, fails: bool = False) -> list[bytes]:
-    """The new image is pending for IMAGE_DELAY seconds, then available (or failed)."""
+def hold_image_pending(answer: Any, region: str, fails: bool = False, delay: float | None = None,
+                       fresh_only: bool = False) -> list[bytes]:
+    """The new image is pending for `delay` (IMAGE_DELAY) seconds, then available (or failed).
+    `fresh_only`: an image answered again (an idempotent repeat) keeps its state."""
+    delay = IMAGE_DELAY if delay is None else delay
     body = b"".join(answer)
     match = re.search(rb"<imageId>(ami-[0-9a-f]+)</imageId>", body)
     ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis.get(match.group(1).decode()) if match else None
-    if ami is not None:
+    if fresh_only and ami is not None and time.time() - CREATED.get(ami.id, 0) > 1:
+        ami = None
+    if ami is not None and (delay > 0 or fails):
         ami.state = "pending"
 
         def settle() -> None:
@@ -951,7 +1038,7 @@ def hold_image_pending(answer: Any, region: str, fails: bool = False) -> list[by
             if fails:
                 ami.state_reason = {"code": "Client.InternalError", "message": "Client.InternalError: snapshot failed (injected by the local AWS)"}
 
-        timer = threading.Timer(IMAGE_DELAY, settle)
+        timer = threading.Timer(delay, settle)
         timer.daemon = True
         timer.start()
     return [body]

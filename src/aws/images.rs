@@ -155,6 +155,35 @@ impl Aws {
             message: "the answer named no image".into(),
         })
     }
+    /// CopyImage, sent to this client's region (the destination) for `request.source_image` of
+    /// `request.source_region`. The copy and its snapshots carry `request.tags` from the start;
+    /// the ClientToken makes a repeated call (a retried or re-delivered request) answer the same
+    /// copy (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CopyImage.html>).
+    pub async fn copy_image(&self, request: &CopyRequest) -> Result<String> {
+        let out = self
+            .ec2
+            .copy_image()
+            .source_image_id(&request.source_image)
+            .source_region(&request.source_region)
+            .name(&request.name)
+            .set_description(request.description.clone())
+            .set_encrypted(request.kms_key_id.as_ref().map(|_| true))
+            .set_kms_key_id(request.kms_key_id.clone())
+            .client_token(&request.client_token)
+            .tag_specifications(tag_specification(ec2t::ResourceType::Image, &request.tags))
+            .tag_specifications(tag_specification(
+                ec2t::ResourceType::Snapshot,
+                &request.tags,
+            ))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:CopyImage", e))?;
+        out.image_id().map(str::to_owned).ok_or_else(|| AwsError {
+            operation: "ec2:CopyImage",
+            code: None,
+            message: "the answer named no image".into(),
+        })
+    }
     pub async fn tag(
         &self,
         resource_ids: &[String],

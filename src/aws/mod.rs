@@ -190,6 +190,19 @@ pub struct ImageRequest {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Everything CopyImage needs, decided by the engine.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    pub source_image: String,
+    pub source_region: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// Encrypts the copy's snapshots with this key of the destination region.
+    pub kms_key_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub client_token: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct Aws {
     ec2: aws_sdk_ec2::Client,
@@ -210,6 +223,22 @@ impl Aws {
     }
     pub fn from_clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> Aws {
         Aws { ec2, ssm }
+    }
+    /// The region this client's calls go to: the function's own (where AMIs are built).
+    pub fn region(&self) -> Option<String> {
+        self.ec2.config().region().map(|r| r.as_ref().to_owned())
+    }
+    /// The same clients (credentials, retries, endpoint) for another region: a copy's.
+    pub fn in_region(&self, region: &str) -> Aws {
+        let region = aws_config::Region::new(region.to_owned());
+        Aws {
+            ec2: aws_sdk_ec2::Client::from_conf(
+                self.ec2.config().to_builder().region(region.clone()).build(),
+            ),
+            ssm: aws_sdk_ssm::Client::from_conf(
+                self.ssm.config().to_builder().region(region).build(),
+            ),
+        }
     }
 }
 

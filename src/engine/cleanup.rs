@@ -122,6 +122,9 @@ pub struct Leftovers {
     pub launched_at_ms: Option<u64>,
     pub image_id: Option<String>,
     pub command_id: Option<String>,
+    /// The other regions the build copies its image to (`Regions`): searched by the request's
+    /// tags too.
+    pub regions: Vec<String>,
 }
 
 pub(crate) const NOTHING_CREATED: &str = "Cleanup: nothing had been created";
@@ -154,6 +157,14 @@ pub(crate) async fn clean_up_all(
     let released = deregister_images(aws, &tags, known, keep, &mut report).await;
     delete_snapshots(aws, &tags, released, &mut report).await;
     delete_volumes(aws, &tags, &mut report).await;
+    for region in &known.regions {
+        let there = aws.in_region(region);
+        let mut found = Report::default();
+        let released = deregister_images(&there, &tags, &Leftovers::default(), None, &mut found).await;
+        delete_snapshots(&there, &tags, released, &mut found).await;
+        report.done.extend(found.done.into_iter().map(|d| format!("{d} in {region}")));
+        report.left.extend(found.left.into_iter().map(|l| format!("{l} in {region}")));
+    }
     let complete = report.left.is_empty();
     (report.sentence(identity), complete)
 }

@@ -12,12 +12,13 @@ use crate::engine::tags::{TAG_IMAGE, image_outcome, owned_by, resource_tags};
 /// Delete: deregister the image and delete every snapshot it used. An id that is not an image, an
 /// image already gone, and an image some other resource built all end in SUCCESS, and say so.
 /// `parameters`: the request's `SsmParameters`; those still holding the image are removed first,
-/// so that nothing resolves to an image about to be gone.
+/// so that nothing resolves to an image about to be gone. `regions`: the request's `Regions`,
+/// whose copies of the image go before it.
 pub async fn delete(
     aws: &Aws,
     identity: &Identity,
     physical_id: &str,
-    parameters: &[String],
+    (parameters, regions): (&[String], &[String]),
 ) -> Result<Outcome, DeleteError> {
     if !crate::spec::is_ami_id(physical_id) {
         return Ok(Outcome::success(physical_id, BTreeMap::new())
@@ -63,6 +64,13 @@ pub async fn delete(
             image: physical_id.to_owned(),
             error,
         })?;
+    let copies = crate::engine::copies::remove(aws, identity, physical_id, regions).await;
+    if !copies.left.is_empty() {
+        return Err(DeleteError::CopiesRemain {
+            image: physical_id.to_owned(),
+            remaining: copies.left,
+        });
+    }
     if image.is_some() {
         aws.deregister_image(physical_id)
             .await
@@ -91,9 +99,14 @@ pub async fn delete(
     } else {
         "was already gone"
     };
+    let copies = if copies.done.is_empty() {
+        String::new()
+    } else {
+        format!("; in other regions: {}", copies.done.join(", "))
+    };
     Ok(
         Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
-            "image {physical_id} {what}; {} snapshot(s) deleted",
+            "image {physical_id} {what}; {} snapshot(s) deleted{copies}",
             snapshots.len()
         )),
     )
@@ -101,12 +114,18 @@ pub async fn delete(
 
 /// The answer for an image a SUCCESS already named, sent again to a later delivery of the same
 /// request: its attributes as the image's tags keep them, or only its id when it is gone.
-pub async fn answered_image(aws: &Aws, identity: &Identity, image_id: &str) -> Outcome {
+pub async fn answered_image(
+    aws: &Aws,
+    identity: &Identity,
+    image_id: &str,
+    regions: &[String],
+) -> Outcome {
     if crate::spec::is_ami_id(image_id)
         && let Ok(Some(image)) = aws.describe_image(image_id).await
         && owned_by(&image, identity)
     {
-        return image_outcome(&image);
+        let copies = crate::engine::copies::found(aws, identity, image_id, regions).await;
+        return crate::engine::copies::with_attributes(image_outcome(&image), &copies);
     }
     Outcome::success(image_id, BTreeMap::new())
 }

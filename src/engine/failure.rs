@@ -118,6 +118,23 @@ pub enum BuildError {
         state: String,
         reason: Option<String>,
     },
+    /// A call to another region (`Regions`) failed.
+    #[error("in {region}: {error}")]
+    InRegion { region: String, error: AwsError },
+    #[error("the copy {image} in {region} ended {state}: {}", .reason.as_deref().unwrap_or("no reason given"))]
+    CopyFailed {
+        region: String,
+        image: String,
+        state: String,
+        reason: Option<String>,
+    },
+    #[error("the copies in {} were not available within {} s", .regions.join(", "), .timeout.as_secs())]
+    CopiesNeverAvailable {
+        regions: Vec<String>,
+        timeout: Duration,
+    },
+    #[error("{what} could not be removed: {error}")]
+    CopyNotRemoved { what: String, error: AwsError },
     /// The AMI's id could not be published to `SsmParameters` (those written are put back).
     #[error("{0}")]
     Publish(#[from] crate::engine::publish::PublishError),
@@ -231,6 +248,8 @@ pub enum UpdateError {
         "Update could not remove the parameters it no longer names from image {image}: {error}"
     )]
     Unpublish { image: String, error: AwsError },
+    #[error("Update could not bring the copies of image {image} in other regions to its Regions: {error}")]
+    Copies { image: String, error: BuildError },
 }
 
 /// What a Delete could not do; CloudFormation retries it, and this Reason says what is left.
@@ -242,6 +261,14 @@ pub enum DeleteError {
     ListSnapshots { image: String, error: AwsError },
     #[error("Delete could not deregister {image}: {error}")]
     Deregister { image: String, error: AwsError },
+    #[error(
+        "Delete could not remove every copy of {image} in other regions: {}",
+        .remaining.iter().map(|(what, error)| format!("{what} ({error})")).collect::<Vec<_>>().join(", ")
+    )]
+    CopiesRemain {
+        image: String,
+        remaining: Vec<(String, AwsError)>,
+    },
     #[error("Delete could not remove the SsmParameters that hold {image}: {error}")]
     Unpublish { image: String, error: AwsError },
     #[error(

@@ -8,6 +8,7 @@
 //! | [`mod@update`] | Update: retag in place, reuse (a rollback), or rebuild |
 //! | `publish` | `SsmParameters`: the AMI's id written to Parameter Store, confirmed, put back on failure, removed with the AMI |
 //! | `sharing` | `LaunchPermissions`: who may launch the image and create volumes from its snapshots, set at creation and kept in step by every Update |
+//! | [`copies`] | `Regions`: the image copied to other regions, each copy distributed like it, kept in step by every Update and removed with it |
 //! | `deprecation` | `DeprecateAfterDays`: the image's deprecation time, set at creation and kept in step by every Update |
 //! | [`mod@delete`] | Delete: deregister the image and delete its snapshots |
 //! | [`cleanup`] | removing what a build made, and the retries eventual consistency needs |
@@ -21,6 +22,7 @@
 
 pub mod cleanup;
 pub mod clock;
+pub mod copies;
 pub mod create;
 pub mod delete;
 mod deprecation;

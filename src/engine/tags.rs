@@ -18,6 +18,9 @@ pub const TAG_FINGERPRINT: &str = "ecs-ami:fingerprint";
 pub const TAG_PROPERTIES: &str = "ecs-ami:properties";
 pub const TAG_SOURCE: &str = "ecs-ami:source-image";
 pub const TAG_IMAGE: &str = "ecs-ami:image-id";
+/// On a copy of the image in another region (`Regions`) and on its snapshots: the id of the
+/// image it copies, by which the resource's Update and Delete find it.
+pub const TAG_COPY_OF: &str = "ecs-ami:copy-of";
 /// Each step output is kept on the AMI under this prefix, so that an Update that keeps the AMI
 /// (or a rollback that reuses one) answers with the same attributes.
 pub const TAG_OUTPUT_PREFIX: &str = "ecs-ami:output:";

@@ -5,7 +5,8 @@ use crate::aws::{Aws, AwsError, Image};
 use crate::cfn::{Identity, Outcome};
 use crate::engine::Timing;
 use crate::engine::create::{Build, Progress, Resolved, resolve};
-use crate::engine::failure::{Failed, Failure, UpdateError};
+use crate::engine::copies::Settled;
+use crate::engine::failure::{BuildError, Failed, Failure, UpdateError};
 use crate::engine::tags::{
     TAG_FINGERPRINT, TAG_PROPERTIES, TAG_SOURCE, image_outcome, outputs_of, owned_by,
     resource_tags, user_tags,
@@ -22,6 +23,8 @@ pub struct Previous {
     pub only_distribution_changed: bool,
     /// The `SsmParameters` it named.
     pub parameters: Vec<String>,
+    /// The `Regions` it named.
+    pub regions: Vec<String>,
 }
 
 /// Update: apply a change of sharing or deprecation alone to the existing image; otherwise keep
@@ -41,7 +44,7 @@ pub async fn update(
     };
     let (plan, rolled_back) = match in_place {
         Some(answer) => (UpdatePlan::from(answer), false),
-        None => match roll_back(aws, identity, physical_id, &spec, previous.request).await {
+        None => match roll_back(aws, identity, physical_id, &spec, previous.request.clone()).await {
             Some(rolled_back) => (UpdatePlan::from(rolled_back), true),
             None => (
                 retag_or_reuse(aws, identity, physical_id, &spec).await,
@@ -53,19 +56,78 @@ pub async fn update(
         UpdatePlan::Answer(outcome) => {
             let image = outcome.physical_id.clone();
             let images = (image.as_str(), physical_id, rolled_back);
-            match settle_parameters(aws, images, &spec, &previous.parameters).await {
-                Ok(()) => Progress::Finished(outcome),
-                Err(error) => Progress::Failed(Box::new(Failed {
-                    failure: Failure::Update(error),
-                    cleanup: None,
-                })),
+            if let Err(error) = settle_parameters(aws, images, &spec, &previous.parameters).await
+            {
+                return update_failed(error);
             }
+            settle_copies(aws, identity, (outcome, physical_id), spec, &previous, timing).await
         }
         UpdatePlan::Fail(failed) => Progress::Failed(Box::new(failed)),
         UpdatePlan::Rebuild(resolved) => {
             let build = Build::new(spec, identity).already_resolved(resolved);
             build.run(aws, identity, timing).await
         }
+    }
+}
+
+fn update_failed(error: UpdateError) -> Progress {
+    Progress::Failed(Box::new(Failed {
+        failure: Failure::Update(error),
+        cleanup: None,
+    }))
+}
+
+/// The image an Update answers with has its copies in the `Regions` this request names: those
+/// in regions the previous request named and this one does not are removed (only from the image
+/// CloudFormation holds: another image's go with its Delete), the others retagged and
+/// distributed like the image; regions without an available copy get one from a build that
+/// starts at the copy.
+async fn settle_copies(
+    aws: &Aws,
+    identity: &Identity,
+    (outcome, physical_id): (Outcome, &str),
+    spec: AmiSpec,
+    previous: &Previous,
+    timing: &Timing,
+) -> Progress {
+    let image_id = outcome.physical_id.clone();
+    let dropped: Vec<String> = previous
+        .regions
+        .iter()
+        .filter(|r| image_id == physical_id && !spec.regions.iter().any(|w| &w.region == *r))
+        .cloned()
+        .collect();
+    if spec.regions.is_empty() && dropped.is_empty() {
+        return Progress::Finished(outcome);
+    }
+    let copies_failed = |error: BuildError| {
+        update_failed(UpdateError::Copies {
+            image: image_id.clone(),
+            error,
+        })
+    };
+    let image = match aws.describe_image(&image_id).await {
+        Ok(Some(image)) => image,
+        Ok(None) => {
+            return copies_failed(BuildError::ImageFailed {
+                image: image_id.clone(),
+                state: "gone".into(),
+                reason: Some("no longer listed".into()),
+            });
+        }
+        Err(error) => return copies_failed(error.into()),
+    };
+    match crate::engine::copies::settle(aws, identity, &image, &spec, &dropped).await {
+        Ok(Settled::Complete(copies)) => {
+            Progress::Finished(crate::engine::copies::with_attributes(outcome, &copies))
+        }
+        Ok(Settled::Incomplete) => {
+            tracing::info!(image_id = %image.id, "copies missing in some Regions: copying");
+            Build::distribute_existing(spec, identity, &image)
+                .run(aws, identity, timing)
+                .await
+        }
+        Err(error) => copies_failed(error),
     }
 }
 

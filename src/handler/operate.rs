@@ -19,7 +19,7 @@ pub(super) async fn operate(
     timing: Timing,
 ) -> Progress {
     // The properties first: a request refused for them calls no AWS at all.
-    let spec = match validated(&request) {
+    let spec = match validated(&request, aws.region().as_deref()) {
         Ok(spec) => spec,
         Err(refused) => return refused,
     };
@@ -50,7 +50,7 @@ pub(super) async fn operate(
 
 /// The spec of a Create or Update (none for a Delete), or the FAILED answer naming every
 /// property problem.
-fn validated(request: &Request) -> Result<Option<AmiSpec>, Progress> {
+fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, Progress> {
     if let Operation::Delete { .. } = request.operation {
         return Ok(None);
     }
@@ -63,6 +63,10 @@ fn validated(request: &Request) -> Result<Option<AmiSpec>, Progress> {
                 spec.check_parameter_prefix(prefix).map(|()| spec)
             }
             _ => Ok(spec),
+        })
+        .and_then(|spec| match home {
+            Some(home) => spec.check_regions(home).map(|()| spec),
+            None => Ok(spec),
         })
         .map(Some)
         .map_err(|errors| {
@@ -143,7 +147,9 @@ pub(super) async fn operate_alone(
     let spec = match (&request.operation, spec) {
         (Operation::Delete { physical_id }, _) => {
             let parameters = crate::spec::ssm_parameter_names(&request.properties);
-            return match engine::delete(&aws, identity, physical_id, &parameters).await {
+            let regions = crate::spec::region_names(&request.properties);
+            let distributed = (parameters.as_slice(), regions.as_slice());
+            return match engine::delete(&aws, identity, physical_id, distributed).await {
                 Ok(outcome) => Progress::Finished(outcome),
                 Err(error) => Progress::Failed(Box::new(Failed {
                     failure: error.into(),
@@ -178,6 +184,7 @@ pub(super) async fn operate_alone(
                 only_distribution_changed: old
                     .is_ok_and(|old| spec.differs_only_in_distribution(&old)),
                 parameters: crate::spec::ssm_parameter_names(old_properties),
+                regions: crate::spec::region_names(old_properties),
             };
             engine::update(&aws, identity, physical_id, (spec, previous), &timing).await
         }

@@ -59,7 +59,8 @@ pub(super) async fn honour_record(
             tracing::warn!(?status, %physical_id, "this request was answered before: sending the same answer again, nothing else");
             let outcome = match status {
                 cfn::Status::Success => {
-                    engine::answered_image(aws, &request.identity, &physical_id).await
+                    let regions = crate::spec::region_names(&request.properties);
+                    engine::answered_image(aws, &request.identity, &physical_id, &regions).await
                 }
                 cfn::Status::Failed => {
                     Outcome::failed(physical_id, reason.clone().unwrap_or_default())

@@ -13,6 +13,7 @@ mod fields;
 pub mod fingerprint;
 mod ids;
 mod parameters;
+mod regions;
 pub mod script;
 mod sharing;
 mod source_filter;
@@ -26,6 +27,8 @@ use ids::{
     check_ami_name, check_instance_profile, check_parameter_name, is_instance_type, is_resource_id,
 };
 use parameters::parse_ssm_parameters;
+use regions::parse_regions;
+pub use regions::{CopyRegion, MAX_REGIONS, is_region_name, region_names};
 pub use parameters::{MAX_SSM_PARAMETERS, ssm_parameter_names};
 pub use sharing::LaunchPermissions;
 use sharing::parse_launch_permissions;
@@ -142,6 +145,9 @@ pub struct AmiSpec {
     /// Parameters that hold the AMI's id. Not part of the fingerprint: a change is applied to
     /// the existing image's parameters.
     pub ssm_parameters: Vec<String>,
+    /// The other regions the AMI is copied to. Not part of the fingerprint: a change adds or
+    /// removes copies of the existing image.
+    pub regions: Vec<CopyRegion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,6 +164,7 @@ impl AmiSpec {
             launch_permissions: LaunchPermissions::default(),
             deprecate_after_days: None,
             ssm_parameters: Vec::new(),
+            regions: Vec::new(),
             ..spec.clone()
         };
         without(self) == without(other)
@@ -173,6 +180,25 @@ impl AmiSpec {
             .filter(|(_, name)| !name.starts_with(prefix))
             .map(|(i, name)| {
                 format!("SsmParameters[{i}].Name: {name} is outside this deployment's ImageParameterPrefix {prefix}, the only parameters the function may write")
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PropertyErrors { problems })
+        }
+    }
+
+    /// `Regions` naming `home` (the function's own region, where the AMI is built) are refused:
+    /// there is nothing to copy there.
+    pub fn check_regions(&self, home: &str) -> Result<(), PropertyErrors> {
+        let problems: Vec<String> = self
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.region == home)
+            .map(|(i, r)| {
+                format!("Regions[{i}].Region: {} is the region the AMI is built in (the function's); list only the regions to copy it to", r.region)
             })
             .collect();
         if problems.is_empty() {
@@ -210,6 +236,7 @@ impl AmiSpec {
         let launch_permissions = top.take("LaunchPermissions");
         let imds_support = top.string("ImdsSupport");
         let ssm_parameters = top.list("SsmParameters");
+        let regions = top.list("Regions");
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
@@ -250,6 +277,7 @@ impl AmiSpec {
             .unwrap_or_default();
         let ssm_parameters =
             parse_ssm_parameters(ssm_parameters.unwrap_or_default(), &mut problems);
+        let regions = parse_regions(regions.unwrap_or_default(), &mut problems);
         if let Some(value) = &imds_support
             && value != "v2.0"
         {
@@ -277,6 +305,7 @@ impl AmiSpec {
             launch_permissions,
             imds_support,
             ssm_parameters,
+            regions,
         })
     }
 }

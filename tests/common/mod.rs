@@ -105,6 +105,14 @@ impl LocalAws {
         aws_sdk_ec2::Client::new(&self.sdk_config().await)
     }
 
+    /// The administrator's EC2 in another region (a copy's): each region is its own EC2.
+    pub async fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
+        let config = aws_sdk_ec2::config::Builder::from(&self.sdk_config().await)
+            .region(Region::new(region.to_owned()))
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    }
+
     /// The IAM decisions on the function's calls since the last `take`: `counts` by decision
     /// (`Allowed`, `Denied`, `Error`, `NotFound`) and each decision (emulator/authorization.py).
     pub async fn iam_decisions(&self, take: bool) -> Value {

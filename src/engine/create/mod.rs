@@ -15,11 +15,14 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use crate::aws::{Aws, AwsError};
+use crate::aws::{Aws, AwsError, Image};
 use crate::cfn::{Identity, Outcome};
 use crate::engine::cleanup::{Leftovers, clean_up, launched_within};
 use crate::engine::failure::{Failed, Failure};
-use crate::engine::tags::{ImageAnswer, default_image_name, image_answer, unique_image_name};
+use crate::engine::tags::{
+    ImageAnswer, TAG_FINGERPRINT, TAG_SOURCE, default_image_name, image_answer, outputs_of,
+    unique_image_name,
+};
 use crate::engine::{Timing, clock, lease, ledger, time};
 use crate::spec::AmiSpec;
 
@@ -74,6 +77,8 @@ impl Build {
                 lease: None,
                 outputs: BTreeMap::new(),
                 launched_at_ms: None,
+                copies: BTreeMap::new(),
+                kept_image: false,
             },
         }
     }
@@ -84,6 +89,26 @@ impl Build {
         self.state.resolved = Some(resolved);
         self.state.phase = Phase::Launch;
         self
+    }
+
+    /// Starts at the copy, for an existing, available image of the resource whose `Regions` lack
+    /// copies (an Update that changed only distribution): the image stays whatever happens.
+    pub(crate) fn distribute_existing(spec: AmiSpec, identity: &Identity, image: &Image) -> Build {
+        let mut build = Build::new(spec, identity);
+        let tag = |key: &str| image.tags.get(key).cloned().unwrap_or_default();
+        build.state.image_name = image.name.clone();
+        build.state.resolved = Some(Resolved {
+            source_image: tag(TAG_SOURCE),
+            architecture: image.architecture.clone(),
+            instance_type: String::new(),
+            fingerprint: tag(TAG_FINGERPRINT),
+        });
+        build.state.image_id = Some(image.id.clone());
+        build.state.snapshot_ids = image.snapshot_ids.clone();
+        build.state.outputs = outputs_of(image);
+        build.state.kept_image = true;
+        build.state.phase = Phase::Copy;
+        build
     }
 
     /// Carries on a build that an earlier invocation handed over.
@@ -209,7 +234,11 @@ impl Build {
     ) -> ControlFlow<Progress> {
         let creates_something = matches!(
             self.state.phase,
-            Phase::Launch | Phase::StartStep { .. } | Phase::CreateImage | Phase::Publish
+            Phase::Launch
+                | Phase::StartStep { .. }
+                | Phase::CreateImage
+                | Phase::Copy
+                | Phase::Publish
         );
         if !creates_something
             && turns
@@ -402,7 +431,9 @@ impl Build {
         not_found_grace: Duration,
     ) -> String {
         // Parameters written to the image go back first: nothing may resolve to it once removed.
+        // (An image this build did not make keeps what was published to it.)
         if let Some(image) = &self.state.image_id
+            && !self.state.kept_image
             && !self.spec.ssm_parameters.is_empty()
         {
             crate::engine::publish::put_back_all(aws, image, &self.spec.ssm_parameters).await;
@@ -423,8 +454,13 @@ impl Build {
         Leftovers {
             instance_id: self.state.instance_id.clone(),
             launched_at_ms: self.state.launched_at_ms,
-            image_id: self.state.image_id.clone(),
+            image_id: self
+                .state
+                .image_id
+                .clone()
+                .filter(|_| !self.state.kept_image),
             command_id: running_command,
+            regions: self.spec.regions.iter().map(|r| r.region.clone()).collect(),
         }
     }
 
@@ -455,7 +491,7 @@ impl Build {
             .resolved
             .as_ref()
             .expect("a finished build was resolved");
-        image_answer(ImageAnswer {
+        let answer = image_answer(ImageAnswer {
             image_id: self
                 .state
                 .image_id
@@ -466,7 +502,8 @@ impl Build {
             snapshot_ids: &self.state.snapshot_ids,
             fingerprint: &resolved.fingerprint,
             outputs: self.state.outputs.clone(),
-        })
+        });
+        crate::engine::copies::with_attributes(answer, &self.state.copies)
     }
 
     /// EC2 may not know the builder yet (eventual consistency): see [`Timing::not_found_grace`].

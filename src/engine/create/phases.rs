@@ -12,6 +12,7 @@ use crate::engine::cleanup::{NOT_KNOWN, terminate_builder};
 use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
 use crate::engine::tags::{TAG_IMAGE, client_token, identity_tags, image_tags};
 use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
+use crate::engine::copies::{self, CopiesPoll};
 use crate::engine::{Timing, clock};
 use crate::spec::script;
 
@@ -46,6 +47,8 @@ impl Build {
             Phase::AwaitImage { waited } => self.await_image(aws, timing, waited).await,
             Phase::TagSnapshots => self.tag_snapshots(aws, identity).await,
             Phase::Finish => self.finish(aws, timing).await,
+            Phase::Copy => self.copy(aws, identity).await,
+            Phase::AwaitCopies { waited } => self.await_copies(aws, timing, waited).await,
             Phase::Publish => self.publish(aws).await,
             Phase::Done => Ok(Next::Now(Phase::Done)),
         }
@@ -472,10 +475,64 @@ impl Build {
                 Err(problem) => return Err(BuildError::BuilderNotTerminated(problem)),
             }
         }
-        if self.spec.ssm_parameters.is_empty() {
-            Ok(Next::Now(Phase::Done))
+        if self.spec.regions.is_empty() {
+            Ok(Next::Now(self.after_copies()))
         } else {
-            Ok(Next::Now(Phase::Publish))
+            Ok(Next::Now(Phase::Copy))
+        }
+    }
+
+    /// Publishing, if the spec names parameters; otherwise the end.
+    fn after_copies(&self) -> Phase {
+        if self.spec.ssm_parameters.is_empty() {
+            Phase::Done
+        } else {
+            Phase::Publish
+        }
+    }
+
+    async fn copy(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
+        let image_id = self.state.image_id.clone().expect("image exists");
+        let Some(image) = aws.describe_image(&image_id).await? else {
+            return Err(BuildError::ImageFailed {
+                image: image_id,
+                state: "gone".into(),
+                reason: Some("it was available, then no longer listed".into()),
+            });
+        };
+        self.state.copies = copies::start(aws, identity, &image, &self.spec).await?;
+        Ok(Next::Now(Phase::AwaitCopies {
+            waited: Duration::ZERO,
+        }))
+    }
+
+    /// Every copy is awaited at once; when all are available, each is distributed like the image.
+    async fn await_copies(
+        &mut self,
+        aws: &Aws,
+        timing: &Timing,
+        waited: Duration,
+    ) -> Result<Next, BuildError> {
+        match copies::poll(aws, &self.state.copies).await? {
+            CopiesPoll::Ready(ready) => {
+                copies::distribute(aws, &ready, &self.spec).await?;
+                tracing::info!(copies = ?self.state.copies, "copies available");
+                Ok(Next::Now(self.after_copies()))
+            }
+            CopiesPoll::Pending(regions) => {
+                let wait = Wait {
+                    waited,
+                    limit: timing.image_timeout,
+                };
+                go_on(
+                    keep_waiting(aws, timing, wait, None).await?,
+                    |waited| Phase::AwaitCopies { waited },
+                    || BuildError::CopiesNeverAvailable {
+                        regions,
+                        timeout: timing.image_timeout,
+                    },
+                )
+            }
         }
     }
 

@@ -42,6 +42,11 @@ pub enum Phase {
     },
     TagSnapshots,
     Finish,
+    /// The image copied to each of `Regions` (only when it names some), once the builder is gone.
+    Copy,
+    AwaitCopies {
+        waited: Duration,
+    },
     /// The AMI's id written to `SsmParameters` (only when it names some), once the builder is
     /// gone: nothing can fail after it but the answer.
     Publish,
@@ -60,6 +65,8 @@ impl Phase {
             Phase::CreateImage | Phase::AwaitImage { .. } => "creating the image",
             Phase::TagSnapshots => "tagging the snapshots",
             Phase::Finish | Phase::Done => "cleaning up the builder",
+            Phase::Copy => "copying the image to its Regions",
+            Phase::AwaitCopies { .. } => "waiting for the copies in other regions",
             Phase::Publish => "publishing the AMI id to SsmParameters",
         }
     }
@@ -97,6 +104,13 @@ pub struct BuildState {
     /// When the builder was launched, on the [`clock`](crate::engine::clock): EC2 may not know it yet for a while.
     #[serde(default)]
     pub launched_at_ms: Option<u64>,
+    /// The image's copies in other regions (`Regions`): region -> image id.
+    #[serde(default)]
+    pub copies: BTreeMap<String, String>,
+    /// The image was not made by this build (an Update that only adds Regions starts at the
+    /// copy): a failure removes the copies this request made, never the image.
+    #[serde(default)]
+    pub kept_image: bool,
 }
 
 /// One Create (or rebuilding Update): the validated spec and the state of its build.

@@ -1,0 +1,278 @@
+//! `Regions` on the local AWS, through the function's role: the AMI is copied to other regions
+//! (each region its own EC2, chosen by the request's signature), each copy tagged and distributed
+//! like the AMI; an Update that changes only the regions adds and removes copies of the same AMI
+//! without launching anything; Delete removes every copy; a copy that fails, or that IAM
+//! refuses, fails the build and leaves nothing in any region.
+//!
+//! CopyImage: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CopyImage.html
+//! Its permissions (the source image since October 2024, the new image and snapshots, tags on
+//! create): https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/copy-ami-permissions.html and
+//! https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html
+
+mod common;
+
+use aws_sdk_ec2::types::ImageAttributeName;
+use common::audit::{Audit, tags_of};
+use common::report;
+use common::{
+    LocalAws, assert_launched_nothing, event, invoke, invoke_with, one_step_properties, stack_id,
+    update_from,
+};
+use ecs_ami::handler::Limits;
+use serde_json::{Value, json};
+
+const WEST: &str = "us-west-2";
+const EUROPE: &str = "eu-west-1";
+
+async fn audits(local: &LocalAws, stack: &str) -> Vec<(String, Audit)> {
+    let mut audits = Vec::new();
+    for region in ["us-east-1", WEST, EUROPE] {
+        audits.push((
+            region.to_owned(),
+            Audit {
+                ec2: local.ec2_in(region).await,
+                stack_id: stack_id(stack),
+            },
+        ));
+    }
+    audits
+}
+
+/// What is left of the stack in every region, but `keep`.
+async fn left_anywhere(audits: &[(String, Audit)], keep: &[&str]) -> Vec<String> {
+    let mut left = Vec::new();
+    for (region, audit) in audits {
+        let mut found = audit.leftovers(keep).await;
+        // A copy's snapshots name the image they copy, not the copy (see engine::copies).
+        let mut kept_snapshots = Vec::new();
+        for snapshot in &found {
+            let tags = audit.snapshot_tags(snapshot).await;
+            if tags
+                .get("ecs-ami:copy-of")
+                .is_some_and(|home| keep.contains(&home.as_str()))
+            {
+                kept_snapshots.push(snapshot.clone());
+            }
+        }
+        found.retain(|r| !kept_snapshots.contains(r) && !keep.contains(&r.as_str()));
+        left.extend(found.into_iter().map(|r| format!("{r} in {region}")));
+    }
+    left
+}
+
+async fn allow_copies_to(local: &LocalAws, regions: &str) {
+    let statements = local
+        .set_role(json!({"parameters": {"AmiCopyRegions": regions}}))
+        .await;
+    assert!(statements.contains(&"CopyOnlyTaggedImages".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_follow_the_ami_through_create_updates_and_delete() {
+    let local = LocalAws::start().await;
+    allow_copies_to(&local, &format!("{WEST},{EUROPE}")).await;
+    let aws = local.aws().await;
+    let stack = "regions";
+    let audits = audits(&local, stack).await;
+    let distribution = |regions: Value, team: &str| {
+        one_step_properties(json!({
+            "Regions": regions,
+            "Tags": {"team": team},
+            "LaunchPermissions": {"UserIds": ["111122223333"]},
+            "DeprecateAfterDays": 30,
+            "ImdsSupport": "v2.0",
+        }))
+    };
+    let first = distribution(json!([{"Region": WEST}]), "platform");
+    // Every state handed over to a fresh invocation: the copy and its wait are resumable.
+    let (created, hand_overs) = invoke_with(
+        &aws,
+        event("Create", stack, "req-1", None, first.clone()),
+        || Limits {
+            hand_over_every_state: true,
+            ..Limits::default()
+        },
+    )
+    .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert!(hand_overs >= 10, "{hand_overs} hand-overs");
+    let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let west_copy = created["Data"][format!("ImageId.{WEST}")]
+        .as_str()
+        .expect("the copy's id is an attribute")
+        .to_owned();
+    assert_ne!(west_copy, ami);
+
+    let west = local.ec2_in(WEST).await;
+    let copy = &west
+        .describe_images()
+        .image_ids(&west_copy)
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .clone();
+    assert_eq!(copy.state().unwrap().as_str(), "available");
+    let tags = tags_of(copy.tags());
+    assert_eq!(tags.get("ecs-ami:copy-of"), Some(&ami), "{tags:?}");
+    assert_eq!(tags.get("team").map(String::as_str), Some("platform"));
+    assert_eq!(tags.get("ecs-ami:request-id").map(String::as_str), Some("req-1"));
+    assert_eq!(copy.imds_support().map(|s| s.as_str()), Some("v2.0"));
+    assert!(copy.deprecation_time().is_some(), "deprecated like the AMI");
+    let launch = west
+        .describe_image_attribute()
+        .image_id(&west_copy)
+        .attribute(ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .unwrap();
+    let users: Vec<&str> = launch
+        .launch_permissions()
+        .iter()
+        .filter_map(|p| p.user_id())
+        .collect();
+    assert_eq!(users, ["111122223333"]);
+    // The AMI itself stays in the function's region only.
+    let home = local.ec2().await;
+    let listed = home.describe_images().image_ids(&west_copy).send().await;
+    assert!(
+        listed.map_or(true, |out| out.images().is_empty()),
+        "the copy is not in us-east-1"
+    );
+
+    // The region moved and the team renamed: the same AMI, nothing launched; the old copy goes,
+    // a new one comes, both tagged as the AMI now is.
+    local.take_calls().await;
+    let second = distribution(json!([{"Region": EUROPE}]), "core");
+    let moved = invoke(&aws, update_from(stack, "req-2", &ami, &second, &first)).await;
+    assert_eq!(moved["Status"], "SUCCESS", "{moved}");
+    assert_eq!(moved["PhysicalResourceId"], json!(ami));
+    assert_launched_nothing(&local.take_calls().await);
+    assert!(moved["Data"].get(format!("ImageId.{WEST}")).is_none(), "{moved}");
+    let europe_copy = moved["Data"][format!("ImageId.{EUROPE}")]
+        .as_str()
+        .expect("the new copy's id is an attribute")
+        .to_owned();
+    let west_audit = &audits[1].1;
+    assert_eq!(west_audit.images().await, Vec::<String>::new(), "the copy in {WEST} is gone");
+    assert_eq!(west_audit.snapshots().await, Vec::<String>::new());
+    let europe = local.ec2_in(EUROPE).await;
+    let copy = &europe
+        .describe_images()
+        .image_ids(&europe_copy)
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .clone();
+    assert_eq!(tags_of(copy.tags()).get("team").map(String::as_str), Some("core"));
+
+    // A tag changed alone: retagged in place, the copy too, with the same id.
+    let third = distribution(json!([{"Region": EUROPE}]), "infra");
+    let retagged = invoke(&aws, update_from(stack, "req-3", &ami, &third, &second)).await;
+    assert_eq!(retagged["Status"], "SUCCESS", "{retagged}");
+    assert_eq!(retagged["Data"][format!("ImageId.{EUROPE}")], json!(europe_copy));
+    let copy = &europe
+        .describe_images()
+        .image_ids(&europe_copy)
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .clone();
+    assert_eq!(tags_of(copy.tags()).get("team").map(String::as_str), Some("infra"));
+    let snapshot = copy.block_device_mappings()[0]
+        .ebs()
+        .and_then(|e| e.snapshot_id())
+        .unwrap()
+        .to_owned();
+    let snapshot_tags = audits[2].1.snapshot_tags(&snapshot).await;
+    assert_eq!(snapshot_tags.get("team").map(String::as_str), Some("infra"));
+
+    let decisions = local.iam_decisions(false).await;
+    assert_eq!(decisions["counts"].get("Denied"), None, "{decisions}");
+    assert_eq!(decisions["counts"].get("Error"), None, "{decisions}");
+    assert!(
+        decisions.to_string().contains("ec2:CopyImage"),
+        "CopyImage went through the role"
+    );
+
+    // The audit sees every region: before the Delete, the copy is there.
+    let before = left_anywhere(&audits, &[&ami]).await;
+    assert!(before.contains(&format!("{europe_copy} in {EUROPE}")), "{before:?}");
+
+    let deleted = invoke(&aws, event("Delete", stack, "req-4", Some(&ami), third)).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert!(
+        deleted["Reason"].as_str().unwrap().contains(&format!("deregistered copy {europe_copy} in {EUROPE}")),
+        "{deleted}"
+    );
+    report::record_clean(
+        "regions-lifecycle",
+        "Update",
+        "Regions: a Create copying to one region (every state handed over), an Update moving the copy to another region with a tag changed, an Update changing the tag alone, then Delete",
+        "the copy is available, tagged, shared, deprecated and IMDSv2 like the AMI and named by ImageId.<region>; Updates keep the AMI, launch nothing, remove the dropped region's copy and snapshots, add the new one and retag it; Delete removes the AMI and every copy in every region",
+        &left_anywhere(&audits, &[]).await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_refused_copy_fails_the_build_and_leaves_nothing_in_any_region() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+
+    // The role as deployed without AmiCopyRegions: IAM refuses the copy.
+    let stack = "regions-refused";
+    let audits_refused = audits(&local, stack).await;
+    let properties = one_step_properties(json!({"Regions": [{"Region": WEST}]}));
+    let refused = invoke(&aws, event("Create", stack, "req-1", None, properties.clone())).await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let reason = refused["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("copying the image to its Regions: in us-west-2: ec2:CopyImage failed: UnauthorizedOperation"),
+        "{reason}"
+    );
+    assert!(reason.contains("deregistered half-made image"), "{reason}");
+    let left = left_anywhere(&audits_refused, &[]).await;
+    assert_eq!(left, Vec::<String>::new());
+
+    // Allowed, but the copy ends failed (as a copy whose key cannot be used does).
+    allow_copies_to(&local, WEST).await;
+    let stack = "regions-failed";
+    let audits_failed = audits(&local, stack).await;
+    let rules = json!({"rules": [{"operation": "EC2.CopyImage", "image": "failed"}]});
+    reqwest::Client::new()
+        .post(format!("{}/ecs-ami-local/faults", local.endpoint))
+        .body(rules.to_string())
+        .send()
+        .await
+        .unwrap();
+    let failed = invoke(&aws, event("Create", stack, "req-1", None, properties)).await;
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(reason.contains("waiting for the copies in other regions: the copy ami-"), "{reason}");
+    assert!(reason.contains("in us-west-2 ended failed"), "{reason}");
+    assert!(reason.contains("in us-west-2"), "{reason}");
+    let left_failed = left_anywhere(&audits_failed, &[]).await;
+
+    // The function's own region in Regions: refused before anything is launched.
+    local.take_calls().await;
+    let home = one_step_properties(json!({"Regions": [{"Region": "us-east-1"}]}));
+    let bad = invoke(&aws, event("Create", "regions-home", "req-1", None, home)).await;
+    assert_eq!(bad["Status"], "FAILED", "{bad}");
+    assert!(
+        bad["Reason"].as_str().unwrap().contains("Regions[0].Region: us-east-1 is the region the AMI is built in"),
+        "{bad}"
+    );
+    assert_launched_nothing(&local.take_calls().await);
+
+    let mut left = left;
+    left.extend(left_failed);
+    report::record_clean(
+        "regions-copy-fails",
+        "Failure",
+        "Regions: the copy refused by IAM (a region not in AmiCopyRegions), then a copy that ends failed; and Regions naming the function's own region",
+        "FAILED naming the region and the copy; the AMI, its snapshots and the copy removed in every region; the function's own region refused before anything is launched",
+        &left,
+    );
+}
