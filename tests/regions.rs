@@ -45,7 +45,7 @@ async fn left_anywhere(audits: &[(String, Audit)], keep: &[&str]) -> Vec<String>
         let mut found = audit.leftovers(keep).await;
         // A copy's snapshots name the image they copy, not the copy (see engine::copies).
         let mut kept_snapshots = Vec::new();
-        for snapshot in &found {
+        for snapshot in found.iter().filter(|r| r.starts_with("snap-")) {
             let tags = audit.snapshot_tags(snapshot).await;
             if tags
                 .get("ecs-ami:copy-of")
@@ -58,6 +58,22 @@ async fn left_anywhere(audits: &[(String, Audit)], keep: &[&str]) -> Vec<String>
         left.extend(found.into_iter().map(|r| format!("{r} in {region}")));
     }
     left
+}
+
+/// A parameter's value in a region, as the administrator reads it.
+async fn parameter(local: &LocalAws, region: &str, name: &str) -> Option<String> {
+    let config = aws_sdk_ssm::config::Builder::from(&local.sdk_config().await)
+        .region(aws_sdk_ssm::config::Region::new(region.to_owned()))
+        .build();
+    let ssm = aws_sdk_ssm::Client::from_conf(config);
+    match ssm.get_parameter().name(name).send().await {
+        Ok(out) => out.parameter().and_then(|p| p.value()).map(str::to_owned),
+        Err(error) => {
+            let text = format!("{error:?}");
+            assert!(text.contains("ParameterNotFound"), "{text}");
+            None
+        }
+    }
 }
 
 async fn allow_copies_to(local: &LocalAws, regions: &str) {
@@ -74,16 +90,21 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
     let aws = local.aws().await;
     let stack = "regions";
     let audits = audits(&local, stack).await;
-    let distribution = |regions: Value, team: &str| {
+    let distribution = |regions: Value, team: &str, parameters: Value| {
         one_step_properties(json!({
             "Regions": regions,
+            "SsmParameters": parameters,
             "Tags": {"team": team},
             "LaunchPermissions": {"UserIds": ["111122223333"]},
             "DeprecateAfterDays": 30,
             "ImdsSupport": "v2.0",
         }))
     };
-    let first = distribution(json!([{"Region": WEST}]), "platform");
+    let first = distribution(
+        json!([{"Region": WEST}]),
+        "platform",
+        json!([{"Name": "/ecs-ami/images/base"}, {"Name": "/ecs-ami/images/base", "Region": WEST}]),
+    );
     // Every state handed over to a fresh invocation: the copy and its wait are resumable.
     let (created, hand_overs) = invoke_with(
         &aws,
@@ -116,7 +137,10 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
     let tags = tags_of(copy.tags());
     assert_eq!(tags.get("ecs-ami:copy-of"), Some(&ami), "{tags:?}");
     assert_eq!(tags.get("team").map(String::as_str), Some("platform"));
-    assert_eq!(tags.get("ecs-ami:request-id").map(String::as_str), Some("req-1"));
+    assert_eq!(
+        tags.get("ecs-ami:request-id").map(String::as_str),
+        Some("req-1")
+    );
     assert_eq!(copy.imds_support().map(|s| s.as_str()), Some("v2.0"));
     assert!(copy.deprecation_time().is_some(), "deprecated like the AMI");
     let launch = west
@@ -132,6 +156,15 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
         .filter_map(|p| p.user_id())
         .collect();
     assert_eq!(users, ["111122223333"]);
+    // Each region's parameter holds the AMI of that region.
+    assert_eq!(
+        parameter(&local, "us-east-1", "/ecs-ami/images/base").await,
+        Some(ami.clone())
+    );
+    assert_eq!(
+        parameter(&local, WEST, "/ecs-ami/images/base").await,
+        Some(west_copy.clone())
+    );
     // The AMI itself stays in the function's region only.
     let home = local.ec2().await;
     let listed = home.describe_images().image_ids(&west_copy).send().await;
@@ -143,18 +176,29 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
     // The region moved and the team renamed: the same AMI, nothing launched; the old copy goes,
     // a new one comes, both tagged as the AMI now is.
     local.take_calls().await;
-    let second = distribution(json!([{"Region": EUROPE}]), "core");
+    let second = distribution(
+        json!([{"Region": EUROPE}]),
+        "core",
+        json!([{"Name": "/ecs-ami/images/base"}, {"Name": "/ecs-ami/images/eu", "Region": EUROPE}]),
+    );
     let moved = invoke(&aws, update_from(stack, "req-2", &ami, &second, &first)).await;
     assert_eq!(moved["Status"], "SUCCESS", "{moved}");
     assert_eq!(moved["PhysicalResourceId"], json!(ami));
     assert_launched_nothing(&local.take_calls().await);
-    assert!(moved["Data"].get(format!("ImageId.{WEST}")).is_none(), "{moved}");
+    assert!(
+        moved["Data"].get(format!("ImageId.{WEST}")).is_none(),
+        "{moved}"
+    );
     let europe_copy = moved["Data"][format!("ImageId.{EUROPE}")]
         .as_str()
         .expect("the new copy's id is an attribute")
         .to_owned();
     let west_audit = &audits[1].1;
-    assert_eq!(west_audit.images().await, Vec::<String>::new(), "the copy in {WEST} is gone");
+    assert_eq!(
+        west_audit.images().await,
+        Vec::<String>::new(),
+        "the copy in {WEST} is gone"
+    );
     assert_eq!(west_audit.snapshots().await, Vec::<String>::new());
     let europe = local.ec2_in(EUROPE).await;
     let copy = &europe
@@ -165,13 +209,32 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
         .unwrap()
         .images()[0]
         .clone();
-    assert_eq!(tags_of(copy.tags()).get("team").map(String::as_str), Some("core"));
+    assert_eq!(
+        tags_of(copy.tags()).get("team").map(String::as_str),
+        Some("core")
+    );
+    assert_eq!(
+        parameter(&local, WEST, "/ecs-ami/images/base").await,
+        None,
+        "removed with its copy"
+    );
+    assert_eq!(
+        parameter(&local, EUROPE, "/ecs-ami/images/eu").await,
+        Some(europe_copy.clone())
+    );
 
     // A tag changed alone: retagged in place, the copy too, with the same id.
-    let third = distribution(json!([{"Region": EUROPE}]), "infra");
+    let third = distribution(
+        json!([{"Region": EUROPE}]),
+        "infra",
+        json!([{"Name": "/ecs-ami/images/base"}, {"Name": "/ecs-ami/images/eu", "Region": EUROPE}]),
+    );
     let retagged = invoke(&aws, update_from(stack, "req-3", &ami, &third, &second)).await;
     assert_eq!(retagged["Status"], "SUCCESS", "{retagged}");
-    assert_eq!(retagged["Data"][format!("ImageId.{EUROPE}")], json!(europe_copy));
+    assert_eq!(
+        retagged["Data"][format!("ImageId.{EUROPE}")],
+        json!(europe_copy)
+    );
     let copy = &europe
         .describe_images()
         .image_ids(&europe_copy)
@@ -180,7 +243,10 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
         .unwrap()
         .images()[0]
         .clone();
-    assert_eq!(tags_of(copy.tags()).get("team").map(String::as_str), Some("infra"));
+    assert_eq!(
+        tags_of(copy.tags()).get("team").map(String::as_str),
+        Some("infra")
+    );
     let snapshot = copy.block_device_mappings()[0]
         .ebs()
         .and_then(|e| e.snapshot_id())
@@ -199,19 +265,35 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
 
     // The audit sees every region: before the Delete, the copy is there.
     let before = left_anywhere(&audits, &[&ami]).await;
-    assert!(before.contains(&format!("{europe_copy} in {EUROPE}")), "{before:?}");
+    assert!(
+        before.contains(&format!("{europe_copy} in {EUROPE}")),
+        "{before:?}"
+    );
 
     let deleted = invoke(&aws, event("Delete", stack, "req-4", Some(&ami), third)).await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     assert!(
-        deleted["Reason"].as_str().unwrap().contains(&format!("deregistered copy {europe_copy} in {EUROPE}")),
+        deleted["Reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("deregistered copy {europe_copy} in {EUROPE}")),
         "{deleted}"
     );
+    for (region, name) in [
+        ("us-east-1", "/ecs-ami/images/base"),
+        (EUROPE, "/ecs-ami/images/eu"),
+    ] {
+        assert_eq!(
+            parameter(&local, region, name).await,
+            None,
+            "{name} in {region}"
+        );
+    }
     report::record_clean(
         "regions-lifecycle",
         "Update",
-        "Regions: a Create copying to one region (every state handed over), an Update moving the copy to another region with a tag changed, an Update changing the tag alone, then Delete",
-        "the copy is available, tagged, shared, deprecated and IMDSv2 like the AMI and named by ImageId.<region>; Updates keep the AMI, launch nothing, remove the dropped region's copy and snapshots, add the new one and retag it; Delete removes the AMI and every copy in every region",
+        "Regions: a Create copying to one region with an SsmParameters name in each region (every state handed over), an Update moving the copy and its parameter to another region with a tag changed, an Update changing the tag alone, then Delete",
+        "the copy is available, tagged, shared, deprecated and IMDSv2 like the AMI and named by ImageId.<region>, each region's parameter holding its own AMI; Updates keep the AMI, launch nothing, remove the dropped region's copy and snapshots, add the new one and retag it; Delete removes the AMI, every copy and every parameter in every region",
         &left_anywhere(&audits, &[]).await,
     );
 }
@@ -225,7 +307,11 @@ async fn a_failed_or_refused_copy_fails_the_build_and_leaves_nothing_in_any_regi
     let stack = "regions-refused";
     let audits_refused = audits(&local, stack).await;
     let properties = one_step_properties(json!({"Regions": [{"Region": WEST}]}));
-    let refused = invoke(&aws, event("Create", stack, "req-1", None, properties.clone())).await;
+    let refused = invoke(
+        &aws,
+        event("Create", stack, "req-1", None, properties.clone()),
+    )
+    .await;
     assert_eq!(refused["Status"], "FAILED", "{refused}");
     let reason = refused["Reason"].as_str().unwrap();
     assert!(
@@ -250,7 +336,10 @@ async fn a_failed_or_refused_copy_fails_the_build_and_leaves_nothing_in_any_regi
     let failed = invoke(&aws, event("Create", stack, "req-1", None, properties)).await;
     assert_eq!(failed["Status"], "FAILED", "{failed}");
     let reason = failed["Reason"].as_str().unwrap();
-    assert!(reason.contains("waiting for the copies in other regions: the copy ami-"), "{reason}");
+    assert!(
+        reason.contains("waiting for the copies in other regions: the copy ami-"),
+        "{reason}"
+    );
     assert!(reason.contains("in us-west-2 ended failed"), "{reason}");
     assert!(reason.contains("in us-west-2"), "{reason}");
     let left_failed = left_anywhere(&audits_failed, &[]).await;
@@ -261,7 +350,10 @@ async fn a_failed_or_refused_copy_fails_the_build_and_leaves_nothing_in_any_regi
     let bad = invoke(&aws, event("Create", "regions-home", "req-1", None, home)).await;
     assert_eq!(bad["Status"], "FAILED", "{bad}");
     assert!(
-        bad["Reason"].as_str().unwrap().contains("Regions[0].Region: us-east-1 is the region the AMI is built in"),
+        bad["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("Regions[0].Region: us-east-1 is the region the AMI is built in"),
         "{bad}"
     );
     assert_launched_nothing(&local.take_calls().await);

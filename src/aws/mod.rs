@@ -233,7 +233,11 @@ impl Aws {
         let region = aws_config::Region::new(region.to_owned());
         Aws {
             ec2: aws_sdk_ec2::Client::from_conf(
-                self.ec2.config().to_builder().region(region.clone()).build(),
+                self.ec2
+                    .config()
+                    .to_builder()
+                    .region(region.clone())
+                    .build(),
             ),
             ssm: aws_sdk_ssm::Client::from_conf(
                 self.ssm.config().to_builder().region(region).build(),

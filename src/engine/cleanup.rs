@@ -160,10 +160,15 @@ pub(crate) async fn clean_up_all(
     for region in &known.regions {
         let there = aws.in_region(region);
         let mut found = Report::default();
-        let released = deregister_images(&there, &tags, &Leftovers::default(), None, &mut found).await;
+        let released =
+            deregister_images(&there, &tags, &Leftovers::default(), None, &mut found).await;
         delete_snapshots(&there, &tags, released, &mut found).await;
-        report.done.extend(found.done.into_iter().map(|d| format!("{d} in {region}")));
-        report.left.extend(found.left.into_iter().map(|l| format!("{l} in {region}")));
+        report
+            .done
+            .extend(found.done.into_iter().map(|d| format!("{d} in {region}")));
+        report
+            .left
+            .extend(found.left.into_iter().map(|l| format!("{l} in {region}")));
     }
     let complete = report.left.is_empty();
     (report.sentence(identity), complete)

@@ -18,7 +18,7 @@ use crate::aws::{Aws, AwsError, CopyRequest, Image};
 use crate::cfn::{Identity, Outcome};
 use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
 use crate::engine::failure::BuildError;
-use crate::engine::tags::{TAG_COPY_OF, identity_tags, resource_tags};
+use crate::engine::tags::{TAG_COPY_OF, TAG_REQUEST, identity_tags, resource_tags};
 use crate::hash::sha256_hex;
 use crate::spec::{AmiSpec, TAG_PREFIX};
 
@@ -70,19 +70,22 @@ fn in_region(region: &str) -> impl Fn(AwsError) -> BuildError + '_ {
     }
 }
 
-/// Starts the copy to each of `spec.regions` that has none yet (one already made by an earlier
-/// delivery of the request is taken as it is). `home` is the image, in the region `aws` calls.
+/// Starts the copy to each of `spec.regions` that has none yet (one already there, made by this
+/// request's earlier delivery or by an earlier request, is taken as it is). `home` is the
+/// image, in the region `aws` calls. Answers every region's copy, and the regions whose copy
+/// this request made (and its failure removes).
 pub(crate) async fn start(
     aws: &Aws,
     identity: &Identity,
     home: &Image,
     spec: &AmiSpec,
-) -> Result<Copies, BuildError> {
+) -> Result<(Copies, Vec<String>), BuildError> {
     let source_region = aws.region().unwrap_or_default();
     let mut tags = home.tags.clone();
     tags.extend(identity_tags(identity));
     tags.insert(TAG_COPY_OF.into(), home.id.clone());
     let mut copies = Copies::new();
+    let mut made = Vec::new();
     for wanted in &spec.regions {
         let region = wanted.region.as_str();
         let there = aws.in_region(region);
@@ -97,8 +100,14 @@ pub(crate) async fn start(
                 .map_err(in_region(region))?;
         }
         let id = match existing {
-            Some(copy) if copy.state != "failed" => copy.id,
+            Some(copy) if copy.state != "failed" => {
+                if copy.tags.get(TAG_REQUEST) == Some(&identity.request_id) {
+                    made.push(region.to_owned());
+                }
+                copy.id
+            }
             _ => {
+                made.push(region.to_owned());
                 let request = CopyRequest {
                     source_image: home.id.clone(),
                     source_region: source_region.clone(),
@@ -117,7 +126,7 @@ pub(crate) async fn start(
         tracing::info!(region, image_id = %id, source = %home.id, "copy requested");
         copies.insert(region.to_owned(), id);
     }
-    Ok(copies)
+    Ok((copies, made))
 }
 
 /// Where the copies stand.
@@ -216,7 +225,9 @@ pub(crate) async fn settle(
         let Some(copy) = copy.filter(|c| c.state == "available") else {
             return Ok(Settled::Incomplete);
         };
-        retag(&there, home, &copy).await.map_err(in_region(region))?;
+        retag(&there, home, &copy)
+            .await
+            .map_err(in_region(region))?;
         copies.insert(region.to_owned(), copy.id.clone());
         ready.push((region.to_owned(), copy));
     }
@@ -238,7 +249,8 @@ async fn retag(there: &Aws, home: &Image, copy: &Image) -> Result<(), AwsError> 
         .tags
         .keys()
         .filter(|k| {
-            !wanted.contains_key(*k) && (!k.starts_with(TAG_PREFIX) || is_image_tag(k))
+            !wanted.contains_key(*k)
+                && (!k.starts_with(TAG_PREFIX) || is_image_tag(k))
                 && !own.contains(&k.as_str())
         })
         .cloned()

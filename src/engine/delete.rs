@@ -8,6 +8,7 @@ use crate::cfn::{Identity, Outcome};
 use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
 use crate::engine::failure::DeleteError;
 use crate::engine::tags::{TAG_IMAGE, image_outcome, owned_by, resource_tags};
+use crate::spec::ParameterNames;
 
 /// Delete: deregister the image and delete every snapshot it used. An id that is not an image, an
 /// image already gone, and an image some other resource built all end in SUCCESS, and say so.
@@ -18,7 +19,7 @@ pub async fn delete(
     aws: &Aws,
     identity: &Identity,
     physical_id: &str,
-    (parameters, regions): (&[String], &[String]),
+    (parameters, regions): (&ParameterNames, &[String]),
 ) -> Result<Outcome, DeleteError> {
     if !crate::spec::is_ami_id(physical_id) {
         return Ok(Outcome::success(physical_id, BTreeMap::new())
@@ -58,12 +59,26 @@ pub async fn delete(
     snapshots.extend(found);
     snapshots.sort();
     snapshots.dedup();
-    crate::engine::publish::unpublish(aws, physical_id, parameters)
+    crate::engine::publish::unpublish(aws, physical_id, &parameters.home)
         .await
         .map_err(|error| DeleteError::Unpublish {
             image: physical_id.to_owned(),
             error,
         })?;
+    if !parameters.copies.is_empty() {
+        let copies = crate::engine::copies::found(aws, identity, physical_id, regions).await;
+        for (region, names) in &parameters.copies {
+            let Some(copy) = copies.get(region) else {
+                continue;
+            };
+            crate::engine::publish::unpublish(&aws.in_region(region), copy, names)
+                .await
+                .map_err(|error| DeleteError::Unpublish {
+                    image: format!("{copy} (its copy in {region})"),
+                    error,
+                })?;
+        }
+    }
     let copies = crate::engine::copies::remove(aws, identity, physical_id, regions).await;
     if !copies.left.is_empty() {
         return Err(DeleteError::CopiesRemain {

@@ -135,6 +135,12 @@ pub enum BuildError {
     },
     #[error("{what} could not be removed: {error}")]
     CopyNotRemoved { what: String, error: AwsError },
+    /// A copy's id could not be published to the `SsmParameters` of its region.
+    #[error("in {region}: {error}")]
+    PublishIn {
+        region: String,
+        error: crate::engine::publish::PublishError,
+    },
     /// The AMI's id could not be published to `SsmParameters` (those written are put back).
     #[error("{0}")]
     Publish(#[from] crate::engine::publish::PublishError),
@@ -248,7 +254,9 @@ pub enum UpdateError {
         "Update could not remove the parameters it no longer names from image {image}: {error}"
     )]
     Unpublish { image: String, error: AwsError },
-    #[error("Update could not bring the copies of image {image} in other regions to its Regions: {error}")]
+    #[error(
+        "Update could not bring the copies of image {image} in other regions to its Regions: {error}"
+    )]
     Copies { image: String, error: BuildError },
 }
 

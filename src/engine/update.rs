@@ -1,11 +1,13 @@
 //! Update: retag in place when the content is unchanged, reuse an earlier image of the resource
 //! (a rollback), or rebuild.
 
+use std::collections::BTreeMap;
+
 use crate::aws::{Aws, AwsError, Image};
 use crate::cfn::{Identity, Outcome};
 use crate::engine::Timing;
-use crate::engine::create::{Build, Progress, Resolved, resolve};
 use crate::engine::copies::Settled;
+use crate::engine::create::{Build, Progress, Resolved, resolve};
 use crate::engine::failure::{BuildError, Failed, Failure, UpdateError};
 use crate::engine::tags::{
     TAG_FINGERPRINT, TAG_PROPERTIES, TAG_SOURCE, image_outcome, outputs_of, owned_by,
@@ -22,7 +24,7 @@ pub struct Previous {
     /// It asked for all the same but the sharing, the deprecation and the parameters.
     pub only_distribution_changed: bool,
     /// The `SsmParameters` it named.
-    pub parameters: Vec<String>,
+    pub parameters: crate::spec::ParameterNames,
     /// The `Regions` it named.
     pub regions: Vec<String>,
 }
@@ -44,23 +46,34 @@ pub async fn update(
     };
     let (plan, rolled_back) = match in_place {
         Some(answer) => (UpdatePlan::from(answer), false),
-        None => match roll_back(aws, identity, physical_id, &spec, previous.request.clone()).await {
-            Some(rolled_back) => (UpdatePlan::from(rolled_back), true),
-            None => (
-                retag_or_reuse(aws, identity, physical_id, &spec).await,
-                false,
-            ),
-        },
+        None => {
+            match roll_back(aws, identity, physical_id, &spec, previous.request.clone()).await {
+                Some(rolled_back) => (UpdatePlan::from(rolled_back), true),
+                None => (
+                    retag_or_reuse(aws, identity, physical_id, &spec).await,
+                    false,
+                ),
+            }
+        }
     };
     match plan {
         UpdatePlan::Answer(outcome) => {
             let image = outcome.physical_id.clone();
             let images = (image.as_str(), physical_id, rolled_back);
-            if let Err(error) = settle_parameters(aws, images, &spec, &previous.parameters).await
+            if let Err(error) =
+                settle_parameters(aws, images, &spec, &previous.parameters.home).await
             {
                 return update_failed(error);
             }
-            settle_copies(aws, identity, (outcome, physical_id), spec, &previous, timing).await
+            settle_copies(
+                aws,
+                identity,
+                (outcome, physical_id),
+                spec,
+                &previous,
+                timing,
+            )
+            .await
         }
         UpdatePlan::Fail(failed) => Progress::Failed(Box::new(failed)),
         UpdatePlan::Rebuild(resolved) => {
@@ -97,7 +110,7 @@ async fn settle_copies(
         .filter(|r| image_id == physical_id && !spec.regions.iter().any(|w| &w.region == *r))
         .cloned()
         .collect();
-    if spec.regions.is_empty() && dropped.is_empty() {
+    if spec.regions.is_empty() && dropped.is_empty() && previous.parameters.copies.is_empty() {
         return Progress::Finished(outcome);
     }
     let copies_failed = |error: BuildError| {
@@ -117,8 +130,32 @@ async fn settle_copies(
         }
         Err(error) => return copies_failed(error.into()),
     };
+    // Parameters in other regions that this request no longer names go first (those of a
+    // dropped region too, before its copy): only if they still hold the copy.
+    let unnamed: BTreeMap<String, Vec<String>> = previous
+        .parameters
+        .copies
+        .iter()
+        .map(|(region, names)| {
+            let kept = spec.copy_parameters.get(region);
+            let gone = names
+                .iter()
+                .filter(|n| kept.is_none_or(|k| !k.contains(n)))
+                .cloned()
+                .collect();
+            (region.clone(), gone)
+        })
+        .collect();
+    let regions: Vec<String> = unnamed.keys().cloned().collect();
+    let before = crate::engine::copies::found(aws, identity, &image.id, &regions).await;
+    if let Err(error) = publish_copies(aws, &before, &unnamed, false).await {
+        return copies_failed(error);
+    }
     match crate::engine::copies::settle(aws, identity, &image, &spec, &dropped).await {
         Ok(Settled::Complete(copies)) => {
+            if let Err(error) = publish_copies(aws, &copies, &spec.copy_parameters, true).await {
+                return copies_failed(error);
+            }
             Progress::Finished(crate::engine::copies::with_attributes(outcome, &copies))
         }
         Ok(Settled::Incomplete) => {
@@ -129,6 +166,37 @@ async fn settle_copies(
         }
         Err(error) => copies_failed(error),
     }
+}
+
+/// Publishes (or, `publish` false, unpublishes) each region's parameters with its copy's id.
+pub(crate) async fn publish_copies(
+    aws: &Aws,
+    copies: &BTreeMap<String, String>,
+    parameters: &BTreeMap<String, Vec<String>>,
+    publish: bool,
+) -> Result<(), BuildError> {
+    for (region, names) in parameters {
+        let Some(copy) = copies.get(region) else {
+            continue;
+        };
+        let there = aws.in_region(region);
+        if publish {
+            crate::engine::publish::publish(&there, copy, names)
+                .await
+                .map_err(|error| BuildError::PublishIn {
+                    region: region.clone(),
+                    error,
+                })?;
+        } else {
+            crate::engine::publish::unpublish(&there, copy, names)
+                .await
+                .map_err(|error| BuildError::InRegion {
+                    region: region.clone(),
+                    error,
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// What an Update comes to before any build.

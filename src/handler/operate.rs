@@ -65,7 +65,7 @@ fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, P
             _ => Ok(spec),
         })
         .and_then(|spec| match home {
-            Some(home) => spec.check_regions(home).map(|()| spec),
+            Some(home) => spec.check_regions(home),
             None => Ok(spec),
         })
         .map(Some)
@@ -146,9 +146,10 @@ pub(super) async fn operate_alone(
     let (aws, identity) = (aws.clone(), &request.identity);
     let spec = match (&request.operation, spec) {
         (Operation::Delete { physical_id }, _) => {
-            let parameters = crate::spec::ssm_parameter_names(&request.properties);
+            let parameters =
+                crate::spec::ssm_parameter_names(&request.properties, aws.region().as_deref());
             let regions = crate::spec::region_names(&request.properties);
-            let distributed = (parameters.as_slice(), regions.as_slice());
+            let distributed = (&parameters, regions.as_slice());
             return match engine::delete(&aws, identity, physical_id, distributed).await {
                 Ok(outcome) => Progress::Finished(outcome),
                 Err(error) => Progress::Failed(Box::new(Failed {
@@ -183,7 +184,10 @@ pub(super) async fn operate_alone(
                 },
                 only_distribution_changed: old
                     .is_ok_and(|old| spec.differs_only_in_distribution(&old)),
-                parameters: crate::spec::ssm_parameter_names(old_properties),
+                parameters: crate::spec::ssm_parameter_names(
+                    old_properties,
+                    aws.region().as_deref(),
+                ),
                 regions: crate::spec::region_names(old_properties),
             };
             engine::update(&aws, identity, physical_id, (spec, previous), &timing).await

@@ -27,9 +27,9 @@ use ids::{
     check_ami_name, check_instance_profile, check_parameter_name, is_instance_type, is_resource_id,
 };
 use parameters::parse_ssm_parameters;
+pub use parameters::{MAX_SSM_PARAMETERS, ParameterNames, ssm_parameter_names};
 use regions::parse_regions;
 pub use regions::{CopyRegion, MAX_REGIONS, is_region_name, region_names};
-pub use parameters::{MAX_SSM_PARAMETERS, ssm_parameter_names};
 pub use sharing::LaunchPermissions;
 use sharing::parse_launch_permissions;
 pub use source_filter::SourceFilter;
@@ -145,6 +145,9 @@ pub struct AmiSpec {
     /// Parameters that hold the AMI's id. Not part of the fingerprint: a change is applied to
     /// the existing image's parameters.
     pub ssm_parameters: Vec<String>,
+    /// Parameters in other regions (`Region` given), each holding the id of the AMI's copy
+    /// there: region -> names. Not part of the fingerprint.
+    pub copy_parameters: BTreeMap<String, Vec<String>>,
     /// The other regions the AMI is copied to. Not part of the fingerprint: a change adds or
     /// removes copies of the existing image.
     pub regions: Vec<CopyRegion>,
@@ -164,6 +167,7 @@ impl AmiSpec {
             launch_permissions: LaunchPermissions::default(),
             deprecate_after_days: None,
             ssm_parameters: Vec::new(),
+            copy_parameters: BTreeMap::new(),
             regions: Vec::new(),
             ..spec.clone()
         };
@@ -176,10 +180,10 @@ impl AmiSpec {
         let problems: Vec<String> = self
             .ssm_parameters
             .iter()
-            .enumerate()
-            .filter(|(_, name)| !name.starts_with(prefix))
-            .map(|(i, name)| {
-                format!("SsmParameters[{i}].Name: {name} is outside this deployment's ImageParameterPrefix {prefix}, the only parameters the function may write")
+            .chain(self.copy_parameters.values().flatten())
+            .filter(|name| !name.starts_with(prefix))
+            .map(|name| {
+                format!("SsmParameters: {name} is outside this deployment's ImageParameterPrefix {prefix}, the only parameters the function may write")
             })
             .collect();
         if problems.is_empty() {
@@ -189,10 +193,12 @@ impl AmiSpec {
         }
     }
 
-    /// `Regions` naming `home` (the function's own region, where the AMI is built) are refused:
-    /// there is nothing to copy there.
-    pub fn check_regions(&self, home: &str) -> Result<(), PropertyErrors> {
-        let problems: Vec<String> = self
+    /// Once the function's own region (`home`, where the AMI is built) is known: `Regions` naming
+    /// it are refused (there is nothing to copy there); `SsmParameters` naming it join those
+    /// without a Region; those naming a region that is neither it nor one of `Regions` are
+    /// refused (no copy of the AMI is there).
+    pub fn check_regions(mut self, home: &str) -> Result<AmiSpec, PropertyErrors> {
+        let mut problems: Vec<String> = self
             .regions
             .iter()
             .enumerate()
@@ -201,8 +207,23 @@ impl AmiSpec {
                 format!("Regions[{i}].Region: {} is the region the AMI is built in (the function's); list only the regions to copy it to", r.region)
             })
             .collect();
+        if let Some(names) = self.copy_parameters.remove(home) {
+            for name in names {
+                if !self.ssm_parameters.contains(&name) {
+                    self.ssm_parameters.push(name);
+                }
+            }
+        }
+        for (region, names) in &self.copy_parameters {
+            if !self.regions.iter().any(|r| &r.region == region) {
+                problems.push(format!(
+                    "SsmParameters: {} names Region {region}, which is neither this function's region ({home}) nor one of Regions: no copy of the AMI is there",
+                    names.join(", ")
+                ));
+            }
+        }
         if problems.is_empty() {
-            Ok(())
+            Ok(self)
         } else {
             Err(PropertyErrors { problems })
         }
@@ -275,8 +296,17 @@ impl AmiSpec {
         let launch_permissions = launch_permissions
             .and_then(|value| parse_launch_permissions(value, &mut problems))
             .unwrap_or_default();
-        let ssm_parameters =
-            parse_ssm_parameters(ssm_parameters.unwrap_or_default(), &mut problems);
+        let mut copy_parameters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut home_parameters = Vec::new();
+        for (name, region) in
+            parse_ssm_parameters(ssm_parameters.unwrap_or_default(), &mut problems)
+        {
+            match region {
+                Some(region) => copy_parameters.entry(region).or_default().push(name),
+                None => home_parameters.push(name),
+            }
+        }
+        let ssm_parameters = home_parameters;
         let regions = parse_regions(regions.unwrap_or_default(), &mut problems);
         if let Some(value) = &imds_support
             && value != "v2.0"
@@ -305,6 +335,7 @@ impl AmiSpec {
             launch_permissions,
             imds_support,
             ssm_parameters,
+            copy_parameters,
             regions,
         })
     }

@@ -15,7 +15,13 @@ pub const MAX_SSM_PARAMETERS: usize = 20;
 /// The function's own records, which no user parameter may overwrite.
 const RESERVED: [&str; 2] = ["/ecs-ami/leases", "/ecs-ami/requests"];
 
-pub(super) fn parse_ssm_parameters(items: Vec<Value>, problems: &mut Problems) -> Vec<String> {
+/// Each parameter's name and, for one in another region (holding that region's copy), the
+/// region. Which region is the function's own is known only when the request is handled:
+/// [`AmiSpec::check_regions`] sorts them.
+pub(super) fn parse_ssm_parameters(
+    items: Vec<Value>,
+    problems: &mut Problems,
+) -> Vec<(String, Option<String>)> {
     if items.len() > MAX_SSM_PARAMETERS {
         problems.add(
             "SsmParameters",
@@ -25,7 +31,7 @@ pub(super) fn parse_ssm_parameters(items: Vec<Value>, problems: &mut Problems) -
             ),
         );
     }
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<(String, Option<String>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = format!("SsmParameters[{i}]");
         let Some(map) = item.as_object() else {
@@ -37,6 +43,7 @@ pub(super) fn parse_ssm_parameters(items: Vec<Value>, problems: &mut Problems) -
         };
         let mut fields = Fields::new(&path, map, problems);
         let name = fields.string("Name");
+        let region = fields.string("Region");
         fields.finish();
         let Some(name) = name else {
             problems.add(
@@ -45,13 +52,26 @@ pub(super) fn parse_ssm_parameters(items: Vec<Value>, problems: &mut Problems) -
             );
             continue;
         };
+        if let Some(region) = region.as_ref().filter(|r| !is_region_name(r)) {
+            problems.add(
+                &format!("{path}.Region"),
+                format!("{region:?} is not a region name such as eu-west-1"),
+            );
+            continue;
+        }
         let path = format!("{path}.Name");
-        if let Some(problem) = name_problem(&name) {
+        let target = (name, region);
+        if let Some(problem) = name_problem(&target.0) {
             problems.add(&path, problem);
-        } else if names.contains(&name) {
-            problems.add(&path, format!("{name} is given twice"));
+        } else if names.contains(&target) {
+            let place = target
+                .1
+                .as_deref()
+                .map(|r| format!(" in {r}"))
+                .unwrap_or_default();
+            problems.add(&path, format!("{}{place} is given twice", target.0));
         } else {
-            names.push(name);
+            names.push(target);
         }
     }
     names
@@ -90,15 +110,41 @@ fn name_problem(name: &str) -> Option<String> {
 }
 
 /// The parameter names of a request's properties, read leniently: a Delete removes what its
-/// resource published even when its properties would not validate any more.
-pub fn ssm_parameter_names(properties: &Value) -> Vec<String> {
-    properties
+/// resource published even when its properties would not validate any more. Those of the
+/// function's region (`home`), and those of each other region.
+pub fn ssm_parameter_names(properties: &Value, home: Option<&str>) -> ParameterNames {
+    let mut names = ParameterNames::default();
+    let items = properties
         .get("SsmParameters")
         .and_then(Value::as_array)
         .into_iter()
-        .flatten()
-        .filter_map(|item| item.get("Name")?.as_str())
-        .filter(|name| name_problem(name).is_none())
-        .map(str::to_owned)
-        .collect()
+        .flatten();
+    for item in items {
+        let Some(name) = item.get("Name").and_then(Value::as_str) else {
+            continue;
+        };
+        if name_problem(name).is_some() {
+            continue;
+        }
+        match item.get("Region").and_then(Value::as_str) {
+            None => names.home.push(name.to_owned()),
+            Some(region) if Some(region) == home => names.home.push(name.to_owned()),
+            Some(region) if is_region_name(region) => names
+                .copies
+                .entry(region.to_owned())
+                .or_default()
+                .push(name.to_owned()),
+            Some(_) => {}
+        }
+    }
+    names
+}
+
+/// `SsmParameters` by where they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParameterNames {
+    /// In the function's region, holding the AMI's id.
+    pub home: Vec<String>,
+    /// In another region of `Regions`, holding the id of the AMI's copy there.
+    pub copies: BTreeMap<String, Vec<String>>,
 }

@@ -103,7 +103,10 @@ pub(super) fn parse_regions(items: Vec<Value>, problems: &mut Problems) -> Vec<C
         let kms_key_id = fields.string("KmsKeyId");
         fields.finish();
         let Some(region) = region else {
-            problems.add(&path, "needs a Region: where to copy the AMI, such as eu-west-1");
+            problems.add(
+                &path,
+                "needs a Region: where to copy the AMI, such as eu-west-1",
+            );
             continue;
         };
         if !is_region_name(&region) {
@@ -154,10 +157,23 @@ mod tests {
 
     #[test]
     fn region_names_have_aws_shape() {
-        for good in ["us-east-1", "eu-central-2", "us-gov-west-1", "ap-southeast-5"] {
+        for good in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-5",
+        ] {
             assert!(is_region_name(good), "{good}");
         }
-        for bad in ["us-east", "useast1", "US-EAST-1", "us-east-0", "u-east-1", "us--1", ""] {
+        for bad in [
+            "us-east",
+            "useast1",
+            "US-EAST-1",
+            "us-east-0",
+            "u-east-1",
+            "us--1",
+            "",
+        ] {
             assert!(!is_region_name(bad), "{bad}");
         }
     }
@@ -179,7 +195,10 @@ mod tests {
             region,
         )
         .unwrap();
-        assert!(other.contains("is a key of us-east-1, not of eu-west-1"), "{other}");
+        assert!(
+            other.contains("is a key of us-east-1, not of eu-west-1"),
+            "{other}"
+        );
         for bad in ["key", "alias/", "arn:aws:s3:::bucket", "1234"] {
             assert!(kms_key_problem(bad, region).is_some(), "{bad}");
         }

@@ -296,20 +296,30 @@ fn ssm_parameters_are_full_names_outside_aws_and_the_functions_records() {
     // Read leniently for a Delete: the valid names of whatever the properties hold.
     let names = ssm_parameter_names(
         &json!({"SsmParameters": [{"Name": "/ok/a"}, {"Name": "bad"}, 7, {"Name": "/aws/x"}]}),
+        Some("us-east-1"),
     );
-    assert_eq!(names, ["/ok/a"]);
+    assert_eq!(names.home, ["/ok/a"]);
+    assert!(names.copies.is_empty());
 }
 
 #[test]
 fn ssm_parameters_outside_the_deployments_prefix_are_named() {
     let spec = AmiSpec::parse(&with(
-        json!({"SsmParameters": [{"Name": "/ecs-ami/images/a"}, {"Name": "/other/b"}]}),
+        json!({"Regions": [{"Region": "eu-west-1"}], "SsmParameters": [
+            {"Name": "/ecs-ami/images/a"},
+            {"Name": "/other/b"},
+            {"Name": "/other/c", "Region": "eu-west-1"},
+        ]}),
     ))
     .unwrap();
     let refused = spec.check_parameter_prefix("/ecs-ami/images/").unwrap_err();
-    assert_eq!(refused.problems.len(), 1, "{refused}");
+    assert_eq!(refused.problems.len(), 2, "{refused}");
     assert!(
-        refused.problems[0].starts_with("SsmParameters[1].Name: /other/b is outside"),
+        refused.problems[0].starts_with("SsmParameters: /other/b is outside"),
+        "{refused}"
+    );
+    assert!(
+        refused.problems[1].starts_with("SsmParameters: /other/c is outside"),
         "{refused}"
     );
     assert!(spec.check_parameter_prefix("/").is_ok());
@@ -824,4 +834,132 @@ fn all_problems_are_reported_together() {
 #[test]
 fn non_object_properties_are_refused() {
     assert_problem(json!("SourceAmi"), "ResourceProperties", "object");
+}
+
+#[test]
+fn regions_are_other_regions_each_with_an_optional_key_of_its_own() {
+    let spec = AmiSpec::parse(&with(json!({"Regions": [
+        {"Region": "eu-west-1"},
+        {"Region": "us-west-2", "KmsKeyId": "alias/ami-copies"},
+    ]})))
+    .unwrap();
+    assert_eq!(
+        spec.regions,
+        [
+            CopyRegion {
+                region: "eu-west-1".into(),
+                kms_key_id: None
+            },
+            CopyRegion {
+                region: "us-west-2".into(),
+                kms_key_id: Some("alias/ami-copies".into())
+            },
+        ]
+    );
+    let case = |regions: Value, path: &str, words: &str| {
+        assert_problem(with(json!({ "Regions": regions })), path, words)
+    };
+    case(json!("eu-west-1"), "Regions", "must be a list");
+    case(
+        json!(["eu-west-1"]),
+        "Regions[0]",
+        "must be an object with a Region",
+    );
+    case(
+        json!([{"KmsKeyId": "alias/x"}]),
+        "Regions[0]",
+        "needs a Region",
+    );
+    case(
+        json!([{"Region": "Europe"}]),
+        "Regions[0].Region",
+        "not a region name",
+    );
+    case(
+        json!([{"Region": "eu-west-1"}, {"Region": "eu-west-1"}]),
+        "Regions[1].Region",
+        "given twice",
+    );
+    case(
+        json!([{"Region": "eu-west-1", "KmsKeyId": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}]),
+        "Regions[0].KmsKeyId",
+        "a key of us-east-1, not of eu-west-1",
+    );
+    case(
+        json!([{"Region": "eu-west-1", "Kms": "x"}]),
+        "Regions[0].Kms",
+        "unknown property",
+    );
+    let many: Vec<Value> = (1..=17)
+        .map(|i| json!({"Region": format!("eu-west-{}", i.min(20))}))
+        .collect();
+    case(json!(many), "Regions", "at most 16");
+    // Only another region than the function's: known when the request is handled.
+    let home = AmiSpec::parse(&with(json!({"Regions": [{"Region": "us-east-1"}]})))
+        .unwrap()
+        .check_regions("us-east-1")
+        .unwrap_err();
+    assert!(
+        home.problems[0]
+            .starts_with("Regions[0].Region: us-east-1 is the region the AMI is built in"),
+        "{home:?}"
+    );
+    // Regions are distribution: a change of them alone never rebuilds.
+    let other = AmiSpec::parse(&with(json!({"Regions": [{"Region": "ap-south-1"}]}))).unwrap();
+    assert!(spec.differs_only_in_distribution(&other));
+}
+
+#[test]
+fn ssm_parameters_with_a_region_hold_that_regions_copy() {
+    let properties = with(json!({
+        "Regions": [{"Region": "eu-west-1"}],
+        "SsmParameters": [
+            {"Name": "/ecs-ami/images/base"},
+            {"Name": "/ecs-ami/images/base", "Region": "eu-west-1"},
+            {"Name": "/ecs-ami/images/home", "Region": "us-east-1"},
+        ],
+    }));
+    let spec = AmiSpec::parse(&properties)
+        .unwrap()
+        .check_regions("us-east-1")
+        .unwrap();
+    // The function's own region named explicitly is the same as no Region.
+    assert_eq!(
+        spec.ssm_parameters,
+        ["/ecs-ami/images/base", "/ecs-ami/images/home"]
+    );
+    assert_eq!(
+        spec.copy_parameters,
+        BTreeMap::from([(
+            "eu-west-1".to_owned(),
+            vec!["/ecs-ami/images/base".to_owned()]
+        )])
+    );
+    let names = ssm_parameter_names(&properties, Some("us-east-1"));
+    assert_eq!(names.home, ["/ecs-ami/images/base", "/ecs-ami/images/home"]);
+    assert_eq!(names.copies, spec.copy_parameters);
+    // A region without a copy of the AMI.
+    let nowhere = AmiSpec::parse(&with(json!({"SsmParameters": [
+        {"Name": "/ecs-ami/images/base", "Region": "ap-south-1"},
+    ]})))
+    .unwrap()
+    .check_regions("us-east-1")
+    .unwrap_err();
+    assert!(
+        nowhere.problems[0].contains("names Region ap-south-1, which is neither this function's region (us-east-1) nor one of Regions"),
+        "{nowhere:?}"
+    );
+    assert_problem(
+        with(json!({"SsmParameters": [{"Name": "/a", "Region": "Mars"}]})),
+        "SsmParameters[0].Region",
+        "not a region name",
+    );
+    assert_problem(
+        with(json!({"SsmParameters": [
+            {"Name": "/a", "Region": "eu-west-1"},
+            {"Name": "/a", "Region": "eu-west-1"},
+        ]})),
+        "SsmParameters[1].Name",
+        "/a in eu-west-1 is given twice",
+    );
 }

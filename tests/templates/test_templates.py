@@ -61,6 +61,8 @@ def actions_of(statement):
 
 ALL_OPTIONS = {"BuilderKmsKeyArns": "arn:aws:kms:us-east-1:123456789012:key/k",
                "BuilderRoleArns": "arn:aws:iam::123456789012:role/mine"}
+COPY_OPTIONS = {"AmiCopyRegions": "eu-west-1,us-west-2",
+                "AmiCopyKmsKeyArns": "arn:aws:kms:eu-west-1:123456789012:key/c"}
 
 
 def test_the_role_allows_every_call_the_code_makes():
@@ -69,7 +71,7 @@ def test_the_role_allows_every_call_the_code_makes():
     called = set(re.findall(r'"((?:ec2|ssm):[A-Z][A-Za-z]+)"', source))
     assert {"ec2:RunInstances", "ssm:SendCommand", "ssm:ListCommands"} <= called
     called |= {"lambda:InvokeFunction", "iam:PassRole"}
-    _, statements = role_statements()
+    _, statements = role_statements({**ALL_OPTIONS, **COPY_OPTIONS})
     allowed = {a for s in statements if s["Effect"] == "Allow" for a in actions_of(s)}
     assert sorted(called - allowed) == []
 
@@ -77,11 +79,12 @@ def test_the_role_allows_every_call_the_code_makes():
 DESTRUCTIVE = {"ec2:StopInstances", "ec2:TerminateInstances", "ec2:CreateImage", "ec2:CreateTags",
                "ec2:DeleteTags", "ec2:ModifyImageAttribute", "ec2:EnableImageDeprecation",
                "ec2:DisableImageDeprecation", "ec2:ModifySnapshotAttribute", "ec2:DeregisterImage",
-               "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ssm:SendCommand", "ec2:RunInstances"}
+               "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ssm:SendCommand", "ec2:RunInstances",
+               "ec2:CopyImage"}
 
 
 def test_no_destructive_action_on_everything_without_a_tag_condition():
-    _, statements = role_statements(ALL_OPTIONS)
+    _, statements = role_statements({**ALL_OPTIONS, **COPY_OPTIONS})
     for statement in statements:
         risky = DESTRUCTIVE & set(actions_of(statement))
         if risky and "*" in listed(statement["Resource"]):
@@ -161,3 +164,33 @@ def test_the_cluster_follows_the_image():
     stack = load(str(REPO / "cfn/ecs-stack.yaml"))["Resources"]
     assert stack["Cluster"]["Properties"]["Parameters"]["ImageId"] == {
         "Fn::GetAtt": ["Image", "Outputs.ImageId"]}
+
+
+def test_copies_only_to_the_listed_regions_and_only_tagged():
+    """Regions (CopyImage: https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/copy-ami-permissions.html):
+    without AmiCopyRegions the role grants nothing outside the function's region; with it, every
+    statement that reaches other regions is limited to them by aws:RequestedRegion, creates only
+    tagged copies, touches only tagged ones, and copies only this account's images."""
+    _, statements = role_statements()
+    assert not [s for s in statements if "ec2:CopyImage" in actions_of(s)]
+    assert not [r for s in statements for r in listed(s["Resource"])
+                if r.startswith("arn:") and r.split(":")[3] == "*"], "a statement reaches other regions"
+    _, statements = role_statements(COPY_OPTIONS)
+    regional = [s for s in statements
+                if any(r.startswith(("arn:aws:ec2:*:", "arn:aws:ssm:*:")) for r in listed(s["Resource"]))]
+    assert {s["Sid"] for s in regional} == {"CopyOnlyTaggedImages", "TagCopiesOnCreate",
+                                            "OperateOnlyOurCopies", "PublishImageParametersInCopyRegions"}
+    for statement in regional:
+        assert statement["Condition"]["StringEquals"]["aws:RequestedRegion"] == ["eu-west-1", "us-west-2"]
+    by_sid = {s["Sid"]: s for s in statements}
+    assert by_sid["CopyOnlyTaggedImages"]["Condition"]["StringLike"] == {"aws:RequestTag/ecs-ami:logical-id": "?*"}
+    assert by_sid["TagCopiesOnCreate"]["Condition"]["StringEquals"]["ec2:CreateAction"] == "CopyImage"
+    assert "aws:ResourceTag/ecs-ami:logical-id" in by_sid["OperateOnlyOurCopies"]["Condition"]["StringLike"]
+    source = by_sid["CopyFromOwnImages"]
+    assert source["Resource"] == "arn:aws:ec2:us-east-1::image/*"
+    assert source["Condition"]["StringEquals"]["ec2:Owner"] == "123456789012"
+    (copies_kms,) = [s for s in statements if s["Sid"] == "EncryptCopies"]
+    assert listed(copies_kms["Resource"]) == ["arn:aws:kms:eu-west-1:123456789012:key/c"]
+    assert copies_kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
+    _, statements = role_statements({"AmiCopyRegions": "eu-west-1"})
+    assert "EncryptCopies" not in {s["Sid"] for s in statements}

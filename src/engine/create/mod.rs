@@ -78,6 +78,7 @@ impl Build {
                 outputs: BTreeMap::new(),
                 launched_at_ms: None,
                 copies: BTreeMap::new(),
+                copies_made: Vec::new(),
                 kept_image: false,
             },
         }
@@ -211,7 +212,8 @@ impl Build {
         // Publishing may wait for Parameter Store, and put parameters back, for up to
         // `publish::LONGEST`: it starts only with that much time before the hand-over.
         let reserve = if self.state.phase == Phase::Publish {
-            crate::engine::publish::LONGEST
+            // Each region's parameters are published in turn.
+            crate::engine::publish::LONGEST * (1 + self.spec.copy_parameters.len() as u32)
         } else {
             Duration::ZERO
         };
@@ -437,6 +439,14 @@ impl Build {
             && !self.spec.ssm_parameters.is_empty()
         {
             crate::engine::publish::put_back_all(aws, image, &self.spec.ssm_parameters).await;
+        }
+        // A copy this build made goes with it: so do the parameters it may have been published to.
+        for (region, names) in &self.spec.copy_parameters {
+            if let Some(copy) = self.state.copies.get(region)
+                && self.state.copies_made.contains(region)
+            {
+                crate::engine::publish::put_back_all(&aws.in_region(region), copy, names).await;
+            }
         }
         let known = self.leftovers(cancel_command);
         let report = clean_up(aws, identity, &known, not_found_grace).await;

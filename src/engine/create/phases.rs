@@ -9,10 +9,10 @@ use super::{Build, Next, Phase, resolve, step_comment, step_number};
 use crate::aws::{Aws, ImageRequest, LaunchRequest, StepResult, StepStatus};
 use crate::cfn::Identity;
 use crate::engine::cleanup::{NOT_KNOWN, terminate_builder};
+use crate::engine::copies::{self, CopiesPoll};
 use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
 use crate::engine::tags::{TAG_IMAGE, client_token, identity_tags, image_tags};
 use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
-use crate::engine::copies::{self, CopiesPoll};
 use crate::engine::{Timing, clock};
 use crate::spec::script;
 
@@ -484,7 +484,7 @@ impl Build {
 
     /// Publishing, if the spec names parameters; otherwise the end.
     fn after_copies(&self) -> Phase {
-        if self.spec.ssm_parameters.is_empty() {
+        if self.spec.ssm_parameters.is_empty() && self.spec.copy_parameters.is_empty() {
             Phase::Done
         } else {
             Phase::Publish
@@ -500,7 +500,9 @@ impl Build {
                 reason: Some("it was available, then no longer listed".into()),
             });
         };
-        self.state.copies = copies::start(aws, identity, &image, &self.spec).await?;
+        let (copies, made) = copies::start(aws, identity, &image, &self.spec).await?;
+        self.state.copies = copies;
+        self.state.copies_made = made;
         Ok(Next::Now(Phase::AwaitCopies {
             waited: Duration::ZERO,
         }))
@@ -539,6 +541,13 @@ impl Build {
     async fn publish(&mut self, aws: &Aws) -> Result<Next, BuildError> {
         let image_id = self.state.image_id.as_deref().expect("image exists");
         crate::engine::publish::publish(aws, image_id, &self.spec.ssm_parameters).await?;
+        crate::engine::update::publish_copies(
+            aws,
+            &self.state.copies,
+            &self.spec.copy_parameters,
+            true,
+        )
+        .await?;
         Ok(Next::Now(Phase::Done))
     }
 }

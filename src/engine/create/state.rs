@@ -107,6 +107,9 @@ pub struct BuildState {
     /// The image's copies in other regions (`Regions`): region -> image id.
     #[serde(default)]
     pub copies: BTreeMap<String, String>,
+    /// The regions whose copy this request made (the others' were there before it).
+    #[serde(default)]
+    pub copies_made: Vec<String>,
     /// The image was not made by this build (an Update that only adds Regions starts at the
     /// copy): a failure removes the copies this request made, never the image.
     #[serde(default)]
