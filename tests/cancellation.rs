@@ -594,3 +594,70 @@ async fn a_stale_lease_never_costs_the_current_image() {
         Some(audit.leftovers(&[&ami]).await.len()),
     );
 }
+
+/// A Create cancelled while it waits for its copy in another region (`Regions`): the Delete that
+/// follows stops it, and the copy goes with the AMI, in its own region, before the Delete answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_create_leaves_no_copy_in_any_region() {
+    const WEST: &str = "us-west-2";
+    // Copies stay pending for 60 s: the Delete lands while the build waits for one.
+    let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_COPY_DELAY", "60")]).await;
+    local
+        .set_role(json!({"parameters": {"AmiCopyRegions": WEST}}))
+        .await;
+    let aws = local.aws().await;
+    let stack = "cancel-copy";
+    let home = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let west = Audit {
+        ec2: local.ec2_in(WEST).await,
+        stack_id: stack_id(stack),
+    };
+    let mut properties = properties(json!([{"Name": "quick", "Commands": ["true"]}]));
+    properties["Regions"] = json!([{"Region": WEST}]);
+    let create = start(
+        &aws,
+        event("Create", stack, "req-create", None, properties.clone()),
+    )
+    .await;
+    until(Duration::from_secs(60), "a copy being made", || async {
+        !west.images().await.is_empty()
+    })
+    .await;
+    // CloudFormation's Delete carries the resource's properties.
+    let deleted = invoke(
+        &aws,
+        event(
+            "Delete",
+            stack,
+            "req-delete",
+            Some(&format!("{stack}-Ami-1QX7R2M9ZK4T")),
+            properties,
+        ),
+    )
+    .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    let reason = deleted["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Stopped the build of request req-create"),
+        "{reason}"
+    );
+    home.assert_only(&[]).await;
+    assert_eq!(
+        west.leftovers(&[]).await,
+        Vec::<String>::new(),
+        "left in {WEST}"
+    );
+    assert_eq!(create.end(Duration::from_secs(30)).await, None);
+    let mut left = home.leftovers(&[]).await;
+    left.extend(west.leftovers(&[]).await);
+    report::record_clean(
+        "lifecycle-cancel-copy",
+        SECTION,
+        "A Create with Regions cancelled by CloudFormation while it waits for its copy in another region; then the Delete, with the Create's properties",
+        "the Delete stops the build; the AMI, its snapshots, and the copy and its snapshots in the other region are removed before it answers SUCCESS; the cancelled Create answers nothing",
+        &left,
+    );
+}

@@ -12,17 +12,7 @@ use common::{ECS_AL2023, LocalAws, PROFILE, event, report};
 use serde_json::{Value, json};
 
 fn ecs_ami(local: &LocalAws) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ecs-ami"));
-    command
-        .env("AWS_ENDPOINT_URL", &local.endpoint)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "local")
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env_remove("ECS_AMI_HANDOVER_EVERY_STATE")
-        // The retry takes over once the killed invocation's lease runs out: 3 s instead of 5 min.
-        .env("ECS_AMI_LEASE_SECONDS", "3")
-        .env("NO_COLOR", "1");
-    command
+    local.ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
 }
 
 async fn count_tagged(ec2: &aws_sdk_ec2::Client, request_id: &str) -> (usize, Vec<String>, usize) {

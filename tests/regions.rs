@@ -362,9 +362,149 @@ async fn a_failed_or_refused_copy_fails_the_build_and_leaves_nothing_in_any_regi
     left.extend(left_failed);
     report::record_clean(
         "regions-copy-fails",
-        "Failure",
+        "AWS errors during a build",
         "Regions: the copy refused by IAM (a region not in AmiCopyRegions), then a copy that ends failed; and Regions naming the function's own region",
         "FAILED naming the region and the copy; the AMI, its snapshots and the copy removed in every region; the function's own region refused before anything is launched",
         &left,
+    );
+}
+
+/// `UpdateReplacePolicy: Retain`: CloudFormation sends no Delete for the AMI a rebuild replaced
+/// (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-attribute-updatereplacepolicy.html).
+/// The resource must not remove it on its own: the rebuild leaves it, its copies and its
+/// deprecation as they were, and the stack's later Delete (of the new AMI) leaves it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_ami_outlives_its_replacement_and_the_stack() {
+    let local = LocalAws::start().await;
+    allow_copies_to(&local, WEST).await;
+    let aws = local.aws().await;
+    let stack = "regions-retain";
+    let audits = audits(&local, stack).await;
+    let properties = |greeting: &str| {
+        json!({
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
+            "SourceAmiParameter": "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",
+            "IamInstanceProfile": "ecs-ami-builder",
+            "Steps": [{"Name": "hello", "Commands": [format!("echo {greeting}")]}],
+            "Regions": [{"Region": WEST}],
+            "DeprecateAfterDays": 7,
+            "SsmParameters": [{"Name": "/ecs-ami/images/retained"}],
+        })
+    };
+    let first = properties("hello");
+    let created = invoke(&aws, event("Create", stack, "req-1", None, first.clone())).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let old = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let old_copy = created["Data"][format!("ImageId.{WEST}")]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // New content: a new AMI. With Retain, no Delete of the old one follows.
+    let second = properties("bonjour");
+    let rebuilt = invoke(&aws, update_from(stack, "req-2", &old, &second, &first)).await;
+    assert_eq!(rebuilt["Status"], "SUCCESS", "{rebuilt}");
+    let new = rebuilt["PhysicalResourceId"].as_str().unwrap().to_owned();
+    assert_ne!(new, old, "a rebuild answers a new AMI");
+    assert_eq!(
+        parameter(&local, "us-east-1", "/ecs-ami/images/retained").await,
+        Some(new.clone())
+    );
+
+    let deleted = invoke(&aws, event("Delete", stack, "req-3", Some(&new), second)).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+
+    for (region, image) in [("us-east-1", &old), (WEST, &old_copy)] {
+        let found = local
+            .ec2_in(region)
+            .await
+            .describe_images()
+            .image_ids(image)
+            .send()
+            .await
+            .unwrap();
+        let found = &found.images()[0];
+        assert_eq!(
+            found.state().unwrap().as_str(),
+            "available",
+            "{image} in {region}"
+        );
+        assert!(
+            found.deprecation_time().is_some(),
+            "{image} in {region} keeps its deprecation"
+        );
+    }
+    report::record_clean(
+        "regions-retain",
+        "Update",
+        "UpdateReplacePolicy: Retain (no Delete for the replaced AMI): a rebuild of an AMI copied to another region and deprecated after 7 days, then the stack's Delete of the new AMI",
+        "the replaced AMI and its copy stay available and keep their deprecation (the retention story); the parameter moves to the new AMI; the Delete removes the new AMI and its copy only",
+        &left_anywhere(&audits, &[&old, &old_copy]).await,
+    );
+}
+
+/// An invocation killed (SIGKILL, as Lambda ends one that timed out) once it has asked for the
+/// copy, then the event delivered again: the retry finds the copy by its tags (or CopyImage's
+/// ClientToken answers it again) and waits for it; one copy, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_killed_while_copying_is_resumed_with_one_copy() {
+    let local = LocalAws::start_with(&[("ECS_AMI_EMULATOR_COPY_DELAY", "4")]).await;
+    allow_copies_to(&local, WEST).await;
+    let stack = "regions-crash";
+    let audits = audits(&local, stack).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("event.json");
+    let properties = one_step_properties(json!({"Regions": [{"Region": WEST}]}));
+    std::fs::write(
+        &path,
+        event("Create", stack, "req-1", None, properties).to_string(),
+    )
+    .unwrap();
+    let log_path = scratch.path().join("killed.log");
+    let mut first = local
+        .ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
+        .arg("invoke")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut asked = false;
+    for _ in 0..600 {
+        if std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("copy requested")
+        {
+            asked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(asked, "the first invocation reached the copy");
+
+    let retry = local
+        .ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
+        .arg("invoke")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&retry.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&retry.stderr)));
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let ami = answer["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let copy = answer["Data"][format!("ImageId.{WEST}")]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let west_images = audits[1].1.images().await;
+    assert_eq!(west_images, vec![copy.clone()], "one copy in {WEST}");
+    report::record_clean(
+        "regions-crash",
+        "Crashes and duplicate deliveries",
+        "Regions: `ecs-ami invoke` SIGKILLed right after it asked for the copy to another region, then the event delivered again",
+        "SUCCESS from the retry with the copy the first invocation asked for: one AMI, one copy, nothing else in any region",
+        &left_anywhere(&audits, &[&ami, &copy]).await,
     );
 }

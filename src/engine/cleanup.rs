@@ -10,6 +10,7 @@ use crate::aws::{Aws, AwsError, Image};
 use crate::cfn::Identity;
 use crate::engine::clock;
 use crate::engine::tags::{TAG_REQUEST, identity_tags};
+use crate::spec::ParameterNames;
 
 /// Whether an instance launched at `launched_at_ms` (on the [`clock`]) is younger than `window`.
 pub(crate) fn launched_within(launched_at_ms: Option<u64>, window: Duration) -> bool {
@@ -125,6 +126,9 @@ pub struct Leftovers {
     /// The other regions the build copies its image to (`Regions`): searched by the request's
     /// tags too.
     pub regions: Vec<String>,
+    /// `SsmParameters` that may hold an image (or a copy) cleanup finds: put back before it is
+    /// removed, so that nothing resolves to it (see `publish::put_back_all`).
+    pub parameters: ParameterNames,
 }
 
 pub(crate) const NOTHING_CREATED: &str = "Cleanup: nothing had been created";
@@ -154,14 +158,33 @@ pub(crate) async fn clean_up_all(
     let tags = identity_tags(identity);
     let mut report = Report::default();
     terminate_builders(aws, &tags, known, not_found_grace, &mut report).await;
-    let released = deregister_images(aws, &tags, known, keep, &mut report).await;
+    let released = deregister_images(
+        aws,
+        &tags,
+        (known, &known.parameters.home),
+        keep,
+        &mut report,
+    )
+    .await;
     delete_snapshots(aws, &tags, released, &mut report).await;
     delete_volumes(aws, &tags, &mut report).await;
     for region in &known.regions {
         let there = aws.in_region(region);
         let mut found = Report::default();
-        let released =
-            deregister_images(&there, &tags, &Leftovers::default(), None, &mut found).await;
+        let names = known
+            .parameters
+            .copies
+            .get(region)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let released = deregister_images(
+            &there,
+            &tags,
+            (&Leftovers::default(), names),
+            None,
+            &mut found,
+        )
+        .await;
         delete_snapshots(&there, &tags, released, &mut found).await;
         report
             .done
@@ -248,7 +271,7 @@ async fn terminate_builders(
 async fn deregister_images(
     aws: &Aws,
     tags: &BTreeMap<String, String>,
-    known: &Leftovers,
+    (known, parameters): (&Leftovers, &[String]),
     keep: Option<&str>,
     report: &mut Report,
 ) -> Released {
@@ -278,6 +301,9 @@ async fn deregister_images(
     };
     images.retain(|i| Some(i.id.as_str()) != keep);
     for image in &images {
+        if !parameters.is_empty() {
+            crate::engine::publish::put_back_all(aws, &image.id, parameters).await;
+        }
         match aws.deregister_image(&image.id).await {
             Ok(()) => {
                 report

@@ -40,7 +40,7 @@ impl Superseded {
 pub async fn supersede(
     aws: &Aws,
     identity: &Identity,
-    current_image: Option<&str>,
+    (current_image, distributed): (Option<&str>, &Leftovers),
     timing: &Timing,
 ) -> Result<Superseded, AwsError> {
     let mut result = Superseded::default();
@@ -84,7 +84,7 @@ pub async fn supersede(
         let (report, complete) = clean_up_all(
             aws,
             &target,
-            &Leftovers::default(),
+            distributed,
             timing.not_found_grace,
             current_image,
         )

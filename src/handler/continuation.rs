@@ -84,7 +84,7 @@ pub(super) async fn cannot_continue(request: &Request, aws: &Aws, problem: &str)
         "a handed-over build cannot be continued by this version"
     );
     // The build is over: its lease goes too (it would otherwise stay in Parameter Store).
-    let report = remove_build(aws, &request.identity, Duration::from_secs(60)).await;
+    let report = remove_build(aws, request, Duration::from_secs(60)).await;
     Progress::Failed(Box::new(Failed {
         failure: Failure::NotContinued {
             problem: problem.to_owned(),

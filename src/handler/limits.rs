@@ -140,7 +140,7 @@ pub(super) async fn after_crash(request: &Request, aws: &Aws, what: String) -> P
         // About 30 s are left: only what the tags find, and retries for at most 5 s.
         _ => format!(
             " {}",
-            clean_up_by_tags(aws, &request.identity, Duration::from_secs(5)).await
+            clean_up_by_tags(aws, request, Duration::from_secs(5)).await
         ),
     };
     Progress::Finished(Outcome::failed(

@@ -193,7 +193,7 @@ async fn answer(
         Ok(Some(Record::Cancelled { by, .. })) => {
             tracing::warn!(cancelled_by = %by, "cancelled while finishing: removing what the build made, answering nothing");
             // The finished build kept its lease for this moment (see `Build::run`).
-            let report = remove_build(aws, &request.identity, Duration::from_secs(120)).await;
+            let report = remove_build(aws, request, Duration::from_secs(120)).await;
             tracing::info!(report = %report, "cancelled request cleaned up");
             return Ok(Handled::Cancelled { by });
         }

@@ -101,13 +101,18 @@ async fn supersede_abandoned(
             return Ok(engine::Superseded::default());
         }
         Operation::Create => return Ok(engine::Superseded::default()),
-        _ => engine::supersede(aws, &request.identity, current_image(request), timing)
-            .await
-            .map_err(|error| {
-                failed(format!(
-                    "could not look for builds of this resource CloudFormation gave up on: {error}"
-                ))
-            })?,
+        _ => engine::supersede(
+            aws,
+            &request.identity,
+            (current_image(request), &distributed_by(request, aws)),
+            timing,
+        )
+        .await
+        .map_err(|error| {
+            failed(format!(
+                "could not look for builds of this resource CloudFormation gave up on: {error}"
+            ))
+        })?,
     };
     // A Delete that leaves something fails, so that CloudFormation's retry finds it again; an
     // Update (a rollback) goes on, naming it, rather than leaving the stack in
@@ -215,20 +220,16 @@ pub(super) async fn release_lease_of(aws: &Aws, identity: &cfn::Identity) {
 
 /// Ends a request's build that no invocation of it will carry on: removes what its tags find
 /// ([`clean_up_by_tags`]), then its lease. Returns the cleanup's report.
-pub(super) async fn remove_build(
-    aws: &Aws,
-    identity: &cfn::Identity,
-    retries_for: Duration,
-) -> String {
-    let report = clean_up_by_tags(aws, identity, retries_for).await;
-    release_lease_of(aws, identity).await;
+pub(super) async fn remove_build(aws: &Aws, request: &Request, retries_for: Duration) -> String {
+    let report = clean_up_by_tags(aws, request, retries_for).await;
+    release_lease_of(aws, &request.identity).await;
     report
 }
 
 /// Removes what the request's tags find, retrying transient errors for at most `retries_for`.
 pub(super) async fn clean_up_by_tags(
     aws: &Aws,
-    identity: &cfn::Identity,
+    request: &Request,
     retries_for: Duration,
 ) -> String {
     engine::RETRIES_UNTIL
@@ -236,10 +237,41 @@ pub(super) async fn clean_up_by_tags(
             tokio::time::Instant::now() + retries_for,
             engine::clean_up(
                 aws,
-                identity,
-                &Leftovers::default(),
+                &request.identity,
+                &distributed_by(request, aws),
                 Timing::default().not_found_grace,
             ),
         )
         .await
+}
+
+/// Where a build of the resource may have distributed its image, as far as the request tells:
+/// the `Regions` its properties (and an Update's previous ones) name, searched by tags too, and
+/// the `SsmParameters` to put back before an image found there is removed. For a cleanup that
+/// knows nothing but the request (a crash, a cancellation, a build CloudFormation gave up on).
+fn distributed_by(request: &Request, aws: &Aws) -> Leftovers {
+    let home = aws.region();
+    let mut regions = crate::spec::region_names(&request.properties);
+    let mut parameters = crate::spec::ssm_parameter_names(&request.properties, home.as_deref());
+    if let Operation::Update { old_properties, .. } = &request.operation {
+        regions.extend(crate::spec::region_names(old_properties));
+        let old = crate::spec::ssm_parameter_names(old_properties, home.as_deref());
+        parameters.home.extend(old.home);
+        for (region, names) in old.copies {
+            parameters.copies.entry(region).or_default().extend(names);
+        }
+    }
+    regions.sort();
+    regions.dedup();
+    parameters.home.sort();
+    parameters.home.dedup();
+    for names in parameters.copies.values_mut() {
+        names.sort();
+        names.dedup();
+    }
+    Leftovers {
+        regions,
+        parameters,
+        ..Leftovers::default()
+    }
 }

@@ -78,7 +78,7 @@ pub(super) async fn honour_record(
         Record::Cancelled { by, .. } => {
             tracing::warn!(cancelled_by = %by, "this request was cancelled by a newer one: removing what its build left, answering nothing");
             if !matches!(request.operation, Operation::Delete { .. }) {
-                let report = remove_build(aws, &request.identity, Duration::from_secs(120)).await;
+                let report = remove_build(aws, request, Duration::from_secs(120)).await;
                 tracing::info!(report = %report, "cancelled request cleaned up");
             }
             Some(Handled::Cancelled { by })

@@ -307,6 +307,7 @@ impl AmiSpec {
             }
         }
         let ssm_parameters = home_parameters;
+        check_sharable(&launch_permissions, &block_device_mappings, &mut problems);
         let regions = parse_regions(regions.unwrap_or_default(), &mut problems);
         if let Some(value) = &imds_support
             && value != "v2.0"
@@ -338,6 +339,34 @@ impl AmiSpec {
             copy_parameters,
             regions,
         })
+    }
+}
+
+/// An AMI whose snapshots are encrypted with the AWS managed key `aws/ebs` cannot be shared with
+/// another account (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/sharingamis-explicit.html>):
+/// a volume `Encrypted` without a `KmsKeyId` (or with that key's alias) would make
+/// `LaunchPermissions` fail after the build, so it is refused before.
+fn check_sharable(
+    permissions: &LaunchPermissions,
+    devices: &[BlockDevice],
+    problems: &mut Problems,
+) {
+    if permissions.is_empty() {
+        return;
+    }
+    for (i, device) in devices.iter().enumerate() {
+        let managed = device.ebs.encrypted == Some(true)
+            && device
+                .ebs
+                .kms_key_id
+                .as_deref()
+                .is_none_or(|key| key == "alias/aws/ebs" || key.ends_with(":alias/aws/ebs"));
+        if managed {
+            problems.add(
+                &format!("BlockDeviceMappings[{i}].Ebs.KmsKeyId"),
+                "an AMI encrypted with the AWS managed key aws/ebs cannot be shared (LaunchPermissions): give a customer managed key whose key policy lets those accounts use it",
+            );
+        }
     }
 }
 

@@ -963,3 +963,26 @@ fn ssm_parameters_with_a_region_hold_that_regions_copy() {
         "/a in eu-west-1 is given twice",
     );
 }
+
+#[test]
+fn an_ami_encrypted_with_the_aws_managed_key_cannot_be_shared() {
+    let encrypted = |key: Value| {
+        let mut ebs = json!({"VolumeSize": 20, "Encrypted": true});
+        if !key.is_null() {
+            ebs["KmsKeyId"] = key;
+        }
+        with(json!({
+            "BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": ebs}],
+            "LaunchPermissions": {"UserIds": ["111122223333"]},
+        }))
+    };
+    for key in [Value::Null, json!("alias/aws/ebs")] {
+        assert_problem(
+            encrypted(key),
+            "BlockDeviceMappings[0].Ebs.KmsKeyId",
+            "AWS managed key aws/ebs cannot be shared",
+        );
+    }
+    let customer = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    assert!(AmiSpec::parse(&encrypted(json!(customer))).is_ok());
+}

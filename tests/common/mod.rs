@@ -105,6 +105,22 @@ impl LocalAws {
         aws_sdk_ec2::Client::new(&self.sdk_config().await)
     }
 
+    /// `ecs-ami` (the binary at `path`: `env!("CARGO_BIN_EXE_ecs-ami")`) as the function, on this
+    /// local AWS, with a build lease of 3 s, so that the retry of a killed invocation takes over
+    /// at once rather than after 5 minutes.
+    pub fn ecs_ami_command(&self, path: &str) -> Command {
+        let mut command = Command::new(path);
+        command
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env_remove("ECS_AMI_HANDOVER_EVERY_STATE")
+            .env("ECS_AMI_LEASE_SECONDS", "3")
+            .env("NO_COLOR", "1");
+        command
+    }
+
     /// The administrator's EC2 in another region (a copy's): each region is its own EC2.
     pub async fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
         let config = aws_sdk_ec2::config::Builder::from(&self.sdk_config().await)

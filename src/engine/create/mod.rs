@@ -471,6 +471,8 @@ impl Build {
                 .filter(|_| !self.state.kept_image),
             command_id: running_command,
             regions: self.spec.regions.iter().map(|r| r.region.clone()).collect(),
+            // Put back by `clean_up_and_release`, which knows which copies this build made.
+            parameters: Default::default(),
         }
     }
 
