@@ -190,6 +190,8 @@ def as_ec2_runs_instances(original: Any) -> Any:
             unusable.append("a key the caller may not use")
         for instance in reservation.instances:
             CREATED[instance.id] = time.time()
+            # The instance starts with its image's file system (see image_layer).
+            start_from_image(instance.id, image_id)
             mapping = instance.block_device_mapping
             root = instance.root_device_name
             if unusable:
@@ -277,6 +279,7 @@ def as_ec2_creates_images(original: Any) -> Any:
         ami = original(self, instance_id, name, description,
                        [s for s in tag_specifications if s.get("ResourceType") != "snapshot"])
         CREATED[ami.id] = time.time()
+        IMAGE_LAYERS[ami.id] = image_layer(ami.id, instance_id)
         if snapshot_tags:
             self.create_tags([ami.ebs_snapshot.id], snapshot_tags)
         return ami
@@ -285,6 +288,37 @@ def as_ec2_creates_images(original: Any) -> Any:
 
 
 AmiBackend.create_image = as_ec2_creates_images(AmiBackend.create_image)
+
+# An image's file system, as what it changes of the machine's root (the read-only lower layer of
+# every instance's overlay): a directory of the image's own.
+IMAGE_LAYERS: dict[str, str] = {}
+
+
+def image_layer(image_id: str, instance_id: str) -> str:
+    """An image keeps the file system its instance had when it was imaged: the instance's
+    writable layer (which began as its own image's) is copied, whiteouts of removed files
+    included. An instance launched from the image starts with a copy of it as its writable layer
+    (`start_from_image`), so that images built from each other stack as on AWS."""
+    upper = os.path.join(STATE_DIR, "instances", instance_id, "upper")
+    layer = os.path.join(STATE_DIR, "images", image_id, "layer")
+    os.makedirs(os.path.dirname(layer), exist_ok=True)
+    if os.path.isdir(upper):
+        subprocess.run(["cp", "-a", upper, layer], check=True)
+        # The agent's own files are the instance's, not the image's.
+        shutil.rmtree(os.path.join(layer, "var/lib/amazon/ssm"), ignore_errors=True)
+    else:
+        os.makedirs(layer)
+    return layer
+
+
+def start_from_image(instance_id: str, image_id: str) -> None:
+    layer = IMAGE_LAYERS.get(image_id)
+    if layer is None:
+        return
+    root = os.path.join(STATE_DIR, "instances", instance_id)
+    os.makedirs(root, exist_ok=True)
+    subprocess.run(["cp", "-a", layer, os.path.join(root, "upper")], check=True)
+
 
 # CopyImage's idempotency: (destination region, ClientToken) -> (the request's parameters, image).
 COPY_TOKENS: dict[tuple[str, str], tuple[dict[str, str], str]] = {}
@@ -331,6 +365,8 @@ def as_ec2_copies_images(original: Any) -> Any:
         source = ec2_backends[self.account_id][source_region].amis[source_image_id]
         ami.root_device_name = source.root_device_name
         CREATED[ami.id] = time.time()
+        if source_image_id in IMAGE_LAYERS:
+            IMAGE_LAYERS[ami.id] = IMAGE_LAYERS[source_image_id]
         if specs.get("image"):
             self.create_tags([ami.id], specs["image"])
         if specs.get("snapshot"):
@@ -485,8 +521,8 @@ class Invocation:
         inner = "/" + os.path.relpath(os.path.join(script_dir, "_script.sh"), upper)
         workdir = self.command.working_directory or "/"
         # A private mount namespace per command: the overlay (lower = host root, upper = this
-        # instance's layer) exists only for the command's lifetime, and /dev and /proc are the
-        # host's so that ordinary tools work.
+        # instance's layer, which began as its image's) exists only for the command's lifetime,
+        # and /dev and /proc are the host's so that ordinary tools work.
         launcher = (
             'set -e; mount -t overlay overlay -o "lowerdir=/,upperdir=$1,workdir=$2" "$3"; '
             'mount --rbind /dev "$3/dev"; mount -t proc proc "$3/proc"; '

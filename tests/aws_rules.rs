@@ -11,8 +11,8 @@ use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, Resou
 use common::audit::{Audit, tags_of};
 use common::report;
 use common::{
-    ECS_AL2023, LocalAws, PROFILE, event, invoke, launch_request, launched_id, parameter_value,
-    stack_id, tagged_as_ours,
+    ECS_AL2023, LocalAws, PROFILE, event, invoke, launch_request, launched_id, one_step_properties,
+    parameter_value, stack_id, tagged_as_ours,
 };
 use serde_json::{Value, json};
 
@@ -431,5 +431,77 @@ async fn a_failing_steps_reason_quotes_its_last_lines() {
         "A failing step writes 100 KB to stdout and stderr (SSM keeps their first 24,000 and 8,000 characters)",
         "FAILED quoting the step's last lines of both",
         Some(0),
+    );
+}
+
+/// An AMI is the file system its builder had when it was imaged, and an instance launched from
+/// it starts with that file system: a build from an AMI this product built sees what that AMI's
+/// steps wrote (and not what they removed), and a build from the ECS-optimized AMI sees none of
+/// it. (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateImage.html: the image
+/// is made of the instance's volumes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ami_keeps_what_its_steps_wrote_and_amis_built_from_each_other_stack() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "layers";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let marker = format!("/etc/ecs-ami-layer-{}", std::process::id());
+    let build = |request: &str, source: Option<&str>, commands: Vec<String>| {
+        let mut properties = one_step_properties(json!({
+            "Steps": [{"Name": "layer", "Commands": commands}],
+        }));
+        if let Some(ami) = source {
+            properties
+                .as_object_mut()
+                .unwrap()
+                .remove("SourceAmiParameter");
+            properties["SourceAmi"] = json!(ami);
+        }
+        event("Create", stack, request, None, properties)
+    };
+    let first = invoke(&aws, build("req-a", None, vec![format!("echo a > {marker}-a")])).await;
+    assert_eq!(first["Status"], "SUCCESS", "{first}");
+    let a = first["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let second = invoke(
+        &aws,
+        build(
+            "req-b",
+            Some(&a),
+            vec![
+                format!("test \"$(cat {marker}-a)\" = a"),
+                format!("echo b > {marker}-b"),
+                format!("rm {marker}-a"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(second["Status"], "SUCCESS", "{second}");
+    let b = second["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let third = invoke(
+        &aws,
+        build(
+            "req-c",
+            Some(&b),
+            vec![format!("test -f {marker}-b"), format!("test ! -e {marker}-a")],
+        ),
+    )
+    .await;
+    assert_eq!(third["Status"], "SUCCESS", "{third}");
+    let c = third["PhysicalResourceId"].as_str().unwrap().to_owned();
+    // From the ECS-optimized AMI: none of it; and nothing of it on this machine.
+    let plain = invoke(&aws, build("req-d", None, vec![format!("test ! -e {marker}-a")])).await;
+    assert_eq!(plain["Status"], "SUCCESS", "{plain}");
+    let d = plain["PhysicalResourceId"].as_str().unwrap().to_owned();
+    assert!(!std::path::Path::new(&format!("{marker}-a")).exists());
+    assert!(!std::path::Path::new(&format!("{marker}-b")).exists());
+    report::record_clean(
+        "aws-rules-layers",
+        "AWS's rules on the local AWS (eventual consistency, names, limits)",
+        "An AMI built from an AMI built from another (each step writing or removing a file), and one from the ECS-optimized AMI",
+        "each build sees exactly what its source AMI's builds left (a file written, a file removed), the one from the ECS-optimized AMI none of it, and the machine running the local AWS nothing",
+        &audit.leftovers(&[&a, &b, &c, &d]).await,
     );
 }
