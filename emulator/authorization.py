@@ -386,8 +386,10 @@ def copy_image(region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     source = ec2_backends[DEFAULT_ACCOUNT_ID][source_region].amis[source_id]
     resources = [
         {"arn": ec2_arn(region, "image", "*"), "context": request_tags(specs.get("image", {}))},
+        # aws:RequestTag is a request-wide key: the source image is evaluated with it too.
         {"arn": ec2_arn(source_region, "image", source_id),
-         "context": {"ec2:ImageID": source_id, "ec2:Owner": source.owner_id}},
+         "context": {"ec2:ImageID": source_id, "ec2:Owner": source.owner_id,
+                     **request_tags(specs.get("image", {}))}},
         {"arn": ec2_arn(region, "snapshot", "*"), "context": request_tags(specs.get("snapshot", {}))},
     ]
     checks = [{"action": "ec2:CopyImage", "resources": resources}] + tag_on_create(region, "CopyImage", specs)
@@ -459,6 +461,7 @@ EC2 = {
     "CreateTags": lambda region, params: tagging("ec2:CreateTags", region, params),
     "DeleteTags": lambda region, params: tagging("ec2:DeleteTags", region, params),
     "StopInstances": on_each("ec2:StopInstances", "InstanceId"),
+    "GetConsoleOutput": on_each("ec2:GetConsoleOutput", "InstanceId"),
     "TerminateInstances": on_each("ec2:TerminateInstances", "InstanceId"),
     "DeregisterImage": on_each("ec2:DeregisterImage", "ImageId"),
     "ModifyImageAttribute": on_each("ec2:ModifyImageAttribute", "ImageId"),

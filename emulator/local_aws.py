@@ -71,6 +71,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ec2.exceptions import EC2ClientError, InvalidSnapshotInUse
 from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.models.iam_instance_profile import IamInstanceProfileAssociationBackend
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.models.instance_types import INSTANCE_TYPES
 from moto.ec2.models.instances import InstanceBackend, StateReason
@@ -178,6 +179,8 @@ def as_ec2_runs_instances(original: Any) -> Any:
                         "IdempotentParameterMismatch",
                         "The client token you have provided is associated with a resource that is "
                         "already deleted or with different parameters.")
+                # The same instance answered again: its profile is associated already.
+                REQUEST.token_repeat = True
                 return reservation
         volume_tags = (kwargs.get("tags") or {}).get("volume", {})
         reservation = original(self, image_id, count, *args, **kwargs)
@@ -288,6 +291,23 @@ def as_ec2_creates_images(original: Any) -> Any:
 
 
 AmiBackend.create_image = as_ec2_creates_images(AmiBackend.create_image)
+
+
+def as_ec2_answers_a_repeated_launch(original: Any) -> Any:
+    """moto associates the instance profile again after a RunInstances that a ClientToken
+    answered with an earlier instance, and fails (IncorrectState); EC2 answers the earlier
+    instance as it is."""
+
+    def associate(self: Any, instance_id: str, *args: Any, **kwargs: Any) -> Any:
+        if getattr(REQUEST, "token_repeat", False) and instance_id in self.iam_instance_profile_associations:
+            return self.iam_instance_profile_associations[instance_id]
+        return original(self, instance_id, *args, **kwargs)
+
+    return associate
+
+
+IamInstanceProfileAssociationBackend.associate_iam_instance_profile = as_ec2_answers_a_repeated_launch(
+    IamInstanceProfileAssociationBackend.associate_iam_instance_profile)
 
 # An image's file system, as what it changes of the machine's root (the read-only lower layer of
 # every instance's overlay): a directory of the image's own.
@@ -458,8 +478,81 @@ def ec2_instance(region: str, instance_id: str):
 OFFLINE: set[str] = set()
 
 
+# User data at boot: instance id -> the console output so far, and the instances still running it.
+CONSOLE: dict[str, str] = {}
+BOOTING: set[str] = set()
+
+
+def instance_process(instance_id: str, script: str, name: str, env_extra: dict[str, str]) -> subprocess.Popen:
+    """`script` run by bash as root inside the instance's own view of the file system: an overlay
+    of the host's root (read-only) and the instance's writable layer, which began as its image's,
+    in a private mount namespace that exists only while it runs; /dev and /proc are the host's."""
+    root = os.path.join(STATE_DIR, "instances", instance_id)
+    upper, work, merged = (os.path.join(root, d) for d in ("upper", "work", "merged"))
+    script_dir = os.path.join(upper, "var/lib/ecs-ami-local", name)
+    for directory in (upper, work, merged, script_dir):
+        os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(script_dir, "_script.sh"), "w") as handle:
+        handle.write(script)
+    inner = "/" + os.path.relpath(os.path.join(script_dir, "_script.sh"), upper)
+    launcher = (
+        'set -e; mount -t overlay overlay -o "lowerdir=/,upperdir=$1,workdir=$2" "$3"; '
+        'mount --rbind /dev "$3/dev"; mount -t proc proc "$3/proc"; '
+        'exec chroot "$3" /bin/bash -c \'cd /; exec /bin/bash "$1"\' bash "$4"'
+    )
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+           "LANG": "C.UTF-8", **env_extra}
+    return subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", launcher,
+         "sh", upper, work, merged, inner],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        start_new_session=True,
+    )
+
+
+def boot(instance_id: str, user_data: bytes) -> None:
+    """An instance's first boot runs its user data (a shell script, as cloud-init's
+    scripts-user does), in the instance's own file system; what it prints goes to the console
+    output (GetConsoleOutput). The instance's SSM agent reports Online only once it has run, a
+    simplification: on AWS the agent may come Online first, so a test that depends on the user
+    data should wait for it (`cloud-init status --wait`)."""
+    BOOTING.add(instance_id)
+    CONSOLE[instance_id] = f"[    0.000000] Linux version (local AWS) booting {instance_id}\n"
+
+    def run() -> None:
+        try:
+            text = user_data.decode("utf-8", "replace")
+            if not text.startswith("#!"):
+                text = "#!/bin/bash\n" + text
+            process = instance_process(instance_id, text, "user-data", {"ECS_AMI_INSTANCE_ID": instance_id})
+            out, _ = process.communicate(timeout=600)
+            CONSOLE[instance_id] += out.decode("utf-8", "replace")
+            CONSOLE[instance_id] += (f"cloud-init: user data finished with exit code {process.returncode}\n")
+        except Exception as error:  # noqa: BLE001 (the console says what went wrong)
+            CONSOLE[instance_id] += f"cloud-init: user data could not run: {error}\n"
+        finally:
+            BOOTING.discard(instance_id)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def console_output(start_response: Any, params: dict[str, Any]) -> list[bytes]:
+    """GetConsoleOutput: the instance's boot messages and user data output, base64-encoded."""
+    instance_id = params.get("InstanceId", "")
+    output = base64.b64encode(CONSOLE.get(instance_id, "").encode()).decode()
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n<GetConsoleOutputResponse '
+            'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>local</requestId>'
+            f"<instanceId>{html.escape(instance_id)}</instanceId>"
+            f"<timestamp>{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.000Z')}</timestamp>"
+            f"<output>{output}</output></GetConsoleOutputResponse>")
+    start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(body)))])
+    return [body.encode()]
+
+
 def is_online(instance) -> bool:
     if instance is None or instance.state != "running" or instance.id in OFFLINE:
+        return False
+    if instance.id in BOOTING:
         return False
     started = instance.launch_time
     if isinstance(started, str):
@@ -955,6 +1048,7 @@ class LocalAws:
             return respond(start_response, 200, {})
         operation = operation_of(environ, raw)
         REQUEST.copy_kms_refused = False
+        REQUEST.token_repeat = False
         if operation is not None:
             self.calls.record(operation)
             rule = self.faults.matching(operation, sdk_attempt(environ), "error", raw)
@@ -989,6 +1083,16 @@ class LocalAws:
             failing = self.faults.matching(operation, sdk_attempt(environ), "image")
             if IMAGE_DELAY > 0 or failing is not None:
                 return hold_image_pending(self.moto(environ, start_response), region_of(environ), failing is not None)
+        if operation == "EC2.GetConsoleOutput":
+            return console_output(start_response, ec2_params(raw or environ.get("QUERY_STRING", "").encode()))
+        if operation == "EC2.RunInstances":
+            user_data = ec2_params(raw or environ.get("QUERY_STRING", "").encode()).get("UserData")
+            if user_data:
+                answer = b"".join(self.moto(environ, start_response))
+                for instance_id in re.findall(rb"<instanceId>(i-[0-9a-f]+)</instanceId>", answer):
+                    if instance_id.decode() not in CONSOLE:
+                        boot(instance_id.decode(), base64.b64decode(user_data))
+                return [answer]
         if operation == "EC2.CopyImage":
             REQUEST.copy_params = ec2_params(raw or environ.get("QUERY_STRING", "").encode())
             failing = self.faults.matching(operation, sdk_attempt(environ), "image")

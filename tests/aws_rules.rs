@@ -462,7 +462,11 @@ async fn an_ami_keeps_what_its_steps_wrote_and_amis_built_from_each_other_stack(
         }
         event("Create", stack, request, None, properties)
     };
-    let first = invoke(&aws, build("req-a", None, vec![format!("echo a > {marker}-a")])).await;
+    let first = invoke(
+        &aws,
+        build("req-a", None, vec![format!("echo a > {marker}-a")]),
+    )
+    .await;
     assert_eq!(first["Status"], "SUCCESS", "{first}");
     let a = first["PhysicalResourceId"].as_str().unwrap().to_owned();
     let second = invoke(
@@ -485,14 +489,21 @@ async fn an_ami_keeps_what_its_steps_wrote_and_amis_built_from_each_other_stack(
         build(
             "req-c",
             Some(&b),
-            vec![format!("test -f {marker}-b"), format!("test ! -e {marker}-a")],
+            vec![
+                format!("test -f {marker}-b"),
+                format!("test ! -e {marker}-a"),
+            ],
         ),
     )
     .await;
     assert_eq!(third["Status"], "SUCCESS", "{third}");
     let c = third["PhysicalResourceId"].as_str().unwrap().to_owned();
     // From the ECS-optimized AMI: none of it; and nothing of it on this machine.
-    let plain = invoke(&aws, build("req-d", None, vec![format!("test ! -e {marker}-a")])).await;
+    let plain = invoke(
+        &aws,
+        build("req-d", None, vec![format!("test ! -e {marker}-a")]),
+    )
+    .await;
     assert_eq!(plain["Status"], "SUCCESS", "{plain}");
     let d = plain["PhysicalResourceId"].as_str().unwrap().to_owned();
     assert!(!std::path::Path::new(&format!("{marker}-a")).exists());

@@ -322,8 +322,54 @@ async fn a_failed_or_refused_copy_fails_the_build_and_leaves_nothing_in_any_regi
     let left = left_anywhere(&audits_refused, &[]).await;
     assert_eq!(left, Vec::<String>::new());
 
-    // Allowed, but the copy ends failed (as a copy whose key cannot be used does).
+    // Allowed to copy, but only this account's images: an Amazon image, copied with our tags
+    // (which satisfy the tag condition for every resource, aws:RequestTag being request-wide),
+    // is refused by the role's Deny on other owners' images.
     allow_copies_to(&local, WEST).await;
+    let config = aws_sdk_ec2::config::Builder::from(&local.function_config().await)
+        .region(aws_sdk_ec2::config::Region::new(WEST))
+        .build();
+    let function_in_west = aws_sdk_ec2::Client::from_conf(config);
+    let amazon = local
+        .ec2()
+        .await
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .image_id()
+        .unwrap()
+        .to_owned();
+    let ours = aws_sdk_ec2::types::Tag::builder()
+        .key("ecs-ami:logical-id")
+        .value("Ami")
+        .build();
+    let tagged = |kind| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(kind)
+            .tags(ours.clone())
+            .build()
+    };
+    let foreign = function_in_west
+        .copy_image()
+        .source_image_id(&amazon)
+        .source_region("us-east-1")
+        .name("not-ours")
+        .tag_specifications(tagged(aws_sdk_ec2::types::ResourceType::Image))
+        .tag_specifications(tagged(aws_sdk_ec2::types::ResourceType::Snapshot))
+        .send()
+        .await
+        .expect_err("another owner's image is not copied");
+    let text = format!("{foreign:?}");
+    assert!(text.contains("UnauthorizedOperation"), "{text}");
+    assert!(
+        text.contains(&format!("arn:aws:ec2:us-east-1::image/{amazon}")),
+        "{text}"
+    );
+
+    // Allowed, but the copy ends failed (as a copy whose key cannot be used does).
     let stack = "regions-failed";
     let audits_failed = audits(&local, stack).await;
     let rules = json!({"rules": [{"operation": "EC2.CopyImage", "image": "failed"}]});

@@ -376,6 +376,17 @@ impl Aws {
             self.ec2.deregister_image().image_id(image_id).send().await,
         )
     }
+    /// DeregisterImage with NotFound answered as an error: for an image asked for moments ago,
+    /// which EC2 may not know yet (eventual consistency), NotFound does not mean gone.
+    pub async fn deregister_new_image(&self, image_id: &str) -> Result<()> {
+        self.ec2
+            .deregister_image()
+            .image_id(image_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::from_sdk("ec2:DeregisterImage", e))
+    }
     /// Deleting a snapshot that is already gone is success.
     pub async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
         gone_is_done(

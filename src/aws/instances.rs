@@ -126,6 +126,10 @@ impl Aws {
                     .build(),
             )
             .instance_initiated_shutdown_behavior(ec2t::ShutdownBehavior::Terminate)
+            .set_user_data(request.user_data.as_ref().map(|data| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(data)
+            }))
             .set_block_device_mappings(Some(block_device_mappings(&request.block_devices, true)))
             .tag_specifications(tag_specification(
                 ec2t::ResourceType::Instance,
@@ -144,6 +148,23 @@ impl Aws {
                 code: None,
                 message: "the answer named no instance".into(),
             })
+    }
+    /// The instance's console output (its boot and user data messages), as far as EC2 keeps it.
+    pub async fn console_output(&self, instance_id: &str) -> Result<String> {
+        let out = self
+            .ec2
+            .get_console_output()
+            .instance_id(instance_id)
+            .latest(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:GetConsoleOutput", e))?;
+        use base64::Engine;
+        let decoded = out
+            .output()
+            .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .unwrap_or_default();
+        Ok(String::from_utf8_lossy(&decoded).into_owned())
     }
     /// Instances carrying every one of `tags`, with their state names.
     pub async fn instances_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>> {
@@ -169,6 +190,12 @@ impl Aws {
                         .launch_time()
                         .and_then(|t| t.to_millis().ok())
                         .and_then(|ms| u64::try_from(ms).ok()),
+                    role: i
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some("ecs-ami:role"))
+                        .and_then(|t| t.value())
+                        .map(str::to_owned),
                 })
             })
             .collect())

@@ -148,6 +148,8 @@ pub struct Instance {
     pub state: String,
     /// When EC2 launched it, in milliseconds since the Unix epoch.
     pub launched_ms: Option<u64>,
+    /// Its `ecs-ami:role` tag: `test` for a test instance; none for a builder.
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +181,8 @@ pub struct LaunchRequest {
     pub block_devices: Vec<BlockDevice>,
     pub tags: BTreeMap<String, String>,
     pub client_token: String,
+    /// Run at the instance's first boot (base64-encoded here).
+    pub user_data: Option<String>,
 }
 
 #[derive(Debug, Clone)]

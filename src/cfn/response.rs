@@ -108,13 +108,27 @@ impl Response {
 
 /// Built-in attributes other than ImageId, in the order they are given up when a response is too
 /// large (the last is kept longest).
-const BUILT_IN_DROP_ORDER: [&str; 4] = ["SnapshotIds", "Fingerprint", "ImageName", "SourceImageId"];
+const BUILT_IN_DROP_ORDER: [&str; 6] = [
+    "TestInstanceId",
+    "TestedAt",
+    "SnapshotIds",
+    "Fingerprint",
+    "ImageName",
+    "SourceImageId",
+];
 
-/// The next attribute to drop: the longest step output, else the next built-in; never ImageId.
+/// Whether an attribute is never dropped: ImageId, and each copy's `ImageId.<region>` (a
+/// `!GetAtt` of a missing attribute fails the stack; at most 16 of them fit easily).
+fn never_dropped(name: &str) -> bool {
+    name == "ImageId" || name.starts_with("ImageId.")
+}
+
+/// The next attribute to drop: the longest step output, else the next built-in; never ImageId
+/// nor a copy's id.
 fn next_to_drop(data: &BTreeMap<String, String>) -> Option<String> {
     let outputs = data
         .iter()
-        .filter(|(k, _)| k.as_str() != "ImageId" && !BUILT_IN_DROP_ORDER.contains(&k.as_str()));
+        .filter(|(k, _)| !never_dropped(k) && !BUILT_IN_DROP_ORDER.contains(&k.as_str()));
     if let Some((name, _)) = outputs.max_by_key(|(k, v)| k.len() + v.len()) {
         return Some(name.clone());
     }
@@ -345,6 +359,25 @@ mod tests {
         assert!(!dropped.is_empty());
         for name in dropped {
             assert!(reason.contains(name.as_str()), "{name} not named: {reason}");
+        }
+
+        // With 16 copies in other regions (Regions' most), every copy's id stays too.
+        let mut data = BTreeMap::new();
+        built_ins(&mut data);
+        for i in 1..=16 {
+            data.insert(
+                format!("ImageId.ap-southeast-{i}"),
+                "ami-0123456789abcdef0".into(),
+            );
+            data.insert(format!("Output{i:02}{}", "N".repeat(48)), "v".repeat(256));
+        }
+        let body =
+            Response::new(&identity(), Outcome::success("ami-0123456789abcdef0", data)).body();
+        assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        for i in 1..=16 {
+            let name = format!("ImageId.ap-southeast-{i}");
+            assert_eq!(parsed["Data"][&name], "ami-0123456789abcdef0", "{name}");
         }
 
         // Built-ins go only once no output is left, and ImageId never.

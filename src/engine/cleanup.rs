@@ -126,6 +126,9 @@ pub struct Leftovers {
     /// The other regions the build copies its image to (`Regions`): searched by the request's
     /// tags too.
     pub regions: Vec<String>,
+    /// The copies the build made, by region: removed by id too (a listing by tags may not show
+    /// a copy just asked for).
+    pub copies: BTreeMap<String, String>,
     /// `SsmParameters` that may hold an image (or a copy) cleanup finds: put back before it is
     /// removed, so that nothing resolves to it (see `publish::put_back_all`).
     pub parameters: ParameterNames,
@@ -177,14 +180,32 @@ pub(crate) async fn clean_up_all(
             .get(region)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let released = deregister_images(
-            &there,
-            &tags,
-            (&Leftovers::default(), names),
-            None,
-            &mut found,
-        )
-        .await;
+        let copy = Leftovers {
+            image_id: known.copies.get(region).cloned(),
+            ..Leftovers::default()
+        };
+        let mut released = deregister_images(&there, &tags, (&copy, names), None, &mut found).await;
+        if let Some(id) = &copy.image_id
+            && !found.done.iter().any(|d| d.ends_with(id.as_str()))
+        {
+            // Asked for moments ago, EC2 may not know it yet: NotFound is retried for a while.
+            let (sent, _) = retry_transient(
+                not_found_grace,
+                "EC2 does not know the copy yet: deregistering again",
+                AwsError::is_not_found,
+                || there.deregister_new_image(id),
+            )
+            .await;
+            match sent {
+                Ok(()) => found
+                    .done
+                    .push(format!("deregistered half-made image {id}")),
+                Err(error) if error.is_not_found() => {}
+                Err(error) => found.left.push(format!("image {id} ({error})")),
+            }
+            // Its snapshots, if it had any yet, carry the request's tags.
+            released.snapshots.clear();
+        }
         delete_snapshots(&there, &tags, released, &mut found).await;
         report
             .done

@@ -18,7 +18,9 @@ use crate::aws::{Aws, AwsError, CopyRequest, Image};
 use crate::cfn::{Identity, Outcome};
 use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
 use crate::engine::failure::BuildError;
-use crate::engine::tags::{TAG_COPY_OF, TAG_REQUEST, identity_tags, resource_tags};
+use crate::engine::tags::{
+    TAG_COPY_OF, TAG_COPY_REGIONS, TAG_REQUEST, identity_tags, resource_tags,
+};
 use crate::hash::sha256_hex;
 use crate::spec::{AmiSpec, TAG_PREFIX};
 
@@ -70,44 +72,55 @@ fn in_region(region: &str) -> impl Fn(AwsError) -> BuildError + '_ {
     }
 }
 
+/// What [`start`] has done so far: every region's copy, and the regions whose copy this request
+/// made (which its failure removes). Kept as each copy is asked for, so that a failure in a
+/// later region still knows the earlier ones by id (a listing by tags may not show them yet).
+#[derive(Debug, Default)]
+pub(crate) struct Started {
+    pub copies: Copies,
+    pub made: Vec<String>,
+}
+
 /// Starts the copy to each of `spec.regions` that has none yet (one already there, made by this
 /// request's earlier delivery or by an earlier request, is taken as it is). `home` is the
-/// image, in the region `aws` calls. Answers every region's copy, and the regions whose copy
-/// this request made (and its failure removes).
+/// image, in the region `aws` calls.
 pub(crate) async fn start(
     aws: &Aws,
     identity: &Identity,
     home: &Image,
     spec: &AmiSpec,
-) -> Result<(Copies, Vec<String>), BuildError> {
+    started: &mut Started,
+) -> Result<(), BuildError> {
     let source_region = aws.region().unwrap_or_default();
     let mut tags = home.tags.clone();
     tags.extend(identity_tags(identity));
     tags.insert(TAG_COPY_OF.into(), home.id.clone());
-    let mut copies = Copies::new();
-    let mut made = Vec::new();
+    tags.remove(TAG_COPY_REGIONS);
     for wanted in &spec.regions {
         let region = wanted.region.as_str();
         let there = aws.in_region(region);
         let existing = find(&there, identity, &home.id)
             .await
             .map_err(in_region(region))?;
+        // A failed copy holds the name (it has no snapshots to delete); the next copy gets a
+        // token of its own, or EC2 would answer the failed one again.
+        let mut attempt = String::new();
         if let Some(failed) = existing.as_ref().filter(|c| c.state == "failed") {
-            // It holds the name; a failed image has no snapshots to delete.
             there
                 .deregister_image(&failed.id)
                 .await
                 .map_err(in_region(region))?;
+            attempt = failed.id.clone();
         }
         let id = match existing {
             Some(copy) if copy.state != "failed" => {
                 if copy.tags.get(TAG_REQUEST) == Some(&identity.request_id) {
-                    made.push(region.to_owned());
+                    started.made.push(region.to_owned());
                 }
                 copy.id
             }
             _ => {
-                made.push(region.to_owned());
+                started.made.push(region.to_owned());
                 let request = CopyRequest {
                     source_image: home.id.clone(),
                     source_region: source_region.clone(),
@@ -115,7 +128,7 @@ pub(crate) async fn start(
                     description: home.description.clone(),
                     kms_key_id: wanted.kms_key_id.clone(),
                     tags: tags.clone(),
-                    client_token: copy_token(identity, &home.id, region),
+                    client_token: copy_token(identity, &home.id, &format!("{region}{attempt}")),
                 };
                 there
                     .copy_image(&request)
@@ -124,9 +137,55 @@ pub(crate) async fn start(
             }
         };
         tracing::info!(region, image_id = %id, source = %home.id, "copy requested");
-        copies.insert(region.to_owned(), id);
+        started.copies.insert(region.to_owned(), id);
     }
-    Ok((copies, made))
+    Ok(())
+}
+
+/// The regions the image's copies were made in, as its [`TAG_COPY_REGIONS`] tag keeps them.
+pub(crate) fn recorded_regions(home: &Image) -> Vec<String> {
+    home.tags
+        .get(TAG_COPY_REGIONS)
+        .map(|regions| {
+            regions
+                .split(',')
+                .filter(|r| crate::spec::is_region_name(r))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Records on the image the regions its copies are in (so that a Delete or an Update finds them
+/// even when its properties do not name them all): `regions`, or none.
+pub(crate) async fn record_regions(
+    aws: &Aws,
+    home: &Image,
+    regions: &[String],
+) -> Result<(), AwsError> {
+    let mut sorted = regions.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let value = sorted.join(",");
+    if home
+        .tags
+        .get(TAG_COPY_REGIONS)
+        .map(String::as_str)
+        .unwrap_or_default()
+        == value
+    {
+        return Ok(());
+    }
+    if value.is_empty() {
+        aws.untag(
+            std::slice::from_ref(&home.id),
+            &[TAG_COPY_REGIONS.to_owned()],
+        )
+        .await
+    } else {
+        let tags = BTreeMap::from([(TAG_COPY_REGIONS.to_owned(), value)]);
+        aws.tag(std::slice::from_ref(&home.id), &tags).await
+    }
 }
 
 /// Where the copies stand.
@@ -214,6 +273,13 @@ pub(crate) async fn settle(
     if let Some((what, error)) = removed.left.into_iter().next() {
         return Err(BuildError::CopyNotRemoved { what, error });
     }
+    let wanted: Vec<String> = spec.regions.iter().map(|r| r.region.clone()).collect();
+    let left: Vec<String> = recorded_regions(home)
+        .into_iter()
+        .filter(|r| !dropped.contains(r))
+        .chain(wanted.iter().cloned())
+        .collect();
+    record_regions(aws, home, &left).await?;
     let mut copies = Copies::new();
     let mut ready = Vec::new();
     for wanted in &spec.regions {
@@ -348,20 +414,23 @@ pub(crate) async fn remove(
     removed
 }
 
-/// The copies of `home_id` found in `regions` (available or not), for an answer given again.
+/// The copies of `home_id` found in `regions` (available or not).
 pub(crate) async fn found(
     aws: &Aws,
     identity: &Identity,
     home_id: &str,
     regions: &[String],
-) -> Copies {
+) -> Result<Copies, BuildError> {
     let mut copies = Copies::new();
     for region in regions {
-        if let Ok(Some(copy)) = find(&aws.in_region(region), identity, home_id).await {
+        if let Some(copy) = find(&aws.in_region(region), identity, home_id)
+            .await
+            .map_err(in_region(region))?
+        {
             copies.insert(region.clone(), copy.id);
         }
     }
-    copies
+    Ok(copies)
 }
 
 #[cfg(test)]

@@ -65,8 +65,21 @@ pub async fn delete(
             image: physical_id.to_owned(),
             error,
         })?;
+    // The regions the properties name, and those the image records (its properties may be an
+    // earlier or later version's).
+    let mut regions = regions.to_vec();
+    if let Some(image) = &image {
+        regions.extend(crate::engine::copies::recorded_regions(image));
+    }
+    regions.sort();
+    regions.dedup();
     if !parameters.copies.is_empty() {
-        let copies = crate::engine::copies::found(aws, identity, physical_id, regions).await;
+        let copies = crate::engine::copies::found(aws, identity, physical_id, &regions)
+            .await
+            .map_err(|error| DeleteError::Copies {
+                image: physical_id.to_owned(),
+                error,
+            })?;
         for (region, names) in &parameters.copies {
             let Some(copy) = copies.get(region) else {
                 continue;
@@ -79,7 +92,7 @@ pub async fn delete(
                 })?;
         }
     }
-    let copies = crate::engine::copies::remove(aws, identity, physical_id, regions).await;
+    let copies = crate::engine::copies::remove(aws, identity, physical_id, &regions).await;
     if !copies.left.is_empty() {
         return Err(DeleteError::CopiesRemain {
             image: physical_id.to_owned(),
@@ -139,7 +152,13 @@ pub async fn answered_image(
         && let Ok(Some(image)) = aws.describe_image(image_id).await
         && owned_by(&image, identity)
     {
-        let copies = crate::engine::copies::found(aws, identity, image_id, regions).await;
+        let mut regions = regions.to_vec();
+        regions.extend(crate::engine::copies::recorded_regions(&image));
+        regions.sort();
+        regions.dedup();
+        let copies = crate::engine::copies::found(aws, identity, image_id, &regions)
+            .await
+            .unwrap_or_default();
         return crate::engine::copies::with_attributes(image_outcome(&image), &copies);
     }
     Outcome::success(image_id, BTreeMap::new())

@@ -103,6 +103,25 @@ pub enum BuildError {
         instance: String,
         devices: Vec<String>,
     },
+    #[error(
+        "SSM did not report test instance {instance} Online within {} s; check that the test instance profile {profile} allows SSM (AmazonSSMManagedInstanceCore), and the user data",
+        .timeout.as_secs()
+    )]
+    TestNeverOnline {
+        instance: String,
+        timeout: Duration,
+        profile: String,
+    },
+    #[error(
+        "the tests did not end within Tests.TimeoutMinutes ({minutes}) of the test instance's launch"
+    )]
+    TestsTimedOut { minutes: u32 },
+    /// A test step failed on an instance booted with user data: what its console showed.
+    #[error("{failed}; the test instance's console (its user data) ends: {}", quoted_tail(.console))]
+    TestFailedAfterUserData {
+        failed: Box<BuildError>,
+        console: String,
+    },
     #[error("builder {instance} did not stop within {} s", .timeout.as_secs())]
     NeverStopped { instance: String, timeout: Duration },
     #[error("builder {instance} is {} instead of stopping", .state.as_deref().unwrap_or("gone"))]
@@ -154,7 +173,9 @@ impl BuildError {
     pub fn command_ended(&self) -> bool {
         matches!(
             self,
-            BuildError::StepFailed { .. } | BuildError::BuilderNotTerminated(_)
+            BuildError::StepFailed { .. }
+                | BuildError::TestFailedAfterUserData { .. }
+                | BuildError::BuilderNotTerminated(_)
         )
     }
 }
@@ -166,13 +187,16 @@ pub struct StepAt {
     /// From 0.
     pub index: usize,
     pub of: usize,
+    /// A step of `Tests`, on the test instance.
+    pub test: bool,
 }
 
 impl std::fmt::Display for StepAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "step {:?} ({} of {})",
+            "{}step {:?} ({} of {})",
+            if self.test { "test " } else { "" },
             self.name,
             self.index + 1,
             self.of
@@ -277,6 +301,8 @@ pub enum DeleteError {
         image: String,
         remaining: Vec<(String, AwsError)>,
     },
+    #[error("Delete could not look for the copies of {image} in other regions: {error}")]
+    Copies { image: String, error: BuildError },
     #[error("Delete could not remove the SsmParameters that hold {image}: {error}")]
     Unpublish { image: String, error: AwsError },
     #[error(
@@ -352,6 +378,7 @@ mod tests {
             name: "packages".into(),
             index: 1,
             of: 3,
+            test: false,
         }
     }
 

@@ -18,9 +18,17 @@ pub const TAG_FINGERPRINT: &str = "ecs-ami:fingerprint";
 pub const TAG_PROPERTIES: &str = "ecs-ami:properties";
 pub const TAG_SOURCE: &str = "ecs-ami:source-image";
 pub const TAG_IMAGE: &str = "ecs-ami:image-id";
+/// On the test instance (`Tests`): `test`. A resumed build never takes it for the builder.
+pub const TAG_ROLE: &str = "ecs-ami:role";
+pub const ROLE_TEST: &str = "test";
+/// On an image that passed its tests: when (UTC), and on which test instance.
+pub const TAG_TESTED_AT: &str = "ecs-ami:tested-at";
+pub const TAG_TEST_INSTANCE: &str = "ecs-ami:test-instance";
 /// On a copy of the image in another region (`Regions`) and on its snapshots: the id of the
 /// image it copies, by which the resource's Update and Delete find it.
 pub const TAG_COPY_OF: &str = "ecs-ami:copy-of";
+/// On the image: the regions its copies are in, comma-separated.
+pub const TAG_COPY_REGIONS: &str = "ecs-ami:copy-regions";
 /// Each step output is kept on the AMI under this prefix, so that an Update that keeps the AMI
 /// (or a rollback that reuses one) answers with the same attributes.
 pub const TAG_OUTPUT_PREFIX: &str = "ecs-ami:output:";
@@ -57,6 +65,13 @@ pub fn unique_image_name(prefix: &str, identity: &Identity, utc_stamp: String) -
         // Keep the distinguishing end (time and hash).
         cleaned[cleaned.len() - 128..].to_owned()
     }
+}
+
+/// Derived from the request and the image tested, so a re-delivered event cannot launch a second
+/// test instance, and a re-test of another image gets its own.
+pub fn test_client_token(identity: &Identity, image_id: &str) -> String {
+    let digest = crate::hash::sha256_hex(&format!("{}|test|{image_id}", identity.digest()));
+    format!("ecs-ami-test-{}", &digest[..48])
 }
 
 /// Derived from the request, so a re-delivered event cannot launch a second builder.
@@ -143,6 +158,11 @@ pub(crate) fn image_outcome(image: &Image) -> Outcome {
         snapshot_ids: &image.snapshot_ids,
         fingerprint: tag(TAG_FINGERPRINT),
         outputs: outputs_of(image),
+        tested: image
+            .tags
+            .get(TAG_TESTED_AT)
+            .zip(image.tags.get(TAG_TEST_INSTANCE))
+            .map(|(at, instance)| (at.as_str(), instance.as_str())),
     })
 }
 
@@ -155,6 +175,8 @@ pub(crate) struct ImageAnswer<'a> {
     pub fingerprint: &'a str,
     /// The steps' `Outputs`.
     pub outputs: BTreeMap<String, String>,
+    /// When it passed its `Tests`, and on which test instance.
+    pub tested: Option<(&'a str, &'a str)>,
 }
 
 /// The one place the attributes of an answer are named: for a build that just finished, and for
@@ -168,6 +190,10 @@ pub(crate) fn image_answer(answer: ImageAnswer<'_>) -> Outcome {
         ("Fingerprint".to_owned(), answer.fingerprint.to_owned()),
     ]);
     data.extend(answer.outputs);
+    if let Some((at, instance)) = answer.tested {
+        data.insert("TestedAt".to_owned(), at.to_owned());
+        data.insert("TestInstanceId".to_owned(), instance.to_owned());
+    }
     Outcome::success(answer.image_id, data)
 }
 

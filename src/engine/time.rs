@@ -2,6 +2,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// `YYYY-MM-DDTHH:MM:SSZ` for now (RFC 3339, whole seconds).
+pub fn utc_iso() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    aws_smithy_types::DateTime::from_secs(seconds as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
 /// `YYYYMMDDTHHMMSSZ` for now.
 pub fn utc_stamp() -> String {
     let seconds = SystemTime::now()

@@ -27,6 +27,8 @@ pub struct Previous {
     pub parameters: crate::spec::ParameterNames,
     /// The `Regions` it named.
     pub regions: Vec<String>,
+    /// It asked for other `Tests` (or none): the image is tested again.
+    pub tests_changed: bool,
 }
 
 /// Update: apply a change of sharing or deprecation alone to the existing image; otherwise keep
@@ -64,6 +66,9 @@ pub async fn update(
                 settle_parameters(aws, images, &spec, &previous.parameters.home).await
             {
                 return update_failed(error);
+            }
+            if previous.tests_changed && spec.tests.is_some() && !rolled_back {
+                return retest(aws, identity, &outcome.physical_id, spec, timing).await;
             }
             settle_copies(
                 aws,
@@ -130,6 +135,16 @@ async fn settle_copies(
         }
         Err(error) => return copies_failed(error.into()),
     };
+    // And the regions the image records copies in that these properties do not name (it may be
+    // an image a rollback or reuse returned to).
+    let mut dropped = dropped;
+    dropped.extend(
+        crate::engine::copies::recorded_regions(&image)
+            .into_iter()
+            .filter(|r| !spec.regions.iter().any(|w| &w.region == r)),
+    );
+    dropped.sort();
+    dropped.dedup();
     // Parameters in other regions that this request no longer names go first (those of a
     // dropped region too, before its copy): only if they still hold the copy.
     let unnamed: BTreeMap<String, Vec<String>> = previous
@@ -147,7 +162,10 @@ async fn settle_copies(
         })
         .collect();
     let regions: Vec<String> = unnamed.keys().cloned().collect();
-    let before = crate::engine::copies::found(aws, identity, &image.id, &regions).await;
+    let before = match crate::engine::copies::found(aws, identity, &image.id, &regions).await {
+        Ok(before) => before,
+        Err(error) => return copies_failed(error),
+    };
     if let Err(error) = publish_copies(aws, &before, &unnamed, false).await {
         return copies_failed(error);
     }
@@ -160,7 +178,7 @@ async fn settle_copies(
         }
         Ok(Settled::Incomplete) => {
             tracing::info!(image_id = %image.id, "copies missing in some Regions: copying");
-            Build::distribute_existing(spec, identity, &image)
+            Build::distribute_existing(spec, identity, &image, crate::engine::Phase::Copy)
                 .run(aws, identity, timing)
                 .await
         }
@@ -197,6 +215,31 @@ pub(crate) async fn publish_copies(
         }
     }
     Ok(())
+}
+
+/// `Tests` changed, the image did not: it is tested again (a test instance launched from it), and
+/// then distributed as the spec says; a failure keeps the image and fails the Update.
+async fn retest(
+    aws: &Aws,
+    identity: &Identity,
+    image_id: &str,
+    spec: AmiSpec,
+    timing: &Timing,
+) -> Progress {
+    match aws.describe_image(image_id).await {
+        Ok(Some(image)) => {
+            tracing::info!(image_id, "Tests changed: testing the image again");
+            Build::distribute_existing(spec, identity, &image, crate::engine::Phase::LaunchTest)
+                .run(aws, identity, timing)
+                .await
+        }
+        Ok(None) => update_failed(UpdateError::ReadCurrent(AwsError {
+            operation: "ec2:DescribeImages",
+            code: None,
+            message: format!("{image_id} is no longer listed"),
+        })),
+        Err(error) => update_failed(UpdateError::ReadCurrent(error)),
+    }
 }
 
 /// What an Update comes to before any build.

@@ -68,6 +68,21 @@ fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, P
             Some(home) => spec.check_regions(home),
             None => Ok(spec),
         })
+        // template.yaml passes its AmiCopyRegions (possibly none); without it the role decides.
+        .and_then(|spec| match std::env::var("ECS_AMI_COPY_REGIONS") {
+            Ok(list) => {
+                let allowed: Vec<&str> = list.split(',').filter(|r| !r.is_empty()).collect();
+                spec.check_copy_regions(&allowed).map(|()| spec)
+            }
+            Err(_) => Ok(spec),
+        })
+        .and_then(|spec| match &request.operation {
+            Operation::Update { old_properties, .. } => match AmiSpec::parse(old_properties) {
+                Ok(old) => spec.check_copy_keys(&old).map(|()| spec),
+                Err(_) => Ok(spec),
+            },
+            _ => Ok(spec),
+        })
         .map(Some)
         .map_err(|errors| {
             let unchanged = match &request.operation {
@@ -188,7 +203,9 @@ pub(super) async fn operate_alone(
                     Err(_) => None,
                 },
                 only_distribution_changed: old
-                    .is_ok_and(|old| spec.differs_only_in_distribution(&old)),
+                    .as_ref()
+                    .is_ok_and(|old| spec.differs_only_in_distribution(old)),
+                tests_changed: old.as_ref().map_or(true, |old| old.tests != spec.tests),
                 parameters: crate::spec::ssm_parameter_names(
                     old_properties,
                     aws.region().as_deref(),

@@ -14,6 +14,10 @@ impl Problems {
         self.0.push(format!("{path}: {problem}"));
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(super) fn into_result<T>(self, build: impl FnOnce() -> T) -> Result<T, PropertyErrors> {
         if self.0.is_empty() {
             Ok(build())

@@ -19,6 +19,7 @@ mod sharing;
 mod source_filter;
 mod steps;
 mod tags;
+mod tests_property;
 
 use devices::parse_block_devices;
 use fields::{Fields, Problems, kind_of, scalar_string};
@@ -37,6 +38,8 @@ use source_filter::parse_source_filter;
 pub use steps::is_output_name;
 use steps::parse_steps;
 use tags::{parse_output_tags, parse_tags};
+use tests_property::parse_tests;
+pub use tests_property::{DEFAULT_TEST_MINUTES, MAX_USER_DATA_BYTES, TestSpec};
 
 /// Tags this product puts on everything it creates; users may not set keys with this prefix.
 pub const TAG_PREFIX: &str = "ecs-ami:";
@@ -60,12 +63,14 @@ pub const MAX_OUTPUT_VALUE_CHARS: usize = 256;
 /// The attribute naming the source AMI; `OutputTags` may tag the AMI with it, as with a step output.
 pub const SOURCE_IMAGE_ATTRIBUTE: &str = "SourceImageId";
 /// The attributes every build answers with; a step output may not take one of these names.
-pub const BUILT_IN_ATTRIBUTES: [&str; 5] = [
+pub const BUILT_IN_ATTRIBUTES: [&str; 7] = [
     "ImageId",
     "ImageName",
     "SourceImageId",
     "SnapshotIds",
     "Fingerprint",
+    "TestedAt",
+    "TestInstanceId",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +156,9 @@ pub struct AmiSpec {
     /// The other regions the AMI is copied to. Not part of the fingerprint: a change adds or
     /// removes copies of the existing image.
     pub regions: Vec<CopyRegion>,
+    /// What the new AMI must pass, on a test instance launched from it, before it is answered.
+    /// Not part of the fingerprint: a change alone re-tests the existing AMI.
+    pub tests: Option<TestSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,6 +177,7 @@ impl AmiSpec {
             ssm_parameters: Vec::new(),
             copy_parameters: BTreeMap::new(),
             regions: Vec::new(),
+            tests: None,
             ..spec.clone()
         };
         without(self) == without(other)
@@ -184,6 +193,54 @@ impl AmiSpec {
             .filter(|name| !name.starts_with(prefix))
             .map(|name| {
                 format!("SsmParameters: {name} is outside this deployment's ImageParameterPrefix {prefix}, the only parameters the function may write")
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PropertyErrors { problems })
+        }
+    }
+
+    /// `Regions` outside `allowed` (the deployment's `AmiCopyRegions`, the only regions its role
+    /// may copy to) are refused before anything is built rather than after.
+    pub fn check_copy_regions(&self, allowed: &[&str]) -> Result<(), PropertyErrors> {
+        let problems: Vec<String> = self
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !allowed.contains(&r.region.as_str()))
+            .map(|(i, r)| {
+                format!(
+                    "Regions[{i}].Region: {} is not in this deployment's AmiCopyRegions ({}), the only regions the function may copy to",
+                    r.region,
+                    if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+                )
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PropertyErrors { problems })
+        }
+    }
+
+    /// A region's `KmsKeyId` is its copy's: an Update that changes it for a region the previous
+    /// properties also name would leave the copy as it is, so it is refused.
+    pub fn check_copy_keys(&self, previous: &AmiSpec) -> Result<(), PropertyErrors> {
+        let problems: Vec<String> = self
+            .regions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let before = previous.regions.iter().find(|p| p.region == r.region)?;
+                (before.kms_key_id != r.kms_key_id).then(|| {
+                    format!(
+                        "Regions[{i}].KmsKeyId: the copy in {} exists with {}; a copy's key cannot change in place: remove the region in one update and add it back with the new key in the next",
+                        r.region,
+                        before.kms_key_id.as_deref().unwrap_or("no KmsKeyId")
+                    )
+                })
             })
             .collect();
         if problems.is_empty() {
@@ -258,6 +315,7 @@ impl AmiSpec {
         let imds_support = top.string("ImdsSupport");
         let ssm_parameters = top.list("SsmParameters");
         let regions = top.list("Regions");
+        let tests = top.take("Tests");
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
@@ -307,8 +365,13 @@ impl AmiSpec {
             }
         }
         let ssm_parameters = home_parameters;
-        check_sharable(&launch_permissions, &block_device_mappings, &mut problems);
         let regions = parse_regions(regions.unwrap_or_default(), &mut problems);
+        let tests = tests.and_then(|value| parse_tests(value, &mut problems));
+        check_sharable(
+            &launch_permissions,
+            (&block_device_mappings, &regions),
+            &mut problems,
+        );
         if let Some(value) = &imds_support
             && value != "v2.0"
         {
@@ -338,6 +401,7 @@ impl AmiSpec {
             ssm_parameters,
             copy_parameters,
             regions,
+            tests,
         })
     }
 }
@@ -346,13 +410,27 @@ impl AmiSpec {
 /// another account (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/sharingamis-explicit.html>):
 /// a volume `Encrypted` without a `KmsKeyId` (or with that key's alias) would make
 /// `LaunchPermissions` fail after the build, so it is refused before.
+///
+/// So is a copy of an encrypted AMI made without a `KmsKeyId`: CopyImage then encrypts it with
+/// the destination's default key, normally `aws/ebs`
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CopyImage.html>).
 fn check_sharable(
     permissions: &LaunchPermissions,
-    devices: &[BlockDevice],
+    (devices, regions): (&[BlockDevice], &[CopyRegion]),
     problems: &mut Problems,
 ) {
     if permissions.is_empty() {
         return;
+    }
+    if devices.iter().any(|d| d.ebs.encrypted == Some(true)) {
+        for (i, region) in regions.iter().enumerate() {
+            if region.kms_key_id.is_none() {
+                problems.add(
+                    &format!("Regions[{i}].KmsKeyId"),
+                    format!("required to share an encrypted AMI (LaunchPermissions): without it the copy in {} is encrypted with that region's default key, normally aws/ebs, which cannot be shared", region.region),
+                );
+            }
+        }
     }
     for (i, device) in devices.iter().enumerate() {
         let managed = device.ebs.encrypted == Some(true)

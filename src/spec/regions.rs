@@ -61,10 +61,7 @@ fn kms_key_problem(key: &str, region: &str) -> Option<String> {
         return None;
     }
     let is_key_id = key.len() == 36
-        && key
-            .split('-')
-            .map(str::len)
-            .eq([8, 4, 4, 4, 12])
+        && key.split('-').map(str::len).eq([8, 4, 4, 4, 12])
         && key.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
     let is_multi_region = key.starts_with("mrk-")
         && key.len() == 36

@@ -7,11 +7,16 @@ use serde_json::Value;
 use super::*;
 
 pub(super) fn parse_steps(items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
+    parse_steps_at("Steps", items, problems)
+}
+
+/// The steps of the list at `path` (`Steps`, or `Tests.Steps`).
+pub(super) fn parse_steps_at(path: &str, items: Vec<Value>, problems: &mut Problems) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut names = BTreeSet::new();
     let mut output_names = BTreeSet::new();
     for (i, item) in items.iter().enumerate() {
-        let prefix = format!("Steps[{i}]");
+        let prefix = format!("{path}[{i}]");
         let Some(map) = item.as_object() else {
             problems.add(&prefix, "must be an object: a command step (Name, Commands) or a file step (Name, Path, Content)");
             continue;

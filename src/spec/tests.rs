@@ -986,3 +986,59 @@ fn an_ami_encrypted_with_the_aws_managed_key_cannot_be_shared() {
     let customer = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
     assert!(AmiSpec::parse(&encrypted(json!(customer))).is_ok());
 }
+
+#[test]
+fn copy_regions_outside_the_deployment_and_key_changes_are_refused() {
+    let spec = AmiSpec::parse(&with(json!({"Regions": [
+        {"Region": "eu-west-1", "KmsKeyId": "alias/new"},
+        {"Region": "us-west-2"},
+    ]})))
+    .unwrap();
+    assert!(spec.check_copy_regions(&["eu-west-1", "us-west-2"]).is_ok());
+    let refused = spec.check_copy_regions(&["eu-west-1"]).unwrap_err();
+    assert_eq!(refused.problems.len(), 1);
+    assert!(
+        refused.problems[0].starts_with(
+            "Regions[1].Region: us-west-2 is not in this deployment's AmiCopyRegions (eu-west-1)"
+        ),
+        "{refused:?}"
+    );
+    let none = spec.check_copy_regions(&[]).unwrap_err();
+    assert!(
+        none.problems[0].contains("AmiCopyRegions (none)"),
+        "{none:?}"
+    );
+    let before = AmiSpec::parse(&with(json!({"Regions": [
+        {"Region": "eu-west-1", "KmsKeyId": "alias/old"},
+    ]})))
+    .unwrap();
+    let changed = spec.check_copy_keys(&before).unwrap_err();
+    assert!(
+        changed.problems[0]
+            .starts_with("Regions[0].KmsKeyId: the copy in eu-west-1 exists with alias/old"),
+        "{changed:?}"
+    );
+    assert!(spec.check_copy_keys(&spec).is_ok());
+}
+
+#[test]
+fn copies_of_an_encrypted_shared_ami_need_a_key() {
+    let properties = |key: Option<&str>| {
+        let mut region = json!({"Region": "eu-west-1"});
+        if let Some(key) = key {
+            region["KmsKeyId"] = json!(key);
+        }
+        with(json!({
+            "BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20, "Encrypted": true,
+                "KmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}}],
+            "LaunchPermissions": {"UserIds": ["111122223333"]},
+            "Regions": [region],
+        }))
+    };
+    assert_problem(
+        properties(None),
+        "Regions[0].KmsKeyId",
+        "required to share an encrypted AMI",
+    );
+    assert!(AmiSpec::parse(&properties(Some("alias/copies"))).is_ok());
+}

@@ -194,3 +194,7 @@ def test_copies_only_to_the_listed_regions_and_only_tagged():
     assert copies_kms["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
     _, statements = role_statements({"AmiCopyRegions": "eu-west-1"})
     assert "EncryptCopies" not in {s["Sid"] for s in statements}
+    (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+    assert deny["Sid"] == "CopyNoOtherOwnersImages" and deny["Action"] == "ec2:CopyImage"
+    assert deny["Resource"] == "arn:aws:ec2:us-east-1::image/*"
+    assert deny["Condition"] == {"StringNotEquals": {"ec2:Owner": "123456789012"}}

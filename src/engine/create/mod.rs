@@ -79,6 +79,9 @@ impl Build {
                 launched_at_ms: None,
                 copies: BTreeMap::new(),
                 copies_made: Vec::new(),
+                test_instance_id: None,
+                test_launched_at_ms: None,
+                tested_at: None,
                 kept_image: false,
             },
         }
@@ -92,9 +95,15 @@ impl Build {
         self
     }
 
-    /// Starts at the copy, for an existing, available image of the resource whose `Regions` lack
-    /// copies (an Update that changed only distribution): the image stays whatever happens.
-    pub(crate) fn distribute_existing(spec: AmiSpec, identity: &Identity, image: &Image) -> Build {
+    /// Starts at `start` (the tests, or the copies) for an existing, available image of the
+    /// resource: an Update whose `Tests` changed, or whose `Regions` lack copies. The image stays
+    /// whatever happens.
+    pub(crate) fn distribute_existing(
+        spec: AmiSpec,
+        identity: &Identity,
+        image: &Image,
+        start: Phase,
+    ) -> Build {
         let mut build = Build::new(spec, identity);
         let tag = |key: &str| image.tags.get(key).cloned().unwrap_or_default();
         build.state.image_name = image.name.clone();
@@ -108,7 +117,7 @@ impl Build {
         build.state.snapshot_ids = image.snapshot_ids.clone();
         build.state.outputs = outputs_of(image);
         build.state.kept_image = true;
-        build.state.phase = Phase::Copy;
+        build.state.phase = start;
         build
     }
 
@@ -239,6 +248,8 @@ impl Build {
             Phase::Launch
                 | Phase::StartStep { .. }
                 | Phase::CreateImage
+                | Phase::LaunchTest
+                | Phase::StartTest { .. }
                 | Phase::Copy
                 | Phase::Publish
         );
@@ -458,12 +469,22 @@ impl Build {
     /// cancelled (it has not ended by itself).
     fn leftovers(&self, cancel_command: bool) -> Leftovers {
         let running_command = match &self.state.phase {
-            Phase::AwaitStep { command_id, .. } if cancel_command => Some(command_id.clone()),
+            Phase::AwaitStep { command_id, .. } | Phase::AwaitTest { command_id, .. }
+                if cancel_command =>
+            {
+                Some(command_id.clone())
+            }
             _ => None,
         };
+        // Once the test instance is launched, the builder is gone: the instance to remove (and
+        // whose command to cancel) is the test instance.
+        let (instance_id, launched_at_ms) = match &self.state.test_instance_id {
+            Some(test) => (Some(test.clone()), self.state.test_launched_at_ms),
+            None => (self.state.instance_id.clone(), self.state.launched_at_ms),
+        };
         Leftovers {
-            instance_id: self.state.instance_id.clone(),
-            launched_at_ms: self.state.launched_at_ms,
+            instance_id,
+            launched_at_ms,
             image_id: self
                 .state
                 .image_id
@@ -471,6 +492,13 @@ impl Build {
                 .filter(|_| !self.state.kept_image),
             command_id: running_command,
             regions: self.spec.regions.iter().map(|r| r.region.clone()).collect(),
+            copies: self
+                .state
+                .copies
+                .iter()
+                .filter(|(region, _)| self.state.copies_made.contains(region))
+                .map(|(region, id)| (region.clone(), id.clone()))
+                .collect(),
             // Put back by `clean_up_and_release`, which knows which copies this build made.
             parameters: Default::default(),
         }
@@ -514,6 +542,11 @@ impl Build {
             snapshot_ids: &self.state.snapshot_ids,
             fingerprint: &resolved.fingerprint,
             outputs: self.state.outputs.clone(),
+            tested: self
+                .state
+                .tested_at
+                .as_deref()
+                .zip(self.state.test_instance_id.as_deref()),
         });
         crate::engine::copies::with_attributes(answer, &self.state.copies)
     }
@@ -531,6 +564,17 @@ impl Build {
 }
 
 /// The comment a step's SSM command carries; it is how a resumed build recognises the step.
+fn test_comment(index: usize, total: usize, name: &str) -> String {
+    format!("ecs-ami test {}/{total}: {name}", index + 1)
+}
+
+/// The test index a command's comment names, if it is one of ours.
+fn test_number(comment: &str) -> Option<usize> {
+    let rest = comment.strip_prefix("ecs-ami test ")?;
+    let (number, _) = rest.split_once('/')?;
+    number.parse::<usize>().ok()?.checked_sub(1)
+}
+
 fn step_comment(index: usize, total: usize, name: &str) -> String {
     format!("ecs-ami step {}/{total}: {name}", index + 1)
 }
@@ -581,6 +625,11 @@ mod tests {
         assert_eq!(step_number(&comment), Some(2));
         assert_eq!(step_number("someone else's command"), None);
         assert_eq!(step_number("ecs-ami step 0/1: x"), None);
+        let comment = test_comment(0, 2, "data volume");
+        assert_eq!(comment, "ecs-ami test 1/2: data volume");
+        assert_eq!(test_number(&comment), Some(0));
+        assert_eq!(step_number(&comment), None);
+        assert_eq!(test_number(&step_comment(0, 2, "x")), None);
     }
 
     #[test]

@@ -5,16 +5,51 @@
 use std::time::Duration;
 
 use super::source::check_where_it_runs;
-use super::{Build, Next, Phase, resolve, step_comment, step_number};
+use super::{Build, Next, Phase, resolve, step_comment, step_number, test_comment, test_number};
 use crate::aws::{Aws, ImageRequest, LaunchRequest, StepResult, StepStatus};
 use crate::cfn::Identity;
-use crate::engine::cleanup::{NOT_KNOWN, terminate_builder};
+use crate::engine::cleanup::{NOT_KNOWN, launched_within, terminate_builder};
 use crate::engine::copies::{self, CopiesPoll};
 use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
-use crate::engine::tags::{TAG_IMAGE, client_token, identity_tags, image_tags};
+use crate::engine::tags::{
+    ROLE_TEST, TAG_IMAGE, TAG_ROLE, TAG_TEST_INSTANCE, TAG_TESTED_AT, client_token, identity_tags,
+    image_tags, test_client_token,
+};
 use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
 use crate::engine::{Timing, clock};
-use crate::spec::script;
+use crate::spec::{Step, script};
+
+/// Whose steps a step phase runs: the build's on the builder, or the tests' on the test instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Build,
+    Test,
+}
+
+impl Stage {
+    fn awaiting(
+        self,
+        index: usize,
+        command_id: String,
+        waited: Duration,
+        state_checked: Option<Duration>,
+    ) -> Phase {
+        match self {
+            Stage::Build => Phase::AwaitStep {
+                index,
+                command_id,
+                waited,
+                state_checked,
+            },
+            Stage::Test => Phase::AwaitTest {
+                index,
+                command_id,
+                waited,
+                state_checked,
+            },
+        }
+    }
+}
 
 impl Build {
     /// Runs the phase the build is in.
@@ -31,16 +66,42 @@ impl Build {
                 waited,
                 state_checked,
             } => self.await_online(aws, timing, waited, state_checked).await,
-            Phase::StartStep { index } => self.start_step(aws, timing, index).await,
+            Phase::StartStep { index } => self.start_step(aws, timing, Stage::Build, index).await,
             Phase::AwaitStep {
                 index,
                 command_id,
                 waited,
                 state_checked,
             } => {
-                self.await_step(aws, timing, index, command_id, (waited, state_checked))
+                let at = (Stage::Build, index, command_id);
+                self.await_step(aws, timing, at, (waited, state_checked))
                     .await
             }
+            Phase::LaunchTest => self.launch_test(aws, identity).await,
+            Phase::AwaitTestOnline {
+                waited,
+                state_checked,
+            } => {
+                self.within_test_minutes()?;
+                self.await_test_online(aws, timing, waited, state_checked)
+                    .await
+            }
+            Phase::StartTest { index } => {
+                self.within_test_minutes()?;
+                self.start_step(aws, timing, Stage::Test, index).await
+            }
+            Phase::AwaitTest {
+                index,
+                command_id,
+                waited,
+                state_checked,
+            } => {
+                self.within_test_minutes()?;
+                let at = (Stage::Test, index, command_id);
+                self.await_step(aws, timing, at, (waited, state_checked))
+                    .await
+            }
+            Phase::FinishTest => self.finish_test(aws, identity, timing).await,
             Phase::Stop => self.stop(aws, timing).await,
             Phase::AwaitStopped { waited } => self.await_stopped(aws, timing, waited).await,
             Phase::CreateImage => self.create_image(aws, identity).await,
@@ -90,6 +151,7 @@ impl Build {
             block_devices: self.spec.block_device_mappings.clone(),
             tags,
             client_token: client_token(identity),
+            user_data: None,
         };
         let instance_id = aws.launch_builder(&request).await?;
         tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
@@ -147,41 +209,84 @@ impl Build {
         &mut self,
         aws: &Aws,
         timing: &Timing,
+        stage: Stage,
         index: usize,
     ) -> Result<Next, BuildError> {
-        let Some(step) = self.spec.steps.get(index) else {
-            return Ok(Next::Now(Phase::Stop));
+        let steps = self.steps_of(stage);
+        let Some(step) = steps.get(index) else {
+            return Ok(Next::Now(match stage {
+                Stage::Build => Phase::Stop,
+                Stage::Test => Phase::FinishTest,
+            }));
         };
+        let instance = self.instance_of(stage);
         // A retried invocation may have sent this step already: follow that command rather than
         // run the step twice.
-        let sent = aws.commands_sent_to(self.instance()).await?;
-        if let Some((command_id, _)) = sent.iter().find(|(_, c)| step_number(c) == Some(index)) {
+        let sent = aws.commands_sent_to(instance).await?;
+        let numbered = |comment: &str| match stage {
+            Stage::Build => step_number(comment),
+            Stage::Test => test_number(comment),
+        };
+        if let Some((command_id, _)) = sent.iter().find(|(_, c)| numbered(c) == Some(index)) {
             tracing::info!(step = %step.name, command_id = %command_id, "step was already sent: following it");
-            return Ok(Next::Now(Phase::AwaitStep {
+            return Ok(Next::Now(stage.awaiting(
                 index,
-                command_id: command_id.clone(),
-                waited: Duration::ZERO,
-                state_checked: None,
-            }));
+                command_id.clone(),
+                Duration::ZERO,
+                None,
+            )));
         }
+        let comment = match stage {
+            Stage::Build => step_comment(index, steps.len(), &step.name),
+            Stage::Test => test_comment(index, steps.len(), &step.name),
+        };
         let command_id = aws
             .run_step(
-                self.instance(),
+                instance,
                 &script::render(step),
                 step.timeout_seconds,
-                &step_comment(index, self.spec.steps.len(), &step.name),
+                &comment,
             )
             .await?;
-        tracing::info!(step = %step.name, number = index + 1, of = self.spec.steps.len(), command_id = %command_id, "step started");
+        tracing::info!(step = %step.name, number = index + 1, of = steps.len(), command_id = %command_id, test = stage == Stage::Test, "step started");
         Ok(Next::After(
             timing.min_poll,
-            Phase::AwaitStep {
-                index,
-                command_id,
-                waited: timing.min_poll,
-                state_checked: None,
-            },
+            stage.awaiting(index, command_id, timing.min_poll, None),
         ))
+    }
+
+    /// The build's steps, or the tests'.
+    fn steps_of(&self, stage: Stage) -> &[Step] {
+        match stage {
+            Stage::Build => &self.spec.steps,
+            Stage::Test => {
+                &self
+                    .spec
+                    .tests
+                    .as_ref()
+                    .expect("a test phase has tests")
+                    .steps
+            }
+        }
+    }
+
+    /// The builder, or the test instance.
+    fn instance_of(&self, stage: Stage) -> &str {
+        match stage {
+            Stage::Build => self.instance(),
+            Stage::Test => self
+                .state
+                .test_instance_id
+                .as_deref()
+                .expect("launched before testing"),
+        }
+    }
+
+    fn launched_at_of(&self, stage: Stage) -> Option<u64> {
+        match stage {
+            Stage::Build => self.state.launched_at_ms,
+            Stage::Test => self.state.test_launched_at_ms,
+        }
     }
 
     /// A step's command: still running (the builder must still run too, and the step must end
@@ -192,20 +297,23 @@ impl Build {
         &mut self,
         aws: &Aws,
         timing: &Timing,
-        index: usize,
-        command_id: String,
+        (stage, index, command_id): (Stage, usize, String),
         (waited, mut state_checked): (Duration, Option<Duration>),
     ) -> Result<Next, BuildError> {
-        let step = &self.spec.steps[index];
-        let result = aws.step_result(&command_id, self.instance()).await?;
+        let steps = self.steps_of(stage);
+        let step = &steps[index];
+        let result = aws
+            .step_result(&command_id, self.instance_of(stage))
+            .await?;
         let at = StepAt {
             name: step.name.clone(),
             index,
-            of: self.spec.steps.len(),
+            of: steps.len(),
+            test: stage == Stage::Test,
         };
         match result.status {
             StepStatus::Running => {
-                let instance_id = self.instance();
+                let instance_id = self.instance_of(stage);
                 // Someone may stop or terminate the builder under a long step; SSM would only say
                 // so when the step's timeout runs out.
                 let watch = Watch {
@@ -213,7 +321,7 @@ impl Build {
                     expected: &["running"],
                     step: Some(at.clone()),
                     state_checked: &mut state_checked,
-                    launched_at_ms: self.state.launched_at_ms,
+                    launched_at_ms: self.launched_at_of(stage),
                 };
                 // SSM enforces the step's own timeout; the grace covers delivery.
                 let wait = Wait {
@@ -223,12 +331,7 @@ impl Build {
                 match keep_waiting(aws, timing, wait, Some(watch)).await? {
                     Poll::Again { pause, waited } => Ok(Next::After(
                         pause,
-                        Phase::AwaitStep {
-                            index,
-                            command_id,
-                            waited,
-                            state_checked,
-                        },
+                        stage.awaiting(index, command_id, waited, state_checked),
                     )),
                     Poll::Overdue => Err(BuildError::StepOverdue {
                         step: at,
@@ -252,16 +355,34 @@ impl Build {
                     tracing::info!(step = %step.name, outputs = %outputs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "), "step outputs");
                     self.state.outputs.extend(outputs);
                 }
-                Ok(Next::Now(Phase::StartStep { index: index + 1 }))
+                Ok(Next::Now(match stage {
+                    Stage::Build => Phase::StartStep { index: index + 1 },
+                    Stage::Test => Phase::StartTest { index: index + 1 },
+                }))
             }
             StepStatus::Failed | StepStatus::TimedOut | StepStatus::Cancelled => {
                 tracing::warn!(step = %step.name, status = ?result.status, exit_code = result.exit_code, stdout = %tail(&result.stdout, 20, 2000), stderr = %tail(&result.stderr, 20, 2000), "step failed");
-                Err(BuildError::StepFailed {
+                let failed = BuildError::StepFailed {
                     step: at,
                     end: step_end(&result, step.timeout_seconds),
                     stderr: result.stderr,
                     stdout: result.stdout,
-                })
+                };
+                let booted_with_user_data = stage == Stage::Test
+                    && self
+                        .spec
+                        .tests
+                        .as_ref()
+                        .is_some_and(|t| t.user_data.is_some());
+                if booted_with_user_data
+                    && let Ok(console) = aws.console_output(self.instance_of(stage)).await
+                {
+                    return Err(BuildError::TestFailedAfterUserData {
+                        failed: Box::new(failed),
+                        console,
+                    });
+                }
+                Err(failed)
             }
         }
     }
@@ -475,11 +596,162 @@ impl Build {
                 Err(problem) => return Err(BuildError::BuilderNotTerminated(problem)),
             }
         }
-        if self.spec.regions.is_empty() {
-            Ok(Next::Now(self.after_copies()))
+        if self.spec.tests.is_some() {
+            Ok(Next::Now(Phase::LaunchTest))
         } else {
-            Ok(Next::Now(Phase::Copy))
+            Ok(Next::Now(self.after_tests()))
         }
+    }
+
+    /// The copies, if the spec names regions; otherwise what comes after them.
+    fn after_tests(&self) -> Phase {
+        if self.spec.regions.is_empty() {
+            self.after_copies()
+        } else {
+            Phase::Copy
+        }
+    }
+
+    /// Launches the test instance from the image: where the builder ran, tagged as the build's
+    /// (with `ecs-ami:role` `test`, so that a resumed build never takes it for the builder), with
+    /// the tests' user data; a retried launch (same ClientToken) answers the same instance.
+    async fn launch_test(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
+        let tests = self.spec.tests.as_ref().expect("a test phase has tests");
+        let image_id = self.state.image_id.clone().expect("image exists");
+        let resolved = self.state.resolved.as_ref().expect("resolved");
+        let instance_type = tests
+            .instance_type
+            .clone()
+            .or_else(|| self.spec.instance_type.clone())
+            .unwrap_or_else(|| {
+                crate::engine::create::default_instance_type(&resolved.architecture).to_owned()
+            });
+        let mut tags = identity_tags(identity);
+        tags.insert(TAG_ROLE.into(), ROLE_TEST.into());
+        tags.insert(
+            "Name".into(),
+            format!(
+                "ecs-ami test {}/{}",
+                identity.stack_name(),
+                identity.logical_id
+            ),
+        );
+        let request = LaunchRequest {
+            image_id: image_id.clone(),
+            instance_type,
+            instance_profile: tests
+                .iam_instance_profile
+                .clone()
+                .unwrap_or_else(|| self.spec.iam_instance_profile.clone()),
+            subnet_id: self.spec.subnet_id.clone(),
+            security_group_ids: self.spec.security_group_ids.clone(),
+            // The image's own block device mappings: the instance is launched as a user would.
+            block_devices: Vec::new(),
+            tags,
+            client_token: test_client_token(identity, &image_id),
+            user_data: tests.user_data.clone(),
+        };
+        let instance_id = aws.launch_builder(&request).await?;
+        tracing::info!(instance_id = %instance_id, image_id = %image_id, "test instance launched");
+        self.state.test_instance_id = Some(instance_id);
+        if self.state.test_launched_at_ms.is_none() {
+            self.state.test_launched_at_ms = Some(clock::now_ms());
+        }
+        Ok(Next::Now(Phase::AwaitTestOnline {
+            waited: Duration::ZERO,
+            state_checked: None,
+        }))
+    }
+
+    async fn await_test_online(
+        &mut self,
+        aws: &Aws,
+        timing: &Timing,
+        waited: Duration,
+        mut state_checked: Option<Duration>,
+    ) -> Result<Next, BuildError> {
+        let instance_id = self.instance_of(Stage::Test);
+        if aws.instance_online(instance_id).await? {
+            tracing::info!(
+                instance_id,
+                waited_s = waited.as_secs(),
+                "test instance is Online in SSM"
+            );
+            return Ok(Next::Now(Phase::StartTest { index: 0 }));
+        }
+        let watch = Watch {
+            instance_id,
+            expected: &["pending", "running"],
+            step: None,
+            state_checked: &mut state_checked,
+            launched_at_ms: self.state.test_launched_at_ms,
+        };
+        let wait = Wait {
+            waited,
+            limit: timing.online_timeout,
+        };
+        let tests = self.spec.tests.as_ref().expect("a test phase has tests");
+        go_on(
+            keep_waiting(aws, timing, wait, Some(watch)).await?,
+            |waited| Phase::AwaitTestOnline {
+                waited,
+                state_checked,
+            },
+            || BuildError::TestNeverOnline {
+                instance: instance_id.to_owned(),
+                timeout: timing.online_timeout,
+                profile: tests
+                    .iam_instance_profile
+                    .clone()
+                    .unwrap_or_else(|| self.spec.iam_instance_profile.clone()),
+            },
+        )
+    }
+
+    /// `Tests.TimeoutMinutes`, from the test instance's launch.
+    fn within_test_minutes(&self) -> Result<(), BuildError> {
+        let minutes = self
+            .spec
+            .tests
+            .as_ref()
+            .map_or(crate::spec::DEFAULT_TEST_MINUTES, |t| t.timeout_minutes);
+        match self.state.test_launched_at_ms {
+            Some(at) if clock::now_ms().saturating_sub(at) > u64::from(minutes) * 60_000 => {
+                Err(BuildError::TestsTimedOut { minutes })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The tests passed: the test instance goes, and the image records when it passed them.
+    async fn finish_test(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<Next, BuildError> {
+        let instance_id = self.instance_of(Stage::Test).to_owned();
+        let grace = if launched_within(self.state.test_launched_at_ms, timing.not_found_grace) {
+            timing.not_found_grace
+        } else {
+            Duration::ZERO
+        };
+        terminate_builder(aws, &instance_id, grace)
+            .await
+            .map_err(BuildError::BuilderNotTerminated)?;
+        tracing::info!(instance_id = %instance_id, "test instance terminated");
+        let tested_at = crate::engine::time::utc_iso();
+        let image_id = self.state.image_id.clone().expect("image exists");
+        let mut resources = vec![image_id];
+        resources.extend(self.state.snapshot_ids.iter().cloned());
+        let tags = std::collections::BTreeMap::from([
+            (TAG_TESTED_AT.to_owned(), tested_at.clone()),
+            (TAG_TEST_INSTANCE.to_owned(), instance_id),
+        ]);
+        aws.tag(&resources, &tags).await?;
+        self.state.tested_at = Some(tested_at);
+        let _ = identity;
+        Ok(Next::Now(self.after_tests()))
     }
 
     /// Publishing, if the spec names parameters; otherwise the end.
@@ -500,9 +772,14 @@ impl Build {
                 reason: Some("it was available, then no longer listed".into()),
             });
         };
-        let (copies, made) = copies::start(aws, identity, &image, &self.spec).await?;
-        self.state.copies = copies;
-        self.state.copies_made = made;
+        let mut started = copies::Started {
+            copies: std::mem::take(&mut self.state.copies),
+            made: std::mem::take(&mut self.state.copies_made),
+        };
+        let result = copies::start(aws, identity, &image, &self.spec, &mut started).await;
+        self.state.copies = started.copies;
+        self.state.copies_made = started.made;
+        result?;
         Ok(Next::Now(Phase::AwaitCopies {
             waited: Duration::ZERO,
         }))
@@ -518,6 +795,12 @@ impl Build {
         match copies::poll(aws, &self.state.copies).await? {
             CopiesPoll::Ready(ready) => {
                 copies::distribute(aws, &ready, &self.spec).await?;
+                let image_id = self.state.image_id.clone().expect("image exists");
+                if let Some(image) = aws.describe_image(&image_id).await? {
+                    let mut regions = copies::recorded_regions(&image);
+                    regions.extend(self.state.copies.keys().cloned());
+                    copies::record_regions(aws, &image, &regions).await?;
+                }
                 tracing::info!(copies = ?self.state.copies, "copies available");
                 Ok(Next::Now(self.after_copies()))
             }

@@ -20,7 +20,13 @@ impl Build {
         identity: &Identity,
     ) -> Result<Option<Phase>, BuildError> {
         let tags = identity_tags(identity);
-        let instances = aws.instances_tagged(&tags).await?;
+        // The test instance is found again by its launch's ClientToken, never taken for the builder.
+        let instances: Vec<_> = aws
+            .instances_tagged(&tags)
+            .await?
+            .into_iter()
+            .filter(|i| i.role.is_none())
+            .collect();
         // The build began when its builder was launched, not when this delivery arrived:
         // TimeoutMinutes keeps counting from there.
         if let Some(first) = instances.iter().filter_map(|i| i.launched_ms).min() {

@@ -42,6 +42,23 @@ pub enum Phase {
     },
     TagSnapshots,
     Finish,
+    /// `Tests`: a test instance launched from the image (only when the spec has tests), once the
+    /// builder is gone; its steps run as the build's do; then it is terminated.
+    LaunchTest,
+    AwaitTestOnline {
+        waited: Duration,
+        state_checked: Option<Duration>,
+    },
+    StartTest {
+        index: usize,
+    },
+    AwaitTest {
+        index: usize,
+        command_id: String,
+        waited: Duration,
+        state_checked: Option<Duration>,
+    },
+    FinishTest,
     /// The image copied to each of `Regions` (only when it names some), once the builder is gone.
     Copy,
     AwaitCopies {
@@ -65,6 +82,10 @@ impl Phase {
             Phase::CreateImage | Phase::AwaitImage { .. } => "creating the image",
             Phase::TagSnapshots => "tagging the snapshots",
             Phase::Finish | Phase::Done => "cleaning up the builder",
+            Phase::LaunchTest => "launching the test instance",
+            Phase::AwaitTestOnline { .. } => "waiting for SSM to report the test instance Online",
+            Phase::StartTest { .. } | Phase::AwaitTest { .. } => "testing the image",
+            Phase::FinishTest => "terminating the test instance",
             Phase::Copy => "copying the image to its Regions",
             Phase::AwaitCopies { .. } => "waiting for the copies in other regions",
             Phase::Publish => "publishing the AMI id to SsmParameters",
@@ -110,6 +131,14 @@ pub struct BuildState {
     /// The regions whose copy this request made (the others' were there before it).
     #[serde(default)]
     pub copies_made: Vec<String>,
+    /// The test instance (`Tests`), and when it was launched, on the [`clock`](crate::engine::clock).
+    #[serde(default)]
+    pub test_instance_id: Option<String>,
+    #[serde(default)]
+    pub test_launched_at_ms: Option<u64>,
+    /// When the image passed its tests (UTC, `YYYY-MM-DDTHH:MM:SSZ`).
+    #[serde(default)]
+    pub tested_at: Option<String>,
     /// The image was not made by this build (an Update that only adds Regions starts at the
     /// copy): a failure removes the copies this request made, never the image.
     #[serde(default)]

@@ -1,0 +1,98 @@
+//! `Tests`: what the new AMI must pass before the stack gets it: steps run through SSM Run
+//! Command on a test instance launched from it, after user data of its own (run in `engine`).
+
+use serde_json::Value;
+
+use super::steps::parse_steps_at;
+use super::*;
+
+/// EC2 takes at most 16 KB of user data, before base64
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-add-user-data.html>).
+pub const MAX_USER_DATA_BYTES: usize = 16 * 1024;
+/// The test phase's own bound when `Tests.TimeoutMinutes` is not given.
+pub const DEFAULT_TEST_MINUTES: u32 = 20;
+
+/// The tests of an AMI: a test instance launched from it, its user data run at boot, then the
+/// steps in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestSpec {
+    pub steps: Vec<Step>,
+    pub user_data: Option<String>,
+    /// Default: the builder's.
+    pub instance_type: Option<String>,
+    /// Default: the builder's.
+    pub iam_instance_profile: Option<String>,
+    /// From the test instance's launch to the end of its last step.
+    pub timeout_minutes: u32,
+}
+
+pub(super) fn parse_tests(value: &Value, problems: &mut Problems) -> Option<TestSpec> {
+    let Some(map) = value.as_object() else {
+        problems.add(
+            "Tests",
+            format!(
+                "must be an object with Steps (and optionally UserData, InstanceType, IamInstanceProfile, TimeoutMinutes), not {}",
+                kind_of(value)
+            ),
+        );
+        return None;
+    };
+    let mut fields = Fields::new("Tests", map, problems);
+    let steps = fields.list("Steps");
+    let user_data = fields.string("UserData");
+    let instance_type = fields.string("InstanceType");
+    let iam_instance_profile = fields.string("IamInstanceProfile");
+    let timeout_minutes = fields.number("TimeoutMinutes", 1, 60);
+    fields.finish();
+    let steps = parse_steps_at("Tests.Steps", steps.unwrap_or_default(), problems);
+    if steps.is_empty() {
+        problems.add(
+            "Tests.Steps",
+            "required: at least one test step (a command that exits non-zero fails the AMI)",
+        );
+    }
+    for (i, step) in steps.iter().enumerate() {
+        if !step.outputs.is_empty() {
+            problems.add(
+                &format!("Tests.Steps[{i}].Outputs"),
+                "a test hands nothing back: Outputs belong to the build's Steps",
+            );
+        }
+    }
+    if let Some(data) = &user_data
+        && data.len() > MAX_USER_DATA_BYTES
+    {
+        problems.add(
+            "Tests.UserData",
+            format!(
+                "{} bytes: EC2 takes at most {MAX_USER_DATA_BYTES}",
+                data.len()
+            ),
+        );
+    }
+    if let Some(kind) = &instance_type
+        && !ids::is_instance_type(kind)
+    {
+        problems.add(
+            "Tests.InstanceType",
+            format!("{kind:?} is not an EC2 instance type such as t3.medium"),
+        );
+    }
+    if let Some(profile) = &iam_instance_profile {
+        let mut own = Problems::default();
+        ids::check_instance_profile(profile, &mut own);
+        if !own.is_empty() {
+            problems.add(
+                "Tests.IamInstanceProfile",
+                format!("{profile:?} is not an instance profile name or ARN"),
+            );
+        }
+    }
+    Some(TestSpec {
+        steps,
+        user_data,
+        instance_type,
+        iam_instance_profile,
+        timeout_minutes: timeout_minutes.unwrap_or(DEFAULT_TEST_MINUTES),
+    })
+}

@@ -1,0 +1,243 @@
+//! `Tests` on the local AWS, through the function's role: a test instance launched from the new
+//! AMI (which starts with the file system the build left), its user data run at boot, the test
+//! steps run through SSM Run Command; a failing test refuses the AMI (removed, with its
+//! snapshots and the test instance); an Update that changes only `Tests` tests the same AMI
+//! again and keeps its id.
+//!
+//! RunInstances with UserData: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html
+//! GetConsoleOutput: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html
+//! the role's actions: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html
+
+mod common;
+
+use common::audit::{Audit, tags_of};
+use common::report;
+use common::{LocalAws, event, invoke, one_step_properties, stack_id, update_from};
+use serde_json::{Value, json};
+
+const BUILD: &str = "mkdir -p /opt/ecs-ami-tested && echo ready > /opt/ecs-ami-tested/first-run.sh && chmod 0755 /opt/ecs-ami-tested/first-run.sh";
+
+fn properties(tests: Value) -> Value {
+    one_step_properties(json!({
+        "Steps": [{"Name": "first-run", "Commands": [BUILD]}],
+        "Tests": tests,
+    }))
+}
+
+fn runs(calls: &Value, operation: &str) -> u64 {
+    calls["by_operation"][operation].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ami_is_answered_only_once_its_tests_pass_and_a_tests_change_tests_it_again() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "tested";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    // The user data runs at boot, in the test instance's own file system; the tests see what
+    // the build wrote and what the user data wrote.
+    let first = properties(json!({
+        "UserData": "#!/bin/bash\necho booted > /var/tmp/user-data-ran\necho 'user data says hello'\n",
+        "Steps": [
+            {"Name": "first-run script", "Commands": ["test -x /opt/ecs-ami-tested/first-run.sh"]},
+            {"Name": "user data ran", "Commands": ["grep -q booted /var/tmp/user-data-ran"]},
+        ],
+    }));
+    local.take_calls().await;
+    let created = invoke(&aws, event("Create", stack, "req-1", None, first.clone())).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let calls = local.take_calls().await;
+    assert_eq!(
+        runs(&calls, "EC2.RunInstances"),
+        2,
+        "the builder and the test instance: {calls}"
+    );
+    let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let tested_at = created["Data"]["TestedAt"]
+        .as_str()
+        .expect("TestedAt")
+        .to_owned();
+    let test_instance = created["Data"]["TestInstanceId"]
+        .as_str()
+        .expect("TestInstanceId")
+        .to_owned();
+    assert!(
+        tested_at.ends_with('Z') && tested_at.len() == 20,
+        "{tested_at}"
+    );
+    let instances = audit.instances().await;
+    assert!(
+        instances
+            .iter()
+            .any(|(id, state)| id == &test_instance && state == "terminated"),
+        "the test instance is terminated: {instances:?}"
+    );
+    assert!(audit.live_instances().await.is_empty());
+    let image = audit.image(&ami).await.unwrap();
+    let tags = tags_of(image.tags());
+    assert_eq!(tags.get("ecs-ami:tested-at"), Some(&tested_at));
+    assert_eq!(tags.get("ecs-ami:test-instance"), Some(&test_instance));
+    // The test instance never leaves its view on this machine.
+    assert!(!std::path::Path::new("/var/tmp/user-data-ran").exists());
+
+    // Tests changed alone: the same AMI, tested again on a new test instance.
+    let second = properties(json!({
+        "Steps": [{"Name": "first-run script", "Commands": ["test \"$(cat /opt/ecs-ami-tested/first-run.sh)\" = ready"]}],
+    }));
+    local.take_calls().await;
+    let retested = invoke(&aws, update_from(stack, "req-2", &ami, &second, &first)).await;
+    assert_eq!(retested["Status"], "SUCCESS", "{retested}");
+    assert_eq!(retested["PhysicalResourceId"], json!(ami));
+    let calls = local.take_calls().await;
+    assert_eq!(
+        runs(&calls, "EC2.RunInstances"),
+        1,
+        "a test instance only: {calls}"
+    );
+    assert_eq!(runs(&calls, "EC2.CreateImage"), 0, "{calls}");
+    assert_ne!(retested["Data"]["TestInstanceId"], json!(test_instance));
+
+    // Tests changed alone, and failing: the Update fails, the AMI stays (CloudFormation rolls
+    // back to it), the test instance goes.
+    let third = properties(json!({
+        "Steps": [{"Name": "time zone", "Commands": ["echo 'expected Europe/Paris' >&2", "exit 4"]}],
+    }));
+    let refused = invoke(&aws, update_from(stack, "req-3", &ami, &third, &second)).await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let reason = refused["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "test step \"time zone\" (1 of 1) exited 4; stderr: \"expected Europe/Paris\""
+        ),
+        "{reason}"
+    );
+    assert!(audit.image(&ami).await.is_some(), "the AMI stays");
+    assert!(
+        audit.live_instances().await.is_empty(),
+        "the test instance is gone"
+    );
+
+    let deleted = invoke(&aws, event("Delete", stack, "req-4", Some(&ami), second)).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    let decisions = local.iam_decisions(false).await;
+    assert_eq!(decisions["counts"].get("Denied"), None, "{decisions}");
+    report::record_clean(
+        "tests-pass",
+        "Update",
+        "Tests: a Create whose test instance boots with user data and runs two test steps (one reading what the build wrote, one what the user data wrote); an Update changing only Tests; another whose test fails; then Delete",
+        "SUCCESS only after the tests passed on a test instance launched from the new AMI (TestedAt, TestInstanceId, tags on the AMI), the test instance terminated; the Tests-only Update tests the same AMI again (one RunInstances, no CreateImage) and keeps its id; the failing one answers FAILED naming the test step, its exit code and stderr, and keeps the AMI",
+        &audit.leftovers(&[]).await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_test_refuses_the_ami_and_leaves_nothing() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "test-fails";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let broken = properties(json!({
+        "UserData": "#!/bin/bash\necho 'mounting /data'\necho 'mount: /data: no such device' >&2\n",
+        "Steps": [{"Name": "data volume", "Commands": ["findmnt /data-that-is-not-there"]}],
+    }));
+    let failed = invoke(&aws, event("Create", stack, "req-1", None, broken)).await;
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "failed while testing the image: test step \"data volume\" (1 of 1) exited 1"
+        ),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("the test instance's console (its user data) ends:"),
+        "{reason}"
+    );
+    assert!(reason.contains("mount: /data: no such device"), "{reason}");
+    assert!(reason.contains("deregistered half-made image"), "{reason}");
+    report::record_clean(
+        "tests-fail",
+        "Unusable inputs found at build time",
+        "Tests: a test step that fails on the test instance, booted with user data that printed an error",
+        "FAILED naming the test step and its exit code, quoting the end of the test instance's console (the user data's output); the new AMI, its snapshots, the builder and the test instance removed",
+        &audit.leftovers(&[]).await,
+    );
+}
+
+/// An invocation killed (SIGKILL) while a test step runs, then the event delivered again: the
+/// retry finds the same test instance (its launch's ClientToken) and the step already sent
+/// (its command's comment), so there is one test instance and each test step runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_killed_while_testing_is_resumed_with_one_test_instance() {
+    let local = LocalAws::start().await;
+    let stack = "test-crash";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("event.json");
+    let tests = properties(json!({"Steps": [
+        {"Name": "count", "Commands": ["echo run >> /var/tmp/test-runs", "sleep 3"]},
+        {"Name": "once", "Commands": ["test \"$(wc -l < /var/tmp/test-runs)\" -eq 1"]},
+    ]}));
+    std::fs::write(
+        &path,
+        event("Create", stack, "req-1", None, tests).to_string(),
+    )
+    .unwrap();
+    let log_path = scratch.path().join("killed.log");
+    let mut first = local
+        .ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
+        .arg("invoke")
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut testing = false;
+    for _ in 0..900 {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.contains("step started") && l.contains("test=true"))
+        {
+            testing = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(testing, "the first invocation reached a test step");
+    let retry = local
+        .ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
+        .arg("invoke")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&retry.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&retry.stderr)));
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let ami = answer["PhysicalResourceId"].as_str().unwrap().to_owned();
+    // The builder and one test instance, both terminated.
+    let instances = audit.instances().await;
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    assert!(
+        instances.iter().all(|(_, state)| state == "terminated"),
+        "{instances:?}"
+    );
+    report::record_clean(
+        "tests-crash",
+        "Crashes and duplicate deliveries",
+        "Tests: `ecs-ami invoke` SIGKILLed while a test step runs on the test instance, then the event delivered again",
+        "SUCCESS from the retry: one test instance (the same launch token), the running test step followed rather than sent again (the next test checks it ran once), one AMI",
+        &audit.leftovers(&[&ami]).await,
+    );
+}
