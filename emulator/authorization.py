@@ -497,10 +497,38 @@ SSM = {
 }
 
 
+def ecs_cluster_arn(region: str, cluster: str) -> str:
+    if cluster.startswith("arn:"):
+        return cluster
+    return f"arn:aws:ecs:{region}:{DEFAULT_ACCOUNT_ID}:cluster/{cluster or 'default'}"
+
+
+def ecs_container_instances(region: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """DescribeContainerInstances names container instances (by ARN, or by id within the
+    cluster), each authorized with `ecs:cluster`."""
+    cluster = ecs_cluster_arn(region, body.get("cluster", ""))
+    name = cluster.rsplit("/", 1)[-1]
+    resources = []
+    for item in body.get("containerInstances") or []:
+        arn = item if item.startswith("arn:") else (
+            f"arn:aws:ecs:{region}:{DEFAULT_ACCOUNT_ID}:container-instance/{name}/{item}")
+        resources.append({"arn": arn, "context": {"ecs:cluster": cluster}})
+    return [{"action": "ecs:DescribeContainerInstances", "resources": resources}]
+
+
+ECS = {
+    "ListContainerInstances": lambda region, body: [{
+        "action": "ecs:ListContainerInstances",
+        "resources": [{"arn": ecs_cluster_arn(region, body.get("cluster", ""))}]}],
+    "DescribeContainerInstances": ecs_container_instances,
+}
+
+
 def actions_of(operation: str, region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The IAM actions one request needs, each with the resources it names."""
     service, _, name = operation.partition(".")
-    table = EC2 if service == "EC2" else SSM if service == "AmazonSSM" else {}
+    table = (EC2 if service == "EC2" else SSM if service == "AmazonSSM"
+             else ECS if service == "AmazonEC2ContainerServiceV20141113" else {})
     if name not in table:
         raise CannotAuthorize(f"{operation}: the local AWS does not know what this request authorizes")
     try:

@@ -78,6 +78,7 @@ from moto.ec2.models.instances import InstanceBackend, StateReason
 from moto.iam.models import iam_backends
 from moto.kms.models import kms_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.ecs.models import ecs_backends
 from moto.ssm.models import ssm_backends
 from werkzeug.serving import run_simple
 
@@ -510,6 +511,63 @@ def instance_process(instance_id: str, script: str, name: str, env_extra: dict[s
     )
 
 
+# The local AWS's own address, for what runs inside an instance (the ECS agent's stand-in).
+ENDPOINT = {"url": ""}
+
+
+def instance_env(instance_id: str, region: str) -> dict[str, str]:
+    """What a process inside an instance knows of it and of the local AWS."""
+    return {"ECS_AMI_INSTANCE_ID": instance_id, "ECS_AMI_REGION": region,
+            "ECS_AMI_LOCAL_AWS": ENDPOINT["url"]}
+
+
+def ecs_agent_started(body: dict[str, Any]) -> dict[str, Any]:
+    """POST /ecs-ami-local/ecs/agent-started `{"instance": id}`: the ECS agent of an instance
+    started (the stand-in for the service manager in the image calls this on `systemctl start
+    ecs`). As the real agent does, it reads ECS_CLUSTER from the instance's /etc/ecs/ecs.config
+    (default `default`) and registers the instance there as a container instance, agent
+    connected (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-agent-config.html)."""
+    instance_id = body["instance"]
+    for region, backend in ec2_backends[DEFAULT_ACCOUNT_ID].items():
+        if any(i.id == instance_id for i in backend.all_instances()):
+            break
+    else:
+        raise SsmError("InvalidInstanceId", f"no instance {instance_id}")
+    config_path = os.path.join(STATE_DIR, "instances", instance_id, "upper", "etc/ecs/ecs.config")
+    cluster = "default"
+    if os.path.exists(config_path):
+        for line in open(config_path, encoding="utf-8", errors="replace"):
+            key, _, value = line.strip().partition("=")
+            if key == "ECS_CLUSTER" and value:
+                cluster = value.strip().strip("'\"")
+    ecs = ecs_backends[DEFAULT_ACCOUNT_ID][region]
+    if cluster not in ecs.clusters:
+        raise SsmError("ClusterNotFoundException", f"cluster {cluster} not found in {region}")
+    registered = ecs.register_container_instance(cluster, instance_id)
+    return {"cluster": cluster, "containerInstanceArn": registered.container_instance_arn}
+
+
+def as_ecs_deregisters_terminated_instances(original: Any) -> Any:
+    """A terminated container instance is deregistered from its cluster by ECS
+    (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/deregister_container_instance.html);
+    moto keeps it."""
+
+    def terminate_instances(self: Any, instance_ids: list[str]) -> Any:
+        answer = original(self, instance_ids)
+        ecs = ecs_backends[DEFAULT_ACCOUNT_ID][self.region_name]
+        for cluster, members in list(ecs.container_instances.items()):
+            for member_id, member in list(members.items()):
+                if member.ec2_instance_id in instance_ids and cluster in ecs.clusters:
+                    ecs.deregister_container_instance(cluster, member_id, force=True)
+        return answer
+
+    return terminate_instances
+
+
+InstanceBackend.terminate_instances = as_ecs_deregisters_terminated_instances(
+    InstanceBackend.terminate_instances)
+
+
 def boot(instance_id: str, user_data: bytes) -> None:
     """An instance's first boot runs its user data (a shell script, as cloud-init's
     scripts-user does), in the instance's own file system; what it prints goes to the console
@@ -524,7 +582,9 @@ def boot(instance_id: str, user_data: bytes) -> None:
             text = user_data.decode("utf-8", "replace")
             if not text.startswith("#!"):
                 text = "#!/bin/bash\n" + text
-            process = instance_process(instance_id, text, "user-data", {"ECS_AMI_INSTANCE_ID": instance_id})
+            region = next((r for r, b in ec2_backends[DEFAULT_ACCOUNT_ID].items()
+                           if any(i.id == instance_id for i in b.all_instances())), "us-east-1")
+            process = instance_process(instance_id, text, "user-data", instance_env(instance_id, region))
             out, _ = process.communicate(timeout=600)
             CONSOLE[instance_id] += out.decode("utf-8", "replace")
             CONSOLE[instance_id] += (f"cloud-init: user data finished with exit code {process.returncode}\n")
@@ -627,6 +687,7 @@ class Invocation:
             "LANG": "C.UTF-8",
             "AWS_SSM_INSTANCE_ID": self.instance_id,
             "AWS_SSM_REGION_NAME": self.command.region,
+            **instance_env(self.instance_id, self.command.region),
         }
         with self.lock:
             if self.cancelled:
@@ -1041,6 +1102,11 @@ class LocalAws:
                 return respond(start_response, 200, self.authorizer.configure(json.loads(raw or b"{}")))
             except CannotAuthorize as error:
                 return respond(start_response, 400, {"message": str(error)})
+        if path == "/ecs-ami-local/ecs/agent-started" and method == "POST":
+            try:
+                return respond(start_response, 200, ecs_agent_started(json.loads(raw)))
+            except SsmError as error:
+                return respond(start_response, 400, {"__type": error.code, "message": error.message})
         if path == "/ecs-ami-local/images" and method == "POST":
             return respond(start_response, 200, add_image(region_of(environ), json.loads(raw)))
         if path.startswith("/ecs-ami-local/offline/"):
@@ -1122,13 +1188,13 @@ class LocalAws:
         service = scope.group(1) if scope else ""
         if service == "ec2":
             params = ec2_params(raw or environ.get("QUERY_STRING", "").encode())
-        elif service == "ssm":
+        elif service in ("ssm", "ecs"):
             params = json.loads(raw or b"{}")
         else:
             params = None
         if params is None:
             entry = {"operation": operation, "decision": "Error",
-                     "error": f"service {service or '?'}: the local AWS authorizes only EC2 and SSM"}
+                     "error": f"service {service or '?'}: the local AWS authorizes only EC2, SSM and ECS"}
             with self.authorizer.lock:
                 self.authorizer.record(entry)
         else:
@@ -1344,6 +1410,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
     os.environ.setdefault("MOTO_PORT", str(args.port))
+    ENDPOINT["url"] = f"http://127.0.0.1:{args.port}"
     for region in SEED_REGIONS:
         seed(region.strip())
     app = LocalAws()

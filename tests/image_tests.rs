@@ -241,3 +241,100 @@ async fn a_build_killed_while_testing_is_resumed_with_one_test_instance() {
         &audit.leftovers(&[&ami]).await,
     );
 }
+
+/// A stand-in for systemd's `systemctl` in the image (this machine's overlay has no systemd):
+/// `start ecs` (or `enable --now ecs`, `restart ecs`) starts the ECS agent, which the local AWS
+/// simulates: it reads the instance's /etc/ecs/ecs.config and registers the instance in the
+/// cluster it names (`POST /ecs-ami-local/ecs/agent-started`).
+const SYSTEMCTL: &str = r#"#!/bin/bash
+echo "systemctl $*" >> /var/log/stand-ins.log
+case " $* " in
+  *" ecs "*|*" ecs.service "*)
+    case "$1" in start|restart|enable)
+      if [ "$1" != enable ] || [ "$2" = --now ]; then
+        curl -fsS -X POST "$ECS_AMI_LOCAL_AWS/ecs-ami-local/ecs/agent-started" -d "{\"instance\": \"$ECS_AMI_INSTANCE_ID\"}"
+      fi;;
+    esac;;
+esac
+exit 0
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ami_whose_test_instance_joins_the_cluster_passes_and_one_that_does_not_is_refused() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let admin = local.sdk_config().await;
+    let ecs = aws_sdk_ecs::Client::new(&admin);
+    ecs.create_cluster()
+        .cluster_name("ecs-ami-acceptance")
+        .send()
+        .await
+        .unwrap();
+    let stack = "joins";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let build = json!([
+        {"Name": "systemctl", "Path": "/usr/local/sbin/systemctl", "Content": SYSTEMCTL, "Mode": "0755"},
+        {"Name": "agent config", "Commands": ["mkdir -p /etc/ecs", "echo 'ECS_LOGLEVEL=info' > /etc/ecs/ecs.config"]},
+    ]);
+    let with_user_data = |user_data: &str, minutes: u32| {
+        one_step_properties(json!({
+            "Steps": build.clone(),
+            "Tests": {
+                "UserData": user_data,
+                "EcsCluster": "ecs-ami-acceptance",
+                "TimeoutMinutes": minutes,
+                "Steps": [{"Name": "agent config", "Commands": ["grep -q '^ECS_CLUSTER=ecs-ami-acceptance$' /etc/ecs/ecs.config"]}],
+            },
+        }))
+    };
+    let joining = with_user_data(
+        "#!/bin/bash\necho ECS_CLUSTER=ecs-ami-acceptance >> /etc/ecs/ecs.config\nsystemctl enable --now ecs\n",
+        10,
+    );
+    let joined = invoke(&aws, event("Create", stack, "req-1", None, joining)).await;
+    assert_eq!(joined["Status"], "SUCCESS", "{joined}");
+    let ami = joined["PhysicalResourceId"].as_str().unwrap().to_owned();
+    // The test instance is terminated, and so deregistered from the cluster, as ECS does.
+    let members = ecs
+        .list_container_instances()
+        .cluster("ecs-ami-acceptance")
+        .send()
+        .await
+        .unwrap();
+    assert!(members.container_instance_arns().is_empty(), "{members:?}");
+
+    // The cluster is configured, but the user data never starts the agent.
+    let stack_b = "does-not-join";
+    let audit_b = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack_b),
+    };
+    let silent = with_user_data(
+        "#!/bin/bash\necho ECS_CLUSTER=ecs-ami-acceptance >> /etc/ecs/ecs.config\n",
+        1,
+    );
+    let refused = invoke(&aws, event("Create", stack_b, "req-1", None, silent)).await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let reason = refused["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("did not join ECS cluster ecs-ami-acceptance within")
+            && reason.contains("not registered as a container instance"),
+        "{reason}"
+    );
+    assert!(reason.contains("deregistered half-made image"), "{reason}");
+    let decisions = local.iam_decisions(false).await;
+    assert_eq!(decisions["counts"].get("Denied"), None, "{decisions}");
+    assert!(decisions.to_string().contains("ecs:ListContainerInstances"));
+    let mut left = audit.leftovers(&[&ami]).await;
+    left.extend(audit_b.leftovers(&[]).await);
+    report::record_clean(
+        "tests-ecs",
+        "Unusable inputs found at build time",
+        "Tests.EcsCluster: a test instance whose user data names the cluster and starts the ECS agent; then one whose user data never starts it (Tests.TimeoutMinutes 1)",
+        "the first AMI is answered once its test instance is an ACTIVE container instance of the cluster with its agent connected (and deregistered with its termination); the second is refused: FAILED saying it did not join the cluster and what ECS saw, its AMI and snapshots removed",
+        &left,
+    );
+}

@@ -10,11 +10,13 @@
 //! `lambda.rs` (the self-invocation of a hand-over).
 
 mod commands;
+mod ecs;
 mod images;
 mod instances;
 mod lambda;
 mod parameters;
 
+pub use ecs::ContainerInstance;
 pub use lambda::SelfInvoke;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -211,6 +213,8 @@ pub struct CopyRequest {
 pub struct Aws {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
+    /// Only `Tests.EcsCluster` needs it.
+    ecs: Option<aws_sdk_ecs::Client>,
 }
 
 impl Aws {
@@ -224,9 +228,18 @@ impl Aws {
             aws_sdk_ec2::Client::new(config),
             aws_sdk_ssm::Client::new(config),
         )
+        .with_ecs(aws_sdk_ecs::Client::new(config))
     }
     pub fn from_clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> Aws {
-        Aws { ec2, ssm }
+        Aws {
+            ec2,
+            ssm,
+            ecs: None,
+        }
+    }
+    pub fn with_ecs(mut self, ecs: aws_sdk_ecs::Client) -> Aws {
+        self.ecs = Some(ecs);
+        self
     }
     /// The region this client's calls go to: the function's own (where AMIs are built).
     pub fn region(&self) -> Option<String> {
@@ -244,8 +257,15 @@ impl Aws {
                     .build(),
             ),
             ssm: aws_sdk_ssm::Client::from_conf(
-                self.ssm.config().to_builder().region(region).build(),
+                self.ssm
+                    .config()
+                    .to_builder()
+                    .region(region.clone())
+                    .build(),
             ),
+            ecs: self.ecs.as_ref().map(|ecs| {
+                aws_sdk_ecs::Client::from_conf(ecs.config().to_builder().region(region).build())
+            }),
         }
     }
 }

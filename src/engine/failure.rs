@@ -116,6 +116,17 @@ pub enum BuildError {
         "the tests did not end within Tests.TimeoutMinutes ({minutes}) of the test instance's launch"
     )]
     TestsTimedOut { minutes: u32 },
+    #[error(
+        "the test instance {instance} did not join ECS cluster {cluster} within {} s: {seen}",
+        .waited.as_secs()
+    )]
+    NotInCluster {
+        instance: String,
+        cluster: String,
+        waited: Duration,
+        /// What ECS last said of it.
+        seen: String,
+    },
     /// A test step failed on an instance booted with user data: what its console showed.
     #[error("{failed}; the test instance's console (its user data) ends: {}", quoted_tail(.console))]
     TestFailedAfterUserData {

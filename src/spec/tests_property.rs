@@ -18,12 +18,35 @@ pub const DEFAULT_TEST_MINUTES: u32 = 20;
 pub struct TestSpec {
     pub steps: Vec<Step>,
     pub user_data: Option<String>,
+    /// The test instance must become an ACTIVE container instance of this cluster (name or
+    /// ARN), its agent connected, after the steps passed.
+    pub ecs_cluster: Option<String>,
     /// Default: the builder's.
     pub instance_type: Option<String>,
     /// Default: the builder's.
     pub iam_instance_profile: Option<String>,
     /// From the test instance's launch to the end of its last step.
     pub timeout_minutes: u32,
+}
+
+/// A cluster name (up to 255 letters, digits, hyphens and underscores) or a cluster ARN
+/// (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_CreateCluster.html>).
+fn is_cluster(text: &str) -> bool {
+    let name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 255
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    match text.strip_prefix("arn:") {
+        Some(rest) => {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            parts.len() == 5
+                && parts[1] == "ecs"
+                && parts[4].strip_prefix("cluster/").is_some_and(name)
+        }
+        None => name(text),
+    }
 }
 
 pub(super) fn parse_tests(value: &Value, problems: &mut Problems) -> Option<TestSpec> {
@@ -40,15 +63,24 @@ pub(super) fn parse_tests(value: &Value, problems: &mut Problems) -> Option<Test
     let mut fields = Fields::new("Tests", map, problems);
     let steps = fields.list("Steps");
     let user_data = fields.string("UserData");
+    let ecs_cluster = fields.string("EcsCluster");
     let instance_type = fields.string("InstanceType");
     let iam_instance_profile = fields.string("IamInstanceProfile");
     let timeout_minutes = fields.number("TimeoutMinutes", 1, 60);
     fields.finish();
     let steps = parse_steps_at("Tests.Steps", steps.unwrap_or_default(), problems);
-    if steps.is_empty() {
+    if steps.is_empty() && ecs_cluster.is_none() {
         problems.add(
             "Tests.Steps",
-            "required: at least one test step (a command that exits non-zero fails the AMI)",
+            "required (or EcsCluster): at least one test step (a command that exits non-zero fails the AMI)",
+        );
+    }
+    if let Some(cluster) = &ecs_cluster
+        && !is_cluster(cluster)
+    {
+        problems.add(
+            "Tests.EcsCluster",
+            format!("{cluster:?} is not an ECS cluster name (letters, digits, - and _, at most 255) or cluster ARN"),
         );
     }
     for (i, step) in steps.iter().enumerate() {
@@ -91,6 +123,7 @@ pub(super) fn parse_tests(value: &Value, problems: &mut Problems) -> Option<Test
     Some(TestSpec {
         steps,
         user_data,
+        ecs_cluster,
         instance_type,
         iam_instance_profile,
         timeout_minutes: timeout_minutes.unwrap_or(DEFAULT_TEST_MINUTES),

@@ -99,6 +99,7 @@ impl LocalAws {
             aws_sdk_ec2::Client::new(&config),
             aws_sdk_ssm::Client::new(&config),
         )
+        .with_ecs(aws_sdk_ecs::Client::new(&config))
     }
 
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {

@@ -68,7 +68,7 @@ COPY_OPTIONS = {"AmiCopyRegions": "eu-west-1,us-west-2",
 def test_the_role_allows_every_call_the_code_makes():
     source = "".join(p.read_text() for p in (REPO / "src").rglob("*.rs"))
     # The adapters name each call as service:Operation in their errors.
-    called = set(re.findall(r'"((?:ec2|ssm):[A-Z][A-Za-z]+)"', source))
+    called = set(re.findall(r'"((?:ec2|ssm|ecs):[A-Z][A-Za-z]+)"', source))
     assert {"ec2:RunInstances", "ssm:SendCommand", "ssm:ListCommands"} <= called
     called |= {"lambda:InvokeFunction", "iam:PassRole"}
     _, statements = role_statements({**ALL_OPTIONS, **COPY_OPTIONS})

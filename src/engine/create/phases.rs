@@ -101,6 +101,10 @@ impl Build {
                 self.await_step(aws, timing, at, (waited, state_checked))
                     .await
             }
+            Phase::AwaitEcs { waited } => {
+                self.within_test_minutes()?;
+                self.await_ecs(aws, timing, waited).await
+            }
             Phase::FinishTest => self.finish_test(aws, identity, timing).await,
             Phase::Stop => self.stop(aws, timing).await,
             Phase::AwaitStopped { waited } => self.await_stopped(aws, timing, waited).await,
@@ -214,8 +218,16 @@ impl Build {
     ) -> Result<Next, BuildError> {
         let steps = self.steps_of(stage);
         let Some(step) = steps.get(index) else {
+            let joins = self
+                .spec
+                .tests
+                .as_ref()
+                .is_some_and(|t| t.ecs_cluster.is_some());
             return Ok(Next::Now(match stage {
                 Stage::Build => Phase::Stop,
+                Stage::Test if joins => Phase::AwaitEcs {
+                    waited: Duration::ZERO,
+                },
                 Stage::Test => Phase::FinishTest,
             }));
         };
@@ -704,6 +716,61 @@ impl Build {
                     .iam_instance_profile
                     .clone()
                     .unwrap_or_else(|| self.spec.iam_instance_profile.clone()),
+            },
+        )
+    }
+
+    /// The test instance must be an ACTIVE container instance of the cluster with its agent
+    /// connected; the wait lasts as long as SSM's Online may (the agent starts at boot, or when
+    /// the user data starts it), within `Tests.TimeoutMinutes`.
+    async fn await_ecs(
+        &mut self,
+        aws: &Aws,
+        timing: &Timing,
+        waited: Duration,
+    ) -> Result<Next, BuildError> {
+        let tests = self.spec.tests.as_ref().expect("a test phase has tests");
+        let cluster = tests.ecs_cluster.clone().expect("a cluster to join");
+        let instance_id = self.instance_of(Stage::Test).to_owned();
+        let seen = aws.container_instance(&cluster, &instance_id).await?;
+        if let Some(member) = &seen
+            && member.status == "ACTIVE"
+            && member.agent_connected
+        {
+            tracing::info!(instance_id = %instance_id, cluster = %cluster, container_instance = %member.arn, "test instance joined its ECS cluster");
+            return Ok(Next::Now(Phase::FinishTest));
+        }
+        let said = match &seen {
+            None => "not registered as a container instance".to_owned(),
+            Some(member) => format!(
+                "container instance {} is {} with its agent {}",
+                member.arn,
+                member.status,
+                if member.agent_connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+            ),
+        };
+        // Said as such, not as the tests' timeout, when Tests.TimeoutMinutes ends first.
+        let left = (u64::from(tests.timeout_minutes) * 60_000).saturating_sub(
+            clock::now_ms().saturating_sub(self.state.test_launched_at_ms.unwrap_or(0)),
+        );
+        let wait = Wait {
+            waited,
+            limit: timing
+                .online_timeout
+                .min(waited + Duration::from_millis(left).saturating_sub(timing.max_poll)),
+        };
+        go_on(
+            keep_waiting(aws, timing, wait, None).await?,
+            |waited| Phase::AwaitEcs { waited },
+            || BuildError::NotInCluster {
+                instance: instance_id.clone(),
+                cluster: cluster.clone(),
+                waited,
+                seen: said,
             },
         )
     }

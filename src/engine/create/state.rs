@@ -58,6 +58,10 @@ pub enum Phase {
         waited: Duration,
         state_checked: Option<Duration>,
     },
+    /// `Tests.EcsCluster`: the test instance must join the cluster, its agent connected.
+    AwaitEcs {
+        waited: Duration,
+    },
     FinishTest,
     /// The image copied to each of `Regions` (only when it names some), once the builder is gone.
     Copy,
@@ -85,6 +89,7 @@ impl Phase {
             Phase::LaunchTest => "launching the test instance",
             Phase::AwaitTestOnline { .. } => "waiting for SSM to report the test instance Online",
             Phase::StartTest { .. } | Phase::AwaitTest { .. } => "testing the image",
+            Phase::AwaitEcs { .. } => "waiting for the test instance to join its ECS cluster",
             Phase::FinishTest => "terminating the test instance",
             Phase::Copy => "copying the image to its Regions",
             Phase::AwaitCopies { .. } => "waiting for the copies in other regions",
