@@ -49,6 +49,8 @@ STACK_NAME = os.environ.get("ECS_AMI_EMULATOR_STACK", "ecs-ami")
 FUNCTION_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{STACK_NAME}-FunctionRole-LOCAL"
 BUILDER_ROLE_NAME = f"{STACK_NAME}-BuilderRole-LOCAL"
 BUILDER_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{BUILDER_ROLE_NAME}"
+TEST_ROLE_NAME = f"{STACK_NAME}-TestInstanceRole-LOCAL"
+TEST_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{TEST_ROLE_NAME}"
 UNHANDLED_QUEUE = f"arn:aws:sqs:us-east-1:{DEFAULT_ACCOUNT_ID}:{STACK_NAME}-UnhandledEvents-LOCAL"
 
 
@@ -66,7 +68,7 @@ def role_policy(template_path: str, parameters: dict[str, str] | None = None) ->
     region and stack, with BuilderRole's ARN as the local AWS seeds it."""
     template = load(template_path)
     resolver = Resolver(template, parameters or {}, stack_name=STACK_NAME,
-                        attributes={"BuilderRole.Arn": BUILDER_ROLE,
+                        attributes={"BuilderRole.Arn": BUILDER_ROLE, "TestInstanceRole.Arn": TEST_ROLE,
                                     "UnhandledEvents.Arn": UNHANDLED_QUEUE})
     policies = template["Resources"]["Function"]["Properties"]["Policies"]
     statements: list[dict[str, Any]] = []

@@ -82,7 +82,7 @@ from moto.ecs.models import ecs_backends
 from moto.ssm.models import ssm_backends
 from werkzeug.serving import run_simple
 
-from authorization import (ADMIN_KEY, BUILDER_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params,
+from authorization import (ADMIN_KEY, BUILDER_ROLE_NAME, TEST_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params,
                            tag_specifications)
 
 STDOUT_LIMIT = 24_000
@@ -104,6 +104,7 @@ SNAPSHOT_RELEASE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_SNAPSHOT_RELEASE
 STATE_DIR = os.environ.get("ECS_AMI_EMULATOR_STATE") or tempfile.mkdtemp(prefix="ecs-ami-local-aws-")
 SEED_REGIONS = os.environ.get("ECS_AMI_EMULATOR_REGIONS", "us-east-1").split(",")
 BUILDER_PROFILE = os.environ.get("ECS_AMI_EMULATOR_PROFILE", "ecs-ami-builder")
+TEST_PROFILE = "ecs-ami-test-instance"
 # IAM authorization of the function's calls against template.yaml's role (emulator/authorization.py):
 # on unless set to "off".
 IAM = os.environ.get("ECS_AMI_EMULATOR_IAM", "on") != "off"
@@ -1402,6 +1403,9 @@ def seed(region: str) -> None:
                                                                    "Principal": {"Service": "ec2.amazonaws.com"}}]})
         iam.create_role(BUILDER_ROLE_NAME, trust, "/", None, "Custom::EcsAmi builders", [], None)
         iam.create_instance_profile(BUILDER_PROFILE, "/", role_names=[BUILDER_ROLE_NAME], tags=[])
+        # template.yaml's TestInstanceRole in its profile, for test instances that join a cluster.
+        iam.create_role(TEST_ROLE_NAME, trust, "/", None, "Custom::EcsAmi test instances", [], None)
+        iam.create_instance_profile(TEST_PROFILE, "/", role_names=[TEST_ROLE_NAME], tags=[])
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ use common::{LocalAws, PROFILE, event, invoke};
 use serde_json::{Value, json};
 
 const STACK: &str = "ecs-image";
+/// The template's TestCluster, as the local ECS names it.
+const TEST_CLUSTER: &str = "ecs-image-TestCluster-A1B2C3";
 
 /// The resolved properties of a template's resource, by tests/templates/cfn_template.py.
 fn template_properties(template: &str, resource: &str, args: &[&str]) -> Value {
@@ -40,28 +42,31 @@ fn template_properties(template: &str, resource: &str, args: &[&str]) -> Value {
 }
 
 /// Stand-ins for the commands an Amazon Linux 2023 builder has and this machine's overlay has
-/// not. Each appends `name args` to /var/log/stand-ins.log.
+/// not. Each appends `name args` to /var/log/stand-ins.log. They are in the image, so the test
+/// instance has them too: systemctl keeps which units are enabled and active (and starting the
+/// ECS agent has the local AWS register the instance in its ecs.config cluster), timedatectl the
+/// time zone, dnf what it installed (rpm -q answers from it), and curl answers the ECS agent's
+/// introspection API while the agent runs.
 fn stand_ins_step() -> Value {
-    let answers: [(&str, &str); 12] = [
+    let answers: [(&str, &str); 14] = [
         ("lsblk", "exit 0"),
         // No file system labelled docker yet, so the step must make one.
         ("blkid", "exit 2"),
         ("mkfs.ext4", "exit 0"),
         ("mountpoint", "exit 1"),
         ("mount", "exit 0"),
-        ("findmnt", "echo \"$1 (stand-in)\""),
-        ("systemctl", "exit 0"),
-        ("timedatectl", "exit 0"),
+        ("findmnt", FINDMNT),
+        ("systemctl", SYSTEMCTL),
+        ("timedatectl", TIMEDATECTL),
         (
             "chronyc",
             "echo '^* 169.254.169.123               3   4   377     5   +12us[  +15us] +/-  310us'",
         ),
-        ("dnf", "exit 0"),
-        (
-            "rpm",
-            "case \"$*\" in *' docker') printf 25.0.8;; *' ecs-init') printf 1.89.2;; *) exit 1;; esac",
-        ),
+        ("dnf", DNF),
+        ("rpm", RPM),
         ("docker", "echo 'Total reclaimed space: 0B'"),
+        ("curl", CURL),
+        ("amazon-cloudwatch-agent-ctl", "exit 0"),
     ];
     let mut commands = vec![json!("mkdir -p /usr/local/sbin /var/log")];
     for (name, answer) in answers {
@@ -73,6 +78,13 @@ fn stand_ins_step() -> Value {
     }
     json!({"Name": "stand-ins", "Commands": commands})
 }
+
+const SYSTEMCTL: &str = "state=/var/lib/stand-ins/units\nmkdir -p \"$state/enabled\" \"$state/active\"\ncmd=\"$1\"; shift\nnow=\"\"\n[ \"${1:-}\" = --now ] && { now=1; shift; }\n[ \"${1:-}\" = --no-block ] && shift\ncode=0\nfor unit in \"$@\"; do\n  u=\"${unit%.service}\"\n  case \"$cmd\" in\n    enable) touch \"$state/enabled/$u\"; [ -z \"$now\" ] || touch \"$state/active/$u\" ;;\n    disable) rm -f \"$state/enabled/$u\" ;;\n    start|restart) touch \"$state/active/$u\" ;;\n    stop) rm -f \"$state/active/$u\" ;;\n    is-enabled) if [ -e \"$state/enabled/$u\" ]; then echo enabled; else echo disabled; code=1; fi ;;\n    is-active) if [ -e \"$state/active/$u\" ]; then echo active; else echo inactive; code=3; fi ;;\n  esac\n  # The ECS agent starting: the local AWS registers the instance in its ecs.config cluster.\n  if [ \"$u\" = ecs ] && [ -e \"$state/active/ecs\" ] && { [ \"$cmd\" = start ] || [ \"$cmd\" = restart ] || [ -n \"$now\" ]; }; then\n    curl -fsS -X POST \"$ECS_AMI_LOCAL_AWS/ecs-ami-local/ecs/agent-started\" -d \"{\\\"instance\\\": \\\"$ECS_AMI_INSTANCE_ID\\\"}\" >/dev/null || code=1\n  fi\ndone\nexit \"$code\"";
+const CURL: &str = "case \"$*\" in\n  *localhost:51678/v1/metadata*)\n    # The ECS agent's introspection API, once the agent runs.\n    [ -e /var/lib/stand-ins/units/active/ecs ] || exit 7\n    cluster=\"$(sed -n 's/^ECS_CLUSTER=//p' /etc/ecs/ecs.config | tail -n 1)\"\n    printf '{\"Cluster\": \"%s\", \"Version\": \"Amazon ECS Agent - v1.89.2\"}\\n' \"$cluster\" ;;\n  *) exec /usr/bin/curl \"$@\" ;;\nesac";
+const TIMEDATECTL: &str = "mkdir -p /var/lib/stand-ins\ncase \"$1\" in\n  set-timezone) echo \"$2\" > /var/lib/stand-ins/timezone ;;\n  show) cat /var/lib/stand-ins/timezone 2>/dev/null || echo UTC ;;\nesac";
+const FINDMNT: &str = "last=\"${!#}\"\ncase \"$*\" in\n  *FSTYPE,OPTIONS*)\n    grep -Eq '^LABEL=docker[[:space:]]+/data[[:space:]]+ext4[[:space:]]+defaults,noatime' /etc/fstab && [ \"$last\" = /data ] || exit 1\n    echo 'ext4   rw,noatime' ;;\n  *) echo \"$last (stand-in)\" ;;\nesac";
+const RPM: &str = "case \"$*\" in\n  *--queryformat*' docker') printf 25.0.8 ;;\n  *--queryformat*' ecs-init') printf 1.89.2 ;;\n  '-q '*)\n    shift\n    installed=\" docker ecs-init $(tr '\\n' ' ' < /var/lib/stand-ins/rpms 2>/dev/null) \"\n    for package in \"$@\"; do\n      case \"$installed\" in *\" $package \"*) echo \"$package-1.0-1.amzn2023\" ;; *) echo \"package $package is not installed\"; exit 1 ;; esac\n    done ;;\n  *) exit 1 ;;\nesac";
+const DNF: &str = "if [ \"$1\" = -y ] && [ \"$2\" = install ]; then\n  shift 2\n  mkdir -p /var/lib/stand-ins\n  printf '%s\\n' \"$@\" >> /var/lib/stand-ins/rpms\nfi";
 
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -92,17 +104,28 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
     let config = local.sdk_config().await;
     let cloudformation = aws_sdk_cloudformation::Client::new(&config);
 
-    // 1. The image, from cfn/ecs-ami.yaml's own resource (arm64, as most ECS fleets now are).
+    // 1. The image, from cfn/ecs-ami.yaml's own resource (arm64, as most ECS fleets now are),
+    //    with the template's acceptance cluster in the local ECS.
+    aws_sdk_ecs::Client::new(&config)
+        .create_cluster()
+        .cluster_name(TEST_CLUSTER)
+        .send()
+        .await
+        .unwrap();
     let mut properties = template_properties(
         "cfn/ecs-ami.yaml",
         "Ami",
         &[
             "--param",
             "Architecture=arm64",
+            "--param",
+            &format!("TestCluster={TEST_CLUSTER}"),
             "--import",
             "ecs-ami-ServiceToken=arn:aws:lambda:us-east-1:123456789012:function:ecs-ami",
             "--import",
             &format!("ecs-ami-BuilderInstanceProfile={PROFILE}"),
+            "--import",
+            "ecs-ami-TestInstanceProfile=ecs-ami-test-instance",
         ],
     );
     let template_steps = properties["Steps"].as_array().unwrap().clone();
@@ -120,6 +143,69 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
         "built {image_id} from cfn/ecs-ami.yaml ({} template steps): {}",
         template_steps.len(),
         created["Data"]
+    );
+
+    // It passed the template's Tests on a test instance launched from it, which joined the
+    // acceptance cluster.
+    assert!(created["Data"]["TestedAt"].is_string(), "{created}");
+    let test_instance = created["Data"]["TestInstanceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let console = local
+        .ec2()
+        .await
+        .get_console_output()
+        .instance_id(&test_instance)
+        .send()
+        .await
+        .unwrap();
+    use base64::Engine;
+    let console = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(console.output().unwrap_or_default())
+            .unwrap(),
+    )
+    .unwrap();
+    println!("test instance console:\n{console}");
+    assert!(
+        console.contains(&format!(
+            "ecs-first-run: the ECS agent joined cluster {TEST_CLUSTER}"
+        )),
+        "{console}"
+    );
+
+    // One reference check made to fail (it expects a time zone the image does not have): the
+    // image is refused and removed.
+    let mut broken = properties.clone();
+    let time_check = broken["Tests"]["Steps"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["Name"] == "time")
+        .unwrap();
+    time_check["Environment"]["TIME_ZONE"] = json!("Europe/Paris");
+    let refused = invoke(
+        &aws,
+        event("Create", "ecs-image-broken", "req-broken", None, broken),
+    )
+    .await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    let reason = refused["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("failed while testing the image: test step \"time\" (2 of 6) exited 1"),
+        "{reason}"
+    );
+    let broken_audit = common::audit::Audit {
+        ec2: ec2.clone(),
+        stack_id: common::stack_id("ecs-image-broken"),
+    };
+    common::report::record_clean(
+        "tests-reference-checks",
+        "Unusable inputs found at build time",
+        "cfn/ecs-ami.yaml's own Tests (the reference checks: /data ext4 noatime by label, the Docker volumes bind mount, time zone and Amazon Time Sync, no upgrades at boot, Docker and ECS disabled and stopped as imaged, the first-run script, the packages; and the ECS acceptance test) on its image, then with the time zone check made to expect another zone",
+        "the image passes: its test instance boots with user data running the first-run script and joins the template's TestCluster; the broken one is refused, FAILED naming the time test step, its AMI and snapshots removed",
+        &broken_audit.leftovers(&[]).await,
     );
 
     // The versions were read on the builder: attributes and tags.
@@ -298,7 +384,6 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
             .map(|t| t.as_str()),
         Some("required")
     );
-    use base64::Engine;
     let user_data = String::from_utf8(
         base64::engine::general_purpose::STANDARD
             .decode(data.user_data().unwrap())
@@ -333,13 +418,20 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
         "{}",
         String::from_utf8_lossy(&check.stdout)
     );
-    // The group's instances run the image.
+    // The group's instances run the image (the test instance is terminated).
     let running = ec2
         .describe_instances()
         .filters(
             aws_sdk_ec2::types::Filter::builder()
                 .name("image-id")
                 .values(&image_id)
+                .build(),
+        )
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
                 .build(),
         )
         .send()

@@ -36,8 +36,10 @@ def test_the_templates_have_their_scripts():
 
 
 BUILDER_ROLE = "arn:aws:iam::123456789012:role/ecs-ami-BuilderRole-X"
+TEST_ROLE = "arn:aws:iam::123456789012:role/ecs-ami-TestInstanceRole-X"
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:ecs-ami-UnhandledEvents-X"
-ATTRIBUTES = {"BuilderRole.Arn": BUILDER_ROLE, "UnhandledEvents.Arn": QUEUE}
+ATTRIBUTES = {"BuilderRole.Arn": BUILDER_ROLE, "TestInstanceRole.Arn": TEST_ROLE,
+              "UnhandledEvents.Arn": QUEUE}
 
 
 def role_statements(params=None):
@@ -95,8 +97,8 @@ def test_no_destructive_action_on_everything_without_a_tag_condition():
 
 
 def test_pass_role_only_for_the_builder_roles():
-    for params, roles in [({}, [BUILDER_ROLE]),
-                          (ALL_OPTIONS, [BUILDER_ROLE, "arn:aws:iam::123456789012:role/mine"])]:
+    for params, roles in [({}, [BUILDER_ROLE, TEST_ROLE]),
+                          (ALL_OPTIONS, [BUILDER_ROLE, TEST_ROLE, "arn:aws:iam::123456789012:role/mine"])]:
         _, statements = role_statements(params)
         passing = [s for s in statements if "iam:PassRole" in actions_of(s)]
         assert len(passing) == 1
@@ -138,10 +140,11 @@ def test_the_function_may_invoke_only_itself():
 def test_the_ami_template_resolves_for_both_architectures():
     template = load(str(REPO / "cfn/ecs-ami.yaml"))
     imports = {"ecs-ami-ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
-               "ecs-ami-BuilderInstanceProfile": "builder"}
+               "ecs-ami-BuilderInstanceProfile": "builder",
+               "ecs-ami-TestInstanceProfile": "tester"}
     for architecture, parameter in [("x86_64", "/recommended/image_id"),
                                     ("arm64", "/arm64/recommended/image_id")]:
-        properties = Resolver(template, {"Architecture": architecture}, imports).resolve(
+        properties = Resolver(template, {"Architecture": architecture, "TestCluster": "c"}, imports).resolve(
             template["Resources"]["Ami"]["Properties"])
         assert properties["SourceAmiParameter"].endswith(parameter)
         assert "SubnetId" not in properties and "SecurityGroupIds" not in properties
