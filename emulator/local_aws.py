@@ -589,6 +589,13 @@ def boot(instance_id: str, user_data: bytes) -> None:
             out, _ = process.communicate(timeout=600)
             CONSOLE[instance_id] += out.decode("utf-8", "replace")
             CONSOLE[instance_id] += (f"cloud-init: user data finished with exit code {process.returncode}\n")
+            # Where cloud-init keeps how its run ended (`cloud-init status` reads it).
+            result = os.path.join(STATE_DIR, "instances", instance_id, "upper", "var/lib/cloud/data")
+            os.makedirs(result, exist_ok=True)
+            errors = [] if process.returncode == 0 else [
+                f"scripts-user: user data exited with code {process.returncode}"]
+            with open(os.path.join(result, "result.json"), "w") as handle:
+                json.dump({"v1": {"datasource": "DataSourceEc2Local", "errors": errors}}, handle)
         except Exception as error:  # noqa: BLE001 (the console says what went wrong)
             CONSOLE[instance_id] += f"cloud-init: user data could not run: {error}\n"
         finally:

@@ -243,7 +243,38 @@ async fn every_statement_of_the_role_is_needed() {
             "AccessDeniedException",
             true,
         ),
+        // Tests.EcsCluster: whether the test instance joined (it does: its user data starts
+        // the simulated ECS agent, and the build wrote ECS_CLUSTER=main).
+        (
+            "CheckTestInstancesJoinClusters",
+            "ecs:ListContainerInstances",
+            "AccessDeniedException",
+            true,
+        ),
+        (
+            "DescribeTestContainerInstances",
+            "ecs:DescribeContainerInstances",
+            "AccessDeniedException",
+            true,
+        ),
     ];
+    aws_sdk_ecs::Client::new(&local.sdk_config().await)
+        .create_cluster()
+        .cluster_name("main")
+        .send()
+        .await
+        .unwrap();
+    let joining = {
+        let mut joining = properties(json!({
+            "SsmParameters": [{"Name": "/ecs-ami/images/iam"}],
+            "Tests": {"UserData": "#!/bin/bash\nsystemctl start ecs\n", "EcsCluster": "main"},
+        }));
+        joining["Steps"].as_array_mut().unwrap().insert(
+            0,
+            json!({"Name": "systemctl", "Path": "/usr/local/sbin/systemctl", "Content": common::SYSTEMCTL_STAND_IN, "Mode": "0755"}),
+        );
+        joining
+    };
     // Not exercised here, and why: the hand-over invokes Lambda, which the tests run in-process
     // (tests/long_builds.rs); CancelCommand runs only on a step that overran or a cancelled
     // build, where the build fails either way (its refusal is logged, not answered).
@@ -272,17 +303,12 @@ async fn every_statement_of_the_role_is_needed() {
         };
         local.set_role(json!({ "without": [sid] })).await;
         local.iam_decisions(true).await;
-        let answer = invoke(
-            &aws,
-            event(
-                "Create",
-                &stack,
-                "req",
-                None,
-                properties(json!({"SsmParameters": [{"Name": "/ecs-ami/images/iam"}]})),
-            ),
-        )
-        .await;
+        let requested = if call.starts_with("ecs:") {
+            joining.clone()
+        } else {
+            properties(json!({"SsmParameters": [{"Name": "/ecs-ami/images/iam"}]}))
+        };
+        let answer = invoke(&aws, event("Create", &stack, "req", None, requested)).await;
         let reason = answer["Reason"].as_str().unwrap_or_default();
         assert_eq!(answer["Status"], "FAILED", "without {sid}: {answer}");
         assert!(reason.contains(call), "without {sid}: {reason}");

@@ -48,7 +48,7 @@ fn template_properties(template: &str, resource: &str, args: &[&str]) -> Value {
 /// time zone, dnf what it installed (rpm -q answers from it), and curl answers the ECS agent's
 /// introspection API while the agent runs.
 fn stand_ins_step() -> Value {
-    let answers: [(&str, &str); 14] = [
+    let answers: [(&str, &str); 15] = [
         ("lsblk", "exit 0"),
         // No file system labelled docker yet, so the step must make one.
         ("blkid", "exit 2"),
@@ -67,6 +67,7 @@ fn stand_ins_step() -> Value {
         ("docker", "echo 'Total reclaimed space: 0B'"),
         ("curl", CURL),
         ("amazon-cloudwatch-agent-ctl", "exit 0"),
+        ("cloud-init", CLOUD_INIT),
     ];
     let mut commands = vec![json!("mkdir -p /usr/local/sbin /var/log")];
     for (name, answer) in answers {
@@ -84,6 +85,9 @@ const CURL: &str = "case \"$*\" in\n  *localhost:51678/v1/metadata*)\n    # The 
 const TIMEDATECTL: &str = "mkdir -p /var/lib/stand-ins\ncase \"$1\" in\n  set-timezone) echo \"$2\" > /var/lib/stand-ins/timezone ;;\n  show) cat /var/lib/stand-ins/timezone 2>/dev/null || echo UTC ;;\nesac";
 const FINDMNT: &str = "last=\"${!#}\"\ncase \"$*\" in\n  *FSTYPE,OPTIONS*)\n    grep -Eq '^LABEL=docker[[:space:]]+/data[[:space:]]+ext4[[:space:]]+defaults,noatime' /etc/fstab && [ \"$last\" = /data ] || exit 1\n    echo 'ext4   rw,noatime' ;;\n  *) echo \"$last (stand-in)\" ;;\nesac";
 const RPM: &str = "case \"$*\" in\n  *--queryformat*' docker') printf 25.0.8 ;;\n  *--queryformat*' ecs-init') printf 1.89.2 ;;\n  '-q '*)\n    shift\n    installed=\" docker ecs-init $(tr '\\n' ' ' < /var/lib/stand-ins/rpms 2>/dev/null) \"\n    for package in \"$@\"; do\n      case \"$installed\" in *\" $package \"*) echo \"$package-1.0-1.amzn2023\" ;; *) echo \"package $package is not installed\"; exit 1 ;; esac\n    done ;;\n  *) exit 1 ;;\nesac";
+/// `cloud-init status [--wait]`: how the local AWS's run of the user data ended (it has, by the
+/// time SSM reports the instance Online there).
+const CLOUD_INIT: &str = "result=/var/lib/cloud/data/result.json\nif [ -e \"$result\" ] && ! grep -q '\"errors\": \\[\\]' \"$result\"; then echo 'status: error'; exit 1; fi\necho 'status: done'";
 const DNF: &str = "if [ \"$1\" = -y ] && [ \"$2\" = install ]; then\n  shift 2\n  mkdir -p /var/lib/stand-ins\n  printf '%s\\n' \"$@\" >> /var/lib/stand-ins/rpms\nfi";
 
 fn shell_quote(text: &str) -> String {
@@ -168,10 +172,14 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
     )
     .unwrap();
     println!("test instance console:\n{console}");
+    // The user data configured the instance and started the agent without waiting for it
+    // (the agent starts after cloud-init); the test waited for it to join (EcsCluster).
     assert!(
-        console.contains(&format!(
-            "ecs-first-run: the ECS agent joined cluster {TEST_CLUSTER}"
-        )),
+        console.contains("ecs-first-run: configured; not waiting for the ECS agent (--wait 0)"),
+        "{console}"
+    );
+    assert!(
+        console.contains("user data finished with exit code 0"),
         "{console}"
     );
 
@@ -193,7 +201,7 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
     assert_eq!(refused["Status"], "FAILED", "{refused}");
     let reason = refused["Reason"].as_str().unwrap();
     assert!(
-        reason.contains("failed while testing the image: test step \"time\" (2 of 6) exited 1"),
+        reason.contains("failed while testing the image: test step \"time\" (3 of 7) exited 1"),
         "{reason}"
     );
     let broken_audit = common::audit::Audit {
@@ -396,7 +404,12 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
     )));
     assert!(user_data.contains("--group 'web-ecs' --region 'us-east-1' --proxy \"$proxy\""));
     assert!(user_data.contains("proxy='http://proxy.internal:3128'"));
-    assert!(user_data.contains("cfn-signal --exit-code \"$status\""));
+    assert!(user_data.contains("cfn-signal --exit-code \"$1\""));
+    // The wait for the agent runs after cloud-init (the agent starts only then).
+    assert!(user_data.contains("first_run --wait 0 || status=$?"));
+    assert!(user_data.contains(
+        "systemd-run --no-block --unit ecs-first-run-signal --property After=cloud-final.service"
+    ));
     // The user data passes shellcheck as deployed, not only as written.
     let check = Command::new("shellcheck")
         .args(["--shell=bash", "-"])

@@ -12,7 +12,9 @@ mod common;
 
 use common::audit::{Audit, tags_of};
 use common::report;
-use common::{LocalAws, event, invoke, one_step_properties, stack_id, update_from};
+use common::{
+    LocalAws, SYSTEMCTL_STAND_IN, event, invoke, one_step_properties, stack_id, update_from,
+};
 use serde_json::{Value, json};
 
 const BUILD: &str = "mkdir -p /opt/ecs-ami-tested && echo ready > /opt/ecs-ami-tested/first-run.sh && chmod 0755 /opt/ecs-ami-tested/first-run.sh";
@@ -120,6 +122,15 @@ async fn an_ami_is_answered_only_once_its_tests_pass_and_a_tests_change_tests_it
         "the test instance is gone"
     );
 
+    // CloudFormation rolls that Update back: the AMI passed those Tests already (it keeps the
+    // digests of the tests it passed), so nothing is launched.
+    local.take_calls().await;
+    let rolled_back = invoke(&aws, update_from(stack, "req-3r", &ami, &second, &third)).await;
+    assert_eq!(rolled_back["Status"], "SUCCESS", "{rolled_back}");
+    assert_eq!(rolled_back["PhysicalResourceId"], json!(ami));
+    let calls = local.take_calls().await;
+    assert_eq!(runs(&calls, "EC2.RunInstances"), 0, "{calls}");
+
     let deleted = invoke(&aws, event("Delete", stack, "req-4", Some(&ami), second)).await;
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     let decisions = local.iam_decisions(false).await;
@@ -128,7 +139,7 @@ async fn an_ami_is_answered_only_once_its_tests_pass_and_a_tests_change_tests_it
         "tests-pass",
         "Update",
         "Tests: a Create whose test instance boots with user data and runs two test steps (one reading what the build wrote, one what the user data wrote); an Update changing only Tests; another whose test fails; then Delete",
-        "SUCCESS only after the tests passed on a test instance launched from the new AMI (TestedAt, TestInstanceId, tags on the AMI), the test instance terminated; the Tests-only Update tests the same AMI again (one RunInstances, no CreateImage) and keeps its id; the failing one answers FAILED naming the test step, its exit code and stderr, and keeps the AMI",
+        "SUCCESS only after the tests passed on a test instance launched from the new AMI (TestedAt, TestInstanceId, tags on the AMI), the test instance terminated; the Tests-only Update tests the same AMI again (one RunInstances, no CreateImage) and keeps its id; the failing one answers FAILED naming the test step, its exit code and stderr, and keeps the AMI; its rollback tests nothing again",
         &audit.leftovers(&[]).await,
     );
 }
@@ -242,23 +253,6 @@ async fn a_build_killed_while_testing_is_resumed_with_one_test_instance() {
     );
 }
 
-/// A stand-in for systemd's `systemctl` in the image (this machine's overlay has no systemd):
-/// `start ecs` (or `enable --now ecs`, `restart ecs`) starts the ECS agent, which the local AWS
-/// simulates: it reads the instance's /etc/ecs/ecs.config and registers the instance in the
-/// cluster it names (`POST /ecs-ami-local/ecs/agent-started`).
-const SYSTEMCTL: &str = r#"#!/bin/bash
-echo "systemctl $*" >> /var/log/stand-ins.log
-case " $* " in
-  *" ecs "*|*" ecs.service "*)
-    case "$1" in start|restart|enable)
-      if [ "$1" != enable ] || [ "$2" = --now ]; then
-        curl -fsS -X POST "$ECS_AMI_LOCAL_AWS/ecs-ami-local/ecs/agent-started" -d "{\"instance\": \"$ECS_AMI_INSTANCE_ID\"}"
-      fi;;
-    esac;;
-esac
-exit 0
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ami_whose_test_instance_joins_the_cluster_passes_and_one_that_does_not_is_refused() {
     let local = LocalAws::start().await;
@@ -276,7 +270,7 @@ async fn an_ami_whose_test_instance_joins_the_cluster_passes_and_one_that_does_n
         stack_id: stack_id(stack),
     };
     let build = json!([
-        {"Name": "systemctl", "Path": "/usr/local/sbin/systemctl", "Content": SYSTEMCTL, "Mode": "0755"},
+        {"Name": "systemctl", "Path": "/usr/local/sbin/systemctl", "Content": SYSTEMCTL_STAND_IN, "Mode": "0755"},
         {"Name": "agent config", "Commands": ["mkdir -p /etc/ecs", "echo 'ECS_LOGLEVEL=info' > /etc/ecs/ecs.config"]},
     ]);
     let with_user_data = |user_data: &str, minutes: u32| {

@@ -128,27 +128,26 @@ impl Aws {
         Ok(out.images().iter().map(to_image).collect())
     }
     pub async fn create_image(&self, request: &ImageRequest) -> Result<String> {
-        let out = self
-            .ec2
-            .create_image()
-            .instance_id(&request.instance_id)
-            .name(&request.name)
-            .set_description(request.description.clone())
-            .set_block_device_mappings(
-                (!request.block_devices.is_empty())
-                    .then(|| block_device_mappings(&request.block_devices, false)),
-            )
-            // The snapshots carry our tags from their creation: the role lets CreateImage create
-            // only tagged images and snapshots, and lets later calls (CreateTags, DeleteSnapshot)
-            // touch only resources that already carry them.
-            .tag_specifications(tag_specification(ec2t::ResourceType::Image, &request.tags))
-            .tag_specifications(tag_specification(
-                ec2t::ResourceType::Snapshot,
-                &request.tags,
-            ))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:CreateImage", e))?;
+        let out =
+            self.ec2
+                .create_image()
+                .instance_id(&request.instance_id)
+                .name(&request.name)
+                .set_description(request.description.clone())
+                .set_block_device_mappings((!request.block_devices.is_empty()).then(|| {
+                    block_device_mappings(&request.block_devices, false, &BTreeMap::new())
+                }))
+                // The snapshots carry our tags from their creation: the role lets CreateImage create
+                // only tagged images and snapshots, and lets later calls (CreateTags, DeleteSnapshot)
+                // touch only resources that already carry them.
+                .tag_specifications(tag_specification(ec2t::ResourceType::Image, &request.tags))
+                .tag_specifications(tag_specification(
+                    ec2t::ResourceType::Snapshot,
+                    &request.tags,
+                ))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:CreateImage", e))?;
         out.image_id().map(str::to_owned).ok_or_else(|| AwsError {
             operation: "ec2:CreateImage",
             code: None,
@@ -445,6 +444,16 @@ pub(super) fn to_image(image: &ec2t::Image) -> Image {
             .block_device_mappings()
             .iter()
             .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_owned))
+            .collect(),
+        device_snapshots: image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m.device_name()?.to_owned(),
+                    m.ebs()?.snapshot_id()?.to_owned(),
+                ))
+            })
             .collect(),
         tags: image
             .tags()

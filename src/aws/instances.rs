@@ -130,7 +130,11 @@ impl Aws {
                 use base64::Engine;
                 base64::engine::general_purpose::STANDARD.encode(data)
             }))
-            .set_block_device_mappings(Some(block_device_mappings(&request.block_devices, true)))
+            .set_block_device_mappings(Some(block_device_mappings(
+                &request.block_devices,
+                true,
+                &request.device_snapshots,
+            )))
             .tag_specifications(tag_specification(
                 ec2t::ResourceType::Instance,
                 &request.tags,
@@ -154,8 +158,8 @@ impl Aws {
         let out = self
             .ec2
             .get_console_output()
+            // The buffered output (Latest is for Nitro instances only).
             .instance_id(instance_id)
-            .latest(true)
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ec2:GetConsoleOutput", e))?;
@@ -297,6 +301,7 @@ impl Aws {
 pub(super) fn block_device_mappings(
     devices: &[BlockDevice],
     for_builder: bool,
+    snapshots: &BTreeMap<String, String>,
 ) -> Vec<ec2t::BlockDeviceMapping> {
     devices
         .iter()
@@ -324,6 +329,7 @@ pub(super) fn block_device_mappings(
                             None
                         })
                         .set_delete_on_termination(delete)
+                        .set_snapshot_id(snapshots.get(&device.device_name).cloned())
                         .build(),
                 )
                 .build()

@@ -120,6 +120,8 @@ pub struct Image {
     /// ImdsSupport: `v2.0` when instances launched from it require IMDSv2.
     pub imds_support: Option<String>,
     pub snapshot_ids: Vec<String>,
+    /// Each EBS device of the image and its snapshot.
+    pub device_snapshots: BTreeMap<String, String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -185,6 +187,9 @@ pub struct LaunchRequest {
     pub client_token: String,
     /// Run at the instance's first boot (base64-encoded here).
     pub user_data: Option<String>,
+    /// Snapshots the mappings of `block_devices` name (a launch from an AMI with its own
+    /// devices: each named with its snapshot, as the AMI maps it).
+    pub device_snapshots: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]

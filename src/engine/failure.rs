@@ -58,6 +58,19 @@ pub enum BuildError {
         /// EC2's StateReason: a KMS key the launch could not use, capacity, ...
         reason: Option<String>,
     },
+    /// [`BuildError::BuilderNotRunning`], of the test instance.
+    #[error(
+        "test instance {instance} is {} instead of running{}{}",
+        .state.as_deref().unwrap_or("gone"),
+        during_step(.step),
+        state_reason_note(.reason)
+    )]
+    TestInstanceNotRunning {
+        instance: String,
+        state: Option<String>,
+        step: Option<StepAt>,
+        reason: Option<String>,
+    },
     #[error(
         "SSM did not report builder {instance} Online within {} s; check that IamInstanceProfile {profile} allows SSM (AmazonSSMManagedInstanceCore) and that the subnet reaches the SSM endpoints",
         .timeout.as_secs()

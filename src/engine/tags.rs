@@ -24,6 +24,34 @@ pub const ROLE_TEST: &str = "test";
 /// On an image that passed its tests: when (UTC), and on which test instance.
 pub const TAG_TESTED_AT: &str = "ecs-ami:tested-at";
 pub const TAG_TEST_INSTANCE: &str = "ecs-ami:test-instance";
+/// On an image: the digests of the `Tests` it passed (comma-separated, the latest last).
+pub const TAG_TESTS_PASSED: &str = "ecs-ami:tests-passed";
+/// How many digests an image keeps (a tag value holds 256 characters).
+const TESTS_PASSED_KEPT: usize = 20;
+
+/// Whether `image` passed `tests` (by their digest).
+pub(crate) fn passed(image: &Image, tests: &crate::spec::TestSpec) -> bool {
+    let digest = tests.digest();
+    image
+        .tags
+        .get(TAG_TESTS_PASSED)
+        .is_some_and(|list| list.split(',').any(|d| d == digest))
+}
+
+/// The image's list of passed tests with `digest` added last.
+pub(crate) fn with_passed(image_tags: &BTreeMap<String, String>, digest: &str) -> String {
+    let mut list: Vec<&str> = image_tags
+        .get(TAG_TESTS_PASSED)
+        .map(|l| {
+            l.split(',')
+                .filter(|d| !d.is_empty() && *d != digest)
+                .collect()
+        })
+        .unwrap_or_default();
+    list.push(digest);
+    let keep = list.len().saturating_sub(TESTS_PASSED_KEPT);
+    list[keep..].join(",")
+}
 /// On a copy of the image in another region (`Regions`) and on its snapshots: the id of the
 /// image it copies, by which the resource's Update and Delete find it.
 pub const TAG_COPY_OF: &str = "ecs-ami:copy-of";
@@ -69,8 +97,9 @@ pub fn unique_image_name(prefix: &str, identity: &Identity, utc_stamp: String) -
 
 /// Derived from the request and the image tested, so a re-delivered event cannot launch a second
 /// test instance, and a re-test of another image gets its own.
-pub fn test_client_token(identity: &Identity, image_id: &str) -> String {
-    let digest = crate::hash::sha256_hex(&format!("{}|test|{image_id}", identity.digest()));
+pub fn test_client_token(identity: &Identity, image_id: &str, attempt: &str) -> String {
+    let digest =
+        crate::hash::sha256_hex(&format!("{}|test|{image_id}|{attempt}", identity.digest()));
     format!("ecs-ami-test-{}", &digest[..48])
 }
 

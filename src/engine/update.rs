@@ -27,8 +27,6 @@ pub struct Previous {
     pub parameters: crate::spec::ParameterNames,
     /// The `Regions` it named.
     pub regions: Vec<String>,
-    /// It asked for other `Tests` (or none): the image is tested again.
-    pub tests_changed: bool,
 }
 
 /// Update: apply a change of sharing or deprecation alone to the existing image; otherwise keep
@@ -66,9 +64,6 @@ pub async fn update(
                 settle_parameters(aws, images, &spec, &previous.parameters.home).await
             {
                 return update_failed(error);
-            }
-            if previous.tests_changed && spec.tests.is_some() && !rolled_back {
-                return retest(aws, identity, &outcome.physical_id, spec, timing).await;
             }
             settle_copies(
                 aws,
@@ -115,7 +110,11 @@ async fn settle_copies(
         .filter(|r| image_id == physical_id && !spec.regions.iter().any(|w| &w.region == *r))
         .cloned()
         .collect();
-    if spec.regions.is_empty() && dropped.is_empty() && previous.parameters.copies.is_empty() {
+    if spec.regions.is_empty()
+        && dropped.is_empty()
+        && previous.parameters.copies.is_empty()
+        && spec.tests.is_none()
+    {
         return Progress::Finished(outcome);
     }
     let copies_failed = |error: BuildError| {
@@ -169,7 +168,20 @@ async fn settle_copies(
     if let Err(error) = publish_copies(aws, &before, &unnamed, false).await {
         return copies_failed(error);
     }
+    // `Tests` the image has not passed (they changed, or it was never tested): it is tested
+    // again on a test instance launched from it, whatever else changed; a rollback's or a
+    // reuse's image passed its own already.
+    let retest = spec
+        .tests
+        .as_ref()
+        .is_some_and(|tests| !crate::engine::tags::passed(&image, tests));
     match crate::engine::copies::settle(aws, identity, &image, &spec, &dropped).await {
+        Ok(Settled::Complete(_)) if retest => {
+            tracing::info!(image_id = %image.id, "Tests the image has not passed: testing it again");
+            Build::distribute_existing(spec, identity, &image, crate::engine::Phase::LaunchTest)
+                .run(aws, identity, timing)
+                .await
+        }
         Ok(Settled::Complete(copies)) => {
             if let Err(error) = publish_copies(aws, &copies, &spec.copy_parameters, true).await {
                 return copies_failed(error);
@@ -178,7 +190,12 @@ async fn settle_copies(
         }
         Ok(Settled::Incomplete) => {
             tracing::info!(image_id = %image.id, "copies missing in some Regions: copying");
-            Build::distribute_existing(spec, identity, &image, crate::engine::Phase::Copy)
+            let start = if retest {
+                crate::engine::Phase::LaunchTest
+            } else {
+                crate::engine::Phase::Copy
+            };
+            Build::distribute_existing(spec, identity, &image, start)
                 .run(aws, identity, timing)
                 .await
         }
@@ -215,31 +232,6 @@ pub(crate) async fn publish_copies(
         }
     }
     Ok(())
-}
-
-/// `Tests` changed, the image did not: it is tested again (a test instance launched from it), and
-/// then distributed as the spec says; a failure keeps the image and fails the Update.
-async fn retest(
-    aws: &Aws,
-    identity: &Identity,
-    image_id: &str,
-    spec: AmiSpec,
-    timing: &Timing,
-) -> Progress {
-    match aws.describe_image(image_id).await {
-        Ok(Some(image)) => {
-            tracing::info!(image_id, "Tests changed: testing the image again");
-            Build::distribute_existing(spec, identity, &image, crate::engine::Phase::LaunchTest)
-                .run(aws, identity, timing)
-                .await
-        }
-        Ok(None) => update_failed(UpdateError::ReadCurrent(AwsError {
-            operation: "ec2:DescribeImages",
-            code: None,
-            message: format!("{image_id} is no longer listed"),
-        })),
-        Err(error) => update_failed(UpdateError::ReadCurrent(error)),
-    }
 }
 
 /// What an Update comes to before any build.

@@ -203,9 +203,7 @@ pub(super) async fn operate_alone(
                     Err(_) => None,
                 },
                 only_distribution_changed: old
-                    .as_ref()
-                    .is_ok_and(|old| spec.differs_only_in_distribution(old)),
-                tests_changed: old.as_ref().map_or(true, |old| old.tests != spec.tests),
+                    .is_ok_and(|old| spec.differs_only_in_distribution(&old)),
                 parameters: crate::spec::ssm_parameter_names(
                     old_properties,
                     aws.region().as_deref(),

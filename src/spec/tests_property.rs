@@ -49,6 +49,14 @@ fn is_cluster(text: &str) -> bool {
     }
 }
 
+impl TestSpec {
+    /// Eight hex digits that tell these tests from others: an image records the digests of the
+    /// tests it passed, so that it is tested again only with tests it has not passed.
+    pub fn digest(&self) -> String {
+        crate::hash::short_hash(&format!("{self:?}"))
+    }
+}
+
 pub(super) fn parse_tests(value: &Value, problems: &mut Problems) -> Option<TestSpec> {
     let Some(map) = value.as_object() else {
         problems.add(
@@ -90,6 +98,14 @@ pub(super) fn parse_tests(value: &Value, problems: &mut Problems) -> Option<Test
                 "a test hands nothing back: Outputs belong to the build's Steps",
             );
         }
+    }
+    if let Some(data) = &user_data
+        && !(data.starts_with("#!") || data.starts_with("#cloud-config"))
+    {
+        problems.add(
+            "Tests.UserData",
+            "must begin with #! (a script) or #cloud-config: cloud-init runs nothing else",
+        );
     }
     if let Some(data) = &user_data
         && data.len() > MAX_USER_DATA_BYTES

@@ -354,6 +354,23 @@ pub async fn invoke_with(aws: &Aws, mut event: Value, limits: impl Fn() -> Limit
     );
     (parsed, hand_overs)
 }
+/// A stand-in for systemd's `systemctl` in the image (this machine's overlay has no systemd):
+/// `start ecs` (or `enable --now ecs`, `restart ecs`) starts the ECS agent, which the local AWS
+/// simulates: it reads the instance's /etc/ecs/ecs.config and registers the instance in the
+/// cluster it names (`POST /ecs-ami-local/ecs/agent-started`).
+pub const SYSTEMCTL_STAND_IN: &str = r#"#!/bin/bash
+echo "systemctl $*" >> /var/log/stand-ins.log
+case " $* " in
+  *" ecs "*|*" ecs.service "*)
+    case "$1" in start|restart|enable)
+      if [ "$1" != enable ] || [ "$2" = --now ]; then
+        curl -fsS -X POST "$ECS_AMI_LOCAL_AWS/ecs-ami-local/ecs/agent-started" -d "{\"instance\": \"$ECS_AMI_INSTANCE_ID\"}"
+      fi;;
+    esac;;
+esac
+exit 0
+"#;
+
 pub mod audit;
 pub mod mocks;
 pub mod report;

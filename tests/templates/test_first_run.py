@@ -185,6 +185,16 @@ def test_the_health_check_waits_for_the_agent(instance):
     assert instance.calls_of("sleep") == ["5", "5", "5"]
 
 
+def test_wait_0_configures_and_starts_without_waiting(instance):
+    # From user data: the ECS agent starts only once cloud-init is done, so no wait there.
+    instance.agent_answers("refused")
+    result = instance.run(*STANDARD, "--wait", "0")
+    assert result.returncode == 0, result.stderr
+    assert "not waiting for the ECS agent" in result.stderr
+    assert instance.calls_of("curl") == []
+    assert instance.file("/etc/ecs/ecs.config").endswith("ECS_CLUSTER=prod\n")
+
+
 def test_the_health_check_gives_up_with_a_non_zero_exit(instance):
     instance.agent_answers('{"Cluster":"other","Version":"v1"}')
     result = instance.run(*STANDARD, "--wait", "15")

@@ -12,8 +12,8 @@ use crate::engine::cleanup::{NOT_KNOWN, launched_within, terminate_builder};
 use crate::engine::copies::{self, CopiesPoll};
 use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
 use crate::engine::tags::{
-    ROLE_TEST, TAG_IMAGE, TAG_ROLE, TAG_TEST_INSTANCE, TAG_TESTED_AT, client_token, identity_tags,
-    image_tags, test_client_token,
+    ROLE_TEST, TAG_IMAGE, TAG_ROLE, TAG_TEST_INSTANCE, TAG_TESTED_AT, TAG_TESTS_PASSED,
+    client_token, identity_tags, image_tags, passed, test_client_token, with_passed,
 };
 use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
 use crate::engine::{Timing, clock};
@@ -85,6 +85,7 @@ impl Build {
                 self.within_test_minutes()?;
                 self.await_test_online(aws, timing, waited, state_checked)
                     .await
+                    .map_err(of_test_instance)
             }
             Phase::StartTest { index } => {
                 self.within_test_minutes()?;
@@ -100,6 +101,7 @@ impl Build {
                 let at = (Stage::Test, index, command_id);
                 self.await_step(aws, timing, at, (waited, state_checked))
                     .await
+                    .map_err(of_test_instance)
             }
             Phase::AwaitEcs { waited } => {
                 self.within_test_minutes()?;
@@ -156,6 +158,7 @@ impl Build {
             tags,
             client_token: client_token(identity),
             user_data: None,
+            device_snapshots: Default::default(),
         };
         let instance_id = aws.launch_builder(&request).await?;
         tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
@@ -608,10 +611,27 @@ impl Build {
                 Err(problem) => return Err(BuildError::BuilderNotTerminated(problem)),
             }
         }
-        if self.spec.tests.is_some() {
-            Ok(Next::Now(Phase::LaunchTest))
-        } else {
-            Ok(Next::Now(self.after_tests()))
+        // An image that passed these tests already (a delivery that crashed after them) is not
+        // tested again.
+        let image_id = self.state.image_id.clone().expect("image exists");
+        match &self.spec.tests {
+            Some(tests)
+                if !aws
+                    .describe_image(&image_id)
+                    .await?
+                    .is_some_and(|image| passed(&image, tests)) =>
+            {
+                Ok(Next::Now(Phase::LaunchTest))
+            }
+            Some(_) => {
+                // Answered with when it passed them.
+                if let Some(image) = aws.describe_image(&image_id).await? {
+                    self.state.tested_at = image.tags.get(TAG_TESTED_AT).cloned();
+                    self.state.test_instance_id = image.tags.get(TAG_TEST_INSTANCE).cloned();
+                }
+                Ok(Next::Now(self.after_tests()))
+            }
+            None => Ok(Next::Now(self.after_tests())),
         }
     }
 
@@ -648,7 +668,32 @@ impl Build {
                 identity.logical_id
             ),
         );
-        let request = LaunchRequest {
+        // The image's own block device mappings, as a user's launch gets them, but every volume
+        // deleted with the instance (the AMI may keep one a user wants kept).
+        let device_snapshots = aws
+            .describe_image(&image_id)
+            .await?
+            .map(|image| image.device_snapshots)
+            .unwrap_or_default();
+        let block_devices = self
+            .spec
+            .block_device_mappings
+            .iter()
+            .filter(|device| device_snapshots.contains_key(&device.device_name))
+            .map(|device| crate::spec::BlockDevice {
+                device_name: device.device_name.clone(),
+                ebs: crate::spec::Ebs {
+                    volume_size: None,
+                    volume_type: None,
+                    iops: None,
+                    throughput: None,
+                    encrypted: None,
+                    kms_key_id: None,
+                    delete_on_termination: Some(true),
+                },
+            })
+            .collect();
+        let mut request = LaunchRequest {
             image_id: image_id.clone(),
             instance_type,
             instance_profile: tests
@@ -657,13 +702,30 @@ impl Build {
                 .unwrap_or_else(|| self.spec.iam_instance_profile.clone()),
             subnet_id: self.spec.subnet_id.clone(),
             security_group_ids: self.spec.security_group_ids.clone(),
-            // The image's own block device mappings: the instance is launched as a user would.
-            block_devices: Vec::new(),
+            block_devices,
             tags,
-            client_token: test_client_token(identity, &image_id),
+            client_token: test_client_token(identity, &image_id, &tests.digest()),
             user_data: tests.user_data.clone(),
+            device_snapshots,
         };
-        let instance_id = aws.launch_builder(&request).await?;
+        let mut instance_id = aws.launch_builder(&request).await?;
+        // EC2 answers a token with its instance for a long while, terminated or not: one that is
+        // gone (a delivery that crashed after terminating it) gets a launch of its own.
+        for _ in 0..2 {
+            let gone = matches!(
+                aws.instance_state(&instance_id).await?.as_deref(),
+                Some("terminated" | "shutting-down" | "stopping" | "stopped")
+            );
+            if !gone {
+                break;
+            }
+            request.client_token = test_client_token(
+                identity,
+                &image_id,
+                &format!("{}|{instance_id}", tests.digest()),
+            );
+            instance_id = aws.launch_builder(&request).await?;
+        }
         tracing::info!(instance_id = %instance_id, image_id = %image_id, "test instance launched");
         self.state.test_instance_id = Some(instance_id);
         if self.state.test_launched_at_ms.is_none() {
@@ -811,9 +873,19 @@ impl Build {
         let image_id = self.state.image_id.clone().expect("image exists");
         let mut resources = vec![image_id];
         resources.extend(self.state.snapshot_ids.iter().cloned());
+        let tests = self.spec.tests.as_ref().expect("a test phase has tests");
+        let current = aws
+            .describe_image(&resources[0])
+            .await?
+            .map(|image| image.tags)
+            .unwrap_or_default();
         let tags = std::collections::BTreeMap::from([
             (TAG_TESTED_AT.to_owned(), tested_at.clone()),
             (TAG_TEST_INSTANCE.to_owned(), instance_id),
+            (
+                TAG_TESTS_PASSED.to_owned(),
+                with_passed(&current, &tests.digest()),
+            ),
         ]);
         aws.tag(&resources, &tags).await?;
         self.state.tested_at = Some(tested_at);
@@ -899,6 +971,24 @@ impl Build {
         )
         .await?;
         Ok(Next::Now(Phase::Done))
+    }
+}
+
+/// The wait's "builder is not running" said of the test instance.
+fn of_test_instance(error: BuildError) -> BuildError {
+    match error {
+        BuildError::BuilderNotRunning {
+            instance,
+            state,
+            step,
+            reason,
+        } => BuildError::TestInstanceNotRunning {
+            instance,
+            state,
+            step,
+            reason,
+        },
+        other => other,
     }
 }
 
