@@ -192,49 +192,17 @@ async fn a_build_killed_while_testing_is_resumed_with_one_test_instance() {
         ec2: local.ec2().await,
         stack_id: stack_id(stack),
     };
-    let scratch = tempfile::tempdir().unwrap();
-    let path = scratch.path().join("event.json");
     let tests = properties(json!({"Steps": [
         {"Name": "count", "Commands": ["echo run >> /var/tmp/test-runs", "sleep 3"]},
         {"Name": "once", "Commands": ["test \"$(wc -l < /var/tmp/test-runs)\" -eq 1"]},
     ]}));
-    std::fs::write(
-        &path,
-        event("Create", stack, "req-1", None, tests).to_string(),
-    )
-    .unwrap();
-    let log_path = scratch.path().join("killed.log");
-    let mut first = local
-        .ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
-        .arg("invoke")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut testing = false;
-    for _ in 0..900 {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log
-            .lines()
-            .any(|l| l.contains("step started") && l.contains("test=true"))
-        {
-            testing = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
-    assert!(testing, "the first invocation reached a test step");
-    let retry = local
-        .ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
-        .arg("invoke")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&retry.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&retry.stderr)));
+    let answer = local
+        .killed_then_retried(
+            env!("CARGO_BIN_EXE_ecs-ami"),
+            &event("Create", stack, "req-1", None, tests),
+            |line| line.contains("step started") && line.contains("test=true"),
+        )
+        .await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     let ami = answer["PhysicalResourceId"].as_str().unwrap().to_owned();
     // The builder and one test instance, both terminated.

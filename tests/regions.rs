@@ -498,46 +498,14 @@ async fn a_build_killed_while_copying_is_resumed_with_one_copy() {
     allow_copies_to(&local, WEST).await;
     let stack = "regions-crash";
     let audits = audits(&local, stack).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let path = scratch.path().join("event.json");
     let properties = one_step_properties(json!({"Regions": [{"Region": WEST}]}));
-    std::fs::write(
-        &path,
-        event("Create", stack, "req-1", None, properties).to_string(),
-    )
-    .unwrap();
-    let log_path = scratch.path().join("killed.log");
-    let mut first = local
-        .ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
-        .arg("invoke")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut asked = false;
-    for _ in 0..600 {
-        if std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .contains("copy requested")
-        {
-            asked = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
-    assert!(asked, "the first invocation reached the copy");
-
-    let retry = local
-        .ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
-        .arg("invoke")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&retry.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&retry.stderr)));
+    let answer = local
+        .killed_then_retried(
+            env!("CARGO_BIN_EXE_ecs-ami"),
+            &event("Create", stack, "req-1", None, properties),
+            |line| line.contains("copy requested"),
+        )
+        .await;
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     let ami = answer["PhysicalResourceId"].as_str().unwrap().to_owned();
     let copy = answer["Data"][format!("ImageId.{WEST}")]

@@ -122,6 +122,52 @@ impl LocalAws {
         command
     }
 
+    /// `event` through `ecs-ami invoke` (the binary at `path`), SIGKILLed (as Lambda ends an
+    /// invocation that timed out) as soon as a line of its log satisfies `reached`, then
+    /// delivered again: the retry's answer. Panics if the first never reached that point.
+    pub async fn killed_then_retried(
+        &self,
+        path: &str,
+        event: &Value,
+        reached: impl Fn(&str) -> bool,
+    ) -> Value {
+        let scratch = tempfile::tempdir().unwrap();
+        let event_path = scratch.path().join("event.json");
+        std::fs::write(&event_path, event.to_string()).unwrap();
+        let log_path = scratch.path().join("killed.log");
+        let mut first = self
+            .ecs_ami_command(path)
+            .arg("invoke")
+            .arg(&event_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut got_there = false;
+        for _ in 0..1200 {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.lines().any(&reached) {
+                got_there = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        first.kill().unwrap();
+        first.wait().unwrap();
+        assert!(
+            got_there,
+            "the first invocation never logged the moment to kill it"
+        );
+        let retry = self
+            .ecs_ami_command(path)
+            .arg("invoke")
+            .arg(&event_path)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&retry.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&retry.stderr)))
+    }
+
     /// The administrator's EC2 in another region (a copy's): each region is its own EC2.
     pub async fn ec2_in(&self, region: &str) -> aws_sdk_ec2::Client {
         let config = aws_sdk_ec2::config::Builder::from(&self.sdk_config().await)

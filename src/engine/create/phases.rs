@@ -65,7 +65,10 @@ impl Build {
             Phase::AwaitOnline {
                 waited,
                 state_checked,
-            } => self.await_online(aws, timing, waited, state_checked).await,
+            } => {
+                self.await_online(aws, timing, Stage::Build, (waited, state_checked))
+                    .await
+            }
             Phase::StartStep { index } => self.start_step(aws, timing, Stage::Build, index).await,
             Phase::AwaitStep {
                 index,
@@ -83,7 +86,7 @@ impl Build {
                 state_checked,
             } => {
                 self.within_test_minutes()?;
-                self.await_test_online(aws, timing, waited, state_checked)
+                self.await_online(aws, timing, Stage::Test, (waited, state_checked))
                     .await
                     .map_err(of_test_instance)
             }
@@ -170,44 +173,67 @@ impl Build {
         }))
     }
 
+    /// Until SSM reports the builder (or the test instance) Online; then its first step.
     async fn await_online(
         &mut self,
         aws: &Aws,
         timing: &Timing,
-        waited: Duration,
-        mut state_checked: Option<Duration>,
+        stage: Stage,
+        (waited, mut state_checked): (Duration, Option<Duration>),
     ) -> Result<Next, BuildError> {
-        let instance_id = self.instance();
+        let instance_id = self.instance_of(stage);
         if aws.instance_online(instance_id).await? {
             tracing::info!(
                 instance_id,
                 waited_s = waited.as_secs(),
-                "builder is Online in SSM"
+                test = stage == Stage::Test,
+                "instance is Online in SSM"
             );
-            return Ok(Next::Now(Phase::StartStep { index: 0 }));
+            return Ok(Next::Now(match stage {
+                Stage::Build => Phase::StartStep { index: 0 },
+                Stage::Test => Phase::StartTest { index: 0 },
+            }));
         }
-        // A builder that dies while booting (capacity, a bad AMI) never comes Online.
+        // An instance that dies while booting (capacity, a bad AMI) never comes Online.
         let watch = Watch {
             instance_id,
             expected: &["pending", "running"],
             step: None,
             state_checked: &mut state_checked,
-            launched_at_ms: self.state.launched_at_ms,
+            launched_at_ms: self.launched_at_of(stage),
         };
         let wait = Wait {
             waited,
             limit: timing.online_timeout,
         };
+        let test_profile = self
+            .spec
+            .tests
+            .as_ref()
+            .and_then(|t| t.iam_instance_profile.clone());
         go_on(
             keep_waiting(aws, timing, wait, Some(watch)).await?,
-            |waited| Phase::AwaitOnline {
-                waited,
-                state_checked,
+            |waited| match stage {
+                Stage::Build => Phase::AwaitOnline {
+                    waited,
+                    state_checked,
+                },
+                Stage::Test => Phase::AwaitTestOnline {
+                    waited,
+                    state_checked,
+                },
             },
-            || BuildError::NeverOnline {
-                instance: instance_id.to_owned(),
-                timeout: timing.online_timeout,
-                profile: self.spec.iam_instance_profile.clone(),
+            || match stage {
+                Stage::Build => BuildError::NeverOnline {
+                    instance: instance_id.to_owned(),
+                    timeout: timing.online_timeout,
+                    profile: self.spec.iam_instance_profile.clone(),
+                },
+                Stage::Test => BuildError::TestNeverOnline {
+                    instance: instance_id.to_owned(),
+                    timeout: timing.online_timeout,
+                    profile: test_profile.unwrap_or_else(|| self.spec.iam_instance_profile.clone()),
+                },
             },
         )
     }
@@ -735,51 +761,6 @@ impl Build {
             waited: Duration::ZERO,
             state_checked: None,
         }))
-    }
-
-    async fn await_test_online(
-        &mut self,
-        aws: &Aws,
-        timing: &Timing,
-        waited: Duration,
-        mut state_checked: Option<Duration>,
-    ) -> Result<Next, BuildError> {
-        let instance_id = self.instance_of(Stage::Test);
-        if aws.instance_online(instance_id).await? {
-            tracing::info!(
-                instance_id,
-                waited_s = waited.as_secs(),
-                "test instance is Online in SSM"
-            );
-            return Ok(Next::Now(Phase::StartTest { index: 0 }));
-        }
-        let watch = Watch {
-            instance_id,
-            expected: &["pending", "running"],
-            step: None,
-            state_checked: &mut state_checked,
-            launched_at_ms: self.state.test_launched_at_ms,
-        };
-        let wait = Wait {
-            waited,
-            limit: timing.online_timeout,
-        };
-        let tests = self.spec.tests.as_ref().expect("a test phase has tests");
-        go_on(
-            keep_waiting(aws, timing, wait, Some(watch)).await?,
-            |waited| Phase::AwaitTestOnline {
-                waited,
-                state_checked,
-            },
-            || BuildError::TestNeverOnline {
-                instance: instance_id.to_owned(),
-                timeout: timing.online_timeout,
-                profile: tests
-                    .iam_instance_profile
-                    .clone()
-                    .unwrap_or_else(|| self.spec.iam_instance_profile.clone()),
-            },
-        )
     }
 
     /// The test instance must be an ACTIVE container instance of the cluster with its agent
