@@ -264,6 +264,17 @@ impl AmiSpec {
                 format!("Regions[{i}].Region: {} is the region the AMI is built in (the function's); list only the regions to copy it to", r.region)
             })
             .collect();
+        // The role may read the container instances of this region's clusters only.
+        if let Some(cluster) = self.tests.as_ref().and_then(|t| t.ecs_cluster.as_deref())
+            && let Some(region) = cluster
+                .strip_prefix("arn:")
+                .and_then(|rest| rest.split(':').nth(2))
+            && region != home
+        {
+            problems.push(format!(
+                "Tests.EcsCluster: {cluster} is a cluster of {region}; the test instance is launched in {home}, the function's region, and can join only a cluster there"
+            ));
+        }
         if let Some(names) = self.copy_parameters.remove(home) {
             for name in names {
                 if !self.ssm_parameters.contains(&name) {
