@@ -485,29 +485,33 @@ CONSOLE: dict[str, str] = {}
 BOOTING: set[str] = set()
 
 
-def instance_process(instance_id: str, script: str, name: str, env_extra: dict[str, str]) -> subprocess.Popen:
-    """`script` run by bash as root inside the instance's own view of the file system: an overlay
-    of the host's root (read-only) and the instance's writable layer, which began as its image's,
-    in a private mount namespace that exists only while it runs; /dev and /proc are the host's."""
+def instance_process(instance_id: str, script: str, script_dir: str, env_extra: dict[str, str],
+                     workdir: str = "/", stderr: int = subprocess.STDOUT) -> subprocess.Popen:
+    """`script` run by bash as root inside the instance's own view of the file system, from
+    `workdir` (or / if it does not exist there): an overlay of the host's root (read-only) and the
+    instance's writable layer, which began as its image's, in a private mount namespace that
+    exists only while it runs; /dev and /proc are the host's so that ordinary tools work. The
+    script is written to `script_dir` (relative to the instance's root) first. stdout is piped;
+    stderr goes with it unless `stderr` says otherwise."""
     root = os.path.join(STATE_DIR, "instances", instance_id)
     upper, work, merged = (os.path.join(root, d) for d in ("upper", "work", "merged"))
-    script_dir = os.path.join(upper, "var/lib/ecs-ami-local", name)
-    for directory in (upper, work, merged, script_dir):
-        os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(script_dir, "_script.sh"), "w") as handle:
+    directory = os.path.join(upper, script_dir)
+    for path in (upper, work, merged, directory):
+        os.makedirs(path, exist_ok=True)
+    with open(os.path.join(directory, "_script.sh"), "w") as handle:
         handle.write(script)
-    inner = "/" + os.path.relpath(os.path.join(script_dir, "_script.sh"), upper)
+    inner = "/" + os.path.relpath(os.path.join(directory, "_script.sh"), upper)
     launcher = (
         'set -e; mount -t overlay overlay -o "lowerdir=/,upperdir=$1,workdir=$2" "$3"; '
         'mount --rbind /dev "$3/dev"; mount -t proc proc "$3/proc"; '
-        'exec chroot "$3" /bin/bash -c \'cd /; exec /bin/bash "$1"\' bash "$4"'
+        'exec chroot "$3" /bin/bash -c \'cd "$1" 2>/dev/null || cd /; exec /bin/bash "$2"\' bash "$4" "$5"'
     )
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
            "LANG": "C.UTF-8", **env_extra}
     return subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", launcher,
-         "sh", upper, work, merged, inner],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+         "sh", upper, work, merged, workdir, inner],
+        stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, env=env,
         start_new_session=True,
     )
 
@@ -585,7 +589,8 @@ def boot(instance_id: str, user_data: bytes) -> None:
                 text = "#!/bin/bash\n" + text
             region = next((r for r, b in ec2_backends[DEFAULT_ACCOUNT_ID].items()
                            if any(i.id == instance_id for i in b.all_instances())), "us-east-1")
-            process = instance_process(instance_id, text, "user-data", instance_env(instance_id, region))
+            process = instance_process(instance_id, text, "var/lib/ecs-ami-local/user-data",
+                                       instance_env(instance_id, region))
             out, _ = process.communicate(timeout=600)
             CONSOLE[instance_id] += out.decode("utf-8", "replace")
             CONSOLE[instance_id] += (f"cloud-init: user data finished with exit code {process.returncode}\n")
@@ -670,29 +675,10 @@ class Invocation:
         self.ended = now_epoch()
 
     def run(self) -> None:
-        root = os.path.join(STATE_DIR, "instances", self.instance_id)
-        upper, work, merged = (os.path.join(root, d) for d in ("upper", "work", "merged"))
         script_dir = os.path.join(
-            upper, "var/lib/amazon/ssm", self.instance_id, "document/orchestration", self.command.id
-        )
-        for directory in (upper, work, merged, script_dir):
-            os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(script_dir, "_script.sh"), "w") as script:
-            script.write("\n".join(self.command.commands) + "\n")
-        inner = "/" + os.path.relpath(os.path.join(script_dir, "_script.sh"), upper)
-        workdir = self.command.working_directory or "/"
-        # A private mount namespace per command: the overlay (lower = host root, upper = this
-        # instance's layer, which began as its image's) exists only for the command's lifetime,
-        # and /dev and /proc are the host's so that ordinary tools work.
-        launcher = (
-            'set -e; mount -t overlay overlay -o "lowerdir=/,upperdir=$1,workdir=$2" "$3"; '
-            'mount --rbind /dev "$3/dev"; mount -t proc proc "$3/proc"; '
-            'exec chroot "$3" /bin/bash -c \'cd "$1" 2>/dev/null || cd /; exec /bin/bash "$2"\' bash "$4" "$5"'
+            "var/lib/amazon/ssm", self.instance_id, "document/orchestration", self.command.id
         )
         env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/root",
-            "LANG": "C.UTF-8",
             "AWS_SSM_INSTANCE_ID": self.instance_id,
             "AWS_SSM_REGION_NAME": self.command.region,
             **instance_env(self.instance_id, self.command.region),
@@ -702,14 +688,9 @@ class Invocation:
                 return
             self.status = self.status_details = "InProgress"
             self.started = now_epoch()
-            self.process = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", launcher,
-                 "sh", upper, work, merged, workdir, inner],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
+            self.process = instance_process(
+                self.instance_id, "\n".join(self.command.commands) + "\n", script_dir, env,
+                workdir=self.command.working_directory or "/", stderr=subprocess.PIPE,
             )
         try:
             out, err = self.process.communicate(timeout=self.command.execution_timeout)

@@ -38,6 +38,15 @@ async fn audits(local: &LocalAws, stack: &str) -> Vec<(String, Audit)> {
     audits
 }
 
+/// The audit of `region`'s EC2.
+fn in_region<'a>(audits: &'a [(String, Audit)], region: &str) -> &'a Audit {
+    &audits
+        .iter()
+        .find(|(r, _)| r == region)
+        .expect("an audited region")
+        .1
+}
+
 /// What is left of the stack in every region, but `keep`.
 async fn left_anywhere(audits: &[(String, Audit)], keep: &[&str]) -> Vec<String> {
     let mut left = Vec::new();
@@ -125,14 +134,10 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
     assert_ne!(west_copy, ami);
 
     let west = local.ec2_in(WEST).await;
-    let copy = &west
-        .describe_images()
-        .image_ids(&west_copy)
-        .send()
+    let copy = &in_region(&audits, WEST)
+        .image(&west_copy)
         .await
-        .unwrap()
-        .images()[0]
-        .clone();
+        .expect("the copy is listed in its region");
     assert_eq!(copy.state().unwrap().as_str(), "available");
     let tags = tags_of(copy.tags());
     assert_eq!(tags.get("ecs-ami:copy-of"), Some(&ami), "{tags:?}");
@@ -200,15 +205,10 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
         "the copy in {WEST} is gone"
     );
     assert_eq!(west_audit.snapshots().await, Vec::<String>::new());
-    let europe = local.ec2_in(EUROPE).await;
-    let copy = &europe
-        .describe_images()
-        .image_ids(&europe_copy)
-        .send()
+    let copy = &in_region(&audits, EUROPE)
+        .image(&europe_copy)
         .await
-        .unwrap()
-        .images()[0]
-        .clone();
+        .expect("the copy is listed in its region");
     assert_eq!(
         tags_of(copy.tags()).get("team").map(String::as_str),
         Some("core")
@@ -235,14 +235,10 @@ async fn copies_follow_the_ami_through_create_updates_and_delete() {
         retagged["Data"][format!("ImageId.{EUROPE}")],
         json!(europe_copy)
     );
-    let copy = &europe
-        .describe_images()
-        .image_ids(&europe_copy)
-        .send()
+    let copy = &in_region(&audits, EUROPE)
+        .image(&europe_copy)
         .await
-        .unwrap()
-        .images()[0]
-        .clone();
+        .expect("the copy is listed in its region");
     assert_eq!(
         tags_of(copy.tags()).get("team").map(String::as_str),
         Some("infra")
@@ -461,15 +457,10 @@ async fn a_retained_ami_outlives_its_replacement_and_the_stack() {
     assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
 
     for (region, image) in [("us-east-1", &old), (WEST, &old_copy)] {
-        let found = local
-            .ec2_in(region)
+        let found = &in_region(&audits, region)
+            .image(image)
             .await
-            .describe_images()
-            .image_ids(image)
-            .send()
-            .await
-            .unwrap();
-        let found = &found.images()[0];
+            .expect("kept in its region");
         assert_eq!(
             found.state().unwrap().as_str(),
             "available",
