@@ -10,16 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_ec2::operation::create_image::CreateImageOutput;
-use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
-use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
-use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
-use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::send_command::SendCommandOutput;
 use aws_sdk_ssm::types as ssmt;
-use aws_smithy_mocks::{Rule, mock};
+use aws_smithy_mocks::mock;
 use common::local::{InProcessScheduler, invoke_until_answered};
 use common::mocks::*;
 use ecs_ami::cfn::{Response, SinkError, Status};
@@ -75,32 +70,32 @@ impl Timeline {
     }
 
     /// The builder's state now, following the script.
-    fn instance_state(&mut self) -> ec2t::InstanceStateName {
+    fn instance_state(&mut self) -> &'static str {
         let now = Instant::now();
         let launched = self.launched.expect("launched before described");
         if self.terminated {
-            ec2t::InstanceStateName::Terminated
+            "terminated"
         } else if let Some(stop) = self.stop_requested {
             if now >= stop + STOPPING {
                 self.notice("stopped".into(), stop + STOPPING);
-                ec2t::InstanceStateName::Stopped
+                "stopped"
             } else {
-                ec2t::InstanceStateName::Stopping
+                "stopping"
             }
         } else if now >= launched + PENDING {
-            ec2t::InstanceStateName::Running
+            "running"
         } else {
-            ec2t::InstanceStateName::Pending
+            "pending"
         }
     }
 
-    fn image_state(&mut self) -> ec2t::ImageState {
+    fn image_state(&mut self) -> &'static str {
         let available_at = self.image_requested.expect("requested") + SNAPSHOT;
         if Instant::now() >= available_at {
             self.notice("image available".into(), available_at);
-            ec2t::ImageState::Available
+            "available"
         } else {
-            ec2t::ImageState::Pending
+            "pending"
         }
     }
 }
@@ -108,42 +103,32 @@ impl Timeline {
 fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
     let mut world = World::happy();
     let t = timeline.clone();
-    world.run_instances =
-        mock!(aws_sdk_ec2::Client::run_instances).then_compute_output(move |_| {
-            // The same ClientToken returns the same instance, as EC2 does.
-            let mut t = t.lock().unwrap();
-            t.launched.get_or_insert_with(Instant::now);
-            t.launched_ms
-                .get_or_insert_with(ecs_ami::engine::clock::now_ms);
-            launched()
-        });
+    world.run_instances = on("RunInstances").then_xml(move || {
+        // The same ClientToken returns the same instance, as EC2 does.
+        let mut t = t.lock().unwrap();
+        t.launched.get_or_insert_with(Instant::now);
+        t.launched_ms
+            .get_or_insert_with(ecs_ami::engine::clock::now_ms);
+        launched()
+    });
     let t = timeline.clone();
-    world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
-        .then_compute_output(move |_| instance_state(t.lock().unwrap().instance_state()));
+    world.describe_instances = on("DescribeInstances")
+        .then_xml(move || instance_state(t.lock().unwrap().instance_state()));
     let t = timeline.clone();
-    world.tagged_instances = mock!(aws_sdk_ec2::Client::describe_instances)
-        .match_requests(|r| !r.filters().is_empty())
-        .then_compute_output(move |_| {
+    world.tagged_instances = on("DescribeInstances")
+        .when(|q| !q.filter_names().is_empty())
+        .then_xml(move || {
             let mut t = t.lock().unwrap();
-            if let Some(ms) = t.launched_ms {
-                let state = t.instance_state();
-                let launched = aws_smithy_types::DateTime::from_millis(ms as i64);
-                aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
-                    .reservations(
-                        ec2t::Reservation::builder()
-                            .instances(
-                                ec2t::Instance::builder()
-                                    .instance_id(BUILDER)
-                                    .launch_time(launched)
-                                    .state(ec2t::InstanceState::builder().name(state).build())
-                                    .build(),
-                            )
-                            .build(),
-                    )
-                    .build()
-            } else {
-                aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder()
-                    .build()
+            match t.launched_ms {
+                Some(ms) => {
+                    let launched = aws_smithy_types::DateTime::from_millis(ms as i64)
+                        .fmt(aws_smithy_types::date_time::Format::DateTime)
+                        .unwrap();
+                    let mut builder = MockInstance::new(BUILDER, t.instance_state());
+                    builder.launched = Some(launched);
+                    instances(&[builder])
+                }
+                None => instances(&[]),
             }
         });
     let t = timeline.clone();
@@ -161,15 +146,14 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
                 .build()
         });
     let t = timeline.clone();
-    world.tagged_images = mock!(aws_sdk_ec2::Client::describe_images)
-        .match_requests(|r| r.owners() == ["self".to_owned()])
-        .then_compute_output(move |_| {
+    world.tagged_images = on("DescribeImages")
+        .when(|q| q.list("Owner") == ["self"])
+        .then_xml(move || {
             let mut t = t.lock().unwrap();
-            let found = DescribeImagesOutput::builder();
             if t.image_requested.is_some() {
-                found.images(image(NEW_IMAGE, t.image_state())).build()
+                images(&[image(NEW_IMAGE, t.image_state())])
             } else {
-                found.build()
+                images(&[])
             }
         });
     let t = timeline.clone();
@@ -225,66 +209,34 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
                 .build()
         });
     let t = timeline.clone();
-    world.stop = mock!(aws_sdk_ec2::Client::stop_instances).then_compute_output(move |_| {
+    world.stop = on("StopInstances").then_xml(move || {
         t.lock()
             .unwrap()
             .stop_requested
             .get_or_insert_with(Instant::now);
-        StopInstancesOutput::builder().build()
+        document("StopInstances", "")
     });
     let t = timeline.clone();
-    world.create_image = mock!(aws_sdk_ec2::Client::create_image).then_compute_output(move |_| {
+    world.create_image = on("CreateImage").then_xml(move || {
         t.lock()
             .unwrap()
             .image_requested
             .get_or_insert_with(Instant::now);
-        CreateImageOutput::builder().image_id(NEW_IMAGE).build()
+        image_id("CreateImage", NEW_IMAGE)
     });
     let t = timeline.clone();
-    world.new_image = mock!(aws_sdk_ec2::Client::describe_images)
-        .match_requests(|r| r.image_ids() == [NEW_IMAGE.to_owned()])
-        .then_compute_output(move |_| {
+    world.new_image = on("DescribeImages")
+        .when(|q| q.list("ImageId") == [NEW_IMAGE])
+        .then_xml(move || {
             let state = t.lock().unwrap().image_state();
-            DescribeImagesOutput::builder()
-                .images(image(NEW_IMAGE, state))
-                .build()
+            images(&[image(NEW_IMAGE, state)])
         });
     let t = timeline.clone();
-    world.terminate =
-        mock!(aws_sdk_ec2::Client::terminate_instances).then_compute_output(move |_| {
-            t.lock().unwrap().terminated = true;
-            TerminateInstancesOutput::builder().build()
-        });
+    world.terminate = on("TerminateInstances").then_xml(move || {
+        t.lock().unwrap().terminated = true;
+        document("TerminateInstances", "")
+    });
     world
-}
-
-fn all_rules(world: &World) -> Vec<&Rule> {
-    vec![
-        &world.source_image,
-        &world.instance_types,
-        &world.run_instances,
-        &world.instance_info,
-        &world.tagged_instances,
-        &world.describe_instances,
-        &world.list_commands,
-        &world.put_parameter,
-        &world.parameters_by_path,
-        &world.delete_parameters,
-        &world.get_parameter,
-        &world.send_command,
-        &world.command_result,
-        &world.cancel_command,
-        &world.stop,
-        &world.create_image,
-        &world.new_image,
-        &world.tagged_images,
-        &world.create_tags,
-        &world.terminate,
-        &world.deregister,
-        &world.delete_snapshot,
-        &world.snapshots,
-        &world.volumes,
-    ]
 }
 
 fn create_event(properties: Value) -> Value {
@@ -357,7 +309,7 @@ async fn a_forty_minute_build_hands_over_and_answers_once() {
     }
     assert_eq!(timeline.noticed.len(), 5, "{:?}", timeline.noticed);
 
-    let calls: usize = all_rules(&world).iter().map(|r| r.num_calls()).sum();
+    let calls = world.total_calls();
     let lease_calls = world.put_parameter.num_calls()
         + world.parameters_by_path.num_calls()
         + world.delete_parameters.num_calls();

@@ -1,5 +1,6 @@
-//! Failure paths the local AWS cannot produce, with AWS answers scripted through
-//! `aws-smithy-mocks`. The real adapters in `src/aws` run; only the HTTP layer is replaced.
+//! Failure paths the local AWS cannot produce, with AWS answers scripted at the HTTP level (EC2,
+//! `common::ec2_mock`) and through `aws-smithy-mocks` (SSM). The real adapters in `src/aws` run;
+//! only the HTTP layer is replaced.
 //! Time is tokio's paused clock, so ten minutes of polling take no real time.
 
 mod common;
@@ -8,12 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aws_sdk_ec2::error::ErrorMetadata;
-use aws_sdk_ec2::operation::create_image::CreateImageOutput;
-use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
-use aws_sdk_ec2::operation::run_instances::RunInstancesError;
-use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_mocks::mock;
@@ -56,7 +51,7 @@ async fn scripted_happy_path_answers_with_the_image() {
 
 #[tokio::test(start_paused = true)]
 async fn ssm_never_online_fails_after_the_timeout_and_terminates_the_builder() {
-    let world = World::never_online(ec2t::InstanceStateName::Running);
+    let world = World::never_online("running");
     let started = tokio::time::Instant::now();
     let timing = Timing {
         online_timeout: Duration::from_secs(300),
@@ -175,30 +170,23 @@ async fn step_timeout_is_reported_as_such() {
 #[tokio::test(start_paused = true)]
 async fn image_ending_failed_is_removed_with_its_snapshot() {
     let mut world = World::happy();
-    world.new_image = mock!(aws_sdk_ec2::Client::describe_images)
-        .match_requests(|r| r.image_ids() == [NEW_IMAGE.to_owned()])
-        .then_output(|| {
-            DescribeImagesOutput::builder()
-                .images(image(NEW_IMAGE, ec2t::ImageState::Failed))
-                .build()
-        });
+    world.new_image = on("DescribeImages")
+        .when(|q| q.list("ImageId") == [NEW_IMAGE])
+        .then_xml(|| images(&[image(NEW_IMAGE, "failed")]));
     // The image is findable by its tags only once CreateImage made it.
     let made = Arc::new(AtomicBool::new(false));
     let set = made.clone();
-    world.create_image = mock!(aws_sdk_ec2::Client::create_image).then_compute_output(move |_| {
+    world.create_image = on("CreateImage").then(move |_| {
         set.store(true, Ordering::SeqCst);
-        CreateImageOutput::builder().image_id(NEW_IMAGE).build()
+        Answer::Xml(image_id("CreateImage", NEW_IMAGE))
     });
-    world.tagged_images = mock!(aws_sdk_ec2::Client::describe_images)
-        .match_requests(|r| r.owners() == ["self".to_owned()])
-        .then_compute_output(move |_| {
-            let found = DescribeImagesOutput::builder();
+    world.tagged_images = on("DescribeImages")
+        .when(|q| q.list("Owner") == ["self"])
+        .then_xml(move || {
             if made.load(Ordering::SeqCst) {
-                found
-                    .images(image(NEW_IMAGE, ec2t::ImageState::Failed))
-                    .build()
+                images(&[image(NEW_IMAGE, "failed")])
             } else {
-                found.build()
+                images(&[])
             }
         });
     let failed = world
@@ -230,20 +218,16 @@ async fn image_ending_failed_is_removed_with_its_snapshot() {
 #[tokio::test(start_paused = true)]
 async fn throttling_and_server_errors_are_retried() {
     let mut world = World::happy();
-    world.run_instances = mock!(aws_sdk_ec2::Client::run_instances)
-        .sequence()
-        .error(|| {
-            RunInstancesError::generic(
-                ErrorMetadata::builder()
-                    .code("RequestLimitExceeded")
-                    .message("Request limit exceeded.")
-                    .build(),
-            )
-        })
-        .times(2)
-        .http_status(503, None)
-        .output(launched)
-        .build();
+    world.run_instances = on("RunInstances")
+        .first(
+            Answer::Error(
+                "RequestLimitExceeded".into(),
+                "Request limit exceeded.".into(),
+            ),
+            2,
+        )
+        .first(Answer::Status(503), 1)
+        .then_xml(launched);
     let outcome = world
         .create(
             spec(json!([{"Name": "a", "Commands": ["true"]}])),
@@ -262,16 +246,9 @@ async fn throttling_and_server_errors_are_retried() {
 #[tokio::test(start_paused = true)]
 async fn persistent_throttling_fails_with_the_call_named_and_nothing_left() {
     let mut world = World::happy();
-    world.run_instances = mock!(aws_sdk_ec2::Client::run_instances).then_error(|| {
-        RunInstancesError::generic(
-            ErrorMetadata::builder()
-                .code("RequestLimitExceeded")
-                .message("Request limit exceeded.")
-                .build(),
-        )
-    });
-    world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
-        .then_output(|| DescribeInstancesOutput::builder().build());
+    world.run_instances =
+        on("RunInstances").then_error("RequestLimitExceeded", "Request limit exceeded.");
+    world.describe_instances = on("DescribeInstances").then_xml(|| instances(&[]));
     let failed = world
         .create(spec(json!([])), Timing::default())
         .await
@@ -292,7 +269,7 @@ async fn persistent_throttling_fails_with_the_call_named_and_nothing_left() {
 
 #[tokio::test(start_paused = true)]
 async fn builder_terminated_by_someone_else_fails_the_build() {
-    let world = World::never_online(ec2t::InstanceStateName::Terminated);
+    let world = World::never_online("terminated");
     let failed = world
         .create(spec(json!([])), Timing::default())
         .await
@@ -355,31 +332,22 @@ async fn a_duplicate_name_of_this_requests_own_image_is_followed() {
     let theirs = vec![("team".to_owned(), "other".to_owned())];
     for (tags, expected) in [(ours, Status::Success), (theirs, Status::Failed)] {
         let mut world = World::happy();
-        world.create_image = mock!(aws_sdk_ec2::Client::create_image).then_error(|| {
-            aws_sdk_ec2::operation::create_image::CreateImageError::generic(
-                ErrorMetadata::builder()
-                    .code("InvalidAMIName.Duplicate")
-                    .message("AMI name x is already in use by AMI ami-0fedcba9876543210")
-                    .build(),
-            )
-        });
+        world.create_image = on("CreateImage").then_error(
+            "InvalidAMIName.Duplicate",
+            "AMI name x is already in use by AMI ami-0fedcba9876543210",
+        );
         // DescribeImages of our own images: the tag search lists nothing yet, the name finds it.
-        world.tagged_images = mock!(aws_sdk_ec2::Client::describe_images)
-            .match_requests(|r| r.owners() == ["self".to_owned()])
-            .then_compute_output(move |r| {
-                let by_name = r.filters().iter().any(|f| f.name() == Some("name"));
-                let mut found = image(NEW_IMAGE, ec2t::ImageState::Available);
-                found.tags = Some(
-                    tags.iter()
-                        .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
-                        .collect(),
-                );
-                let answer = DescribeImagesOutput::builder();
-                if by_name {
-                    answer.images(found).build()
+        world.tagged_images = on("DescribeImages")
+            .when(|q| q.list("Owner") == ["self"])
+            .then(move |q| {
+                let by_name = q.filter_names().contains(&"name");
+                let mut found = image(NEW_IMAGE, "available");
+                found.tags = tags.clone();
+                Answer::Xml(if by_name {
+                    images(&[found])
                 } else {
-                    answer.build()
-                }
+                    images(&[])
+                })
             });
         match (
             world.create(spec(json!([])), Timing::default()).await,

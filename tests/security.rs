@@ -8,10 +8,8 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_ec2::types as ec2t;
-use aws_smithy_mocks::mock;
 use common::local::{ResponseCatcher, invoke_until_answered};
-use common::mocks::{World, launched, spec};
+use common::mocks::{World, launched, on, spec};
 use common::report;
 use common::{ECS_AL2023, LocalAws, PROFILE, event};
 use ecs_ami::cfn::{HttpSink, Status};
@@ -143,12 +141,12 @@ async fn the_builder_requires_imdsv2_and_has_no_key_pair_or_extra_group() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut world = World::happy();
     let record = seen.clone();
-    world.run_instances = mock!(aws_sdk_ec2::Client::run_instances)
-        .match_requests(move |input| {
-            record.lock().unwrap().push(input.clone());
+    world.run_instances = on("RunInstances")
+        .when(move |query| {
+            record.lock().unwrap().push(query.clone());
             true
         })
-        .then_output(launched);
+        .then_xml(launched);
     let outcome = world
         .create(
             spec(json!([{"Name": "a", "Commands": ["true"]}])),
@@ -159,23 +157,25 @@ async fn the_builder_requires_imdsv2_and_has_no_key_pair_or_extra_group() {
     assert_eq!(outcome.status, Status::Success, "{outcome:?}");
     let requests = seen.lock().unwrap();
     let launch = requests.last().unwrap();
-    let metadata = launch.metadata_options().unwrap();
-    assert_eq!(
-        metadata.http_tokens(),
-        Some(&ec2t::HttpTokensState::Required)
-    );
-    assert_eq!(launch.key_name(), None, "no key pair");
-    assert!(launch.security_group_ids().is_empty() && launch.security_groups().is_empty());
+    // The parameters as EC2's RunInstances reference names them
+    // (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html).
+    assert_eq!(launch.get("MetadataOptions.HttpTokens"), Some("required"));
+    assert_eq!(launch.get("MetadataOptions.HttpEndpoint"), Some("enabled"));
+    assert!(launch.named("KeyName").is_empty(), "no key pair");
     assert!(
-        launch.network_interfaces().is_empty(),
+        launch.named("SecurityGroupId").is_empty() && launch.named("SecurityGroup").is_empty(),
+        "{launch:?}"
+    );
+    assert!(
+        launch.named("NetworkInterface").is_empty(),
         "no public address asked for"
     );
     assert_eq!(
-        launch.instance_initiated_shutdown_behavior(),
-        Some(&ec2t::ShutdownBehavior::Terminate)
+        launch.get("InstanceInitiatedShutdownBehavior"),
+        Some("terminate")
     );
     assert!(
-        launch.user_data().is_none(),
+        launch.named("UserData").is_empty(),
         "nothing runs at boot but the AMI's own"
     );
     report::record(

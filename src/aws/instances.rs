@@ -1,6 +1,8 @@
 //! The builder instance and what it runs in: instance types, subnets, security groups, launch,
 //! state, stop, terminate, and its leftover volumes.
 
+use super::ec2::Params;
+use super::xml::Element;
 use super::*;
 
 impl Aws {
@@ -11,58 +13,50 @@ impl Aws {
     ) -> Result<Option<Vec<String>>> {
         let out = self
             .ec2
-            .describe_instance_types()
-            .instance_types(ec2t::InstanceType::from(instance_type))
-            .send()
+            .call(
+                "ec2:DescribeInstanceTypes",
+                Params::new().set("InstanceType.1", instance_type),
+            )
             .await;
         match out {
-            Ok(out) => Ok(out.instance_types().first().map(|t| {
-                t.processor_info()
+            Ok(out) => Ok(out.items("instanceTypeSet").next().map(|t| {
+                t.at(&["processorInfo"])
                     .map(|p| {
-                        p.supported_architectures()
-                            .iter()
-                            .map(|a| a.as_str().to_owned())
+                        p.items("supportedArchitectures")
+                            .map(|a| a.text.clone())
                             .collect()
                     })
                     .unwrap_or_default()
             })),
-            Err(error) => {
-                let error = AwsError::from_sdk("ec2:DescribeInstanceTypes", error);
-                // EC2 answers InvalidInstanceType for a type it does not have.
+            // EC2 answers InvalidInstanceType for a type it does not have.
+            Err(error)
                 if error
                     .code
                     .as_deref()
-                    .is_some_and(|c| c.starts_with("InvalidInstanceType"))
-                {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
+                    .is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
+            {
+                Ok(None)
             }
+            Err(error) => Err(error),
         }
     }
     /// The subnet's VPC, or None when the subnet does not exist.
     pub async fn subnet_vpc(&self, subnet_id: &str) -> Result<Option<String>> {
         let out = self
             .ec2
-            .describe_subnets()
-            .subnet_ids(subnet_id)
-            .send()
+            .call(
+                "ec2:DescribeSubnets",
+                Params::new().set("SubnetId.1", subnet_id),
+            )
             .await;
         match out {
             Ok(out) => Ok(out
-                .subnets()
-                .first()
-                .and_then(|s| s.vpc_id())
+                .items("subnetSet")
+                .next()
+                .and_then(|s| s.text_of("vpcId"))
                 .map(str::to_owned)),
-            Err(error) => {
-                let error = AwsError::from_sdk("ec2:DescribeSubnets", error);
-                if error.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
-            }
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
         }
     }
     /// The VPC of each security group that exists, by id; one that does not is missing.
@@ -75,77 +69,68 @@ impl Aws {
         for group_id in group_ids {
             let out = self
                 .ec2
-                .describe_security_groups()
-                .group_ids(group_id)
-                .send()
+                .call(
+                    "ec2:DescribeSecurityGroups",
+                    Params::new().set("GroupId.1", group_id),
+                )
                 .await;
             match out {
                 Ok(out) => {
-                    if let Some(group) = out.security_groups().first() {
+                    if let Some(group) = out.items("securityGroupInfo").next() {
                         found.insert(
                             group_id.clone(),
-                            group.vpc_id().unwrap_or_default().to_owned(),
+                            group.text_of("vpcId").unwrap_or_default().to_owned(),
                         );
                     }
                 }
-                Err(error) => {
-                    let error = AwsError::from_sdk("ec2:DescribeSecurityGroups", error);
-                    if !error.is_not_found() {
-                        return Err(error);
-                    }
-                }
+                Err(error) if error.is_not_found() => {}
+                Err(error) => return Err(error),
             }
         }
         Ok(found)
     }
     pub async fn launch_builder(&self, request: &LaunchRequest) -> Result<String> {
         let profile = if request.instance_profile.starts_with("arn:") {
-            ec2t::IamInstanceProfileSpecification::builder().arn(&request.instance_profile)
+            "IamInstanceProfile.Arn"
         } else {
-            ec2t::IamInstanceProfileSpecification::builder().name(&request.instance_profile)
+            "IamInstanceProfile.Name"
         };
+        let params = Params::new()
+            .set("ImageId", &request.image_id)
+            .set("InstanceType", &request.instance_type)
+            .set("MinCount", 1)
+            .set("MaxCount", 1)
+            .set("ClientToken", &request.client_token)
+            .set(profile, &request.instance_profile)
+            .set_opt("SubnetId", request.subnet_id.as_ref())
+            .list("SecurityGroupId", &request.security_group_ids)
+            .set("MetadataOptions.HttpEndpoint", "enabled")
+            .set("MetadataOptions.HttpTokens", "required")
+            .set("MetadataOptions.HttpPutResponseHopLimit", 2)
+            .set("InstanceInitiatedShutdownBehavior", "terminate")
+            .set_opt(
+                "UserData",
+                request.user_data.as_ref().map(|data| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.encode(data)
+                }),
+            );
         let out = self
             .ec2
-            .run_instances()
-            .image_id(&request.image_id)
-            .instance_type(ec2t::InstanceType::from(request.instance_type.as_str()))
-            .min_count(1)
-            .max_count(1)
-            .client_token(&request.client_token)
-            .iam_instance_profile(profile.build())
-            .set_subnet_id(request.subnet_id.clone())
-            .set_security_group_ids(
-                (!request.security_group_ids.is_empty())
-                    .then(|| request.security_group_ids.clone()),
+            .call(
+                "ec2:RunInstances",
+                block_device_mappings(
+                    params,
+                    &request.block_devices,
+                    true,
+                    &request.device_snapshots,
+                )
+                .tag_specifications(&["instance", "volume"], &request.tags),
             )
-            .metadata_options(
-                ec2t::InstanceMetadataOptionsRequest::builder()
-                    .http_endpoint(ec2t::InstanceMetadataEndpointState::Enabled)
-                    .http_tokens(ec2t::HttpTokensState::Required)
-                    .http_put_response_hop_limit(2)
-                    .build(),
-            )
-            .instance_initiated_shutdown_behavior(ec2t::ShutdownBehavior::Terminate)
-            .set_user_data(request.user_data.as_ref().map(|data| {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD.encode(data)
-            }))
-            .set_block_device_mappings(Some(block_device_mappings(
-                &request.block_devices,
-                true,
-                &request.device_snapshots,
-            )))
-            .tag_specifications(tag_specification(
-                ec2t::ResourceType::Instance,
-                &request.tags,
-            ))
-            .tag_specifications(tag_specification(ec2t::ResourceType::Volume, &request.tags))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:RunInstances", e))?;
-        out.instances()
-            .first()
-            .and_then(|i| i.instance_id())
+            .await?;
+        out.items("instancesSet")
+            .find_map(|i| i.text_of("instanceId"))
+            .filter(|id| !id.is_empty())
             .map(str::to_owned)
             .ok_or_else(|| AwsError {
                 operation: "ec2:RunInstances",
@@ -155,18 +140,21 @@ impl Aws {
     }
     /// The instance's console output (its boot and user data messages), as far as EC2 keeps it.
     pub async fn console_output(&self, instance_id: &str) -> Result<String> {
+        // The buffered output (Latest is for Nitro instances only).
         let out = self
             .ec2
-            .get_console_output()
-            // The buffered output (Latest is for Nitro instances only).
-            .instance_id(instance_id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:GetConsoleOutput", e))?;
+            .call(
+                "ec2:GetConsoleOutput",
+                Params::new().set("InstanceId", instance_id),
+            )
+            .await?;
         use base64::Engine;
         let decoded = out
-            .output()
-            .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .text_of("output")
+            .and_then(|text| {
+                let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+                base64::engine::general_purpose::STANDARD.decode(text).ok()
+            })
             .unwrap_or_default();
         Ok(String::from_utf8_lossy(&decoded).into_owned())
     }
@@ -174,32 +162,28 @@ impl Aws {
     pub async fn instances_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>> {
         let out = self
             .ec2
-            .describe_instances()
-            .set_filters(Some(tag_filters(tags)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e))?;
-        Ok(out
-            .reservations()
-            .iter()
-            .flat_map(|r| r.instances())
+            .call("ec2:DescribeInstances", Params::new().tag_filters(tags))
+            .await?;
+        Ok(instances(&out)
             .filter_map(|i| {
                 Some(Instance {
-                    id: i.instance_id()?.to_owned(),
-                    state: i
-                        .state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_owned())?,
+                    id: i.text_of("instanceId")?.to_owned(),
+                    state: i.text_at(&["instanceState", "name"])?.to_owned(),
                     launched_ms: i
-                        .launch_time()
+                        .text_of("launchTime")
+                        .and_then(|t| {
+                            aws_smithy_types::DateTime::from_str(
+                                t,
+                                aws_smithy_types::date_time::Format::DateTime,
+                            )
+                            .ok()
+                        })
                         .and_then(|t| t.to_millis().ok())
                         .and_then(|ms| u64::try_from(ms).ok()),
                     role: i
                         .tags()
-                        .iter()
-                        .find(|t| t.key() == Some("ecs-ami:role"))
-                        .and_then(|t| t.value())
-                        .map(str::to_owned),
+                        .find(|(k, _)| *k == "ecs-ami:role")
+                        .map(|(_, v)| v.to_owned()),
                 })
             })
             .collect())
@@ -212,61 +196,52 @@ impl Aws {
     pub async fn instance_status(&self, instance_id: &str) -> Result<Option<InstanceStatus>> {
         let out = self
             .ec2
-            .describe_instances()
-            .instance_ids(instance_id)
-            .send()
+            .call(
+                "ec2:DescribeInstances",
+                Params::new().set("InstanceId.1", instance_id),
+            )
             .await;
         match out {
-            Ok(out) => Ok(out
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .find(|i| i.instance_id() == Some(instance_id))
+            Ok(out) => Ok(instances(&out)
+                .find(|i| i.text_of("instanceId") == Some(instance_id))
                 .and_then(|i| {
-                    let state = i.state().and_then(|s| s.name())?.as_str().to_owned();
+                    let state = i.text_at(&["instanceState", "name"])?.to_owned();
                     Some(InstanceStatus {
                         state,
                         state_reason: i
-                            .state_reason()
-                            .and_then(|r| r.message().or(r.code()))
+                            .text_at(&["stateReason", "message"])
+                            .or(i.text_at(&["stateReason", "code"]))
                             .filter(|m| !m.is_empty())
                             .map(str::to_owned),
-                        root_device: i.root_device_name().map(str::to_owned),
+                        root_device: i.text_of("rootDeviceName").map(str::to_owned),
                         devices: i
-                            .block_device_mappings()
-                            .iter()
-                            .filter_map(|m| m.device_name().map(str::to_owned))
+                            .items("blockDeviceMapping")
+                            .filter_map(|m| m.text_of("deviceName").map(str::to_owned))
                             .collect(),
                     })
                 })),
-            Err(error) => {
-                let error = AwsError::from_sdk("ec2:DescribeInstances", error);
-                if error.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
-            }
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
         }
     }
     pub async fn stop_instance(&self, instance_id: &str) -> Result<()> {
         self.ec2
-            .stop_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:StopInstances", e))?;
+            .call(
+                "ec2:StopInstances",
+                Params::new().set("InstanceId.1", instance_id),
+            )
+            .await?;
         Ok(())
     }
     /// NotFound is an error here: it may mean EC2 does not know a new instance yet (see
     /// `engine::terminate_builder`).
     pub async fn terminate_instance(&self, instance_id: &str) -> Result<()> {
         self.ec2
-            .terminate_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:TerminateInstances", e))?;
+            .call(
+                "ec2:TerminateInstances",
+                Params::new().set("InstanceId.1", instance_id),
+            )
+            .await?;
         Ok(())
     }
     /// Volumes carrying every one of `tags` that are not attached to anything.
@@ -276,63 +251,64 @@ impl Aws {
     ) -> Result<Vec<String>> {
         let out = self
             .ec2
-            .describe_volumes()
-            .set_filters(Some(tag_filters(tags)))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ec2:DescribeVolumes", e))?;
+            .call("ec2:DescribeVolumes", Params::new().tag_filters(tags))
+            .await?;
         Ok(out
-            .volumes()
-            .iter()
-            .filter(|v| v.state() == Some(&ec2t::VolumeState::Available))
-            .filter_map(|v| v.volume_id().map(str::to_owned))
+            .items("volumeSet")
+            // A volume's state is its `status` element in the answer.
+            .filter(|v| v.text_of("status") == Some("available"))
+            .filter_map(|v| v.text_of("volumeId").map(str::to_owned))
             .collect())
     }
     pub async fn delete_volume(&self, volume_id: &str) -> Result<()> {
         gone_is_done(
-            "ec2:DeleteVolume",
-            self.ec2.delete_volume().volume_id(volume_id).send().await,
+            self.ec2
+                .call("ec2:DeleteVolume", Params::new().set("VolumeId", volume_id))
+                .await,
         )
     }
 }
 
-/// `for_builder`: the builder's volumes are always deleted with it, whatever the AMI's mapping
-/// says, so a failed build leaves no volume behind.
+/// Every instance of a DescribeInstances answer, across its reservations.
+fn instances(answer: &Element) -> impl Iterator<Item = &Element> {
+    answer
+        .items("reservationSet")
+        .flat_map(|r| r.items("instancesSet"))
+}
+
+/// `BlockDeviceMapping.N` of `devices`, added to `params`. `for_builder`: the builder's volumes
+/// are always deleted with it, whatever the AMI's mapping says, so a failed build leaves no
+/// volume behind.
 pub(super) fn block_device_mappings(
+    mut params: Params,
     devices: &[BlockDevice],
     for_builder: bool,
     snapshots: &BTreeMap<String, String>,
-) -> Vec<ec2t::BlockDeviceMapping> {
-    devices
-        .iter()
-        .map(|device| {
-            let ebs = &device.ebs;
-            let delete = if for_builder {
-                Some(true)
-            } else {
-                ebs.delete_on_termination.or(Some(true))
-            };
-            ec2t::BlockDeviceMapping::builder()
-                .device_name(&device.device_name)
-                .ebs(
-                    ec2t::EbsBlockDevice::builder()
-                        .set_volume_size(ebs.volume_size.map(|n| n as i32))
-                        .set_volume_type(ebs.volume_type.as_deref().map(ec2t::VolumeType::from))
-                        .set_iops(ebs.iops.map(|n| n as i32))
-                        .set_throughput(ebs.throughput.map(|n| n as i32))
-                        .set_encrypted(ebs.encrypted)
-                        // EC2 takes KmsKeyId in RunInstances' mappings only: the builder's volume
-                        // is encrypted with the key, and the image's snapshot inherits it.
-                        .set_kms_key_id(if for_builder {
-                            ebs.kms_key_id.clone()
-                        } else {
-                            None
-                        })
-                        .set_delete_on_termination(delete)
-                        .set_snapshot_id(snapshots.get(&device.device_name).cloned())
-                        .build(),
-                )
-                .build()
-        })
-        .collect()
+) -> Params {
+    for (i, device) in devices.iter().enumerate() {
+        let prefix = format!("BlockDeviceMapping.{}", i + 1);
+        let ebs = &device.ebs;
+        let delete = if for_builder {
+            true
+        } else {
+            ebs.delete_on_termination.unwrap_or(true)
+        };
+        let field = |name: &str| format!("{prefix}.Ebs.{name}");
+        params = params
+            .set(format!("{prefix}.DeviceName"), &device.device_name)
+            .set_opt(field("VolumeSize"), ebs.volume_size)
+            .set_opt(field("VolumeType"), ebs.volume_type.as_ref())
+            .set_opt(field("Iops"), ebs.iops)
+            .set_opt(field("Throughput"), ebs.throughput)
+            .set_opt(field("Encrypted"), ebs.encrypted)
+            // EC2 takes KmsKeyId in RunInstances' mappings only: the builder's volume is
+            // encrypted with the key, and the image's snapshot inherits it.
+            .set_opt(
+                field("KmsKeyId"),
+                ebs.kms_key_id.as_ref().filter(|_| for_builder),
+            )
+            .set(field("DeleteOnTermination"), delete)
+            .set_opt(field("SnapshotId"), snapshots.get(&device.device_name));
+    }
+    params
 }

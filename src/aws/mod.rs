@@ -10,12 +10,15 @@
 //! `lambda.rs` (the self-invocation of a hand-over).
 
 mod commands;
+mod ec2;
 mod ecs;
 mod images;
 mod instances;
 mod lambda;
 mod parameters;
+mod xml;
 
+pub use ec2::{Ec2, Ec2Error};
 pub use ecs::ContainerInstance;
 pub use lambda::SelfInvoke;
 
@@ -24,10 +27,9 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
-use aws_sdk_ec2::error::ProvideErrorMetadata;
-use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::spec::BlockDevice;
 
@@ -216,7 +218,7 @@ pub struct CopyRequest {
 
 #[derive(Clone, Debug)]
 pub struct Aws {
-    ec2: aws_sdk_ec2::Client,
+    ec2: Ec2,
     ssm: aws_sdk_ssm::Client,
     /// Only `Tests.EcsCluster` needs it.
     ecs: Option<aws_sdk_ecs::Client>,
@@ -229,13 +231,10 @@ impl Aws {
         Aws::from_config(&sdk_config_from_env().await)
     }
     pub fn from_config(config: &aws_config::SdkConfig) -> Aws {
-        Aws::from_clients(
-            aws_sdk_ec2::Client::new(config),
-            aws_sdk_ssm::Client::new(config),
-        )
-        .with_ecs(aws_sdk_ecs::Client::new(config))
+        Aws::from_clients(Ec2::new(config), aws_sdk_ssm::Client::new(config))
+            .with_ecs(aws_sdk_ecs::Client::new(config))
     }
-    pub fn from_clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> Aws {
+    pub fn from_clients(ec2: Ec2, ssm: aws_sdk_ssm::Client) -> Aws {
         Aws {
             ec2,
             ssm,
@@ -248,19 +247,13 @@ impl Aws {
     }
     /// The region this client's calls go to: the function's own (where AMIs are built).
     pub fn region(&self) -> Option<String> {
-        self.ec2.config().region().map(|r| r.as_ref().to_owned())
+        self.ec2.region().map(str::to_owned)
     }
     /// The same clients (credentials, retries, endpoint) for another region: a copy's.
     pub fn in_region(&self, region: &str) -> Aws {
         let region = aws_config::Region::new(region.to_owned());
         Aws {
-            ec2: aws_sdk_ec2::Client::from_conf(
-                self.ec2
-                    .config()
-                    .to_builder()
-                    .region(region.clone())
-                    .build(),
-            ),
+            ec2: self.ec2.in_region(region.as_ref()),
             ssm: aws_sdk_ssm::Client::from_conf(
                 self.ssm
                     .config()
@@ -276,52 +269,12 @@ impl Aws {
 }
 
 /// For calls that remove something: it being gone already is success.
-pub(super) fn gone_is_done<T, E, R>(
-    operation: &'static str,
-    sent: std::result::Result<T, SdkError<E, R>>,
-) -> Result<()>
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
+pub(super) fn gone_is_done<T>(sent: Result<T>) -> Result<()> {
     match sent {
         Ok(_) => Ok(()),
-        Err(error) => {
-            let error = AwsError::from_sdk(operation, error);
-            if error.is_not_found() {
-                Ok(())
-            } else {
-                Err(error)
-            }
-        }
+        Err(error) if error.is_not_found() => Ok(()),
+        Err(error) => Err(error),
     }
-}
-
-pub(super) fn to_tags(tags: &BTreeMap<String, String>) -> Vec<ec2t::Tag> {
-    tags.iter()
-        .map(|(k, v)| ec2t::Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-pub(super) fn tag_specification(
-    kind: ec2t::ResourceType,
-    tags: &BTreeMap<String, String>,
-) -> ec2t::TagSpecification {
-    ec2t::TagSpecification::builder()
-        .resource_type(kind)
-        .set_tags(Some(to_tags(tags)))
-        .build()
-}
-
-pub(super) fn tag_filters(tags: &BTreeMap<String, String>) -> Vec<ec2t::Filter> {
-    tags.iter()
-        .map(|(k, v)| {
-            ec2t::Filter::builder()
-                .name(format!("tag:{k}"))
-                .values(v)
-                .build()
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,25 +1,16 @@
-//! AWS answers scripted with `aws-smithy-mocks`: clients, fixtures, and a happy-path world
-//! whose rules a test replaces to stage its scenario.
+//! AWS answers scripted for the engine: EC2 at the HTTP level (`ec2_mock`), SSM with
+//! `aws-smithy-mocks`; fixtures, and a happy-path world whose rules a test replaces to stage its
+//! scenario.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+pub use super::ec2_mock::{
+    Answer, Ec2Rule, MockImage, MockInstance, document, image_id, images, instances, on,
+};
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::Credentials;
-use aws_sdk_ec2::operation::create_image::CreateImageOutput;
-use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
-use aws_sdk_ec2::operation::delete_snapshot::DeleteSnapshotOutput;
-use aws_sdk_ec2::operation::deregister_image::DeregisterImageOutput;
-use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
-use aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput;
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
-use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
-use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
-use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
-use aws_sdk_ec2::operation::stop_instances::StopInstancesOutput;
-use aws_sdk_ec2::operation::terminate_instances::TerminateInstancesOutput;
-use aws_sdk_ec2::types as ec2t;
+use aws_sdk_ssm::config::Credentials;
 use aws_sdk_ssm::operation::delete_parameters::DeleteParametersOutput;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
@@ -62,10 +53,6 @@ macro_rules! mocked_client {
     }};
 }
 
-pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
-    mocked_client!(aws_sdk_ec2, rules)
-}
-
 pub fn ssm(rules: &[&Rule]) -> aws_sdk_ssm::Client {
     mocked_client!(aws_sdk_ssm, rules)
 }
@@ -84,63 +71,33 @@ pub fn spec(steps: serde_json::Value) -> AmiSpec {
 }
 
 /// RunInstances' answer: the builder was launched.
-pub fn launched() -> RunInstancesOutput {
-    RunInstancesOutput::builder()
-        .instances(ec2t::Instance::builder().instance_id(BUILDER).build())
-        .build()
+pub fn launched() -> String {
+    super::ec2_mock::launched(BUILDER)
 }
 
-pub fn instance_state(state: ec2t::InstanceStateName) -> DescribeInstancesOutput {
-    DescribeInstancesOutput::builder()
-        .reservations(
-            ec2t::Reservation::builder()
-                .instances(
-                    ec2t::Instance::builder()
-                        .instance_id(BUILDER)
-                        .state(ec2t::InstanceState::builder().name(state).build())
-                        .build(),
-                )
-                .build(),
-        )
-        .build()
+/// DescribeInstances' answer: the builder in `state` (`running`).
+pub fn instance_state(state: &str) -> String {
+    instances(&[MockInstance::new(BUILDER, state)])
 }
 
-pub fn image(id: &str, state: ec2t::ImageState) -> ec2t::Image {
-    ec2t::Image::builder()
-        .image_id(id)
-        .name("built")
-        .state(state)
-        .architecture(ec2t::ArchitectureValues::X8664)
-        .state_reason(
-            ec2t::StateReason::builder()
-                .message("Client.InternalError: snapshot failed")
-                .build(),
-        )
-        .block_device_mappings(
-            ec2t::BlockDeviceMapping::builder()
-                .device_name("/dev/xvda")
-                .ebs(
-                    ec2t::EbsBlockDevice::builder()
-                        .snapshot_id("snap-0123456789abcdef0")
-                        .build(),
-                )
-                .build(),
-        )
-        .build()
+/// An image in `state` (`available`), with one snapshot (`snap-0123456789abcdef0`) and, when
+/// failed, the reason `Client.InternalError: snapshot failed`.
+pub fn image(id: &str, state: &str) -> MockImage {
+    MockImage::new(id, state)
 }
 
 /// The AWS a build meets: each rule answers one kind of call, always the same way, and counts
 /// how often it was called. Tests replace the rules that their scenario is about.
 pub struct World {
-    pub source_image: Rule,
+    pub source_image: Ec2Rule,
     /// DescribeInstanceTypes, checked before launch: every type runs x86_64, as SOURCE does.
-    pub instance_types: Rule,
-    pub run_instances: Rule,
+    pub instance_types: Ec2Rule,
+    pub run_instances: Ec2Rule,
     pub instance_info: Rule,
     /// DescribeInstances by tag (adoption and cleanup searches): answers first, so that a test
     /// replacing `describe_instances` only stages the builder's own state.
-    pub tagged_instances: Rule,
-    pub describe_instances: Rule,
+    pub tagged_instances: Ec2Rule,
+    pub describe_instances: Ec2Rule,
     pub list_commands: Rule,
     /// SSM Parameter Store, as far as the build lease uses it.
     pub parameters: ParameterStore,
@@ -151,16 +108,16 @@ pub struct World {
     pub send_command: Rule,
     pub command_result: Rule,
     pub cancel_command: Rule,
-    pub stop: Rule,
-    pub create_image: Rule,
-    pub new_image: Rule,
-    pub tagged_images: Rule,
-    pub create_tags: Rule,
-    pub terminate: Rule,
-    pub deregister: Rule,
-    pub delete_snapshot: Rule,
-    pub snapshots: Rule,
-    pub volumes: Rule,
+    pub stop: Ec2Rule,
+    pub create_image: Ec2Rule,
+    pub new_image: Ec2Rule,
+    pub tagged_images: Ec2Rule,
+    pub create_tags: Ec2Rule,
+    pub terminate: Ec2Rule,
+    pub deregister: Ec2Rule,
+    pub delete_snapshot: Ec2Rule,
+    pub snapshots: Ec2Rule,
+    pub volumes: Ec2Rule,
 }
 
 /// Parameter name -> value, shared by the rules that stand in for Parameter Store.
@@ -249,29 +206,21 @@ impl World {
             parameters_by_path,
             delete_parameters,
             get_parameter,
-            source_image: mock!(aws_sdk_ec2::Client::describe_images)
-                .match_requests(|r| r.image_ids() == [SOURCE.to_owned()])
-                .then_output(|| {
-                    DescribeImagesOutput::builder()
-                        .images(image(SOURCE, ec2t::ImageState::Available))
-                        .build()
-                }),
-            instance_types: mock!(aws_sdk_ec2::Client::describe_instance_types)
-                .then_compute_output(|input| {
-                    DescribeInstanceTypesOutput::builder()
-                        .instance_types(
-                            ec2t::InstanceTypeInfo::builder()
-                                .set_instance_type(input.instance_types().first().cloned())
-                                .processor_info(
-                                    ec2t::ProcessorInfo::builder()
-                                        .supported_architectures(ec2t::ArchitectureType::X8664)
-                                        .build(),
-                                )
-                                .build(),
-                        )
-                        .build()
-                }),
-            run_instances: mock!(aws_sdk_ec2::Client::run_instances).then_output(launched),
+            source_image: on("DescribeImages")
+                .when(|q| q.list("ImageId") == [SOURCE])
+                .then_xml(|| images(&[image(SOURCE, "available")])),
+            instance_types: on("DescribeInstanceTypes").then(|q| {
+                Answer::Xml(document(
+                    "DescribeInstanceTypes",
+                    &format!(
+                        "<instanceTypeSet><item><instanceType>{}</instanceType><processorInfo>\
+                         <supportedArchitectures><item>x86_64</item></supportedArchitectures>\
+                         </processorInfo></item></instanceTypeSet>",
+                        q.get("InstanceType.1").unwrap_or_default()
+                    ),
+                ))
+            }),
+            run_instances: on("RunInstances").then_xml(launched),
             instance_info: mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(
                 || {
                     DescribeInstanceInformationOutput::builder()
@@ -284,21 +233,21 @@ impl World {
                         .build()
                 },
             ),
-            tagged_instances: mock!(aws_sdk_ec2::Client::describe_instances)
-                .match_requests(|r| !r.filters().is_empty())
-                .then_output(|| DescribeInstancesOutput::builder().build()),
+            tagged_instances: on("DescribeInstances")
+                .when(|q| !q.filter_names().is_empty())
+                .then_xml(|| instances(&[])),
             list_commands: mock!(aws_sdk_ssm::Client::list_commands).then_output(|| {
                 aws_sdk_ssm::operation::list_commands::ListCommandsOutput::builder().build()
             }),
-            describe_instances: mock!(aws_sdk_ec2::Client::describe_instances).then_compute_output(
-                move |_| {
-                    instance_state(if seen.load(std::sync::atomic::Ordering::SeqCst) {
-                        ec2t::InstanceStateName::Stopped
+            describe_instances: on("DescribeInstances").then(move |_| {
+                Answer::Xml(instance_state(
+                    if seen.load(std::sync::atomic::Ordering::SeqCst) {
+                        "stopped"
                     } else {
-                        ec2t::InstanceStateName::Running
-                    })
-                },
-            ),
+                        "running"
+                    },
+                ))
+            }),
             send_command: mock!(aws_sdk_ssm::Client::send_command).then_output(|| {
                 SendCommandOutput::builder()
                     .command(ssmt::Command::builder().command_id("cmd-1").build())
@@ -314,44 +263,33 @@ impl World {
             cancel_command: mock!(aws_sdk_ssm::Client::cancel_command).then_output(|| {
                 aws_sdk_ssm::operation::cancel_command::CancelCommandOutput::builder().build()
             }),
-            stop: mock!(aws_sdk_ec2::Client::stop_instances).then_compute_output(move |_| {
+            stop: on("StopInstances").then(move |_| {
                 stop.store(true, std::sync::atomic::Ordering::SeqCst);
-                StopInstancesOutput::builder().build()
+                Answer::Xml(document("StopInstances", ""))
             }),
-            create_image: mock!(aws_sdk_ec2::Client::create_image)
-                .then_output(|| CreateImageOutput::builder().image_id(NEW_IMAGE).build()),
-            new_image: mock!(aws_sdk_ec2::Client::describe_images)
-                .match_requests(|r| r.image_ids() == [NEW_IMAGE.to_owned()])
-                .then_output(|| {
-                    DescribeImagesOutput::builder()
-                        .images(image(NEW_IMAGE, ec2t::ImageState::Available))
-                        .build()
-                }),
-            tagged_images: mock!(aws_sdk_ec2::Client::describe_images)
-                .match_requests(|r| r.owners() == ["self".to_owned()])
-                .then_output(|| DescribeImagesOutput::builder().build()),
-            create_tags: mock!(aws_sdk_ec2::Client::create_tags)
-                .then_output(|| CreateTagsOutput::builder().build()),
-            terminate: mock!(aws_sdk_ec2::Client::terminate_instances)
-                .then_output(|| TerminateInstancesOutput::builder().build()),
-            deregister: mock!(aws_sdk_ec2::Client::deregister_image)
-                .then_output(|| DeregisterImageOutput::builder().build()),
-            delete_snapshot: mock!(aws_sdk_ec2::Client::delete_snapshot)
-                .then_output(|| DeleteSnapshotOutput::builder().build()),
-            snapshots: mock!(aws_sdk_ec2::Client::describe_snapshots)
-                .then_output(|| DescribeSnapshotsOutput::builder().build()),
-            volumes: mock!(aws_sdk_ec2::Client::describe_volumes)
-                .then_output(|| DescribeVolumesOutput::builder().build()),
+            create_image: on("CreateImage").then_xml(|| image_id("CreateImage", NEW_IMAGE)),
+            new_image: on("DescribeImages")
+                .when(|q| q.list("ImageId") == [NEW_IMAGE])
+                .then_xml(|| images(&[image(NEW_IMAGE, "available")])),
+            tagged_images: on("DescribeImages")
+                .when(|q| q.list("Owner") == ["self"])
+                .then_xml(|| images(&[])),
+            create_tags: on("CreateTags").then_ok(),
+            terminate: on("TerminateInstances").then_ok(),
+            deregister: on("DeregisterImage").then_ok(),
+            delete_snapshot: on("DeleteSnapshot").then_ok(),
+            snapshots: on("DescribeSnapshots")
+                .then_xml(|| document("DescribeSnapshots", "<snapshotSet/>")),
+            volumes: on("DescribeVolumes").then_xml(|| document("DescribeVolumes", "<volumeSet/>")),
         }
     }
 
     /// SSM never reports the builder Online, while EC2 shows it in `state`.
-    pub fn never_online(state: ec2t::InstanceStateName) -> World {
+    pub fn never_online(state: &'static str) -> World {
         let mut world = World::happy();
         world.instance_info = mock!(aws_sdk_ssm::Client::describe_instance_information)
             .then_output(|| DescribeInstanceInformationOutput::builder().build());
-        world.describe_instances = mock!(aws_sdk_ec2::Client::describe_instances)
-            .then_output(move || instance_state(state.clone()));
+        world.describe_instances = on("DescribeInstances").then_xml(move || instance_state(state));
         world
     }
 
@@ -365,8 +303,8 @@ impl World {
             .collect()
     }
 
-    pub fn aws(&self) -> Aws {
-        let ec2 = ec2(&[
+    pub fn ec2_rules(&self) -> Vec<&Ec2Rule> {
+        vec![
             &self.source_image,
             &self.instance_types,
             &self.new_image,
@@ -382,8 +320,11 @@ impl World {
             &self.delete_snapshot,
             &self.snapshots,
             &self.volumes,
-        ]);
-        let ssm = ssm(&[
+        ]
+    }
+
+    pub fn ssm_rules(&self) -> Vec<&Rule> {
+        vec![
             &self.instance_info,
             &self.send_command,
             &self.command_result,
@@ -393,8 +334,21 @@ impl World {
             &self.parameters_by_path,
             &self.delete_parameters,
             &self.get_parameter,
-        ]);
-        Aws::from_clients(ec2, ssm)
+        ]
+    }
+
+    /// Every call the build made, EC2's and SSM's.
+    pub fn total_calls(&self) -> usize {
+        let ec2: usize = self.ec2_rules().iter().map(|r| r.num_calls()).sum();
+        let ssm: usize = self.ssm_rules().iter().map(|r| r.num_calls()).sum();
+        ec2 + ssm
+    }
+
+    pub fn aws(&self) -> Aws {
+        Aws::from_clients(
+            super::ec2_mock::ec2(&self.ec2_rules()),
+            ssm(&self.ssm_rules()),
+        )
     }
 
     /// The image's answer, or the failure as the engine reports it (before the handler makes it

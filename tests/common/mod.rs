@@ -95,11 +95,7 @@ impl LocalAws {
 
     pub async fn aws(&self) -> Aws {
         let config = self.function_config().await;
-        Aws::from_clients(
-            aws_sdk_ec2::Client::new(&config),
-            aws_sdk_ssm::Client::new(&config),
-        )
-        .with_ecs(aws_sdk_ecs::Client::new(&config))
+        Aws::from_config(&config)
     }
 
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {
@@ -418,5 +414,6 @@ exit 0
 "#;
 
 pub mod audit;
+pub mod ec2_mock;
 pub mod mocks;
 pub mod report;
