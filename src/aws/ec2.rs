@@ -18,13 +18,19 @@ use std::fmt;
 
 use aws_runtime::auth::SigV4OperationSigningConfig;
 use aws_runtime::auth::sigv4::{SCHEME_ID, SigV4AuthScheme};
+use aws_runtime::invocation_id::InvocationIdInterceptor;
+use aws_runtime::recursion_detection::RecursionDetectionInterceptor;
+use aws_runtime::request_info::RequestInfoInterceptor;
 use aws_runtime::retries::classifiers::AwsErrorCodeClassifier;
+use aws_runtime::service_clock_skew::{ServiceClockSkewClassifier, ServiceClockSkewInterceptor};
+use aws_runtime::user_agent::{ApiMetadata, UserAgentInterceptor};
 use aws_smithy_runtime::client::defaults::default_http_client_plugin_v2;
 use aws_smithy_runtime::client::identity::IdentityCache;
 use aws_smithy_runtime::client::orchestrator::operation::Operation;
 use aws_smithy_runtime::client::retries::classifiers::{
     HttpStatusCodeClassifier, TransientErrorClassifier,
 };
+use aws_smithy_runtime::client::stalled_stream_protection::StalledStreamProtectionInterceptor;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::auth::static_resolver::StaticAuthSchemeOptionResolver;
 use aws_smithy_runtime_api::client::auth::{
@@ -44,6 +50,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use aws_types::SdkConfig;
 use aws_types::SigningName;
 use aws_types::region::{Region, SigningRegion};
+use aws_types::service_config::ServiceConfigKey;
 
 use super::AwsError;
 use super::xml::{self, Element};
@@ -96,27 +103,50 @@ impl Ec2 {
             ..self.clone()
         }
     }
-    /// EC2's endpoint for the region (<https://docs.aws.amazon.com/general/latest/gr/ec2-service.html>),
-    /// unless the configuration names one.
+    /// The endpoint the configuration names for EC2 (`AWS_ENDPOINT_URL_EC2`, or the profile's
+    /// `services` section), or for every service (`AWS_ENDPOINT_URL`, a local AWS), or else
+    /// EC2's own in the region's partition
+    /// (<https://docs.aws.amazon.com/general/latest/gr/ec2-service.html>), with FIPS and
+    /// dual-stack as configured.
     fn endpoint(&self, region: &str) -> String {
-        if let Some(url) = self.config.endpoint_url() {
+        let for_ec2 = self.config.service_config().and_then(|c| {
+            let key = ServiceConfigKey::builder()
+                .service_id("EC2")
+                .env("AWS_ENDPOINT_URL")
+                .profile("endpoint_url")
+                .build()
+                .ok()?;
+            c.load_config(key)
+        });
+        if let Some(url) = for_ec2.as_deref().or(self.config.endpoint_url()) {
             return url.to_owned();
         }
-        let fips = if self.config.use_fips() == Some(true) {
-            "-fips"
-        } else {
-            ""
-        };
-        let suffix = if region.starts_with("cn-") {
-            "amazonaws.com.cn"
-        } else if region.starts_with("us-isob-") {
-            "sc2s.sgov.gov"
-        } else if region.starts_with("us-iso-") {
-            "c2s.ic.gov"
-        } else {
-            "amazonaws.com"
-        };
-        format!("https://ec2{fips}.{region}.{suffix}")
+        // The partitions' DNS suffixes (plain, dual-stack), as the AWS SDKs' partition data
+        // gives them.
+        let (suffix, dual_stack_suffix) = [
+            ("cn-", "amazonaws.com.cn", "api.amazonwebservices.com.cn"),
+            ("eusc-", "amazonaws.eu", "api.amazonwebservices.eu"),
+            ("us-isob-", "sc2s.sgov.gov", "api.aws.scloud"),
+            ("us-isof-", "csp.hci.ic.gov", "api.aws.hci.ic.gov"),
+            ("us-iso-", "c2s.ic.gov", "api.aws.ic.gov"),
+            ("eu-isoe-", "cloud.adc-e.uk", "api.cloud-aws.adc-e.uk"),
+        ]
+        .iter()
+        .find(|(prefix, ..)| region.starts_with(prefix))
+        .map(|&(_, plain, dual)| (plain, dual))
+        .unwrap_or(("amazonaws.com", "api.aws"));
+        let dual_stack = self.config.use_dual_stack() == Some(true);
+        // GovCloud's EC2 endpoints are FIPS endpoints already, under EC2's own name.
+        let fips = self.config.use_fips() == Some(true) && !region.starts_with("us-gov-");
+        format!(
+            "https://ec2{}.{region}.{}",
+            if fips { "-fips" } else { "" },
+            if dual_stack {
+                dual_stack_suffix
+            } else {
+                suffix
+            }
+        )
     }
 
     /// Sends `operation` (`ec2:RunInstances`) with `params` and returns the answer's root
@@ -162,6 +192,17 @@ impl Ec2 {
             .retry_classifier(HttpStatusCodeClassifier::default())
             .retry_classifier(TransientErrorClassifier::<Ec2Error>::new())
             .retry_classifier(AwsErrorCodeClassifier::<Ec2Error>::new())
+            .retry_classifier(ServiceClockSkewClassifier::<Ec2Error>::new())
+            // What the generated clients install for every call: clock-skew correction, the
+            // SDK's request headers and user agent, Lambda's trace id passed on, dropping a
+            // connection that failed, and stalled-stream protection.
+            .interceptor(ServiceClockSkewInterceptor::new())
+            .interceptor(RequestInfoInterceptor::new())
+            .interceptor(UserAgentInterceptor::new())
+            .interceptor(InvocationIdInterceptor::new())
+            .interceptor(RecursionDetectionInterceptor::new())
+            .interceptor(StalledStreamProtectionInterceptor::default())
+            .with_connection_poisoning()
             .timeout_config(
                 self.config
                     .timeout_config()
@@ -169,6 +210,9 @@ impl Ec2 {
                     .unwrap_or_else(TimeoutConfig::disabled),
             )
             .runtime_plugin(self.signing(region));
+        if let Some(config) = self.config.stalled_stream_protection() {
+            builder = builder.stalled_stream_protection(config);
+        }
         if let Some(sleep) = self.config.sleep_impl() {
             builder = builder.sleep_impl(sleep);
         }
@@ -187,6 +231,11 @@ impl Ec2 {
     fn signing(&self, region: String) -> StaticRuntimePlugin {
         let mut layer = Layer::new("ec2-signing");
         layer.store_put(AuthSchemeOptionResolverParams::new(()));
+        // The user agent names the API (`api/ec2#…`) and, if configured, the application.
+        layer.store_put(ApiMetadata::new("ec2", env!("CARGO_PKG_VERSION")));
+        if let Some(app) = self.config.app_name() {
+            layer.store_put(app.clone());
+        }
         layer.store_put(SigV4OperationSigningConfig {
             region: Some(SigningRegion::from(Region::new(region))),
             name: Some(SigningName::from_static("ec2")),
@@ -233,8 +282,16 @@ fn read_answer(
         .ok()
         .and_then(|root| {
             let error = root.at(&["Errors", "Error"])?;
+            let code = error.text_of("Code");
+            // What AWS Support asks for; the Reason has no room for it.
+            tracing::info!(
+                code,
+                request_id = root.text_of("RequestID"),
+                status,
+                "EC2 refused a request"
+            );
             Some(Ec2Error::new(
-                error.text_of("Code").map(str::to_owned),
+                code.map(str::to_owned),
                 error.text_of("Message").unwrap_or_default().to_owned(),
             ))
         })
@@ -449,5 +506,23 @@ mod tests {
             .endpoint_url("http://127.0.0.1:5000")
             .build());
         assert_eq!(local.endpoint("us-west-2"), "http://127.0.0.1:5000");
+        assert_eq!(
+            plain.endpoint("eusc-de-east-1"),
+            "https://ec2.eusc-de-east-1.amazonaws.eu"
+        );
+        assert_eq!(
+            plain.endpoint("us-isof-south-1"),
+            "https://ec2.us-isof-south-1.csp.hci.ic.gov"
+        );
+        assert_eq!(
+            plain.endpoint("us-iso-east-1"),
+            "https://ec2.us-iso-east-1.c2s.ic.gov"
+        );
+        assert_eq!(
+            fips.endpoint("us-gov-west-1"),
+            "https://ec2.us-gov-west-1.amazonaws.com"
+        );
+        let dual = ec2(SdkConfig::builder().use_dual_stack(true).build());
+        assert_eq!(dual.endpoint("eu-west-1"), "https://ec2.eu-west-1.api.aws");
     }
 }

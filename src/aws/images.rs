@@ -56,6 +56,7 @@ impl Aws {
             .set("MaxResults", 1000);
         let mut newest: Option<(DateTime, String)> = None;
         let mut next_token: Option<String> = None;
+        let mut last_token: Option<String> = None;
         loop {
             let page = self
                 .ec2
@@ -98,13 +99,13 @@ impl Aws {
                     newest = Some(candidate);
                 }
             }
-            next_token = page
-                .text_of("nextToken")
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if next_token.is_none() {
+            let token = page.text_of("nextToken").filter(|t| !t.is_empty());
+            // The same token twice would never end (the SDK's paginators stop there too).
+            if token.is_none() || token == last_token.as_deref() {
                 break;
             }
+            last_token = token.map(str::to_owned);
+            next_token = last_token.clone();
         }
         Ok(newest.map(|(_, id)| id))
     }

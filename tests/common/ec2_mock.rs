@@ -23,7 +23,7 @@ use ecs_ami::aws::{Ec2, retry_config};
 pub struct Query(BTreeMap<String, String>);
 
 impl Query {
-    fn parse(body: &str) -> Query {
+    pub fn parse(body: &str) -> Query {
         Query(
             body.split('&')
                 .filter_map(|pair| {
@@ -32,6 +32,9 @@ impl Query {
                 })
                 .collect(),
         )
+    }
+    pub fn params(&self) -> &BTreeMap<String, String> {
+        &self.0
     }
     pub fn action(&self) -> &str {
         self.get("Action").unwrap_or_default()
