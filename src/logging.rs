@@ -1,10 +1,22 @@
 //! Log set-up for the two ways the handler runs. Neither ever logs the ResponseURL.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, fmt};
 
-fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,aws_config=warn,aws_smithy_runtime=warn"))
+const DEFAULT_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn";
+
+/// `RUST_LOG` as a list of `target=level` directives and a bare default level
+/// (`info,bootstrap=debug`), or the default. Not `EnvFilter`: its span and field directives are
+/// not needed here, and its regular expressions would be most of the size of the logging code.
+fn filter() -> Targets {
+    let from_env = std::env::var("RUST_LOG").ok().and_then(|text| {
+        text.parse::<Targets>()
+            .inspect_err(|e| eprintln!("RUST_LOG ignored ({e}): {text}"))
+            .ok()
+    });
+    from_env.unwrap_or_else(|| DEFAULT_FILTER.parse().expect("a valid default filter"))
 }
 
 /// Lambda: one JSON object per line, which CloudWatch Logs Insights can query by field.
@@ -18,23 +30,23 @@ pub fn lambda_subscriber<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt()
+    let json = fmt::layer()
         .json()
-        .with_env_filter(filter())
         .with_current_span(false)
         .with_target(false)
         .without_time()
-        .with_writer(writer)
-        .finish()
+        .with_writer(writer);
+    tracing_subscriber::registry().with(json.with_filter(filter()))
 }
 
 /// The command line: short human-readable progress on stderr, so stdout holds only the response.
 pub fn init_cli() {
-    tracing_subscriber::fmt()
-        .with_env_filter(filter())
+    let human = fmt::layer()
+        .compact()
         .with_target(false)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .compact()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry()
+        .with(human.with_filter(filter()))
         .init();
 }
