@@ -11,12 +11,29 @@ const DEFAULT_FILTER: &str = "info,aws_config=warn,aws_smithy_runtime=warn";
 /// (`info,bootstrap=debug`), or the default. Not `EnvFilter`: its span and field directives are
 /// not needed here, and its regular expressions would be most of the size of the logging code.
 fn filter() -> Targets {
-    let from_env = std::env::var("RUST_LOG").ok().and_then(|text| {
-        text.parse::<Targets>()
-            .inspect_err(|e| eprintln!("RUST_LOG ignored ({e}): {text}"))
-            .ok()
-    });
-    from_env.unwrap_or_else(|| DEFAULT_FILTER.parse().expect("a valid default filter"))
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|text| parse_filter(&text))
+        .unwrap_or_else(|| DEFAULT_FILTER.parse().expect("a valid default filter"))
+}
+
+/// None for a filter with no directive, or one that does not parse (said on stderr). Spaces and
+/// empty directives are dropped, as EnvFilter drops them: Targets would read an empty one as
+/// every target at TRACE.
+fn parse_filter(text: &str) -> Option<Targets> {
+    let directives: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return None;
+    }
+    directives
+        .join(",")
+        .parse::<Targets>()
+        .inspect_err(|e| eprintln!("RUST_LOG ignored ({e}): {text}"))
+        .ok()
 }
 
 /// Lambda: one JSON object per line, which CloudWatch Logs Insights can query by field.
@@ -49,4 +66,27 @@ pub fn init_cli() {
     tracing_subscriber::registry()
         .with(human.with_filter(filter()))
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_reads_as_envfilter_read_it() {
+        let filter = parse_filter(" info, aws_config=warn ,bootstrap=debug,").unwrap();
+        assert!(filter.would_enable("bootstrap", &Level::DEBUG));
+        assert!(filter.would_enable("ecs_ami::engine", &Level::INFO));
+        assert!(!filter.would_enable("ecs_ami::engine", &Level::DEBUG));
+        assert!(!filter.would_enable("aws_config::loader", &Level::INFO));
+        assert!(filter.would_enable("aws_config::loader", &Level::WARN));
+        assert!(
+            !filter.would_enable("hyper", &Level::TRACE),
+            "no empty directive"
+        );
+        assert!(parse_filter("").is_none());
+        assert!(parse_filter(" , ").is_none());
+        assert!(parse_filter("bootstrap=loud").is_none());
+    }
 }

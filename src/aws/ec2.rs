@@ -27,6 +27,7 @@ use aws_runtime::user_agent::{ApiMetadata, UserAgentInterceptor};
 use aws_smithy_runtime::client::defaults::default_http_client_plugin_v2;
 use aws_smithy_runtime::client::identity::IdentityCache;
 use aws_smithy_runtime::client::orchestrator::operation::Operation;
+use aws_smithy_runtime::client::retries::RetryPartition;
 use aws_smithy_runtime::client::retries::classifiers::{
     HttpStatusCodeClassifier, TransientErrorClassifier,
 };
@@ -38,6 +39,7 @@ use aws_smithy_runtime_api::client::auth::{
 };
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::identity::{SharedIdentityCache, SharedIdentityResolver};
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, OrchestratorError};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
@@ -66,6 +68,9 @@ pub struct Ec2 {
     /// The configuration's HTTP client, or the SDK's default one, made once: its connections
     /// are reused from call to call (and from region to region).
     http: Option<SharedHttpClient>,
+    /// What the clock-skew interceptor learned of the difference between this machine's clock
+    /// and AWS's, kept from call to call as a generated client keeps it.
+    clock_skew: SharedInterceptor,
     /// Shared by every call (and every region): credentials are resolved once and refreshed
     /// before they expire, not fetched for each request.
     identity_cache: SharedIdentityCache,
@@ -87,6 +92,7 @@ impl Ec2 {
         Ec2 {
             region: config.region().map(|r| r.as_ref().to_owned()),
             http,
+            clock_skew: SharedInterceptor::new(ServiceClockSkewInterceptor::new()),
             identity_cache: config
                 .identity_cache()
                 .unwrap_or_else(|| IdentityCache::lazy().build()),
@@ -136,8 +142,10 @@ impl Ec2 {
         .map(|&(_, plain, dual)| (plain, dual))
         .unwrap_or(("amazonaws.com", "api.aws"));
         let dual_stack = self.config.use_dual_stack() == Some(true);
-        // GovCloud's EC2 endpoints are FIPS endpoints already, under EC2's own name.
-        let fips = self.config.use_fips() == Some(true) && !region.starts_with("us-gov-");
+        // GovCloud's EC2 endpoints are FIPS endpoints already, under EC2's own name (but its
+        // dual-stack ones are not).
+        let fips =
+            self.config.use_fips() == Some(true) && (dual_stack || !region.starts_with("us-gov-"));
         format!(
             "https://ec2{}.{region}.{}",
             if fips { "-fips" } else { "" },
@@ -196,7 +204,7 @@ impl Ec2 {
             // What the generated clients install for every call: clock-skew correction, the
             // SDK's request headers and user agent, Lambda's trace id passed on, dropping a
             // connection that failed, and stalled-stream protection.
-            .interceptor(ServiceClockSkewInterceptor::new())
+            .interceptor(self.clock_skew.clone())
             .interceptor(RequestInfoInterceptor::new())
             .interceptor(UserAgentInterceptor::new())
             .interceptor(InvocationIdInterceptor::new())
@@ -231,6 +239,9 @@ impl Ec2 {
     fn signing(&self, region: String) -> StaticRuntimePlugin {
         let mut layer = Layer::new("ec2-signing");
         layer.store_put(AuthSchemeOptionResolverParams::new(()));
+        // Retries are budgeted per region, as the generated client does (`ec2-us-east-1`), so
+        // throttling in one copy region does not spend another's.
+        layer.store_put(RetryPartition::new(format!("ec2-{region}")));
         // The user agent names the API (`api/ec2#…`) and, if configured, the application.
         layer.store_put(ApiMetadata::new("ec2", env!("CARGO_PKG_VERSION")));
         if let Some(app) = self.config.app_name() {
@@ -284,7 +295,7 @@ fn read_answer(
             let error = root.at(&["Errors", "Error"])?;
             let code = error.text_of("Code");
             // What AWS Support asks for; the Reason has no room for it.
-            tracing::info!(
+            tracing::debug!(
                 code,
                 request_id = root.text_of("RequestID"),
                 status,
@@ -523,6 +534,14 @@ mod tests {
             "https://ec2.us-gov-west-1.amazonaws.com"
         );
         let dual = ec2(SdkConfig::builder().use_dual_stack(true).build());
+        let gov_dual_fips = ec2(SdkConfig::builder()
+            .use_dual_stack(true)
+            .use_fips(true)
+            .build());
+        assert_eq!(
+            gov_dual_fips.endpoint("us-gov-east-1"),
+            "https://ec2-fips.us-gov-east-1.api.aws"
+        );
         assert_eq!(dual.endpoint("eu-west-1"), "https://ec2.eu-west-1.api.aws");
     }
 }
