@@ -1,7 +1,117 @@
 //! ECS, for `Tests.EcsCluster`: whether the test instance became a container instance of the
 //! cluster, with its agent connected.
+//!
+//! Two calls of ECS's JSON API (`awsJson1_1`: a POST of a JSON object naming the action in
+//! `X-Amz-Target`, answered with JSON; errors carry `__type`), sent through the SDK's runtime
+//! (`runtime.rs`) rather than the generated `aws-sdk-ecs`, which rustc needs 1.6 GB to compile
+//! (README, "Deploy to AWS").
 
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, OrchestratorError};
+use aws_smithy_types::body::SdkBody;
+use aws_types::SdkConfig;
+use serde_json::{Value, json};
+
+use super::runtime::{Client, Service, ServiceError};
 use super::*;
+
+static ECS: Service = Service {
+    id: "ECS",
+    name: "ecs",
+    gov_fips_is_plain: false,
+};
+
+/// ECS's JSON API's target prefix (the service's Smithy name and version).
+const TARGET: &str = "AmazonEC2ContainerServiceV20141113";
+
+/// A client of one region's ECS endpoint.
+#[derive(Clone, Debug)]
+pub struct Ecs(Client);
+
+impl Ecs {
+    pub fn new(config: &SdkConfig) -> Ecs {
+        Ecs(Client::new(&ECS, config))
+    }
+    pub fn in_region(&self, region: &str) -> Ecs {
+        Ecs(self.0.in_region(region))
+    }
+    /// Sends `operation` (`ecs:ListContainerInstances`) with the JSON `input`.
+    async fn call(&self, operation: &'static str, input: Value) -> Result<Value> {
+        let action = operation.trim_start_matches("ecs:");
+        let target = format!("{TARGET}.{action}");
+        self.0
+            .invoke(
+                action,
+                input,
+                move |input: Value| json_request(&target, &input),
+                read_json,
+            )
+            .await
+            .map_err(|e| AwsError::from_sdk(operation, e))
+    }
+}
+
+/// The POST of `input` to the endpoint's root, for `target`.
+fn json_request(target: &str, input: &Value) -> std::result::Result<HttpRequest, BoxError> {
+    let mut request = HttpRequest::new(SdkBody::from(serde_json::to_vec(input)?));
+    request.set_method("POST")?;
+    request.set_uri("/")?;
+    let headers = request.headers_mut();
+    headers.insert("Content-Type", "application/x-amz-json-1.1");
+    headers.insert("X-Amz-Target", target.to_owned());
+    Ok(request)
+}
+
+/// The answer's JSON, or the error: its code from `x-amzn-ErrorType` or `__type` (the shape's
+/// name, without its namespace `…#` or a `:…` suffix), its message from `message` or `Message`.
+fn read_json(
+    response: &HttpResponse,
+) -> std::result::Result<Value, OrchestratorError<ServiceError>> {
+    let body = response.body().bytes().unwrap_or_default();
+    let parsed: Option<Value> = if body.is_empty() {
+        Some(json!({}))
+    } else {
+        serde_json::from_slice(body).ok()
+    };
+    if response.status().is_success() {
+        return parsed.ok_or_else(|| {
+            OrchestratorError::operation(ServiceError::new(
+                None,
+                "the answer is not JSON".to_owned(),
+            ))
+        });
+    }
+    let parsed = parsed.unwrap_or(Value::Null);
+    let code = response
+        .headers()
+        .get("x-amzn-errortype")
+        .map(str::to_owned)
+        .or_else(|| {
+            parsed
+                .get("__type")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .or_else(|| {
+            parsed
+                .get("code")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .map(|code| {
+            let code = code.split(':').next().unwrap_or_default();
+            code.rsplit('#').next().unwrap_or_default().to_owned()
+        })
+        .filter(|code| !code.is_empty());
+    let message = ["message", "Message"]
+        .iter()
+        .find_map(|key| parsed.get(key).and_then(Value::as_str))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("HTTP {}", response.status().as_u16()));
+    Err(OrchestratorError::operation(ServiceError::new(
+        code, message,
+    )))
+}
 
 /// A container instance as DescribeContainerInstances answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +126,9 @@ impl Aws {
     /// The container instance that EC2 instance `instance_id` is in `cluster`, if it joined.
     /// ListContainerInstances filtered by the instance (the cluster query language's
     /// `ec2InstanceId`), then DescribeContainerInstances; the answer is checked for the
-    /// instance too.
+    /// instance too
+    /// (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ListContainerInstances.html>,
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeContainerInstances.html>).
     pub async fn container_instance(
         &self,
         cluster: &str,
@@ -30,31 +142,104 @@ impl Aws {
             });
         };
         let listed = ecs
-            .list_container_instances()
-            .cluster(cluster)
-            .filter(format!("ec2InstanceId == {instance_id}"))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecs:ListContainerInstances", e))?;
-        let arns = listed.container_instance_arns().to_vec();
+            .call(
+                "ecs:ListContainerInstances",
+                json!({"cluster": cluster, "filter": format!("ec2InstanceId == {instance_id}")}),
+            )
+            .await?;
+        let arns: Vec<&str> = listed["containerInstanceArns"]
+            .as_array()
+            .map(|arns| arns.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         if arns.is_empty() {
             return Ok(None);
         }
         let described = ecs
-            .describe_container_instances()
-            .cluster(cluster)
-            .set_container_instances(Some(arns))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecs:DescribeContainerInstances", e))?;
-        Ok(described
-            .container_instances()
-            .iter()
-            .find(|c| c.ec2_instance_id() == Some(instance_id))
+            .call(
+                "ecs:DescribeContainerInstances",
+                json!({"cluster": cluster, "containerInstances": arns}),
+            )
+            .await?;
+        let text = |c: &Value, key: &str| c[key].as_str().unwrap_or_default().to_owned();
+        Ok(described["containerInstances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["ec2InstanceId"].as_str() == Some(instance_id))
             .map(|c| ContainerInstance {
-                arn: c.container_instance_arn().unwrap_or_default().to_owned(),
-                status: c.status().unwrap_or_default().to_owned(),
-                agent_connected: c.agent_connected(),
+                arn: text(c, "containerInstanceArn"),
+                status: text(c, "status"),
+                agent_connected: c["agentConnected"].as_bool().unwrap_or(false),
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+    fn answer(status: u16, body: &str, error_type: Option<&str>) -> HttpResponse {
+        let mut response =
+            HttpResponse::new(status.try_into().unwrap(), SdkBody::from(body.to_owned()));
+        if let Some(kind) = error_type {
+            response
+                .headers_mut()
+                .insert("x-amzn-ErrorType", kind.to_owned());
+        }
+        response
+    }
+
+    #[test]
+    fn errors_are_named_as_ecs_names_them() {
+        let refused = read_json(&answer(
+            400,
+            r#"{"__type":"com.amazonaws.ecs#ClusterNotFoundException","message":"Cluster not found."}"#,
+            None,
+        ))
+        .unwrap_err();
+        let refused = refused.as_operation_error().unwrap();
+        assert_eq!(refused.code(), Some("ClusterNotFoundException"));
+        assert_eq!(refused.message(), Some("Cluster not found."));
+        let by_header = read_json(&answer(
+            400,
+            r#"{"Message":"User: x is not authorized"}"#,
+            Some(
+                "AccessDeniedException:http://internal.amazon.com/coral/com.amazon.coral.service/",
+            ),
+        ))
+        .unwrap_err();
+        let by_header = by_header.as_operation_error().unwrap();
+        assert_eq!(by_header.code(), Some("AccessDeniedException"));
+        assert_eq!(by_header.message(), Some("User: x is not authorized"));
+        let throttled =
+            read_json(&answer(400, r#"{"__type":"ThrottlingException"}"#, None)).unwrap_err();
+        assert_eq!(
+            throttled.as_operation_error().unwrap().code(),
+            Some("ThrottlingException")
+        );
+        assert_eq!(read_json(&answer(200, "", None)).unwrap(), json!({}));
+        assert_eq!(
+            read_json(&answer(200, r#"{"containerInstanceArns":[]}"#, None)).unwrap(),
+            json!({"containerInstanceArns": []})
+        );
+    }
+
+    #[test]
+    fn requests_name_their_action_in_the_target_header() {
+        let request = json_request(
+            "AmazonEC2ContainerServiceV20141113.ListContainerInstances",
+            &json!({"cluster": "c"}),
+        )
+        .unwrap();
+        assert_eq!(
+            request.headers().get("x-amz-target"),
+            Some("AmazonEC2ContainerServiceV20141113.ListContainerInstances")
+        );
+        assert_eq!(
+            request.headers().get("content-type"),
+            Some("application/x-amz-json-1.1")
+        );
+        assert_eq!(request.body().bytes(), Some(&br#"{"cluster":"c"}"#[..]));
     }
 }

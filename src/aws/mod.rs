@@ -16,11 +16,13 @@ mod images;
 mod instances;
 mod lambda;
 mod parameters;
+mod runtime;
 mod xml;
 
-pub use ec2::{Ec2, Ec2Error};
-pub use ecs::ContainerInstance;
+pub use ec2::Ec2;
+pub use ecs::{ContainerInstance, Ecs};
 pub use lambda::SelfInvoke;
+pub use runtime::ServiceError;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -221,7 +223,7 @@ pub struct Aws {
     ec2: Ec2,
     ssm: aws_sdk_ssm::Client,
     /// Only `Tests.EcsCluster` needs it.
-    ecs: Option<aws_sdk_ecs::Client>,
+    ecs: Option<Ecs>,
 }
 
 impl Aws {
@@ -232,7 +234,7 @@ impl Aws {
     }
     pub fn from_config(config: &aws_config::SdkConfig) -> Aws {
         Aws::from_clients(Ec2::new(config), aws_sdk_ssm::Client::new(config))
-            .with_ecs(aws_sdk_ecs::Client::new(config))
+            .with_ecs(Ecs::new(config))
     }
     pub fn from_clients(ec2: Ec2, ssm: aws_sdk_ssm::Client) -> Aws {
         Aws {
@@ -241,7 +243,7 @@ impl Aws {
             ecs: None,
         }
     }
-    pub fn with_ecs(mut self, ecs: aws_sdk_ecs::Client) -> Aws {
+    pub fn with_ecs(mut self, ecs: Ecs) -> Aws {
         self.ecs = Some(ecs);
         self
     }
@@ -261,9 +263,7 @@ impl Aws {
                     .region(region.clone())
                     .build(),
             ),
-            ecs: self.ecs.as_ref().map(|ecs| {
-                aws_sdk_ecs::Client::from_conf(ecs.config().to_builder().region(region).build())
-            }),
+            ecs: self.ecs.as_ref().map(|ecs| ecs.in_region(region.as_ref())),
         }
     }
 }

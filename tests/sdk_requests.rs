@@ -1,7 +1,8 @@
-//! The product's EC2 requests, parameter for parameter, against what the generated `aws-sdk-ec2`
-//! sends for the same call. The product encodes EC2's Query parameters by hand (src/aws/ec2.rs);
-//! the SDK's serializers are generated from EC2's service model, so they are the independent
-//! oracle for the parameter names and values (EC2 ignores or refuses a misspelled one:
+//! The product's EC2 and ECS requests, parameter for parameter, against what the generated
+//! `aws-sdk-ec2` and `aws-sdk-ecs` send for the same call. The product encodes them by hand
+//! (src/aws/ec2.rs: EC2's Query parameters; src/aws/ecs.rs: ECS's JSON); the SDK's serializers
+//! are generated from the services' models, so they are the independent oracle for the names and
+//! values (EC2 ignores or refuses a misspelled parameter:
 //! <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/Query-Requests.html>). Each SDK call
 //! below is written as the product made it when it used the SDK (before 766d3f2).
 
@@ -425,4 +426,82 @@ async fn a_source_filter_search_sends_what_the_sdk_sends() {
         .send()
         .await;
     assert_eq!(the_only(&seen), recorder.0.lock().unwrap()[0]);
+}
+
+/// Records each ECS request's target and JSON body, and answers as ECS would for one joined
+/// instance.
+#[derive(Debug, Clone, Default)]
+struct EcsRecorder(Arc<Mutex<Vec<(String, serde_json::Value)>>>);
+
+impl HttpConnector for EcsRecorder {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(
+            request.headers().get("content-type"),
+            Some("application/x-amz-json-1.1")
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(request.body().bytes().unwrap()).unwrap();
+        self.0.lock().unwrap().push((target.clone(), body));
+        let answer = if target.ends_with(".ListContainerInstances") {
+            serde_json::json!({"containerInstanceArns": ["arn:aws:ecs:us-east-1:123456789012:container-instance/c/1"]})
+        } else {
+            serde_json::json!({"containerInstances": [{
+                "containerInstanceArn": "arn:aws:ecs:us-east-1:123456789012:container-instance/c/1",
+                "ec2InstanceId": "i-1", "status": "ACTIVE", "agentConnected": true}], "failures": []})
+        };
+        HttpConnectorFuture::ready(Ok(HttpResponse::new(
+            200.try_into().unwrap(),
+            SdkBody::from(answer.to_string()),
+        )))
+    }
+}
+
+fn ecs_config(recorder: &EcsRecorder) -> aws_config::SdkConfig {
+    let connector = recorder.clone();
+    aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
+            Credentials::new("test", "test", None, None, "test"),
+        ))
+        .http_client(http_client_fn(move |_, _| {
+            SharedHttpConnector::new(connector.clone())
+        }))
+        .build()
+}
+
+/// The product's two ECS calls (src/aws/ecs.rs, ECS's JSON API) against aws-sdk-ecs's for the
+/// same inputs: the same X-Amz-Target and the same JSON.
+#[tokio::test]
+async fn ecs_calls_send_what_the_sdk_sends() {
+    let product = EcsRecorder::default();
+    let aws = Aws::from_config(&ecs_config(&product));
+    let found = aws
+        .container_instance("c", "i-1")
+        .await
+        .unwrap()
+        .expect("the instance joined");
+    assert_eq!(found.status, "ACTIVE");
+    assert!(found.agent_connected);
+    let sdk = EcsRecorder::default();
+    let client = aws_sdk_ecs::Client::new(&ecs_config(&sdk));
+    let _ = client
+        .list_container_instances()
+        .cluster("c")
+        .filter("ec2InstanceId == i-1")
+        .send()
+        .await;
+    let _ = client
+        .describe_container_instances()
+        .cluster("c")
+        .container_instances("arn:aws:ecs:us-east-1:123456789012:container-instance/c/1")
+        .send()
+        .await;
+    assert_eq!(*product.0.lock().unwrap(), *sdk.0.lock().unwrap());
+    assert_eq!(product.0.lock().unwrap().len(), 2);
 }
