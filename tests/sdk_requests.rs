@@ -4,7 +4,8 @@
 //! are generated from the services' models, so they are the independent oracle for the names and
 //! values (EC2 ignores or refuses a misspelled parameter:
 //! <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/Query-Requests.html>). Each SDK call
-//! below is written as the product made it when it used the SDK (before 766d3f2).
+//! below is written as the product made it when it used the SDK (before 766d3f2 for EC2, 46cd95d
+//! for ECS).
 
 mod common;
 
@@ -428,10 +429,13 @@ async fn a_source_filter_search_sends_what_the_sdk_sends() {
     assert_eq!(the_only(&seen), recorder.0.lock().unwrap()[0]);
 }
 
-/// Records each ECS request's target and JSON body, and answers as ECS would for one joined
-/// instance.
+/// One ECS request: its URI (the endpoint), its SigV4 credential scope (region and signing
+/// name), its target and its JSON body.
+type EcsRequest = (String, String, String, serde_json::Value);
+
+/// Records each ECS request, and answers as ECS would for one joined instance.
 #[derive(Debug, Clone, Default)]
-struct EcsRecorder(Arc<Mutex<Vec<(String, serde_json::Value)>>>);
+struct EcsRecorder(Arc<Mutex<Vec<EcsRequest>>>);
 
 impl HttpConnector for EcsRecorder {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
@@ -446,7 +450,19 @@ impl HttpConnector for EcsRecorder {
         );
         let body: serde_json::Value =
             serde_json::from_slice(request.body().bytes().unwrap()).unwrap();
-        self.0.lock().unwrap().push((target.clone(), body));
+        // `Credential=KEY/DATE/REGION/SERVICE/aws4_request`: the scope without key and date.
+        let authorization = request.headers().get("authorization").unwrap_or_default();
+        let scope = authorization
+            .split("Credential=")
+            .nth(1)
+            .and_then(|c| c.split(',').next())
+            .map(|c| c.splitn(3, '/').nth(2).unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        assert_eq!(scope, "us-east-1/ecs/aws4_request");
+        self.0
+            .lock()
+            .unwrap()
+            .push((request.uri().to_owned(), scope, target.clone(), body));
         let answer = if target.ends_with(".ListContainerInstances") {
             serde_json::json!({"containerInstanceArns": ["arn:aws:ecs:us-east-1:123456789012:container-instance/c/1"]})
         } else {

@@ -262,53 +262,58 @@ mod tests {
 
     #[test]
     fn endpoints_follow_ec2s_pattern_unless_one_is_configured() {
-        let ec2 = |config: SdkConfig| Ec2::new(&config);
-        let plain = ec2(SdkConfig::builder().build());
-        assert_eq!(
-            plain.0.endpoint("eu-west-1"),
-            "https://ec2.eu-west-1.amazonaws.com"
-        );
-        assert_eq!(
-            plain.0.endpoint("cn-north-1"),
-            "https://ec2.cn-north-1.amazonaws.com.cn"
-        );
-        let fips = ec2(SdkConfig::builder().use_fips(true).build());
-        assert_eq!(
-            fips.0.endpoint("us-east-1"),
-            "https://ec2-fips.us-east-1.amazonaws.com"
-        );
-        let local = ec2(SdkConfig::builder()
-            .endpoint_url("http://127.0.0.1:5000")
-            .build());
-        assert_eq!(local.0.endpoint("us-west-2"), "http://127.0.0.1:5000");
-        assert_eq!(
-            plain.0.endpoint("eusc-de-east-1"),
-            "https://ec2.eusc-de-east-1.amazonaws.eu"
-        );
-        assert_eq!(
-            plain.0.endpoint("us-isof-south-1"),
-            "https://ec2.us-isof-south-1.csp.hci.ic.gov"
-        );
-        assert_eq!(
-            plain.0.endpoint("us-iso-east-1"),
-            "https://ec2.us-iso-east-1.c2s.ic.gov"
-        );
-        assert_eq!(
-            fips.0.endpoint("us-gov-west-1"),
-            "https://ec2.us-gov-west-1.amazonaws.com"
-        );
-        let dual = ec2(SdkConfig::builder().use_dual_stack(true).build());
-        let gov_dual_fips = ec2(SdkConfig::builder()
+        let plain = SdkConfig::builder().build();
+        let fips = SdkConfig::builder().use_fips(true).build();
+        let dual = SdkConfig::builder().use_dual_stack(true).build();
+        let dual_fips = SdkConfig::builder()
             .use_dual_stack(true)
             .use_fips(true)
-            .build());
-        assert_eq!(
-            gov_dual_fips.0.endpoint("us-gov-east-1"),
-            "https://ec2-fips.us-gov-east-1.api.aws"
-        );
-        assert_eq!(
-            dual.0.endpoint("eu-west-1"),
-            "https://ec2.eu-west-1.api.aws"
-        );
+            .build();
+        let local = SdkConfig::builder()
+            .endpoint_url("http://127.0.0.1:5000")
+            .build();
+        // As the SDK's endpoint rules and partition data give them.
+        for (config, region, expected) in [
+            (&plain, "eu-west-1", "https://ec2.eu-west-1.amazonaws.com"),
+            (
+                &plain,
+                "cn-north-1",
+                "https://ec2.cn-north-1.amazonaws.com.cn",
+            ),
+            (
+                &plain,
+                "eusc-de-east-1",
+                "https://ec2.eusc-de-east-1.amazonaws.eu",
+            ),
+            (
+                &plain,
+                "us-isof-south-1",
+                "https://ec2.us-isof-south-1.csp.hci.ic.gov",
+            ),
+            (
+                &plain,
+                "us-iso-east-1",
+                "https://ec2.us-iso-east-1.c2s.ic.gov",
+            ),
+            (
+                &fips,
+                "us-east-1",
+                "https://ec2-fips.us-east-1.amazonaws.com",
+            ),
+            (
+                &fips,
+                "us-gov-west-1",
+                "https://ec2.us-gov-west-1.amazonaws.com",
+            ),
+            (&dual, "eu-west-1", "https://ec2.eu-west-1.api.aws"),
+            (
+                &dual_fips,
+                "us-gov-east-1",
+                "https://ec2-fips.us-gov-east-1.api.aws",
+            ),
+            (&local, "us-west-2", "http://127.0.0.1:5000"),
+        ] {
+            assert_eq!(Ec2::new(config).0.endpoint(region), expected, "{region}");
+        }
     }
 }

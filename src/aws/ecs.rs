@@ -82,28 +82,28 @@ fn read_json(
         });
     }
     let parsed = parsed.unwrap_or(Value::Null);
+    // The header first, then the body's `code`, then its `__type`, as the SDK's JSON protocols
+    // read them.
+    let field = |key: &str| parsed.get(key).and_then(Value::as_str).map(str::to_owned);
     let code = response
         .headers()
         .get("x-amzn-errortype")
         .map(str::to_owned)
-        .or_else(|| {
-            parsed
-                .get("__type")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .or_else(|| {
-            parsed
-                .get("code")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .or_else(|| field("code"))
+        .or_else(|| field("__type"))
         .map(|code| {
             let code = code.split(':').next().unwrap_or_default();
             code.rsplit('#').next().unwrap_or_default().to_owned()
         })
         .filter(|code| !code.is_empty());
-    let message = ["message", "Message"]
+    // What AWS Support asks for; the Reason has no room for it.
+    tracing::debug!(
+        code,
+        request_id = response.headers().get("x-amzn-requestid"),
+        status = response.status().as_u16(),
+        "ECS refused a request"
+    );
+    let message = ["message", "Message", "errorMessage"]
         .iter()
         .find_map(|key| parsed.get(key).and_then(Value::as_str))
         .map(str::to_owned)
@@ -160,6 +160,11 @@ impl Aws {
                 json!({"cluster": cluster, "containerInstances": arns}),
             )
             .await?;
+        // A container instance ECS could not describe is in `failures` (reason MISSING when it
+        // is gone); the instance is then taken as not (or no longer) in the cluster.
+        if let Some(failures) = described["failures"].as_array().filter(|f| !f.is_empty()) {
+            tracing::info!(cluster, instance_id, ?failures, "ECS could not describe");
+        }
         let text = |c: &Value, key: &str| c[key].as_str().unwrap_or_default().to_owned();
         Ok(described["containerInstances"]
             .as_array()
@@ -222,6 +227,21 @@ mod tests {
         assert_eq!(
             read_json(&answer(200, r#"{"containerInstanceArns":[]}"#, None)).unwrap(),
             json!({"containerInstanceArns": []})
+        );
+    }
+
+    #[test]
+    fn ecs_keeps_its_fips_name_in_govcloud() {
+        let fips = SdkConfig::builder().use_fips(true).build();
+        assert_eq!(
+            Ecs::new(&fips).0.endpoint("us-gov-west-1"),
+            "https://ecs-fips.us-gov-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            Ecs::new(&SdkConfig::builder().build())
+                .0
+                .endpoint("eu-west-1"),
+            "https://ecs.eu-west-1.amazonaws.com"
         );
     }
 

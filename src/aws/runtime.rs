@@ -109,14 +109,14 @@ impl Client {
             ..self.clone()
         }
     }
-    /// The endpoint the configuration names for the service (`AWS_ENDPOINT_URL_EC2`, or the
+    /// The endpoint the configuration names for the service (`AWS_ENDPOINT_URL_EC2` for EC2, or the
     /// profile's `services` section), or for every service (`AWS_ENDPOINT_URL`, a local AWS), or
     /// else the service's own in the region's partition
     /// (<https://docs.aws.amazon.com/general/latest/gr/ec2-service.html>,
     /// <https://docs.aws.amazon.com/general/latest/gr/ecs-service.html>), with FIPS and
     /// dual-stack as configured.
     pub(super) fn endpoint(&self, region: &str) -> String {
-        let for_ec2 = self.config.service_config().and_then(|c| {
+        let for_service = self.config.service_config().and_then(|c| {
             let key = ServiceConfigKey::builder()
                 .service_id(self.service.id)
                 .env("AWS_ENDPOINT_URL")
@@ -125,7 +125,7 @@ impl Client {
                 .ok()?;
             c.load_config(key)
         });
-        if let Some(url) = for_ec2.as_deref().or(self.config.endpoint_url()) {
+        if let Some(url) = for_service.as_deref().or(self.config.endpoint_url()) {
             return url.to_owned();
         }
         // The partitions' DNS suffixes (plain, dual-stack), as the AWS SDKs' partition data
@@ -246,7 +246,7 @@ impl Client {
         // throttling in one copy region does not spend another's.
         let name = self.service.name;
         layer.store_put(RetryPartition::new(format!("{name}-{region}")));
-        // The user agent names the API (`api/ec2#…`) and, if configured, the application.
+        // The user agent names the API (`api/ec2#…` for EC2) and, if configured, the application.
         layer.store_put(ApiMetadata::new(name, env!("CARGO_PKG_VERSION")));
         if let Some(app) = self.config.app_name() {
             layer.store_put(app.clone());
