@@ -13,14 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::config::Credentials;
 use aws_sdk_ec2::types as ec2t;
-use aws_smithy_runtime_api::client::http::{
-    HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
-};
+use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture};
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_types::body::SdkBody;
-use common::ec2_mock::{Answer, Query, document, ec2, on};
+use common::ec2_mock::{Answer, Query, config_answered_by, document, ec2, on};
 use ecs_ami::aws::{Aws, CopyRequest, ImageRequest, LaunchRequest};
 use ecs_ami::spec::{BlockDevice, Ebs, LaunchPermissions, SourceFilter};
 
@@ -46,16 +43,8 @@ impl HttpConnector for Recorder {
 
 fn sdk() -> (aws_sdk_ec2::Client, Recorder) {
     let recorder = Recorder::default();
-    let connector = recorder.clone();
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .http_client(http_client_fn(move |_, _| {
-            SharedHttpConnector::new(connector.clone())
-        }))
-        .build();
-    (aws_sdk_ec2::Client::from_conf(config), recorder)
+    let client = aws_sdk_ec2::Client::new(&config_answered_by(recorder.clone()));
+    (client, recorder)
 }
 
 /// The product's client, answering `action` with `answer` and recording its parameters.
@@ -477,26 +466,12 @@ impl HttpConnector for EcsRecorder {
     }
 }
 
-fn ecs_config(recorder: &EcsRecorder) -> aws_config::SdkConfig {
-    let connector = recorder.clone();
-    aws_config::SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
-            Credentials::new("test", "test", None, None, "test"),
-        ))
-        .http_client(http_client_fn(move |_, _| {
-            SharedHttpConnector::new(connector.clone())
-        }))
-        .build()
-}
-
 /// The product's two ECS calls (src/aws/ecs.rs, ECS's JSON API) against aws-sdk-ecs's for the
 /// same inputs: the same X-Amz-Target and the same JSON.
 #[tokio::test]
 async fn ecs_calls_send_what_the_sdk_sends() {
     let product = EcsRecorder::default();
-    let aws = Aws::from_config(&ecs_config(&product));
+    let aws = Aws::from_config(&config_answered_by(product.clone()));
     let found = aws
         .container_instance("c", "i-1")
         .await
@@ -505,7 +480,7 @@ async fn ecs_calls_send_what_the_sdk_sends() {
     assert_eq!(found.status, "ACTIVE");
     assert!(found.agent_connected);
     let sdk = EcsRecorder::default();
-    let client = aws_sdk_ecs::Client::new(&ecs_config(&sdk));
+    let client = aws_sdk_ecs::Client::new(&config_answered_by(sdk.clone()));
     let _ = client
         .list_container_instances()
         .cluster("c")

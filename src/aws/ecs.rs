@@ -37,17 +37,15 @@ impl Ecs {
     }
     /// Sends `operation` (`ecs:ListContainerInstances`) with the JSON `input`.
     async fn call(&self, operation: &'static str, input: Value) -> Result<Value> {
-        let action = operation.trim_start_matches("ecs:");
-        let target = format!("{TARGET}.{action}");
+        let target = format!("{TARGET}.{}", operation.trim_start_matches("ecs:"));
         self.0
             .invoke(
-                action,
+                operation,
                 input,
                 move |input: Value| json_request(&target, &input),
                 read_json,
             )
             .await
-            .map_err(|e| AwsError::from_sdk(operation, e))
     }
 }
 
@@ -62,8 +60,9 @@ fn json_request(target: &str, input: &Value) -> std::result::Result<HttpRequest,
     Ok(request)
 }
 
-/// The answer's JSON, or the error: its code from `x-amzn-ErrorType` or `__type` (the shape's
-/// name, without its namespace `…#` or a `:…` suffix), its message from `message` or `Message`.
+/// The answer's JSON, or the error: its code from `x-amzn-ErrorType`, or the body's `code` or
+/// `__type` (the shape's name, without its namespace `…#` or a `:…` suffix), its message from
+/// `message`, `Message` or `errorMessage`.
 fn read_json(
     response: &HttpResponse,
 ) -> std::result::Result<Value, OrchestratorError<ServiceError>> {

@@ -21,14 +21,11 @@ impl Aws {
                 Params::new().set("ImageId.1", image_id),
             )
             .await;
-        match out {
-            Ok(out) => Ok(out
-                .items("imagesSet")
+        Ok(not_found_is_none(out)?.and_then(|out| {
+            out.items("imagesSet")
                 .find(|i| i.text_of("imageId") == Some(image_id))
-                .map(to_image)),
-            Err(error) if error.is_not_found() => Ok(None),
-            Err(error) => Err(error),
-        }
+                .map(to_image)
+        }))
     }
     /// The newest image (by CreationDate) of the filter's owners that matches it and is
     /// available. Deprecated images are passed over unless the filter includes them:
@@ -55,14 +52,14 @@ impl Aws {
             .set("IncludeDeprecated", filter.include_deprecated)
             .set("MaxResults", 1000);
         let mut newest: Option<(DateTime, String)> = None;
-        let mut next_token: Option<String> = None;
-        let mut last_token: Option<String> = None;
+        // The token of the page to ask for next (none for the first).
+        let mut token: Option<String> = None;
         loop {
             let page = self
                 .ec2
                 .call(
                     "ec2:DescribeImages",
-                    query.clone().set_opt("NextToken", next_token.take()),
+                    query.clone().set_opt("NextToken", token.as_ref()),
                 )
                 .await?;
             for image in page.items("imagesSet") {
@@ -99,13 +96,12 @@ impl Aws {
                     newest = Some(candidate);
                 }
             }
-            let token = page.text_of("nextToken").filter(|t| !t.is_empty());
+            let next = page.text_of("nextToken").filter(|t| !t.is_empty());
             // The same token twice would never end (the SDK's paginators stop there too).
-            if token.is_none() || token == last_token.as_deref() {
+            if next.is_none() || next == token.as_deref() {
                 break;
             }
-            last_token = token.map(str::to_owned);
-            next_token = last_token.clone();
+            token = next.map(str::to_owned);
         }
         Ok(newest.map(|(_, id)| id))
     }
@@ -405,7 +401,7 @@ fn new_image_id(operation: &'static str, answer: &Element) -> Result<String> {
 }
 
 /// EC2's timestamps (`2026-11-01T12:00:00.000Z`); `None` for anything else.
-fn parse_time(text: &str) -> Option<DateTime> {
+pub(super) fn parse_time(text: &str) -> Option<DateTime> {
     DateTime::from_str(text, DateTimeFormat::DateTime).ok()
 }
 

@@ -2,6 +2,7 @@
 //! state, stop, terminate, and its leftover volumes.
 
 use super::ec2::Params;
+use super::images::parse_time;
 use super::xml::Element;
 use super::*;
 
@@ -49,15 +50,12 @@ impl Aws {
                 Params::new().set("SubnetId.1", subnet_id),
             )
             .await;
-        match out {
-            Ok(out) => Ok(out
-                .items("subnetSet")
+        Ok(not_found_is_none(out)?.and_then(|out| {
+            out.items("subnetSet")
                 .next()
                 .and_then(|s| s.text_of("vpcId"))
-                .map(str::to_owned)),
-            Err(error) if error.is_not_found() => Ok(None),
-            Err(error) => Err(error),
-        }
+                .map(str::to_owned)
+        }))
     }
     /// The VPC of each security group that exists, by id; one that does not is missing.
     pub async fn security_group_vpcs(
@@ -74,17 +72,13 @@ impl Aws {
                     Params::new().set("GroupId.1", group_id),
                 )
                 .await;
-            match out {
-                Ok(out) => {
-                    if let Some(group) = out.items("securityGroupInfo").next() {
-                        found.insert(
-                            group_id.clone(),
-                            group.text_of("vpcId").unwrap_or_default().to_owned(),
-                        );
-                    }
-                }
-                Err(error) if error.is_not_found() => {}
-                Err(error) => return Err(error),
+            if let Some(out) = not_found_is_none(out)?
+                && let Some(group) = out.items("securityGroupInfo").next()
+            {
+                found.insert(
+                    group_id.clone(),
+                    group.text_of("vpcId").unwrap_or_default().to_owned(),
+                );
             }
         }
         Ok(found)
@@ -171,13 +165,7 @@ impl Aws {
                     state: i.text_at(&["instanceState", "name"])?.to_owned(),
                     launched_ms: i
                         .text_of("launchTime")
-                        .and_then(|t| {
-                            aws_smithy_types::DateTime::from_str(
-                                t,
-                                aws_smithy_types::date_time::Format::DateTime,
-                            )
-                            .ok()
-                        })
+                        .and_then(parse_time)
                         .and_then(|t| t.to_millis().ok())
                         .and_then(|ms| u64::try_from(ms).ok()),
                     role: i
@@ -201,28 +189,27 @@ impl Aws {
                 Params::new().set("InstanceId.1", instance_id),
             )
             .await;
-        match out {
-            Ok(out) => Ok(instances(&out)
-                .find(|i| i.text_of("instanceId") == Some(instance_id))
-                .and_then(|i| {
-                    let state = i.text_at(&["instanceState", "name"])?.to_owned();
-                    Some(InstanceStatus {
-                        state,
-                        state_reason: i
-                            .text_at(&["stateReason", "message"])
-                            .or(i.text_at(&["stateReason", "code"]))
-                            .filter(|m| !m.is_empty())
-                            .map(str::to_owned),
-                        root_device: i.text_of("rootDeviceName").map(str::to_owned),
-                        devices: i
-                            .items("blockDeviceMapping")
-                            .filter_map(|m| m.text_of("deviceName").map(str::to_owned))
-                            .collect(),
-                    })
-                })),
-            Err(error) if error.is_not_found() => Ok(None),
-            Err(error) => Err(error),
-        }
+        let Some(out) = not_found_is_none(out)? else {
+            return Ok(None);
+        };
+        Ok(instances(&out)
+            .find(|i| i.text_of("instanceId") == Some(instance_id))
+            .and_then(|i| {
+                let state = i.text_at(&["instanceState", "name"])?.to_owned();
+                Some(InstanceStatus {
+                    state,
+                    state_reason: i
+                        .text_at(&["stateReason", "message"])
+                        .or(i.text_at(&["stateReason", "code"]))
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned),
+                    root_device: i.text_of("rootDeviceName").map(str::to_owned),
+                    devices: i
+                        .items("blockDeviceMapping")
+                        .filter_map(|m| m.text_of("deviceName").map(str::to_owned))
+                        .collect(),
+                })
+            }))
     }
     pub async fn stop_instance(&self, instance_id: &str) -> Result<()> {
         self.ec2

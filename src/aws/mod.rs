@@ -270,9 +270,15 @@ impl Aws {
 
 /// For calls that remove something: it being gone already is success.
 pub(super) fn gone_is_done<T>(sent: Result<T>) -> Result<()> {
+    not_found_is_none(sent).map(drop)
+}
+
+/// For calls that describe something by id: EC2 answers NotFound for an id it does not know,
+/// which is none found, not a failure.
+pub(super) fn not_found_is_none<T>(sent: Result<T>) -> Result<Option<T>> {
     match sent {
-        Ok(_) => Ok(()),
-        Err(error) if error.is_not_found() => Ok(()),
+        Ok(found) => Ok(Some(found)),
+        Err(error) if error.is_not_found() => Ok(None),
         Err(error) => Err(error),
     }
 }

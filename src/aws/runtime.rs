@@ -37,7 +37,9 @@ use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse, OrchestratorError};
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
-use aws_smithy_runtime_api::client::runtime_plugin::{RuntimePlugin, StaticRuntimePlugin};
+use aws_smithy_runtime_api::client::runtime_plugin::{
+    RuntimePlugin, SharedRuntimePlugin, StaticRuntimePlugin,
+};
 use aws_smithy_types::config_bag::Layer;
 use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -46,6 +48,8 @@ use aws_types::SdkConfig;
 use aws_types::SigningName;
 use aws_types::region::{Region, SigningRegion};
 use aws_types::service_config::ServiceConfigKey;
+
+use super::AwsError;
 
 /// What tells one service from another here.
 #[derive(Debug)]
@@ -63,7 +67,8 @@ pub(super) struct Service {
 pub(super) struct Client {
     service: &'static Service,
     config: SdkConfig,
-    region: Option<String>,
+    /// None without a configured region: every call then fails, naming it.
+    regional: Option<Regional>,
     /// The configuration's HTTP client, or the SDK's default one, made once: its connections
     /// are reused from call to call (and from region to region).
     http: Option<SharedHttpClient>,
@@ -73,6 +78,14 @@ pub(super) struct Client {
     /// Shared by every call (and every region): credentials are resolved once and refreshed
     /// before they expire, not fetched for each request.
     identity_cache: SharedIdentityCache,
+}
+
+/// What depends on the region only, worked out once for all the client's calls.
+#[derive(Clone, Debug)]
+struct Regional {
+    region: String,
+    endpoint: String,
+    signing: SharedRuntimePlugin,
 }
 
 impl Client {
@@ -88,24 +101,33 @@ impl Client {
                 .runtime_components(&RuntimeComponentsBuilder::new("http"))
                 .http_client()
         });
-        Client {
+        let client = Client {
             service,
-            region: config.region().map(|r| r.as_ref().to_owned()),
+            regional: None,
             http,
             clock_skew: SharedInterceptor::new(ServiceClockSkewInterceptor::new()),
             identity_cache: config
                 .identity_cache()
                 .unwrap_or_else(|| IdentityCache::lazy().build()),
             config: config.clone(),
+        };
+        match config.region() {
+            Some(region) => client.in_region(region.as_ref()),
+            None => client,
         }
     }
     pub(super) fn region(&self) -> Option<&str> {
-        self.region.as_deref()
+        self.regional.as_ref().map(|r| r.region.as_str())
     }
     /// The same client for another region.
     pub(super) fn in_region(&self, region: &str) -> Client {
+        let regional = Regional {
+            region: region.to_owned(),
+            endpoint: self.endpoint(region),
+            signing: SharedRuntimePlugin::new(self.signing(region)),
+        };
         Client {
-            region: Some(region.to_owned()),
+            regional: Some(regional),
             ..self.clone()
         }
     }
@@ -159,10 +181,30 @@ impl Client {
         )
     }
 
-    /// Sends `input` as `action`, encoded by `serialize`, and reads the answer with `read`.
+    /// Sends `input` as `operation` (`ec2:RunInstances`), encoded by `serialize`, and reads the
+    /// answer with `read`; an error names the operation and the code the service answered.
     pub(super) async fn invoke<I, O>(
         &self,
-        action: &str,
+        operation: &'static str,
+        input: I,
+        serialize: impl Fn(I) -> Result<HttpRequest, BoxError> + Send + Sync + 'static,
+        read: impl Fn(&HttpResponse) -> Result<O, OrchestratorError<ServiceError>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Result<O, AwsError>
+    where
+        I: fmt::Debug + Send + Sync + 'static,
+        O: fmt::Debug + Send + Sync + 'static,
+    {
+        self.send(operation, input, serialize, read)
+            .await
+            .map_err(|e| AwsError::from_sdk(operation, e))
+    }
+
+    async fn send<I, O>(
+        &self,
+        operation: &'static str,
         input: I,
         serialize: impl Fn(I) -> Result<HttpRequest, BoxError> + Send + Sync + 'static,
         read: impl Fn(&HttpResponse) -> Result<O, OrchestratorError<ServiceError>>
@@ -174,7 +216,7 @@ impl Client {
         I: fmt::Debug + Send + Sync + 'static,
         O: fmt::Debug + Send + Sync + 'static,
     {
-        let Some(region) = self.region.clone() else {
+        let Some(regional) = &self.regional else {
             return Err(SdkError::construction_failure(
                 "no AWS region is configured (AWS_REGION)",
             ));
@@ -191,14 +233,18 @@ impl Client {
             .unwrap_or_else(super::retry_config);
         let mut builder = Operation::builder()
             .service_name(self.service.name)
-            .operation_name(action.to_owned())
+            .operation_name(
+                operation
+                    .split_once(':')
+                    .map_or(operation, |(_, action)| action),
+            )
             .behavior_version(
                 self.config
                     .behavior_version()
                     .unwrap_or_else(aws_config::BehaviorVersion::latest),
             )
             .http_client(http)
-            .endpoint_url(&self.endpoint(&region))
+            .endpoint_url(&regional.endpoint)
             .standard_retry(&retry)
             .retry_classifier(HttpStatusCodeClassifier::default())
             .retry_classifier(TransientErrorClassifier::<ServiceError>::new())
@@ -220,7 +266,7 @@ impl Client {
                     .cloned()
                     .unwrap_or_else(TimeoutConfig::disabled),
             )
-            .runtime_plugin(self.signing(region));
+            .runtime_plugin(regional.signing.clone());
         if let Some(config) = self.config.stalled_stream_protection() {
             builder = builder.stalled_stream_protection(config);
         }
@@ -239,7 +285,7 @@ impl Client {
     }
 
     /// SigV4 for the service in the region, with the configuration's credentials.
-    fn signing(&self, region: String) -> StaticRuntimePlugin {
+    fn signing(&self, region: &str) -> StaticRuntimePlugin {
         let mut layer = Layer::new("signing");
         layer.store_put(AuthSchemeOptionResolverParams::new(()));
         // Retries are budgeted per region, as the generated clients do (`ec2-us-east-1`), so
@@ -252,7 +298,7 @@ impl Client {
             layer.store_put(app.clone());
         }
         layer.store_put(SigV4OperationSigningConfig {
-            region: Some(SigningRegion::from(Region::new(region))),
+            region: Some(SigningRegion::from(Region::new(region.to_owned()))),
             name: Some(SigningName::from_static(name)),
             ..SigV4OperationSigningConfig::default()
         });

@@ -1,8 +1,8 @@
 //! A small read-only tree of an XML document: what EC2's Query API answers.
 //!
 //! The whole answer (at most a page of a Describe call: up to a few MB for 1,000 images) is read
-//! into a tree once, and the adapters pick the elements they need by name. Tokens come from `xmlparser`, the tokenizer the
-//! AWS SDK's own XML support is built on.
+//! into a tree once, and the adapters pick the elements they need by name. Tokens come from
+//! `xmlparser`, the tokenizer the AWS SDK's own XML support is built on.
 
 use std::borrow::Cow;
 

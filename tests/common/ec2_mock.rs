@@ -221,11 +221,18 @@ impl HttpConnector for Connector {
     }
 }
 
-/// The product's EC2 client whose calls are answered by `rules` (first matching rule wins), with
-/// the product's retry policy and tokio's sleep, so retries back off on the (paused) test clock.
+/// The product's EC2 client whose calls are answered by `rules` (first matching rule wins).
 pub fn ec2(rules: &[&Ec2Rule]) -> Ec2 {
     let connector = Connector(rules.iter().map(|r| (*r).clone()).collect());
-    let config = aws_config::SdkConfig::builder()
+    Ec2::new(&config_answered_by(connector))
+}
+
+/// An SDK configuration whose every HTTP call `connector` answers: us-east-1, test credentials,
+/// the product's retry policy and tokio's sleep, so retries back off on the (paused) test clock.
+pub fn config_answered_by(
+    connector: impl HttpConnector + Clone + 'static,
+) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_types::sdk_config::SharedCredentialsProvider::new(
@@ -236,8 +243,7 @@ pub fn ec2(rules: &[&Ec2Rule]) -> Ec2 {
         }))
         .retry_config(retry_config())
         .sleep_impl(SharedAsyncSleep::new(TokioSleep::new()))
-        .build();
-    Ec2::new(&config)
+        .build()
 }
 
 pub fn escape(text: &str) -> String {
