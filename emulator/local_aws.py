@@ -22,6 +22,11 @@ managed instance:
   Every region is its own EC2 and SSM, chosen by the request's signature, as moto keeps them.
 * An instance's root volume is attached at the image's root device name, as on AWS, also when
   RunInstances maps only extra volumes; moto attaches it at /dev/sda1, or not at all.
+* CreateImage snapshots every EBS volume attached to the instance, and the image maps each at its
+  device (moto's images map the root alone); CopyImage copies each. RunInstances launches every
+  device the image maps, and a device the request names takes what the request leaves out
+  (SnapshotId, VolumeSize, ...) from the image's mapping, as EC2 merges them (moto refuses a
+  mapping without a size or snapshot).
 * CloudFormation templates may use a short-form function on a mapping (`!Base64` over
   `Fn::Sub: [...]`, `!ImportValue` over `Fn::Sub: ...`), as CloudFormation allows: moto's YAML
   loader returns such a node unconverted and then fails on it.
@@ -75,6 +80,7 @@ from moto.ec2.models.iam_instance_profile import IamInstanceProfileAssociationBa
 from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.models.instance_types import INSTANCE_TYPES
 from moto.ec2.models.instances import InstanceBackend, StateReason
+from moto.ec2.responses.instances import InstanceResponse
 from moto.iam.models import iam_backends
 from moto.kms.models import kms_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -285,14 +291,73 @@ def as_ec2_creates_images(original: Any) -> Any:
                        [s for s in tag_specifications if s.get("ResourceType") != "snapshot"])
         CREATED[ami.id] = time.time()
         IMAGE_LAYERS[ami.id] = image_layer(ami.id, instance_id)
+        # Every other EBS volume of the instance, snapshotted and mapped at its device, with the
+        # DeleteOnTermination the request gives it (else the instance's own).
+        asked = getattr(REQUEST, "image_mappings", {}) or {}
+        instance = self.get_instance(instance_id)
+        devices = []
+        for device, attached in sorted(instance.block_device_mapping.items()):
+            if device == instance.root_device_name:
+                continue
+            volume = self.get_volume(attached.volume_id)
+            snapshot = self.create_snapshot(volume.id, f"Created by CreateImage({instance_id}) for {ami.id}",
+                                            self.account_id, from_ami=ami.id)
+            devices.append({"DeviceName": device, "Ebs": {
+                "SnapshotId": snapshot.id, "VolumeSize": volume.size, "VolumeType": volume.volume_type,
+                "Encrypted": bool(volume.encrypted),
+                "DeleteOnTermination": asked.get(device, bool(attached.delete_on_termination))}})
+        IMAGE_DEVICES[ami.id] = devices
         if snapshot_tags:
-            self.create_tags([ami.ebs_snapshot.id], snapshot_tags)
+            self.create_tags([ami.ebs_snapshot.id, *[d["Ebs"]["SnapshotId"] for d in devices]], snapshot_tags)
         return ami
 
     return create_image
 
 
 AmiBackend.create_image = as_ec2_creates_images(AmiBackend.create_image)
+
+# Each image's EBS devices besides its root (see as_ec2_creates_images), by image id.
+IMAGE_DEVICES: dict[str, list[dict[str, Any]]] = {}
+_root_mapping = Ami.block_device_mappings
+Ami.block_device_mappings = property(lambda self: _root_mapping.fget(self) + IMAGE_DEVICES.get(self.id, []))
+
+
+def as_ec2_merges_image_mappings(original: Any) -> Any:
+    """RunInstances' block device mappings over the image's
+    (https://docs.aws.amazon.com/ebs/latest/userguide/block-device-mapping-concepts.html): every
+    device the image maps is launched, and what the request says of a device (DeleteOnTermination,
+    a size, a type) overrides the image's mapping, the snapshot included only when named."""
+
+    def parse(self: Any) -> list[dict[str, Any]]:
+        requested = self._get_param("BlockDeviceMappings", []) or []
+        image = self.ec2_backend.amis.get(self._get_param("ImageId") or "")
+        if image is None:
+            return original(self)
+        image_devices = {d["DeviceName"]: d for d in image.block_device_mappings}
+        unnamed = {d["DeviceName"]: d for d in IMAGE_DEVICES.get(image.id, [])}
+        merged = []
+        for mapping in requested:
+            device = image_devices.get(mapping.get("DeviceName"))
+            unnamed.pop(mapping.get("DeviceName"), None)
+            if device is not None and "NoDevice" not in mapping:
+                mapping = {**mapping, "Ebs": {**device["Ebs"], **mapping.get("Ebs", {})}}
+            merged.append(mapping)
+        # The root volume is attached by as_ec2_runs_instances when the request does not name it.
+        merged += unnamed.values()
+        if not merged:
+            return original(self)
+        get_param = self._get_param
+        self._get_param = lambda name, default=None: merged if name == "BlockDeviceMappings" else get_param(name, default)
+        try:
+            return original(self)
+        finally:
+            del self._get_param
+
+    return parse
+
+
+InstanceResponse._parse_block_device_mapping = as_ec2_merges_image_mappings(
+    InstanceResponse._parse_block_device_mapping)
 
 
 def as_ec2_answers_a_repeated_launch(original: Any) -> Any:
@@ -389,10 +454,18 @@ def as_ec2_copies_images(original: Any) -> Any:
         CREATED[ami.id] = time.time()
         if source_image_id in IMAGE_LAYERS:
             IMAGE_LAYERS[ami.id] = IMAGE_LAYERS[source_image_id]
+        # The source's other devices, each a new snapshot here.
+        devices = []
+        for device in IMAGE_DEVICES.get(source_image_id, []):
+            volume = self.create_volume(size=device["Ebs"]["VolumeSize"], zone_name=region)
+            snapshot = self.create_snapshot(volume.id, f"Copied for {ami.id}", self.account_id, from_ami=ami.id)
+            self.delete_volume(volume.id)
+            devices.append({"DeviceName": device["DeviceName"], "Ebs": {**device["Ebs"], "SnapshotId": snapshot.id}})
+        IMAGE_DEVICES[ami.id] = devices
         if specs.get("image"):
             self.create_tags([ami.id], specs["image"])
         if specs.get("snapshot"):
-            self.create_tags([ami.ebs_snapshot.id], specs["snapshot"])
+            self.create_tags([ami.ebs_snapshot.id, *[d["Ebs"]["SnapshotId"] for d in devices]], specs["snapshot"])
         if token:
             COPY_TOKENS[(region, token)] = (same, ami.id)
         return ami
@@ -1086,6 +1159,9 @@ class LocalAws:
             if self.authorizer is None:
                 return respond(start_response, 200, {"off": True, "counts": {}, "decisions": []})
             return respond(start_response, 200, self.authorizer.report(method == "DELETE"))
+        if path == "/ecs-ami-local/iam/expect-errors" and self.authorizer is not None:
+            self.authorizer.expected_errors = int(json.loads(raw or b"{}").get("count", 0))
+            return respond(start_response, 200, {})
         if path == "/ecs-ami-local/iam/policy" and self.authorizer is not None:
             try:
                 return respond(start_response, 200, self.authorizer.configure(json.loads(raw or b"{}")))
@@ -1135,6 +1211,11 @@ class LocalAws:
             raw or environ.get("QUERY_STRING", "").encode()).get("IncludeDeprecated", "").lower() == "true"
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if operation == "EC2.CreateImage":
+            params = ec2_params(raw or environ.get("QUERY_STRING", "").encode())
+            REQUEST.image_mappings = {
+                params[key]: params[flag].lower() == "true"
+                for key in params if re.fullmatch(r"BlockDeviceMapping\.\d+\.DeviceName", key)
+                for flag in [key.replace("DeviceName", "Ebs.DeleteOnTermination")] if flag in params}
             failing = self.faults.matching(operation, sdk_attempt(environ), "image")
             if IMAGE_DELAY > 0 or failing is not None:
                 return hold_image_pending(self.moto(environ, start_response), region_of(environ), failing is not None)

@@ -514,6 +514,107 @@ async fn the_role_refuses_what_is_not_the_builds() {
     );
 }
 
+/// Every resource a request names is authorized as a resource type of the action, optional types
+/// included (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html:
+/// ec2:RunInstances lists `snapshot` as optional, with ec2:Owner, ec2:ParentVolume and the
+/// snapshot's tags as condition keys), and a parameter the local AWS cannot place is refused
+/// rather than let through. A snapshot named in a block device mapping is what the test
+/// instance's launch once named, and the role grants RunInstances on no snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_resource_a_request_names_is_authorized_or_the_request_refused() {
+    use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice};
+    let local = LocalAws::start().await;
+    let admin = local.ec2().await;
+    let function = aws_sdk_ec2::Client::new(&local.function_config().await);
+    let source = parameter_value(&local, ECS_AL2023).await;
+    let image = admin
+        .describe_images()
+        .image_ids(&source)
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .clone();
+    let root = image.root_device_name().unwrap().to_owned();
+    let snapshot = image.block_device_mappings()[0]
+        .ebs()
+        .and_then(|e| e.snapshot_id())
+        .unwrap()
+        .to_owned();
+    let device = |snapshot: Option<&str>| {
+        BlockDeviceMapping::builder()
+            .device_name(&root)
+            .ebs(
+                EbsBlockDevice::builder()
+                    .set_snapshot_id(snapshot.map(str::to_owned))
+                    .delete_on_termination(true)
+                    .build(),
+            )
+            .build()
+    };
+    local.iam_decisions(true).await;
+    expect_refused(
+        "RunInstances naming the image's snapshot",
+        "UnauthorizedOperation",
+        launch_request(&function, &source, true)
+            .block_device_mappings(device(Some(&snapshot)))
+            .send()
+            .await,
+    )
+    .await;
+    let decisions = local.iam_decisions(true).await;
+    let refused: Vec<&Value> = decisions["decisions"][0]["checks"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["result"] != "Allowed")
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "only the snapshot is refused: {decisions:#}"
+    );
+    assert_eq!(
+        refused[0]["arn"],
+        format!("arn:aws:ec2:us-east-1::snapshot/{snapshot}")
+    );
+    assert_eq!(refused[0]["type"], "snapshot");
+    // The same device without its snapshot: EC2 takes it from the image, and names nothing more.
+    launch_request(&function, &source, true)
+        .block_device_mappings(device(None))
+        .send()
+        .await
+        .expect("a device named without its snapshot is allowed");
+    // A parameter the local AWS does not classify (a key pair by name) is refused, not allowed.
+    local.expect_iam_errors(1).await;
+    expect_refused(
+        "RunInstances with a parameter the local AWS cannot place",
+        "LocalAwsCannotAuthorize",
+        launch_request(&function, &source, true)
+            .key_name("someones-key")
+            .send()
+            .await,
+    )
+    .await;
+    let decisions = local.iam_decisions(true).await;
+    assert_eq!(count(&decisions, "Allowed"), 1, "{decisions:#}");
+    assert_eq!(count(&decisions, "Error"), 1, "{decisions:#}");
+    assert!(
+        decisions["decisions"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("the parameter KeyName is not classified"),
+        "{decisions:#}"
+    );
+    report::record(
+        "iam-15",
+        SECTION,
+        "A request names a resource of an optional type (a snapshot in RunInstances' block device mapping), or a parameter the local AWS cannot place",
+        "the snapshot is evaluated and refused (UnauthorizedOperation); the unplaced parameter answers LocalAwsCannotAuthorize",
+        None,
+    );
+}
+
 /// IAM set-up as someone else (the local AWS's administrator), by IAM's query API.
 async fn aws_sdk_iam_like(
     local: &LocalAws,

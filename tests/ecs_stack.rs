@@ -149,6 +149,46 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
         created["Data"]
     );
 
+    // The image maps the template's data volume with a snapshot of its own, as EC2's CreateImage
+    // snapshots every EBS volume of the instance; the test instance launched from it under the
+    // role as written (the launch names the devices, never their snapshots: RunInstances would
+    // authorize a named snapshot, and the role grants it on none).
+    let image = ec2
+        .describe_images()
+        .image_ids(&image_id)
+        .send()
+        .await
+        .unwrap()
+        .images()[0]
+        .clone();
+    let mapped: BTreeMap<&str, &str> = image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| Some((m.device_name()?, m.ebs()?.snapshot_id()?)))
+        .collect();
+    let data_devices: Vec<&str> = properties["BlockDeviceMappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["DeviceName"].as_str().unwrap())
+        .collect();
+    assert!(!data_devices.is_empty());
+    for device in &data_devices {
+        assert!(mapped.contains_key(device), "{device} in {mapped:?}");
+    }
+    let decisions = local.iam_decisions(false).await;
+    let launches: Vec<&Value> = decisions["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["operation"] == "EC2.RunInstances")
+        .collect();
+    assert!(launches.len() >= 2, "the builder and the test instance");
+    for launch in launches {
+        assert_eq!(launch["decision"], "Allowed", "{launch:#}");
+        assert!(!launch.to_string().contains(":snapshot/"), "{launch:#}");
+    }
+
     // It passed the template's Tests on a test instance launched from it, which joined the
     // acceptance cluster.
     assert!(created["Data"]["TestedAt"].is_string(), "{created}");

@@ -568,7 +568,7 @@ async fn source_ami_does_not_exist() {
         "no-source",
         json!({"SourceAmi": "ami-0123456789abcdef0", "SourceAmiParameter": null}),
         &[
-            "source AMI ami-0123456789abcdef0 does not exist",
+            "SourceAmi: ami-0123456789abcdef0 does not exist in this region",
             "nothing had been created",
         ],
     )
@@ -577,7 +577,7 @@ async fn source_ami_does_not_exist() {
         "source-01",
         SECTION_SOURCE,
         "SourceAmi does not exist",
-        "FAILED before any launch, naming the AMI",
+        "FAILED before any launch, naming SourceAmi and the AMI",
         &[],
     )
     .await;

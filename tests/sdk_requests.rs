@@ -120,10 +120,7 @@ fn devices() -> Vec<BlockDevice> {
 }
 
 /// The mappings as the product built them with the SDK (`for_builder`: RunInstances).
-fn sdk_mappings(
-    for_builder: bool,
-    snapshots: &BTreeMap<String, String>,
-) -> Vec<ec2t::BlockDeviceMapping> {
+fn sdk_mappings(for_builder: bool) -> Vec<ec2t::BlockDeviceMapping> {
     devices()
         .iter()
         .map(|device| {
@@ -141,7 +138,6 @@ fn sdk_mappings(
                         .delete_on_termination(
                             for_builder || ebs.delete_on_termination.unwrap_or(true),
                         )
-                        .set_snapshot_id(snapshots.get(&device.device_name).cloned())
                         .build(),
                 )
                 .build()
@@ -151,7 +147,6 @@ fn sdk_mappings(
 
 #[tokio::test]
 async fn run_instances_sends_what_the_sdk_sends() {
-    let snapshots = BTreeMap::from([("/dev/xvda".to_owned(), "snap-1".to_owned())]);
     let request = LaunchRequest {
         image_id: "ami-1".into(),
         instance_type: "t3.medium".into(),
@@ -162,7 +157,6 @@ async fn run_instances_sends_what_the_sdk_sends() {
         tags: tags(),
         client_token: "token-1".into(),
         user_data: Some("#!/bin/bash\necho hi\n".into()),
-        device_snapshots: snapshots.clone(),
     };
     let (aws, seen) = product(
         "RunInstances",
@@ -198,7 +192,7 @@ async fn run_instances_sends_what_the_sdk_sends() {
         )
         .instance_initiated_shutdown_behavior(ec2t::ShutdownBehavior::Terminate)
         .user_data(base64::engine::general_purpose::STANDARD.encode("#!/bin/bash\necho hi\n"))
-        .set_block_device_mappings(Some(sdk_mappings(true, &snapshots)))
+        .set_block_device_mappings(Some(sdk_mappings(true)))
         .tag_specifications(sdk_tags(ec2t::ResourceType::Instance))
         .tag_specifications(sdk_tags(ec2t::ResourceType::Volume))
         .send()
@@ -226,7 +220,7 @@ async fn create_and_copy_image_send_what_the_sdk_sends() {
         .instance_id("i-1")
         .name("ecs-ami 2026-11-26")
         .description("built & tested")
-        .set_block_device_mappings(Some(sdk_mappings(false, &BTreeMap::new())))
+        .set_block_device_mappings(Some(sdk_mappings(false)))
         .tag_specifications(sdk_tags(ec2t::ResourceType::Image))
         .tag_specifications(sdk_tags(ec2t::ResourceType::Snapshot))
         .send()

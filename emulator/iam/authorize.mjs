@@ -8,6 +8,11 @@
 //   {"action": "ec2:CreateImage", "principal": ARN, "account": ID,
 //    "resources": [{"arn": ..., "context": {...}}], "context": {...},
 //    "resourcePolicy": {...} (optional)}                              -> {"decision": ..., ...}
+//   {"resourceTypes": "ec2:RunInstances"}  -> {"wildcardOnly": bool, "types": [{"name", "required",
+//                                             "pattern"}]}: every resource type the action
+//                                             authorizes, optional ones too, with the regular
+//                                             expression its ARNs match (the local AWS authorizes
+//                                             each resource a request names as one of these)
 // A decision is "Allowed" when every resource is allowed, "Denied" when one is not, and "Error"
 // when the request cannot be evaluated (unknown action, a required resource type missing, an ARN
 // of a type the action does not authorize): the caller must fail loudly on an error, never allow.
@@ -61,8 +66,8 @@ async function evaluate(request) {
     }
     for (const type of types.filter((t) => t.required)) {
       // SendCommand lists document as required and instance as optional; both are checked when
-      // named. RunInstances requires all six of image, instance, network-interface,
-      // security-group, subnet and volume.
+      // named. RunInstances requires image, instance, network-interface, security-group and
+      // subnet; volume, snapshot, key-pair, launch-template and a dozen more are optional.
       if (!resources.some((r) => r.type === type.name)) {
         return { decision: 'Error', error: `${request.action} authorizes a ${type.name}, and the request named none` }
       }
@@ -119,6 +124,17 @@ for await (const line of lines) {
     if (request.policy) {
       policy = request.policy
       answer = { ok: true }
+    } else if (request.resourceTypes) {
+      const [service, action] = request.resourceTypes.split(':')
+      if (!(await iamActionExists(service, action))) {
+        answer = { error: `${request.resourceTypes} is not an action of the Service Authorization Reference` }
+      } else {
+        const { details, types } = await resourceTypes(service, action)
+        answer = {
+          wildcardOnly: details.isWildcardOnly,
+          types: types.map((t) => ({ name: t.name, required: t.required, pattern: t.pattern ? t.pattern.source : null })),
+        }
+      }
     } else if (!policy) {
       answer = { decision: 'Error', error: 'no policy loaded' }
     } else {

@@ -141,7 +141,6 @@ impl Aws {
                         .set_opt("Description", request.description.as_ref()),
                     &request.block_devices,
                     false,
-                    &BTreeMap::new(),
                 )
                 // The snapshots carry our tags from their creation: the role lets CreateImage
                 // create only tagged images and snapshots, and lets later calls (CreateTags,

@@ -113,13 +113,8 @@ impl Aws {
             .ec2
             .call(
                 "ec2:RunInstances",
-                block_device_mappings(
-                    params,
-                    &request.block_devices,
-                    true,
-                    &request.device_snapshots,
-                )
-                .tag_specifications(&["instance", "volume"], &request.tags),
+                block_device_mappings(params, &request.block_devices, true)
+                    .tag_specifications(&["instance", "volume"], &request.tags),
             )
             .await?;
         out.items("instancesSet")
@@ -265,12 +260,12 @@ fn instances(answer: &Element) -> impl Iterator<Item = &Element> {
 
 /// `BlockDeviceMapping.N` of `devices`, added to `params`. `for_builder`: the builder's volumes
 /// are always deleted with it, whatever the AMI's mapping says, so a failed build leaves no
-/// volume behind.
+/// volume behind. A device the AMI maps is named without its snapshot: EC2 fills in the rest of
+/// the AMI's mapping, and a named snapshot would be authorized by RunInstances.
 pub(super) fn block_device_mappings(
     mut params: Params,
     devices: &[BlockDevice],
     for_builder: bool,
-    snapshots: &BTreeMap<String, String>,
 ) -> Params {
     for (i, device) in devices.iter().enumerate() {
         let prefix = format!("BlockDeviceMapping.{}", i + 1);
@@ -294,8 +289,7 @@ pub(super) fn block_device_mappings(
                 field("KmsKeyId"),
                 ebs.kms_key_id.as_ref().filter(|_| for_builder),
             )
-            .set(field("DeleteOnTermination"), delete)
-            .set_opt(field("SnapshotId"), snapshots.get(&device.device_name));
+            .set(field("DeleteOnTermination"), delete);
     }
     params
 }

@@ -191,9 +191,6 @@ pub struct LaunchRequest {
     pub client_token: String,
     /// Run at the instance's first boot (base64-encoded here).
     pub user_data: Option<String>,
-    /// Snapshots the mappings of `block_devices` name (a launch from an AMI with its own
-    /// devices: each named with its snapshot, as the AMI maps it).
-    pub device_snapshots: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]

@@ -33,10 +33,22 @@ pub enum BuildError {
         filters: String,
         include_deprecated: bool,
     },
-    #[error("source AMI {image} does not exist in this region or is not shared with this account")]
-    SourceMissing { image: String },
-    #[error("source AMI {image} is {state}, not available")]
-    SourceNotAvailable { image: String, state: String },
+    /// `property` is the source property as the template writes it (`SourceAmi`,
+    /// `SourceAmiParameter`, `SourceAmiFilter`), so the Reason says which one to fix.
+    #[error(
+        "{property}: {}{image} does not exist in this region or is not shared with this account",
+        source_of(property)
+    )]
+    SourceMissing {
+        property: &'static str,
+        image: String,
+    },
+    #[error("{property}: {}{image} is {state}, not available", source_of(property))]
+    SourceNotAvailable {
+        property: &'static str,
+        image: String,
+        state: String,
+    },
     /// A property names something EC2 would refuse at launch, found before anything is launched.
     #[error("{property}: {problem}")]
     WillNotLaunch {
@@ -390,6 +402,15 @@ fn quoted_tail(text: &str) -> String {
         "(empty)".into()
     } else {
         format!("{kept:?}")
+    }
+}
+
+/// How a Reason introduces the image a source property gave: `SourceAmi` is the image itself.
+fn source_of(property: &str) -> &'static str {
+    match property {
+        "SourceAmi" => "",
+        "SourceAmiParameter" => "the image it holds, ",
+        _ => "the image it matched, ",
     }
 }
 

@@ -80,6 +80,17 @@ pub enum Source {
     Filter(SourceFilter),
 }
 
+impl Source {
+    /// The property that gave the source, as a template writes it.
+    pub fn property(&self) -> &'static str {
+        match self {
+            Source::Ami(_) => "SourceAmi",
+            Source::Parameter(_) => "SourceAmiParameter",
+            Source::Filter(_) => "SourceAmiFilter",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ebs {
     pub volume_size: Option<u32>,

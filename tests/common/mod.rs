@@ -201,6 +201,18 @@ impl LocalAws {
         serde_json::from_value(body["statements"].clone()).unwrap()
     }
 
+    /// The next `count` requests the local AWS cannot authorize are ones a test provokes: they
+    /// are tallied apart, so that scripts/test still fails on any other.
+    pub async fn expect_iam_errors(&self, count: u32) {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/ecs-ami-local/iam/expect-errors", self.endpoint))
+            .body(serde_json::json!({ "count": count }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success());
+    }
+
     /// API calls received since the last call of this function, by operation.
     pub async fn take_calls(&self) -> Value {
         let client = reqwest::Client::new();

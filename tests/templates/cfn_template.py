@@ -25,8 +25,23 @@ PSEUDO = {
 }
 
 
+# Regions outside the aws partition: (region prefix, AWS::Partition, AWS::URLSuffix).
+PARTITIONS = [("cn-", "aws-cn", "amazonaws.com.cn"), ("us-gov-", "aws-us-gov", "amazonaws.com"),
+              ("us-iso-", "aws-iso", "c2s.ic.gov"), ("us-isob-", "aws-iso-b", "sc2s.sgov.gov")]
+
+
 def load(path):
     return cfn_yaml.load(path)
+
+
+def function_role_statements(template, resolver):
+    """The statements of template.yaml's function role: the function's own Policies (SAM makes
+    them into FunctionRole) and every AWS::IAM::Policy attached to FunctionRole."""
+    policies = [resolver.resolve(p) for p in template["Resources"]["Function"]["Properties"]["Policies"]]
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": "FunctionRole"} in resource["Properties"]["Roles"]:
+            policies.append(resolver.resolve(resource["Properties"]["PolicyDocument"]))
+    return [statement for policy in policies for statement in policy["Statement"]]
 
 
 class Resolver:
@@ -35,12 +50,17 @@ class Resolver:
     parameters and exports. Anything else is an error: a test must not pass on a value it could
     not compute."""
 
-    def __init__(self, template, params=None, imports=None, stack_name="test-stack", attributes=None):
+    def __init__(self, template, params=None, imports=None, stack_name="test-stack", attributes=None,
+                 region="us-east-1"):
         self.template = template
         # Fn::GetAtt values ("Resource.Attribute": value) the caller knows; others are errors.
         self.attributes = attributes or {}
         self.values = dict(PSEUDO)
         self.values["AWS::StackName"] = stack_name
+        # The partition and its DNS suffix follow the region (AWS's pseudo parameters reference).
+        partition, suffix = next(((p, s) for prefix, p, s in PARTITIONS if region.startswith(prefix)),
+                                 ("aws", "amazonaws.com"))
+        self.values.update({"AWS::Region": region, "AWS::Partition": partition, "AWS::URLSuffix": suffix})
         lists = set()
         for name, spec in template.get("Parameters", {}).items():
             if spec.get("Type") == "CommaDelimitedList":

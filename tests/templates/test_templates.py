@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cfn_template import Resolver, load, shell_scripts
+from cfn_template import Resolver, function_role_statements, load, shell_scripts
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = sorted(str(p.relative_to(REPO)) for p in (REPO / "cfn").glob("*.yaml"))
@@ -39,7 +39,8 @@ BUILDER_ROLE = "arn:aws:iam::123456789012:role/ecs-ami-BuilderRole-X"
 TEST_ROLE = "arn:aws:iam::123456789012:role/ecs-ami-TestInstanceRole-X"
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:ecs-ami-UnhandledEvents-X"
 ATTRIBUTES = {"BuilderRole.Arn": BUILDER_ROLE, "TestInstanceRole.Arn": TEST_ROLE,
-              "UnhandledEvents.Arn": QUEUE}
+              "UnhandledEvents.Arn": QUEUE,
+              "Function.Arn": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami-Function-LOCAL"}
 
 
 def role_statements(params=None):
@@ -47,10 +48,7 @@ def role_statements(params=None):
     engine-backed tests in tests/authorization.rs evaluate the same policy call by call)."""
     template = load(str(REPO / "template.yaml"))
     resolver = Resolver(template, params or {}, stack_name="ecs-ami", attributes=ATTRIBUTES)
-    statements = []
-    for policy in template["Resources"]["Function"]["Properties"]["Policies"]:
-        statements.extend(resolver.resolve(policy)["Statement"])
-    return template, statements
+    return template, function_role_statements(template, resolver)
 
 
 def listed(value):
@@ -131,10 +129,64 @@ def test_the_function_may_invoke_only_itself():
     """The hand-over (lambda:InvokeFunction) is not served by the local AWS, so its statement
     is checked here: the one function it names is the function this template deploys."""
     template, statements = role_statements()
-    resolver = Resolver(template, {}, stack_name="ecs-ami", attributes=ATTRIBUTES)
-    name = resolver.resolve(template["Resources"]["Function"]["Properties"]["FunctionName"])
     (invoke,) = [s for s in statements if "lambda:InvokeFunction" in actions_of(s)]
-    assert listed(invoke["Resource"]) == [f"arn:aws:lambda:us-east-1:123456789012:function:{name}"]
+    assert listed(invoke["Resource"]) == [ATTRIBUTES["Function.Arn"]]
+    policy = template["Resources"]["HandOverToItself"]["Properties"]
+    assert policy["Roles"] == [{"Ref": "FunctionRole"}]
+    assert policy["PolicyDocument"]["Statement"][0]["Resource"] == {"Fn::GetAtt": ["Function", "Arn"]}
+
+
+# The longest name of each kind the templates give (Lambda's, IAM's and CloudFormation's quotas).
+NAME_LIMITS = {"FunctionName": 64, "PolicyName": 128, "RoleName": 64, "QueueName": 80, "LogGroupName": 512,
+               "AutoScalingGroupName": 255, "LaunchTemplateName": 128, "ClusterName": 255,
+               "Export": 255}
+
+
+@pytest.mark.parametrize("path", ["template.yaml", "cfn/ecs-ami.yaml", "cfn/ecs-cluster.yaml"])
+def test_every_name_fits_with_the_longest_stack_name(path):
+    """A stack name may have 128 characters (CloudFormation's quota): every name a template makes
+    from it must still fit its own limit. `FunctionName: ${AWS::StackName}-ecs-ami` did not past
+    56 characters (https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html)."""
+    template = load(str(REPO / path))
+    stack = "s" * 128
+    resolver = Resolver(template, {"TestCluster": "c", "Architecture": "arm64"},
+                        {"ecs-ami-ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
+                         "ecs-ami-BuilderInstanceProfile": "b", "ecs-ami-TestInstanceProfile": "t"},
+                        stack_name=stack, attributes=ATTRIBUTES)
+    names = []
+    for logical_id, resource in template["Resources"].items():
+        for key, value in (resource.get("Properties") or {}).items():
+            if key.endswith("Name") and key in NAME_LIMITS:
+                names.append((f"{logical_id}.{key}", NAME_LIMITS[key], resolver.resolve(value)))
+            elif key.endswith("Name") and isinstance(value, dict):
+                pytest.fail(f"{logical_id}.{key} is computed and has no limit in NAME_LIMITS")
+    for output, spec in (template.get("Outputs") or {}).items():
+        if "Export" in spec:
+            names.append((f"Outputs.{output}", NAME_LIMITS["Export"], resolver.resolve(spec["Export"]["Name"])))
+    for where, limit, name in names:
+        assert len(name) <= limit, f"{where}: {len(name)} characters with a 128-character stack name"
+    if path == "template.yaml":
+        assert "FunctionName" not in template["Resources"]["Function"]["Properties"]
+        assert any(where.startswith("Outputs.") for where, _, _ in names)
+
+
+def test_the_role_resolves_in_the_china_partition():
+    """kms:ViaService is `ec2.REGION.` plus the partition's DNS suffix: amazonaws.com.cn in
+    aws-cn (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/pseudo-parameter-reference.html,
+    AWS::URLSuffix). ARNs carry the partition."""
+    template = load(str(REPO / "template.yaml"))
+    params = {"BuilderKmsKeyArns": "arn:aws-cn:kms:cn-north-1:123456789012:key/k",
+              "AmiCopyRegions": "cn-northwest-1",
+              "AmiCopyKmsKeyArns": "arn:aws-cn:kms:cn-northwest-1:123456789012:key/c"}
+    resolver = Resolver(template, params, stack_name="ecs-ami", attributes=ATTRIBUTES, region="cn-north-1")
+    statements = function_role_statements(template, resolver)
+    via = {s["Sid"]: s["Condition"]["StringEquals" if s["Sid"] == "EncryptBuilderVolumes" else "StringLike"]["kms:ViaService"]
+           for s in statements if s.get("Sid") in ("EncryptBuilderVolumes", "EncryptCopies")}
+    assert via == {"EncryptBuilderVolumes": "ec2.cn-north-1.amazonaws.com.cn",
+                   "EncryptCopies": "ec2.*.amazonaws.com.cn"}
+    arns = [arn for s in statements for arn in listed(s["Resource"]) if arn.startswith("arn:")
+            and arn not in ATTRIBUTES.values()]
+    assert arns and all(arn.startswith("arn:aws-cn:") for arn in arns), arns
 
 
 def test_the_ami_template_resolves_for_both_architectures():

@@ -161,7 +161,6 @@ impl Build {
             tags,
             client_token: client_token(identity),
             user_data: None,
-            device_snapshots: Default::default(),
         };
         let instance_id = aws.launch_builder(&request).await?;
         tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
@@ -695,7 +694,10 @@ impl Build {
             ),
         );
         // The image's own block device mappings, as a user's launch gets them, but every volume
-        // deleted with the instance (the AMI may keep one a user wants kept).
+        // deleted with the instance (the AMI may keep one a user wants kept). A device is named
+        // without its snapshot: EC2 takes the rest of the mapping from the AMI, and a snapshot
+        // named in RunInstances is authorized as a `snapshot` resource (optional in the Service
+        // Authorization Reference for ec2:RunInstances), which the role does not grant.
         let device_snapshots = aws
             .describe_image(&image_id)
             .await?
@@ -732,7 +734,6 @@ impl Build {
             tags,
             client_token: test_client_token(identity, &image_id, &tests.digest()),
             user_data: tests.user_data.clone(),
-            device_snapshots,
         };
         let mut instance_id = aws.launch_builder(&request).await?;
         // EC2 answers a token with its instance for a long while, terminated or not: one that is

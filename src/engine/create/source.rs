@@ -45,13 +45,16 @@ pub(crate) async fn resolve(
             }
         },
     };
+    let property = spec.source.property();
     let Some(image) = aws.describe_image(&source_image).await? else {
         return Err(BuildError::SourceMissing {
+            property,
             image: source_image,
         });
     };
     if image.state != "available" {
         return Err(BuildError::SourceNotAvailable {
+            property,
             image: source_image,
             state: image.state,
         });
