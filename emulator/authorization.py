@@ -51,7 +51,6 @@ BUILDER_ROLE_NAME = f"{STACK_NAME}-BuilderRole-LOCAL"
 BUILDER_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{BUILDER_ROLE_NAME}"
 TEST_ROLE_NAME = f"{STACK_NAME}-TestInstanceRole-LOCAL"
 TEST_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{TEST_ROLE_NAME}"
-FUNCTION = f"arn:aws:lambda:us-east-1:{DEFAULT_ACCOUNT_ID}:function:{STACK_NAME}-Function-LOCAL"
 UNHANDLED_QUEUE = f"arn:aws:sqs:us-east-1:{DEFAULT_ACCOUNT_ID}:{STACK_NAME}-UnhandledEvents-LOCAL"
 
 
@@ -70,7 +69,7 @@ def role_policy(template_path: str, parameters: dict[str, str] | None = None) ->
     template = load(template_path)
     resolver = Resolver(template, parameters or {}, stack_name=STACK_NAME,
                         attributes={"BuilderRole.Arn": BUILDER_ROLE, "TestInstanceRole.Arn": TEST_ROLE,
-                                    "UnhandledEvents.Arn": UNHANDLED_QUEUE, "Function.Arn": FUNCTION})
+                                    "UnhandledEvents.Arn": UNHANDLED_QUEUE})
     return {"Version": "2012-10-17", "Statement": function_role_statements(template, resolver)}
 
 
@@ -669,6 +668,8 @@ ECS_FIELDS: dict[str, str] = {
 }
 
 FIELDS = {"ec2": EC2_FIELDS, "ssm": SSM_FIELDS, "ecs": ECS_FIELDS}
+# Condition keys whose value is another resource the request names, authorized through them.
+RESOURCE_KEYS = ("ecs:cluster",)
 SERVICES = {"EC2": "ec2", "AmazonSSM": "ssm", "AmazonEC2ContainerServiceV20141113": "ecs"}
 LOOKS_LIKE_ID = re.compile(r"[a-z]+(-[a-z]+)*-[0-9a-f]{8,17}")
 
@@ -710,6 +711,9 @@ def named_resources(service: str, region: str, params: dict[str, Any]) -> list[d
         if kind in (REF, MAYBE, SOURCE):
             if value.startswith("arn:"):
                 entry["arn"] = value
+            elif kind == MAYBE and not any(value.startswith(p) for p in PREFIXES):
+                entry["arn"] = value  # an id of a kind the local AWS does not know: refused
+                # below unless the action authorizes only "*"
             else:
                 where = params.get("SourceRegion", region) if kind == SOURCE else region
                 entry.update(arn=ec2_arn(where, kind_of(value), value), id=value, region=where)
@@ -754,9 +758,10 @@ def cover(operation: str, region: str, params: dict[str, Any], checks: list[dict
         return 0
     listed = {r.get("arn") for check in checks for r in check.get("resources", [])}
     # A resource the action takes as a condition key of others (DescribeContainerInstances'
-    # cluster is `ecs:cluster` of each container instance) is authorized through them.
-    conditions = {str(v) for check in checks for r in check.get("resources", [])
-                  for v in (r.get("context") or {}).values()}
+    # cluster is `ecs:cluster` of each container instance) is authorized through them; only the
+    # keys of RESOURCE_KEYS count, never a tag that happens to hold an ARN.
+    conditions = {str(r["context"][key]) for check in checks for r in check.get("resources", [])
+                  for key in RESOURCE_KEYS if key in (r.get("context") or {})}
     actions = {check["action"] for check in checks}
     types = resource_types(action)
     own = next((check for check in checks if check["action"] == action), None)

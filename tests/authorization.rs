@@ -607,7 +607,7 @@ async fn every_resource_a_request_names_is_authorized_or_the_request_refused() {
         "{decisions:#}"
     );
     report::record(
-        "iam-15",
+        "iam-named-resources",
         SECTION,
         "A request names a resource of an optional type (a snapshot in RunInstances' block device mapping), or a parameter the local AWS cannot place",
         "the snapshot is evaluated and refused (UnauthorizedOperation); the unplaced parameter answers LocalAwsCannotAuthorize",

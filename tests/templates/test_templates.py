@@ -39,8 +39,7 @@ BUILDER_ROLE = "arn:aws:iam::123456789012:role/ecs-ami-BuilderRole-X"
 TEST_ROLE = "arn:aws:iam::123456789012:role/ecs-ami-TestInstanceRole-X"
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:ecs-ami-UnhandledEvents-X"
 ATTRIBUTES = {"BuilderRole.Arn": BUILDER_ROLE, "TestInstanceRole.Arn": TEST_ROLE,
-              "UnhandledEvents.Arn": QUEUE,
-              "Function.Arn": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami-Function-LOCAL"}
+              "UnhandledEvents.Arn": QUEUE}
 
 
 def role_statements(params=None):
@@ -128,12 +127,15 @@ def test_unhandled_events_go_to_the_stacks_queue():
 def test_the_function_may_invoke_only_itself():
     """The hand-over (lambda:InvokeFunction) is not served by the local AWS, so its statement
     is checked here: the one function it names is the function this template deploys."""
-    template, statements = role_statements()
-    (invoke,) = [s for s in statements if "lambda:InvokeFunction" in actions_of(s)]
-    assert listed(invoke["Resource"]) == [ATTRIBUTES["Function.Arn"]]
-    policy = template["Resources"]["HandOverToItself"]["Properties"]
-    assert policy["Roles"] == [{"Ref": "FunctionRole"}]
-    assert policy["PolicyDocument"]["Statement"][0]["Resource"] == {"Fn::GetAtt": ["Function", "Arn"]}
+    template = load(str(REPO / "template.yaml"))
+    for params, expected in [({}, "ecs-ami-ecs-ami"), ({"FunctionName": "builds"}, "builds")]:
+        resolver = Resolver(template, params, stack_name="ecs-ami", attributes=ATTRIBUTES)
+        # Without the parameter, the name every earlier version gave: no replacement on upgrade.
+        name = resolver.resolve(template["Resources"]["Function"]["Properties"]["FunctionName"])
+        assert name == expected
+        (invoke,) = [s for s in function_role_statements(template, resolver)
+                     if "lambda:InvokeFunction" in actions_of(s)]
+        assert listed(invoke["Resource"]) == [f"arn:aws:lambda:us-east-1:123456789012:function:{name}"]
 
 
 # The longest name of each kind the templates give (Lambda's, IAM's and CloudFormation's quotas).
@@ -149,7 +151,9 @@ def test_every_name_fits_with_the_longest_stack_name(path):
     56 characters (https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html)."""
     template = load(str(REPO / path))
     stack = "s" * 128
-    resolver = Resolver(template, {"TestCluster": "c", "Architecture": "arm64"},
+    # template.yaml names its function STACK-ecs-ami unless told otherwise (FunctionName): past
+    # 56 characters of stack name, the deployer names it.
+    resolver = Resolver(template, {"TestCluster": "c", "Architecture": "arm64", "FunctionName": "ecs-ami"},
                         {"ecs-ami-ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
                          "ecs-ami-BuilderInstanceProfile": "b", "ecs-ami-TestInstanceProfile": "t"},
                         stack_name=stack, attributes=ATTRIBUTES)
@@ -166,8 +170,11 @@ def test_every_name_fits_with_the_longest_stack_name(path):
     for where, limit, name in names:
         assert len(name) <= limit, f"{where}: {len(name)} characters with a 128-character stack name"
     if path == "template.yaml":
-        assert "FunctionName" not in template["Resources"]["Function"]["Properties"]
+        assert ("Function.FunctionName", 64, "ecs-ami") in names
         assert any(where.startswith("Outputs.") for where, _, _ in names)
+        default = Resolver(template, {}, stack_name="s" * 57).resolve(
+            template["Resources"]["Function"]["Properties"]["FunctionName"])
+        assert len(default) == 65, "the default name is the stack's plus -ecs-ami, as before"
 
 
 def test_the_role_resolves_in_the_china_partition():
@@ -184,6 +191,16 @@ def test_the_role_resolves_in_the_china_partition():
            for s in statements if s.get("Sid") in ("EncryptBuilderVolumes", "EncryptCopies")}
     assert via == {"EncryptBuilderVolumes": "ec2.cn-north-1.amazonaws.com.cn",
                    "EncryptCopies": "ec2.*.amazonaws.com.cn"}
+    # EC2's service principal in China: both names, in PassRole's condition and the roles' trust.
+    (passing,) = [s for s in statements if s.get("Sid") == "PassOnlyBuilderRoles"]
+    principals = ["ec2.amazonaws.com", "ec2.amazonaws.com.cn"]
+    assert passing["Condition"]["StringEquals"]["iam:PassedToService"] == principals
+    for role in ("BuilderRole", "TestInstanceRole"):
+        trust = resolver.resolve(template["Resources"][role]["Properties"]["AssumeRolePolicyDocument"])
+        assert trust["Statement"][0]["Principal"]["Service"] == principals
+    aws = Resolver(template, params, stack_name="ecs-ami", attributes=ATTRIBUTES)
+    (passing,) = [s for s in function_role_statements(template, aws) if s.get("Sid") == "PassOnlyBuilderRoles"]
+    assert passing["Condition"]["StringEquals"]["iam:PassedToService"] == "ec2.amazonaws.com"
     arns = [arn for s in statements for arn in listed(s["Resource"]) if arn.startswith("arn:")
             and arn not in ATTRIBUTES.values()]
     assert arns and all(arn.startswith("arn:aws-cn:") for arn in arns), arns
