@@ -40,8 +40,9 @@ For the fault tests, `POST /ecs-ami-local/faults` takes `{"rules": [...]}` (`DEL
 `GET` says how often each fired). A rule names an `operation` (`EC2.CreateImage`,
 `AmazonSSM.SendCommand`, or `*`) and either an error to answer with (`code`, `status`, and
 `attempts`: the SDK attempt numbers it hits, from the amz-sdk-request header, so `[1, 2]` makes
-every call fail twice and then succeed; absent: every attempt) or `"image": "failed"` (the image
-that CreateImage makes ends `failed`). `POST /ecs-ami-local/offline/<instance id>` takes an
+every call fail twice and then succeed; absent: every attempt), `"stall": SECONDS` (the answer
+comes only that much later, as when a connection died under the caller), or `"image": "failed"`
+(the image that CreateImage makes ends `failed`). `POST /ecs-ami-local/offline/<instance id>` takes an
 instance's SSM agent offline: it reports ConnectionLost, and its running commands are killed and
 never report an end, as when an agent dies.
 
@@ -66,6 +67,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from xml.etree import ElementTree
 from datetime import datetime, timezone
 from typing import Any
 
@@ -86,7 +88,7 @@ from moto.kms.models import kms_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.ecs.models import ecs_backends
 from moto.ssm.models import ssm_backends
-from werkzeug.serving import run_simple
+from werkzeug.serving import make_server
 
 from authorization import (ADMIN_KEY, BUILDER_ROLE_NAME, TEST_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params,
                            tag_specifications)
@@ -106,6 +108,14 @@ COPY_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_COPY_DELAY", "2"))
 # instance (image) answers InvalidInstanceID.NotFound (InvalidAMIID.NotFound).
 CONSISTENCY_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_CONSISTENCY_DELAY", "2"))
 # For this long after DeregisterImage, DeleteSnapshot of its snapshots answers InvalidSnapshot.InUse.
+# The function's filtered Describe and List calls are answered in pages of this many items, the
+# first page always empty and carrying a token, as AWS may answer a filtered call
+# (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-pagination.html,
+# https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribeInstanceInformation.html,
+# https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_ListContainerInstances.html).
+# 0: no pages.
+PAGE_SIZE = int(os.environ.get("ECS_AMI_EMULATOR_PAGE_SIZE", "1"))
+PAGE_TOKEN = "ecs-ami-local-page-"
 SNAPSHOT_RELEASE_DELAY = float(os.environ.get("ECS_AMI_EMULATOR_SNAPSHOT_RELEASE_DELAY", "2"))
 STATE_DIR = os.environ.get("ECS_AMI_EMULATOR_STATE") or tempfile.mkdtemp(prefix="ecs-ami-local-aws-")
 SEED_REGIONS = os.environ.get("ECS_AMI_EMULATOR_REGIONS", "us-east-1").split(",")
@@ -646,6 +656,12 @@ InstanceBackend.terminate_instances = as_ecs_deregisters_terminated_instances(
     InstanceBackend.terminate_instances)
 
 
+# Instance families on the Xen hypervisor, which have no latest console output.
+XEN_FAMILIES = ("t1.", "t2.", "m1.", "m2.", "m3.", "m4.", "c1.", "c3.", "c4.", "r3.", "r4.", "i2.",
+                "d2.", "g2.", "g3.", "p2.", "x1.", "x1e.", "h1.")
+CONSOLE_BUFFERED: dict[str, str] = {}
+
+
 def boot(instance_id: str, user_data: bytes) -> None:
     """An instance's first boot runs its user data (a shell script, as cloud-init's
     scripts-user does), in the instance's own file system; what it prints goes to the console
@@ -654,6 +670,8 @@ def boot(instance_id: str, user_data: bytes) -> None:
     data should wait for it (`cloud-init status --wait`)."""
     BOOTING.add(instance_id)
     CONSOLE[instance_id] = f"[    0.000000] Linux version (local AWS) booting {instance_id}\n"
+    # What EC2 posts shortly after the instance starts, and answers without Latest.
+    CONSOLE_BUFFERED[instance_id] = CONSOLE[instance_id]
 
     def run() -> None:
         try:
@@ -683,9 +701,21 @@ def boot(instance_id: str, user_data: bytes) -> None:
 
 
 def console_output(start_response: Any, params: dict[str, Any]) -> list[bytes]:
-    """GetConsoleOutput: the instance's boot messages and user data output, base64-encoded."""
+    """GetConsoleOutput: the instance's boot messages and user data output, base64-encoded. With
+    `Latest` (Nitro instance types only; others answer UnsupportedOperation) everything so far;
+    without it, the buffer EC2 posted shortly after the instance started
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html)."""
     instance_id = params.get("InstanceId", "")
-    output = base64.b64encode(CONSOLE.get(instance_id, "").encode()).decode()
+    latest = params.get("Latest", "").lower() == "true"
+    if latest:
+        instance = next((i for b in ec2_backends[DEFAULT_ACCOUNT_ID].values() for i in b.all_instances()
+                         if i.id == instance_id), None)
+        if instance is not None and instance.instance_type.startswith(XEN_FAMILIES):
+            return error_response(start_response, "EC2.GetConsoleOutput", {
+                "code": "UnsupportedOperation", "status": 400,
+                "message": "Latest console output is supported only on instance types built on the Nitro System"})
+    text = CONSOLE.get(instance_id, "") if latest else CONSOLE_BUFFERED.get(instance_id, "")
+    output = base64.b64encode(text.encode()).decode()
     body = ('<?xml version="1.0" encoding="UTF-8"?>\n<GetConsoleOutputResponse '
             'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>local</requestId>'
             f"<instanceId>{html.escape(instance_id)}</instanceId>"
@@ -1045,6 +1075,8 @@ class Faults:
                     continue
                 if kind == "error" and "code" not in rule:
                     continue
+                if kind == "stall" and "stall" not in rule:
+                    continue
                 if rule.get("attempts") is not None and attempt not in rule["attempts"]:
                     continue
                 if rule.get("body_contains") is not None and rule["body_contains"].encode() not in body:
@@ -1185,6 +1217,11 @@ class LocalAws:
             rule = self.faults.matching(operation, sdk_attempt(environ), "error", raw)
             if rule is not None:
                 return error_response(start_response, operation, rule)
+            stall = self.faults.matching(operation, sdk_attempt(environ), "stall", raw)
+            if stall is not None:
+                # A response that does not come (a dead pooled connection): the caller's
+                # per-attempt timeout must end the wait; the answer, if any, goes nowhere.
+                time.sleep(float(stall["stall"]))
             if self.authorizer is not None and caller_key(environ) != ADMIN_KEY:
                 refused = self.authorize(environ, operation, raw, start_response)
                 if refused is not None:
@@ -1245,12 +1282,60 @@ class LocalAws:
             try:
                 body = json.loads(raw or b"{}")
                 answer = self.run_command.handle(target.split(".", 1)[1], region_of(environ), body)
+                if (answer is not None and target == "AmazonSSM.DescribeInstanceInformation"
+                        and caller_key(environ) != ADMIN_KEY and PAGE_SIZE > 0):
+                    answer = page_of(answer, "InstanceInformationList", "NextToken", body.get("NextToken"))
             except SsmError as error:
                 return respond(start_response, error.status, {"__type": error.code, "message": error.message})
             if answer is not None:
                 return respond(start_response, 200, answer)
+        if caller_key(environ) != ADMIN_KEY and PAGE_SIZE > 0:
+            paged = self.paged(environ, start_response, operation or "", raw)
+            if paged is not None:
+                return paged
         return self.moto(environ, start_response)
 
+    def paged(self, environ: dict[str, Any], start_response: Any, operation: str, raw: bytes) -> Any:
+        """The answer to a filtered EC2 Describe call or ECS ListContainerInstances in pages (see
+        PAGE_SIZE): moto answers the whole list, of which the token's page is returned."""
+        if operation == "AmazonEC2ContainerServiceV20141113.ListContainerInstances":
+            body = json.loads(raw or b"{}")
+            token = body.pop("nextToken", None)
+            status, headers, answer = moto_answer(self.moto, with_body(environ, json.dumps(body).encode()))
+            if not status.startswith("200"):
+                return respond_raw(start_response, status, headers, answer)
+            page = page_of(json.loads(answer), "containerInstanceArns", "nextToken", token)
+            return respond(start_response, 200, page)
+        listed = EC2_PAGED.get(operation)
+        if listed is None:
+            return None
+        pairs = urllib.parse.parse_qsl((raw or environ.get("QUERY_STRING", "").encode()).decode(), keep_blank_values=True)
+        set_name, id_param = listed
+        if any(re.fullmatch(rf"{id_param}\.\d+", key) for key, _ in pairs):
+            return None  # by id: EC2 does not page (MaxResults cannot go with ids)
+        token = next((value for key, value in pairs if key == "NextToken"), None)
+        if token is not None and not token.startswith(PAGE_TOKEN):
+            return None
+        rest = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in ("NextToken", "MaxResults")]).encode()
+        status, headers, answer = moto_answer(self.moto, with_body(environ, rest, query=not raw))
+        if not status.startswith("200"):
+            return respond_raw(start_response, status, headers, answer)
+        root = ElementTree.fromstring(answer)
+        namespace = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+        items_set = root.find(namespace + set_name)
+        items = list(items_set) if items_set is not None else []
+        page, next_token = page_items(items, token)
+        if items_set is not None:
+            for item in items:
+                items_set.remove(item)
+            items_set.extend(page)
+        for old in root.findall(namespace + "nextToken"):
+            root.remove(old)
+        if next_token is not None:
+            ElementTree.SubElement(root, namespace + "nextToken").text = next_token
+        if namespace:
+            ElementTree.register_namespace("", namespace.strip("{}"))
+        return respond_raw(start_response, status, headers, ElementTree.tostring(root, encoding="utf-8"))
 
     def authorize(self, environ: dict[str, Any], operation: str, raw: bytes, start_response: Any) -> Any:
         """None when the call may go on; otherwise the answer AWS gives a refused call."""
@@ -1294,6 +1379,62 @@ class LocalAws:
         else:
             rule = {"code": "AccessDeniedException", "status": 400, "message": detail}
         return error_response(start_response, operation, rule)
+
+
+# EC2's filtered Describe calls the local AWS pages: the item set of the answer, and the id
+# parameter with which EC2 does not page.
+EC2_PAGED = {"EC2.DescribeInstances": ("reservationSet", "InstanceId"),
+             "EC2.DescribeImages": ("imagesSet", "ImageId"),
+             "EC2.DescribeSnapshots": ("snapshotSet", "SnapshotId"),
+             "EC2.DescribeVolumes": ("volumeSet", "VolumeId")}
+
+
+def page_items(items: list[Any], token: str | None) -> tuple[list[Any], str | None]:
+    """The page a token asks for: none asks for the first, which is empty and carries a token."""
+    if token is None:
+        return [], PAGE_TOKEN + "0"
+    offset = int(token[len(PAGE_TOKEN):])
+    following = offset + PAGE_SIZE
+    return items[offset:following], (PAGE_TOKEN + str(following) if following < len(items) else None)
+
+
+def page_of(answer: dict[str, Any], list_key: str, token_key: str, token: str | None) -> dict[str, Any]:
+    if token is not None and not token.startswith(PAGE_TOKEN):
+        raise SsmError("InvalidNextToken", f"the token {token} is not valid")
+    page, next_token = page_items(answer.get(list_key) or [], token)
+    paged = {k: v for k, v in answer.items() if k != token_key}
+    paged[list_key] = page
+    if next_token is not None:
+        paged[token_key] = next_token
+    return paged
+
+
+def with_body(environ: dict[str, Any], body: bytes, query: bool = False) -> dict[str, Any]:
+    """The request with another body (or query string)."""
+    changed = dict(environ)
+    if query:
+        changed["QUERY_STRING"] = body.decode()
+    else:
+        changed["wsgi.input"] = io.BytesIO(body)
+        changed["CONTENT_LENGTH"] = str(len(body))
+    return changed
+
+
+def moto_answer(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    captured: dict[str, Any] = {}
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured.update(status=status, headers=headers)
+        return lambda data: None
+
+    body = b"".join(app(environ, capture))
+    return captured["status"], captured["headers"], body
+
+
+def respond_raw(start_response: Any, status: str, headers: list[tuple[str, str]], body: bytes) -> list[bytes]:
+    start_response(status, [(k, v) for k, v in headers if k.lower() != "content-length"]
+                   + [("Content-Length", str(len(body)))])
+    return [body]
 
 
 def hold_image_pending(answer: Any, region: str, fails: bool = False, delay: float | None = None,
@@ -1482,14 +1623,22 @@ def main() -> None:
     parser.add_argument("port", nargs="?", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
-    os.environ.setdefault("MOTO_PORT", str(args.port))
-    ENDPOINT["url"] = f"http://127.0.0.1:{args.port}"
     for region in SEED_REGIONS:
         seed(region.strip())
     app = LocalAws()
-    print(f"local AWS on http://{args.host}:{args.port} (instance state in {STATE_DIR})", flush=True)
+    # Port 0: the system picks a free port, written to STATE_DIR/port once it is listening (the
+    # tests start many local AWSes at once; a port picked and released by the caller could be
+    # taken by another listener before this one binds it).
+    server = make_server(args.host, args.port, app, threaded=True)
+    port = server.server_port
+    os.environ.setdefault("MOTO_PORT", str(port))
+    ENDPOINT["url"] = f"http://127.0.0.1:{port}"
+    print(f"local AWS on http://{args.host}:{port} (instance state in {STATE_DIR})", flush=True)
+    with open(os.path.join(STATE_DIR, "port.tmp"), "w") as handle:
+        handle.write(str(port))
+    os.replace(os.path.join(STATE_DIR, "port.tmp"), os.path.join(STATE_DIR, "port"))
     try:
-        run_simple(args.host, args.port, app, threaded=True)
+        server.serve_forever()
     finally:
         shutil.rmtree(os.path.join(STATE_DIR, "instances"), ignore_errors=True)
 

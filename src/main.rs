@@ -42,6 +42,7 @@ async fn main() -> Result<(), Error> {
                 Ok(Handled::Yielded) => Ok(json!({"Yielded": "another invocation is building this request"})),
                 Ok(Handled::Repeated(response)) => Ok(json!({"Repeated": response.status, "PhysicalResourceId": response.physical_resource_id})),
                 Ok(Handled::Cancelled { by }) => Ok(json!({"CancelledBy": by})),
+                Ok(Handled::Swept { removed }) => Ok(json!({"RecordsRemoved": removed})),
                 // Returning an error would make Lambda retry the event and redo the work; the
                 // failure to deliver is already logged.
                 Err(HandleError::Undeliverable { status, physical_id, .. }) => {

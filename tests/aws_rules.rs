@@ -516,3 +516,79 @@ async fn an_ami_keeps_what_its_steps_wrote_and_amis_built_from_each_other_stack(
         &audit.leftovers(&[&a, &b, &c, &d]).await,
     );
 }
+
+/// A filtered Describe answer may come in pages, the first of them empty, each carrying the token
+/// of the next (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-pagination.html): the
+/// local AWS answers the function's filtered DescribeInstances, DescribeImages,
+/// DescribeSnapshots, DescribeVolumes, SSM's DescribeInstanceInformation and ECS's
+/// ListContainerInstances so (one item a page), and the product, which reads every page, builds,
+/// tests and deletes under it as every other local-AWS test shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_describe_calls_come_in_pages() {
+    let local = LocalAws::start().await;
+    let admin = local.ec2().await;
+    let function = aws_sdk_ec2::Client::new(&local.function_config().await);
+    let source = parameter_value(&local, ECS_AL2023).await;
+    let mut launched = Vec::new();
+    for _ in 0..2 {
+        launched.push(launched_id(launch_request(&function, &source, true)).await);
+    }
+    let filter = aws_sdk_ec2::types::Filter::builder()
+        .name("tag:ecs-ami:logical-id")
+        .values("Ami")
+        .build();
+    let first = function
+        .describe_instances()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(first.reservations().is_empty(), "{first:?}");
+    assert!(
+        first.next_token().is_some(),
+        "an empty first page carries a token"
+    );
+    let mut pages = function
+        .describe_instances()
+        .filters(filter.clone())
+        .into_paginator()
+        .send();
+    let mut found = Vec::new();
+    let mut count = 0;
+    while let Some(page) = pages.next().await {
+        count += 1;
+        for reservation in page.unwrap().reservations() {
+            for instance in reservation.instances() {
+                found.push(instance.instance_id().unwrap().to_owned());
+            }
+        }
+    }
+    found.sort();
+    launched.sort();
+    assert_eq!(found, launched);
+    assert_eq!(count, 3, "an empty page, then one instance a page");
+    // The harness's own view is not paged; nor is a call by id (EC2 takes no MaxResults with ids).
+    let whole = admin
+        .describe_instances()
+        .filters(filter)
+        .send()
+        .await
+        .unwrap();
+    assert!(whole.next_token().is_none());
+    // (Past EC2's eventual consistency window for a new instance, ECS_AMI_EMULATOR_CONSISTENCY_DELAY.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let by_id = function
+        .describe_instances()
+        .instance_ids(&launched[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_id.reservations().len(), 1);
+    report::record(
+        "pages",
+        SECTION,
+        "The function's filtered Describe calls answered in pages of one, the first empty with a token",
+        "every page read by following NextToken; by id, one answer",
+        None,
+    );
+}

@@ -201,6 +201,7 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
         .await
         .get_console_output()
         .instance_id(&test_instance)
+        .latest(true)
         .send()
         .await
         .unwrap();

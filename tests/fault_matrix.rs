@@ -192,6 +192,50 @@ async fn every_call_throttled_twice() {
     .await;
 }
 
+/// A response that never arrives (a pooled connection that died while Lambda froze the sandbox)
+/// ends at the per-attempt timeout every call carries, and the SDK's retry strategy sends the
+/// call again (a timeout is a transient error:
+/// https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html). The product's
+/// timeout is 30 s (aws::ATTEMPT_TIMEOUT); this test gives its clients 3 s, as a config may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_never_comes_is_retried() {
+    let mut s = Scenario::start("stalled", &[]).await;
+    let config = s
+        .local
+        .function_config()
+        .await
+        .to_builder()
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(3))
+                .build(),
+        )
+        .build();
+    s.aws = Aws::from_config(&config);
+    s.faults(json!([
+        {"operation": "EC2.DescribeInstances", "stall": 12, "attempts": [1], "times": 1}
+    ]))
+    .await;
+    let started = std::time::Instant::now();
+    let outcome = s.build(one_step(&["echo ok"], 60)).await.unwrap();
+    let fired = s.fired().await;
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
+    assert_eq!(fired["fired"]["EC2.DescribeInstances"], 1, "{fired}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    s.finish(
+        "aws-stalled",
+        SECTION_AWS,
+        "One DescribeInstances answer never comes (the response stalls for 12 s)",
+        "SUCCESS: the attempt ends at its timeout and the SDK sends the call again",
+        &[&outcome.physical_id],
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_answered_5xx_twice() {
     let s = Scenario::start("server-errors", &[]).await;

@@ -170,13 +170,32 @@ async fn a_failing_test_refuses_the_ami_and_leaves_nothing() {
         reason.contains("the test instance's console (its user data) ends:"),
         "{reason}"
     );
+    // The user data printed it after boot: only the latest console output has it (GetConsoleOutput
+    // with Latest; the buffered output is what EC2 posted shortly after the instance started:
+    // https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html).
     assert!(reason.contains("mount: /data: no such device"), "{reason}");
     assert!(reason.contains("deregistered half-made image"), "{reason}");
+    // A test instance type on Xen (t2) has no latest output: the buffered one is quoted instead.
+    let on_xen = properties(json!({
+        "UserData": "#!/bin/bash
+echo 'mount: /data: no such device' >&2
+",
+        "InstanceType": "t2.medium",
+        "Steps": [{"Name": "data volume", "Commands": ["findmnt /data-that-is-not-there"]}],
+    }));
+    let failed = invoke(&aws, event("Create", stack, "req-2", None, on_xen)).await;
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("the test instance's console (its user data) ends:")
+            && reason.contains("booting"),
+        "{reason}"
+    );
+    assert!(!reason.contains("no such device"), "{reason}");
     report::record_clean(
         "tests-fail",
         "Unusable inputs found at build time",
         "Tests: a test step that fails on the test instance, booted with user data that printed an error",
-        "FAILED naming the test step and its exit code, quoting the end of the test instance's console (the user data's output); the new AMI, its snapshots, the builder and the test instance removed",
+        "FAILED naming the test step and its exit code, quoting the end of the test instance's latest console output (the user data's output; on a Xen instance type, which has none, the buffered output); the new AMI, its snapshots, the builder and the test instance removed",
         &audit.leftovers(&[]).await,
     );
 }
@@ -298,5 +317,90 @@ async fn an_ami_whose_test_instance_joins_the_cluster_passes_and_one_that_does_n
         "Tests.EcsCluster: a test instance whose user data names the cluster and starts the ECS agent; then one whose user data never starts it (Tests.TimeoutMinutes 1)",
         "the first AMI is answered once its test instance is an ACTIVE container instance of the cluster with its agent connected (and deregistered with its termination); the second is refused: FAILED saying it did not join the cluster and what ECS saw, its AMI and snapshots removed",
         &left,
+    );
+}
+
+/// EC2 takes at most 50 tags per resource and refuses a 51st with TagLimitExceeded, on CreateTags
+/// as on the TagSpecifications of a launch or an image
+/// (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions). With
+/// `Tests`, the product keeps 10 of them for itself on each snapshot (9 on the AMI, which carries
+/// no image id; its 10th is the copy regions, with `Regions`), so 40 user tags is the most a build
+/// can carry: it fills the snapshots to exactly 50 and succeeds, and validation refuses a 41st
+/// before anything is launched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_with_every_tag_ec2_leaves_fills_the_ami_to_fifty() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let stack = "fifty-tags";
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let tags = |n: usize| -> Value {
+        Value::Object(
+            (0..n)
+                .map(|i| (format!("team-tag-{i}"), json!("x")))
+                .collect(),
+        )
+    };
+    let mut full = properties(
+        json!({"Steps": [{"Name": "built", "Commands": ["test -x /opt/ecs-ami-tested/first-run.sh"]}]}),
+    );
+    full["Tags"] = tags(40);
+    let created = invoke(&aws, event("Create", stack, "req-1", None, full.clone())).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let image = audit.image(&ami).await.expect("the AMI");
+    assert_eq!(image.tags().len(), 49, "{:?}", tags_of(image.tags()));
+    let snapshots: Vec<String> = image
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_owned))
+        .collect();
+    assert!(!snapshots.is_empty());
+    for snapshot in &snapshots {
+        assert_eq!(audit.snapshot_tags(snapshot).await.len(), 50, "{snapshot}");
+    }
+    // One more, on a snapshot that holds 50: refused as EC2 refuses it.
+    let more = audit
+        .ec2
+        .create_tags()
+        .resources(&snapshots[0])
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("one-more")
+                .value("x")
+                .build(),
+        )
+        .send()
+        .await;
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    assert_eq!(
+        more.expect_err("a 51st tag").code(),
+        Some("TagLimitExceeded")
+    );
+    // A 41st user tag with Tests is refused before anything is launched, naming Tags.
+    let mut over = full.clone();
+    over["Tags"] = tags(41);
+    local.take_calls().await;
+    let refused = invoke(&aws, event("Create", "fifty-one-tags", "req-2", None, over)).await;
+    assert_eq!(refused["Status"], "FAILED", "{refused}");
+    assert!(
+        refused["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("Tags: 41 tags given; at most 40 fit"),
+        "{refused}"
+    );
+    let calls = local.take_calls().await;
+    assert_eq!(runs(&calls, "EC2.RunInstances"), 0, "{calls}");
+    let deleted = invoke(&aws, event("Delete", stack, "req-3", Some(&ami), full)).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    report::record_clean(
+        "tags-fifty",
+        "AWS's rules on the local AWS (eventual consistency, names, limits)",
+        "EC2's 50 tags per resource: a build with Tests and 40 user tags, a 51st tag on its AMI, and a build with 41",
+        "SUCCESS with each snapshot at exactly 50 tags (the AMI 49); a 51st refused with TagLimitExceeded; 41 refused before launch, naming Tags (at most 40 with Tests); then Delete",
+        &audit.leftovers(&[]).await,
     );
 }

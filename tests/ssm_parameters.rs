@@ -13,7 +13,8 @@ mod common;
 use common::audit::Audit;
 use common::report;
 use common::{
-    LocalAws, assert_launched_nothing, event, invoke, one_step_properties, stack_id, update_from,
+    LocalAws, assert_launched_nothing, event, invoke, invoke_sweep, one_step_properties, stack_id,
+    update_from,
 };
 use serde_json::{Value, json};
 
@@ -307,6 +308,82 @@ async fn a_rollback_takes_back_what_the_rebuild_published() {
         "CloudFormation's lifecycle: cancellation, rollback, late deliveries",
         "A rollback of an Update that rebuilt and published the new AMI to an added SsmParameters name",
         "the rollback returns the previous AMI; the parameters it names hold it again; the added one, holding the rebuild's AMI, is put back (removed: it held nothing before)",
+        None,
+    );
+}
+
+/// The function's own records go without another request: the hourly sweep (template.yaml
+/// `SweepRecords`, EventBridge Scheduler) removes request records past their day, and deleting the
+/// function's stack (its `Custom::EcsAmiStore` resource) removes every record and lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_functions_records_go_on_a_schedule_and_with_its_stack() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let ssm = aws_sdk_ssm::Client::new(&local.sdk_config().await);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let record = |at_ms: u64| {
+        json!({"Record": "Answered", "Status": "SUCCESS", "PhysicalId": "ami-0123456789abcdef0", "Reason": null, "AtMs": at_ms}).to_string()
+    };
+    let old = "/ecs-ami/requests/gone-stack/old-request";
+    let fresh = "/ecs-ami/requests/live-stack/fresh-request";
+    let lease = "/ecs-ami/leases/live-stack/fresh-request/1";
+    for (name, value) in [
+        (old, record(now_ms - 2 * 24 * 3600 * 1000)),
+        (fresh, record(now_ms)),
+        (lease, format!("token {} fresh-request", now_ms + 60_000)),
+    ] {
+        ssm.put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .send()
+            .await
+            .unwrap();
+    }
+    invoke_sweep(&aws).await;
+    assert_eq!(holds(&local, old).await, None, "a record past its day goes");
+    assert!(holds(&local, fresh).await.is_some(), "a fresh record stays");
+    assert!(holds(&local, lease).await.is_some(), "a lease stays");
+
+    let store = |kind: &str, request: &str| {
+        let mut store = event(
+            kind,
+            "ecs-ami",
+            request,
+            (kind != "Create").then_some("ecs-ami-store"),
+            json!({"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:ecs-ami"}),
+        );
+        store["ResourceType"] = json!("Custom::EcsAmiStore");
+        store["LogicalResourceId"] = json!("Store");
+        store
+    };
+    let created = invoke(&aws, store("Create", "store-1")).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    assert_eq!(created["PhysicalResourceId"], "ecs-ami-store");
+    let deleted = invoke(&aws, store("Delete", "store-2")).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    assert_eq!(
+        deleted["Reason"],
+        "removed 1 request records and 1 lease generations from Parameter Store"
+    );
+    for root in ["/ecs-ami/requests", "/ecs-ami/leases"] {
+        let left = ssm
+            .get_parameters_by_path()
+            .path(root)
+            .recursive(true)
+            .send()
+            .await
+            .unwrap();
+        assert!(left.parameters().is_empty(), "{root}: {left:?}");
+    }
+    report::record(
+        "store-sweep",
+        "CloudFormation's lifecycle: cancellation, rollback, late deliveries",
+        "Request records past their day in a stack that gets no further request; then the function's own stack deleted",
+        "the hourly sweep removes the old record and keeps a fresh one and a lease; the store resource's Delete removes every record and lease",
         None,
     );
 }

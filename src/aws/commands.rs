@@ -4,23 +4,31 @@ use super::*;
 
 impl Aws {
     /// Whether the SSM agent on the instance reports Online; SendCommand fails before it does.
+    /// Every page is read: a filtered answer may come as empty pages that carry a token
+    /// (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribeInstanceInformation.html).
     pub async fn instance_online(&self, instance_id: &str) -> Result<bool> {
         let filter = ssmt::InstanceInformationStringFilter::builder()
             .key("InstanceIds")
             .values(instance_id)
             .build()
             .expect("key and values are set");
-        let out = self
+        let mut pages = self
             .ssm
             .describe_instance_information()
             .filters(filter)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ssm:DescribeInstanceInformation", e))?;
-        Ok(out.instance_information_list().iter().any(|info| {
-            info.instance_id() == Some(instance_id)
-                && info.ping_status() == Some(&ssmt::PingStatus::Online)
-        }))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| AwsError::from_sdk("ssm:DescribeInstanceInformation", e))?;
+            if page.instance_information_list().iter().any(|info| {
+                info.instance_id() == Some(instance_id)
+                    && info.ping_status() == Some(&ssmt::PingStatus::Online)
+            }) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
     pub async fn run_step(
         &self,

@@ -60,6 +60,35 @@ impl Ec2 {
             )
             .await
     }
+
+    /// Every page of a Describe call: `nextToken` followed until a page carries none (a page may
+    /// be empty and still carry one), as the SDK's paginators do; the same token twice ends it
+    /// (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-pagination.html).
+    pub(super) async fn pages(
+        &self,
+        operation: &'static str,
+        params: Params,
+    ) -> Result<Vec<Element>> {
+        let mut pages = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .call(
+                    operation,
+                    params.clone().set_opt("NextToken", token.as_ref()),
+                )
+                .await?;
+            let next = page
+                .text_of("nextToken")
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            pages.push(page);
+            if next.is_none() || next == token {
+                return Ok(pages);
+            }
+            token = next;
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, AwsError>;

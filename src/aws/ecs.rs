@@ -140,16 +140,33 @@ impl Aws {
                 message: "no ECS client configured".into(),
             });
         };
-        let listed = ecs
-            .call(
-                "ecs:ListContainerInstances",
-                json!({"cluster": cluster, "filter": format!("ec2InstanceId == {instance_id}")}),
-            )
-            .await?;
-        let arns: Vec<&str> = listed["containerInstanceArns"]
-            .as_array()
-            .map(|arns| arns.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        // Every page: a filtered list may come as empty pages that carry a nextToken.
+        let mut arns: Vec<String> = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut input =
+                json!({"cluster": cluster, "filter": format!("ec2InstanceId == {instance_id}")});
+            if let Some(token) = &token {
+                input["nextToken"] = json!(token);
+            }
+            let listed = ecs.call("ecs:ListContainerInstances", input).await?;
+            arns.extend(
+                listed["containerInstanceArns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned),
+            );
+            let next = listed["nextToken"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if next.is_none() || next == token {
+                break;
+            }
+            token = next;
+        }
         if arns.is_empty() {
             return Ok(None);
         }

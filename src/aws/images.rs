@@ -52,16 +52,7 @@ impl Aws {
             .set("IncludeDeprecated", filter.include_deprecated)
             .set("MaxResults", 1000);
         let mut newest: Option<(DateTime, String)> = None;
-        // The token of the page to ask for next (none for the first).
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .ec2
-                .call(
-                    "ec2:DescribeImages",
-                    query.clone().set_opt("NextToken", token.as_ref()),
-                )
-                .await?;
+        for page in self.ec2.pages("ec2:DescribeImages", query).await? {
             for image in page.items("imagesSet") {
                 let (Some(id), Some(created)) =
                     (image.text_of("imageId"), image.text_of("creationDate"))
@@ -96,38 +87,44 @@ impl Aws {
                     newest = Some(candidate);
                 }
             }
-            let next = page.text_of("nextToken").filter(|t| !t.is_empty());
-            // The same token twice would never end (the SDK's paginators stop there too).
-            if next.is_none() || next == token.as_deref() {
-                break;
-            }
-            token = next.map(str::to_owned);
         }
         Ok(newest.map(|(_, id)| id))
     }
     /// The image this account owns under `name` (AMI names are unique per account and region).
     pub async fn image_named(&self, name: &str) -> Result<Option<Image>> {
-        let out = self
+        let pages = self
             .ec2
-            .call(
+            .pages(
                 "ec2:DescribeImages",
                 Params::new()
                     .set("Owner.1", "self")
-                    .filters([("name", &[name.to_owned()][..])]),
+                    .filters([("name", &[name.to_owned()][..])])
+                    .set("MaxResults", 1000),
             )
             .await?;
-        Ok(out.items("imagesSet").next().map(to_image))
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.items("imagesSet"))
+            .next()
+            .map(to_image))
     }
     /// Images this account owns that carry every one of `tags`.
     pub async fn images_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Image>> {
-        let out = self
+        let pages = self
             .ec2
-            .call(
+            .pages(
                 "ec2:DescribeImages",
-                Params::new().set("Owner.1", "self").tag_filters(tags),
+                Params::new()
+                    .set("Owner.1", "self")
+                    .tag_filters(tags)
+                    .set("MaxResults", 1000),
             )
             .await?;
-        Ok(out.items("imagesSet").map(to_image).collect())
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.items("imagesSet"))
+            .map(to_image)
+            .collect())
     }
     pub async fn create_image(&self, request: &ImageRequest) -> Result<String> {
         let out = self
@@ -372,15 +369,19 @@ impl Aws {
         )
     }
     pub async fn snapshots_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<String>> {
-        let out = self
+        let pages = self
             .ec2
-            .call(
+            .pages(
                 "ec2:DescribeSnapshots",
-                Params::new().set("Owner.1", "self").tag_filters(tags),
+                Params::new()
+                    .set("Owner.1", "self")
+                    .tag_filters(tags)
+                    .set("MaxResults", 1000),
             )
             .await?;
-        Ok(out
-            .items("snapshotSet")
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.items("snapshotSet"))
             .filter_map(|s| s.text_of("snapshotId").map(str::to_owned))
             .collect())
     }

@@ -128,15 +128,32 @@ impl Aws {
             })
     }
     /// The instance's console output (its boot and user data messages), as far as EC2 keeps it.
+    /// The latest output: without `Latest`, EC2 answers the buffer it posted shortly after the
+    /// instance's last state change, which misses what user data printed later. `Latest` is for
+    /// Nitro instance types; where EC2 refuses it, the buffered output is read instead
+    /// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html).
     pub async fn console_output(&self, instance_id: &str) -> Result<String> {
-        // The buffered output (Latest is for Nitro instances only).
-        let out = self
+        let latest = self
             .ec2
             .call(
                 "ec2:GetConsoleOutput",
-                Params::new().set("InstanceId", instance_id),
+                Params::new()
+                    .set("InstanceId", instance_id)
+                    .set("Latest", true),
             )
-            .await?;
+            .await;
+        let out = match latest {
+            Err(error) if error.code.as_deref().is_some_and(latest_unsupported) => {
+                tracing::debug!(instance_id, %error, "no latest console output; the buffered one");
+                self.ec2
+                    .call(
+                        "ec2:GetConsoleOutput",
+                        Params::new().set("InstanceId", instance_id),
+                    )
+                    .await?
+            }
+            other => other?,
+        };
         use base64::Engine;
         let decoded = out
             .text_of("output")
@@ -149,11 +166,16 @@ impl Aws {
     }
     /// Instances carrying every one of `tags`, with their state names.
     pub async fn instances_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>> {
-        let out = self
+        let pages = self
             .ec2
-            .call("ec2:DescribeInstances", Params::new().tag_filters(tags))
+            .pages(
+                "ec2:DescribeInstances",
+                Params::new().tag_filters(tags).set("MaxResults", 1000),
+            )
             .await?;
-        Ok(instances(&out)
+        Ok(pages
+            .iter()
+            .flat_map(instances)
             .filter_map(|i| {
                 Some(Instance {
                     id: i.text_of("instanceId")?.to_owned(),
@@ -231,12 +253,16 @@ impl Aws {
         &self,
         tags: &BTreeMap<String, String>,
     ) -> Result<Vec<String>> {
-        let out = self
+        let pages = self
             .ec2
-            .call("ec2:DescribeVolumes", Params::new().tag_filters(tags))
+            .pages(
+                "ec2:DescribeVolumes",
+                Params::new().tag_filters(tags).set("MaxResults", 500),
+            )
             .await?;
-        Ok(out
-            .items("volumeSet")
+        Ok(pages
+            .iter()
+            .flat_map(|p| p.items("volumeSet"))
             // A volume's state is its `status` element in the answer.
             .filter(|v| v.text_of("status") == Some("available"))
             .filter_map(|v| v.text_of("volumeId").map(str::to_owned))
@@ -249,6 +275,14 @@ impl Aws {
                 .await,
         )
     }
+}
+
+/// How EC2 refuses `Latest` on an instance type that is not built on Nitro.
+fn latest_unsupported(code: &str) -> bool {
+    matches!(
+        code,
+        "UnsupportedOperation" | "InvalidParameterCombination" | "InvalidParameterValue"
+    )
 }
 
 /// Every instance of a DescribeInstances answer, across its reservations.

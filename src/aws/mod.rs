@@ -44,13 +44,35 @@ pub fn retry_config() -> RetryConfig {
         .with_max_backoff(Duration::from_secs(20))
 }
 
+/// Every attempt of every call ends after this long, and the retry policy tries again: a response
+/// that never arrives (a pooled connection that died while Lambda froze the sandbox) would
+/// otherwise hold the build until the invocation's deadline. No call the product makes takes
+/// near this long on AWS; DescribeImages with an owner filter, the slowest, takes seconds.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `config` with the product's per-attempt timeout where it sets none (a test may set a shorter
+/// one), and the SDK's own connect timeout kept.
+pub fn with_attempt_timeout(config: &aws_config::SdkConfig) -> aws_config::SdkConfig {
+    let mut timeouts = config
+        .timeout_config()
+        .cloned()
+        .unwrap_or_else(|| aws_config::timeout::TimeoutConfig::builder().build());
+    timeouts.take_defaults_from(
+        &aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .build(),
+    );
+    config.to_builder().timeout_config(timeouts).build()
+}
+
 /// SDK configuration from the environment (`AWS_REGION`, credentials, and `AWS_ENDPOINT_URL` for a
-/// local AWS), with the product's retry policy.
+/// local AWS), with the product's retry policy and per-attempt timeout.
 pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
+    let config = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(retry_config())
         .load()
-        .await
+        .await;
+    with_attempt_timeout(&config)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,7 +251,9 @@ impl Aws {
     pub async fn from_env() -> Aws {
         Aws::from_config(&sdk_config_from_env().await)
     }
+    /// Every client with the product's per-attempt timeout ([`with_attempt_timeout`]).
     pub fn from_config(config: &aws_config::SdkConfig) -> Aws {
+        let config = &with_attempt_timeout(config);
         Aws::from_clients(Ec2::new(config), aws_sdk_ssm::Client::new(config))
             .with_ecs(Ecs::new(config))
     }
@@ -292,5 +316,35 @@ mod tests {
         assert!(!kept.contains("AbC123xyz"), "{kept}");
         assert!(kept.contains("(encoded authorization failure message omitted"));
         assert_eq!(without_encoded_failure("plain"), "plain");
+    }
+
+    #[test]
+    fn every_attempt_has_a_timeout_unless_the_config_sets_its_own() {
+        use aws_config::timeout::TimeoutConfig;
+        use std::time::Duration;
+        let plain = aws_config::SdkConfig::builder().build();
+        let ours = super::with_attempt_timeout(&plain);
+        let timeouts = ours.timeout_config().unwrap();
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(super::ATTEMPT_TIMEOUT)
+        );
+        let connect = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_millis(3100))
+            .operation_attempt_timeout(Duration::from_secs(2))
+            .build();
+        let theirs = aws_config::SdkConfig::builder()
+            .timeout_config(connect)
+            .build();
+        let kept = super::with_attempt_timeout(&theirs);
+        let timeouts = kept.timeout_config().unwrap();
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            timeouts.connect_timeout(),
+            Some(Duration::from_millis(3100))
+        );
     }
 }

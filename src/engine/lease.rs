@@ -57,6 +57,19 @@ pub fn path(identity: &Identity) -> String {
     format!("{}/{}", resource_path(identity), identity.request_key())
 }
 
+/// Removes every lease of every resource: the function's own stack is being deleted, and with it
+/// whatever it kept in Parameter Store. Answers how many generations went.
+pub async fn remove_all(aws: &Aws) -> Result<usize, AwsError> {
+    let names: Vec<String> = aws
+        .parameters_below(ROOT, true, usize::MAX)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    aws.delete_parameters(&names).await?;
+    Ok(names.len())
+}
+
 pub fn new_token() -> String {
     format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }

@@ -181,19 +181,44 @@ pub async fn cancel_if_create_cancelled(
 /// Removes records older than [`RETENTION`]: those of `identity`'s resource, and some of other
 /// resources' (a deleted stack leaves its records behind), at most `pages` pages of them.
 pub async fn sweep(aws: &Aws, identity: &Identity, pages: usize) -> Result<usize, AwsError> {
-    let cutoff = clock::now_ms().saturating_sub(RETENTION.as_millis() as u64);
     let mut found = aws.parameters_under(&resource_path(identity)).await?;
     if pages > 0 {
         found.extend(aws.parameters_below(ROOT, true, pages).await?);
     }
+    remove_written_before(aws, found, retention_cutoff()).await
+}
+
+/// Removes every resource's records older than [`RETENTION`], or all of them with `everything`
+/// (the function's own stack is being deleted). The scheduled sweep calls it, so that a deleted
+/// stack's records go even when no other request comes.
+pub async fn sweep_all(aws: &Aws, everything: bool) -> Result<usize, AwsError> {
+    let found = aws.parameters_below(ROOT, true, usize::MAX).await?;
+    let cutoff = if everything {
+        u64::MAX
+    } else {
+        retention_cutoff()
+    };
+    remove_written_before(aws, found, cutoff).await
+}
+
+fn retention_cutoff() -> u64 {
+    clock::now_ms().saturating_sub(RETENTION.as_millis() as u64)
+}
+
+async fn remove_written_before(
+    aws: &Aws,
+    found: Vec<(String, String)>,
+    cutoff: u64,
+) -> Result<usize, AwsError> {
     let mut old: Vec<String> = found
         .into_iter()
         .filter(|(_, value)| {
-            // Every kind of record says when it was written.
+            // Every kind of record says when it was written; one that does not is not ours to
+            // judge, except when everything goes.
             serde_json::from_str::<serde_json::Value>(value)
                 .ok()
                 .and_then(|v| v.get("AtMs")?.as_u64())
-                .is_some_and(|at_ms| at_ms < cutoff)
+                .map_or(cutoff == u64::MAX, |at_ms| at_ms < cutoff)
         })
         .map(|(name, _)| name)
         .collect();

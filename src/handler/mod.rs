@@ -12,9 +12,11 @@
 //! | [`limits`] | the invocation's time limits, and the guard that turns a panic or a hung call into an answer |
 //! | `records.rs` | the request's record: a repeated delivery answers the same, a cancelled one nothing |
 //! | `operate.rs` | validation, superseding abandoned builds, then the operation itself |
+//! | `maintenance.rs` | the scheduled sweep of old records, and the deployment's store resource |
 
 pub mod continuation;
 pub mod limits;
+mod maintenance;
 mod operate;
 mod records;
 
@@ -33,6 +35,7 @@ pub use continuation::{CONTINUATION_KEY, CONTINUATION_VERSION, Continuation};
 use continuation::{cannot_continue, split_continuation};
 pub use limits::Limits;
 use limits::guarded;
+pub use maintenance::{STORE_RESOURCE_TYPE, SWEEP_EVENT_KEY};
 use operate::{release_lease_of, remove_build};
 use records::{cancelled_now, honour_record, leaves_a_record};
 
@@ -77,6 +80,10 @@ pub enum Handled {
     Cancelled {
         by: String,
     },
+    /// The scheduled sweep (not a CloudFormation request): how many old records went.
+    Swept {
+        removed: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +107,14 @@ pub async fn handle(
     scheduler: &impl Scheduler,
     limits: Limits,
 ) -> Result<Handled, HandleError> {
+    if maintenance::is_sweep(&event) {
+        return Ok(maintenance::sweep(aws).await);
+    }
+    if maintenance::is_store_request(&event)
+        && let Ok(request) = Request::parse(event.clone())
+    {
+        return maintenance::store(&request, aws, sink).await;
+    }
     let (event, state) = match split_continuation(event) {
         Ok(parts) => parts,
         Err(problem) => {

@@ -37,14 +37,21 @@ pub use source_filter::SourceFilter;
 use source_filter::parse_source_filter;
 pub use steps::is_output_name;
 use steps::parse_steps;
-use tags::{parse_output_tags, parse_tags};
+use tags::{check_tag_budget, parse_output_tags, parse_tags};
 use tests_property::parse_tests;
 pub use tests_property::{DEFAULT_TEST_MINUTES, MAX_USER_DATA_BYTES, TestSpec};
 
 /// Tags this product puts on everything it creates; users may not set keys with this prefix.
 pub const TAG_PREFIX: &str = "ecs-ami:";
-/// EC2 allows 50 tags per resource; the product's own identity tags take some of them.
-pub const MAX_USER_TAGS: usize = 42;
+/// EC2's limit of tags per resource (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions).
+pub const EC2_TAGS_PER_RESOURCE: usize = 50;
+/// The product's own tags on the AMI, each snapshot and each copy, whatever the properties: the
+/// identity (stack, logical and request id), fingerprint, properties and source image, and one
+/// of image id (on a snapshot), copy regions (on the AMI) or copy of (on a copy).
+pub const PRODUCT_TAGS: usize = 7;
+/// Added with `Tests`, on the AMI, its snapshots and its copies: tested at, test instance and
+/// tests passed (kept once written).
+pub const PRODUCT_TEST_TAGS: usize = 3;
 pub const DEFAULT_STEP_TIMEOUT_SECONDS: u32 = 1800;
 pub const MAX_STEP_TIMEOUT_SECONDS: u32 = 3600;
 /// SSM accepts a limited document parameter size; one step's rendered script must stay below it.
@@ -373,6 +380,7 @@ impl AmiSpec {
         let tags = parse_tags(tags, &mut problems);
         let steps = parse_steps(steps.unwrap_or_default(), &mut problems);
         let output_tags = parse_output_tags(output_tags, &tags, &steps, &mut problems);
+        let has_tests = tests.is_some();
         let launch_permissions = launch_permissions
             .and_then(|value| parse_launch_permissions(value, &mut problems))
             .unwrap_or_default();
@@ -389,6 +397,7 @@ impl AmiSpec {
         let ssm_parameters = home_parameters;
         let regions = parse_regions(regions.unwrap_or_default(), &mut problems);
         let tests = tests.and_then(|value| parse_tests(value, &mut problems));
+        check_tag_budget(&tags, &output_tags, &steps, has_tests, &mut problems);
         check_sharable(
             &launch_permissions,
             (&block_device_mappings, &regions),

@@ -63,16 +63,52 @@ pub(super) fn parse_tags(
             ),
         ),
     }
-    if tags.len() > MAX_USER_TAGS {
+    tags
+}
+
+/// `Tags`, `OutputTags` and the step outputs (each kept on the AMI as a tag) against what EC2
+/// leaves beside the product's own tags in this configuration ([`PRODUCT_TAGS`], and
+/// [`PRODUCT_TEST_TAGS`] with `Tests`), so that a build is refused before launch rather than
+/// failing with TagLimitExceeded once the image exists.
+pub(super) fn check_tag_budget(
+    tags: &BTreeMap<String, String>,
+    output_tags: &BTreeMap<String, String>,
+    steps: &[Step],
+    has_tests: bool,
+    problems: &mut Problems,
+) {
+    let ours = PRODUCT_TAGS + if has_tests { PRODUCT_TEST_TAGS } else { 0 };
+    let budget = EC2_TAGS_PER_RESOURCE - ours;
+    let why = if has_tests {
+        format!(
+            "EC2 allows {EC2_TAGS_PER_RESOURCE} per resource; the product puts {PRODUCT_TAGS} of its own on the AMI, its snapshots and copies, and {PRODUCT_TEST_TAGS} more with Tests"
+        )
+    } else {
+        format!(
+            "EC2 allows {EC2_TAGS_PER_RESOURCE} per resource; the product puts {PRODUCT_TAGS} of its own on the AMI, its snapshots and copies"
+        )
+    };
+    let outputs: BTreeSet<&str> = steps
+        .iter()
+        .flat_map(|s| s.outputs.iter().map(String::as_str))
+        .collect();
+    let used = tags.len() + output_tags.len() + outputs.len();
+    if tags.len() > budget {
         problems.add(
             "Tags",
+            format!("{} tags given; at most {budget} fit ({why})", tags.len()),
+        );
+    } else if used > budget {
+        problems.add(
+            "OutputTags",
             format!(
-                "{} tags given; at most {MAX_USER_TAGS} fit beside the product's own",
-                tags.len()
+                "{} Tags, {} OutputTags and {} step Outputs (each kept on the AMI as a tag) need {used} tags; at most {budget} fit ({why})",
+                tags.len(),
+                output_tags.len(),
+                outputs.len()
             ),
         );
     }
-    tags
 }
 
 /// EC2's rules for a tag key, and the prefixes nobody but AWS and this product may use.
@@ -92,8 +128,7 @@ pub(super) fn tag_key_is_valid(path: &str, key: &str, problems: &mut Problems) -
 }
 
 /// `OutputTags`: a map of tag keys to the names of step outputs, whose values (read on the
-/// builder) become the AMI's and its snapshots' tags; `SourceImageId` names the source AMI. Also checks that the tags, the output
-/// tags and the outputs (each kept on the AMI as a tag) fit within EC2's limit together.
+/// builder) become the AMI's and its snapshots' tags; `SourceImageId` names the source AMI.
 pub(super) fn parse_output_tags(
     value: Option<&Value>,
     tags: &BTreeMap<String, String>,
@@ -148,18 +183,6 @@ pub(super) fn parse_output_tags(
                 kind_of(other)
             ),
         ),
-    }
-    let used = tags.len() + output_tags.len() + declared.len();
-    if tags.len() <= MAX_USER_TAGS && used > MAX_USER_TAGS {
-        problems.add(
-            "OutputTags",
-            format!(
-                "{} Tags, {} OutputTags and {} step Outputs (each kept on the AMI as a tag) need {used} tags; at most {MAX_USER_TAGS} fit beside the product's own",
-                tags.len(),
-                output_tags.len(),
-                declared.len()
-            ),
-        );
     }
     output_tags
 }

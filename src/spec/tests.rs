@@ -564,8 +564,24 @@ fn tags_are_checked() {
         "Tags",
         "map or a list",
     );
-    let many: Map<String, Value> = (0..43).map(|i| (format!("k{i}"), json!("v"))).collect();
-    assert_problem(with(json!({"Tags": many})), "Tags", "at most 42");
+    // EC2's 50 per resource less the product's 7 (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions),
+    // and 3 more with Tests.
+    let tags = |n: usize| -> Map<String, Value> {
+        (0..n).map(|i| (format!("k{i}"), json!("v"))).collect()
+    };
+    assert!(AmiSpec::parse(&with(json!({"Tags": tags(43)}))).is_ok());
+    assert_problem(
+        with(json!({"Tags": tags(44)})),
+        "Tags",
+        "44 tags given; at most 43 fit",
+    );
+    let tests = json!({"Steps": [{"Name": "t", "Commands": ["true"]}]});
+    assert!(AmiSpec::parse(&with(json!({"Tags": tags(40), "Tests": tests}))).is_ok());
+    assert_problem(
+        with(json!({"Tags": tags(41), "Tests": tests})),
+        "Tags",
+        "41 tags given; at most 40 fit (EC2 allows 50 per resource; the product puts 7 of its own on the AMI, its snapshots and copies, and 3 more with Tests)",
+    );
 }
 
 #[test]
@@ -675,13 +691,13 @@ fn outputs_and_output_tags_are_checked() {
         "OutputTags.v",
         "declared: none",
     );
-    // 41 tags, one output kept as a tag and one output tag: 43 > 42.
+    // 42 tags, one output kept as a tag and one output tag: 44 > 43.
     let tags: serde_json::Map<String, Value> =
-        (0..41).map(|i| (format!("t{i}"), json!("x"))).collect();
+        (0..42).map(|i| (format!("t{i}"), json!("x"))).collect();
     assert_problem(
         tagged(json!({"v": "V"}), Value::Object(tags)),
         "OutputTags",
-        "need 43 tags",
+        "need 44 tags; at most 43 fit",
     );
 }
 

@@ -7,7 +7,6 @@
 pub mod local;
 pub mod offline;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -33,18 +32,15 @@ impl LocalAws {
         LocalAws::start_with(&[]).await
     }
 
-    /// Starts it with extra `ECS_AMI_EMULATOR_*` settings, such as an image delay.
+    /// Starts it with extra `ECS_AMI_EMULATOR_*` settings, such as an image delay. It listens on
+    /// a port the system picks (port 0) and says which in its state directory: a port picked
+    /// here and released could be taken by another test's listener before it binds it.
     pub async fn start_with(settings: &[(&str, &str)]) -> LocalAws {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let state_dir = tempfile::tempdir().unwrap();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/local-aws");
         let log = std::fs::File::create(state_dir.path().join("local-aws.log")).unwrap();
         let child = Command::new(script)
-            .arg(port.to_string())
+            .arg("0")
             .env("ECS_AMI_EMULATOR_STATE", state_dir.path())
             .env("ECS_AMI_EMULATOR_ONLINE_DELAY", "1")
             .envs(settings.iter().copied())
@@ -52,18 +48,20 @@ impl LocalAws {
             .stderr(log)
             .spawn()
             .expect("scripts/local-aws starts (scripts/test installs what it needs)");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let local = LocalAws {
+        let mut local = LocalAws {
             child,
-            endpoint,
+            endpoint: String::new(),
             state_dir,
         };
-        for _ in 0..150 {
-            if reqwest::get(format!("{}/ecs-ami-local/calls", local.endpoint))
-                .await
-                .is_ok()
-            {
-                return local;
+        for _ in 0..300 {
+            if let Ok(port) = std::fs::read_to_string(local.state_dir.path().join("port")) {
+                local.endpoint = format!("http://127.0.0.1:{}", port.trim());
+                if reqwest::get(format!("{}/ecs-ami-local/calls", local.endpoint))
+                    .await
+                    .is_ok()
+                {
+                    return local;
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -408,6 +406,21 @@ pub async fn invoke_with(aws: &Aws, mut event: Value, limits: impl Fn() -> Limit
     );
     (parsed, hand_overs)
 }
+/// The deployment's scheduled sweep (template.yaml `SweepRecords`): an invocation that answers
+/// nobody.
+pub async fn invoke_sweep(aws: &Aws) {
+    let sink = HttpSink::with_retries(1, Duration::from_millis(50));
+    let answered = invoke_until_answered(
+        json!({"EcsAmiMaintenance": "sweep"}),
+        aws,
+        &sink,
+        Limits::default,
+    )
+    .await
+    .expect("handled");
+    assert!(answered.is_none(), "the sweep answers nobody");
+}
+
 /// A stand-in for systemd's `systemctl` in the image (this machine's overlay has no systemd):
 /// `start ecs` (or `enable --now ecs`, `restart ecs`) starts the ECS agent, which the local AWS
 /// simulates: it reads the instance's /etc/ecs/ecs.config and registers the instance in the

@@ -2,6 +2,7 @@
 allows every AWS call the code makes and no more than it should, and the AMI template's
 resource passes the product's own property checks (tests/ecs_stack.rs builds it)."""
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -270,3 +271,29 @@ def test_copies_only_to_the_listed_regions_and_only_tagged():
     assert deny["Sid"] == "CopyNoOtherOwnersImages" and deny["Action"] == "ec2:CopyImage"
     assert deny["Resource"] == "arn:aws:ec2:us-east-1::image/*"
     assert deny["Condition"] == {"StringNotEquals": {"ec2:Owner": "123456789012"}}
+
+
+def test_records_are_swept_every_hour_and_removed_with_the_stack():
+    """The hourly sweep invokes the function with its maintenance event (src/handler/maintenance.rs,
+    SWEEP_EVENT_KEY), as a role that may invoke that function alone; the store resource, whose
+    Delete removes every record and lease, is served by the function."""
+    template = load(str(REPO / "template.yaml"))
+    resources = template["Resources"]
+    schedule = resources["SweepRecords"]["Properties"]
+    assert schedule["ScheduleExpression"] == "rate(1 hour)"
+    assert schedule["Target"]["Arn"] == {"Fn::GetAtt": ["Function", "Arn"]}
+    assert json.loads(schedule["Target"]["Input"]) == {"EcsAmiMaintenance": "sweep"}
+    source = (REPO / "src/handler/maintenance.rs").read_text()
+    assert 'SWEEP_EVENT_KEY: &str = "EcsAmiMaintenance"' in source
+    assert 'STORE_RESOURCE_TYPE: &str = "Custom::EcsAmiStore"' in source
+    role = resources["SweepScheduleRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    (policy,) = role["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Resource"] == {"Fn::GetAtt": ["Function", "Arn"]}
+    store = resources["Store"]
+    assert store["Type"] == "Custom::EcsAmiStore"
+    assert store["Properties"] == {"ServiceToken": {"Fn::GetAtt": ["Function", "Arn"]}}

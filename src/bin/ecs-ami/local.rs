@@ -164,7 +164,9 @@ pub async fn invoke_until_answered(
             Handled::Answered(response) | Handled::Repeated(response) => {
                 return Ok(Some((response, handed_over)));
             }
-            Handled::Yielded | Handled::Cancelled { .. } => return Ok(None),
+            Handled::Yielded | Handled::Cancelled { .. } | Handled::Swept { .. } => {
+                return Ok(None);
+            }
             Handled::HandedOver { hand_overs } => {
                 handed_over = hand_overs;
                 let payload = scheduler.take().expect("a hand-over queued its payload");

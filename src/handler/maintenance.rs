@@ -1,0 +1,106 @@
+//! What the function keeps in Parameter Store goes on its own: a scheduled sweep removes request
+//! records past their retention, and deleting the function's own stack removes every record and
+//! lease (its `Custom::EcsAmiStore` resource).
+//!
+//! Records stay a day after their request so that a late delivery does nothing; each answer
+//! sweeps its resource's old ones, but a stack whose resources are all deleted gets no further
+//! request, and its records would stay for ever. The deployment schedules an invocation with
+//! [`SWEEP_EVENT_KEY`] every hour (EventBridge Scheduler, template.yaml `SweepRecords`).
+
+use serde_json::Value;
+
+use super::{HandleError, Handled, ResponseSink};
+use crate::aws::Aws;
+use crate::cfn::{Operation, Outcome, Request, Response};
+use crate::engine::{lease, ledger};
+
+/// The scheduled sweep's event: `{"EcsAmiMaintenance": "sweep"}`.
+pub const SWEEP_EVENT_KEY: &str = "EcsAmiMaintenance";
+/// The resource type of the deployment's own store resource, whose Delete removes everything.
+pub const STORE_RESOURCE_TYPE: &str = "Custom::EcsAmiStore";
+const STORE_PHYSICAL_ID: &str = "ecs-ami-store";
+
+pub(super) fn is_sweep(event: &Value) -> bool {
+    event.get(SWEEP_EVENT_KEY).and_then(Value::as_str) == Some("sweep")
+}
+
+pub(super) fn is_store_request(event: &Value) -> bool {
+    event.get("ResourceType").and_then(Value::as_str) == Some(STORE_RESOURCE_TYPE)
+}
+
+/// Removes every resource's records past their retention.
+pub(super) async fn sweep(aws: &Aws) -> Handled {
+    match ledger::sweep_all(aws, false).await {
+        Ok(removed) => {
+            tracing::info!(removed, "old request records removed");
+            Handled::Swept { removed }
+        }
+        Err(error) => {
+            tracing::warn!(problem = %error, "old request records could not be removed");
+            Handled::Swept { removed: 0 }
+        }
+    }
+}
+
+/// The store resource: nothing to do on Create and Update; on Delete every record and lease goes.
+/// A failure to remove them fails the Delete, so the stack says what it left.
+pub(super) async fn store(
+    request: &Request,
+    aws: &Aws,
+    sink: &impl ResponseSink,
+) -> Result<Handled, HandleError> {
+    let outcome = match request.operation {
+        Operation::Create | Operation::Update { .. } => {
+            Outcome::success(STORE_PHYSICAL_ID, Default::default())
+        }
+        Operation::Delete { .. } => match remove_everything(aws).await {
+            Ok((records, leases)) => {
+                let mut outcome = Outcome::success(STORE_PHYSICAL_ID, Default::default());
+                outcome.reason = Some(format!(
+                    "removed {records} request records and {leases} lease generations from Parameter Store"
+                ));
+                outcome
+            }
+            Err(error) => Outcome::failed(
+                STORE_PHYSICAL_ID,
+                format!(
+                    "the function's records and leases (/ecs-ami/requests, /ecs-ami/leases) could not all be removed: {error}"
+                ),
+            ),
+        },
+    };
+    let response = Response::new(&request.identity, outcome);
+    match sink.send(&request.response_url, &response).await {
+        Ok(()) => Ok(Handled::Answered(response)),
+        Err(error) => Err(HandleError::Undeliverable {
+            status: response.status,
+            physical_id: response.physical_resource_id,
+            error,
+        }),
+    }
+}
+
+async fn remove_everything(aws: &Aws) -> Result<(usize, usize), crate::aws::AwsError> {
+    let records = ledger::sweep_all(aws, true).await?;
+    let leases = lease::remove_all(aws).await?;
+    Ok((records, leases))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_sweep_and_the_store_are_told_apart_from_builds() {
+        assert!(is_sweep(&json!({"EcsAmiMaintenance": "sweep"})));
+        assert!(!is_sweep(&json!({"EcsAmiMaintenance": "other"})));
+        assert!(!is_sweep(&json!({"RequestType": "Create"})));
+        assert!(is_store_request(
+            &json!({"RequestType": "Delete", "ResourceType": "Custom::EcsAmiStore"})
+        ));
+        assert!(!is_store_request(
+            &json!({"RequestType": "Delete", "ResourceType": "Custom::EcsAmi"})
+        ));
+    }
+}
