@@ -1312,7 +1312,12 @@ class LocalAws:
         pairs = urllib.parse.parse_qsl((raw or environ.get("QUERY_STRING", "").encode()).decode(), keep_blank_values=True)
         set_name, id_param = listed
         if any(re.fullmatch(rf"{id_param}\.\d+", key) for key, _ in pairs):
-            return None  # by id: EC2 does not page (MaxResults cannot go with ids)
+            if any(key == "MaxResults" for key, _ in pairs):
+                # "You cannot specify this parameter and the ... IDs parameter in the same request"
+                return error_response(start_response, operation, {
+                    "code": "InvalidParameterCombination", "status": 400,
+                    "message": f"MaxResults cannot be given with {id_param}"})
+            return None  # by id: EC2 does not page
         token = next((value for key, value in pairs if key == "NextToken"), None)
         if token is not None and not token.startswith(PAGE_TOKEN):
             return None

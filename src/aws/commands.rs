@@ -38,6 +38,20 @@ impl Aws {
         comment: &str,
     ) -> Result<String> {
         let lines: Vec<String> = script.lines().map(str::to_owned).collect();
+        // SendCommand takes no client token: an attempt that timed out after SSM took it would be
+        // sent again and run the step twice. So this call alone has no per-attempt timeout
+        // (throttling and server errors, answered before anything runs, are still retried); a
+        // call that never answers ends with the invocation's deadline, and the next invocation
+        // finds the command by its comment before sending (`start_step`).
+        let timeouts = self
+            .ssm
+            .config()
+            .timeout_config()
+            .cloned()
+            .unwrap_or_else(|| aws_config::timeout::TimeoutConfig::builder().build())
+            .to_builder()
+            .disable_operation_attempt_timeout()
+            .build();
         let out = self
             .ssm
             .send_command()
@@ -46,6 +60,8 @@ impl Aws {
             .parameters("commands", lines)
             .parameters("executionTimeout", vec![timeout_seconds.to_string()])
             .comment(comment.chars().take(100).collect::<String>())
+            .customize()
+            .config_override(aws_sdk_ssm::config::Builder::default().timeout_config(timeouts))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ssm:SendCommand", e))?;

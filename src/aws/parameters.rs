@@ -22,7 +22,9 @@ impl Aws {
             })
     }
     /// Creates a parameter only if it does not exist: the one atomic test-and-set this product
-    /// needs (the build lease). False when it already exists.
+    /// needs (the build lease). False when it already exists with another value: an attempt the
+    /// SDK retried after a timeout may have landed, and then the parameter holds this very value
+    /// (each lease generation and record carries a fresh token or time), which is ours.
     pub async fn create_parameter(&self, name: &str, value: &str) -> Result<bool> {
         let put = self
             .ssm
@@ -38,7 +40,7 @@ impl Aws {
             Err(error) => {
                 let error = AwsError::from_sdk("ssm:PutParameter", error);
                 if error.code.as_deref() == Some("ParameterAlreadyExists") {
-                    Ok(false)
+                    Ok(self.parameter_if_exists(name).await?.as_deref() == Some(value))
                 } else {
                     Err(error)
                 }

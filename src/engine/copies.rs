@@ -302,13 +302,14 @@ pub(crate) async fn settle(
 }
 
 /// The copy and its snapshots get the image's tags (but the identity of the request that made
-/// the copy), and its description.
+/// the copy, and the home image's list of copy regions, which is the home image's alone), and its
+/// description.
 async fn retag(there: &Aws, home: &Image, copy: &Image) -> Result<(), AwsError> {
     let own = identity_keys();
     let wanted: BTreeMap<String, String> = home
         .tags
         .iter()
-        .filter(|(k, _)| !own.contains(&k.as_str()))
+        .filter(|(k, _)| !own.contains(&k.as_str()) && k.as_str() != TAG_COPY_REGIONS)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let stale: Vec<String> = copy
@@ -316,7 +317,7 @@ async fn retag(there: &Aws, home: &Image, copy: &Image) -> Result<(), AwsError> 
         .keys()
         .filter(|k| {
             !wanted.contains_key(*k)
-                && (!k.starts_with(TAG_PREFIX) || is_image_tag(k))
+                && (!k.starts_with(TAG_PREFIX) || is_image_tag(k) || k.as_str() == TAG_COPY_REGIONS)
                 && !own.contains(&k.as_str())
         })
         .cloned()

@@ -42,14 +42,35 @@ pub(super) async fn sweep(aws: &Aws) -> Handled {
     }
 }
 
+/// The stack the function was deployed with (template.yaml sets it): only its own store resource
+/// may remove everything. Unset outside Lambda (the local command line and tests).
+const OWN_STACK_ENV: &str = "ECS_AMI_STACK_ID";
+
+/// Whether the store request comes from the deployment's own stack. Another stack that declares
+/// a `Custom::EcsAmiStore` with the exported ServiceToken must not remove every build's records.
+fn is_own(request: &Request, own_stack: Option<&str>) -> bool {
+    own_stack.is_none_or(|own| own == request.identity.stack_id)
+}
+
 /// The store resource: nothing to do on Create and Update; on Delete every record and lease goes.
-/// A failure to remove them fails the Delete, so the stack says what it left.
+/// A failure to remove them fails the Delete, so the stack says what it left. Another stack's
+/// store resource is refused at Create and removes nothing at Delete.
 pub(super) async fn store(
     request: &Request,
     aws: &Aws,
     sink: &impl ResponseSink,
 ) -> Result<Handled, HandleError> {
+    let own_stack = std::env::var(OWN_STACK_ENV).ok().filter(|s| !s.is_empty());
+    let own = is_own(request, own_stack.as_deref());
     let outcome = match request.operation {
+        Operation::Create | Operation::Update { .. } if !own => Outcome::failed(
+            STORE_PHYSICAL_ID,
+            format!(
+                "{STORE_RESOURCE_TYPE} is the function's own stack's resource ({}); another stack may not declare one",
+                own_stack.unwrap_or_default()
+            ),
+        ),
+        Operation::Delete { .. } if !own => Outcome::success(STORE_PHYSICAL_ID, Default::default()),
         Operation::Create | Operation::Update { .. } => {
             Outcome::success(STORE_PHYSICAL_ID, Default::default())
         }
@@ -90,6 +111,25 @@ async fn remove_everything(aws: &Aws) -> Result<(usize, usize), crate::aws::AwsE
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_the_deployments_own_stack_may_remove_everything() {
+        let event = json!({
+            "RequestType": "Delete", "ResourceType": "Custom::EcsAmiStore",
+            "ResponseURL": "https://example.invalid/r", "RequestId": "r",
+            "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/other/1",
+            "LogicalResourceId": "Store", "PhysicalResourceId": "ecs-ami-store",
+            "ResourceProperties": {"ServiceToken": "x"}
+        });
+        let request = Request::parse(event).unwrap();
+        let own = "arn:aws:cloudformation:us-east-1:123456789012:stack/ecs-ami/2";
+        assert!(!is_own(&request, Some(own)));
+        assert!(is_own(&request, Some(&request.identity.stack_id)));
+        assert!(
+            is_own(&request, None),
+            "outside Lambda, no stack to compare with"
+        );
+    }
 
     #[test]
     fn the_sweep_and_the_store_are_told_apart_from_builds() {

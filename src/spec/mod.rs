@@ -49,8 +49,9 @@ pub const EC2_TAGS_PER_RESOURCE: usize = 50;
 /// identity (stack, logical and request id), fingerprint, properties and source image, and one
 /// of image id (on a snapshot), copy regions (on the AMI) or copy of (on a copy).
 pub const PRODUCT_TAGS: usize = 7;
-/// Added with `Tests`, on the AMI, its snapshots and its copies: tested at, test instance and
-/// tests passed (kept once written).
+/// Tested at, test instance and tests passed, on the AMI, its snapshots and its copies once the
+/// AMI passed `Tests`. They stay when an Update drops `Tests` (the AMI is kept, and a rollback to
+/// earlier Tests must find them), so they are counted whether or not `Tests` is given.
 pub const PRODUCT_TEST_TAGS: usize = 3;
 pub const DEFAULT_STEP_TIMEOUT_SECONDS: u32 = 1800;
 pub const MAX_STEP_TIMEOUT_SECONDS: u32 = 3600;
@@ -380,7 +381,7 @@ impl AmiSpec {
         let tags = parse_tags(tags, &mut problems);
         let steps = parse_steps(steps.unwrap_or_default(), &mut problems);
         let output_tags = parse_output_tags(output_tags, &tags, &steps, &mut problems);
-        let has_tests = tests.is_some();
+        check_tag_budget(&tags, &output_tags, &steps, &mut problems);
         let launch_permissions = launch_permissions
             .and_then(|value| parse_launch_permissions(value, &mut problems))
             .unwrap_or_default();
@@ -397,7 +398,6 @@ impl AmiSpec {
         let ssm_parameters = home_parameters;
         let regions = parse_regions(regions.unwrap_or_default(), &mut problems);
         let tests = tests.and_then(|value| parse_tests(value, &mut problems));
-        check_tag_budget(&tags, &output_tags, &steps, has_tests, &mut problems);
         check_sharable(
             &launch_permissions,
             (&block_device_mappings, &regions),

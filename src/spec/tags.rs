@@ -67,27 +67,21 @@ pub(super) fn parse_tags(
 }
 
 /// `Tags`, `OutputTags` and the step outputs (each kept on the AMI as a tag) against what EC2
-/// leaves beside the product's own tags in this configuration ([`PRODUCT_TAGS`], and
-/// [`PRODUCT_TEST_TAGS`] with `Tests`), so that a build is refused before launch rather than
-/// failing with TagLimitExceeded once the image exists.
+/// leaves beside the product's own tags ([`PRODUCT_TAGS`] and [`PRODUCT_TEST_TAGS`], which an
+/// AMI keeps once tested, with or without `Tests` in a later Update), so that a build or an
+/// Update is refused before anything is done rather than failing with TagLimitExceeded once the
+/// image exists.
 pub(super) fn check_tag_budget(
     tags: &BTreeMap<String, String>,
     output_tags: &BTreeMap<String, String>,
     steps: &[Step],
-    has_tests: bool,
     problems: &mut Problems,
 ) {
-    let ours = PRODUCT_TAGS + if has_tests { PRODUCT_TEST_TAGS } else { 0 };
+    let ours = PRODUCT_TAGS + PRODUCT_TEST_TAGS;
     let budget = EC2_TAGS_PER_RESOURCE - ours;
-    let why = if has_tests {
-        format!(
-            "EC2 allows {EC2_TAGS_PER_RESOURCE} per resource; the product puts {PRODUCT_TAGS} of its own on the AMI, its snapshots and copies, and {PRODUCT_TEST_TAGS} more with Tests"
-        )
-    } else {
-        format!(
-            "EC2 allows {EC2_TAGS_PER_RESOURCE} per resource; the product puts {PRODUCT_TAGS} of its own on the AMI, its snapshots and copies"
-        )
-    };
+    let why = format!(
+        "EC2 allows {EC2_TAGS_PER_RESOURCE} per resource; the product keeps {ours} of its own on the AMI, its snapshots and copies, {PRODUCT_TEST_TAGS} of them once the AMI passed Tests"
+    );
     let outputs: BTreeSet<&str> = steps
         .iter()
         .flat_map(|s| s.outputs.iter().map(String::as_str))
