@@ -5,7 +5,7 @@ use super::*;
 impl Aws {
     /// Whether the SSM agent on the instance reports Online; SendCommand fails before it does.
     /// Every page is read: a filtered answer may come as empty pages that carry a token
-    /// (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribeInstanceInformation.html).
+    /// (<https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribeInstanceInformation.html>).
     pub async fn instance_online(&self, instance_id: &str) -> Result<bool> {
         let filter = ssmt::InstanceInformationStringFilter::builder()
             .key("InstanceIds")

@@ -63,7 +63,7 @@ impl Ec2 {
 
     /// Every page of a Describe call: `nextToken` followed until a page carries none (a page may
     /// be empty and still carry one), as the SDK's paginators do; the same token twice ends it
-    /// (https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-pagination.html).
+    /// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-pagination.html>).
     pub(super) async fn pages(
         &self,
         operation: &'static str,

@@ -131,7 +131,7 @@ impl Aws {
     /// The latest output: without `Latest`, EC2 answers the buffer it posted shortly after the
     /// instance's last state change, which misses what user data printed later. `Latest` is for
     /// Nitro instance types; where EC2 refuses it, the buffered output is read instead
-    /// (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html).
+    /// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html>).
     pub async fn console_output(&self, instance_id: &str) -> Result<String> {
         let latest = self
             .ec2

@@ -43,7 +43,7 @@ pub use tests_property::{DEFAULT_TEST_MINUTES, MAX_USER_DATA_BYTES, TestSpec};
 
 /// Tags this product puts on everything it creates; users may not set keys with this prefix.
 pub const TAG_PREFIX: &str = "ecs-ami:";
-/// EC2's limit of tags per resource (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions).
+/// EC2's limit of tags per resource (<https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions>).
 pub const EC2_TAGS_PER_RESOURCE: usize = 50;
 /// The product's own tags on the AMI, each snapshot and each copy, whatever the properties: the
 /// identity (stack, logical and request id), fingerprint, properties and source image, and one
