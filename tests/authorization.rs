@@ -506,7 +506,8 @@ async fn the_role_refuses_what_is_not_the_builds() {
     assert_eq!(count(&decisions, "Denied"), 7, "{decisions:#}");
     assert_eq!(count(&decisions, "Error"), 0, "{decisions:#}");
     report::record(
-        "iam-14",
+        // Its own id: the statement rows take iam-01 to iam-NN.
+        "iam-refusals",
         SECTION,
         "Calls the role must refuse: terminate, tag or SendCommand to an instance not ours, another document, RunInstances untagged or passing another role, an application's parameter",
         "each refused with UnauthorizedOperation or AccessDeniedException",

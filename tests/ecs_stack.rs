@@ -260,14 +260,6 @@ async fn the_ecs_image_builds_from_its_template_and_a_cluster_runs_on_it() {
     // The versions were read on the builder: attributes and tags.
     assert_eq!(created["Data"]["DockerVersion"], "25.0.8");
     assert_eq!(created["Data"]["EcsAgentVersion"], "1.89.2");
-    let image = ec2
-        .describe_images()
-        .image_ids(&image_id)
-        .send()
-        .await
-        .unwrap()
-        .images()[0]
-        .clone();
     let tags = tags_of(image.tags());
     assert_eq!(tags["docker-version"], "25.0.8");
     assert_eq!(tags["ecs-agent-version"], "1.89.2");
