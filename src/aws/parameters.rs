@@ -85,6 +85,17 @@ impl Aws {
         }
         Ok(found)
     }
+    /// Deletes every parameter under `path`, at any depth; answers how many.
+    pub async fn delete_parameters_below(&self, path: &str) -> Result<usize> {
+        let names: Vec<String> = self
+            .parameters_below(path, true, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        self.delete_parameters(&names).await?;
+        Ok(names.len())
+    }
     pub async fn delete_parameters(&self, names: &[String]) -> Result<()> {
         for batch in names.chunks(10) {
             self.ssm

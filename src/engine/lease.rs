@@ -60,14 +60,7 @@ pub fn path(identity: &Identity) -> String {
 /// Removes every lease of every resource: the function's own stack is being deleted, and with it
 /// whatever it kept in Parameter Store. Answers how many generations went.
 pub async fn remove_all(aws: &Aws) -> Result<usize, AwsError> {
-    let names: Vec<String> = aws
-        .parameters_below(ROOT, true, usize::MAX)
-        .await?
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    aws.delete_parameters(&names).await?;
-    Ok(names.len())
+    aws.delete_parameters_below(ROOT).await
 }
 
 pub fn new_token() -> String {

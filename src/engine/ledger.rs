@@ -188,17 +188,16 @@ pub async fn sweep(aws: &Aws, identity: &Identity, pages: usize) -> Result<usize
     remove_written_before(aws, found, retention_cutoff()).await
 }
 
-/// Removes every resource's records older than [`RETENTION`], or all of them with `everything`
-/// (the function's own stack is being deleted). The scheduled sweep calls it, so that a deleted
-/// stack's records go even when no other request comes.
-pub async fn sweep_all(aws: &Aws, everything: bool) -> Result<usize, AwsError> {
+/// Removes every resource's records older than [`RETENTION`]. The scheduled sweep calls it, so
+/// that a deleted stack's records go even when no other request comes.
+pub async fn sweep_all(aws: &Aws) -> Result<usize, AwsError> {
     let found = aws.parameters_below(ROOT, true, usize::MAX).await?;
-    let cutoff = if everything {
-        u64::MAX
-    } else {
-        retention_cutoff()
-    };
-    remove_written_before(aws, found, cutoff).await
+    remove_written_before(aws, found, retention_cutoff()).await
+}
+
+/// Removes every record of every resource: the function's own stack is being deleted.
+pub async fn remove_all(aws: &Aws) -> Result<usize, AwsError> {
+    aws.delete_parameters_below(ROOT).await
 }
 
 fn retention_cutoff() -> u64 {
@@ -213,12 +212,11 @@ async fn remove_written_before(
     let mut old: Vec<String> = found
         .into_iter()
         .filter(|(_, value)| {
-            // Every kind of record says when it was written; one that does not is not ours to
-            // judge, except when everything goes.
+            // Every kind of record says when it was written.
             serde_json::from_str::<serde_json::Value>(value)
                 .ok()
                 .and_then(|v| v.get("AtMs")?.as_u64())
-                .map_or(cutoff == u64::MAX, |at_ms| at_ms < cutoff)
+                .is_some_and(|at_ms| at_ms < cutoff)
         })
         .map(|(name, _)| name)
         .collect();

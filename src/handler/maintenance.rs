@@ -30,7 +30,7 @@ pub(super) fn is_store_request(event: &Value) -> bool {
 
 /// Removes every resource's records past their retention.
 pub(super) async fn sweep(aws: &Aws) -> Handled {
-    match ledger::sweep_all(aws, false).await {
+    match ledger::sweep_all(aws).await {
         Ok(removed) => {
             tracing::info!(removed, "old request records removed");
             Handled::Swept { removed }
@@ -102,7 +102,7 @@ pub(super) async fn store(
 }
 
 async fn remove_everything(aws: &Aws) -> Result<(usize, usize), crate::aws::AwsError> {
-    let records = ledger::sweep_all(aws, true).await?;
+    let records = ledger::remove_all(aws).await?;
     let leases = lease::remove_all(aws).await?;
     Ok((records, leases))
 }
