@@ -33,8 +33,10 @@ managed instance:
 
 It also seeds what a real account already has: the ECS-optimized Amazon Linux 2023 images that the
 public SSM parameters point at, and the builder instance profile that template.yaml would create.
-`GET /ecs-ami-local/calls` counts the AWS API calls received, by operation (`DELETE` also resets),
-because moto's own recorder never sees the SSM calls answered here.
+`GET /ecs-ami-local/calls` counts the AWS API calls received, by operation and in order, and the
+calls throttled (`DELETE` also resets), because moto's own recorder never sees the SSM calls
+answered here. EC2's request-rate buckets and Parameter Store's throughput are enforced as AWS
+documents them (emulator/throttling.py; ECS_AMI_EMULATOR_RATE_SCALE scales them).
 
 For the fault tests, `POST /ecs-ami-local/faults` takes `{"rules": [...]}` (`DELETE` clears them,
 `GET` says how often each fired). A rule names an `operation` (`EC2.CreateImage`,
@@ -90,6 +92,7 @@ from moto.ecs.models import ecs_backends
 from moto.ssm.models import ssm_backends
 from werkzeug.serving import make_server
 
+from throttling import Throttle
 from authorization import (ADMIN_KEY, BUILDER_ROLE_NAME, TEST_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params,
                            tag_specifications)
 
@@ -1139,18 +1142,32 @@ class CallCounter:
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        # The calls in the order they came, each with what it named (a parameter, a path), so
+        # that what every call of a build is for can be read off (scripts/bench, the tests).
+        self.sequence: list[str] = []
         self.lock = threading.Lock()
 
-    def record(self, operation: str) -> None:
+    def record(self, operation: str, raw: bytes) -> None:
+        named = ""
+        if operation.startswith("AmazonSSM."):
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = {}
+            found = body.get("Name") or body.get("Path") or body.get("Names")
+            named = f" {found}" if found else ""
         with self.lock:
             self.counts[operation] = self.counts.get(operation, 0) + 1
+            self.sequence.append(operation + named)
 
     def take(self, reset: bool) -> dict[str, Any]:
         with self.lock:
             counts = dict(self.counts)
+            sequence = list(self.sequence)
             if reset:
                 self.counts.clear()
-        return {"total": sum(counts.values()), "by_operation": counts}
+                self.sequence.clear()
+        return {"total": sum(counts.values()), "by_operation": counts, "sequence": sequence}
 
 
 def operation_of(environ: dict[str, Any], raw: bytes) -> str | None:
@@ -1172,6 +1189,7 @@ class LocalAws:
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.run_command = RunCommandService()
         self.calls = CallCounter()
+        self.throttle = Throttle()
         self.faults = Faults()
         self.authorizer = Authorizer(TEMPLATE, os.path.join(STATE_DIR, "iam-decisions.log")) if IAM else None
 
@@ -1182,7 +1200,9 @@ class LocalAws:
         raw = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = io.BytesIO(raw)
         if path == "/ecs-ami-local/calls":
-            return respond(start_response, 200, self.calls.take(method == "DELETE"))
+            taken = self.calls.take(method == "DELETE")
+            taken["throttled"] = self.throttle.report(method == "DELETE")
+            return respond(start_response, 200, taken)
         if path == "/ecs-ami-local/faults":
             if method in ("POST", "DELETE"):
                 self.faults.set(json.loads(raw or b"{}").get("rules", []) if method == "POST" else [])
@@ -1213,7 +1233,12 @@ class LocalAws:
         REQUEST.copy_kms_refused = False
         REQUEST.token_repeat = False
         if operation is not None:
-            self.calls.record(operation)
+            self.calls.record(operation, raw)
+            if caller_key(environ) != ADMIN_KEY:
+                params = ec2_params(raw or environ.get("QUERY_STRING", "").encode()) if operation.startswith("EC2.") else {}
+                throttled = self.throttle.admit(region_of(environ), operation, params)
+                if throttled is not None:
+                    return error_response(start_response, operation, throttled)
             rule = self.faults.matching(operation, sdk_attempt(environ), "error", raw)
             if rule is not None:
                 return error_response(start_response, operation, rule)

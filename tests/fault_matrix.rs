@@ -81,6 +81,8 @@ impl Scenario {
                 online_timeout: Duration::from_secs(8),
                 state_check_every: Duration::from_secs(1),
                 step_grace: Duration::from_secs(3),
+                // A call throttled for good fails after one more try of its phase, not three.
+                throttled_tries: 1,
                 ..Timing::default()
             };
             match engine::create(&aws, &identity, spec, &timing).await {
@@ -169,7 +171,7 @@ async fn every_call_throttled_twice() {
         "EC2.CreateTags",
         "EC2.TerminateInstances",
         "AmazonSSM.PutParameter",
-        "AmazonSSM.GetParametersByPath",
+        "AmazonSSM.GetParameters",
         // (The lease is deleted by the handler once the answer is recorded; `s.build` drives the
         // engine alone.)
     ] {
@@ -324,7 +326,7 @@ async fn persistent_throttling_of_one_call() {
         "aws-05",
         SECTION_AWS,
         "One call (StopInstances) throttled on every attempt",
-        "FAILED naming the call after the 8 attempts of the retry policy; builder terminated",
+        "FAILED naming the call after the 8 attempts of the retry policy, and as many again when its phase is tried once more (3 times by default); builder terminated",
         &[],
     )
     .await;
@@ -351,7 +353,7 @@ async fn builder_terminated_mid_step() {
         "world-01",
         SECTION_WORLD,
         "The builder is terminated by someone else during a step",
-        "FAILED within one state check (30 s; 1 s here), naming the step",
+        "FAILED within one state check (60 s; 1 s here), naming the step",
         &[],
     )
     .await;

@@ -367,9 +367,8 @@ async fn a_duplicate_name_of_this_requests_own_image_is_followed() {
     }
 }
 
-/// Request records are kept a day (past the 6 hours Lambda keeps an event), then removed by later
-/// answers: the resource's own, and under a Delete some of other resources'. Younger ones and
-/// values that are not records stay.
+/// Request records are kept a day (past the 6 hours Lambda keeps an event), then removed by the
+/// hourly sweep, every resource's. Younger ones and values that are not records stay.
 #[tokio::test]
 async fn request_records_older_than_a_day_are_swept() {
     use ecs_ami::engine::ledger;
@@ -396,16 +395,10 @@ async fn request_records_older_than_a_day_are_swept() {
         store.insert(records(&mine, "garbage"), "not a record".into());
         store.insert(records(&other, "old"), old);
     }
-    assert_eq!(ledger::sweep(&aws, &mine, 0).await.unwrap(), 1);
+    assert_eq!(ledger::sweep_all(&aws).await.unwrap(), 2);
     let left = |name: String| world.parameters.lock().unwrap().contains_key(&name);
     assert!(!left(records(&mine, "old")));
-    assert!(left(records(&mine, "young")));
-    assert!(left(records(&mine, "garbage")));
-    assert!(
-        left(records(&other, "old")),
-        "another resource's, without pages"
-    );
-    assert_eq!(ledger::sweep(&aws, &mine, 3).await.unwrap(), 1);
     assert!(!left(records(&other, "old")));
     assert!(left(records(&mine, "young")));
+    assert!(left(records(&mine, "garbage")));
 }

@@ -84,6 +84,22 @@ pub struct AwsError {
 }
 
 impl AwsError {
+    /// AWS refused the call for its rate, and the SDK's retries did not get it through:
+    /// EC2's `RequestLimitExceeded`
+    /// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html>), Parameter
+    /// Store's and the JSON services' `ThrottlingException`. Worth trying again later.
+    pub fn is_throttled(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some(
+                "RequestLimitExceeded"
+                    | "ThrottlingException"
+                    | "Throttling"
+                    | "TooManyRequestsException"
+                    | "RequestThrottled"
+            )
+        )
+    }
     pub fn is_not_found(&self) -> bool {
         self.code.as_deref().is_some_and(|c| {
             c.contains("NotFound") || c.ends_with(".Malformed") || c == "InvalidAMIID.Unavailable"

@@ -51,6 +51,27 @@ impl Aws {
     pub async fn parameter_if_exists(&self, name: &str) -> Result<Option<String>> {
         Ok(self.parameter_state(name).await?.map(|state| state.value))
     }
+    /// The values of those of `names` (at most 10: GetParameters' limit) that exist, in one
+    /// call (<https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameters.html>:
+    /// names that do not exist come back as `InvalidParameters`, not as an error).
+    pub async fn parameters_named(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        debug_assert!(names.len() <= 10, "GetParameters takes at most 10 names");
+        let out = self
+            .ssm
+            .get_parameters()
+            .set_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ssm:GetParameters", e))?;
+        Ok(out
+            .parameters()
+            .iter()
+            .filter_map(|p| Some((p.name()?.to_owned(), p.value()?.to_owned())))
+            .collect())
+    }
     /// The parameters directly under `path`, as (name, value).
     pub async fn parameters_under(&self, path: &str) -> Result<Vec<(String, String)>> {
         self.parameters_below(path, false, usize::MAX).await
@@ -95,6 +116,18 @@ impl Aws {
             .collect();
         self.delete_parameters(&names).await?;
         Ok(names.len())
+    }
+    /// Deletes those of `names` (at most 10) that exist; answers how many did.
+    pub async fn delete_parameters_counted(&self, names: &[String]) -> Result<usize> {
+        debug_assert!(names.len() <= 10, "DeleteParameters takes at most 10 names");
+        let out = self
+            .ssm
+            .delete_parameters()
+            .set_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ssm:DeleteParameters", e))?;
+        Ok(out.deleted_parameters().len())
     }
     pub async fn delete_parameters(&self, names: &[String]) -> Result<()> {
         for batch in names.chunks(10) {

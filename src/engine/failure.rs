@@ -206,6 +206,17 @@ pub enum BuildError {
 
 impl BuildError {
     /// Whether the phase's SSM command, if any, has ended by itself: there is nothing to cancel.
+    /// An AWS call of the phase was throttled past the SDK's retries: the phase can run again
+    /// later (every phase may be run again: a crashed invocation's retry does the same).
+    pub fn throttled(&self) -> bool {
+        match self {
+            BuildError::Aws(error) | BuildError::SourceParameterUnreadable { error, .. } => {
+                error.is_throttled()
+            }
+            _ => false,
+        }
+    }
+
     pub fn command_ended(&self) -> bool {
         matches!(
             self,

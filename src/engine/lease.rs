@@ -37,11 +37,11 @@ pub struct Lease {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    Held(Lease),
+    /// `fresh`: no invocation held it before (a first claim), or it was handed over by its
+    /// holder ([`succeed`]); not after a holder presumed dead, nor on a renewal.
+    Held { lease: Lease, fresh: bool },
     /// Another live invocation holds it until then.
-    Busy {
-        until_ms: u64,
-    },
+    Busy { until_ms: u64 },
     /// Another delivery took it at this very moment, or (for a hand-over payload) the build is
     /// over: there is nothing to wait for.
     Lost,
@@ -144,11 +144,14 @@ pub async fn claim(
                 &encode(token, expires_ms, &identity.request_id),
             )
             .await?;
-            return Ok(Claim::Held(Lease {
-                token: token.to_owned(),
-                generation,
-                expires_ms,
-            }));
+            return Ok(Claim::Held {
+                lease: Lease {
+                    token: token.to_owned(),
+                    generation,
+                    expires_ms,
+                },
+                fresh: false,
+            });
         }
         Some((_, _, until_ms, _)) if until_ms > now => return Ok(Claim::Busy { until_ms }),
         Some((generation, ..)) => generation + 1,
@@ -161,15 +164,47 @@ pub async fn claim(
         )
         .await?
     {
-        Ok(Claim::Held(Lease {
-            token: token.to_owned(),
-            generation: next,
-            expires_ms,
-        }))
+        Ok(Claim::Held {
+            lease: Lease {
+                token: token.to_owned(),
+                generation: next,
+                expires_ms,
+            },
+            // Even a generation 1 made here may follow a holder that released the lease.
+            fresh: false,
+        })
     } else {
         // Another claimant created this generation first.
         Ok(Claim::Lost)
     }
+}
+
+/// The first claim of a delivery: most requests have no lease yet, so generation 1 is created
+/// straight away (one call); only when it exists is the lease read ([`claim`]).
+pub async fn claim_first(
+    aws: &Aws,
+    identity: &Identity,
+    token: &str,
+    ttl: Duration,
+) -> Result<Claim, AwsError> {
+    let expires_ms = clock::now_ms() + ttl.as_millis() as u64;
+    if aws
+        .create_parameter(
+            &format!("{}/1", path(identity)),
+            &encode(token, expires_ms, &identity.request_id),
+        )
+        .await?
+    {
+        return Ok(Claim::Held {
+            lease: Lease {
+                token: token.to_owned(),
+                generation: 1,
+                expires_ms,
+            },
+            fresh: true,
+        });
+    }
+    claim(aws, identity, token, ttl).await
 }
 
 /// Takes the lease over from the invocation that handed the build on (`handed`, carried in the
@@ -185,14 +220,14 @@ pub async fn succeed(
 ) -> Result<Claim, AwsError> {
     let path = path(identity);
     let now = clock::now_ms();
-    let next = match latest(aws, &path).await? {
+    let (next, fresh) = match latest(aws, &path).await? {
         Some((generation, holder, ..))
             if generation == handed.generation && holder == handed.token =>
         {
-            generation + 1
+            (generation + 1, true)
         }
         Some((_, _, until_ms, _)) if until_ms > now => return Ok(Claim::Busy { until_ms }),
-        Some((generation, ..)) => generation + 1,
+        Some((generation, ..)) => (generation + 1, false),
         // The lease goes only when the build is over (answered, cancelled or cleaned up): a
         // payload of it must not start it again.
         None => return Ok(Claim::Lost),
@@ -206,11 +241,14 @@ pub async fn succeed(
         )
         .await?
     {
-        Ok(Claim::Held(Lease {
-            token,
-            generation: next,
-            expires_ms,
-        }))
+        Ok(Claim::Held {
+            lease: Lease {
+                token,
+                generation: next,
+                expires_ms,
+            },
+            fresh,
+        })
     } else {
         // Another delivery of the same payload took it first.
         Ok(Claim::Lost)
@@ -255,6 +293,13 @@ pub async fn release(aws: &Aws, path: &str, lease: &Lease) -> Result<(), AwsErro
 /// Deletes every generation there is, whoever held them: for a build ended by an invocation that
 /// could not read the lease it was handed.
 pub async fn release_all(aws: &Aws, path: &str) -> Result<(), AwsError> {
+    // Generations are numbered from 1, one per invocation that held the lease: the first ten go
+    // by name in one call (DeleteParameters reports names that do not exist, without failing),
+    // and the lease is listed only when all ten were there.
+    let first: Vec<String> = (1..=10).map(|g| format!("{path}/{g}")).collect();
+    if aws.delete_parameters_counted(&first).await? < first.len() {
+        return Ok(());
+    }
     let names: Vec<String> = aws
         .parameters_under(path)
         .await?

@@ -11,8 +11,8 @@
 //!   CloudFormation sent because it gave up on this one). The build stops at its next check,
 //!   removes what it made and answers nothing.
 //!
-//! Records outlive any delivery (Lambda keeps an event at most 6 hours): they are removed after
-//! [`RETENTION`] by later requests.
+//! Records outlive any delivery (Lambda keeps an event at most 6 hours): the deployment's hourly
+//! sweep ([`sweep_all`]) removes them after [`RETENTION`].
 
 use std::time::Duration;
 
@@ -97,13 +97,48 @@ pub fn path(identity: &Identity) -> String {
     format!("{}/{}", resource_path(identity), identity.request_key())
 }
 
+/// What a request finds when it looks (one GetParameters call): its own record, and for a
+/// Create, the Delete that cancelled it before it started, if one did.
+#[derive(Debug, Default)]
+pub struct Standing {
+    pub record: Option<Record>,
+    pub create_cancelled_by: Option<String>,
+}
+
 /// The record of `identity`'s request, if it has one. A value this version cannot read counts
 /// as none.
 pub async fn read(aws: &Aws, identity: &Identity) -> Result<Option<Record>, AwsError> {
-    Ok(aws
-        .parameter_if_exists(&path(identity))
-        .await?
-        .and_then(|value| serde_json::from_str(&value).ok()))
+    Ok(standing(aws, identity, None).await?.record)
+}
+
+/// The request's record and, for a Create issued at `create_issued_at`, the Delete that
+/// cancelled the Creates of its resource issued before it (see [`cancel_creates_before`]).
+pub async fn standing(
+    aws: &Aws,
+    identity: &Identity,
+    create_issued_at: Option<&str>,
+) -> Result<Standing, AwsError> {
+    let own = path(identity);
+    let cancelled_path = creates_cancelled_path(identity);
+    let mut names = vec![own.clone()];
+    if create_issued_at.is_some() {
+        names.push(cancelled_path.clone());
+    }
+    let found = aws.parameters_named(&names).await?;
+    let record = found
+        .get(&own)
+        .and_then(|value| serde_json::from_str(value).ok());
+    let create_cancelled_by = create_issued_at.and_then(|issued_at| {
+        found
+            .get(&cancelled_path)
+            .and_then(|value| serde_json::from_str::<CreatesCancelled>(value).ok())
+            .filter(|r| issued_at <= r.issued_at.as_str())
+            .map(|r| r.by)
+    });
+    Ok(Standing {
+        record,
+        create_cancelled_by,
+    })
 }
 
 /// Writes `record` for `identity`'s request unless it has one. None: written. Some: the record
@@ -143,49 +178,16 @@ pub async fn cancel_creates_before(
         .await
 }
 
-/// The Delete that cancelled a Create of `identity`'s resource issued at `issued_at`, if one did.
-async fn create_cancelled_by(
-    aws: &Aws,
-    identity: &Identity,
-    issued_at: &str,
-) -> Result<Option<String>, AwsError> {
-    let record = aws
-        .parameter_if_exists(&creates_cancelled_path(identity))
-        .await?
-        .and_then(|value| serde_json::from_str::<CreatesCancelled>(&value).ok());
-    Ok(record
-        .filter(|r| issued_at <= r.issued_at.as_str())
-        .map(|r| r.by))
-}
-
-/// `create_cancelled_by`, and when a Delete did cancel it, the Create's own record says so
-/// (a later delivery of it then does nothing either). The cancelling Delete, if any.
-pub async fn cancel_if_create_cancelled(
-    aws: &Aws,
-    identity: &Identity,
-    issued_at: &str,
-) -> Result<Option<String>, AwsError> {
-    let Some(by) = create_cancelled_by(aws, identity, issued_at).await? else {
-        return Ok(None);
-    };
+/// A Create found cancelled by the Delete `by` ([`Standing::create_cancelled_by`]): its own record
+/// says so, so that a later delivery of it does nothing either.
+pub async fn record_create_cancelled(aws: &Aws, identity: &Identity, by: &str) {
     let record = Record::Cancelled {
-        by: by.clone(),
+        by: by.to_owned(),
         at_ms: clock::now_ms(),
     };
     if let Err(error) = write(aws, identity, &record).await {
         tracing::warn!(problem = %error, "could not record the cancellation");
     }
-    Ok(Some(by))
-}
-
-/// Removes records older than [`RETENTION`]: those of `identity`'s resource, and some of other
-/// resources' (a deleted stack leaves its records behind), at most `pages` pages of them.
-pub async fn sweep(aws: &Aws, identity: &Identity, pages: usize) -> Result<usize, AwsError> {
-    let mut found = aws.parameters_under(&resource_path(identity)).await?;
-    if pages > 0 {
-        found.extend(aws.parameters_below(ROOT, true, pages).await?);
-    }
-    remove_written_before(aws, found, retention_cutoff()).await
 }
 
 /// Removes every resource's records older than [`RETENTION`]. The scheduled sweep calls it, so

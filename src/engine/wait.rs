@@ -17,6 +17,8 @@ pub(super) struct Wait {
     pub waited: Duration,
     /// How long it may last.
     pub limit: Duration,
+    /// The longest pause between two polls (`Timing::max_poll`, or `image_max_poll`).
+    pub poll_at_most: Duration,
 }
 
 /// For a wait while the builder should be running: which builder, in which states, and when (in
@@ -53,24 +55,23 @@ pub(super) async fn keep_waiting(
     if wait.waited >= wait.limit {
         return Ok(Poll::Overdue);
     }
-    let pause = timing.next_poll(wait.waited);
+    let pause = timing.next_poll(wait.waited, wait.poll_at_most);
     Ok(Poll::Again {
         pause,
         waited: wait.waited + pause,
     })
 }
 
-/// Asks EC2 every `state_check_every` whether the builder is still in one of the expected states.
+/// Asks EC2 every `state_check_every` whether the builder is still in one of the expected states,
+/// the first time once the wait has lasted that long (a wait shorter than that makes no call).
 async fn check_still_running(
     aws: &Aws,
     timing: &Timing,
     waited: Duration,
     watch: Watch<'_>,
 ) -> Result<(), BuildError> {
-    if watch
-        .state_checked
-        .is_some_and(|at| waited < at + timing.state_check_every)
-    {
+    let last = watch.state_checked.unwrap_or(Duration::ZERO);
+    if waited < last + timing.state_check_every {
         return Ok(());
     }
     *watch.state_checked = Some(waited);
@@ -82,7 +83,7 @@ async fn check_still_running(
             "EC2 does not list the new builder yet"
         );
         // Ask again at the next poll.
-        *watch.state_checked = None;
+        *watch.state_checked = Some(waited.saturating_sub(timing.state_check_every));
         return Ok(());
     }
     match state {
@@ -111,6 +112,7 @@ mod tests {
         let wait = |waited| Wait {
             waited: Duration::from_secs(waited),
             limit: Duration::from_secs(60),
+            poll_at_most: timing.max_poll,
         };
         match keep_waiting(&aws, &timing, wait(30), None).await.unwrap() {
             Poll::Again { pause, waited } => {

@@ -2,10 +2,10 @@
 //! records past their retention, and deleting the function's own stack removes every record and
 //! lease (its `Custom::EcsAmiStore` resource).
 //!
-//! Records stay a day after their request so that a late delivery does nothing; each answer
-//! sweeps its resource's old ones, but a stack whose resources are all deleted gets no further
-//! request, and its records would stay for ever. The deployment schedules an invocation with
-//! [`SWEEP_EVENT_KEY`] every hour (EventBridge Scheduler, template.yaml `SweepRecords`).
+//! Records stay a day after their request so that a late delivery does nothing. Answers do not
+//! sweep (that would cost every build a listing of its resource's records): the deployment
+//! schedules an invocation with [`SWEEP_EVENT_KEY`] every hour (EventBridge Scheduler,
+//! template.yaml `SweepRecords`), which removes every resource's old records.
 
 use serde_json::Value;
 

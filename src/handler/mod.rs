@@ -227,17 +227,6 @@ async fn answer(
             }
         }
     }
-    if recorded {
-        // Each answer removes its resource's records older than a day; a Delete (the last
-        // request a resource gets) also some of stacks deleted long ago.
-        let pages = match request.operation {
-            Operation::Delete { .. } => 3,
-            _ => 0,
-        };
-        if let Err(error) = ledger::sweep(aws, &request.identity, pages).await {
-            tracing::warn!(problem = %error, "old request records could not be removed");
-        }
-    }
     let response = Response::new(&request.identity, outcome);
     tracing::info!(
         status = ?response.status,

@@ -8,7 +8,7 @@ use crate::cfn::{self, Operation, Outcome, Request};
 use crate::engine::{self, BuildState, Leftovers, Progress, Timing};
 use crate::spec::AmiSpec;
 
-use super::records::cancelled_before_it_started;
+use super::records::note_cancelled_creates;
 use super::{failed_outcome, failure_physical_id};
 use crate::engine::Failed;
 
@@ -23,9 +23,7 @@ pub(super) async fn operate(
         Ok(spec) => spec,
         Err(refused) => return refused,
     };
-    if let Some(progress) = cancelled_before_it_started(&request, state.is_some(), &aws).await {
-        return progress;
-    }
+    note_cancelled_creates(&request, &aws).await;
     let superseded = match supersede_abandoned(&request, state.is_some(), &aws, &timing).await {
         Ok(superseded) => superseded,
         Err(failed) => return failed,

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::aws::Aws;
 use crate::cfn::{self, Operation, Outcome, Request, Response};
+use crate::engine;
 use crate::engine::ledger::{self, Record};
-use crate::engine::{self, Progress};
 use crate::spec::AmiSpec;
 
 use super::operate::remove_build;
@@ -89,41 +89,18 @@ pub(super) async fn honour_record(
 /// Lambda delivers asynchronous events in no guaranteed order, so the Delete of a Create that
 /// CloudFormation cancelled (one with a physical id CloudFormation made up, neither an AMI nor a
 /// failed Create's) may run before the Create itself. Such a Delete notes when CloudFormation
-/// issued it; a Create issued before then, arriving afterwards, builds nothing and answers
-/// nothing. Both times are CloudFormation's (the signing time of each ResponseURL).
-pub(super) async fn cancelled_before_it_started(
-    request: &Request,
-    resumed: bool,
-    aws: &Aws,
-) -> Option<Progress> {
-    let issued_at = request.issued_at()?;
-    match &request.operation {
-        Operation::Delete { physical_id }
-            if !crate::spec::is_ami_id(physical_id)
-                && !cfn::is_failed_create_physical_id(physical_id) =>
-        {
-            if let Err(error) =
-                ledger::cancel_creates_before(aws, &request.identity, issued_at).await
-            {
-                tracing::warn!(problem = %error, "could not note the cancelled Create for a late delivery of it");
-            }
-            None
-        }
-        // Its properties are valid: `operate` refused it otherwise.
-        Operation::Create if !resumed => {
-            let by = match ledger::cancel_if_create_cancelled(aws, &request.identity, issued_at)
-                .await
-            {
-                Ok(by) => by?,
-                Err(error) => {
-                    tracing::warn!(problem = %error, "could not read whether this Create was cancelled");
-                    return None;
-                }
-            };
-            Some(Progress::Cancelled(format!(
-                "CloudFormation cancelled this Create (its Delete {by} was issued later, and ran first) before its build started: nothing was made"
-            )))
-        }
-        _ => None,
+/// issued it; a Create issued before then, arriving afterwards, finds the note once it holds its
+/// build's lease (`Build::check_record`), and builds nothing and answers nothing. Both times are
+/// CloudFormation's (the signing time of each ResponseURL).
+pub(super) async fn note_cancelled_creates(request: &Request, aws: &Aws) {
+    let Some(issued_at) = request.issued_at() else {
+        return;
+    };
+    if let Operation::Delete { physical_id } = &request.operation
+        && !crate::spec::is_ami_id(physical_id)
+        && !cfn::is_failed_create_physical_id(physical_id)
+        && let Err(error) = ledger::cancel_creates_before(aws, &request.identity, issued_at).await
+    {
+        tracing::warn!(problem = %error, "could not note the cancelled Create for a late delivery of it");
     }
 }

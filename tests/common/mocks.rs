@@ -15,6 +15,7 @@ use aws_sdk_ssm::operation::delete_parameters::DeleteParametersOutput;
 use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::operation::get_parameter::{GetParameterError, GetParameterOutput};
+use aws_sdk_ssm::operation::get_parameters::GetParametersOutput;
 use aws_sdk_ssm::operation::get_parameters_by_path::GetParametersByPathOutput;
 use aws_sdk_ssm::operation::put_parameter::{PutParameterError, PutParameterOutput};
 use aws_sdk_ssm::operation::send_command::SendCommandOutput;
@@ -105,6 +106,8 @@ pub struct World {
     pub parameters_by_path: Rule,
     pub delete_parameters: Rule,
     pub get_parameter: Rule,
+    /// GetParameters: the request's record (and whether a Delete cancelled its Create).
+    pub get_parameters: Rule,
     pub send_command: Rule,
     pub command_result: Rule,
     pub cancel_command: Rule,
@@ -123,9 +126,36 @@ pub struct World {
 /// Parameter name -> value, shared by the rules that stand in for Parameter Store.
 pub type ParameterStore = Arc<Mutex<BTreeMap<String, String>>>;
 
-fn parameter_store() -> (ParameterStore, Rule, Rule, Rule, Rule) {
+/// The parameter store and its rules: PutParameter, GetParametersByPath, DeleteParameters,
+/// GetParameter, GetParameters.
+type ParameterRules = (ParameterStore, Rule, Rule, Rule, Rule, Rule);
+
+fn parameter_store() -> ParameterRules {
     let store = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
     let (put, list, delete, get) = (store.clone(), store.clone(), store.clone(), store.clone());
+    let get_many = store.clone();
+    let get_parameters =
+        mock!(aws_sdk_ssm::Client::get_parameters).then_compute_output(move |input| {
+            let store = get_many.lock().unwrap();
+            let (found, missing): (Vec<&String>, Vec<&String>) = input
+                .names()
+                .iter()
+                .partition(|name| store.contains_key(*name));
+            GetParametersOutput::builder()
+                .set_parameters(Some(
+                    found
+                        .into_iter()
+                        .map(|name| {
+                            ssmt::Parameter::builder()
+                                .name(name)
+                                .value(&store[name])
+                                .build()
+                        })
+                        .collect(),
+                ))
+                .set_invalid_parameters(Some(missing.into_iter().cloned().collect()))
+                .build()
+        });
     let get_parameter =
         mock!(aws_sdk_ssm::Client::get_parameter).then_compute_response(move |input| {
             let store = get.lock().unwrap();
@@ -179,10 +209,14 @@ fn parameter_store() -> (ParameterStore, Rule, Rule, Rule, Rule) {
     let delete_parameters =
         mock!(aws_sdk_ssm::Client::delete_parameters).then_compute_output(move |input| {
             let mut store = delete.lock().unwrap();
-            for name in input.names() {
-                store.remove(name);
-            }
-            DeleteParametersOutput::builder().build()
+            let deleted = input
+                .names()
+                .iter()
+                .filter(|name| store.remove(*name).is_some())
+                .cloned();
+            DeleteParametersOutput::builder()
+                .set_deleted_parameters(Some(deleted.collect()))
+                .build()
         });
     (
         store,
@@ -190,13 +224,20 @@ fn parameter_store() -> (ParameterStore, Rule, Rule, Rule, Rule) {
         parameters_by_path,
         delete_parameters,
         get_parameter,
+        get_parameters,
     )
 }
 
 impl World {
     pub fn happy() -> World {
-        let (parameters, put_parameter, parameters_by_path, delete_parameters, get_parameter) =
-            parameter_store();
+        let (
+            parameters,
+            put_parameter,
+            parameters_by_path,
+            delete_parameters,
+            get_parameter,
+            get_parameters,
+        ) = parameter_store();
         // The builder runs until StopInstances, then it is stopped.
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (stop, seen) = (stopped.clone(), stopped);
@@ -206,6 +247,7 @@ impl World {
             parameters_by_path,
             delete_parameters,
             get_parameter,
+            get_parameters,
             source_image: on("DescribeImages")
                 .when(|q| q.list("ImageId") == [SOURCE])
                 .then_xml(|| images(&[image(SOURCE, "available")])),
@@ -334,6 +376,7 @@ impl World {
             &self.parameters_by_path,
             &self.delete_parameters,
             &self.get_parameter,
+            &self.get_parameters,
         ]
     }
 

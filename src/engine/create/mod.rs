@@ -42,6 +42,14 @@ struct Turns {
     phases: u32,
     /// When the request's record was last read.
     record_checked: Option<tokio::time::Instant>,
+    /// How often the current phase was tried again after AWS throttled it.
+    throttled: u32,
+}
+
+/// How long to wait before trying again what AWS throttled: `max_poll` or up to half less, at
+/// random, so that the builds throttled together do not come back together.
+fn throttled_pause(timing: &Timing) -> Duration {
+    timing.max_poll.mul_f64(0.5 + 0.5 * fastrand::f64())
 }
 
 /// Sleeps `pause`, but never past the moment this invocation must hand over, nor so long that the
@@ -63,6 +71,7 @@ impl Build {
         };
         let now = clock::now_ms();
         Build {
+            fresh: false,
             spec,
             state: BuildState {
                 phase: Phase::Resolve,
@@ -123,7 +132,11 @@ impl Build {
 
     /// Carries on a build that an earlier invocation handed over.
     pub fn resume(spec: AmiSpec, state: BuildState) -> Build {
-        Build { spec, state }
+        Build {
+            spec,
+            state,
+            fresh: false,
+        }
     }
 
     /// Runs phases until the build is done, fails, or this invocation should hand it over. On
@@ -194,6 +207,14 @@ impl Build {
                 tracing::warn!("another invocation took over this build: stopping here");
                 ControlFlow::Break(Progress::Yielded)
             }
+            // Throttled with a quarter of the lease or more left: the next turn renews it.
+            Err(error)
+                if error.is_throttled()
+                    && lease_left >= timing.lease_ttl.as_millis() as u64 / 4 =>
+            {
+                tracing::warn!(problem = %error, "the build lease could not be renewed yet (throttled): trying again");
+                ControlFlow::Continue(())
+            }
             Err(error) => {
                 let failure = Failure::LeaseNotRenewed(error);
                 ControlFlow::Break(
@@ -232,10 +253,11 @@ impl Build {
         out_of_time || (timing.hand_over_every_state && turns.phases > 0)
     }
 
-    /// Reads the request's record before each phase that creates something and every
-    /// `record_check_every`: a newer request may have cancelled this one, or another delivery
-    /// answered it. Read again once the lease is held, too: either may have happened between
-    /// the handler's read and the lease.
+    /// Reads the request's record once the lease is held (a newer request may have cancelled
+    /// this one, or another delivery answered it, between the handler's read and the lease),
+    /// then every `record_check_every`, and before a phase that creates something unless it was
+    /// read within `record_fresh_for`. The first read of a Create's first invocation also asks
+    /// whether a Delete cancelled it before it started (see [`ledger::Standing`]).
     async fn check_record(
         &mut self,
         aws: &Aws,
@@ -253,23 +275,32 @@ impl Build {
                 | Phase::Copy
                 | Phase::Publish
         );
-        if !creates_something
-            && turns
-                .record_checked
-                .is_some_and(|at| at.elapsed() < timing.record_check_every)
-        {
+        let since = turns.record_checked.map(|at| at.elapsed());
+        let due = match since {
+            None => true,
+            Some(since) if creates_something => since >= timing.record_fresh_for,
+            Some(since) => since >= timing.record_check_every,
+        };
+        if !due {
             return ControlFlow::Continue(());
         }
         turns.record_checked = Some(tokio::time::Instant::now());
-        // The launch of a Create: its cancelling Delete may have run before it took the lease
+        // A Create's first look: its cancelling Delete may have run before it took the lease
         // (and so not found it in flight).
-        if self.state.phase == Phase::Launch
-            && let Some(issued_at) = &timing.create_issued_at
-            && let Ok(Some(by)) = ledger::cancel_if_create_cancelled(aws, identity, issued_at).await
+        let issued_at = timing
+            .create_issued_at
+            .as_deref()
+            .filter(|_| since.is_none() && self.state.hand_overs == 0);
+        let standing = ledger::standing(aws, identity, issued_at).await;
+        if let Ok(ledger::Standing {
+            create_cancelled_by: Some(by),
+            ..
+        }) = &standing
         {
-            return ControlFlow::Break(self.stop_cancelled(aws, identity, &by, timing).await);
+            ledger::record_create_cancelled(aws, identity, by).await;
+            return ControlFlow::Break(self.stop_cancelled(aws, identity, by, timing).await);
         }
-        match ledger::read(aws, identity).await {
+        match standing.map(|s| s.record) {
             Ok(None) => ControlFlow::Continue(()),
             Ok(Some(ledger::Record::Cancelled { by, .. })) => {
                 ControlFlow::Break(self.stop_cancelled(aws, identity, &by, timing).await)
@@ -298,6 +329,13 @@ impl Build {
         let (next, pause) = match self.advance(aws, identity, timing).await {
             Ok(Next::Now(phase)) => (phase, None),
             Ok(Next::After(pause, phase)) => (phase, Some(pause)),
+            // Many builds in one account share its request rates: the phase is tried again
+            // (within TimeoutMinutes) rather than the build failed.
+            Err(error) if error.throttled() && turns.throttled < timing.throttled_tries => {
+                turns.throttled += 1;
+                tracing::warn!(phase = ?self.state.phase, problem = %error, tries = turns.throttled, "throttled by AWS past the SDK's retries: trying the phase again");
+                return Ok(Some(throttled_pause(timing)));
+            }
             Err(error) => {
                 let cancel_command = !error.command_ended();
                 let failure = Failure::In {
@@ -315,6 +353,7 @@ impl Build {
         if changed {
             self.state.phase_started_at_ms = clock::now_ms();
             turns.phases += 1;
+            turns.throttled = 0;
         }
         Ok(pause)
     }
@@ -342,13 +381,29 @@ impl Build {
         let handed = self.state.lease.clone();
         let mut seen_until = None;
         loop {
-            let claim = match &handed {
-                Some(handed) => lease::succeed(aws, identity, handed, timing.lease_ttl).await?,
-                None => lease::claim(aws, identity, &token, timing.lease_ttl).await?,
+            let claim = match (&handed, seen_until) {
+                (Some(handed), _) => lease::succeed(aws, identity, handed, timing.lease_ttl).await,
+                (None, None) => lease::claim_first(aws, identity, &token, timing.lease_ttl).await,
+                (None, Some(_)) => lease::claim(aws, identity, &token, timing.lease_ttl).await,
+            };
+            let claim = match claim {
+                // Many builds starting together share Parameter Store's rate: try again.
+                Err(error)
+                    if error.is_throttled()
+                        && timing.hand_over_at.is_none_or(|at| {
+                            tokio::time::Instant::now() + timing.max_poll * 2 < at
+                        }) =>
+                {
+                    tracing::warn!(problem = %error, "the build lease could not be taken yet (throttled): trying again");
+                    tokio::time::sleep(throttled_pause(timing)).await;
+                    continue;
+                }
+                other => other?,
             };
             match claim {
-                lease::Claim::Held(held) => {
-                    self.state.lease = Some(held);
+                lease::Claim::Held { lease, fresh } => {
+                    self.state.lease = Some(lease);
+                    self.fresh = fresh;
                     return Ok(true);
                 }
                 lease::Claim::Lost => {
@@ -398,8 +453,8 @@ impl Build {
         }
         let token = self.lease_token();
         match lease::claim(aws, identity, &token, timing.lease_ttl).await? {
-            lease::Claim::Held(held) => {
-                self.state.lease = Some(held);
+            lease::Claim::Held { lease, .. } => {
+                self.state.lease = Some(lease);
                 Ok(true)
             }
             lease::Claim::Busy { .. } | lease::Claim::Lost => Ok(false),

@@ -61,7 +61,7 @@ impl Build {
     ) -> Result<Next, BuildError> {
         match self.state.phase.clone() {
             Phase::Resolve => self.resolve_source(aws, identity).await,
-            Phase::Launch => self.launch(aws, identity).await,
+            Phase::Launch => self.launch(aws, identity, timing).await,
             Phase::AwaitOnline {
                 waited,
                 state_checked,
@@ -80,7 +80,7 @@ impl Build {
                 self.await_step(aws, timing, at, (waited, state_checked))
                     .await
             }
-            Phase::LaunchTest => self.launch_test(aws, identity).await,
+            Phase::LaunchTest => self.launch_test(aws, identity, timing).await,
             Phase::AwaitTestOnline {
                 waited,
                 state_checked,
@@ -113,7 +113,7 @@ impl Build {
             Phase::FinishTest => self.finish_test(aws, identity, timing).await,
             Phase::Stop => self.stop(aws, timing).await,
             Phase::AwaitStopped { waited } => self.await_stopped(aws, timing, waited).await,
-            Phase::CreateImage => self.create_image(aws, identity).await,
+            Phase::CreateImage => self.create_image(aws, identity, timing).await,
             Phase::AwaitImage { waited } => self.await_image(aws, timing, waited).await,
             Phase::TagSnapshots => self.tag_snapshots(aws, identity).await,
             Phase::Finish => self.finish(aws, timing).await,
@@ -133,8 +133,16 @@ impl Build {
         Ok(Next::Now(Phase::Launch))
     }
 
-    async fn launch(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
-        if let Some(phase) = self.adopt(aws, identity).await? {
+    async fn launch(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<Next, BuildError> {
+        // A first holder of the lease has nothing to adopt (see `Build::fresh`).
+        if !self.fresh
+            && let Some(phase) = self.adopt(aws, identity).await?
+        {
             return Ok(Next::Now(phase));
         }
         let resolved = self
@@ -166,10 +174,13 @@ impl Build {
         tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
         self.state.instance_id = Some(instance_id);
         self.state.launched_at_ms = Some(clock::now_ms());
-        Ok(Next::Now(Phase::AwaitOnline {
-            waited: Duration::ZERO,
-            state_checked: None,
-        }))
+        Ok(Next::After(
+            timing.first_poll,
+            Phase::AwaitOnline {
+                waited: timing.first_poll,
+                state_checked: None,
+            },
+        ))
     }
 
     /// Until SSM reports the builder (or the test instance) Online; then its first step.
@@ -204,6 +215,7 @@ impl Build {
         let wait = Wait {
             waited,
             limit: timing.online_timeout,
+            poll_at_most: timing.max_poll,
         };
         let test_profile = self
             .spec
@@ -261,8 +273,12 @@ impl Build {
         };
         let instance = self.instance_of(stage);
         // A retried invocation may have sent this step already: follow that command rather than
-        // run the step twice.
-        let sent = aws.commands_sent_to(instance).await?;
+        // run the step twice. (A first holder of the lease has sent nothing before.)
+        let sent = if self.fresh {
+            Vec::new()
+        } else {
+            aws.commands_sent_to(instance).await?
+        };
         let numbered = |comment: &str| match stage {
             Stage::Build => step_number(comment),
             Stage::Test => test_number(comment),
@@ -367,6 +383,7 @@ impl Build {
                 let wait = Wait {
                     waited,
                     limit: Duration::from_secs(u64::from(step.timeout_seconds)) + timing.step_grace,
+                    poll_at_most: timing.max_poll,
                 };
                 match keep_waiting(aws, timing, wait, Some(watch)).await? {
                     Poll::Again { pause, waited } => Ok(Next::After(
@@ -439,9 +456,12 @@ impl Build {
             sent => sent?,
         }
         tracing::info!(instance_id = self.instance(), "stopping the builder");
-        Ok(Next::Now(Phase::AwaitStopped {
-            waited: Duration::ZERO,
-        }))
+        Ok(Next::After(
+            timing.first_poll,
+            Phase::AwaitStopped {
+                waited: timing.first_poll,
+            },
+        ))
     }
 
     async fn await_stopped(
@@ -480,6 +500,7 @@ impl Build {
                 let wait = Wait {
                     waited,
                     limit: timing.stop_timeout,
+                    poll_at_most: timing.max_poll,
                 };
                 go_on(
                     keep_waiting(aws, timing, wait, None).await?,
@@ -497,19 +518,28 @@ impl Build {
         }
     }
 
-    async fn create_image(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
+    async fn create_image(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<Next, BuildError> {
         let resolved = self
             .state
             .resolved
             .as_ref()
             .expect("resolved before imaging");
-        // A retried invocation may have requested the image already.
-        if let Some(image) = aws
-            .images_tagged(&identity_tags(identity))
-            .await?
-            .into_iter()
-            .next()
-        {
+        // A retried invocation may have requested the image already (not before a first holder
+        // of the lease).
+        let earlier = if self.fresh {
+            None
+        } else {
+            aws.images_tagged(&identity_tags(identity))
+                .await?
+                .into_iter()
+                .next()
+        };
+        if let Some(image) = earlier {
             tracing::info!(image_id = %image.id, "image was already requested: following it");
             self.state.image_id = Some(image.id);
             return Ok(Next::Now(Phase::AwaitImage {
@@ -544,9 +574,12 @@ impl Build {
         };
         tracing::info!(image_id = %image_id, name = %self.state.image_name, "image requested");
         self.state.image_id = Some(image_id);
-        Ok(Next::Now(Phase::AwaitImage {
-            waited: Duration::ZERO,
-        }))
+        Ok(Next::After(
+            timing.first_poll,
+            Phase::AwaitImage {
+                waited: timing.first_poll,
+            },
+        ))
     }
 
     async fn await_image(
@@ -567,6 +600,7 @@ impl Build {
                 let wait = Wait {
                     waited,
                     limit: timing.image_timeout,
+                    poll_at_most: timing.image_max_poll,
                 };
                 go_on(
                     keep_waiting(aws, timing, wait, None).await?,
@@ -672,7 +706,12 @@ impl Build {
     /// Launches the test instance from the image: where the builder ran, tagged as the build's
     /// (with `ecs-ami:role` `test`, so that a resumed build never takes it for the builder), with
     /// the tests' user data; a retried launch (same ClientToken) answers the same instance.
-    async fn launch_test(&mut self, aws: &Aws, identity: &Identity) -> Result<Next, BuildError> {
+    async fn launch_test(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<Next, BuildError> {
         let tests = self.spec.tests.as_ref().expect("a test phase has tests");
         let image_id = self.state.image_id.clone().expect("image exists");
         let resolved = self.state.resolved.as_ref().expect("resolved");
@@ -758,10 +797,13 @@ impl Build {
         if self.state.test_launched_at_ms.is_none() {
             self.state.test_launched_at_ms = Some(clock::now_ms());
         }
-        Ok(Next::Now(Phase::AwaitTestOnline {
-            waited: Duration::ZERO,
-            state_checked: None,
-        }))
+        Ok(Next::After(
+            timing.first_poll,
+            Phase::AwaitTestOnline {
+                waited: timing.first_poll,
+                state_checked: None,
+            },
+        ))
     }
 
     /// The test instance must be an ACTIVE container instance of the cluster with its agent
@@ -806,6 +848,7 @@ impl Build {
             limit: timing
                 .online_timeout
                 .min(waited + Duration::from_millis(left).saturating_sub(timing.max_poll)),
+            poll_at_most: timing.max_poll,
         };
         go_on(
             keep_waiting(aws, timing, wait, None).await?,
@@ -929,6 +972,7 @@ impl Build {
                 let wait = Wait {
                     waited,
                     limit: timing.image_timeout,
+                    poll_at_most: timing.image_max_poll,
                 };
                 go_on(
                     keep_waiting(aws, timing, wait, None).await?,

@@ -155,6 +155,11 @@ pub struct BuildState {
 pub struct Build {
     pub spec: AmiSpec,
     pub state: BuildState,
+    /// This invocation holds the lease as the first holder of the request, or as the successor
+    /// its predecessor handed the build to: no earlier invocation can have done the phase it is
+    /// at or any later one, so nothing is looked up to be adopted. False (look) until the lease
+    /// says so, and after taking over from a holder presumed dead.
+    pub(crate) fresh: bool,
 }
 
 /// Where a build stands when an invocation stops running it.
