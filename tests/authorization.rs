@@ -172,7 +172,7 @@ async fn every_statement_of_the_role_is_needed() {
         ("ReadState", "ec2:Describe", "UnauthorizedOperation", true),
         (
             "BuildLeaseAndRequestRecords",
-            "ssm:GetParametersByPath",
+            "ssm:PutParameter",
             "AccessDeniedException",
             true,
         ),

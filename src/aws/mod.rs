@@ -89,14 +89,23 @@ impl AwsError {
     /// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html>), Parameter
     /// Store's and the JSON services' `ThrottlingException`. Worth trying again later.
     pub fn is_throttled(&self) -> bool {
+        // The throttling codes the SDK's retry classifier knows.
         matches!(
             self.code.as_deref(),
             Some(
                 "RequestLimitExceeded"
                     | "ThrottlingException"
                     | "Throttling"
+                    | "ThrottledException"
+                    | "RequestThrottledException"
                     | "TooManyRequestsException"
+                    | "ProvisionedThroughputExceededException"
+                    | "TransactionInProgressException"
                     | "RequestThrottled"
+                    | "SlowDown"
+                    | "PriorRequestNotComplete"
+                    | "EC2ThrottledException"
+                    | "BandwidthLimitExceeded"
             )
         )
     }

@@ -117,8 +117,8 @@ impl Aws {
         self.delete_parameters(&names).await?;
         Ok(names.len())
     }
-    /// Deletes those of `names` (at most 10) that exist; answers how many did.
-    pub async fn delete_parameters_counted(&self, names: &[String]) -> Result<usize> {
+    /// Deletes those of `names` (at most 10) that exist; answers those that did.
+    pub async fn delete_parameters_named(&self, names: &[String]) -> Result<Vec<String>> {
         debug_assert!(names.len() <= 10, "DeleteParameters takes at most 10 names");
         let out = self
             .ssm
@@ -127,7 +127,7 @@ impl Aws {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ssm:DeleteParameters", e))?;
-        Ok(out.deleted_parameters().len())
+        Ok(out.deleted_parameters().to_vec())
     }
     pub async fn delete_parameters(&self, names: &[String]) -> Result<()> {
         for batch in names.chunks(10) {

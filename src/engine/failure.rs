@@ -205,18 +205,25 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    /// Whether the phase's SSM command, if any, has ended by itself: there is nothing to cancel.
     /// An AWS call of the phase was throttled past the SDK's retries: the phase can run again
     /// later (every phase may be run again: a crashed invocation's retry does the same).
     pub fn throttled(&self) -> bool {
+        use crate::engine::publish::PublishError;
         match self {
-            BuildError::Aws(error) | BuildError::SourceParameterUnreadable { error, .. } => {
-                error.is_throttled()
-            }
+            BuildError::Aws(error)
+            | BuildError::SourceParameterUnreadable { error, .. }
+            | BuildError::InRegion { error, .. }
+            | BuildError::CopyNotRemoved { error, .. }
+            | BuildError::Publish(PublishError::Write { error, .. })
+            | BuildError::PublishIn {
+                error: PublishError::Write { error, .. },
+                ..
+            } => error.is_throttled(),
             _ => false,
         }
     }
 
+    /// Whether the phase's SSM command, if any, has ended by itself: there is nothing to cancel.
     pub fn command_ended(&self) -> bool {
         matches!(
             self,
@@ -270,6 +277,10 @@ pub enum Failure {
     LeaseNotTaken(AwsError),
     #[error("could not renew the build lease: {0}")]
     LeaseNotRenewed(AwsError),
+    /// A Create's first read of its record, which also says whether a Delete cancelled it
+    /// before it started, failed: nothing is launched without it.
+    #[error("could not read the request's record before launching anything: {0}")]
+    RecordUnreadable(AwsError),
     #[error(
         "the build exceeded its TimeoutMinutes ({minutes}) while {stage} (that stage had run {} s)",
         .stage_ran.as_secs()

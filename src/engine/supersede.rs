@@ -74,8 +74,10 @@ pub async fn supersede(
         let until = started + within_invocation(timing.supersede_wait);
         while tokio::time::Instant::now() < until {
             match lease::expiry(aws, &lease_path).await? {
+                // The build reads its record every `record_check_every`: a look every few
+                // seconds sees it stop soon enough, without spending Parameter Store's rate.
                 Some(expires) if expires > clock::now_ms() => {
-                    tokio::time::sleep(timing.min_poll).await;
+                    tokio::time::sleep(timing.max_poll / 3).await;
                 }
                 _ => break,
             }

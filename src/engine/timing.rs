@@ -76,7 +76,7 @@ impl Default for Timing {
             state_check_every: Duration::from_secs(60),
             step_grace: Duration::from_secs(120),
             not_found_grace: Duration::from_secs(60),
-            record_check_every: Duration::from_secs(60),
+            record_check_every: Duration::from_secs(30),
             record_fresh_for: Duration::from_secs(10),
             throttled_tries: 3,
             supersede_wait: Duration::from_secs(120),

@@ -193,12 +193,7 @@ impl Build {
         identity: &Identity,
         timing: &Timing,
     ) -> ControlFlow<Progress> {
-        let lease_left = self
-            .state
-            .lease
-            .as_ref()
-            .map_or(0, |l| l.expires_ms.saturating_sub(clock::now_ms()));
-        if lease_left >= timing.lease_ttl.as_millis() as u64 / 2 {
+        if self.lease_left_ms() >= timing.lease_ttl.as_millis() as u64 / 2 {
             return ControlFlow::Continue(());
         }
         match self.renew_lease(aws, identity, timing).await {
@@ -207,10 +202,11 @@ impl Build {
                 tracing::warn!("another invocation took over this build: stopping here");
                 ControlFlow::Break(Progress::Yielded)
             }
-            // Throttled with a quarter of the lease or more left: the next turn renews it.
+            // Throttled with a quarter of the lease or more still left (the SDK's retries took
+            // time): the next turn renews it.
             Err(error)
                 if error.is_throttled()
-                    && lease_left >= timing.lease_ttl.as_millis() as u64 / 4 =>
+                    && self.lease_left_ms() >= timing.lease_ttl.as_millis() as u64 / 4 =>
             {
                 tracing::warn!(problem = %error, "the build lease could not be renewed yet (throttled): trying again");
                 ControlFlow::Continue(())
@@ -223,6 +219,14 @@ impl Build {
                 )
             }
         }
+    }
+
+    /// How long the held lease has left, now.
+    fn lease_left_ms(&self) -> u64 {
+        self.state
+            .lease
+            .as_ref()
+            .map_or(0, |l| l.expires_ms.saturating_sub(clock::now_ms()))
     }
 
     /// `TimeoutMinutes` counts from the start, read each time: adopting an earlier delivery's
@@ -286,12 +290,27 @@ impl Build {
         }
         turns.record_checked = Some(tokio::time::Instant::now());
         // A Create's first look: its cancelling Delete may have run before it took the lease
-        // (and so not found it in flight).
+        // (and so not found it in flight). Nothing is launched until it got an answer.
         let issued_at = timing
             .create_issued_at
             .as_deref()
             .filter(|_| since.is_none() && self.state.hand_overs == 0);
-        let standing = ledger::standing(aws, identity, issued_at).await;
+        let mut standing = ledger::standing(aws, identity, issued_at).await;
+        if issued_at.is_some() {
+            for _ in 0..timing.throttled_tries {
+                let Err(error) = &standing else { break };
+                tracing::warn!(problem = %error, "could not read the request's record yet: trying again before launching anything");
+                tokio::time::sleep(throttled_pause(timing)).await;
+                standing = ledger::standing(aws, identity, issued_at).await;
+            }
+            if let Err(error) = standing {
+                let failure = Failure::RecordUnreadable(error);
+                return ControlFlow::Break(
+                    self.fail_and_clean(aws, identity, failure, true, timing)
+                        .await,
+                );
+            }
+        }
         if let Ok(ledger::Standing {
             create_cancelled_by: Some(by),
             ..
@@ -333,6 +352,9 @@ impl Build {
             // (within TimeoutMinutes) rather than the build failed.
             Err(error) if error.throttled() && turns.throttled < timing.throttled_tries => {
                 turns.throttled += 1;
+                // What the throttled attempt did before its refused call is not known: the
+                // phase looks again for what it may have made (see `Build::fresh`).
+                self.fresh = false;
                 tracing::warn!(phase = ?self.state.phase, problem = %error, tries = turns.throttled, "throttled by AWS past the SDK's retries: trying the phase again");
                 return Ok(Some(throttled_pause(timing)));
             }
@@ -347,13 +369,14 @@ impl Build {
                     .await);
             }
         };
+        // The phase got through: a later throttle starts its tries afresh.
+        turns.throttled = 0;
         let changed = std::mem::discriminant(&next) != std::mem::discriminant(&self.state.phase)
             || matches!((&self.state.phase, &next), (Phase::StartStep { index: a }, Phase::StartStep { index: b }) if a != b);
         self.state.phase = next;
         if changed {
             self.state.phase_started_at_ms = clock::now_ms();
             turns.phases += 1;
-            turns.throttled = 0;
         }
         Ok(pause)
     }
