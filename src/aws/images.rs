@@ -1,14 +1,10 @@
 //! AMIs and their snapshots: describe, create, tag, deregister, delete.
-//!
-//! The answers' element names are those of the EC2 API reference's response examples
-//! (`imagesSet`, `blockDeviceMapping`, `tagSet`, ...), shared by every EC2 Query answer.
 
+use aws_sdk_ec2::types as ec2t;
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format as DateTimeFormat;
 
-use super::ec2::Params;
 use super::instances::block_device_mappings;
-use super::xml::Element;
 use super::*;
 use crate::spec::{LaunchPermissions, SourceFilter};
 
@@ -16,14 +12,15 @@ impl Aws {
     pub async fn describe_image(&self, image_id: &str) -> Result<Option<Image>> {
         let out = self
             .ec2
-            .call(
-                "ec2:DescribeImages",
-                Params::new().set("ImageId.1", image_id),
-            )
-            .await;
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeImages", e));
         Ok(not_found_is_none(out)?.and_then(|out| {
-            out.items("imagesSet")
-                .find(|i| i.text_of("imageId") == Some(image_id))
+            out.images()
+                .iter()
+                .find(|i| i.image_id() == Some(image_id))
                 .map(to_image)
         }))
     }
@@ -40,23 +37,25 @@ impl Aws {
         not_of: &BTreeMap<String, String>,
     ) -> Result<Option<String>> {
         let now = DateTime::from(std::time::SystemTime::now());
-        let available = ["available".to_owned()];
         let filters = filter
             .filters
             .iter()
-            .map(|(name, values)| (name.as_str(), values.as_slice()))
-            .chain([("state", &available[..])]);
-        let query = Params::new()
-            .list("Owner", &filter.owners)
-            .filters(filters)
-            .set("IncludeDeprecated", filter.include_deprecated)
-            .set("MaxResults", 1000);
+            .map(|(name, values)| ec2_filter(name, values))
+            .chain([ec2_filter("state", ["available"])]);
+        let mut pages = self
+            .ec2
+            .describe_images()
+            .set_owners(Some(filter.owners.clone()))
+            .set_filters(Some(filters.collect()))
+            .include_deprecated(filter.include_deprecated)
+            .max_results(1000)
+            .into_paginator()
+            .send();
         let mut newest: Option<(DateTime, String)> = None;
-        for page in self.ec2.pages("ec2:DescribeImages", query).await? {
-            for image in page.items("imagesSet") {
-                let (Some(id), Some(created)) =
-                    (image.text_of("imageId"), image.text_of("creationDate"))
-                else {
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeImages", e))?;
+            for image in page.images() {
+                let (Some(id), Some(created)) = (image.image_id(), image.creation_date()) else {
                     continue;
                 };
                 let Some(created) = parse_time(created) else {
@@ -68,18 +67,14 @@ impl Aws {
                     continue;
                 };
                 let deprecated = image
-                    .text_of("deprecationTime")
+                    .deprecation_time()
                     .and_then(parse_time)
                     .is_some_and(|at| at <= now);
                 if deprecated && !filter.include_deprecated {
                     continue;
                 }
-                let tags: BTreeMap<&str, &str> = image.tags().collect();
-                if !not_of.is_empty()
-                    && not_of
-                        .iter()
-                        .all(|(k, v)| tags.get(k.as_str()) == Some(&v.as_str()))
-                {
+                let tags = tags_of(image.tags());
+                if !not_of.is_empty() && not_of.iter().all(|(k, v)| tags.get(k) == Some(v)) {
                     continue;
                 }
                 let candidate = (created, id.to_owned());
@@ -92,60 +87,52 @@ impl Aws {
     }
     /// The image this account owns under `name` (AMI names are unique per account and region).
     pub async fn image_named(&self, name: &str) -> Result<Option<Image>> {
-        let pages = self
-            .ec2
-            .pages(
-                "ec2:DescribeImages",
-                Params::new()
-                    .set("Owner.1", "self")
-                    .filters([("name", &[name.to_owned()][..])])
-                    .set("MaxResults", 1000),
-            )
-            .await?;
-        Ok(pages
-            .iter()
-            .flat_map(|p| p.items("imagesSet"))
-            .next()
-            .map(to_image))
+        Ok(self
+            .own_images(vec![ec2_filter("name", [name])])
+            .await?
+            .into_iter()
+            .next())
     }
     /// Images this account owns that carry every one of `tags`.
     pub async fn images_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Image>> {
-        let pages = self
+        self.own_images(tag_filters(tags)).await
+    }
+    /// The account's own images that match `filters`, every page.
+    async fn own_images(&self, filters: Vec<ec2t::Filter>) -> Result<Vec<Image>> {
+        let mut pages = self
             .ec2
-            .pages(
-                "ec2:DescribeImages",
-                Params::new()
-                    .set("Owner.1", "self")
-                    .tag_filters(tags)
-                    .set("MaxResults", 1000),
-            )
-            .await?;
-        Ok(pages
-            .iter()
-            .flat_map(|p| p.items("imagesSet"))
-            .map(to_image)
-            .collect())
+            .describe_images()
+            .owners("self")
+            .set_filters(Some(filters))
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeImages", e))?;
+            found.extend(page.images().iter().map(to_image));
+        }
+        Ok(found)
     }
     pub async fn create_image(&self, request: &ImageRequest) -> Result<String> {
         let out = self
             .ec2
-            .call(
-                "ec2:CreateImage",
-                block_device_mappings(
-                    Params::new()
-                        .set("InstanceId", &request.instance_id)
-                        .set("Name", &request.name)
-                        .set_opt("Description", request.description.as_ref()),
-                    &request.block_devices,
-                    false,
-                )
-                // The snapshots carry our tags from their creation: the role lets CreateImage
-                // create only tagged images and snapshots, and lets later calls (CreateTags,
-                // DeleteSnapshot) touch only resources that already carry them.
-                .tag_specifications(&["image", "snapshot"], &request.tags),
-            )
-            .await?;
-        new_image_id("ec2:CreateImage", &out)
+            .create_image()
+            .instance_id(&request.instance_id)
+            .name(&request.name)
+            .set_description(request.description.clone())
+            .set_block_device_mappings(Some(block_device_mappings(&request.block_devices, false)))
+            // The snapshots carry our tags from their creation: the role lets CreateImage
+            // create only tagged images and snapshots, and lets later calls (CreateTags,
+            // DeleteSnapshot) touch only resources that already carry them.
+            .set_tag_specifications(Some(tag_specifications(
+                &[ec2t::ResourceType::Image, ec2t::ResourceType::Snapshot],
+                &request.tags,
+            )))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:CreateImage", e))?;
+        new_image_id("ec2:CreateImage", out.image_id())
     }
     /// CopyImage, sent to this client's region (the destination) for `request.source_image` of
     /// `request.source_region`. The copy and its snapshots carry `request.tags` from the start;
@@ -154,20 +141,22 @@ impl Aws {
     pub async fn copy_image(&self, request: &CopyRequest) -> Result<String> {
         let out = self
             .ec2
-            .call(
-                "ec2:CopyImage",
-                Params::new()
-                    .set("SourceImageId", &request.source_image)
-                    .set("SourceRegion", &request.source_region)
-                    .set("Name", &request.name)
-                    .set_opt("Description", request.description.as_ref())
-                    .set_opt("Encrypted", request.kms_key_id.as_ref().map(|_| true))
-                    .set_opt("KmsKeyId", request.kms_key_id.as_ref())
-                    .set("ClientToken", &request.client_token)
-                    .tag_specifications(&["image", "snapshot"], &request.tags),
-            )
-            .await?;
-        new_image_id("ec2:CopyImage", &out)
+            .copy_image()
+            .source_image_id(&request.source_image)
+            .source_region(&request.source_region)
+            .name(&request.name)
+            .set_description(request.description.clone())
+            .set_encrypted(request.kms_key_id.as_ref().map(|_| true))
+            .set_kms_key_id(request.kms_key_id.clone())
+            .client_token(&request.client_token)
+            .set_tag_specifications(Some(tag_specifications(
+                &[ec2t::ResourceType::Image, ec2t::ResourceType::Snapshot],
+                &request.tags,
+            )))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:CopyImage", e))?;
+        new_image_id("ec2:CopyImage", out.image_id())
     }
     pub async fn tag(
         &self,
@@ -178,13 +167,12 @@ impl Aws {
             return Ok(());
         }
         self.ec2
-            .call(
-                "ec2:CreateTags",
-                Params::new()
-                    .list("ResourceId", resource_ids)
-                    .tags("Tag", tags),
-            )
-            .await?;
+            .create_tags()
+            .set_resources(Some(resource_ids.to_vec()))
+            .set_tags(Some(ec2_tags(tags)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:CreateTags", e))?;
         Ok(())
     }
     pub async fn untag(&self, resource_ids: &[String], keys: &[String]) -> Result<()> {
@@ -192,55 +180,59 @@ impl Aws {
             return Ok(());
         }
         // A tag named without a value is deleted whatever its value.
-        let keys = keys.iter().enumerate().fold(Params::new(), |p, (i, k)| {
-            p.set(format!("Tag.{}.Key", i + 1), k)
-        });
+        let keys = keys.iter().map(|k| ec2t::Tag::builder().key(k).build());
         self.ec2
-            .call("ec2:DeleteTags", keys.list("ResourceId", resource_ids))
-            .await?;
+            .delete_tags()
+            .set_resources(Some(resource_ids.to_vec()))
+            .set_tags(Some(keys.collect()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DeleteTags", e))?;
         Ok(())
     }
     pub async fn set_image_description(&self, image_id: &str, description: &str) -> Result<()> {
         self.ec2
-            .call(
-                "ec2:ModifyImageAttribute",
-                Params::new()
-                    .set("ImageId", image_id)
-                    .set("Description.Value", description),
-            )
-            .await?;
+            .modify_image_attribute()
+            .image_id(image_id)
+            .description(ec2t::AttributeValue::builder().value(description).build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:ModifyImageAttribute", e))?;
         Ok(())
     }
     /// Deprecates the image at `at` (EnableImageDeprecation, which rounds to the minute and
     /// refuses a time in the past), or cancels its deprecation (`None`: DisableImageDeprecation).
     pub async fn set_image_deprecation(&self, image_id: &str, at: Option<DateTime>) -> Result<()> {
-        let image = Params::new().set("ImageId", image_id);
         match at {
-            Some(at) => {
-                let at = at.fmt(DateTimeFormat::DateTime).map_err(|e| AwsError {
-                    operation: "ec2:EnableImageDeprecation",
-                    code: None,
-                    message: format!("unwritable time: {e}"),
-                })?;
-                self.ec2
-                    .call("ec2:EnableImageDeprecation", image.set("DeprecateAt", at))
-                    .await
-            }
-            None => self.ec2.call("ec2:DisableImageDeprecation", image).await,
+            Some(at) => self
+                .ec2
+                .enable_image_deprecation()
+                .image_id(image_id)
+                .deprecate_at(at)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("ec2:EnableImageDeprecation", e)),
+            None => self
+                .ec2
+                .disable_image_deprecation()
+                .image_id(image_id)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| AwsError::from_sdk("ec2:DisableImageDeprecation", e)),
         }
-        .map(drop)
     }
     /// Instances launched from the image require IMDSv2 (ImdsSupport `v2.0`). EC2 cannot take
     /// this back.
     pub async fn require_imds_v2(&self, image_id: &str) -> Result<()> {
         self.ec2
-            .call(
-                "ec2:ModifyImageAttribute",
-                Params::new()
-                    .set("ImageId", image_id)
-                    .set("ImdsSupport.Value", "v2.0"),
-            )
-            .await?;
+            .modify_image_attribute()
+            .image_id(image_id)
+            .imds_support(ec2t::AttributeValue::builder().value("v2.0").build())
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:ModifyImageAttribute", e))?;
         Ok(())
     }
     /// Who may launch the image: accounts, organizations, organizational units. A public image's
@@ -248,22 +240,21 @@ impl Aws {
     pub async fn launch_permissions(&self, image_id: &str) -> Result<LaunchPermissions> {
         let out = self
             .ec2
-            .call(
-                "ec2:DescribeImageAttribute",
-                Params::new()
-                    .set("ImageId", image_id)
-                    .set("Attribute", "launchPermission"),
-            )
-            .await?;
+            .describe_image_attribute()
+            .image_id(image_id)
+            .attribute(ec2t::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeImageAttribute", e))?;
         let mut found = LaunchPermissions::default();
-        for permission in out.items("launchPermission") {
-            if let Some(user) = permission.text_of("userId") {
+        for permission in out.launch_permissions() {
+            if let Some(user) = permission.user_id() {
                 found.user_ids.insert(user.to_owned());
             }
-            if let Some(arn) = permission.text_of("organizationArn") {
+            if let Some(arn) = permission.organization_arn() {
                 found.organization_arns.insert(arn.to_owned());
             }
-            if let Some(arn) = permission.text_of("organizationalUnitArn") {
+            if let Some(arn) = permission.organizational_unit_arn() {
                 found.organizational_unit_arns.insert(arn.to_owned());
             }
         }
@@ -276,47 +267,51 @@ impl Aws {
         add: &LaunchPermissions,
         remove: &LaunchPermissions,
     ) -> Result<()> {
-        let list = |params: Params, prefix: &str, permissions: &LaunchPermissions| {
-            let members = permissions
+        let list = |permissions: &LaunchPermissions| -> Option<Vec<ec2t::LaunchPermission>> {
+            let users = permissions
                 .user_ids
                 .iter()
-                .map(|id| ("UserId", id))
-                .chain(
-                    permissions
-                        .organization_arns
-                        .iter()
-                        .map(|arn| ("OrganizationArn", arn)),
-                )
-                .chain(
-                    permissions
-                        .organizational_unit_arns
-                        .iter()
-                        .map(|arn| ("OrganizationalUnitArn", arn)),
-                );
-            members.enumerate().fold(params, |p, (i, (member, value))| {
-                p.set(format!("{prefix}.{}.{member}", i + 1), value)
-            })
+                .map(|id| ec2t::LaunchPermission::builder().user_id(id).build());
+            let organizations = permissions.organization_arns.iter().map(|arn| {
+                ec2t::LaunchPermission::builder()
+                    .organization_arn(arn)
+                    .build()
+            });
+            let units = permissions.organizational_unit_arns.iter().map(|arn| {
+                ec2t::LaunchPermission::builder()
+                    .organizational_unit_arn(arn)
+                    .build()
+            });
+            let all: Vec<_> = users.chain(organizations).chain(units).collect();
+            (!all.is_empty()).then_some(all)
         };
-        let params = Params::new().set("ImageId", image_id);
-        let params = list(params, "LaunchPermission.Add", add);
-        let params = list(params, "LaunchPermission.Remove", remove);
-        self.ec2.call("ec2:ModifyImageAttribute", params).await?;
+        let changes = ec2t::LaunchPermissionModifications::builder()
+            .set_add(list(add))
+            .set_remove(list(remove))
+            .build();
+        self.ec2
+            .modify_image_attribute()
+            .image_id(image_id)
+            .launch_permission(changes)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:ModifyImageAttribute", e))?;
         Ok(())
     }
     /// The accounts that may create volumes from the snapshot.
     pub async fn snapshot_volume_users(&self, snapshot_id: &str) -> Result<BTreeSet<String>> {
         let out = self
             .ec2
-            .call(
-                "ec2:DescribeSnapshotAttribute",
-                Params::new()
-                    .set("SnapshotId", snapshot_id)
-                    .set("Attribute", "createVolumePermission"),
-            )
-            .await?;
+            .describe_snapshot_attribute()
+            .snapshot_id(snapshot_id)
+            .attribute(ec2t::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSnapshotAttribute", e))?;
         Ok(out
-            .items("createVolumePermission")
-            .filter_map(|p| p.text_of("userId").map(str::to_owned))
+            .create_volume_permissions()
+            .iter()
+            .filter_map(|p| p.user_id().map(str::to_owned))
             .collect())
     }
     /// Grants (`add`) or revokes the accounts' CreateVolumePermission on the snapshot, at most
@@ -327,18 +322,21 @@ impl Aws {
         add: bool,
         users: &BTreeSet<String>,
     ) -> Result<()> {
-        let users: Vec<&String> = users.iter().collect();
+        let users: Vec<String> = users.iter().cloned().collect();
         for batch in users.chunks(500) {
             self.ec2
-                .call(
-                    "ec2:ModifySnapshotAttribute",
-                    Params::new()
-                        .set("SnapshotId", snapshot_id)
-                        .set("Attribute", "createVolumePermission")
-                        .set("OperationType", if add { "add" } else { "remove" })
-                        .list("UserId", batch),
-                )
-                .await?;
+                .modify_snapshot_attribute()
+                .snapshot_id(snapshot_id)
+                .attribute(ec2t::SnapshotAttributeName::CreateVolumePermission)
+                .operation_type(if add {
+                    ec2t::OperationType::Add
+                } else {
+                    ec2t::OperationType::Remove
+                })
+                .set_user_ids(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:ModifySnapshotAttribute", e))?;
         }
         Ok(())
     }
@@ -350,48 +348,49 @@ impl Aws {
     /// which EC2 may not know yet (eventual consistency), NotFound does not mean gone.
     pub async fn deregister_new_image(&self, image_id: &str) -> Result<()> {
         self.ec2
-            .call(
-                "ec2:DeregisterImage",
-                Params::new().set("ImageId", image_id),
-            )
+            .deregister_image()
+            .image_id(image_id)
+            .send()
             .await
             .map(drop)
+            .map_err(|e| AwsError::from_sdk("ec2:DeregisterImage", e))
     }
     /// Deleting a snapshot that is already gone is success.
     pub async fn delete_snapshot(&self, snapshot_id: &str) -> Result<()> {
         gone_is_done(
             self.ec2
-                .call(
-                    "ec2:DeleteSnapshot",
-                    Params::new().set("SnapshotId", snapshot_id),
-                )
-                .await,
+                .delete_snapshot()
+                .snapshot_id(snapshot_id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:DeleteSnapshot", e)),
         )
     }
     pub async fn snapshots_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<String>> {
-        let pages = self
+        let mut pages = self
             .ec2
-            .pages(
-                "ec2:DescribeSnapshots",
-                Params::new()
-                    .set("Owner.1", "self")
-                    .tag_filters(tags)
-                    .set("MaxResults", 1000),
-            )
-            .await?;
-        Ok(pages
-            .iter()
-            .flat_map(|p| p.items("snapshotSet"))
-            .filter_map(|s| s.text_of("snapshotId").map(str::to_owned))
-            .collect())
+            .describe_snapshots()
+            .owner_ids("self")
+            .set_filters(Some(tag_filters(tags)))
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeSnapshots", e))?;
+            found.extend(
+                page.snapshots()
+                    .iter()
+                    .filter_map(|s| s.snapshot_id().map(str::to_owned)),
+            );
+        }
+        Ok(found)
     }
 }
 
-/// The `imageId` of a CreateImage or CopyImage answer.
-fn new_image_id(operation: &'static str, answer: &Element) -> Result<String> {
-    answer
-        .text_of("imageId")
-        .filter(|id| !id.is_empty())
+/// The id a CreateImage or CopyImage answer names.
+fn new_image_id(operation: &'static str, id: Option<&str>) -> Result<String> {
+    id.filter(|id| !id.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| AwsError {
             operation,
@@ -400,31 +399,38 @@ fn new_image_id(operation: &'static str, answer: &Element) -> Result<String> {
         })
 }
 
-/// EC2's timestamps (`2026-11-01T12:00:00.000Z`); `None` for anything else.
+/// EC2's timestamps given as text (`2026-11-01T12:00:00.000Z`: an image's CreationDate and
+/// DeprecationTime); `None` for anything else.
 pub(super) fn parse_time(text: &str) -> Option<DateTime> {
     DateTime::from_str(text, DateTimeFormat::DateTime).ok()
 }
 
-/// An `imagesSet` item.
-pub(super) fn to_image(image: &Element) -> Image {
-    let text = |name: &str| image.text_of(name).map(str::to_owned);
+fn to_image(image: &ec2t::Image) -> Image {
     let mappings: Vec<(Option<&str>, Option<&str>)> = image
-        .items("blockDeviceMapping")
-        .map(|m| (m.text_of("deviceName"), m.text_at(&["ebs", "snapshotId"])))
+        .block_device_mappings()
+        .iter()
+        .map(|m| (m.device_name(), m.ebs().and_then(|e| e.snapshot_id())))
         .collect();
     Image {
-        id: text("imageId").unwrap_or_default(),
-        name: text("name").unwrap_or_default(),
-        description: text("description"),
-        state: text("imageState").unwrap_or_default(),
+        id: image.image_id().unwrap_or_default().to_owned(),
+        name: image.name().unwrap_or_default().to_owned(),
+        description: image.description().map(str::to_owned),
+        state: image
+            .state()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
         state_reason: image
-            .text_at(&["stateReason", "message"])
+            .state_reason()
+            .and_then(|r| r.message())
             .map(str::to_owned),
-        architecture: text("architecture").unwrap_or_default(),
-        root_device_name: text("rootDeviceName"),
-        created: image.text_of("creationDate").and_then(parse_time),
-        deprecated_at: image.text_of("deprecationTime").and_then(parse_time),
-        imds_support: text("imdsSupport"),
+        architecture: image
+            .architecture()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default(),
+        root_device_name: image.root_device_name().map(str::to_owned),
+        created: image.creation_date().and_then(parse_time),
+        deprecated_at: image.deprecation_time().and_then(parse_time),
+        imds_support: image.imds_support().map(|s| s.as_str().to_owned()),
         snapshot_ids: mappings
             .iter()
             .filter_map(|(_, snapshot)| snapshot.map(str::to_owned))
@@ -433,9 +439,6 @@ pub(super) fn to_image(image: &Element) -> Image {
             .iter()
             .filter_map(|&(device, snapshot)| Some((device?.to_owned(), snapshot?.to_owned())))
             .collect(),
-        tags: image
-            .tags()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+        tags: tags_of(image.tags()),
     }
 }

@@ -1,9 +1,8 @@
 //! The builder instance and what it runs in: instance types, subnets, security groups, launch,
 //! state, stop, terminate, and its leftover volumes.
 
-use super::ec2::Params;
-use super::images::parse_time;
-use super::xml::Element;
+use aws_sdk_ec2::types as ec2t;
+
 use super::*;
 
 impl Aws {
@@ -14,17 +13,18 @@ impl Aws {
     ) -> Result<Option<Vec<String>>> {
         let out = self
             .ec2
-            .call(
-                "ec2:DescribeInstanceTypes",
-                Params::new().set("InstanceType.1", instance_type),
-            )
-            .await;
+            .describe_instance_types()
+            .instance_types(ec2t::InstanceType::from(instance_type))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeInstanceTypes", e));
         match out {
-            Ok(out) => Ok(out.items("instanceTypeSet").next().map(|t| {
-                t.at(&["processorInfo"])
+            Ok(out) => Ok(out.instance_types().first().map(|t| {
+                t.processor_info()
                     .map(|p| {
-                        p.items("supportedArchitectures")
-                            .map(|a| a.text.clone())
+                        p.supported_architectures()
+                            .iter()
+                            .map(|a| a.as_str().to_owned())
                             .collect()
                     })
                     .unwrap_or_default()
@@ -45,15 +45,15 @@ impl Aws {
     pub async fn subnet_vpc(&self, subnet_id: &str) -> Result<Option<String>> {
         let out = self
             .ec2
-            .call(
-                "ec2:DescribeSubnets",
-                Params::new().set("SubnetId.1", subnet_id),
-            )
-            .await;
+            .describe_subnets()
+            .subnet_ids(subnet_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSubnets", e));
         Ok(not_found_is_none(out)?.and_then(|out| {
-            out.items("subnetSet")
-                .next()
-                .and_then(|s| s.text_of("vpcId"))
+            out.subnets()
+                .first()
+                .and_then(|s| s.vpc_id())
                 .map(str::to_owned)
         }))
     }
@@ -67,58 +67,69 @@ impl Aws {
         for group_id in group_ids {
             let out = self
                 .ec2
-                .call(
-                    "ec2:DescribeSecurityGroups",
-                    Params::new().set("GroupId.1", group_id),
-                )
-                .await;
+                .describe_security_groups()
+                .group_ids(group_id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", e));
             if let Some(out) = not_found_is_none(out)?
-                && let Some(group) = out.items("securityGroupInfo").next()
+                && let Some(group) = out.security_groups().first()
             {
                 found.insert(
                     group_id.clone(),
-                    group.text_of("vpcId").unwrap_or_default().to_owned(),
+                    group.vpc_id().unwrap_or_default().to_owned(),
                 );
             }
         }
         Ok(found)
     }
     pub async fn launch_builder(&self, request: &LaunchRequest) -> Result<String> {
+        let profile = ec2t::IamInstanceProfileSpecification::builder();
         let profile = if request.instance_profile.starts_with("arn:") {
-            "IamInstanceProfile.Arn"
+            profile.arn(&request.instance_profile)
         } else {
-            "IamInstanceProfile.Name"
+            profile.name(&request.instance_profile)
         };
-        let params = Params::new()
-            .set("ImageId", &request.image_id)
-            .set("InstanceType", &request.instance_type)
-            .set("MinCount", 1)
-            .set("MaxCount", 1)
-            .set("ClientToken", &request.client_token)
-            .set(profile, &request.instance_profile)
-            .set_opt("SubnetId", request.subnet_id.as_ref())
-            .list("SecurityGroupId", &request.security_group_ids)
-            .set("MetadataOptions.HttpEndpoint", "enabled")
-            .set("MetadataOptions.HttpTokens", "required")
-            .set("MetadataOptions.HttpPutResponseHopLimit", 2)
-            .set("InstanceInitiatedShutdownBehavior", "terminate")
-            .set_opt(
-                "UserData",
-                request.user_data.as_ref().map(|data| {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD.encode(data)
-                }),
-            );
         let out = self
             .ec2
-            .call(
-                "ec2:RunInstances",
-                block_device_mappings(params, &request.block_devices, true)
-                    .tag_specifications(&["instance", "volume"], &request.tags),
+            .run_instances()
+            .image_id(&request.image_id)
+            .instance_type(ec2t::InstanceType::from(request.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(&request.client_token)
+            .iam_instance_profile(profile.build())
+            .set_subnet_id(request.subnet_id.clone())
+            .set_security_group_ids(
+                (!request.security_group_ids.is_empty())
+                    .then(|| request.security_group_ids.clone()),
             )
-            .await?;
-        out.items("instancesSet")
-            .find_map(|i| i.text_of("instanceId"))
+            .metadata_options(
+                ec2t::InstanceMetadataOptionsRequest::builder()
+                    .http_endpoint(ec2t::InstanceMetadataEndpointState::Enabled)
+                    .http_tokens(ec2t::HttpTokensState::Required)
+                    .http_put_response_hop_limit(2)
+                    .build(),
+            )
+            .instance_initiated_shutdown_behavior(ec2t::ShutdownBehavior::Terminate)
+            .set_user_data(request.user_data.as_ref().map(|data| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(data)
+            }))
+            .set_block_device_mappings(
+                (!request.block_devices.is_empty())
+                    .then(|| block_device_mappings(&request.block_devices, true)),
+            )
+            .set_tag_specifications(Some(tag_specifications(
+                &[ec2t::ResourceType::Instance, ec2t::ResourceType::Volume],
+                &request.tags,
+            )))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:RunInstances", e))?;
+        out.instances()
+            .iter()
+            .find_map(|i| i.instance_id())
             .filter(|id| !id.is_empty())
             .map(str::to_owned)
             .ok_or_else(|| AwsError {
@@ -133,30 +144,28 @@ impl Aws {
     /// Nitro instance types; where EC2 refuses it, the buffered output is read instead
     /// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html>).
     pub async fn console_output(&self, instance_id: &str) -> Result<String> {
-        let latest = self
-            .ec2
-            .call(
-                "ec2:GetConsoleOutput",
-                Params::new()
-                    .set("InstanceId", instance_id)
-                    .set("Latest", true),
-            )
-            .await;
-        let out = match latest {
+        let ask = |latest: Option<bool>| {
+            self.ec2
+                .get_console_output()
+                .instance_id(instance_id)
+                .set_latest(latest)
+                .send()
+        };
+        let out = match ask(Some(true))
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:GetConsoleOutput", e))
+        {
             Err(error) if error.code.as_deref().is_some_and(latest_unsupported) => {
                 tracing::debug!(instance_id, %error, "no latest console output; the buffered one");
-                self.ec2
-                    .call(
-                        "ec2:GetConsoleOutput",
-                        Params::new().set("InstanceId", instance_id),
-                    )
-                    .await?
+                ask(None)
+                    .await
+                    .map_err(|e| AwsError::from_sdk("ec2:GetConsoleOutput", e))?
             }
             other => other?,
         };
         use base64::Engine;
         let decoded = out
-            .text_of("output")
+            .output()
             .and_then(|text| {
                 let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
                 base64::engine::general_purpose::STANDARD.decode(text).ok()
@@ -166,32 +175,30 @@ impl Aws {
     }
     /// Instances carrying every one of `tags`, with their state names.
     pub async fn instances_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>> {
-        let pages = self
+        let mut pages = self
             .ec2
-            .pages(
-                "ec2:DescribeInstances",
-                Params::new().tag_filters(tags).set("MaxResults", 1000),
-            )
-            .await?;
-        Ok(pages
-            .iter()
-            .flat_map(instances)
-            .filter_map(|i| {
+            .describe_instances()
+            .set_filters(Some(tag_filters(tags)))
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e))?;
+            let instances = page.reservations().iter().flat_map(|r| r.instances());
+            found.extend(instances.filter_map(|i| {
                 Some(Instance {
-                    id: i.text_of("instanceId")?.to_owned(),
-                    state: i.text_at(&["instanceState", "name"])?.to_owned(),
+                    id: i.instance_id()?.to_owned(),
+                    state: i.state()?.name()?.as_str().to_owned(),
                     launched_ms: i
-                        .text_of("launchTime")
-                        .and_then(parse_time)
+                        .launch_time()
                         .and_then(|t| t.to_millis().ok())
                         .and_then(|ms| u64::try_from(ms).ok()),
-                    role: i
-                        .tags()
-                        .find(|(k, _)| *k == "ecs-ami:role")
-                        .map(|(_, v)| v.to_owned()),
+                    role: tags_of(i.tags()).remove("ecs-ami:role"),
                 })
-            })
-            .collect())
+            }));
+        }
+        Ok(found)
     }
     /// The instance's state name, or None once EC2 no longer knows it.
     pub async fn instance_state(&self, instance_id: &str) -> Result<Option<String>> {
@@ -201,51 +208,56 @@ impl Aws {
     pub async fn instance_status(&self, instance_id: &str) -> Result<Option<InstanceStatus>> {
         let out = self
             .ec2
-            .call(
-                "ec2:DescribeInstances",
-                Params::new().set("InstanceId.1", instance_id),
-            )
-            .await;
+            .describe_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e));
         let Some(out) = not_found_is_none(out)? else {
             return Ok(None);
         };
-        Ok(instances(&out)
-            .find(|i| i.text_of("instanceId") == Some(instance_id))
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find(|i| i.instance_id() == Some(instance_id))
             .and_then(|i| {
-                let state = i.text_at(&["instanceState", "name"])?.to_owned();
+                let state = i.state()?.name()?.as_str().to_owned();
+                let reason = i.state_reason();
                 Some(InstanceStatus {
                     state,
-                    state_reason: i
-                        .text_at(&["stateReason", "message"])
-                        .or(i.text_at(&["stateReason", "code"]))
+                    state_reason: reason
+                        .and_then(|r| r.message())
+                        .or(reason.and_then(|r| r.code()))
                         .filter(|m| !m.is_empty())
                         .map(str::to_owned),
-                    root_device: i.text_of("rootDeviceName").map(str::to_owned),
+                    root_device: i.root_device_name().map(str::to_owned),
                     devices: i
-                        .items("blockDeviceMapping")
-                        .filter_map(|m| m.text_of("deviceName").map(str::to_owned))
+                        .block_device_mappings()
+                        .iter()
+                        .filter_map(|m| m.device_name().map(str::to_owned))
                         .collect(),
                 })
             }))
     }
     pub async fn stop_instance(&self, instance_id: &str) -> Result<()> {
         self.ec2
-            .call(
-                "ec2:StopInstances",
-                Params::new().set("InstanceId.1", instance_id),
-            )
-            .await?;
+            .stop_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:StopInstances", e))?;
         Ok(())
     }
     /// NotFound is an error here: it may mean EC2 does not know a new instance yet (see
     /// `engine::terminate_builder`).
     pub async fn terminate_instance(&self, instance_id: &str) -> Result<()> {
         self.ec2
-            .call(
-                "ec2:TerminateInstances",
-                Params::new().set("InstanceId.1", instance_id),
-            )
-            .await?;
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:TerminateInstances", e))?;
         Ok(())
     }
     /// Volumes carrying every one of `tags` that are not attached to anything.
@@ -253,26 +265,33 @@ impl Aws {
         &self,
         tags: &BTreeMap<String, String>,
     ) -> Result<Vec<String>> {
-        let pages = self
+        let mut pages = self
             .ec2
-            .pages(
-                "ec2:DescribeVolumes",
-                Params::new().tag_filters(tags).set("MaxResults", 500),
-            )
-            .await?;
-        Ok(pages
-            .iter()
-            .flat_map(|p| p.items("volumeSet"))
-            // A volume's state is its `status` element in the answer.
-            .filter(|v| v.text_of("status") == Some("available"))
-            .filter_map(|v| v.text_of("volumeId").map(str::to_owned))
-            .collect())
+            .describe_volumes()
+            .set_filters(Some(tag_filters(tags)))
+            .max_results(500)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeVolumes", e))?;
+            found.extend(
+                page.volumes()
+                    .iter()
+                    .filter(|v| v.state() == Some(&ec2t::VolumeState::Available))
+                    .filter_map(|v| v.volume_id().map(str::to_owned)),
+            );
+        }
+        Ok(found)
     }
     pub async fn delete_volume(&self, volume_id: &str) -> Result<()> {
         gone_is_done(
             self.ec2
-                .call("ec2:DeleteVolume", Params::new().set("VolumeId", volume_id))
-                .await,
+                .delete_volume()
+                .volume_id(volume_id)
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ec2:DeleteVolume", e)),
         )
     }
 }
@@ -285,45 +304,38 @@ fn latest_unsupported(code: &str) -> bool {
     )
 }
 
-/// Every instance of a DescribeInstances answer, across its reservations.
-fn instances(answer: &Element) -> impl Iterator<Item = &Element> {
-    answer
-        .items("reservationSet")
-        .flat_map(|r| r.items("instancesSet"))
-}
-
-/// `BlockDeviceMapping.N` of `devices`, added to `params`. `for_builder`: the builder's volumes
-/// are always deleted with it, whatever the AMI's mapping says, so a failed build leaves no
-/// volume behind. A device the AMI maps is named without its snapshot: EC2 fills in the rest of
-/// the AMI's mapping, and a named snapshot would be authorized by RunInstances.
+/// The block device mappings of `devices`. `for_builder`: the builder's volumes are always
+/// deleted with it, whatever the AMI's mapping says, so a failed build leaves no volume behind.
+/// A device the AMI maps is named without its snapshot: EC2 fills in the rest of the AMI's
+/// mapping, and a named snapshot would be authorized by RunInstances.
 pub(super) fn block_device_mappings(
-    mut params: Params,
     devices: &[BlockDevice],
     for_builder: bool,
-) -> Params {
-    for (i, device) in devices.iter().enumerate() {
-        let prefix = format!("BlockDeviceMapping.{}", i + 1);
-        let ebs = &device.ebs;
-        let delete = if for_builder {
-            true
-        } else {
-            ebs.delete_on_termination.unwrap_or(true)
-        };
-        let field = |name: &str| format!("{prefix}.Ebs.{name}");
-        params = params
-            .set(format!("{prefix}.DeviceName"), &device.device_name)
-            .set_opt(field("VolumeSize"), ebs.volume_size)
-            .set_opt(field("VolumeType"), ebs.volume_type.as_ref())
-            .set_opt(field("Iops"), ebs.iops)
-            .set_opt(field("Throughput"), ebs.throughput)
-            .set_opt(field("Encrypted"), ebs.encrypted)
-            // EC2 takes KmsKeyId in RunInstances' mappings only: the builder's volume is
-            // encrypted with the key, and the image's snapshot inherits it.
-            .set_opt(
-                field("KmsKeyId"),
-                ebs.kms_key_id.as_ref().filter(|_| for_builder),
-            )
-            .set(field("DeleteOnTermination"), delete);
-    }
-    params
+) -> Vec<ec2t::BlockDeviceMapping> {
+    devices
+        .iter()
+        .map(|device| {
+            let ebs = &device.ebs;
+            let delete = if for_builder {
+                true
+            } else {
+                ebs.delete_on_termination.unwrap_or(true)
+            };
+            let volume = ec2t::EbsBlockDevice::builder()
+                .set_volume_size(ebs.volume_size.map(|s| s as i32))
+                .set_volume_type(ebs.volume_type.as_deref().map(ec2t::VolumeType::from))
+                .set_iops(ebs.iops.map(|i| i as i32))
+                .set_throughput(ebs.throughput.map(|t| t as i32))
+                .set_encrypted(ebs.encrypted)
+                // EC2 takes KmsKeyId in RunInstances' mappings only: the builder's volume is
+                // encrypted with the key, and the image's snapshot inherits it.
+                .set_kms_key_id(ebs.kms_key_id.clone().filter(|_| for_builder))
+                .delete_on_termination(delete)
+                .build();
+            ec2t::BlockDeviceMapping::builder()
+                .device_name(&device.device_name)
+                .ebs(volume)
+                .build()
+        })
+        .collect()
 }

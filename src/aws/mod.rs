@@ -4,25 +4,24 @@
 //! `instance_online`, to `run_step`, and so on. Errors carry the operation and AWS's error code so
 //! that a Reason says which call failed and why.
 //!
-//! `mod.rs` holds the client, the error type and the plain types the engine uses; the calls are
+//! Every call goes through the generated clients of the AWS SDK for Rust (`aws-sdk-ec2`,
+//! `aws-sdk-ssm`, `aws-sdk-ecs`, `aws-sdk-lambda`): their typed requests, answers and enums,
+//! paginators, endpoint rules, retry classifiers and interceptors.
+//!
+//! `mod.rs` holds the clients, the error type and the plain types the engine uses; the calls are
 //! grouped by what they touch: `instances.rs` (the builder and its network), `commands.rs` (SSM
-//! Run Command), `images.rs` (AMIs and snapshots), `parameters.rs` (Parameter Store), and
-//! `lambda.rs` (the self-invocation of a hand-over).
+//! Run Command), `images.rs` (AMIs and snapshots), `parameters.rs` (Parameter Store), `ecs.rs`
+//! (a test instance in its cluster) and `lambda.rs` (the self-invocation of a hand-over).
 
 mod commands;
-mod ec2;
 mod ecs;
 mod images;
 mod instances;
 mod lambda;
 mod parameters;
-mod runtime;
-mod xml;
 
-pub use ec2::Ec2;
-pub use ecs::{ContainerInstance, Ecs};
+pub use ecs::ContainerInstance;
 pub use lambda::SelfInvoke;
-pub use runtime::ServiceError;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -264,10 +263,10 @@ pub struct CopyRequest {
 
 #[derive(Clone, Debug)]
 pub struct Aws {
-    ec2: Ec2,
+    ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
     /// Only `Tests.EcsCluster` needs it.
-    ecs: Option<Ecs>,
+    ecs: Option<aws_sdk_ecs::Client>,
 }
 
 impl Aws {
@@ -279,29 +278,38 @@ impl Aws {
     /// Every client with the product's per-attempt timeout ([`with_attempt_timeout`]).
     pub fn from_config(config: &aws_config::SdkConfig) -> Aws {
         let config = &with_attempt_timeout(config);
-        Aws::from_clients(Ec2::new(config), aws_sdk_ssm::Client::new(config))
-            .with_ecs(Ecs::new(config))
+        Aws::from_clients(
+            aws_sdk_ec2::Client::new(config),
+            aws_sdk_ssm::Client::new(config),
+        )
+        .with_ecs(aws_sdk_ecs::Client::new(config))
     }
-    pub fn from_clients(ec2: Ec2, ssm: aws_sdk_ssm::Client) -> Aws {
+    pub fn from_clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> Aws {
         Aws {
             ec2,
             ssm,
             ecs: None,
         }
     }
-    pub fn with_ecs(mut self, ecs: Ecs) -> Aws {
+    pub fn with_ecs(mut self, ecs: aws_sdk_ecs::Client) -> Aws {
         self.ecs = Some(ecs);
         self
     }
     /// The region this client's calls go to: the function's own (where AMIs are built).
     pub fn region(&self) -> Option<String> {
-        self.ec2.region().map(str::to_owned)
+        self.ec2.config().region().map(|r| r.as_ref().to_owned())
     }
     /// The same clients (credentials, retries, endpoint) for another region: a copy's.
     pub fn in_region(&self, region: &str) -> Aws {
         let region = aws_config::Region::new(region.to_owned());
         Aws {
-            ec2: self.ec2.in_region(region.as_ref()),
+            ec2: aws_sdk_ec2::Client::from_conf(
+                self.ec2
+                    .config()
+                    .to_builder()
+                    .region(region.clone())
+                    .build(),
+            ),
             ssm: aws_sdk_ssm::Client::from_conf(
                 self.ssm
                     .config()
@@ -309,9 +317,65 @@ impl Aws {
                     .region(region.clone())
                     .build(),
             ),
-            ecs: self.ecs.as_ref().map(|ecs| ecs.in_region(region.as_ref())),
+            ecs: self.ecs.as_ref().map(|ecs| {
+                aws_sdk_ecs::Client::from_conf(
+                    ecs.config().to_builder().region(region.clone()).build(),
+                )
+            }),
         }
     }
+}
+
+/// `Filter` NAME = any of VALUES, for EC2's Describe calls.
+pub(super) fn ec2_filter<V: Into<String>>(
+    name: &str,
+    values: impl IntoIterator<Item = V>,
+) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name(name)
+        .set_values(Some(values.into_iter().map(Into::into).collect()))
+        .build()
+}
+
+/// `tag:KEY` = VALUE for each tag: resources that carry all of them.
+pub(super) fn tag_filters(tags: &BTreeMap<String, String>) -> Vec<aws_sdk_ec2::types::Filter> {
+    tags.iter()
+        .map(|(k, v)| ec2_filter(&format!("tag:{k}"), [v.as_str()]))
+        .collect()
+}
+
+pub(super) fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<aws_sdk_ec2::types::Tag> {
+    tags.iter()
+        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// The tags the resources of each of `kinds` get as they are created.
+pub(super) fn tag_specifications(
+    kinds: &[aws_sdk_ec2::types::ResourceType],
+    tags: &BTreeMap<String, String>,
+) -> Vec<aws_sdk_ec2::types::TagSpecification> {
+    kinds
+        .iter()
+        .map(|kind| {
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(kind.clone())
+                .set_tags(Some(ec2_tags(tags)))
+                .build()
+        })
+        .collect()
+}
+
+/// An EC2 resource's tags, by key.
+pub(super) fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// For calls that remove something: it being gone already is success.

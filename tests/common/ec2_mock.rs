@@ -1,7 +1,7 @@
-//! EC2 answers scripted at the HTTP level: the product's own EC2 Query client (src/aws/ec2.rs)
-//! sends its real requests, signed and retried by the SDK's runtime, and each is answered by the
-//! first rule whose action (and condition) matches, with XML shaped as EC2's API reference
-//! shows it. The counterpart of `aws-smithy-mocks` for the SDK clients (SSM).
+//! EC2 answers scripted at the HTTP level: `aws-sdk-ec2` sends its real requests, signed and
+//! retried, and each is answered by the first rule whose action (and condition) matches, with
+//! XML shaped as EC2's API reference shows it, which the SDK's own deserializers then read. The
+//! counterpart of `aws-smithy-mocks` (SSM's answers).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
@@ -16,7 +16,7 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_types::body::SdkBody;
-use ecs_ami::aws::{Ec2, retry_config};
+use ecs_ami::aws::retry_config;
 
 /// A request's form parameters, decoded.
 #[derive(Debug, Clone, Default)]
@@ -221,10 +221,10 @@ impl HttpConnector for Connector {
     }
 }
 
-/// The product's EC2 client whose calls are answered by `rules` (first matching rule wins).
-pub fn ec2(rules: &[&Ec2Rule]) -> Ec2 {
+/// An EC2 client whose calls are answered by `rules` (first matching rule wins).
+pub fn ec2(rules: &[&Ec2Rule]) -> aws_sdk_ec2::Client {
     let connector = Connector(rules.iter().map(|r| (*r).clone()).collect());
-    Ec2::new(&config_answered_by(connector))
+    aws_sdk_ec2::Client::new(&config_answered_by(connector))
 }
 
 /// An SDK configuration whose every HTTP call `connector` answers: us-east-1, test credentials,
