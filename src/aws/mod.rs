@@ -1,4 +1,4 @@
-//! Narrow adapters over EC2 and SSM, named for what the build needs from them.
+//! Narrow adapters over EC2, SSM, ECS and Lambda, named for what the build needs from them.
 //!
 //! The build engine never sees an SDK type: it asks to `launch_builder`, whether an instance is
 //! `instance_online`, to `run_step`, and so on. Errors carry the operation and AWS's error code so
