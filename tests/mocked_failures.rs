@@ -13,15 +13,25 @@ use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::types as ssmt;
 use aws_smithy_mocks::mock;
 use common::mocks::*;
+use ecs_ami::aws::InstanceStateName;
 use ecs_ami::cfn::Status;
-use ecs_ami::engine::{BuildError, Failed, Failure, StepEnd, Timing};
+use ecs_ami::engine::{BuildError, Failed, Failure, ResourceKind, StepEnd, Timing};
 use ecs_ami::spec::AmiSpec;
 use serde_json::json;
 
-/// The phase error of a build that failed in a phase, and the cleanup's report.
-fn failed_in(failed: &Failed) -> (&'static str, &BuildError, &str) {
+/// The phase error of a build that failed in a phase, and the cleanup's report as a Reason
+/// gives it.
+fn failed_in(failed: &Failed) -> (&'static str, &BuildError, String) {
     match &failed.failure {
-        Failure::In { stage, error } => (stage, error, failed.cleanup.as_deref().unwrap_or("")),
+        Failure::In { stage, error } => (
+            stage,
+            error,
+            failed
+                .cleanup
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
         other => panic!("a failure in a phase was expected: {other:?}"),
     }
 }
@@ -278,7 +288,7 @@ async fn builder_terminated_by_someone_else_fails_the_build() {
     let (_, error, _) = failed_in(&failed);
     assert!(
         matches!(error, BuildError::BuilderNotRunning { instance, state: Some(state), step: None, .. }
-            if instance == "i-0123456789abcdef0" && state == "terminated"),
+            if instance == "i-0123456789abcdef0" && *state == InstanceStateName::Terminated),
         "{error:?}"
     );
 }
@@ -305,7 +315,7 @@ async fn timeout_minutes_stops_the_build_and_cleans_up() {
         "{:?}",
         failed.failure
     );
-    let reason = failed.cleanup.clone().unwrap_or_default();
+    let cleanup = failed.cleanup.clone().unwrap_or_default();
     let elapsed = started.elapsed();
     // Noticed at the first poll after the 2 minutes: polls are at most max_poll apart.
     let latest = Duration::from_secs(121) + Timing::default().max_poll;
@@ -318,7 +328,14 @@ async fn timeout_minutes_stops_the_build_and_cleans_up() {
         1,
         "the running command is cancelled"
     );
-    assert!(reason.contains("terminated builder"), "{reason}");
+    assert!(
+        cleanup
+            .removed
+            .iter()
+            .any(|r| r.kind == ResourceKind::Builder && r.id == "i-0123456789abcdef0"),
+        "{cleanup:?}"
+    );
+    assert!(cleanup.is_complete(), "{cleanup}");
 }
 
 /// A delivery retried after its CreateImage went through, while the tag search does not list

@@ -68,11 +68,7 @@ impl Aws {
         out.command()
             .and_then(|c| c.command_id())
             .map(str::to_owned)
-            .ok_or_else(|| AwsError {
-                operation: "ssm:SendCommand",
-                code: None,
-                message: "the answer named no command".into(),
-            })
+            .ok_or_else(|| AwsError::in_answer("ssm:SendCommand", "the answer named no command"))
     }
     pub async fn step_result(&self, command_id: &str, instance_id: &str) -> Result<StepResult> {
         let out = self
@@ -84,20 +80,21 @@ impl Aws {
             .await;
         let out = match out {
             Ok(out) => out,
-            Err(error) => {
-                let error = AwsError::from_sdk("ssm:GetCommandInvocation", error);
-                // Right after SendCommand the invocation may not be visible yet.
-                if error.code.as_deref() == Some("InvocationDoesNotExist") {
-                    return Ok(StepResult {
-                        status: StepStatus::Running,
-                        detail: "Pending".into(),
-                        exit_code: -1,
-                        stdout: String::new(),
-                        stderr: String::new(),
-                    });
-                }
-                return Err(error);
+            // Right after SendCommand the invocation may not be visible yet.
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_invocation_does_not_exist()) =>
+            {
+                return Ok(StepResult {
+                    status: StepStatus::Running,
+                    detail: "Pending".into(),
+                    exit_code: -1,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
             }
+            Err(error) => return Err(AwsError::from_sdk("ssm:GetCommandInvocation", error)),
         };
         use ssmt::CommandInvocationStatus as S;
         let status = match out.status() {

@@ -7,8 +7,7 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInstance {
     pub arn: String,
-    /// `ACTIVE`, `DRAINING`, `REGISTERING`, ...
-    pub status: String,
+    pub status: ContainerInstanceStatus,
     pub agent_connected: bool,
 }
 
@@ -25,11 +24,10 @@ impl Aws {
         instance_id: &str,
     ) -> Result<Option<ContainerInstance>> {
         let Some(ecs) = &self.ecs else {
-            return Err(AwsError {
-                operation: "ecs:ListContainerInstances",
-                code: None,
-                message: "no ECS client configured".into(),
-            });
+            return Err(AwsError::in_answer(
+                "ecs:ListContainerInstances",
+                "no ECS client configured",
+            ));
         };
         let mut pages = ecs
             .list_container_instances()
@@ -63,7 +61,7 @@ impl Aws {
             .find(|c| c.ec2_instance_id() == Some(instance_id))
             .map(|c| ContainerInstance {
                 arn: c.container_instance_arn().unwrap_or_default().to_owned(),
-                status: c.status().unwrap_or_default().to_owned(),
+                status: ContainerInstanceStatus::from(c.status().unwrap_or_default()),
                 agent_connected: c.agent_connected(),
             }))
     }

@@ -41,7 +41,7 @@ impl Aws {
             .filters
             .iter()
             .map(|(name, values)| ec2_filter(name, values))
-            .chain([ec2_filter("state", ["available"])]);
+            .chain([ec2_filter("state", [ImageState::Available.as_str()])]);
         let mut pages = self
             .ec2
             .describe_images()
@@ -392,11 +392,7 @@ impl Aws {
 fn new_image_id(operation: &'static str, id: Option<&str>) -> Result<String> {
     id.filter(|id| !id.is_empty())
         .map(str::to_owned)
-        .ok_or_else(|| AwsError {
-            operation,
-            code: None,
-            message: "the answer named no image".into(),
-        })
+        .ok_or_else(|| AwsError::in_answer(operation, "the answer named no image"))
 }
 
 /// EC2's timestamps given as text (`2026-11-01T12:00:00.000Z`: an image's CreationDate and
@@ -415,10 +411,12 @@ fn to_image(image: &ec2t::Image) -> Image {
         id: image.image_id().unwrap_or_default().to_owned(),
         name: image.name().unwrap_or_default().to_owned(),
         description: image.description().map(str::to_owned),
+        // An answer without a state is taken as not usable: `Unknown` matches no state the
+        // engine waits for.
         state: image
             .state()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default(),
+            .cloned()
+            .unwrap_or_else(|| ImageState::from("")),
         state_reason: image
             .state_reason()
             .and_then(|r| r.message())

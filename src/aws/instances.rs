@@ -30,14 +30,7 @@ impl Aws {
                     .unwrap_or_default()
             })),
             // EC2 answers InvalidInstanceType for a type it does not have.
-            Err(error)
-                if error
-                    .code
-                    .as_deref()
-                    .is_some_and(|c| c.starts_with("InvalidInstanceType")) =>
-            {
-                Ok(None)
-            }
+            Err(error) if error.is(Code::UnknownInstanceType) => Ok(None),
             Err(error) => Err(error),
         }
     }
@@ -132,11 +125,7 @@ impl Aws {
             .find_map(|i| i.instance_id())
             .filter(|id| !id.is_empty())
             .map(str::to_owned)
-            .ok_or_else(|| AwsError {
-                operation: "ec2:RunInstances",
-                code: None,
-                message: "the answer named no instance".into(),
-            })
+            .ok_or_else(|| AwsError::in_answer("ec2:RunInstances", "the answer named no instance"))
     }
     /// The instance's console output (its boot and user data messages), as far as EC2 keeps it.
     /// The latest output: without `Latest`, EC2 answers the buffer it posted shortly after the
@@ -155,7 +144,7 @@ impl Aws {
             .await
             .map_err(|e| AwsError::from_sdk("ec2:GetConsoleOutput", e))
         {
-            Err(error) if error.code.as_deref().is_some_and(latest_unsupported) => {
+            Err(error) if error.is(Code::Unsupported) => {
                 tracing::debug!(instance_id, %error, "no latest console output; the buffered one");
                 ask(None)
                     .await
@@ -189,19 +178,19 @@ impl Aws {
             found.extend(instances.filter_map(|i| {
                 Some(Instance {
                     id: i.instance_id()?.to_owned(),
-                    state: i.state()?.name()?.as_str().to_owned(),
+                    state: i.state()?.name()?.clone(),
                     launched_ms: i
                         .launch_time()
                         .and_then(|t| t.to_millis().ok())
                         .and_then(|ms| u64::try_from(ms).ok()),
-                    role: tags_of(i.tags()).remove("ecs-ami:role"),
+                    tags: tags_of(i.tags()),
                 })
             }));
         }
         Ok(found)
     }
     /// The instance's state name, or None once EC2 no longer knows it.
-    pub async fn instance_state(&self, instance_id: &str) -> Result<Option<String>> {
+    pub async fn instance_state(&self, instance_id: &str) -> Result<Option<InstanceStateName>> {
         Ok(self.instance_status(instance_id).await?.map(|s| s.state))
     }
     /// The instance's state and attached devices, or None once EC2 no longer knows it.
@@ -222,7 +211,7 @@ impl Aws {
             .flat_map(|r| r.instances())
             .find(|i| i.instance_id() == Some(instance_id))
             .and_then(|i| {
-                let state = i.state()?.name()?.as_str().to_owned();
+                let state = i.state()?.name()?.clone();
                 let reason = i.state_reason();
                 Some(InstanceStatus {
                     state,
@@ -294,14 +283,6 @@ impl Aws {
                 .map_err(|e| AwsError::from_sdk("ec2:DeleteVolume", e)),
         )
     }
-}
-
-/// How EC2 refuses `Latest` on an instance type that is not built on Nitro.
-fn latest_unsupported(code: &str) -> bool {
-    matches!(
-        code,
-        "UnsupportedOperation" | "InvalidParameterCombination" | "InvalidParameterValue"
-    )
 }
 
 /// The block device mappings of `devices`. `for_builder`: the builder's volumes are always

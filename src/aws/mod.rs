@@ -15,12 +15,18 @@
 
 mod commands;
 mod ecs;
+mod error;
 mod images;
 mod instances;
 mod lambda;
 mod parameters;
 
+/// The states the engine reads, as the SDK's enums: an instance's, an image's, a container
+/// instance's.
+pub use aws_sdk_ec2::types::{ImageState, InstanceStateName};
+pub use aws_sdk_ecs::types::ContainerInstanceStatus;
 pub use ecs::ContainerInstance;
+pub use error::{AwsError, Code};
 pub use lambda::SelfInvoke;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,8 +35,6 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ssm::types as ssmt;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::spec::BlockDevice;
 
@@ -74,92 +78,14 @@ pub async fn sdk_config_from_env() -> aws_config::SdkConfig {
     with_attempt_timeout(&config)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{operation} failed: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
-pub struct AwsError {
-    pub operation: &'static str,
-    pub code: Option<String>,
-    pub message: String,
-}
-
-impl AwsError {
-    /// AWS refused the call for its rate, and the SDK's retries did not get it through:
-    /// EC2's `RequestLimitExceeded`
-    /// (<https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html>), Parameter
-    /// Store's and the JSON services' `ThrottlingException`. Worth trying again later.
-    pub fn is_throttled(&self) -> bool {
-        // The throttling codes the SDK's retry classifier knows.
-        matches!(
-            self.code.as_deref(),
-            Some(
-                "RequestLimitExceeded"
-                    | "ThrottlingException"
-                    | "Throttling"
-                    | "ThrottledException"
-                    | "RequestThrottledException"
-                    | "TooManyRequestsException"
-                    | "ProvisionedThroughputExceededException"
-                    | "TransactionInProgressException"
-                    | "RequestThrottled"
-                    | "SlowDown"
-                    | "PriorRequestNotComplete"
-                    | "EC2ThrottledException"
-                    | "BandwidthLimitExceeded"
-            )
-        )
-    }
-    pub fn is_not_found(&self) -> bool {
-        self.code.as_deref().is_some_and(|c| {
-            c.contains("NotFound") || c.ends_with(".Malformed") || c == "InvalidAMIID.Unavailable"
-        })
-    }
-
-    fn from_sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> AwsError
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
-    {
-        let code = error.code().map(str::to_owned);
-        let message = match error.message() {
-            Some(message) => without_encoded_failure(message),
-            None => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
-        };
-        AwsError {
-            operation,
-            code,
-            message,
-        }
-    }
-}
-
 type Result<T> = std::result::Result<T, AwsError>;
-
-/// EC2's UnauthorizedOperation ends with an encoded authorization failure message of a thousand
-/// characters or more, readable only through sts:DecodeAuthorizationMessage: dropped, so that a
-/// Reason (4,096 bytes in all) keeps room for what the build left behind. The readable part
-/// names the action and the resource.
-fn without_encoded_failure(message: &str) -> String {
-    const MARK: &str = "Encoded authorization failure message:";
-    match message.find(MARK) {
-        Some(at) => {
-            // Kept in the log: sts:DecodeAuthorizationMessage tells which statement or condition
-            // refused the call.
-            tracing::warn!(message, "AWS refused the call");
-            format!(
-                "{} (encoded authorization failure message omitted; it is in the log)",
-                message[..at].trim_end()
-            )
-        }
-        None => message.to_owned(),
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
     pub id: String,
     pub name: String,
     pub description: Option<String>,
-    pub state: String,
+    pub state: ImageState,
     pub state_reason: Option<String>,
     pub architecture: String,
     pub root_device_name: Option<String>,
@@ -187,7 +113,7 @@ pub struct ParameterState {
 /// What DescribeInstances says about the builder while the build watches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {
-    pub state: String,
+    pub state: InstanceStateName,
     /// Why EC2 changed the state, as `Code: message` (`Client.InternalError: Client error on
     /// launch` for an EBS volume whose KMS key cannot be used).
     pub state_reason: Option<String>,
@@ -199,11 +125,10 @@ pub struct InstanceStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
-    pub state: String,
+    pub state: InstanceStateName,
     /// When EC2 launched it, in milliseconds since the Unix epoch.
     pub launched_ms: Option<u64>,
-    /// Its `ecs-ami:role` tag: `test` for a test instance; none for a builder.
-    pub role: Option<String>,
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,18 +320,6 @@ pub(super) fn not_found_is_none<T>(sent: Result<T>) -> Result<Option<T>> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_encoded_failure;
-
-    #[test]
-    fn the_encoded_authorization_message_is_dropped_and_the_readable_part_kept() {
-        let ec2 = "You are not authorized to perform this operation. User: arn:aws:sts::1:assumed-role/r/f is not authorized to perform: ec2:CreateImage on resource: arn:aws:ec2:us-east-1::snapshot/* because no identity-based policy allows the ec2:CreateImage action. Encoded authorization failure message: AbC123xyz";
-        let kept = without_encoded_failure(ec2);
-        assert!(kept.contains("ec2:CreateImage on resource: arn:aws:ec2:us-east-1::snapshot/*"));
-        assert!(!kept.contains("AbC123xyz"), "{kept}");
-        assert!(kept.contains("(encoded authorization failure message omitted"));
-        assert_eq!(without_encoded_failure("plain"), "plain");
-    }
-
     #[test]
     fn every_attempt_has_a_timeout_unless_the_config_sets_its_own() {
         use aws_config::timeout::TimeoutConfig;

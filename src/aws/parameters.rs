@@ -15,10 +15,8 @@ impl Aws {
         out.parameter()
             .and_then(|p| p.value())
             .map(str::to_owned)
-            .ok_or_else(|| AwsError {
-                operation: "ssm:GetParameter",
-                code: None,
-                message: format!("parameter {name} has no value"),
+            .ok_or_else(|| {
+                AwsError::in_answer("ssm:GetParameter", format!("parameter {name} has no value"))
             })
     }
     /// Creates a parameter only if it does not exist: the one atomic test-and-set this product
@@ -37,14 +35,14 @@ impl Aws {
             .await;
         match put {
             Ok(_) => Ok(true),
-            Err(error) => {
-                let error = AwsError::from_sdk("ssm:PutParameter", error);
-                if error.code.as_deref() == Some("ParameterAlreadyExists") {
-                    Ok(self.parameter_if_exists(name).await?.as_deref() == Some(value))
-                } else {
-                    Err(error)
-                }
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_already_exists()) =>
+            {
+                Ok(self.parameter_if_exists(name).await?.as_deref() == Some(value))
             }
+            Err(error) => Err(AwsError::from_sdk("ssm:PutParameter", error)),
         }
     }
     /// A parameter's value, or None when it does not exist.
@@ -167,14 +165,14 @@ impl Aws {
                 value: p.value().unwrap_or_default().to_owned(),
                 data_type: p.data_type().unwrap_or("text").to_owned(),
             })),
-            Err(error) => {
-                let error = AwsError::from_sdk("ssm:GetParameter", error);
-                if error.code.as_deref() == Some("ParameterNotFound") {
-                    Ok(None)
-                } else {
-                    Err(error)
-                }
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Ok(None)
             }
+            Err(error) => Err(AwsError::from_sdk("ssm:GetParameter", error)),
         }
     }
     /// Every value the parameter held, oldest first; empty when it does not exist.
@@ -193,13 +191,14 @@ impl Aws {
                         .iter()
                         .filter_map(|p| Some((p.version(), p.value()?.to_owned()))),
                 ),
-                Err(error) => {
-                    let error = AwsError::from_sdk("ssm:GetParameterHistory", error);
-                    if error.code.as_deref() == Some("ParameterNotFound") {
-                        return Ok(Vec::new());
-                    }
-                    return Err(error);
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_parameter_not_found()) =>
+                {
+                    return Ok(Vec::new());
                 }
+                Err(error) => return Err(AwsError::from_sdk("ssm:GetParameterHistory", error)),
             }
         }
         values.sort_by_key(|(version, _)| *version);

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::aws::{Aws, AwsError, Image};
+use crate::aws::{Aws, AwsError, Code, Image, InstanceStateName};
 use crate::cfn::Identity;
 use crate::engine::clock;
 use crate::engine::tags::{TAG_REQUEST, identity_tags};
@@ -18,8 +18,19 @@ pub(crate) fn launched_within(launched_at_ms: Option<u64>, window: Duration) -> 
         .is_some_and(|at| u128::from(clock::now_ms().saturating_sub(at)) < window.as_millis())
 }
 
-/// How [`terminate_builder`] says that EC2 answered NotFound.
-pub(crate) const NOT_KNOWN: &str = "EC2 answered NotFound";
+/// Why [`terminate_builder`] could not confirm that an instance is terminated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotTerminated {
+    /// EC2 answered NotFound all along: already gone, or not listed yet.
+    #[error(
+        "builder {instance} (EC2 answered NotFound for {} s: already gone, or not listed yet; not confirmed terminated)",
+        .waited.as_secs()
+    )]
+    NotKnown { instance: String, waited: Duration },
+    /// EC2 refused to terminate it.
+    #[error("builder {instance} ({error})")]
+    Refused { instance: String, error: AwsError },
+}
 
 /// Terminates the builder. EC2 answers `InvalidInstanceID.NotFound` for an instance it does not
 /// know yet (eventual consistency), so NotFound is never taken for "terminated": the call is
@@ -30,7 +41,7 @@ pub(crate) async fn terminate_builder(
     aws: &Aws,
     instance_id: &str,
     grace: Duration,
-) -> Result<(), String> {
+) -> Result<(), NotTerminated> {
     let (sent, waited) = retry_transient(
         grace,
         "EC2 does not know the builder yet: terminating again",
@@ -38,15 +49,13 @@ pub(crate) async fn terminate_builder(
         || aws.terminate_instance(instance_id),
     )
     .await;
+    let instance = instance_id.to_owned();
     match sent {
         Ok(()) => Ok(()),
         // EC2 keeps a terminated instance visible for about an hour: a builder this request
         // made is never "long gone" by the time it is cleaned up.
-        Err(error) if error.is_not_found() => Err(format!(
-            "builder {instance_id} ({NOT_KNOWN} for {} s: already gone, or not listed yet; not confirmed terminated)",
-            waited.as_secs()
-        )),
-        Err(error) => Err(format!("builder {instance_id} ({error})")),
+        Err(error) if error.is_not_found() => Err(NotTerminated::NotKnown { instance, waited }),
+        Err(error) => Err(NotTerminated::Refused { instance, error }),
     }
 }
 
@@ -107,7 +116,7 @@ pub(crate) async fn delete_released_snapshot(
     retry_transient(
         until.saturating_duration_since(tokio::time::Instant::now()),
         "snapshot still in use by its deregistered image: retrying",
-        |error| error.code.as_deref() == Some("InvalidSnapshot.InUse"),
+        |error| error.is(Code::SnapshotInUse),
         || aws.delete_snapshot(snapshot_id),
     )
     .await
@@ -134,32 +143,20 @@ pub struct Leftovers {
     pub parameters: ParameterNames,
 }
 
-pub(crate) const NOTHING_CREATED: &str = "Cleanup: nothing had been created";
-
-/// Removes everything the request created and returns a sentence saying what was removed and what,
-/// if anything, could not be.
+/// Removes everything the request created (but the image `keep`, the resource's current one,
+/// and its snapshots) and says what it removed and what it could not.
 pub async fn clean_up(
     aws: &Aws,
     identity: &Identity,
     known: &Leftovers,
     not_found_grace: Duration,
-) -> String {
-    clean_up_all(aws, identity, known, not_found_grace, None)
-        .await
-        .0
-}
-
-/// [`clean_up`], sparing the image `keep` (the resource's current one) and its snapshots, and
-/// whether everything else could be removed.
-pub(crate) async fn clean_up_all(
-    aws: &Aws,
-    identity: &Identity,
-    known: &Leftovers,
-    not_found_grace: Duration,
     keep: Option<&str>,
-) -> (String, bool) {
+) -> Cleanup {
     let tags = identity_tags(identity);
-    let mut report = Report::default();
+    let mut report = Cleanup {
+        request_id: identity.request_id.clone(),
+        ..Cleanup::default()
+    };
     terminate_builders(aws, &tags, known, not_found_grace, &mut report).await;
     let released = deregister_images(
         aws,
@@ -173,7 +170,7 @@ pub(crate) async fn clean_up_all(
     delete_volumes(aws, &tags, &mut report).await;
     for region in &known.regions {
         let there = aws.in_region(region);
-        let mut found = Report::default();
+        let mut found = Cleanup::default();
         let names = known
             .parameters
             .copies
@@ -186,7 +183,7 @@ pub(crate) async fn clean_up_all(
         };
         let mut released = deregister_images(&there, &tags, (&copy, names), None, &mut found).await;
         if let Some(id) = &copy.image_id
-            && !found.done.iter().any(|d| d.ends_with(id.as_str()))
+            && !found.removed.iter().any(|r| &r.id == id)
         {
             // Asked for moments ago, EC2 may not know it yet: NotFound is retried for a while.
             let (sent, _) = retry_transient(
@@ -197,51 +194,179 @@ pub(crate) async fn clean_up_all(
             )
             .await;
             match sent {
-                Ok(()) => found
-                    .done
-                    .push(format!("deregistered half-made image {id}")),
+                Ok(()) => found.removed.push(Resource::new(ResourceKind::Image, id)),
                 Err(error) if error.is_not_found() => {}
-                Err(error) => found.left.push(format!("image {id} ({error})")),
+                Err(error) => found
+                    .remaining
+                    .push((Resource::new(ResourceKind::Image, id), error)),
             }
             // Its snapshots, if it had any yet, carry the request's tags.
             released.snapshots.clear();
         }
         delete_snapshots(&there, &tags, released, &mut found).await;
-        report
-            .done
-            .extend(found.done.into_iter().map(|d| format!("{d} in {region}")));
-        report
-            .left
-            .extend(found.left.into_iter().map(|l| format!("{l} in {region}")));
+        report.absorb(found, region);
     }
-    let complete = report.left.is_empty();
-    (report.sentence(identity), complete)
+    report
 }
 
-/// What cleanup removed, and what it could not.
-#[derive(Default)]
-struct Report {
-    done: Vec<String>,
-    left: Vec<String>,
+/// What cleanup deals with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Builder,
+    Image,
+    Snapshot,
+    Volume,
 }
 
-impl Report {
-    fn sentence(&self, identity: &Identity) -> String {
-        let mut report = if self.done.is_empty() {
-            NOTHING_CREATED.to_owned()
-        } else {
-            format!("Cleanup: {}", self.done.join(", "))
-        };
-        if !self.left.is_empty() {
-            report.push_str(&format!(
-                ". NOT cleaned up, remove by hand (tagged {TAG_REQUEST}={}): {}",
-                identity.request_id,
-                self.left.join(", ")
-            ));
+/// One resource cleanup dealt with, and the region it is in (none: the function's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub kind: ResourceKind,
+    pub id: String,
+    pub region: Option<String>,
+}
+
+impl Resource {
+    fn new(kind: ResourceKind, id: &str) -> Resource {
+        Resource {
+            kind,
+            id: id.to_owned(),
+            region: None,
         }
-        report
+    }
+    fn in_region(&self) -> String {
+        self.region
+            .as_ref()
+            .map(|region| format!(" in {region}"))
+            .unwrap_or_default()
     }
 }
+
+/// What cleanup could not find out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unknown {
+    /// The resources of a kind the request's tags would find could not be listed.
+    NotListed {
+        kind: ResourceKind,
+        region: Option<String>,
+        error: AwsError,
+    },
+    /// An instance EC2 did not confirm terminating.
+    NotTerminated(NotTerminated),
+}
+
+/// What cleanup removed, what it could not (and why), and what it could not find out: a value
+/// until a Reason is written (its `Display`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// The request whose resources these are: what is left carries its id in a tag.
+    pub request_id: String,
+    pub removed: Vec<Resource>,
+    pub remaining: Vec<(Resource, AwsError)>,
+    pub unknown: Vec<Unknown>,
+}
+
+impl Cleanup {
+    /// Nothing was removed and nothing is left or unknown.
+    pub fn found_nothing(&self) -> bool {
+        self.removed.is_empty() && self.is_complete()
+    }
+    /// Nothing is left and nothing unknown.
+    pub fn is_complete(&self) -> bool {
+        self.remaining.is_empty() && self.unknown.is_empty()
+    }
+    /// `other`, found in `region`, added to this.
+    fn absorb(&mut self, other: Cleanup, region: &str) {
+        let here = |mut item: Resource| {
+            item.region = Some(region.to_owned());
+            item
+        };
+        self.removed.extend(other.removed.into_iter().map(here));
+        self.remaining
+            .extend(other.remaining.into_iter().map(|(item, e)| (here(item), e)));
+        self.unknown
+            .extend(other.unknown.into_iter().map(|unknown| match unknown {
+                Unknown::NotListed { kind, error, .. } => Unknown::NotListed {
+                    kind,
+                    region: Some(region.to_owned()),
+                    error,
+                },
+                other => other,
+            }));
+    }
+    /// What was removed, as a Reason or a log says it: `Cleanup: terminated builder i-1, ...`.
+    pub fn removed_sentence(&self) -> String {
+        if self.removed.is_empty() {
+            return NOTHING_CREATED.to_owned();
+        }
+        let removed: Vec<String> = self
+            .removed
+            .iter()
+            .map(|item| {
+                let what = match item.kind {
+                    ResourceKind::Builder => "terminated builder",
+                    ResourceKind::Image => "deregistered half-made image",
+                    ResourceKind::Snapshot => "deleted snapshot",
+                    ResourceKind::Volume => "deleted volume",
+                };
+                format!("{what} {}{}", item.id, item.in_region())
+            })
+            .collect();
+        format!("Cleanup: {}", removed.join(", "))
+    }
+}
+
+/// The whole report for a Reason: what was removed, then what is left, to be removed by hand,
+/// with the tag that finds it.
+impl std::fmt::Display for Cleanup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.removed_sentence())?;
+        let mut left: Vec<String> = self
+            .remaining
+            .iter()
+            .map(|(item, error)| {
+                let what = match item.kind {
+                    ResourceKind::Builder => "builder",
+                    ResourceKind::Image => "image",
+                    ResourceKind::Snapshot => "snapshot",
+                    ResourceKind::Volume => "volume",
+                };
+                format!("{what} {} ({error}){}", item.id, item.in_region())
+            })
+            .collect();
+        left.extend(self.unknown.iter().map(|unknown| match unknown {
+            Unknown::NotListed {
+                kind,
+                region,
+                error,
+            } => {
+                let what = match kind {
+                    ResourceKind::Builder => "builder instances",
+                    ResourceKind::Image => "images",
+                    ResourceKind::Snapshot => "snapshots",
+                    ResourceKind::Volume => "volumes",
+                };
+                let region = region
+                    .as_ref()
+                    .map(|r| format!(" in {r}"))
+                    .unwrap_or_default();
+                format!("{what} could not be listed ({error}){region}")
+            }
+            Unknown::NotTerminated(not) => not.to_string(),
+        }));
+        if !left.is_empty() {
+            write!(
+                f,
+                ". NOT cleaned up, remove by hand (tagged {TAG_REQUEST}={}): {}",
+                self.request_id,
+                left.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+const NOTHING_CREATED: &str = "Cleanup: nothing had been created";
 
 /// Each builder, known or found by its tags, with its command cancelled first.
 async fn terminate_builders(
@@ -249,7 +374,7 @@ async fn terminate_builders(
     tags: &BTreeMap<String, String>,
     known: &Leftovers,
     not_found_grace: Duration,
-    report: &mut Report,
+    report: &mut Cleanup,
 ) {
     // Each builder, with when it was launched where known.
     let mut instances: BTreeMap<String, Option<u64>> = known
@@ -259,15 +384,20 @@ async fn terminate_builders(
         .collect();
     match aws.instances_tagged(tags).await {
         Ok(found) => {
-            for instance in found.into_iter().filter(|i| i.state != "terminated") {
+            for instance in found
+                .into_iter()
+                .filter(|i| i.state != InstanceStateName::Terminated)
+            {
                 let launched = instance.launched_ms;
                 let entry = instances.entry(instance.id).or_insert(launched);
                 *entry = entry.or(launched);
             }
         }
-        Err(error) => report
-            .left
-            .push(format!("builder instances could not be listed ({error})")),
+        Err(error) => report.unknown.push(Unknown::NotListed {
+            kind: ResourceKind::Builder,
+            region: None,
+            error,
+        }),
     }
     if let (Some(command), Some(instance)) = (&known.command_id, &known.instance_id) {
         aws.cancel_step(command, instance).await.ok();
@@ -281,8 +411,13 @@ async fn terminate_builders(
             Duration::ZERO
         };
         match terminate_builder(aws, instance, grace).await {
-            Ok(()) => report.done.push(format!("terminated builder {instance}")),
-            Err(error) => report.left.push(error),
+            Ok(()) => report
+                .removed
+                .push(Resource::new(ResourceKind::Builder, instance)),
+            Err(NotTerminated::Refused { instance, error }) => report
+                .remaining
+                .push((Resource::new(ResourceKind::Builder, &instance), error)),
+            Err(not) => report.unknown.push(Unknown::NotTerminated(not)),
         }
     }
 }
@@ -294,14 +429,16 @@ async fn deregister_images(
     tags: &BTreeMap<String, String>,
     (known, parameters): (&Leftovers, &[String]),
     keep: Option<&str>,
-    report: &mut Report,
+    report: &mut Cleanup,
 ) -> Released {
     let mut images: Vec<Image> = Vec::new();
     match aws.images_tagged(tags).await {
         Ok(found) => images.extend(found),
-        Err(error) => report
-            .left
-            .push(format!("images could not be listed ({error})")),
+        Err(error) => report.unknown.push(Unknown::NotListed {
+            kind: ResourceKind::Image,
+            region: None,
+            error,
+        }),
     }
     if let Some(id) = &known.image_id
         && !images.iter().any(|i| &i.id == id)
@@ -309,7 +446,9 @@ async fn deregister_images(
         match aws.describe_image(id).await {
             Ok(Some(image)) => images.push(image),
             Ok(None) => {}
-            Err(error) => report.left.push(format!("image {id} ({error})")),
+            Err(error) => report
+                .remaining
+                .push((Resource::new(ResourceKind::Image, id), error)),
         }
     }
     let mut released = Released {
@@ -328,13 +467,15 @@ async fn deregister_images(
         match aws.deregister_image(&image.id).await {
             Ok(()) => {
                 report
-                    .done
-                    .push(format!("deregistered half-made image {}", image.id));
+                    .removed
+                    .push(Resource::new(ResourceKind::Image, &image.id));
                 released
                     .snapshots
                     .extend(image.snapshot_ids.iter().cloned());
             }
-            Err(error) => report.left.push(format!("image {} ({error})", image.id)),
+            Err(error) => report
+                .remaining
+                .push((Resource::new(ResourceKind::Image, &image.id), error)),
         }
     }
     released
@@ -351,7 +492,7 @@ async fn delete_snapshots(
     aws: &Aws,
     tags: &BTreeMap<String, String>,
     released: Released,
-    report: &mut Report,
+    report: &mut Cleanup,
 ) {
     let Released {
         mut snapshots,
@@ -366,25 +507,89 @@ async fn delete_snapshots(
     let until = tokio::time::Instant::now() + SNAPSHOT_RELEASE_GRACE;
     for snapshot in &snapshots {
         match delete_released_snapshot(aws, snapshot, until).await {
-            Ok(()) => report.done.push(format!("deleted snapshot {snapshot}")),
-            Err(error) => report.left.push(format!("snapshot {snapshot} ({error})")),
+            Ok(()) => report
+                .removed
+                .push(Resource::new(ResourceKind::Snapshot, snapshot)),
+            Err(error) => report
+                .remaining
+                .push((Resource::new(ResourceKind::Snapshot, snapshot), error)),
         }
     }
 }
 
 /// Volumes of the request's builders left detached (a data volume detached during the build).
-async fn delete_volumes(aws: &Aws, tags: &BTreeMap<String, String>, report: &mut Report) {
+async fn delete_volumes(aws: &Aws, tags: &BTreeMap<String, String>, report: &mut Cleanup) {
     match aws.detached_volumes_tagged(tags).await {
         Ok(volumes) => {
             for volume in volumes {
                 match aws.delete_volume(&volume).await {
-                    Ok(()) => report.done.push(format!("deleted volume {volume}")),
-                    Err(error) => report.left.push(format!("volume {volume} ({error})")),
+                    Ok(()) => report
+                        .removed
+                        .push(Resource::new(ResourceKind::Volume, &volume)),
+                    Err(error) => report
+                        .remaining
+                        .push((Resource::new(ResourceKind::Volume, &volume), error)),
                 }
             }
         }
-        Err(error) => report
-            .left
-            .push(format!("volumes could not be listed ({error})")),
+        Err(error) => report.unknown.push(Unknown::NotListed {
+            kind: ResourceKind::Volume,
+            region: None,
+            error,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(operation: &'static str) -> AwsError {
+        AwsError {
+            operation,
+            code: Some("UnauthorizedOperation".into()),
+            message: "no".into(),
+        }
+    }
+
+    #[test]
+    fn a_cleanup_is_a_value_until_a_reason_is_written() {
+        let mut home = Cleanup {
+            request_id: "r-1".into(),
+            ..Cleanup::default()
+        };
+        assert!(home.found_nothing());
+        assert_eq!(home.to_string(), NOTHING_CREATED);
+        home.removed
+            .push(Resource::new(ResourceKind::Builder, "i-1"));
+        home.unknown
+            .push(Unknown::NotTerminated(NotTerminated::NotKnown {
+                instance: "i-2".into(),
+                waited: Duration::from_secs(30),
+            }));
+        let mut there = Cleanup::default();
+        there
+            .removed
+            .push(Resource::new(ResourceKind::Image, "ami-1"));
+        there.remaining.push((
+            Resource::new(ResourceKind::Snapshot, "snap-1"),
+            refused("ec2:DeleteSnapshot"),
+        ));
+        there.unknown.push(Unknown::NotListed {
+            kind: ResourceKind::Volume,
+            region: None,
+            error: refused("ec2:DescribeVolumes"),
+        });
+        home.absorb(there, "eu-west-1");
+        assert!(!home.is_complete() && !home.found_nothing());
+        assert_eq!(home.removed[1].region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            home.to_string(),
+            "Cleanup: terminated builder i-1, deregistered half-made image ami-1 in eu-west-1. \
+             NOT cleaned up, remove by hand (tagged ecs-ami:request-id=r-1): \
+             snapshot snap-1 (ec2:DeleteSnapshot failed: UnauthorizedOperation: no) in eu-west-1, \
+             builder i-2 (EC2 answered NotFound for 30 s: already gone, or not listed yet; not confirmed terminated), \
+             volumes could not be listed (ec2:DescribeVolumes failed: UnauthorizedOperation: no) in eu-west-1"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use futures_util::future::join_all;
 
-use crate::aws::{Aws, AwsError, CopyRequest, Image};
+use crate::aws::{Aws, AwsError, CopyRequest, Image, ImageState};
 use crate::cfn::{Identity, Outcome};
 use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
 use crate::engine::failure::BuildError;
@@ -57,12 +57,14 @@ fn copy_token(identity: &Identity, home_id: &str, region: &str) -> String {
 async fn find(aws: &Aws, identity: &Identity, home_id: &str) -> Result<Option<Image>, AwsError> {
     let mut found = aws.images_tagged(&copy_of(identity, home_id)).await?;
     // An available copy first, then a pending one; a failed one only when there is nothing else.
-    found.sort_by_key(|i| match i.state.as_str() {
-        "available" => 0,
-        "pending" => 1,
+    found.sort_by_key(|i| match i.state {
+        ImageState::Available => 0,
+        ImageState::Pending => 1,
         _ => 2,
     });
-    Ok(found.into_iter().find(|i| i.state != "deregistered"))
+    Ok(found
+        .into_iter()
+        .find(|i| i.state != ImageState::Deregistered))
 }
 
 fn in_region(region: &str) -> impl Fn(AwsError) -> BuildError + '_ {
@@ -105,7 +107,7 @@ pub(crate) async fn start(
         // A failed copy holds the name (it has no snapshots to delete); the next copy gets a
         // token of its own, or EC2 would answer the failed one again.
         let mut attempt = String::new();
-        if let Some(failed) = existing.as_ref().filter(|c| c.state == "failed") {
+        if let Some(failed) = existing.as_ref().filter(|c| c.state == ImageState::Failed) {
             there
                 .deregister_image(&failed.id)
                 .await
@@ -113,7 +115,7 @@ pub(crate) async fn start(
             attempt = failed.id.clone();
         }
         let id = match existing {
-            Some(copy) if copy.state != "failed" => {
+            Some(copy) if copy.state != ImageState::Failed => {
                 if copy.tags.get(TAG_REQUEST) == Some(&identity.request_id) {
                     started.made.push(region.to_owned());
                 }
@@ -208,9 +210,9 @@ pub(crate) async fn poll(aws: &Aws, copies: &Copies) -> Result<CopiesPoll, Build
     let mut pending = Vec::new();
     for (region, id, answer) in asked {
         match answer.map_err(in_region(&region))? {
-            Some(image) if image.state == "available" => ready.push((region, image)),
+            Some(image) if image.state == ImageState::Available => ready.push((region, image)),
             None => pending.push(region),
-            Some(image) if image.state == "pending" => pending.push(region),
+            Some(image) if image.state == ImageState::Pending => pending.push(region),
             Some(image) => {
                 return Err(BuildError::CopyFailed {
                     region,
@@ -288,7 +290,7 @@ pub(crate) async fn settle(
         let copy = find(&there, identity, &home.id)
             .await
             .map_err(in_region(region))?;
-        let Some(copy) = copy.filter(|c| c.state == "available") else {
+        let Some(copy) = copy.filter(|c| c.state == ImageState::Available) else {
             return Ok(Settled::Incomplete);
         };
         retag(&there, home, &copy)
@@ -377,7 +379,10 @@ pub(crate) async fn remove(
                 continue;
             }
         };
-        for image in images.iter().filter(|i| i.state != "deregistered") {
+        for image in images
+            .iter()
+            .filter(|i| i.state != ImageState::Deregistered)
+        {
             match there.deregister_image(&image.id).await {
                 Ok(()) => removed
                     .done

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use crate::aws::AwsError;
+use crate::aws::{AwsError, ImageState, InstanceStateName};
+use crate::engine::cleanup::{Cleanup, NotTerminated};
 
 /// What went wrong in one phase of a build.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +48,7 @@ pub enum BuildError {
     SourceNotAvailable {
         property: &'static str,
         image: String,
-        state: String,
+        state: ImageState,
     },
     /// A property names something EC2 would refuse at launch, found before anything is launched.
     #[error("{property}: {problem}")]
@@ -58,14 +59,14 @@ pub enum BuildError {
     /// EC2 reports the builder in a state other than those the phase expects.
     #[error(
         "builder {instance} is {} instead of running{}{}",
-        .state.as_deref().unwrap_or("gone"),
+        .state.as_ref().map_or("gone", InstanceStateName::as_str),
         during_step(.step),
         state_reason_note(.reason)
     )]
     BuilderNotRunning {
         instance: String,
         /// `None`: EC2 no longer lists it.
-        state: Option<String>,
+        state: Option<InstanceStateName>,
         step: Option<StepAt>,
         /// EC2's StateReason: a KMS key the launch could not use, capacity, ...
         reason: Option<String>,
@@ -73,13 +74,13 @@ pub enum BuildError {
     /// [`BuildError::BuilderNotRunning`], of the test instance.
     #[error(
         "test instance {instance} is {} instead of running{}{}",
-        .state.as_deref().unwrap_or("gone"),
+        .state.as_ref().map_or("gone", InstanceStateName::as_str),
         during_step(.step),
         state_reason_note(.reason)
     )]
     TestInstanceNotRunning {
         instance: String,
-        state: Option<String>,
+        state: Option<InstanceStateName>,
         step: Option<StepAt>,
         reason: Option<String>,
     },
@@ -160,17 +161,17 @@ pub enum BuildError {
     },
     #[error("builder {instance} did not stop within {} s", .timeout.as_secs())]
     NeverStopped { instance: String, timeout: Duration },
-    #[error("builder {instance} is {} instead of stopping", .state.as_deref().unwrap_or("gone"))]
+    #[error("builder {instance} is {} instead of stopping", .state.as_ref().map_or("gone", InstanceStateName::as_str))]
     NotStopping {
         instance: String,
-        state: Option<String>,
+        state: Option<InstanceStateName>,
     },
     #[error("image {image} was not available within {} s", .timeout.as_secs())]
     ImageNeverAvailable { image: String, timeout: Duration },
     #[error("image {image} ended {state}: {}", .reason.as_deref().unwrap_or("no reason given"))]
     ImageFailed {
         image: String,
-        state: String,
+        state: ImageState,
         reason: Option<String>,
     },
     /// A call to another region (`Regions`) failed.
@@ -180,7 +181,7 @@ pub enum BuildError {
     CopyFailed {
         region: String,
         image: String,
-        state: String,
+        state: ImageState,
         reason: Option<String>,
     },
     #[error("the copies in {} were not available within {} s", .regions.join(", "), .timeout.as_secs())]
@@ -201,7 +202,7 @@ pub enum BuildError {
     Publish(#[from] crate::engine::publish::PublishError),
     /// The finished build's builder could not be terminated (see `cleanup::terminate_builder`).
     #[error("{0}")]
-    BuilderNotTerminated(String),
+    BuilderNotTerminated(NotTerminated),
 }
 
 impl BuildError {
@@ -377,9 +378,9 @@ pub enum DeleteError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failed {
     pub failure: Failure,
-    /// A sentence: what was removed, and what could not be. `None`: nothing had been started
-    /// that could need it.
-    pub cleanup: Option<String>,
+    /// What was removed, and what could not be. `None`: nothing had been started that could
+    /// need it.
+    pub cleanup: Option<Cleanup>,
 }
 
 impl std::fmt::Display for Failed {

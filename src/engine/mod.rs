@@ -38,7 +38,9 @@ pub mod timing;
 pub mod update;
 mod wait;
 
-pub use cleanup::{Leftovers, RETRIES_UNTIL, clean_up};
+pub use cleanup::{
+    Cleanup, Leftovers, NotTerminated, RETRIES_UNTIL, Resource, ResourceKind, Unknown, clean_up,
+};
 pub use create::{Build, BuildState, Phase, Progress, Resolved, abandon, create};
 pub use delete::{answered_image, delete};
 pub use failure::{BuildError, DeleteError, Failed, Failure, StepAt, StepEnd, UpdateError};

@@ -3,7 +3,7 @@
 
 use crate::aws::{Aws, AwsError};
 use crate::cfn::Identity;
-use crate::engine::cleanup::{Leftovers, NOTHING_CREATED, clean_up_all, within_invocation};
+use crate::engine::cleanup::{Leftovers, clean_up, within_invocation};
 use crate::engine::{Timing, clock, lease, ledger};
 
 /// What a request did about builds of its resource that other requests left in flight.
@@ -83,7 +83,7 @@ pub async fn supersede(
             }
         }
         let stopped_in = started.elapsed().as_secs();
-        let (report, complete) = clean_up_all(
+        let report = clean_up(
             aws,
             &target,
             distributed,
@@ -91,17 +91,17 @@ pub async fn supersede(
             current_image,
         )
         .await;
-        if complete {
+        if report.is_complete() {
             lease::release_all(aws, &lease_path).await?;
         } else {
             result.left_something = true;
         }
-        let what = if report == NOTHING_CREATED {
+        let what = if report.found_nothing() {
             "it had removed what it made".to_owned()
         } else {
             format!(
                 "left over and removed here: {}",
-                report.trim_start_matches("Cleanup: ")
+                report.to_string().trim_start_matches("Cleanup: ")
             )
         };
         result.stopped.push(format!(

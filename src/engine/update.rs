@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::aws::{Aws, AwsError, Image};
+use crate::aws::{Aws, AwsError, Image, ImageState};
 use crate::cfn::{Identity, Outcome};
 use crate::engine::Timing;
 use crate::engine::copies::Settled;
@@ -281,7 +281,7 @@ async fn roll_back(
     };
     let mut available: Vec<Image> = images
         .into_iter()
-        .filter(|i| i.state == "available")
+        .filter(|i| i.state == ImageState::Available)
         .collect();
     // The current image first, if it is one of them (a rollback after this resource's own
     // failed update keeps it).
@@ -355,7 +355,7 @@ async fn distribute_in_place(
     // (Images built before that tag existed have none: taken as they are.)
     let properties = image.tags.get(TAG_PROPERTIES);
     if !owned_by(&image, identity)
-        || image.state != "available"
+        || image.state != ImageState::Available
         || properties.is_some_and(|p| *p != fingerprint::of_request(spec))
     {
         return None;
@@ -398,7 +398,8 @@ async fn retag_or_reuse(
     } else {
         None
     };
-    if let Some(image) = current.filter(|i| owned_by(i, identity) && i.state == "available")
+    if let Some(image) =
+        current.filter(|i| owned_by(i, identity) && i.state == ImageState::Available)
         && image.tags.get(TAG_FINGERPRINT) == Some(&resolved.fingerprint)
     {
         return UpdatePlan::from(match retag(aws, &image, spec).await {
@@ -422,7 +423,10 @@ async fn retag_or_reuse(
     wanted.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
     match aws.images_tagged(&wanted).await {
         Ok(images) => {
-            if let Some(image) = images.into_iter().find(|i| i.state == "available") {
+            if let Some(image) = images
+                .into_iter()
+                .find(|i| i.state == ImageState::Available)
+            {
                 tracing::info!(image_id = %image.id, "an earlier image of this resource has the wanted content: reusing it");
                 if let Err(error) = retag(aws, &image, spec).await {
                     let image = image.id;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::aws::Aws;
+use crate::aws::{Aws, InstanceStateName};
 use crate::engine::Timing;
 use crate::engine::cleanup::launched_within;
 use crate::engine::failure::{BuildError, StepAt};
@@ -25,7 +25,7 @@ pub(super) struct Wait {
 /// `waited` terms) EC2 was last asked.
 pub(super) struct Watch<'a> {
     pub instance_id: &'a str,
-    pub expected: &'a [&'a str],
+    pub expected: &'a [InstanceStateName],
     /// The step that runs, if any: named when the builder is found gone.
     pub step: Option<StepAt>,
     pub state_checked: &'a mut Option<Duration>,
@@ -87,7 +87,7 @@ async fn check_still_running(
         return Ok(());
     }
     match state {
-        Some(state) if watch.expected.contains(&state.as_str()) => Ok(()),
+        Some(state) if watch.expected.contains(&state) => Ok(()),
         state => Err(BuildError::BuilderNotRunning {
             instance: watch.instance_id.to_owned(),
             state,

@@ -321,7 +321,7 @@ mod tests {
                 stage: "launching the builder",
                 error: BuildError::Aws(throttled("ec2:RunInstances")),
             },
-            cleanup: Some("Cleanup: nothing had been created".into()),
+            cleanup: Some(crate::engine::Cleanup::default()),
         };
         // A Create answers with its own marker id, never an image id.
         let create = failed_outcome(&request(Operation::Create), &in_a_phase);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::aws::Aws;
 use crate::cfn::{self, Operation, Outcome, Request};
-use crate::engine::{self, BuildState, Leftovers, Progress, Timing};
+use crate::engine::{self, BuildState, Cleanup, Leftovers, Progress, Timing};
 use crate::spec::AmiSpec;
 
 use super::records::note_cancelled_creates;
@@ -233,7 +233,7 @@ pub(super) async fn release_lease_of(aws: &Aws, identity: &cfn::Identity) {
 
 /// Ends a request's build that no invocation of it will carry on: removes what its tags find
 /// ([`clean_up_by_tags`]), then its lease. Returns the cleanup's report.
-pub(super) async fn remove_build(aws: &Aws, request: &Request, retries_for: Duration) -> String {
+pub(super) async fn remove_build(aws: &Aws, request: &Request, retries_for: Duration) -> Cleanup {
     let report = clean_up_by_tags(aws, request, retries_for).await;
     release_lease_of(aws, &request.identity).await;
     report
@@ -244,7 +244,7 @@ pub(super) async fn clean_up_by_tags(
     aws: &Aws,
     request: &Request,
     retries_for: Duration,
-) -> String {
+) -> Cleanup {
     engine::RETRIES_UNTIL
         .scope(
             tokio::time::Instant::now() + retries_for,
@@ -253,6 +253,7 @@ pub(super) async fn clean_up_by_tags(
                 &request.identity,
                 &distributed_by(request, aws),
                 Timing::default().not_found_grace,
+                None,
             ),
         )
         .await

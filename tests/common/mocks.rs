@@ -170,10 +170,9 @@ fn parameter_store() -> ParameterRules {
                         )
                         .build(),
                 ),
-                None => MockResponse::Error(GetParameterError::generic(
-                    aws_sdk_ssm::error::ErrorMetadata::builder()
-                        .code("ParameterNotFound")
-                        .build(),
+                // Typed, as the SDK reads SSM's ParameterNotFound.
+                None => MockResponse::Error(GetParameterError::ParameterNotFound(
+                    aws_sdk_ssm::types::error::ParameterNotFound::builder().build(),
                 )),
             }
         });
@@ -182,10 +181,8 @@ fn parameter_store() -> ParameterRules {
             let mut store = put.lock().unwrap();
             let name = input.name().unwrap().to_owned();
             if store.contains_key(&name) && input.overwrite() != Some(true) {
-                return MockResponse::Error(PutParameterError::generic(
-                    aws_sdk_ssm::error::ErrorMetadata::builder()
-                        .code("ParameterAlreadyExists")
-                        .build(),
+                return MockResponse::Error(PutParameterError::ParameterAlreadyExists(
+                    aws_sdk_ssm::types::error::ParameterAlreadyExists::builder().build(),
                 ));
             }
             store.insert(name, input.value().unwrap().to_owned());

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::aws::{Aws, AwsError, Image};
 use crate::cfn::{Identity, Outcome};
-use crate::engine::cleanup::{Leftovers, clean_up, launched_within};
+use crate::engine::cleanup::{Cleanup, Leftovers, clean_up, launched_within};
 use crate::engine::failure::{Failed, Failure};
 use crate::engine::tags::{
     ImageAnswer, TAG_FINGERPRINT, TAG_SOURCE, default_image_name, image_answer, outputs_of,
@@ -520,7 +520,7 @@ impl Build {
         identity: &Identity,
         cancel_command: bool,
         not_found_grace: Duration,
-    ) -> String {
+    ) -> Cleanup {
         // Parameters written to the image go back first: nothing may resolve to it once removed.
         // (An image this build did not make keeps what was published to it.)
         if let Some(image) = &self.state.image_id
@@ -538,7 +538,7 @@ impl Build {
             }
         }
         let known = self.leftovers(cancel_command);
-        let report = clean_up(aws, identity, &known, not_found_grace).await;
+        let report = clean_up(aws, identity, &known, not_found_grace, None).await;
         self.release_lease(aws, &lease::path(identity)).await;
         report
     }

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use super::source::check_where_it_runs;
 use super::{Build, Next, Phase, resolve, step_comment, step_number, test_comment, test_number};
-use crate::aws::{Aws, ImageRequest, LaunchRequest, StepResult, StepStatus};
+use crate::aws::{
+    Aws, Code, ContainerInstanceStatus, ImageRequest, ImageState, InstanceStateName, LaunchRequest,
+    StepResult, StepStatus,
+};
 use crate::cfn::Identity;
-use crate::engine::cleanup::{NOT_KNOWN, launched_within, terminate_builder};
+use crate::engine::cleanup::{NotTerminated, launched_within, terminate_builder};
 use crate::engine::copies::{self, CopiesPoll};
 use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
 use crate::engine::tags::{
@@ -207,7 +210,7 @@ impl Build {
         // An instance that dies while booting (capacity, a bad AMI) never comes Online.
         let watch = Watch {
             instance_id,
-            expected: &["pending", "running"],
+            expected: &[InstanceStateName::Pending, InstanceStateName::Running],
             step: None,
             state_checked: &mut state_checked,
             launched_at_ms: self.launched_at_of(stage),
@@ -374,7 +377,7 @@ impl Build {
                 // so when the step's timeout runs out.
                 let watch = Watch {
                     instance_id,
-                    expected: &["running"],
+                    expected: &[InstanceStateName::Running],
                     step: Some(at.clone()),
                     state_checked: &mut state_checked,
                     launched_at_ms: self.launched_at_of(stage),
@@ -473,7 +476,7 @@ impl Build {
         let instance_id = self.instance();
         let status = aws.instance_status(instance_id).await?;
         match status {
-            Some(status) if status.state == "stopped" => {
+            Some(status) if status.state == InstanceStateName::Stopped => {
                 // A volume detached under the build (only data volumes can be, while the builder
                 // runs) would silently be missing from the image.
                 let missing: Vec<String> = status
@@ -496,7 +499,14 @@ impl Build {
                 }
                 Ok(Next::Now(Phase::CreateImage))
             }
-            Some(status) if matches!(status.state.as_str(), "stopping" | "running" | "pending") => {
+            Some(status)
+                if matches!(
+                    status.state,
+                    InstanceStateName::Stopping
+                        | InstanceStateName::Running
+                        | InstanceStateName::Pending
+                ) =>
+            {
                 let wait = Wait {
                     waited,
                     limit: timing.stop_timeout,
@@ -557,7 +567,7 @@ impl Build {
             Ok(image_id) => image_id,
             // An earlier delivery's CreateImage went through, and the tag search above did not
             // list its image yet (eventual consistency): the name finds it.
-            Err(error) if error.code.as_deref() == Some("InvalidAMIName.Duplicate") => {
+            Err(error) if error.is(Code::ImageNameTaken) => {
                 match aws.image_named(&request.name).await? {
                     Some(image)
                         if identity_tags(identity)
@@ -590,13 +600,17 @@ impl Build {
     ) -> Result<Next, BuildError> {
         let image_id = self.state.image_id.clone().expect("image requested");
         match aws.describe_image(&image_id).await? {
-            Some(image) if image.state == "available" => {
+            Some(image) if image.state == ImageState::Available => {
                 tracing::info!(image_id = %image_id, snapshots = %image.snapshot_ids.join(","), "image available");
                 self.state.snapshot_ids = image.snapshot_ids;
                 Ok(Next::Now(Phase::TagSnapshots))
             }
             // Not listed yet, right after CreateImage: eventual consistency.
-            image if image.as_ref().is_none_or(|i| i.state == "pending") => {
+            image
+                if image
+                    .as_ref()
+                    .is_none_or(|i| i.state == ImageState::Pending) =>
+            {
                 let wait = Wait {
                     waited,
                     limit: timing.image_timeout,
@@ -664,7 +678,7 @@ impl Build {
                 Ok(()) => tracing::info!(instance_id = %instance_id, "builder terminated"),
                 // It was seen stopped moments ago; an image that is done is not thrown away
                 // because EC2 does not list its builder right now.
-                Err(problem) if problem.contains(NOT_KNOWN) => {
+                Err(problem @ NotTerminated::NotKnown { .. }) => {
                     tracing::warn!(instance_id = %instance_id, problem = %problem, "builder not confirmed terminated");
                 }
                 Err(problem) => return Err(BuildError::BuilderNotTerminated(problem)),
@@ -778,9 +792,10 @@ impl Build {
         // EC2 answers a token with its instance for a long while, terminated or not: one that is
         // gone (a delivery that crashed after terminating it) gets a launch of its own.
         for _ in 0..2 {
+            use InstanceStateName as S;
             let gone = matches!(
-                aws.instance_state(&instance_id).await?.as_deref(),
-                Some("terminated" | "shutting-down" | "stopping" | "stopped")
+                aws.instance_state(&instance_id).await?,
+                Some(S::Terminated | S::ShuttingDown | S::Stopping | S::Stopped)
             );
             if !gone {
                 break;
@@ -820,7 +835,7 @@ impl Build {
         let instance_id = self.instance_of(Stage::Test).to_owned();
         let seen = aws.container_instance(&cluster, &instance_id).await?;
         if let Some(member) = &seen
-            && member.status == "ACTIVE"
+            && member.status == ContainerInstanceStatus::Active
             && member.agent_connected
         {
             tracing::info!(instance_id = %instance_id, cluster = %cluster, container_instance = %member.arn, "test instance joined its ECS cluster");

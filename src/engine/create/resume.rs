@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use super::{Build, Phase, step_number};
-use crate::aws::Aws;
+use crate::aws::{Aws, InstanceStateName};
 use crate::cfn::Identity;
 use crate::engine::failure::BuildError;
-use crate::engine::tags::{identity_tags, outputs_of};
+use crate::engine::tags::{TAG_ROLE, identity_tags, outputs_of};
 use crate::spec::script;
 
 impl Build {
@@ -25,7 +25,7 @@ impl Build {
             .instances_tagged(&tags)
             .await?
             .into_iter()
-            .filter(|i| i.role.is_none())
+            .filter(|i| !i.tags.contains_key(TAG_ROLE))
             .collect();
         // The build began when its builder was launched, not when this delivery arrived:
         // TimeoutMinutes keeps counting from there.
@@ -33,9 +33,12 @@ impl Build {
             self.state.started_at_ms = self.state.started_at_ms.min(first);
             self.state.launched_at_ms = Some(first);
         }
-        let live = instances
-            .iter()
-            .find(|i| !matches!(i.state.as_str(), "terminated" | "shutting-down"));
+        let live = instances.iter().find(|i| {
+            !matches!(
+                i.state,
+                InstanceStateName::Terminated | InstanceStateName::ShuttingDown
+            )
+        });
         if let Some(image) = aws.images_tagged(&tags).await?.into_iter().next() {
             tracing::info!(image_id = %image.id, "resuming: this request's image already exists");
             self.state.outputs = outputs_of(&image);
@@ -51,7 +54,10 @@ impl Build {
         };
         tracing::info!(instance_id = %builder.id, state = %builder.state, "resuming: this request's builder already exists");
         self.state.instance_id = Some(builder.id.clone());
-        let stopping = matches!(builder.state.as_str(), "stopping" | "stopped");
+        let stopping = matches!(
+            builder.state,
+            InstanceStateName::Stopping | InstanceStateName::Stopped
+        );
         let sent = if !stopping || self.spec.steps.iter().any(|s| !s.outputs.is_empty()) {
             aws.commands_sent_to(&builder.id).await?
         } else {

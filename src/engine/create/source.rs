@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::Resolved;
-use crate::aws::Aws;
+use crate::aws::{Aws, ImageState};
 use crate::cfn::Identity;
 use crate::engine::failure::BuildError;
 use crate::engine::tags::resource_tags;
@@ -52,7 +52,7 @@ pub(crate) async fn resolve(
             image: source_image,
         });
     };
-    if image.state != "available" {
+    if image.state != ImageState::Available {
         return Err(BuildError::SourceNotAvailable {
             property,
             image: source_image,

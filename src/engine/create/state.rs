@@ -176,5 +176,5 @@ pub enum Progress {
     Yielded,
     /// A newer request of the resource cancelled this one (CloudFormation gave up on it): what
     /// the build had made is removed (the report says what), and nothing is answered.
-    Cancelled(String),
+    Cancelled(crate::engine::cleanup::Cleanup),
 }
