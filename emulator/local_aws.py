@@ -64,6 +64,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -1653,6 +1654,13 @@ def main() -> None:
     parser.add_argument("port", nargs="?", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
+    # Every authorized call writes its decision under STATE_DIR: a directory that cannot be
+    # written would make each of them answer HTTP 500. Made here, or refused at once.
+    try:
+        os.makedirs(STATE_DIR, exist_ok=True)
+        tempfile.TemporaryFile(dir=STATE_DIR).close()
+    except OSError as error:
+        sys.exit(f"local AWS: cannot use ECS_AMI_EMULATOR_STATE={STATE_DIR}: {error}")
     for region in SEED_REGIONS:
         seed(region.strip())
     app = LocalAws()
