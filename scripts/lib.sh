@@ -3,6 +3,27 @@
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# rust-toolchain.toml pins the Rust the release is built with (.github/workflows/release.yml).
+# Where it is not installed under that name: a machine whose one toolchain is that very version
+# under rustup's "stable" (a machine that can fetch no other toolchain) gets it under the pinned
+# name too, as a link to the same directory; any other machine has rustup install it.
+ensure_rust_toolchain() {
+  local channel host home
+  channel="$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$repo/rust-toolchain.toml")"
+  if (cd / && rustup toolchain list) | grep -q "^$channel-"; then
+    return 0
+  fi
+  if [ "$(cd / && rustc +stable --version 2>/dev/null | cut -d' ' -f2)" = "$channel" ]; then
+    host="$(cd / && rustc +stable -vV | sed -n 's/^host: //p')"
+    home="${RUSTUP_HOME:-$HOME/.rustup}"
+    echo "rust-toolchain.toml names Rust $channel: the installed stable toolchain is that version; linking it under that name" >&2
+    ln -s "stable-$host" "$home/toolchains/$channel-$host"
+  else
+    echo "installing Rust $channel (rust-toolchain.toml)" >&2
+    (cd / && rustup toolchain install "$channel" --profile minimal --component rustfmt,clippy)
+  fi
+}
+
 # Installs the pinned Python tools unless they are already there, so a second run is quick.
 ensure_python_tools() {
   if python3 - "$repo/emulator/requirements.txt" <<'PY' 2>/dev/null; then
