@@ -9,5 +9,6 @@ pub mod cfn;
 pub mod engine;
 pub mod handler;
 pub mod hash;
+pub mod local;
 pub mod logging;
 pub mod spec;

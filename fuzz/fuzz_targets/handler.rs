@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/common/offline.rs"]
+#[path = "../../tests/integration/common/offline.rs"]
 mod offline;
 
 fuzz_target!(|data: &[u8]| {

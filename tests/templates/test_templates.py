@@ -1,6 +1,6 @@
 """The templates themselves: every shell script in them passes shellcheck, the function's role
 allows every AWS call the code makes and no more than it should, and the AMI template's
-resource passes the product's own property checks (tests/ecs_stack.rs builds it)."""
+resource passes the product's own property checks (tests/integration/local_aws/ecs_stack.rs builds it)."""
 
 import json
 import re
@@ -45,7 +45,7 @@ ATTRIBUTES = {"BuilderRole.Arn": BUILDER_ROLE, "TestInstanceRole.Arn": TEST_ROLE
 
 def role_statements(params=None):
     """The function's role statements, resolved for the stack `ecs-ami` and `params` (the
-    engine-backed tests in tests/authorization.rs evaluate the same policy call by call)."""
+    engine-backed tests in tests/integration/local_aws/authorization.rs evaluate the same policy call by call)."""
     template = load(str(REPO / "template.yaml"))
     resolver = Resolver(template, params or {}, stack_name="ecs-ami", attributes=ATTRIBUTES)
     return template, function_role_statements(template, resolver)

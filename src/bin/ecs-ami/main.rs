@@ -10,12 +10,8 @@ use std::time::Duration;
 use ecs_ami::aws::Aws;
 use ecs_ami::cfn::{HttpSink, Status};
 use ecs_ami::handler::{HandleError, Limits};
-use local::{ResponseCatcher, invoke_until_answered};
+use ecs_ami::local::{ResponseCatcher, invoke_until_answered};
 use serde_json::Value;
-
-// A few of its helpers serve only the tests, which include the same file.
-#[allow(dead_code)]
-mod local;
 
 const USAGE: &str = "usage: ecs-ami invoke [--physical-resource-id ID] EVENT.json   (- reads stdin)
 

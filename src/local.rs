@@ -1,7 +1,7 @@
 //! The command line's way of being CloudFormation and Lambda at once: a stand-in for the
 //! ResponseURL on 127.0.0.1 ([`ResponseCatcher`]), and a loop that follows hand-overs in this
-//! process ([`invoke_until_answered`]). Not part of the library, so not in the Lambda; the tests
-//! include this same file (`tests/common/mod.rs`) to drive the handler as the command line does.
+//! process ([`invoke_until_answered`]). The Lambda's `bootstrap` never calls it (so its binary
+//! does not carry it); the tests use it to drive the handler as the command line does.
 //!
 //! The catcher answers each PUT with 200 (or, when asked, refuses the first few with 503 to
 //! exercise the sender's retries) and hands over every body it received.
@@ -130,7 +130,7 @@ impl InProcessScheduler {
     }
 }
 
-impl ecs_ami::handler::Scheduler for InProcessScheduler {
+impl crate::handler::Scheduler for InProcessScheduler {
     fn hand_over(
         &self,
         payload: serde_json::Value,
@@ -151,11 +151,11 @@ impl ecs_ami::handler::Scheduler for InProcessScheduler {
 /// another invocation was already building the request (it answers, not this one).
 pub async fn invoke_until_answered(
     event: serde_json::Value,
-    aws: &ecs_ami::aws::Aws,
-    sink: &impl ecs_ami::handler::ResponseSink,
-    limits: impl Fn() -> ecs_ami::handler::Limits,
-) -> Result<Option<(ecs_ami::cfn::Response, u32)>, ecs_ami::handler::HandleError> {
-    use ecs_ami::handler::{Handled, handle};
+    aws: &crate::aws::Aws,
+    sink: &impl crate::handler::ResponseSink,
+    limits: impl Fn() -> crate::handler::Limits,
+) -> Result<Option<(crate::cfn::Response, u32)>, crate::handler::HandleError> {
+    use crate::handler::{Handled, handle};
     let scheduler = InProcessScheduler::default();
     let mut event = event;
     let mut handed_over = 0;

@@ -5,7 +5,7 @@
 //! 4,096 bytes. The seed is fixed, so CI runs the same cases every time; `ECS_AMI_FUZZ_CASES`
 //! runs more (the cargo-fuzz target in fuzz/ explores without bounds).
 
-mod common;
+use crate::common;
 
 use common::report;
 use proptest::prelude::*;

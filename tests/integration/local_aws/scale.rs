@@ -8,7 +8,7 @@
 //! Each build runs as its own `ecs-ami` process, as each Lambda invocation has its own sandbox
 //! (and its own SDK retry quota).
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

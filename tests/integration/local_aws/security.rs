@@ -3,7 +3,7 @@
 //! Content; and the builder is launched with IMDSv2 required, no key pair, and no security group
 //! the user did not ask for.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,7 @@
 //! local AWS for anything of the build left behind. Each writes its row of the README's
 //! Reliability table (`scripts/reliability-table`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! out of memory), then the event delivered again, as Lambda's retry does. The retry must carry
 //! on with the same builder and end with one image, and nothing may be left behind.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

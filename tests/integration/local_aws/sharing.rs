@@ -6,7 +6,7 @@
 //! ModifySnapshotAttribute: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_ModifySnapshotAttribute.html
 //! the role's actions: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

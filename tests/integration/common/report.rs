@@ -1,7 +1,6 @@
 //! Rows of the README's Reliability table, written by the tests that prove them and collected by
 //! `scripts/reliability-table`. A row is written only after its test's assertions held, so a
 //! table made from a passing run says what was checked, not what was hoped.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::path::PathBuf;

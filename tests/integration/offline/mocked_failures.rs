@@ -3,7 +3,7 @@
 //! only the HTTP layer is replaced.
 //! Time is tokio's paused clock, so ten minutes of polling take no real time.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

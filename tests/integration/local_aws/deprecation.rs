@@ -7,7 +7,7 @@
 //! the role's actions: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html
 //! (both deprecation actions take the `image` resource type and `aws:ResourceTag/${TagKey}`).
 
-mod common;
+use crate::common;
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_smithy_types::DateTime;

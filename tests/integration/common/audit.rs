@@ -1,6 +1,5 @@
 //! What a stack's builds left on the local AWS: builder instances not terminated, images,
 //! snapshots and volumes carrying the stack's tag.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 

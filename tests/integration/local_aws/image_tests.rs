@@ -8,7 +8,7 @@
 //! GetConsoleOutput: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_GetConsoleOutput.html
 //! the role's actions: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html
 
-mod common;
+use crate::common;
 
 use common::audit::{Audit, tags_of};
 use common::report;

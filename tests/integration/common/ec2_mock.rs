@@ -2,7 +2,6 @@
 //! retried, and each is answered by the first rule whose action (and condition) matches, with
 //! XML shaped as EC2's API reference shows it, which the SDK's own deserializers then read. The
 //! counterpart of `aws-smithy-mocks` (SSM's answers).
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,9 +31,6 @@ impl Query {
                 })
                 .collect(),
         )
-    }
-    pub fn params(&self) -> &BTreeMap<String, String> {
-        &self.0
     }
     pub fn action(&self) -> &str {
         self.get("Action").unwrap_or_default()

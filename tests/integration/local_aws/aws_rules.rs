@@ -2,7 +2,7 @@
 //! checked against the local AWS directly, and the product shown to pass under them. Each rule
 //! cites the AWS page it follows.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The CloudFormation side of the handler: delivery, retries, malformed requests. None of these
 //! reach AWS, so the clients point at a port where nothing listens.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! whose answers follow a scripted timeline. Each "invocation" gets Lambda's 15 minutes; the
 //! handler hands the build over before they run out, and only the last invocation answers.
 
-mod common;
+use crate::common;
 
 use common::report;
 

@@ -2,7 +2,7 @@
 //! through the same handler the Lambda and `ecs-ami invoke` run. After each operation the tests
 //! look at AWS itself: images, snapshots, builder instances, volumes, tags.
 
-mod common;
+use crate::common;
 
 use common::audit::{Audit, tags_of};
 use common::{

@@ -1,10 +1,8 @@
 //! The local AWS as a child process of the test, and helpers to drive the handler against it.
-#![allow(dead_code)]
 
-/// The command line's helpers (catching responses, following hand-overs), compiled from the
-/// binary's own file: the tests drive the handler exactly as `ecs-ami invoke` does.
-#[path = "../../src/bin/ecs-ami/local.rs"]
-pub mod local;
+/// The command line's helpers (catching responses, following hand-overs): the tests drive the
+/// handler exactly as `ecs-ami invoke` does.
+pub use ecs_ami::local;
 pub mod offline;
 
 use std::path::PathBuf;
@@ -16,7 +14,7 @@ use aws_sdk_ec2::config::Credentials;
 use ecs_ami::aws::{Aws, retry_config};
 use ecs_ami::cfn::{HttpSink, Response};
 use ecs_ami::handler::Limits;
-use local::{ResponseCatcher, invoke_until_answered};
+use ecs_ami::local::{ResponseCatcher, invoke_until_answered};
 use serde_json::{Value, json};
 
 pub struct LocalAws {

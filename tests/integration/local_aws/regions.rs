@@ -9,7 +9,7 @@
 //! create): https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/copy-ami-permissions.html and
 //! https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html
 
-mod common;
+use crate::common;
 
 use aws_sdk_ec2::types::ImageAttributeName;
 use common::audit::{Audit, tags_of};

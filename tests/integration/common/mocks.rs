@@ -1,7 +1,6 @@
 //! AWS answers scripted for the engine: EC2 at the HTTP level (`ec2_mock`), SSM with
 //! `aws-smithy-mocks`; fixtures, and a happy-path world whose rules a test replaces to stage its
 //! scenario.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

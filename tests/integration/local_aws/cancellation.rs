@@ -21,7 +21,7 @@
 //! GetParametersByPath with Recursive lists every level below a path, a page at a time
 //! (https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParametersByPath.html).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

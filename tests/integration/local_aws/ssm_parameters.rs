@@ -8,7 +8,7 @@
 //!
 //! https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-ec2-aliases.html
 
-mod common;
+use crate::common;
 
 use common::audit::Audit;
 use common::report;

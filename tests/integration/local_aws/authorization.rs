@@ -9,7 +9,7 @@
 //! the document). A refused EC2 call answers `UnauthorizedOperation` (HTTP 403), a refused SSM
 //! call `AccessDeniedException`, as on AWS.
 
-mod common;
+use crate::common;
 
 use aws_sdk_ec2::types::{IamInstanceProfileSpecification, Tag};
 use common::audit::Audit;
@@ -276,7 +276,7 @@ async fn every_statement_of_the_role_is_needed() {
         joining
     };
     // Not exercised here, and why: the hand-over invokes Lambda, which the tests run in-process
-    // (tests/long_builds.rs); CancelCommand runs only on a step that overran or a cancelled
+    // (offline/long_builds.rs); CancelCommand runs only on a step that overran or a cancelled
     // build, where the build fails either way (its refusal is logged, not answered).
     // ReportUnhandledEvents is used by Lambda, not the code (an on-failure destination).
     let not_exercised = [

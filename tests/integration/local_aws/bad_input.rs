@@ -3,7 +3,7 @@
 //! any AWS call is made (the local AWS counts every call it receives). Each case writes its row
 //! of the README's Reliability table.
 
-mod common;
+use crate::common;
 
 use common::report;
 use common::{LocalAws, PROFILE, event, invoke};

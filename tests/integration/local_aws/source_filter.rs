@@ -7,7 +7,7 @@
 //! DescribeImages: https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeImages.html
 //! Deprecation: https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/ami-deprecate.html
 
-mod common;
+use crate::common;
 
 use common::audit::Audit;
 use common::report;

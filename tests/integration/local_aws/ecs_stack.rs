@@ -8,7 +8,7 @@
 //! recording its arguments and answering as Amazon Linux 2023 would. Every step of the template
 //! then runs unchanged, and the test reads what they did from the builder's file system.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! set the value to v2.0, you can't undo it"), so adding or removing it builds a new AMI and a
 //! rollback returns the previous one untouched.
 
-mod common;
+use crate::common;
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use common::audit::Audit;

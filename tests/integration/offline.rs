@@ -1,0 +1,6 @@
+//! On scripted AWS answers, without the local AWS.
+
+mod fuzz_requests;
+mod long_builds;
+mod mocked_failures;
+mod protocol;
