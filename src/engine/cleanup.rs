@@ -18,7 +18,7 @@ pub(crate) fn launched_within(launched_at_ms: Option<u64>, window: Duration) -> 
         .is_some_and(|at| u128::from(clock::now_ms().saturating_sub(at)) < window.as_millis())
 }
 
-/// Why [`terminate_builder`] could not confirm that an instance is terminated.
+/// Why `terminate_builder` could not confirm that an instance is terminated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotTerminated {
     /// EC2 answered NotFound all along: already gone, or not listed yet.
