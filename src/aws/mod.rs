@@ -1,14 +1,16 @@
 //! Narrow adapters over EC2, SSM, ECS and Lambda, named for what the build needs from them.
 //!
-//! The build engine never sees an SDK type: it asks to `launch_builder`, whether an instance is
-//! `instance_online`, to `run_step`, and so on. Errors carry the operation and AWS's error code so
+//! The build engine sees no SDK type but the states it reads, which are the SDK's own enums
+//! (`InstanceStateName`, `ImageState`, `ContainerInstanceStatus`): it asks to `launch_builder`,
+//! whether an instance is `instance_online`, to `run_step`, and so on. Errors carry the operation and AWS's error code so
 //! that a Reason says which call failed and why.
 //!
 //! Every call goes through the generated clients of the AWS SDK for Rust (`aws-sdk-ec2`,
 //! `aws-sdk-ssm`, `aws-sdk-ecs`, `aws-sdk-lambda`): their typed requests, answers and enums,
 //! paginators, endpoint rules, retry classifiers and interceptors.
 //!
-//! `mod.rs` holds the clients, the error type and the plain types the engine uses; the calls are
+//! `mod.rs` holds the clients and the plain types the engine uses (the SDK's state enums among
+//! them), `error.rs` the error type and the codes it tells apart; the calls are
 //! grouped by what they touch: `instances.rs` (the builder and its network), `commands.rs` (SSM
 //! Run Command), `images.rs` (AMIs and snapshots), `parameters.rs` (Parameter Store), `ecs.rs`
 //! (a test instance in its cluster) and `lambda.rs` (the self-invocation of a hand-over).

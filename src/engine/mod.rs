@@ -41,7 +41,7 @@ mod wait;
 pub use cleanup::{
     Cleanup, Leftovers, NotTerminated, RETRIES_UNTIL, Resource, ResourceKind, Unknown, clean_up,
 };
-pub use create::{Build, BuildState, Phase, Progress, Resolved, abandon, create};
+pub use create::{Build, BuildState, On, Phase, Progress, Resolved, abandon, create};
 pub use delete::{answered_image, delete};
 pub use failure::{BuildError, DeleteError, Failed, Failure, StepAt, StepEnd, UpdateError};
 pub use supersede::{Superseded, supersede};

@@ -12,9 +12,11 @@
 //! fails or is cancelled later does the same (`put_back_all`), so nothing is left resolving to an
 //! image about to be removed.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::aws::{Aws, AwsError};
+use crate::engine::failure::BuildError;
 
 /// How long Parameter Store's validation is waited for, and how often a parameter is read back.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(45);
@@ -206,6 +208,37 @@ pub(crate) async fn unpublish(aws: &Aws, image: &str, names: &[String]) -> Resul
         if aws.parameter_if_exists(name).await?.as_deref() == Some(image) {
             aws.delete_parameters(std::slice::from_ref(name)).await?;
             tracing::info!(parameter = %name, image_id = image, "parameter removed");
+        }
+    }
+    Ok(())
+}
+
+/// Publishes (or, `put` false, unpublishes) each region's parameters with its copy's id.
+pub(crate) async fn publish_copies(
+    aws: &Aws,
+    copies: &BTreeMap<String, String>,
+    parameters: &BTreeMap<String, Vec<String>>,
+    put: bool,
+) -> Result<(), BuildError> {
+    for (region, names) in parameters {
+        let Some(copy) = copies.get(region) else {
+            continue;
+        };
+        let there = aws.in_region(region);
+        if put {
+            publish(&there, copy, names)
+                .await
+                .map_err(|error| BuildError::PublishIn {
+                    region: region.clone(),
+                    error,
+                })?;
+        } else {
+            unpublish(&there, copy, names)
+                .await
+                .map_err(|error| BuildError::InRegion {
+                    region: region.clone(),
+                    error,
+                })?;
         }
     }
     Ok(())

@@ -165,7 +165,8 @@ async fn settle_copies(
         Ok(before) => before,
         Err(error) => return copies_failed(error),
     };
-    if let Err(error) = publish_copies(aws, &before, &unnamed, false).await {
+    if let Err(error) = crate::engine::publish::publish_copies(aws, &before, &unnamed, false).await
+    {
         return copies_failed(error);
     }
     // `Tests` the image has not passed (they changed, or it was never tested): it is tested
@@ -183,7 +184,10 @@ async fn settle_copies(
                 .await
         }
         Ok(Settled::Complete(copies)) => {
-            if let Err(error) = publish_copies(aws, &copies, &spec.copy_parameters, true).await {
+            if let Err(error) =
+                crate::engine::publish::publish_copies(aws, &copies, &spec.copy_parameters, true)
+                    .await
+            {
                 return copies_failed(error);
             }
             Progress::Finished(crate::engine::copies::with_attributes(outcome, &copies))
@@ -201,37 +205,6 @@ async fn settle_copies(
         }
         Err(error) => copies_failed(error),
     }
-}
-
-/// Publishes (or, `publish` false, unpublishes) each region's parameters with its copy's id.
-pub(crate) async fn publish_copies(
-    aws: &Aws,
-    copies: &BTreeMap<String, String>,
-    parameters: &BTreeMap<String, Vec<String>>,
-    publish: bool,
-) -> Result<(), BuildError> {
-    for (region, names) in parameters {
-        let Some(copy) = copies.get(region) else {
-            continue;
-        };
-        let there = aws.in_region(region);
-        if publish {
-            crate::engine::publish::publish(&there, copy, names)
-                .await
-                .map_err(|error| BuildError::PublishIn {
-                    region: region.clone(),
-                    error,
-                })?;
-        } else {
-            crate::engine::publish::unpublish(&there, copy, names)
-                .await
-                .map_err(|error| BuildError::InRegion {
-                    region: region.clone(),
-                    error,
-                })?;
-        }
-    }
-    Ok(())
 }
 
 /// What an Update comes to before any build.

@@ -21,7 +21,9 @@ pub const CONTINUATION_KEY: &str = "EcsAmiContinuation";
 /// it carries answered FAILED.
 /// 2: the lease moved under its resource and is succeeded at each hand-over (a payload of
 /// version 1 carries a lease this version cannot find).
-pub const CONTINUATION_VERSION: u64 = 2;
+/// 3: the phases that wait for SSM and run steps name the instance they work on
+/// ([`On`](crate::engine::On)) instead of being separate phases for the test instance.
+pub const CONTINUATION_VERSION: u64 = 3;
 
 /// What one invocation hands the next: the original request, untouched, and the build's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -28,7 +28,7 @@ use crate::spec::AmiSpec;
 
 pub use source::default_instance_type;
 pub(crate) use source::resolve;
-pub use state::{Build, BuildState, Phase, Progress, Resolved};
+pub use state::{Build, BuildState, On, Phase, Progress, Resolved};
 
 enum Next {
     Now(Phase),
@@ -275,7 +275,6 @@ impl Build {
                 | Phase::StartStep { .. }
                 | Phase::CreateImage
                 | Phase::LaunchTest
-                | Phase::StartTest { .. }
                 | Phase::Copy
                 | Phase::Publish
         );
@@ -372,7 +371,7 @@ impl Build {
         // The phase got through: a later throttle starts its tries afresh.
         turns.throttled = 0;
         let changed = std::mem::discriminant(&next) != std::mem::discriminant(&self.state.phase)
-            || matches!((&self.state.phase, &next), (Phase::StartStep { index: a }, Phase::StartStep { index: b }) if a != b);
+            || matches!((&self.state.phase, &next), (Phase::StartStep { on: x, index: a }, Phase::StartStep { on: y, index: b }) if (x, a) != (y, b));
         self.state.phase = next;
         if changed {
             self.state.phase_started_at_ms = clock::now_ms();
@@ -547,11 +546,7 @@ impl Build {
     /// cancelled (it has not ended by itself).
     fn leftovers(&self, cancel_command: bool) -> Leftovers {
         let running_command = match &self.state.phase {
-            Phase::AwaitStep { command_id, .. } | Phase::AwaitTest { command_id, .. }
-                if cancel_command =>
-            {
-                Some(command_id.clone())
-            }
+            Phase::AwaitStep { command_id, .. } if cancel_command => Some(command_id.clone()),
             _ => None,
         };
         // Once the test instance is launched, the builder is gone: the instance to remove (and
@@ -719,6 +714,7 @@ mod tests {
         .unwrap();
         let mut build = Build::new(spec, &identity());
         build.state.phase = Phase::AwaitStep {
+            on: On::TestInstance,
             index: 0,
             command_id: "c".into(),
             waited: Duration::from_secs(3),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Build, Phase, step_number};
+use super::{Build, On, Phase, step_number};
 use crate::aws::{Aws, InstanceStateName};
 use crate::cfn::Identity;
 use crate::engine::failure::BuildError;
@@ -71,8 +71,12 @@ impl Build {
             // StartStep finds the steps already sent; the earlier ones succeeded, or the build
             // would have failed on them.
             match sent.iter().filter_map(|(_, c)| step_number(c)).max() {
-                Some(index) => Phase::StartStep { index },
+                Some(index) => Phase::StartStep {
+                    on: On::Builder,
+                    index,
+                },
                 None => Phase::AwaitOnline {
+                    on: On::Builder,
                     waited: Duration::ZERO,
                     state_checked: None,
                 },
@@ -80,7 +84,7 @@ impl Build {
         };
         // The outputs of the steps before the one resumed at (all of them, once stopping).
         let finished = match &resume {
-            Phase::StartStep { index } => *index,
+            Phase::StartStep { index, .. } => *index,
             Phase::AwaitStopped { .. } => self.spec.steps.len(),
             _ => 0,
         };

@@ -12,24 +12,39 @@ use crate::engine::failure::Failed;
 use crate::engine::lease;
 use crate::spec::AmiSpec;
 
+/// The instance a phase works on: the phases that wait for SSM and run steps are the same for
+/// both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum On {
+    /// The builder, which runs the build's `Steps`.
+    Builder,
+    /// The test instance (`Tests`), launched from the image once the builder is gone, which runs
+    /// the tests' steps.
+    TestInstance,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Resolve,
     Launch,
+    /// Until SSM reports the instance Online.
     AwaitOnline {
+        on: On,
         waited: Duration,
         /// When (in `waited` terms) EC2 was last asked whether the builder is still running.
         state_checked: Option<Duration>,
     },
+    /// Sends step `index` (of the build's steps, or the tests'), or moves on when none is left.
     StartStep {
+        on: On,
         index: usize,
     },
     AwaitStep {
+        on: On,
         index: usize,
         command_id: String,
         waited: Duration,
-        /// When (in `waited` terms) EC2 was last asked whether the builder is still running.
-        #[serde(default)]
+        /// When (in `waited` terms) EC2 was last asked whether the instance is still running.
         state_checked: Option<Duration>,
     },
     Stop,
@@ -43,21 +58,9 @@ pub enum Phase {
     TagSnapshots,
     Finish,
     /// `Tests`: a test instance launched from the image (only when the spec has tests), once the
-    /// builder is gone; its steps run as the build's do; then it is terminated.
+    /// builder is gone; its steps run as the build's do ([`On::TestInstance`]); then it is
+    /// terminated.
     LaunchTest,
-    AwaitTestOnline {
-        waited: Duration,
-        state_checked: Option<Duration>,
-    },
-    StartTest {
-        index: usize,
-    },
-    AwaitTest {
-        index: usize,
-        command_id: String,
-        waited: Duration,
-        state_checked: Option<Duration>,
-    },
     /// `Tests.EcsCluster`: the test instance must join the cluster, its agent connected.
     AwaitEcs {
         waited: Duration,
@@ -80,15 +83,32 @@ impl Phase {
         match self {
             Phase::Resolve => "resolving the source AMI",
             Phase::Launch => "launching the builder",
-            Phase::AwaitOnline { .. } => "waiting for SSM to report the builder Online",
-            Phase::StartStep { .. } | Phase::AwaitStep { .. } => "running a step",
+            Phase::AwaitOnline {
+                on: On::Builder, ..
+            } => "waiting for SSM to report the builder Online",
+            Phase::AwaitOnline {
+                on: On::TestInstance,
+                ..
+            } => "waiting for SSM to report the test instance Online",
+            Phase::StartStep {
+                on: On::Builder, ..
+            }
+            | Phase::AwaitStep {
+                on: On::Builder, ..
+            } => "running a step",
+            Phase::StartStep {
+                on: On::TestInstance,
+                ..
+            }
+            | Phase::AwaitStep {
+                on: On::TestInstance,
+                ..
+            } => "testing the image",
             Phase::Stop | Phase::AwaitStopped { .. } => "stopping the builder",
             Phase::CreateImage | Phase::AwaitImage { .. } => "creating the image",
             Phase::TagSnapshots => "tagging the snapshots",
             Phase::Finish | Phase::Done => "cleaning up the builder",
             Phase::LaunchTest => "launching the test instance",
-            Phase::AwaitTestOnline { .. } => "waiting for SSM to report the test instance Online",
-            Phase::StartTest { .. } | Phase::AwaitTest { .. } => "testing the image",
             Phase::AwaitEcs { .. } => "waiting for the test instance to join its ECS cluster",
             Phase::FinishTest => "terminating the test instance",
             Phase::Copy => "copying the image to its Regions",

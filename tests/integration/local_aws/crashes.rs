@@ -222,9 +222,11 @@ async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
     let ec2 = local.ec2().await;
     let aws = local.aws().await;
     for (case, mangle) in [
-        ("req-newer", json!({"Version": 3})),
+        ("req-newer", json!({"Version": 4})),
         // Written before the lease moved under its resource.
         ("req-older", json!({"Version": 1})),
+        // Written before the phases on the builder and the test instance became one.
+        ("req-before-on", json!({"Version": 2})),
         ("req-unreadable", json!({"Build": {"Phase": "Teleporting"}})),
     ] {
         let properties = json!({

@@ -1,0 +1,93 @@
+//! One function per phase of a build. Each does one thing against AWS and returns the next phase
+//! (now, or after a pause), or a [`BuildError`] saying what went wrong; [`Build::run`] does the
+//! rest (lease, deadlines, hand-over, cleanup). What happens when a step fails: [`Build::await_step`].
+
+use std::time::Duration;
+
+use super::{Build, Next, Phase};
+use crate::aws::Aws;
+use crate::cfn::Identity;
+use crate::engine::Timing;
+use crate::engine::failure::BuildError;
+use crate::engine::wait::Poll;
+
+mod distribution;
+mod image;
+mod steps;
+mod testing;
+
+use steps::said_of;
+
+impl Build {
+    /// Runs the phase the build is in.
+    pub(super) async fn advance(
+        &mut self,
+        aws: &Aws,
+        identity: &Identity,
+        timing: &Timing,
+    ) -> Result<Next, BuildError> {
+        match self.state.phase.clone() {
+            Phase::Resolve => self.resolve_source(aws, identity).await,
+            Phase::Launch => self.launch(aws, identity, timing).await,
+            Phase::AwaitOnline {
+                on,
+                waited,
+                state_checked,
+            } => {
+                self.within_limits(on)?;
+                self.await_online(aws, timing, on, (waited, state_checked))
+                    .await
+                    .map_err(|error| said_of(on, error))
+            }
+            Phase::StartStep { on, index } => {
+                self.within_limits(on)?;
+                self.start_step(aws, timing, on, index).await
+            }
+            Phase::AwaitStep {
+                on,
+                index,
+                command_id,
+                waited,
+                state_checked,
+            } => {
+                self.within_limits(on)?;
+                self.await_step(
+                    aws,
+                    timing,
+                    (on, index, command_id),
+                    (waited, state_checked),
+                )
+                .await
+                .map_err(|error| said_of(on, error))
+            }
+            Phase::LaunchTest => self.launch_test(aws, identity, timing).await,
+            Phase::AwaitEcs { waited } => {
+                self.within_test_minutes()?;
+                self.await_ecs(aws, timing, waited).await
+            }
+            Phase::FinishTest => self.finish_test(aws, identity, timing).await,
+            Phase::Stop => self.stop(aws, timing).await,
+            Phase::AwaitStopped { waited } => self.await_stopped(aws, timing, waited).await,
+            Phase::CreateImage => self.create_image(aws, identity, timing).await,
+            Phase::AwaitImage { waited } => self.await_image(aws, timing, waited).await,
+            Phase::TagSnapshots => self.tag_snapshots(aws, identity).await,
+            Phase::Finish => self.finish(aws, timing).await,
+            Phase::Copy => self.copy(aws, identity).await,
+            Phase::AwaitCopies { waited } => self.await_copies(aws, timing, waited).await,
+            Phase::Publish => self.publish(aws).await,
+            Phase::Done => Ok(Next::Now(Phase::Done)),
+        }
+    }
+}
+
+/// A wait that goes on: the same phase, polled again after the pause; or its limit reached.
+pub(super) fn go_on(
+    poll: Poll,
+    phase: impl FnOnce(Duration) -> Phase,
+    overdue: impl FnOnce() -> BuildError,
+) -> Result<Next, BuildError> {
+    match poll {
+        Poll::Again { pause, waited } => Ok(Next::After(pause, phase(waited))),
+        Poll::Overdue => Err(overdue()),
+    }
+}
