@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use crate::aws::{Aws, AwsError, Code, Image, InstanceStateName};
 use crate::cfn::Identity;
-use crate::engine::clock;
 use crate::engine::tags::{TAG_REQUEST, identity_tags};
+use crate::engine::time;
 use crate::spec::ParameterNames;
 
-/// Whether an instance launched at `launched_at_ms` (on the [`clock`]) is younger than `window`.
+/// Whether an instance launched at `launched_at_ms` (on the [clock](crate::engine::time::now_ms)) is younger than `window`.
 pub(crate) fn launched_within(launched_at_ms: Option<u64>, window: Duration) -> bool {
     launched_at_ms
-        .is_some_and(|at| u128::from(clock::now_ms().saturating_sub(at)) < window.as_millis())
+        .is_some_and(|at| u128::from(time::now_ms().saturating_sub(at)) < window.as_millis())
 }
 
 /// Why `terminate_builder` could not confirm that an instance is terminated.
@@ -128,7 +128,7 @@ pub(crate) async fn delete_released_snapshot(
 #[derive(Debug, Default, Clone)]
 pub struct Leftovers {
     pub instance_id: Option<String>,
-    /// When `instance_id` was launched, on the [`clock`].
+    /// When `instance_id` was launched, on the [clock](crate::engine::time::now_ms).
     pub launched_at_ms: Option<u64>,
     pub image_id: Option<String>,
     pub command_id: Option<String>,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::clock;
+use super::time;
 use crate::aws::{Aws, AwsError};
 use crate::cfn::Identity;
 
@@ -106,7 +106,7 @@ async fn latest(aws: &Aws, path: &str) -> Result<Option<Generation>, AwsError> {
         .max_by_key(|(number, ..)| *number))
 }
 
-/// When the lease at `path` runs out (ms on the [`clock`]); None when there is none.
+/// When the lease at `path` runs out (ms on the [clock](crate::engine::time::now_ms)); None when there is none.
 pub async fn expiry(aws: &Aws, path: &str) -> Result<Option<u64>, AwsError> {
     Ok(latest(aws, path).await?.map(|(_, _, expires, _)| expires))
 }
@@ -135,7 +135,7 @@ pub async fn claim(
     ttl: Duration,
 ) -> Result<Claim, AwsError> {
     let path = &path(identity);
-    let now = clock::now_ms();
+    let now = time::now_ms();
     let expires_ms = now + ttl.as_millis() as u64;
     let next = match latest(aws, path).await? {
         Some((generation, holder, ..)) if holder == token => {
@@ -187,7 +187,7 @@ pub async fn claim_first(
     token: &str,
     ttl: Duration,
 ) -> Result<Claim, AwsError> {
-    let expires_ms = clock::now_ms() + ttl.as_millis() as u64;
+    let expires_ms = time::now_ms() + ttl.as_millis() as u64;
     if aws
         .create_parameter(
             &format!("{}/1", path(identity)),
@@ -219,7 +219,7 @@ pub async fn succeed(
     ttl: Duration,
 ) -> Result<Claim, AwsError> {
     let path = path(identity);
-    let now = clock::now_ms();
+    let now = time::now_ms();
     let (next, fresh) = match latest(aws, &path).await? {
         Some((generation, holder, ..))
             if generation == handed.generation && holder == handed.token =>
@@ -265,7 +265,7 @@ pub async fn extend(
     ttl: Duration,
 ) -> Result<Option<Lease>, AwsError> {
     let path = path(identity);
-    let now = clock::now_ms();
+    let now = time::now_ms();
     if lease.expires_ms < now + 10_000 {
         return Ok(None);
     }

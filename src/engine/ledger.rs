@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::clock;
+use super::time;
 use crate::aws::{Aws, AwsError};
 use crate::cfn::{Identity, Status};
 
@@ -77,14 +77,14 @@ impl Record {
             status,
             physical_id: physical_id.to_owned(),
             reason: reason.map(|r| within_bytes(r, REASON_BYTES).to_owned()),
-            at_ms: clock::now_ms(),
+            at_ms: time::now_ms(),
         }
     }
 
     pub fn cancelled(by: &Identity) -> Record {
         Record::Cancelled {
             by: by.request_id.clone(),
-            at_ms: clock::now_ms(),
+            at_ms: time::now_ms(),
         }
     }
 }
@@ -171,7 +171,7 @@ pub async fn cancel_creates_before(
     let record = CreatesCancelled {
         by: identity.request_id.clone(),
         issued_at: issued_at.to_owned(),
-        at_ms: clock::now_ms(),
+        at_ms: time::now_ms(),
     };
     let value = serde_json::to_string(&record).expect("a record serializes");
     aws.overwrite_parameter(&creates_cancelled_path(identity), &value)
@@ -183,7 +183,7 @@ pub async fn cancel_creates_before(
 pub async fn record_create_cancelled(aws: &Aws, identity: &Identity, by: &str) {
     let record = Record::Cancelled {
         by: by.to_owned(),
-        at_ms: clock::now_ms(),
+        at_ms: time::now_ms(),
     };
     if let Err(error) = write(aws, identity, &record).await {
         tracing::warn!(problem = %error, "could not record the cancellation");
@@ -203,7 +203,7 @@ pub async fn remove_all(aws: &Aws) -> Result<usize, AwsError> {
 }
 
 fn retention_cutoff() -> u64 {
-    clock::now_ms().saturating_sub(RETENTION.as_millis() as u64)
+    time::now_ms().saturating_sub(RETENTION.as_millis() as u64)
 }
 
 async fn remove_written_before(

@@ -2,7 +2,7 @@
 //!
 //! | Module | What it does |
 //! |---|---|
-//! | [`mod@create`] | Create (and a rebuilding Update) as a resumable state machine: its state in `create/state.rs`, the run loop in `create/mod.rs`, one function per phase in `create/phases.rs`, resuming a re-delivered request in `create/resume.rs`, the source AMI and pre-launch checks in `create/source.rs` |
+//! | [`mod@create`] | Create (and a rebuilding Update) as a resumable state machine: its state in `create/state.rs`, the run loop in `create/mod.rs`, one function per phase in `create/phases/` (by the work it does), resuming a re-delivered request in `create/resume.rs`, the source AMI and pre-launch checks in `create/source.rs` |
 //! | `wait` | the one wait every waiting phase uses: still-running check, limit, next poll |
 //! | [`failure`] | typed failures: [`BuildError`] (what went wrong in a phase), [`Failure`] (where the build stood), [`Failed`] (and what cleanup did), [`UpdateError`], [`DeleteError`] |
 //! | [`mod@update`] | Update: retag in place, reuse (a rollback), or rebuild |
@@ -15,13 +15,12 @@
 //! | [`mod@supersede`] | stopping builds CloudFormation gave up on |
 //! | [`lease`], [`ledger`] | one build per request at a time; one recorded answer (or cancellation) per request |
 //! | [`tags`] | the tags, names and tokens that tie AWS resources to a request |
-//! | [`timing`] | how long each wait lasts and how often it polls |
+//! | [`time`] | the clock builds are timed on, UTC stamps, and [`Timing`]: how long each wait lasts and how often it polls |
 //!
 //! Every resource a build creates carries the request's identity tags, so cleanup can find it
 //! even when the in-memory state was lost to a panic or a timeout.
 
 pub mod cleanup;
-pub mod clock;
 pub mod copies;
 pub mod create;
 pub mod delete;
@@ -33,8 +32,7 @@ pub mod publish;
 mod sharing;
 pub mod supersede;
 pub mod tags;
-mod time;
-pub mod timing;
+pub mod time;
 pub mod update;
 mod wait;
 
@@ -48,6 +46,6 @@ pub use supersede::{Superseded, supersede};
 pub use tags::{
     TAG_FINGERPRINT, TAG_IMAGE, TAG_LOGICAL, TAG_PROPERTIES, TAG_REQUEST, TAG_SOURCE, TAG_STACK,
 };
-pub use timing::Timing;
+pub use time::Timing;
 pub use update::Previous;
 pub use update::update;

@@ -4,7 +4,7 @@
 use crate::aws::{Aws, AwsError};
 use crate::cfn::Identity;
 use crate::engine::cleanup::{Leftovers, clean_up, within_invocation};
-use crate::engine::{Timing, clock, lease, ledger};
+use crate::engine::{Timing, lease, ledger, time};
 
 /// What a request did about builds of its resource that other requests left in flight.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub async fn supersede(
         let expired_long_ago = lease::expiry(aws, &lease_path)
             .await?
             .is_some_and(|expires| {
-                expires + (ledger::RETENTION.as_millis() as u64) < clock::now_ms()
+                expires + (ledger::RETENTION.as_millis() as u64) < time::now_ms()
             });
         if expired_long_ago {
             tracing::warn!(request = %request_id, "a lease over a day old: removing only the lease");
@@ -76,7 +76,7 @@ pub async fn supersede(
             match lease::expiry(aws, &lease_path).await? {
                 // The build reads its record every `record_check_every`: a look every few
                 // seconds sees it stop soon enough, without spending Parameter Store's rate.
-                Some(expires) if expires > clock::now_ms() => {
+                Some(expires) if expires > time::now_ms() => {
                     tokio::time::sleep(timing.max_poll / 3).await;
                 }
                 _ => break,

@@ -23,7 +23,7 @@ use crate::engine::tags::{
     ImageAnswer, TAG_FINGERPRINT, TAG_SOURCE, default_image_name, image_answer, outputs_of,
     unique_image_name,
 };
-use crate::engine::{Timing, clock, lease, ledger, time};
+use crate::engine::{Timing, lease, ledger, time};
 use crate::spec::AmiSpec;
 
 pub use source::default_instance_type;
@@ -69,7 +69,7 @@ impl Build {
             Some(prefix) => unique_image_name(prefix, identity, time::utc_stamp()),
             None => default_image_name(identity, time::utc_stamp()),
         };
-        let now = clock::now_ms();
+        let now = time::now_ms();
         Build {
             fresh: false,
             spec,
@@ -226,13 +226,13 @@ impl Build {
         self.state
             .lease
             .as_ref()
-            .map_or(0, |l| l.expires_ms.saturating_sub(clock::now_ms()))
+            .map_or(0, |l| l.expires_ms.saturating_sub(time::now_ms()))
     }
 
     /// `TimeoutMinutes` counts from the start, read each time: adopting an earlier delivery's
     /// builder moves the start back.
     fn past_timeout_minutes(&self) -> Option<Failure> {
-        let now = clock::now_ms();
+        let now = time::now_ms();
         let deadline_ms = self.state.started_at_ms + u64::from(self.spec.timeout_minutes) * 60_000;
         (now >= deadline_ms).then(|| Failure::TimedOut {
             minutes: self.spec.timeout_minutes,
@@ -374,7 +374,7 @@ impl Build {
             || matches!((&self.state.phase, &next), (Phase::StartStep { on: x, index: a }, Phase::StartStep { on: y, index: b }) if (x, a) != (y, b));
         self.state.phase = next;
         if changed {
-            self.state.phase_started_at_ms = clock::now_ms();
+            self.state.phase_started_at_ms = time::now_ms();
             turns.phases += 1;
         }
         Ok(pause)
@@ -442,7 +442,7 @@ impl Build {
                     }
                     seen_until = Some(until_ms);
                     let wait = Duration::from_millis(
-                        until_ms.saturating_sub(clock::now_ms()) + 500 + fastrand::u64(..500),
+                        until_ms.saturating_sub(time::now_ms()) + 500 + fastrand::u64(..500),
                     );
                     if timing
                         .hand_over_at

@@ -138,7 +138,7 @@ pub struct BuildState {
     pub instance_id: Option<String>,
     pub image_id: Option<String>,
     pub snapshot_ids: Vec<String>,
-    /// On the [`clock`](crate::engine::clock), for `TimeoutMinutes` and for saying how long a stage ran.
+    /// On the [`clock`](crate::engine::time::now_ms), for `TimeoutMinutes` and for saying how long a stage ran.
     pub started_at_ms: u64,
     pub phase_started_at_ms: u64,
     pub hand_overs: u32,
@@ -147,7 +147,7 @@ pub struct BuildState {
     /// What the steps that finished handed back (their `Outputs`).
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
-    /// When the builder was launched, on the [`clock`](crate::engine::clock): EC2 may not know it yet for a while.
+    /// When the builder was launched, on the [`clock`](crate::engine::time::now_ms): EC2 may not know it yet for a while.
     #[serde(default)]
     pub launched_at_ms: Option<u64>,
     /// The image's copies in other regions (`Regions`): region -> image id.
@@ -156,7 +156,7 @@ pub struct BuildState {
     /// The regions whose copy this request made (the others' were there before it).
     #[serde(default)]
     pub copies_made: Vec<String>,
-    /// The test instance (`Tests`), and when it was launched, on the [`clock`](crate::engine::clock).
+    /// The test instance (`Tests`), and when it was launched, on the [`clock`](crate::engine::time::now_ms).
     #[serde(default)]
     pub test_instance_id: Option<String>,
     #[serde(default)]

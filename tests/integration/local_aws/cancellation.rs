@@ -537,7 +537,7 @@ async fn a_hand_over_delivered_twice_at_once_is_continued_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_lease_never_costs_the_current_image() {
     use ecs_ami::cfn::Identity;
-    use ecs_ami::engine::{clock, lease, ledger};
+    use ecs_ami::engine::{lease, ledger, time};
     let stack = "stale-lease";
     let (local, aws, audit) = on_local_aws(stack).await;
     let first = properties(json!([{"Name": "a", "Commands": ["echo a > /etc/a"]}]));
@@ -555,7 +555,7 @@ async fn a_stale_lease_never_costs_the_current_image() {
         .send()
         .await
         .unwrap();
-    let expired = clock::now_ms() - 1000;
+    let expired = time::now_ms() - 1000;
     ssm.put_parameter()
         .name(format!("{}/1", lease::path(&req1)))
         .value(format!("token {expired} req-1"))

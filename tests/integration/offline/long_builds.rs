@@ -108,7 +108,7 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
         let mut t = t.lock().unwrap();
         t.launched.get_or_insert_with(Instant::now);
         t.launched_ms
-            .get_or_insert_with(ecs_ami::engine::clock::now_ms);
+            .get_or_insert_with(ecs_ami::engine::time::now_ms);
         launched()
     });
     let t = timeline.clone();

@@ -399,7 +399,7 @@ async fn request_records_older_than_a_day_are_swept() {
         stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/gone/guid".into(),
         ..identity()
     };
-    let now_ms = ecs_ami::engine::clock::now_ms();
+    let now_ms = ecs_ami::engine::time::now_ms();
     let old = json!({"Record": "Answered", "Status": "SUCCESS", "PhysicalId": "ami-1", "Reason": null, "AtMs": now_ms - 25 * 3600 * 1000}).to_string();
     let young = json!({"Record": "Cancelled", "By": "r", "AtMs": now_ms - 3600 * 1000}).to_string();
     let records = |identity: &ecs_ami::cfn::Identity, request: &str| {

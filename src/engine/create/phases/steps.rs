@@ -13,7 +13,7 @@ use crate::engine::create::{
 use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
 use crate::engine::tags::{client_token, identity_tags};
 use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
-use crate::engine::{Timing, clock};
+use crate::engine::{Timing, time};
 use crate::spec::{Step, script};
 
 impl Build {
@@ -70,7 +70,7 @@ impl Build {
         let instance_id = aws.launch_builder(&request).await?;
         tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
         self.state.instance_id = Some(instance_id);
-        self.state.launched_at_ms = Some(clock::now_ms());
+        self.state.launched_at_ms = Some(time::now_ms());
         Ok(Next::After(
             timing.first_poll,
             Phase::AwaitOnline {

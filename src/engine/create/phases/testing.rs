@@ -14,7 +14,7 @@ use crate::engine::tags::{
     test_client_token, with_passed,
 };
 use crate::engine::wait::{Wait, keep_waiting};
-use crate::engine::{Timing, clock};
+use crate::engine::{Timing, time};
 
 impl Build {
     /// The copies, if the spec names regions; otherwise what comes after them.
@@ -119,7 +119,7 @@ impl Build {
         tracing::info!(instance_id = %instance_id, image_id = %image_id, "test instance launched");
         self.state.test_instance_id = Some(instance_id);
         if self.state.test_launched_at_ms.is_none() {
-            self.state.test_launched_at_ms = Some(clock::now_ms());
+            self.state.test_launched_at_ms = Some(time::now_ms());
         }
         Ok(Next::After(
             timing.first_poll,
@@ -166,7 +166,7 @@ impl Build {
         };
         // Said as such, not as the tests' timeout, when Tests.TimeoutMinutes ends first.
         let left = (u64::from(tests.timeout_minutes) * 60_000).saturating_sub(
-            clock::now_ms().saturating_sub(self.state.test_launched_at_ms.unwrap_or(0)),
+            time::now_ms().saturating_sub(self.state.test_launched_at_ms.unwrap_or(0)),
         );
         let wait = Wait {
             waited,
@@ -204,7 +204,7 @@ impl Build {
             .as_ref()
             .map_or(crate::spec::DEFAULT_TEST_MINUTES, |t| t.timeout_minutes);
         match self.state.test_launched_at_ms {
-            Some(at) if clock::now_ms().saturating_sub(at) > u64::from(minutes) * 60_000 => {
+            Some(at) if time::now_ms().saturating_sub(at) > u64::from(minutes) * 60_000 => {
                 Err(BuildError::TestsTimedOut { minutes })
             }
             _ => Ok(()),
