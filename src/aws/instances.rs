@@ -303,10 +303,10 @@ pub(super) fn block_device_mappings(
                 ebs.delete_on_termination.unwrap_or(true)
             };
             let volume = ec2t::EbsBlockDevice::builder()
-                .set_volume_size(ebs.volume_size.map(|s| s as i32))
+                .set_volume_size(ebs.volume_size.map(saturated))
                 .set_volume_type(ebs.volume_type.as_deref().map(ec2t::VolumeType::from))
-                .set_iops(ebs.iops.map(|i| i as i32))
-                .set_throughput(ebs.throughput.map(|t| t as i32))
+                .set_iops(ebs.iops.map(saturated))
+                .set_throughput(ebs.throughput.map(saturated))
                 .set_encrypted(ebs.encrypted)
                 // EC2 takes KmsKeyId in RunInstances' mappings only: the builder's volume is
                 // encrypted with the key, and the image's snapshot inherits it.
@@ -319,4 +319,11 @@ pub(super) fn block_device_mappings(
                 .build()
         })
         .collect()
+}
+
+/// EC2's `Integer` for one of the spec's sizes, which its checks keep far below `i32::MAX`
+/// (<https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_EbsBlockDevice.html>); a larger
+/// one would reach EC2 as `i32::MAX`, which it refuses, rather than wrap.
+fn saturated(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }

@@ -194,6 +194,9 @@ pub struct Aws {
     ssm: aws_sdk_ssm::Client,
     /// Only `Tests.EcsCluster` needs it.
     ecs: Option<aws_sdk_ecs::Client>,
+    /// The same clients for other regions ([`Aws::in_region`]), made once each and shared by
+    /// every clone: a client made for each call would open its own connections every time.
+    regions: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Aws>>>,
 }
 
 impl Aws {
@@ -216,6 +219,7 @@ impl Aws {
             ec2,
             ssm,
             ecs: None,
+            regions: Default::default(),
         }
     }
     pub fn with_ecs(mut self, ecs: aws_sdk_ecs::Client) -> Aws {
@@ -226,30 +230,37 @@ impl Aws {
     pub fn region(&self) -> Option<String> {
         self.ec2.config().region().map(|r| r.as_ref().to_owned())
     }
-    /// The same clients (credentials, retries, endpoint) for another region: a copy's.
+    /// The same clients (credentials, retries, endpoint) for another region: a copy's. Made at
+    /// the first call for a region, then the same ones.
     pub fn in_region(&self, region: &str) -> Aws {
-        let region = aws_config::Region::new(region.to_owned());
-        Aws {
-            ec2: aws_sdk_ec2::Client::from_conf(
-                self.ec2
-                    .config()
-                    .to_builder()
-                    .region(region.clone())
-                    .build(),
-            ),
-            ssm: aws_sdk_ssm::Client::from_conf(
-                self.ssm
-                    .config()
-                    .to_builder()
-                    .region(region.clone())
-                    .build(),
-            ),
-            ecs: self.ecs.as_ref().map(|ecs| {
-                aws_sdk_ecs::Client::from_conf(
-                    ecs.config().to_builder().region(region.clone()).build(),
-                )
-            }),
-        }
+        let mut made = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+        made.entry(region.to_owned())
+            .or_insert_with(|| {
+                let region = aws_config::Region::new(region.to_owned());
+                Aws {
+                    ec2: aws_sdk_ec2::Client::from_conf(
+                        self.ec2
+                            .config()
+                            .to_builder()
+                            .region(region.clone())
+                            .build(),
+                    ),
+                    ssm: aws_sdk_ssm::Client::from_conf(
+                        self.ssm
+                            .config()
+                            .to_builder()
+                            .region(region.clone())
+                            .build(),
+                    ),
+                    ecs: self.ecs.as_ref().map(|ecs| {
+                        aws_sdk_ecs::Client::from_conf(
+                            ecs.config().to_builder().region(region).build(),
+                        )
+                    }),
+                    regions: Default::default(),
+                }
+            })
+            .clone()
     }
 }
 
@@ -322,6 +333,23 @@ pub(super) fn not_found_is_none<T>(sent: Result<T>) -> Result<Option<T>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_clients_of_a_region_are_made_once() {
+        let config = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let aws = super::Aws::from_config(&config);
+        let there = aws.in_region("eu-west-1");
+        assert_eq!(there.region().as_deref(), Some("eu-west-1"));
+        let again = aws.clone().in_region("eu-west-1");
+        assert_eq!(again.region().as_deref(), Some("eu-west-1"));
+        aws.in_region("ap-south-1");
+        let made = aws.regions.lock().unwrap();
+        assert_eq!(made.keys().collect::<Vec<_>>(), ["ap-south-1", "eu-west-1"]);
+        assert_eq!(aws.region().as_deref(), Some("us-east-1"));
+    }
+
     #[test]
     fn every_attempt_has_a_timeout_unless_the_config_sets_its_own() {
         use aws_config::timeout::TimeoutConfig;
