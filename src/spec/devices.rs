@@ -120,3 +120,77 @@ pub(super) fn is_device_name(name: &str) -> bool {
         (1..=2).contains(&alpha_len) && tail[alpha_len..].bytes().all(|b| b.is_ascii_digit())
     })
 }
+
+/// The property as a user writes it, valid and not (the helpers are `spec::test_support`).
+#[cfg(test)]
+mod property_tests {
+    use crate::spec::test_support::*;
+
+    use serde_json::{Value, json};
+
+    #[test]
+    fn block_devices_are_checked() {
+        let bdm = |m: Value| with(json!({"BlockDeviceMappings": [m]}));
+        assert_problem(
+            bdm(json!({"DeviceName": "xvdb", "Ebs": {}})),
+            "BlockDeviceMappings[0].DeviceName",
+            "not a device name",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb"})),
+            "BlockDeviceMappings[0].Ebs",
+            "required",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 0}})),
+            "BlockDeviceMappings[0].Ebs.VolumeSize",
+            "out of range",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20000}})),
+            "BlockDeviceMappings[0].Ebs.VolumeSize",
+            "for gp3",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": "big"}})),
+            "BlockDeviceMappings[0].Ebs.VolumeSize",
+            "whole number",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "ssd"}})),
+            "BlockDeviceMappings[0].Ebs.VolumeType",
+            "not one of",
+        );
+        assert_problem(
+            bdm(
+                json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "gp2", "Throughput": 200}}),
+            ),
+            "BlockDeviceMappings[0].Ebs.Throughput",
+            "only to gp3",
+        );
+        assert_problem(
+            bdm(
+                json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "st1", "VolumeSize": 500, "Iops": 3000}}),
+            ),
+            "BlockDeviceMappings[0].Ebs.Iops",
+            "io1, io2 and gp3",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"KmsKeyId": "k"}})),
+            "BlockDeviceMappings[0].Ebs.KmsKeyId",
+            "Encrypted",
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"Encrypted": "yes"}})),
+            "BlockDeviceMappings[0].Ebs.Encrypted",
+            "true or false",
+        );
+        assert_problem(
+            with(
+                json!({"BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {}}, {"DeviceName": "/dev/xvdb", "Ebs": {}}]}),
+            ),
+            "BlockDeviceMappings[1].DeviceName",
+            "mapped twice",
+        );
+    }
+}

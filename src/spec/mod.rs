@@ -586,4 +586,6 @@ fn check_timeouts(
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

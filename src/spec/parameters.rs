@@ -148,3 +148,166 @@ pub struct ParameterNames {
     /// In another region of `Regions`, holding the id of the AMI's copy there.
     pub copies: BTreeMap<String, Vec<String>>,
 }
+
+/// The property as a user writes it, valid and not (the helpers are `spec::test_support`).
+#[cfg(test)]
+mod property_tests {
+    use crate::spec::test_support::*;
+    use crate::spec::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn ssm_parameters_are_full_names_outside_aws_and_the_functions_records() {
+        let spec = AmiSpec::parse(&with(
+            json!({"SsmParameters": [{"Name": "/ecs-ami/images/base"}, {"Name": "/team/x.y_z-1"}]}),
+        ))
+        .unwrap();
+        assert_eq!(
+            spec.ssm_parameters,
+            ["/ecs-ami/images/base", "/team/x.y_z-1"]
+        );
+        let case = |parameters: Value, path: &str, words: &str| {
+            assert_problem(with(json!({ "SsmParameters": parameters })), path, words)
+        };
+        case(json!({"Name": "/a"}), "SsmParameters", "must be a list");
+        case(
+            json!(["/a"]),
+            "SsmParameters[0]",
+            "must be an object with a Name",
+        );
+        case(
+            json!([{"Nme": "/a"}]),
+            "SsmParameters[0].Nme",
+            "unknown property",
+        );
+        case(
+            json!([{"Name": "relative/name"}]),
+            "SsmParameters[0].Name",
+            "not a full parameter path",
+        );
+        case(
+            json!([{"Name": "/a b"}]),
+            "SsmParameters[0].Name",
+            "not a parameter name",
+        );
+        case(
+            json!([{"Name": "/aws/service/x"}]),
+            "SsmParameters[0].Name",
+            "reserved by AWS",
+        );
+        case(
+            json!([{"Name": "/SSM/x"}]),
+            "SsmParameters[0].Name",
+            "reserved by AWS",
+        );
+        case(
+            json!([{"Name": "/ecs-ami/requests/x"}]),
+            "SsmParameters[0].Name",
+            "the function's own records",
+        );
+        case(
+            json!([{"Name": "/ecs-ami/leases"}]),
+            "SsmParameters[0].Name",
+            "the function's own records",
+        );
+        case(
+            json!([{"Name": "/a".repeat(16)}]),
+            "SsmParameters[0].Name",
+            "more than 15 levels",
+        );
+        case(
+            json!([{"Name": "/a/b"}, {"Name": "/a/b"}]),
+            "SsmParameters[1].Name",
+            "given twice",
+        );
+        let many: Vec<Value> = (0..21)
+            .map(|i| json!({"Name": format!("/p/{i}")}))
+            .collect();
+        case(json!(many), "SsmParameters", "at most 20");
+        // Read leniently for a Delete: the valid names of whatever the properties hold.
+        let names = ssm_parameter_names(
+            &json!({"SsmParameters": [{"Name": "/ok/a"}, {"Name": "bad"}, 7, {"Name": "/aws/x"}]}),
+            Some("us-east-1"),
+        );
+        assert_eq!(names.home, ["/ok/a"]);
+        assert!(names.copies.is_empty());
+    }
+
+    #[test]
+    fn ssm_parameters_outside_the_deployments_prefix_are_named() {
+        let spec = AmiSpec::parse(&with(
+            json!({"Regions": [{"Region": "eu-west-1"}], "SsmParameters": [
+                {"Name": "/ecs-ami/images/a"},
+                {"Name": "/other/b"},
+                {"Name": "/other/c", "Region": "eu-west-1"},
+            ]}),
+        ))
+        .unwrap();
+        let refused = spec.check_parameter_prefix("/ecs-ami/images/").unwrap_err();
+        assert_eq!(refused.problems.len(), 2, "{refused}");
+        assert!(
+            refused.problems[0].starts_with("SsmParameters: /other/b is outside"),
+            "{refused}"
+        );
+        assert!(
+            refused.problems[1].starts_with("SsmParameters: /other/c is outside"),
+            "{refused}"
+        );
+        assert!(spec.check_parameter_prefix("/").is_ok());
+    }
+
+    #[test]
+    fn ssm_parameters_with_a_region_hold_that_regions_copy() {
+        let properties = with(json!({
+            "Regions": [{"Region": "eu-west-1"}],
+            "SsmParameters": [
+                {"Name": "/ecs-ami/images/base"},
+                {"Name": "/ecs-ami/images/base", "Region": "eu-west-1"},
+                {"Name": "/ecs-ami/images/home", "Region": "us-east-1"},
+            ],
+        }));
+        let spec = AmiSpec::parse(&properties)
+            .unwrap()
+            .check_regions("us-east-1")
+            .unwrap();
+        // The function's own region named explicitly is the same as no Region.
+        assert_eq!(
+            spec.ssm_parameters,
+            ["/ecs-ami/images/base", "/ecs-ami/images/home"]
+        );
+        assert_eq!(
+            spec.copy_parameters,
+            BTreeMap::from([(
+                "eu-west-1".to_owned(),
+                vec!["/ecs-ami/images/base".to_owned()]
+            )])
+        );
+        let names = ssm_parameter_names(&properties, Some("us-east-1"));
+        assert_eq!(names.home, ["/ecs-ami/images/base", "/ecs-ami/images/home"]);
+        assert_eq!(names.copies, spec.copy_parameters);
+        // A region without a copy of the AMI.
+        let nowhere = AmiSpec::parse(&with(json!({"SsmParameters": [
+            {"Name": "/ecs-ami/images/base", "Region": "ap-south-1"},
+        ]})))
+        .unwrap()
+        .check_regions("us-east-1")
+        .unwrap_err();
+        assert!(
+            nowhere.problems[0].contains("names Region ap-south-1, which is neither this function's region (us-east-1) nor one of Regions"),
+            "{nowhere:?}"
+        );
+        assert_problem(
+            with(json!({"SsmParameters": [{"Name": "/a", "Region": "Mars"}]})),
+            "SsmParameters[0].Region",
+            "not a region name",
+        );
+        assert_problem(
+            with(json!({"SsmParameters": [
+                {"Name": "/a", "Region": "eu-west-1"},
+                {"Name": "/a", "Region": "eu-west-1"},
+            ]})),
+            "SsmParameters[1].Name",
+            "/a in eu-west-1 is given twice",
+        );
+    }
+}

@@ -201,3 +201,118 @@ mod tests {
         }
     }
 }
+
+/// The property as a user writes it, valid and not (the helpers are `spec::test_support`).
+#[cfg(test)]
+mod property_tests {
+    use crate::spec::test_support::*;
+    use crate::spec::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn regions_are_other_regions_each_with_an_optional_key_of_its_own() {
+        let spec = AmiSpec::parse(&with(json!({"Regions": [
+            {"Region": "eu-west-1"},
+            {"Region": "us-west-2", "KmsKeyId": "alias/ami-copies"},
+        ]})))
+        .unwrap();
+        assert_eq!(
+            spec.regions,
+            [
+                CopyRegion {
+                    region: "eu-west-1".into(),
+                    kms_key_id: None
+                },
+                CopyRegion {
+                    region: "us-west-2".into(),
+                    kms_key_id: Some("alias/ami-copies".into())
+                },
+            ]
+        );
+        let case = |regions: Value, path: &str, words: &str| {
+            assert_problem(with(json!({ "Regions": regions })), path, words)
+        };
+        case(json!("eu-west-1"), "Regions", "must be a list");
+        case(
+            json!(["eu-west-1"]),
+            "Regions[0]",
+            "must be an object with a Region",
+        );
+        case(
+            json!([{"KmsKeyId": "alias/x"}]),
+            "Regions[0]",
+            "needs a Region",
+        );
+        case(
+            json!([{"Region": "Europe"}]),
+            "Regions[0].Region",
+            "not a region name",
+        );
+        case(
+            json!([{"Region": "eu-west-1"}, {"Region": "eu-west-1"}]),
+            "Regions[1].Region",
+            "given twice",
+        );
+        case(
+            json!([{"Region": "eu-west-1", "KmsKeyId": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"}]),
+            "Regions[0].KmsKeyId",
+            "a key of us-east-1, not of eu-west-1",
+        );
+        case(
+            json!([{"Region": "eu-west-1", "Kms": "x"}]),
+            "Regions[0].Kms",
+            "unknown property",
+        );
+        let many: Vec<Value> = (1..=17)
+            .map(|i| json!({"Region": format!("eu-west-{}", i.min(20))}))
+            .collect();
+        case(json!(many), "Regions", "at most 16");
+        // Only another region than the function's: known when the request is handled.
+        let home = AmiSpec::parse(&with(json!({"Regions": [{"Region": "us-east-1"}]})))
+            .unwrap()
+            .check_regions("us-east-1")
+            .unwrap_err();
+        assert!(
+            home.problems[0]
+                .starts_with("Regions[0].Region: us-east-1 is the region the AMI is built in"),
+            "{home:?}"
+        );
+        // Regions are distribution: a change of them alone never rebuilds.
+        let other = AmiSpec::parse(&with(json!({"Regions": [{"Region": "ap-south-1"}]}))).unwrap();
+        assert!(spec.differs_only_in_distribution(&other));
+    }
+
+    #[test]
+    fn copy_regions_outside_the_deployment_and_key_changes_are_refused() {
+        let spec = AmiSpec::parse(&with(json!({"Regions": [
+            {"Region": "eu-west-1", "KmsKeyId": "alias/new"},
+            {"Region": "us-west-2"},
+        ]})))
+        .unwrap();
+        assert!(spec.check_copy_regions(&["eu-west-1", "us-west-2"]).is_ok());
+        let refused = spec.check_copy_regions(&["eu-west-1"]).unwrap_err();
+        assert_eq!(refused.problems.len(), 1);
+        assert!(
+            refused.problems[0].starts_with(
+                "Regions[1].Region: us-west-2 is not in this deployment's AmiCopyRegions (eu-west-1)"
+            ),
+            "{refused:?}"
+        );
+        let none = spec.check_copy_regions(&[]).unwrap_err();
+        assert!(
+            none.problems[0].contains("AmiCopyRegions (none)"),
+            "{none:?}"
+        );
+        let before = AmiSpec::parse(&with(json!({"Regions": [
+            {"Region": "eu-west-1", "KmsKeyId": "alias/old"},
+        ]})))
+        .unwrap();
+        let changed = spec.check_copy_keys(&before).unwrap_err();
+        assert!(
+            changed.problems[0]
+                .starts_with("Regions[0].KmsKeyId: the copy in eu-west-1 exists with alias/old"),
+            "{changed:?}"
+        );
+        assert!(spec.check_copy_keys(&spec).is_ok());
+    }
+}

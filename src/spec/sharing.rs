@@ -139,3 +139,127 @@ fn is_unit_arn(arn: &str) -> bool {
     };
     is_organization_id(organization) && lower_alnum(root, 4, 32) && lower_alnum(id, 8, 32)
 }
+
+/// The property as a user writes it, valid and not (the helpers are `spec::test_support`).
+#[cfg(test)]
+mod property_tests {
+    use crate::spec::test_support::*;
+    use crate::spec::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn launch_permissions_take_accounts_organizations_and_units() {
+        let spec = AmiSpec::parse(&with(json!({"LaunchPermissions": {
+            "UserIds": ["111122223333", 444455556666_u64],
+            "OrganizationArns": ["arn:aws:organizations::111122223333:organization/o-exampleorg1"],
+            "OrganizationalUnitArns": ["arn:aws:organizations::111122223333:ou/o-exampleorg1/ou-ab12-cdefgh34"]
+        }})))
+        .unwrap();
+        let shared = spec.launch_permissions;
+        assert_eq!(
+            shared.user_ids.iter().collect::<Vec<_>>(),
+            ["111122223333", "444455556666"]
+        );
+        assert_eq!(shared.organization_arns.len(), 1);
+        assert_eq!(shared.organizational_unit_arns.len(), 1);
+        assert!(
+            AmiSpec::parse(&minimal())
+                .unwrap()
+                .launch_permissions
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn launch_permissions_name_what_is_not_an_account_or_an_organization() {
+        let case = |shared: Value, path: &str, words: &str| {
+            assert_problem(with(json!({ "LaunchPermissions": shared })), path, words)
+        };
+        case(
+            json!(["111122223333"]),
+            "LaunchPermissions",
+            "must be an object",
+        );
+        case(
+            json!({"UserIds": ["11112222333"]}),
+            "LaunchPermissions.UserIds[0]",
+            "not a 12-digit account id",
+        );
+        case(
+            json!({"UserIds": ["111122223333", "111122223333"]}),
+            "LaunchPermissions.UserIds[1]",
+            "given twice",
+        );
+        case(
+            json!({"UserIds": "111122223333"}),
+            "LaunchPermissions.UserIds",
+            "must be a list",
+        );
+        case(
+            json!({"OrganizationArns": ["o-exampleorg1"]}),
+            "LaunchPermissions.OrganizationArns[0]",
+            "not an organization ARN",
+        );
+        case(
+            json!({"OrganizationArns": ["arn:aws:organizations::111122223333:organization/o-SHORT"]}),
+            "LaunchPermissions.OrganizationArns[0]",
+            "not an organization ARN",
+        );
+        case(
+            json!({"OrganizationalUnitArns": ["arn:aws:organizations::111122223333:organization/o-exampleorg1"]}),
+            "LaunchPermissions.OrganizationalUnitArns[0]",
+            "not an organizational unit ARN",
+        );
+        case(
+            json!({"Accounts": ["111122223333"]}),
+            "LaunchPermissions.Accounts",
+            "unknown property",
+        );
+    }
+
+    #[test]
+    fn an_ami_encrypted_with_the_aws_managed_key_cannot_be_shared() {
+        let encrypted = |key: Value| {
+            let mut ebs = json!({"VolumeSize": 20, "Encrypted": true});
+            if !key.is_null() {
+                ebs["KmsKeyId"] = key;
+            }
+            with(json!({
+                "BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": ebs}],
+                "LaunchPermissions": {"UserIds": ["111122223333"]},
+            }))
+        };
+        for key in [Value::Null, json!("alias/aws/ebs")] {
+            assert_problem(
+                encrypted(key),
+                "BlockDeviceMappings[0].Ebs.KmsKeyId",
+                "AWS managed key aws/ebs cannot be shared",
+            );
+        }
+        let customer =
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert!(AmiSpec::parse(&encrypted(json!(customer))).is_ok());
+    }
+
+    #[test]
+    fn copies_of_an_encrypted_shared_ami_need_a_key() {
+        let properties = |key: Option<&str>| {
+            let mut region = json!({"Region": "eu-west-1"});
+            if let Some(key) = key {
+                region["KmsKeyId"] = json!(key);
+            }
+            with(json!({
+                "BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20, "Encrypted": true,
+                    "KmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}}],
+                "LaunchPermissions": {"UserIds": ["111122223333"]},
+                "Regions": [region],
+            }))
+        };
+        assert_problem(
+            properties(None),
+            "Regions[0].KmsKeyId",
+            "required to share an encrypted AMI",
+        );
+        assert!(AmiSpec::parse(&properties(Some("alias/copies"))).is_ok());
+    }
+}

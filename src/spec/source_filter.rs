@@ -187,3 +187,112 @@ fn parse_extra_filter(
         problems.add(&path, format!("filter {name:?} is given twice"));
     }
 }
+
+/// The property as a user writes it, valid and not (the helpers are `spec::test_support`).
+#[cfg(test)]
+mod property_tests {
+    use crate::spec::test_support::*;
+    use crate::spec::*;
+    use serde_json::{Value, json};
+
+    fn filtered(filter: Value) -> Value {
+        json!({"SourceAmiFilter": filter, "IamInstanceProfile": "p"})
+    }
+
+    #[test]
+    fn a_source_filter_parses_into_owners_and_describe_images_filters() {
+        let spec = AmiSpec::parse(&filtered(json!({
+            "Owners": ["amazon", "123456789012", "amazon"],
+            "Name": "al2023-ami-ecs-hvm-*",
+            "Architecture": "arm64",
+            "Filters": [{"Name": "tag:Team", "Values": ["platform", 7]}, {"Name": "root-device-type", "Values": ["ebs"]}],
+            "IncludeDeprecated": "true"
+        })))
+        .unwrap();
+        let Source::Filter(filter) = spec.source else {
+            panic!("not a filter: {:?}", spec.source)
+        };
+        assert_eq!(filter.owners, ["123456789012", "amazon"]);
+        assert!(filter.include_deprecated);
+        assert_eq!(
+            filter.describe(),
+            "architecture=arm64, name=al2023-ami-ecs-hvm-*, root-device-type=ebs, tag:Team=platform|7"
+        );
+        let plain =
+            AmiSpec::parse(&filtered(json!({"Owners": ["self"], "Name": "team-*"}))).unwrap();
+        assert!(matches!(plain.source, Source::Filter(f) if !f.include_deprecated));
+    }
+
+    #[test]
+    fn a_source_filter_is_refused_where_it_would_match_too_much_or_nothing_valid() {
+        let case =
+            |filter: Value, path: &str, words: &str| assert_problem(filtered(filter), path, words);
+        case(json!("al2023-*"), "SourceAmiFilter", "must be an object");
+        case(json!({"Name": "x"}), "SourceAmiFilter.Owners", "required");
+        case(
+            json!({"Owners": [], "Name": "x"}),
+            "SourceAmiFilter.Owners",
+            "required",
+        );
+        case(
+            json!({"Owners": ["amazn"], "Name": "x"}),
+            "SourceAmiFilter.Owners[0]",
+            "neither a 12-digit account id",
+        );
+        case(
+            json!({"Owners": ["self"]}),
+            "SourceAmiFilter",
+            "give Name or Filters",
+        );
+        case(
+            json!({"Owners": ["self"], "Architecture": "arm64"}),
+            "SourceAmiFilter",
+            "give Name or Filters",
+        );
+        case(
+            json!({"Owners": ["self"], "Name": "x", "Architecture": "aarch64"}),
+            "SourceAmiFilter.Architecture",
+            "not one of",
+        );
+        case(
+            json!({"Owners": ["self"], "Name": "x".repeat(129)}),
+            "SourceAmiFilter.Name",
+            "at most 128",
+        );
+        case(
+            json!({"Owners": ["self"], "Filters": [{"Name": "state", "Values": ["available"]}]}),
+            "SourceAmiFilter.Filters[0]",
+            "always filters on state=available",
+        );
+        case(
+            json!({"Owners": ["self"], "Name": "x", "Filters": [{"Name": "name", "Values": ["y"]}]}),
+            "SourceAmiFilter.Filters[0]",
+            "give the name as SourceAmiFilter.Name",
+        );
+        case(
+            json!({"Owners": ["self"], "Filters": [{"Name": "tag:a", "Values": []}]}),
+            "SourceAmiFilter.Filters[0]",
+            "needs Values",
+        );
+        case(
+            json!({"Owners": ["self"], "Filters": [{"Name": "tag:a", "Values": [["x"]]}]}),
+            "SourceAmiFilter.Filters[0].Values[0]",
+            "must be a string",
+        );
+        case(
+            json!({"Owners": ["self"], "Filters": [{"Name": "tag:a", "Values": ["1"]}, {"Name": "tag:a", "Values": ["2"]}]}),
+            "SourceAmiFilter.Filters[1]",
+            "given twice",
+        );
+        case(
+            json!({"Owners": ["self"], "Filters": [{"Values": ["1"]}]}),
+            "SourceAmiFilter.Filters[0]",
+            "needs a Name",
+        );
+        case(
+            json!({"Owners": ["self"], "Name": "x", "MostRecent": true}),
+            "SourceAmiFilter.MostRecent",
+            "unknown property",
+        );
+    }
+}

@@ -295,3 +295,109 @@ pub(super) fn parse_file_step(
         owner,
     })
 }
+
+/// The property as a user writes it, valid and not (the helpers are `spec::test_support`).
+#[cfg(test)]
+mod property_tests {
+    use crate::spec::test_support::*;
+
+    use serde_json::{Value, json};
+
+    #[test]
+    fn steps_are_checked() {
+        let step = |s: Value| with(json!({"Steps": [s]}));
+        assert_problem(
+            step(json!({"Commands": ["x"]})),
+            "Steps[0].Name",
+            "required",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": []})),
+            "Steps[0].Commands",
+            "at least one",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": [["nested"]]})),
+            "Steps[0].Commands[0]",
+            "must be a string",
+        );
+        assert_problem(step(json!({"Name": "a"})), "Steps[0]", "needs Commands");
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "Path": "/x", "Content": ""})),
+            "Steps[0]",
+            "not both",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 0})),
+            "Steps[0].TimeoutSeconds",
+            "out of range",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 3601})),
+            "Steps[0].TimeoutSeconds",
+            "out of range",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "Environment": {"1BAD": "v"}})),
+            "Steps[0].Environment.1BAD",
+            "shell variable",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Commands": ["x"], "Environment": ["A=b"]})),
+            "Steps[0].Environment",
+            "map",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "etc/x", "Content": "c"})),
+            "Steps[0].Path",
+            "absolute",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/../x", "Content": "c"})),
+            "Steps[0].Path",
+            "..",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x"})),
+            "Steps[0].Content",
+            "required",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Mode": "rw"})),
+            "Steps[0].Mode",
+            "octal",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Mode": "0999"})),
+            "Steps[0].Mode",
+            "octal",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Owner": "Root"})),
+            "Steps[0].Owner",
+            "USER:GROUP",
+        );
+        assert_problem(
+            step(json!({"Name": "a", "Path": "/etc/x", "Content": "c", "Environment": {}})),
+            "Steps[0].Environment",
+            "only to command",
+        );
+        assert_problem(
+            with(
+                json!({"Steps": [{"Name": "a", "Commands": ["x"]}, {"Name": "a", "Commands": ["y"]}]}),
+            ),
+            "Steps[1].Name",
+            "unique",
+        );
+        assert_problem(
+            step(json!({"Name": "big", "Path": "/x", "Content": "x".repeat(60_000)})),
+            "Steps[0]",
+            "split it",
+        );
+        assert_problem(
+            with(json!({"Steps": ["echo"]})),
+            "Steps[0]",
+            "must be an object",
+        );
+    }
+}

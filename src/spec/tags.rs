@@ -180,3 +180,192 @@ pub(super) fn parse_output_tags(
     }
     output_tags
 }
+
+/// The property as a user writes it, valid and not (the helpers are `spec::test_support`).
+#[cfg(test)]
+mod property_tests {
+    use crate::spec::test_support::*;
+    use crate::spec::*;
+    use serde_json::{Map, Value, json};
+
+    #[test]
+    fn tags_as_a_map_are_accepted() {
+        let spec = AmiSpec::parse(&with(json!({"Tags": {"team": "platform"}}))).unwrap();
+        assert_eq!(spec.tags["team"], "platform");
+    }
+
+    #[test]
+    fn tags_are_checked() {
+        assert_problem(
+            with(json!({"Tags": {"aws:x": "1"}})),
+            "Tags.aws:x",
+            "reserved prefix",
+        );
+        assert_problem(
+            with(json!({"Tags": {"ecs-ami:fingerprint": "1"}})),
+            "Tags.ecs-ami:fingerprint",
+            "reserved prefix",
+        );
+        assert_problem(
+            with(json!({"Tags": {"k": "v".repeat(257)}})),
+            "Tags.k",
+            "256",
+        );
+        assert_problem(
+            with(json!({"Tags": {"k".repeat(129): "v"}})),
+            &format!("Tags.{}", "k".repeat(129)),
+            "1 to 128",
+        );
+        assert_problem(
+            with(json!({"Tags": [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}]})),
+            "Tags[1]",
+            "given twice",
+        );
+        assert_problem(
+            with(json!({"Tags": [{"Key": "a"}]})),
+            "Tags[0]",
+            "Key and Value",
+        );
+        assert_problem(
+            with(json!({"Tags": "team=platform"})),
+            "Tags",
+            "map or a list",
+        );
+        // EC2's 50 per resource less the product's 10 (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/Using_Tags.html#tag-restrictions),
+        // with or without Tests: an AMI keeps its test tags when an Update drops Tests.
+        let tags = |n: usize| -> Map<String, Value> {
+            (0..n).map(|i| (format!("k{i}"), json!("v"))).collect()
+        };
+        let tests = json!({"Steps": [{"Name": "t", "Commands": ["true"]}]});
+        assert!(AmiSpec::parse(&with(json!({"Tags": tags(40)}))).is_ok());
+        assert!(AmiSpec::parse(&with(json!({"Tags": tags(40), "Tests": tests}))).is_ok());
+        assert_problem(
+            with(json!({"Tags": tags(41)})),
+            "Tags",
+            "41 tags given; at most 40 fit (EC2 allows 50 per resource; the product keeps 10 of its own on the AMI, its snapshots and copies, 3 of them once the AMI passed Tests)",
+        );
+        assert_problem(
+            with(json!({"Tags": tags(41), "Tests": tests})),
+            "Tags",
+            "41 tags given; at most 40 fit",
+        );
+    }
+
+    #[test]
+    fn outputs_and_output_tags_parse() {
+        let spec = AmiSpec::parse(&with(json!({
+            "Steps": [
+                {"Name": "a", "Commands": ["x"], "Outputs": ["DockerVersion", "AgentVersion"]},
+                {"Name": "b", "Commands": ["y"]}
+            ],
+            "OutputTags": {"docker-version": "DockerVersion", "source-ami": "SourceImageId"}
+        })))
+        .unwrap();
+        assert_eq!(spec.steps[0].outputs, ["DockerVersion", "AgentVersion"]);
+        assert!(spec.steps[1].outputs.is_empty());
+        assert_eq!(
+            spec.output_tags,
+            BTreeMap::from([
+                ("docker-version".into(), "DockerVersion".into()),
+                ("source-ami".into(), "SourceImageId".into())
+            ])
+        );
+    }
+
+    #[test]
+    fn outputs_and_output_tags_are_checked() {
+        let outputs = |names: Value| {
+            with(json!({"Steps": [{"Name": "a", "Commands": ["x"], "Outputs": names}]}))
+        };
+        assert_problem(outputs(json!("One")), "Steps[0].Outputs", "must be a list");
+        assert_problem(
+            outputs(json!([1])),
+            "Steps[0].Outputs[0]",
+            "must be a string",
+        );
+        assert_problem(
+            outputs(json!(["has-dash"])),
+            "Steps[0].Outputs[0]",
+            "not an output name",
+        );
+        assert_problem(
+            outputs(json!(["9lives"])),
+            "Steps[0].Outputs[0]",
+            "not an output name",
+        );
+        assert_problem(
+            outputs(json!(["ImageId"])),
+            "Steps[0].Outputs[0]",
+            "resource's own attributes",
+        );
+        assert_problem(
+            outputs(json!(["A", "A"])),
+            "Steps[0].Outputs[1]",
+            "already declared",
+        );
+        let eleven: Vec<String> = (0..11).map(|i| format!("O{i}")).collect();
+        assert_problem(
+            outputs(json!(eleven)),
+            "Steps[0].Outputs[10]",
+            "more than 10",
+        );
+        assert_problem(
+            with(json!({"Steps": [
+                {"Name": "a", "Commands": ["x"], "Outputs": ["V"]},
+                {"Name": "b", "Commands": ["y"], "Outputs": ["V"]}
+            ]})),
+            "Steps[1].Outputs[0]",
+            "unique across steps",
+        );
+        assert_problem(
+            with(json!({"Steps": [{"Name": "f", "Path": "/x", "Content": "", "Outputs": ["V"]}]})),
+            "Steps[0].Outputs",
+            "only to command steps",
+        );
+        let tagged = |output_tags: Value, tags: Value| {
+            with(json!({
+                "Steps": [{"Name": "a", "Commands": ["x"], "Outputs": ["V"]}],
+                "OutputTags": output_tags,
+                "Tags": tags
+            }))
+        };
+        assert_problem(
+            tagged(json!({"v": "W"}), json!({})),
+            "OutputTags.v",
+            "\"W\" is neither SourceImageId nor an output of any step (declared: V)",
+        );
+        assert_problem(
+            tagged(json!({"v": "V"}), json!({"v": "1"})),
+            "OutputTags.v",
+            "also given in Tags",
+        );
+        assert_problem(
+            tagged(json!({"ecs-ami:v": "V"}), json!({})),
+            "OutputTags.ecs-ami:v",
+            "reserved prefix",
+        );
+        assert_problem(
+            tagged(json!({"v": ["V"]}), json!({})),
+            "OutputTags.v",
+            "must be the name of a step output",
+        );
+        assert_problem(
+            tagged(json!(["V"]), json!({})),
+            "OutputTags",
+            "must be a map",
+        );
+        assert_problem(
+            with(json!({"OutputTags": {"v": "V"}})),
+            "OutputTags.v",
+            "declared: none",
+        );
+        // 39 tags, one output kept as a tag and one output tag: 41 > 40.
+        let tags: serde_json::Map<String, Value> =
+            (0..39).map(|i| (format!("t{i}"), json!("x"))).collect();
+        assert_problem(
+            tagged(json!({"v": "V"}), Value::Object(tags)),
+            "OutputTags",
+            "need 41 tags; at most 40 fit",
+        );
+    }
+}

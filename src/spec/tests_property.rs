@@ -145,3 +145,67 @@ pub(super) fn parse_tests(value: &Value, problems: &mut Problems) -> Option<Test
         timeout_minutes: timeout_minutes.unwrap_or(DEFAULT_TEST_MINUTES),
     })
 }
+
+/// The property as a user writes it, valid and not (the helpers are `spec::test_support`).
+#[cfg(test)]
+mod property_tests {
+    use crate::spec::test_support::*;
+    use crate::spec::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn tests_are_checked() {
+        let tests = |value: Value| with(json!({ "Tests": value }));
+        let spec = AmiSpec::parse(&tests(json!({
+            "UserData": "#!/bin/bash\necho hi\n",
+            "EcsCluster": "arn:aws:ecs:us-east-1:123456789012:cluster/main",
+            "Steps": [{"Name": "mounted", "Commands": ["findmnt /data"]}],
+        })))
+        .unwrap();
+        let parsed = spec.tests.clone().unwrap();
+        assert_eq!(parsed.timeout_minutes, DEFAULT_TEST_MINUTES);
+        assert_eq!(parsed.steps.len(), 1);
+        assert!(spec.clone().check_regions("us-east-1").is_ok());
+        let elsewhere = spec.check_regions("eu-west-1").unwrap_err();
+        assert!(
+            elsewhere.problems[0].starts_with("Tests.EcsCluster: arn:aws:ecs:us-east-1:123456789012:cluster/main is a cluster of us-east-1"),
+            "{elsewhere:?}"
+        );
+        assert_problem(tests(json!({})), "Tests.Steps", "required (or EcsCluster)");
+        assert_problem(tests(json!("yes")), "Tests", "must be an object with Steps");
+        assert_problem(
+            tests(json!({"UserData": "echo hi", "EcsCluster": "main"})),
+            "Tests.UserData",
+            "must begin with #!",
+        );
+        assert_problem(
+            tests(json!({"UserData": format!("#!/bin/bash\n{}", "x".repeat(MAX_USER_DATA_BYTES))})),
+            "Tests.UserData",
+            "EC2 takes at most 16384",
+        );
+        assert_problem(
+            tests(json!({"EcsCluster": "no spaces allowed"})),
+            "Tests.EcsCluster",
+            "not an ECS cluster name",
+        );
+        assert_problem(
+            tests(json!({"Steps": [{"Name": "v", "Commands": ["true"], "Outputs": ["V"]}]})),
+            "Tests.Steps[0].Outputs",
+            "a test hands nothing back",
+        );
+        assert_problem(
+            tests(json!({"EcsCluster": "main", "TimeoutMinutes": 61})),
+            "Tests.TimeoutMinutes",
+            "",
+        );
+        assert_problem(
+            tests(json!({"EcsCluster": "main", "InstanceType": "big"})),
+            "Tests.InstanceType",
+            "not an EC2 instance type",
+        );
+        // Not part of the fingerprint: a change of Tests alone never rebuilds.
+        let other = AmiSpec::parse(&tests(json!({"EcsCluster": "other"}))).unwrap();
+        let none = AmiSpec::parse(&minimal()).unwrap();
+        assert!(other.differs_only_in_distribution(&none));
+    }
+}
