@@ -10,15 +10,15 @@
 //! | `mod.rs` | [`handle`]: one event to one answer; [`failed_outcome`], where a typed failure becomes a Reason |
 //! | [`continuation`] | the hand-over payload, and a payload this version cannot continue |
 //! | [`limits`] | the invocation's time limits, and the guard that turns a panic or a hung call into an answer |
-//! | `records.rs` | the request's record: a repeated delivery answers the same, a cancelled one nothing |
+//! | `deliveries.rs` | repeated and cancelled deliveries, by the request's record: a repeated one answers the same, a cancelled one nothing |
 //! | `operate.rs` | validation, superseding abandoned builds, then the operation itself |
 //! | `maintenance.rs` | the scheduled sweep of old records, and the deployment's store resource |
 
 pub mod continuation;
+mod deliveries;
 pub mod limits;
 mod maintenance;
 mod operate;
-mod records;
 
 use std::future::Future;
 use std::time::Duration;
@@ -33,11 +33,11 @@ use crate::spec::AmiSpec;
 
 pub use continuation::{CONTINUATION_KEY, CONTINUATION_VERSION, Continuation};
 use continuation::{cannot_continue, split_continuation};
+use deliveries::{already_recorded, cancelled_now, leaves_a_record};
 pub use limits::Limits;
 use limits::guarded;
 pub use maintenance::{STORE_RESOURCE_TYPE, SWEEP_EVENT_KEY};
 use operate::{release_lease_of, remove_build};
-use records::{cancelled_now, honour_record, leaves_a_record};
 
 /// Where responses go: the presigned ResponseURL in production.
 pub trait ResponseSink: Send + Sync {
@@ -126,7 +126,7 @@ pub async fn handle(
     let (request, outcome) = match Request::parse(event.clone()) {
         Ok(request) => {
             let recorded = leaves_a_record(&request);
-            if recorded && let Some(handled) = honour_record(&request, aws, sink).await {
+            if recorded && let Some(handled) = already_recorded(&request, aws, sink).await {
                 return Ok(handled);
             }
             let progress = match state {

@@ -8,7 +8,7 @@ use crate::cfn::{self, Operation, Outcome, Request};
 use crate::engine::{self, BuildState, Cleanup, Leftovers, Progress, Timing};
 use crate::spec::AmiSpec;
 
-use super::records::note_cancelled_creates;
+use super::deliveries::note_cancelled_creates;
 use super::{failed_outcome, failure_physical_id};
 use crate::engine::Failed;
 

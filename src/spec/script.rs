@@ -1,4 +1,4 @@
-//! Turns a step into the shell script that AWS-RunShellScript runs on the builder.
+//! InvocationCounts a step into the shell script that AWS-RunShellScript runs on the builder.
 //!
 //! File content travels base64-encoded inside a quoted here-document, so that any byte sequence
 //! (quotes, `$`, backslashes, a line that reads `EOF`) arrives unchanged and nothing in it is ever

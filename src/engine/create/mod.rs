@@ -30,14 +30,15 @@ pub use source::default_instance_type;
 pub(crate) use source::resolve;
 pub use state::{Build, BuildState, On, Phase, Progress, Resolved};
 
+/// What follows a phase: the next one at once, or after a pause (a wait polling again).
 enum Next {
-    Now(Phase),
-    After(Duration, Phase),
+    Run(Phase),
+    Sleep(Duration, Phase),
 }
 
 /// What [`Build::run`] counts within one invocation.
 #[derive(Default)]
-struct Turns {
+struct InvocationCounts {
     /// Phases changed so far.
     phases: u32,
     /// When the request's record was last read.
@@ -152,7 +153,7 @@ impl Build {
                     .await;
             }
         }
-        let mut turns = Turns::default();
+        let mut counts = InvocationCounts::default();
         loop {
             if self.state.phase == Phase::Done {
                 // The lease stays until the answer is recorded (the handler then deletes it), so
@@ -167,17 +168,17 @@ impl Build {
                     .fail_and_clean(aws, identity, failure, true, timing)
                     .await;
             }
-            if self.hand_over_now(timing, &turns) {
+            if self.hand_over_now(timing, &counts) {
                 self.state.hand_overs += 1;
                 tracing::info!(phase = ?self.state.phase, hand_overs = self.state.hand_overs, "handing the build over to a fresh invocation");
                 return Progress::Paused(Box::new(self.state));
             }
             if let ControlFlow::Break(stop) =
-                self.check_record(aws, identity, timing, &mut turns).await
+                self.check_record(aws, identity, timing, &mut counts).await
             {
                 return stop;
             }
-            match self.take_step(aws, identity, timing, &mut turns).await {
+            match self.take_step(aws, identity, timing, &mut counts).await {
                 Ok(Some(pause)) => pause_within(pause, timing).await,
                 Ok(None) => {}
                 Err(failed) => return failed,
@@ -242,7 +243,7 @@ impl Build {
     }
 
     /// This invocation's time is up (or every state is to be handed over, for the tests).
-    fn hand_over_now(&self, timing: &Timing, turns: &Turns) -> bool {
+    fn hand_over_now(&self, timing: &Timing, counts: &InvocationCounts) -> bool {
         // Publishing may wait for Parameter Store, and put parameters back, for up to
         // `publish::LONGEST`: it starts only with that much time before the hand-over.
         let reserve = if self.state.phase == Phase::Publish {
@@ -254,7 +255,7 @@ impl Build {
         let out_of_time = timing
             .hand_over_at
             .is_some_and(|at| tokio::time::Instant::now() + reserve >= at);
-        out_of_time || (timing.hand_over_every_state && turns.phases > 0)
+        out_of_time || (timing.hand_over_every_state && counts.phases > 0)
     }
 
     /// Reads the request's record once the lease is held (a newer request may have cancelled
@@ -267,7 +268,7 @@ impl Build {
         aws: &Aws,
         identity: &Identity,
         timing: &Timing,
-        turns: &mut Turns,
+        counts: &mut InvocationCounts,
     ) -> ControlFlow<Progress> {
         let creates_something = matches!(
             self.state.phase,
@@ -278,7 +279,7 @@ impl Build {
                 | Phase::Copy
                 | Phase::Publish
         );
-        let since = turns.record_checked.map(|at| at.elapsed());
+        let since = counts.record_checked.map(|at| at.elapsed());
         let due = match since {
             None => true,
             Some(since) if creates_something => since >= timing.record_fresh_for,
@@ -287,7 +288,7 @@ impl Build {
         if !due {
             return ControlFlow::Continue(());
         }
-        turns.record_checked = Some(tokio::time::Instant::now());
+        counts.record_checked = Some(tokio::time::Instant::now());
         // A Create's first look: its cancelling Delete may have run before it took the lease
         // (and so not found it in flight). Nothing is launched until it got an answer.
         let issued_at = timing
@@ -342,19 +343,19 @@ impl Build {
         aws: &Aws,
         identity: &Identity,
         timing: &Timing,
-        turns: &mut Turns,
+        counts: &mut InvocationCounts,
     ) -> Result<Option<Duration>, Progress> {
         let (next, pause) = match self.advance(aws, identity, timing).await {
-            Ok(Next::Now(phase)) => (phase, None),
-            Ok(Next::After(pause, phase)) => (phase, Some(pause)),
+            Ok(Next::Run(phase)) => (phase, None),
+            Ok(Next::Sleep(pause, phase)) => (phase, Some(pause)),
             // Many builds in one account share its request rates: the phase is tried again
             // (within TimeoutMinutes) rather than the build failed.
-            Err(error) if error.throttled() && turns.throttled < timing.throttled_tries => {
-                turns.throttled += 1;
+            Err(error) if error.throttled() && counts.throttled < timing.throttled_tries => {
+                counts.throttled += 1;
                 // What the throttled attempt did before its refused call is not known: the
                 // phase looks again for what it may have made (see `Build::fresh`).
                 self.fresh = false;
-                tracing::warn!(phase = ?self.state.phase, problem = %error, tries = turns.throttled, "throttled by AWS past the SDK's retries: trying the phase again");
+                tracing::warn!(phase = ?self.state.phase, problem = %error, tries = counts.throttled, "throttled by AWS past the SDK's retries: trying the phase again");
                 return Ok(Some(throttled_pause(timing)));
             }
             Err(error) => {
@@ -369,13 +370,13 @@ impl Build {
             }
         };
         // The phase got through: a later throttle starts its tries afresh.
-        turns.throttled = 0;
+        counts.throttled = 0;
         let changed = std::mem::discriminant(&next) != std::mem::discriminant(&self.state.phase)
             || matches!((&self.state.phase, &next), (Phase::StartStep { on: x, index: a }, Phase::StartStep { on: y, index: b }) if (x, a) != (y, b));
         self.state.phase = next;
         if changed {
             self.state.phase_started_at_ms = time::now_ms();
-            turns.phases += 1;
+            counts.phases += 1;
         }
         Ok(pause)
     }

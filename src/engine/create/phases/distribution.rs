@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::go_on;
+use super::again_or_overdue;
 use crate::aws::Aws;
 use crate::cfn::Identity;
 use crate::engine::Timing;
@@ -42,7 +42,7 @@ impl Build {
         self.state.copies = started.copies;
         self.state.copies_made = started.made;
         result?;
-        Ok(Next::Now(Phase::AwaitCopies {
+        Ok(Next::Run(Phase::AwaitCopies {
             waited: Duration::ZERO,
         }))
     }
@@ -64,7 +64,7 @@ impl Build {
                     copies::record_regions(aws, &image, &regions).await?;
                 }
                 tracing::info!(copies = ?self.state.copies, "copies available");
-                Ok(Next::Now(self.after_copies()))
+                Ok(Next::Run(self.after_copies()))
             }
             CopiesPoll::Pending(regions) => {
                 let wait = Wait {
@@ -72,7 +72,7 @@ impl Build {
                     limit: timing.image_timeout,
                     poll_at_most: timing.image_max_poll,
                 };
-                go_on(
+                again_or_overdue(
                     keep_waiting(aws, timing, wait, None).await?,
                     |waited| Phase::AwaitCopies { waited },
                     || BuildError::CopiesNeverAvailable {
@@ -94,6 +94,6 @@ impl Build {
             true,
         )
         .await?;
-        Ok(Next::Now(Phase::Done))
+        Ok(Next::Run(Phase::Done))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::go_on;
+use super::again_or_overdue;
 use crate::aws::{Aws, Code, ImageRequest, ImageState, InstanceStateName};
 use crate::cfn::Identity;
 use crate::engine::Timing;
@@ -23,12 +23,12 @@ impl Build {
                     instance_id = self.instance(),
                     "EC2 does not know the builder yet: stopping again"
                 );
-                return Ok(Next::After(timing.min_poll, Phase::Stop));
+                return Ok(Next::Sleep(timing.min_poll, Phase::Stop));
             }
             sent => sent?,
         }
         tracing::info!(instance_id = self.instance(), "stopping the builder");
-        Ok(Next::After(
+        Ok(Next::Sleep(
             timing.first_poll,
             Phase::AwaitStopped {
                 waited: timing.first_poll,
@@ -66,7 +66,7 @@ impl Build {
                         devices: missing,
                     });
                 }
-                Ok(Next::Now(Phase::CreateImage))
+                Ok(Next::Run(Phase::CreateImage))
             }
             Some(status)
                 if matches!(
@@ -81,7 +81,7 @@ impl Build {
                     limit: timing.stop_timeout,
                     poll_at_most: timing.max_poll,
                 };
-                go_on(
+                again_or_overdue(
                     keep_waiting(aws, timing, wait, None).await?,
                     |waited| Phase::AwaitStopped { waited },
                     || BuildError::NeverStopped {
@@ -121,7 +121,7 @@ impl Build {
         if let Some(image) = earlier {
             tracing::info!(image_id = %image.id, "image was already requested: following it");
             self.state.image_id = Some(image.id);
-            return Ok(Next::Now(Phase::AwaitImage {
+            return Ok(Next::Run(Phase::AwaitImage {
                 waited: Duration::ZERO,
             }));
         }
@@ -153,7 +153,7 @@ impl Build {
         };
         tracing::info!(image_id = %image_id, name = %self.state.image_name, "image requested");
         self.state.image_id = Some(image_id);
-        Ok(Next::After(
+        Ok(Next::Sleep(
             timing.first_poll,
             Phase::AwaitImage {
                 waited: timing.first_poll,
@@ -172,7 +172,7 @@ impl Build {
             Some(image) if image.state == ImageState::Available => {
                 tracing::info!(image_id = %image_id, snapshots = %image.snapshot_ids.join(","), "image available");
                 self.state.snapshot_ids = image.snapshot_ids;
-                Ok(Next::Now(Phase::TagSnapshots))
+                Ok(Next::Run(Phase::TagSnapshots))
             }
             // Not listed yet, right after CreateImage: eventual consistency.
             image
@@ -185,7 +185,7 @@ impl Build {
                     limit: timing.image_timeout,
                     poll_at_most: timing.image_max_poll,
                 };
-                go_on(
+                again_or_overdue(
                     keep_waiting(aws, timing, wait, None).await?,
                     |waited| Phase::AwaitImage { waited },
                     || BuildError::ImageNeverAvailable {
@@ -236,7 +236,7 @@ impl Build {
             }
             crate::engine::sharing::distribute(aws, &image, &self.spec).await?;
         }
-        Ok(Next::Now(Phase::Finish))
+        Ok(Next::Run(Phase::Finish))
     }
 
     pub(super) async fn finish(&mut self, aws: &Aws, timing: &Timing) -> Result<Next, BuildError> {
@@ -267,7 +267,7 @@ impl Build {
                     .await?
                     .is_some_and(|image| passed(&image, tests)) =>
             {
-                Ok(Next::Now(Phase::LaunchTest))
+                Ok(Next::Run(Phase::LaunchTest))
             }
             Some(_) => {
                 // Answered with when it passed them.
@@ -275,9 +275,9 @@ impl Build {
                     self.state.tested_at = image.tags.get(TAG_TESTED_AT).cloned();
                     self.state.test_instance_id = image.tags.get(TAG_TEST_INSTANCE).cloned();
                 }
-                Ok(Next::Now(self.after_tests()))
+                Ok(Next::Run(self.after_tests()))
             }
-            None => Ok(Next::Now(self.after_tests())),
+            None => Ok(Next::Run(self.after_tests())),
         }
     }
 }

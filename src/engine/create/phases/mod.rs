@@ -75,19 +75,19 @@ impl Build {
             Phase::Copy => self.copy(aws, identity).await,
             Phase::AwaitCopies { waited } => self.await_copies(aws, timing, waited).await,
             Phase::Publish => self.publish(aws).await,
-            Phase::Done => Ok(Next::Now(Phase::Done)),
+            Phase::Done => Ok(Next::Run(Phase::Done)),
         }
     }
 }
 
 /// A wait that goes on: the same phase, polled again after the pause; or its limit reached.
-pub(super) fn go_on(
+pub(super) fn again_or_overdue(
     poll: Poll,
     phase: impl FnOnce(Duration) -> Phase,
     overdue: impl FnOnce() -> BuildError,
 ) -> Result<Next, BuildError> {
     match poll {
-        Poll::Again { pause, waited } => Ok(Next::After(pause, phase(waited))),
+        Poll::Again { pause, waited } => Ok(Next::Sleep(pause, phase(waited))),
         Poll::Overdue => Err(overdue()),
     }
 }

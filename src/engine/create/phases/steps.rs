@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::go_on;
+use super::again_or_overdue;
 use crate::aws::{Aws, InstanceStateName, LaunchRequest, StepResult, StepStatus};
 use crate::cfn::Identity;
 use crate::engine::create::source::check_where_it_runs;
@@ -27,7 +27,7 @@ impl Build {
         // deleted since.
         check_where_it_runs(aws, &self.spec, &resolved).await?;
         self.state.resolved = Some(resolved);
-        Ok(Next::Now(Phase::Launch))
+        Ok(Next::Run(Phase::Launch))
     }
 
     pub(super) async fn launch(
@@ -40,7 +40,7 @@ impl Build {
         if !self.fresh
             && let Some(phase) = self.adopt(aws, identity).await?
         {
-            return Ok(Next::Now(phase));
+            return Ok(Next::Run(phase));
         }
         let resolved = self
             .state
@@ -71,7 +71,7 @@ impl Build {
         tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
         self.state.instance_id = Some(instance_id);
         self.state.launched_at_ms = Some(time::now_ms());
-        Ok(Next::After(
+        Ok(Next::Sleep(
             timing.first_poll,
             Phase::AwaitOnline {
                 on: On::Builder,
@@ -97,7 +97,7 @@ impl Build {
                 test = on == On::TestInstance,
                 "instance is Online in SSM"
             );
-            return Ok(Next::Now(Phase::StartStep { on, index: 0 }));
+            return Ok(Next::Run(Phase::StartStep { on, index: 0 }));
         }
         // An instance that dies while booting (capacity, a bad AMI) never comes Online.
         let watch = Watch {
@@ -117,7 +117,7 @@ impl Build {
             .tests
             .as_ref()
             .and_then(|t| t.iam_instance_profile.clone());
-        go_on(
+        again_or_overdue(
             keep_waiting(aws, timing, wait, Some(watch)).await?,
             |waited| Phase::AwaitOnline {
                 on,
@@ -153,7 +153,7 @@ impl Build {
                 .tests
                 .as_ref()
                 .is_some_and(|t| t.ecs_cluster.is_some());
-            return Ok(Next::Now(match on {
+            return Ok(Next::Run(match on {
                 On::Builder => Phase::Stop,
                 On::TestInstance if joins => Phase::AwaitEcs {
                     waited: Duration::ZERO,
@@ -175,7 +175,7 @@ impl Build {
         };
         if let Some((command_id, _)) = sent.iter().find(|(_, c)| numbered(c) == Some(index)) {
             tracing::info!(step = %step.name, command_id = %command_id, "step was already sent: following it");
-            return Ok(Next::Now(Phase::AwaitStep {
+            return Ok(Next::Run(Phase::AwaitStep {
                 on,
                 index,
                 command_id: command_id.clone(),
@@ -196,7 +196,7 @@ impl Build {
             )
             .await?;
         tracing::info!(step = %step.name, number = index + 1, of = steps.len(), command_id = %command_id, test = on == On::TestInstance, "step started");
-        Ok(Next::After(
+        Ok(Next::Sleep(
             timing.min_poll,
             Phase::AwaitStep {
                 on,
@@ -281,7 +281,7 @@ impl Build {
                     poll_at_most: timing.max_poll,
                 };
                 match keep_waiting(aws, timing, wait, Some(watch)).await? {
-                    Poll::Again { pause, waited } => Ok(Next::After(
+                    Poll::Again { pause, waited } => Ok(Next::Sleep(
                         pause,
                         Phase::AwaitStep {
                             on,
@@ -313,7 +313,7 @@ impl Build {
                     tracing::info!(step = %step.name, outputs = %outputs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "), "step outputs");
                     self.state.outputs.extend(outputs);
                 }
-                Ok(Next::Now(Phase::StartStep {
+                Ok(Next::Run(Phase::StartStep {
                     on,
                     index: index + 1,
                 }))

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::go_on;
+use super::again_or_overdue;
 use crate::aws::{Aws, ContainerInstanceStatus, InstanceStateName, LaunchRequest};
 use crate::cfn::Identity;
 use crate::engine::cleanup::{launched_within, terminate_builder};
@@ -121,7 +121,7 @@ impl Build {
         if self.state.test_launched_at_ms.is_none() {
             self.state.test_launched_at_ms = Some(time::now_ms());
         }
-        Ok(Next::After(
+        Ok(Next::Sleep(
             timing.first_poll,
             Phase::AwaitOnline {
                 on: On::TestInstance,
@@ -149,7 +149,7 @@ impl Build {
             && member.agent_connected
         {
             tracing::info!(instance_id = %instance_id, cluster = %cluster, container_instance = %member.arn, "test instance joined its ECS cluster");
-            return Ok(Next::Now(Phase::FinishTest));
+            return Ok(Next::Run(Phase::FinishTest));
         }
         let said = match &seen {
             None => "not registered as a container instance".to_owned(),
@@ -175,7 +175,7 @@ impl Build {
                 .min(waited + Duration::from_millis(left).saturating_sub(timing.max_poll)),
             poll_at_most: timing.max_poll,
         };
-        go_on(
+        again_or_overdue(
             keep_waiting(aws, timing, wait, None).await?,
             |waited| Phase::AwaitEcs { waited },
             || BuildError::NotInCluster {
@@ -249,6 +249,6 @@ impl Build {
         aws.tag(&resources, &tags).await?;
         self.state.tested_at = Some(tested_at);
         let _ = identity;
-        Ok(Next::Now(self.after_tests()))
+        Ok(Next::Run(self.after_tests()))
     }
 }

@@ -37,7 +37,7 @@ pub(super) async fn cancelled_now(request: &Request, aws: &Aws) -> Handled {
 /// sent again, touching nothing. Cancelled: what a build of it may still have is removed (a
 /// hand-over that was on its way when it was cancelled), and nothing is answered. None: no
 /// record (or none readable now), handle the request.
-pub(super) async fn honour_record(
+pub(super) async fn already_recorded(
     request: &Request,
     aws: &Aws,
     sink: &impl ResponseSink,
