@@ -8,16 +8,21 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # under rustup's "stable" (a machine that can fetch no other toolchain) gets it under the pinned
 # name too, as a link to the same directory; any other machine has rustup install it.
 ensure_rust_toolchain() {
-  local channel host home
+  local channel host home installed
+  # Without rustup (a distribution's cargo), rust-toolchain.toml is not read: nothing to do.
+  command -v rustup >/dev/null || return 0
   channel="$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$repo/rust-toolchain.toml")"
-  if (cd / && rustup toolchain list) | grep -q "^$channel-"; then
+  # Read whole before it is searched: grep -q stops at its first match, and under pipefail the
+  # writer's broken pipe would read as no match.
+  installed="$(cd / && rustup toolchain list)"
+  if grep -q "^$channel-" <<<"$installed"; then
     return 0
   fi
   if [ "$(cd / && rustc +stable --version 2>/dev/null | cut -d' ' -f2)" = "$channel" ]; then
     host="$(cd / && rustc +stable -vV | sed -n 's/^host: //p')"
     home="${RUSTUP_HOME:-$HOME/.rustup}"
     echo "rust-toolchain.toml names Rust $channel: the installed stable toolchain is that version; linking it under that name" >&2
-    ln -s "stable-$host" "$home/toolchains/$channel-$host"
+    ln -sn "stable-$host" "$home/toolchains/$channel-$host"
   else
     echo "installing Rust $channel (rust-toolchain.toml)" >&2
     (cd / && rustup toolchain install "$channel" --profile minimal --component rustfmt,clippy)

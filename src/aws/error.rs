@@ -34,7 +34,8 @@ pub enum Code {
     SnapshotInUse,
     /// `InvalidAMIName.Duplicate`: the account already has an image of that name in the region.
     ImageNameTaken,
-    /// `InvalidInstanceType`: EC2 has no such instance type (in this region).
+    /// `InvalidInstanceType` (or a code that starts with it): EC2 has no such instance type (in
+    /// this region).
     UnknownInstanceType,
     /// `UnsupportedOperation`, `InvalidParameterCombination`, `InvalidParameterValue`: a
     /// parameter EC2 will not take with the others (the way it refuses `Latest` on an instance
@@ -61,7 +62,8 @@ impl Code {
             | "BandwidthLimitExceeded" => Code::Throttled,
             "InvalidSnapshot.InUse" => Code::SnapshotInUse,
             "InvalidAMIName.Duplicate" => Code::ImageNameTaken,
-            "InvalidInstanceType" => Code::UnknownInstanceType,
+            // EC2 documents the bare code; moto (the local AWS) answers with a suffix.
+            _ if code.starts_with("InvalidInstanceType") => Code::UnknownInstanceType,
             "UnsupportedOperation" | "InvalidParameterCombination" | "InvalidParameterValue" => {
                 Code::Unsupported
             }
@@ -162,6 +164,10 @@ mod tests {
             ("InvalidSnapshot.InUse", Some(Code::SnapshotInUse)),
             ("InvalidAMIName.Duplicate", Some(Code::ImageNameTaken)),
             ("InvalidInstanceType", Some(Code::UnknownInstanceType)),
+            (
+                "InvalidInstanceType.NotFound",
+                Some(Code::UnknownInstanceType),
+            ),
             ("InvalidParameterCombination", Some(Code::Unsupported)),
             ("UnauthorizedOperation", None),
             ("InsufficientInstanceCapacity", None),

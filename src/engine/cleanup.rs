@@ -498,8 +498,13 @@ async fn delete_snapshots(
         mut snapshots,
         kept,
     } = released;
-    if let Ok(found) = aws.snapshots_tagged(tags).await {
-        snapshots.extend(found);
+    match aws.snapshots_tagged(tags).await {
+        Ok(found) => snapshots.extend(found),
+        Err(error) => report.unknown.push(Unknown::NotListed {
+            kind: ResourceKind::Snapshot,
+            region: None,
+            error,
+        }),
     }
     snapshots.sort();
     snapshots.dedup();
