@@ -94,6 +94,7 @@ from moto.ssm.models import ssm_backends
 from werkzeug.serving import make_server
 
 from throttling import Throttle
+import versions
 from authorization import (ADMIN_KEY, BUILDER_ROLE_NAME, TEST_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params,
                            tag_specifications)
 
@@ -1654,6 +1655,10 @@ def main() -> None:
     parser.add_argument("port", nargs="?", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
+    # The patches above replace moto's internals as the pinned version has them.
+    problem = versions.mismatch("moto")
+    if problem:
+        sys.exit(f"local AWS: {problem}")
     # Every authorized call writes its decision under STATE_DIR: a directory that cannot be
     # written would make each of them answer HTTP 500. Made here, or refused at once.
     try:
