@@ -224,6 +224,8 @@ impl Aws {
     }
     pub fn with_ecs(mut self, ecs: aws_sdk_ecs::Client) -> Aws {
         self.ecs = Some(ecs);
+        // Other regions' clients made before had no ECS client: made again when asked for.
+        self.regions = Default::default();
         self
     }
     /// The region this client's calls go to: the function's own (where AMIs are built).
