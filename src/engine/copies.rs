@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use futures_util::future::join_all;
 
 use crate::aws::{Aws, AwsError, CopyRequest, Image, ImageState};
-use crate::cfn::{Identity, Outcome};
+use crate::cfn::Identity;
+use crate::engine::Done;
 use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
 use crate::engine::failure::BuildError;
 use crate::engine::tags::{
@@ -33,9 +34,9 @@ pub fn attribute(region: &str) -> String {
 }
 
 /// The answer with each copy's id as an attribute.
-pub(crate) fn with_attributes(mut outcome: Outcome, copies: &Copies) -> Outcome {
+pub(crate) fn with_attributes(mut outcome: Done, copies: &Copies) -> Done {
     for (region, image) in copies {
-        outcome.data.insert(attribute(region), image.clone());
+        outcome.attributes.insert(attribute(region), image.clone());
     }
     outcome
 }

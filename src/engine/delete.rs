@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::aws::Aws;
-use crate::cfn::{Identity, Outcome};
+use crate::cfn::Identity;
+use crate::engine::Done;
 use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
 use crate::engine::failure::DeleteError;
 use crate::engine::tags::{TAG_IMAGE, image_outcome, owned_by, resource_tags};
@@ -20,10 +21,10 @@ pub async fn delete(
     identity: &Identity,
     physical_id: &str,
     (parameters, regions): (&ParameterNames, &[String]),
-) -> Result<Outcome, DeleteError> {
+) -> Result<Done, DeleteError> {
     if !crate::spec::is_ami_id(physical_id) {
-        return Ok(Outcome::success(physical_id, BTreeMap::new())
-            .with_reason(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): nothing to delete.")));
+        return Ok(Done::new(physical_id, BTreeMap::new())
+            .with_note(format!("{physical_id} is not an AMI id (its Create failed, or was cancelled, before answering with an image): nothing to delete.")));
     }
     let image = aws
         .describe_image(physical_id)
@@ -35,13 +36,11 @@ pub async fn delete(
     if let Some(image) = &image
         && !owned_by(image, identity)
     {
-        return Ok(
-            Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
-                "image {physical_id} was not built by {}/{}: left untouched",
-                identity.stack_name(),
-                identity.logical_id
-            )),
-        );
+        return Ok(Done::new(physical_id, BTreeMap::new()).with_note(format!(
+            "image {physical_id} was not built by {}/{}: left untouched",
+            identity.stack_name(),
+            identity.logical_id
+        )));
     }
     let mut snapshots: Vec<String> = image
         .as_ref()
@@ -132,12 +131,10 @@ pub async fn delete(
     } else {
         format!("; in other regions: {}", copies.done.join(", "))
     };
-    Ok(
-        Outcome::success(physical_id, BTreeMap::new()).with_reason(format!(
-            "image {physical_id} {what}; {} snapshot(s) deleted{copies}",
-            snapshots.len()
-        )),
-    )
+    Ok(Done::new(physical_id, BTreeMap::new()).with_note(format!(
+        "image {physical_id} {what}; {} snapshot(s) deleted{copies}",
+        snapshots.len()
+    )))
 }
 
 /// The answer for an image a SUCCESS already named, sent again to a later delivery of the same
@@ -147,7 +144,7 @@ pub async fn answered_image(
     identity: &Identity,
     image_id: &str,
     regions: &[String],
-) -> Outcome {
+) -> Done {
     if crate::spec::is_ami_id(image_id)
         && let Ok(Some(image)) = aws.describe_image(image_id).await
         && owned_by(&image, identity)
@@ -161,5 +158,5 @@ pub async fn answered_image(
             .unwrap_or_default();
         return crate::engine::copies::with_attributes(image_outcome(&image), &copies);
     }
-    Outcome::success(image_id, BTreeMap::new())
+    Done::new(image_id, BTreeMap::new())
 }

@@ -1,4 +1,6 @@
 //! The engine: everything a request does against AWS, independent of Lambda and of the protocol.
+//! It answers in its own terms, [`Done`] or [`Failed`]; the handler makes them CloudFormation's
+//! SUCCESS or FAILED.
 //!
 //! | Module | What it does |
 //! |---|---|
@@ -25,6 +27,7 @@ pub mod copies;
 pub mod create;
 pub mod delete;
 mod deprecation;
+mod done;
 pub mod failure;
 pub mod lease;
 pub mod ledger;
@@ -41,6 +44,7 @@ pub use cleanup::{
 };
 pub use create::{Build, BuildState, On, Phase, Progress, Resolved, abandon, create};
 pub use delete::{answered_image, delete};
+pub use done::Done;
 pub use failure::{BuildError, DeleteError, Failed, Failure, StepAt, StepEnd, UpdateError};
 pub use supersede::{Superseded, supersede};
 pub use tags::{

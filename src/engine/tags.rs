@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::aws::Image;
-use crate::cfn::{Identity, Outcome};
+use crate::cfn::Identity;
+use crate::engine::Done;
 use crate::engine::create::Resolved;
 use crate::hash::short_hash;
 use crate::spec::{AmiSpec, SOURCE_IMAGE_ATTRIBUTE, fingerprint};
@@ -178,7 +179,7 @@ pub(crate) fn owned_by(image: &Image, identity: &Identity) -> bool {
         && image.tags.get(TAG_LOGICAL) == Some(&identity.logical_id)
 }
 
-pub(crate) fn image_outcome(image: &Image) -> Outcome {
+pub(crate) fn image_outcome(image: &Image) -> Done {
     let tag = |key: &str| image.tags.get(key).map(String::as_str).unwrap_or_default();
     image_answer(ImageAnswer {
         image_id: &image.id,
@@ -210,7 +211,7 @@ pub(crate) struct ImageAnswer<'a> {
 
 /// The one place the attributes of an answer are named: for a build that just finished, and for
 /// an image found again (retagged, reused, rolled back to, or answered again).
-pub(crate) fn image_answer(answer: ImageAnswer<'_>) -> Outcome {
+pub(crate) fn image_answer(answer: ImageAnswer<'_>) -> Done {
     let mut data = BTreeMap::from([
         ("ImageId".to_owned(), answer.image_id.to_owned()),
         ("ImageName".to_owned(), answer.name.to_owned()),
@@ -223,7 +224,7 @@ pub(crate) fn image_answer(answer: ImageAnswer<'_>) -> Outcome {
         data.insert("TestedAt".to_owned(), at.to_owned());
         data.insert("TestInstanceId".to_owned(), instance.to_owned());
     }
-    Outcome::success(answer.image_id, data)
+    Done::new(answer.image_id, data)
 }
 
 #[cfg(test)]

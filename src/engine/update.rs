@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::aws::{Aws, AwsError, Image, ImageState};
-use crate::cfn::{Identity, Outcome};
+use crate::cfn::Identity;
+use crate::engine::Done;
 use crate::engine::Timing;
 use crate::engine::copies::Settled;
 use crate::engine::create::{Build, Progress, Resolved, resolve};
@@ -58,7 +59,7 @@ pub async fn update(
     };
     match plan {
         UpdatePlan::Answer(outcome) => {
-            let image = outcome.physical_id.clone();
+            let image = outcome.id.clone();
             let images = (image.as_str(), physical_id, rolled_back);
             if let Err(error) =
                 settle_parameters(aws, images, &spec, &previous.parameters.home).await
@@ -98,12 +99,12 @@ fn update_failed(error: UpdateError) -> Progress {
 async fn settle_copies(
     aws: &Aws,
     identity: &Identity,
-    (outcome, physical_id): (Outcome, &str),
+    (outcome, physical_id): (Done, &str),
     spec: AmiSpec,
     previous: &Previous,
     timing: &Timing,
 ) -> Progress {
-    let image_id = outcome.physical_id.clone();
+    let image_id = outcome.id.clone();
     let dropped: Vec<String> = previous
         .regions
         .iter()
@@ -210,15 +211,15 @@ async fn settle_copies(
 /// What an Update comes to before any build.
 enum UpdatePlan {
     /// Retagged in place, or reused an earlier image: answer now.
-    Answer(Outcome),
+    Answer(Done),
     /// Could not find out what to do, or do it: nothing was built, nothing to clean up.
     Fail(Failed),
     /// The content changed: build, from the source already resolved here.
     Rebuild(Resolved),
 }
 
-impl From<Result<Outcome, UpdateError>> for UpdatePlan {
-    fn from(answer: Result<Outcome, UpdateError>) -> Self {
+impl From<Result<Done, UpdateError>> for UpdatePlan {
+    fn from(answer: Result<Done, UpdateError>) -> Self {
         match answer {
             Ok(outcome) => UpdatePlan::Answer(outcome),
             Err(error) => UpdatePlan::Fail(Failed {
@@ -241,7 +242,7 @@ async fn roll_back(
     physical_id: &str,
     spec: &AmiSpec,
     old_request: Option<String>,
-) -> Option<Result<Outcome, UpdateError>> {
+) -> Option<Result<Done, UpdateError>> {
     let wanted = fingerprint::of_request(spec);
     if old_request.is_none_or(|old| old == wanted) {
         return None;
@@ -315,7 +316,7 @@ async fn distribute_in_place(
     identity: &Identity,
     physical_id: &str,
     spec: &AmiSpec,
-) -> Option<Result<Outcome, UpdateError>> {
+) -> Option<Result<Done, UpdateError>> {
     if !crate::spec::is_ami_id(physical_id) {
         return None;
     }

@@ -60,7 +60,10 @@ pub(super) async fn already_recorded(
             let outcome = match status {
                 cfn::Status::Success => {
                     let regions = crate::spec::region_names(&request.properties);
-                    engine::answered_image(aws, &request.identity, &physical_id, &regions).await
+                    super::success_outcome(
+                        engine::answered_image(aws, &request.identity, &physical_id, &regions)
+                            .await,
+                    )
                 }
                 cfn::Status::Failed => {
                     Outcome::failed(physical_id, reason.clone().unwrap_or_default())

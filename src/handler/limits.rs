@@ -7,10 +7,10 @@ use tokio::time::Instant;
 
 use crate::aws::Aws;
 use crate::cfn::{Operation, Outcome, Request};
-use crate::engine::{self, BuildState, Progress, Timing};
+use crate::engine::{self, BuildState, Timing};
 
-use super::failure_physical_id;
 use super::operate::{clean_up_by_tags, operate};
+use super::{Turn, failure_physical_id};
 
 /// Time limits of one invocation.
 #[derive(Debug, Clone, Default)]
@@ -69,7 +69,7 @@ pub(super) async fn guarded(
     state: Option<BuildState>,
     aws: &Aws,
     limits: &Limits,
-) -> Progress {
+) -> Turn {
     let defaults = Timing::default();
     let timing = Timing {
         hand_over_at: limits.hand_over_at,
@@ -107,7 +107,7 @@ pub(super) async fn guarded(
         None => task.await,
     };
     match joined {
-        Ok(progress) => progress,
+        Ok(turn) => turn,
         Err(error) => {
             let what = if error.is_panic() {
                 let payload = error.into_panic();
@@ -133,7 +133,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-pub(super) async fn after_crash(request: &Request, aws: &Aws, what: String) -> Progress {
+pub(super) async fn after_crash(request: &Request, aws: &Aws, what: String) -> Turn {
     tracing::error!(problem = %what, "operation did not complete");
     let report = match request.operation {
         Operation::Delete { .. } => String::new(),
@@ -143,7 +143,7 @@ pub(super) async fn after_crash(request: &Request, aws: &Aws, what: String) -> P
             clean_up_by_tags(aws, request, Duration::from_secs(5)).await
         ),
     };
-    Progress::Finished(Outcome::failed(
+    Turn::Answer(Outcome::failed(
         failure_physical_id(request),
         format!("the operation {what}.{report}"),
     ))

@@ -129,20 +129,21 @@ pub async fn handle(
             if recorded && let Some(handled) = already_recorded(&request, aws, sink).await {
                 return Ok(handled);
             }
-            let progress = match state {
-                Some(Err(problem)) => cannot_continue(&request, aws, &problem).await,
+            let turn = match state {
+                Some(Err(problem)) => {
+                    turn_of(&request, cannot_continue(&request, aws, &problem).await)
+                }
                 Some(Ok(state)) => guarded(&request, Some(state), aws, &limits).await,
                 None => guarded(&request, None, aws, &limits).await,
             };
-            let outcome = match progress {
-                Progress::Finished(outcome) => outcome,
-                Progress::Failed(failed) => failed_outcome(&request, &failed),
-                Progress::Yielded => return Ok(Handled::Yielded),
-                Progress::Cancelled(report) => {
+            let outcome = match turn {
+                Turn::Answer(outcome) => outcome,
+                Turn::Yielded => return Ok(Handled::Yielded),
+                Turn::Cancelled(report) => {
                     tracing::info!(report = %report, "cancelled: nothing answered");
                     return Ok(cancelled_now(&request, aws).await);
                 }
-                Progress::Paused(state) => {
+                Turn::Paused(state) => {
                     let hand_overs = state.hand_overs;
                     let continuation = Continuation {
                         version: CONTINUATION_VERSION,
@@ -268,6 +269,38 @@ async fn abandon(request: &Request, aws: &Aws, state: BuildState, why: &str) -> 
         )
         .await;
     failed_outcome(request, &failed)
+}
+
+/// Where a request stands when this invocation stops, in the handler's terms: an answer for
+/// CloudFormation (the engine's result made one, or one the handler decided itself, such as
+/// invalid properties), or what the engine left to do.
+#[derive(Debug)]
+pub(super) enum Turn {
+    Answer(Outcome),
+    Paused(Box<BuildState>),
+    Yielded,
+    Cancelled(engine::Cleanup),
+}
+
+/// The engine's progress in the handler's terms: a result becomes an answer here.
+pub(super) fn turn_of(request: &Request, progress: Progress) -> Turn {
+    match progress {
+        Progress::Finished(done) => Turn::Answer(success_outcome(done)),
+        Progress::Failed(failed) => Turn::Answer(failed_outcome(request, &failed)),
+        Progress::Paused(state) => Turn::Paused(state),
+        Progress::Yielded => Turn::Yielded,
+        Progress::Cancelled(report) => Turn::Cancelled(report),
+    }
+}
+
+/// The handler's edge for a success: the resource's id, its attributes, and the note (shown in
+/// the stack's events) as the Reason.
+pub fn success_outcome(done: engine::Done) -> Outcome {
+    let outcome = Outcome::success(done.id, done.attributes);
+    match done.note {
+        Some(note) => outcome.with_reason(note),
+        None => outcome,
+    }
 }
 
 /// The handler's edge, where a failure becomes CloudFormation's Reason. A failed Create answers

@@ -9,7 +9,7 @@ use crate::engine::{self, BuildState, Cleanup, Leftovers, Progress, Timing};
 use crate::spec::AmiSpec;
 
 use super::deliveries::note_cancelled_creates;
-use super::{failed_outcome, failure_physical_id};
+use super::{Turn, failure_physical_id, turn_of};
 use crate::engine::Failed;
 
 pub(super) async fn operate(
@@ -17,7 +17,7 @@ pub(super) async fn operate(
     state: Option<BuildState>,
     aws: Aws,
     timing: Timing,
-) -> Progress {
+) -> Turn {
     // The properties first: a request refused for them calls no AWS at all.
     let spec = match validated(&request, aws.region().as_deref()) {
         Ok(spec) => spec,
@@ -28,19 +28,16 @@ pub(super) async fn operate(
         Ok(superseded) => superseded,
         Err(failed) => return failed,
     };
-    // The edge: a failure becomes its Reason here, so that the report above is added to it.
-    let progress = match operate_alone(request.clone(), spec, state, &aws, timing).await {
-        Progress::Failed(failed) => Progress::Finished(failed_outcome(&request, &failed)),
-        other => other,
-    };
-    match progress {
-        Progress::Finished(outcome) if !superseded.stopped.is_empty() => {
+    // The edge: a result becomes its answer here, so that the report above is added to it.
+    let progress = operate_alone(request.clone(), spec, state, &aws, timing).await;
+    match turn_of(&request, progress) {
+        Turn::Answer(outcome) if !superseded.stopped.is_empty() => {
             let reason = format!(
                 "{}{}",
                 outcome.reason.as_deref().unwrap_or_default(),
                 superseded.report()
             );
-            Progress::Finished(outcome.with_reason(reason.trim_start().to_owned()))
+            Turn::Answer(outcome.with_reason(reason.trim_start().to_owned()))
         }
         other => other,
     }
@@ -48,7 +45,7 @@ pub(super) async fn operate(
 
 /// The spec of a Create or Update (none for a Delete), or the FAILED answer naming every
 /// property problem.
-fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, Progress> {
+fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, Turn> {
     if let Operation::Delete { .. } = request.operation {
         return Ok(None);
     }
@@ -89,7 +86,7 @@ fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, P
                 }
                 _ => String::new(),
             };
-            Progress::Finished(Outcome::failed(
+            Turn::Answer(Outcome::failed(
                 failure_physical_id(request),
                 format!("{errors}. Nothing was launched{unchanged}."),
             ))
@@ -105,9 +102,9 @@ async fn supersede_abandoned(
     resumed: bool,
     aws: &Aws,
     timing: &Timing,
-) -> Result<engine::Superseded, Progress> {
+) -> Result<engine::Superseded, Turn> {
     let failed =
-        |reason: String| Progress::Finished(Outcome::failed(failure_physical_id(request), reason));
+        |reason: String| Turn::Answer(Outcome::failed(failure_physical_id(request), reason));
     let superseded = match &request.operation {
         _ if resumed => return Ok(engine::Superseded::default()),
         Operation::Delete { physical_id } if cfn::is_failed_create_physical_id(physical_id) => {

@@ -16,7 +16,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use crate::aws::{Aws, AwsError, Image};
-use crate::cfn::{Identity, Outcome};
+use crate::cfn::Identity;
+use crate::engine::Done;
 use crate::engine::cleanup::{Cleanup, Leftovers, clean_up, launched_within};
 use crate::engine::failure::{Failed, Failure};
 use crate::engine::tags::{
@@ -599,7 +600,7 @@ impl Build {
         Progress::Cancelled(report)
     }
 
-    fn success_outcome(&self) -> Outcome {
+    fn success_outcome(&self) -> Done {
         let resolved = self
             .state
             .resolved

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cfn::Outcome;
+use crate::engine::Done;
 use crate::engine::failure::Failed;
 use crate::engine::lease;
 use crate::spec::AmiSpec;
@@ -185,9 +185,8 @@ pub struct Build {
 /// Where a build stands when an invocation stops running it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
-    /// An answer to send: SUCCESS, or a FAILED decided before any build (an Update that could
-    /// not read what it needs).
-    Finished(Outcome),
+    /// The request succeeded: the handler answers SUCCESS with what this says.
+    Finished(Done),
     /// Still building: hand the state to a fresh invocation.
     Paused(Box<BuildState>),
     /// The build failed and was cleaned up: the caller answers FAILED with what this says.

@@ -23,8 +23,8 @@ use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
 use aws_smithy_mocks::MockResponse;
 use aws_smithy_mocks::{Rule, RuleMode, create_mock_http_client, mock};
 use ecs_ami::aws::{Aws, retry_config};
-use ecs_ami::cfn::{Identity, Outcome};
-use ecs_ami::engine::{self, Failed, Progress, Timing};
+use ecs_ami::cfn::Identity;
+use ecs_ami::engine::{self, Done, Failed, Progress, Timing};
 use ecs_ami::spec::AmiSpec;
 use serde_json::json;
 
@@ -392,9 +392,9 @@ impl World {
 
     /// The image's answer, or the failure as the engine reports it (before the handler makes it
     /// a Reason).
-    pub async fn create(&self, spec: AmiSpec, timing: Timing) -> Result<Outcome, Failed> {
+    pub async fn create(&self, spec: AmiSpec, timing: Timing) -> Result<Done, Failed> {
         match engine::create(&self.aws(), &identity(), spec, &timing).await {
-            Progress::Finished(outcome) => Ok(outcome),
+            Progress::Finished(done) => Ok(done),
             Progress::Failed(failed) => Err(*failed),
             Progress::Paused(state) => panic!("no hand-over expected: {state:?}"),
             Progress::Yielded => panic!("no other invocation holds the lease"),

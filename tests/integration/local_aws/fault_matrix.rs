@@ -86,7 +86,7 @@ impl Scenario {
                 ..Timing::default()
             };
             match engine::create(&aws, &identity, spec, &timing).await {
-                Progress::Finished(outcome) => outcome,
+                Progress::Finished(done) => ecs_ami::handler::success_outcome(done),
                 // As the handler answers a failed Create: the Reason the user reads.
                 Progress::Failed(failed) => Outcome::failed(
                     ecs_ami::cfn::failed_create_physical_id(&identity),

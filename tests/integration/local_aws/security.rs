@@ -154,7 +154,7 @@ async fn the_builder_requires_imdsv2_and_has_no_key_pair_or_extra_group() {
         )
         .await
         .expect("the build succeeds");
-    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
+    assert!(outcome.id.starts_with("ami-"), "{outcome:?}");
     let requests = seen.lock().unwrap();
     let launch = requests.last().unwrap();
     // The parameters as EC2's RunInstances reference names them

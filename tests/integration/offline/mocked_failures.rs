@@ -46,9 +46,8 @@ async fn scripted_happy_path_answers_with_the_image() {
         )
         .await
         .expect("the build succeeds");
-    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
-    assert_eq!(outcome.physical_id, NEW_IMAGE);
-    assert_eq!(outcome.data["SnapshotIds"], "snap-0123456789abcdef0");
+    assert_eq!(outcome.id, NEW_IMAGE, "{outcome:?}");
+    assert_eq!(outcome.attributes["SnapshotIds"], "snap-0123456789abcdef0");
     assert_eq!(world.run_instances.num_calls(), 1);
     assert_eq!(world.terminate.num_calls(), 1);
     assert_eq!(world.deregister.num_calls(), 0);
@@ -245,7 +244,7 @@ async fn throttling_and_server_errors_are_retried() {
         )
         .await
         .expect("the build succeeds");
-    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
+    assert_eq!(outcome.id, NEW_IMAGE, "{outcome:?}");
     assert_eq!(
         world.run_instances.num_calls(),
         4,
@@ -373,7 +372,7 @@ async fn a_duplicate_name_of_this_requests_own_image_is_followed() {
             world.create(spec(json!([])), Timing::default()).await,
             expected,
         ) {
-            (Ok(outcome), Status::Success) => assert_eq!(outcome.physical_id, NEW_IMAGE),
+            (Ok(done), Status::Success) => assert_eq!(done.id, NEW_IMAGE),
             (Err(failed), Status::Failed) => {
                 let (stage, error, _) = failed_in(&failed);
                 assert_eq!(stage, "creating the image");
