@@ -74,6 +74,14 @@ from xml.etree import ElementTree
 from datetime import datetime, timezone
 from typing import Any
 
+# The patches below replace moto's internals as the pinned version has them: the version is
+# checked before moto is imported, since another one may fail at an import or a patch first.
+import versions  # noqa: E402 (emulator/versions.py, beside this file)
+
+_MOTO_PROBLEM = versions.mismatch("moto")
+if _MOTO_PROBLEM:
+    sys.exit(f"local AWS: {_MOTO_PROBLEM}")
+
 import moto.cloudformation.models
 import moto.cloudformation.responses
 import yaml
@@ -94,7 +102,6 @@ from moto.ssm.models import ssm_backends
 from werkzeug.serving import make_server
 
 from throttling import Throttle
-import versions
 from authorization import (ADMIN_KEY, BUILDER_ROLE_NAME, TEST_ROLE_NAME, Authorizer, CannotAuthorize, caller_key, ec2_params,
                            tag_specifications)
 
@@ -1655,10 +1662,6 @@ def main() -> None:
     parser.add_argument("port", nargs="?", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
-    # The patches above replace moto's internals as the pinned version has them.
-    problem = versions.mismatch("moto")
-    if problem:
-        sys.exit(f"local AWS: {problem}")
     # Every authorized call writes its decision under STATE_DIR: a directory that cannot be
     # written would make each of them answer HTTP 500. Made here, or refused at once.
     try:

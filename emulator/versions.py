@@ -26,12 +26,14 @@ def pinned(package: str, requirements: str = REQUIREMENTS) -> str | None:
 def mismatch(package: str, requirements: str = REQUIREMENTS, installed: str | None = None) -> str | None:
     """Why the installed `package` is not the pinned one, or None when it is."""
     wanted = pinned(package, requirements)
+    if wanted is None:
+        return f"{os.path.basename(requirements)} pins no version of {package} (name==version)"
     if installed is None:
         try:
             installed = version(package)
         except PackageNotFoundError:
             installed = "none"
-    if wanted is None or installed == wanted:
+    if installed == wanted:
         return None
     return (
         f"its patches of {package} are written for {package} {wanted} ({os.path.basename(requirements)}), "

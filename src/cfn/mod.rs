@@ -1,7 +1,7 @@
 //! The CloudFormation custom resource protocol: what arrives, what must go back, and the PUT.
 //!
-//! Nothing here knows about EC2 or SSM. The build engine hands back an [`Outcome`]; this module
-//! turns it into the one response CloudFormation waits for.
+//! Nothing here knows about EC2 or SSM. The handler makes the engine's result an [`Outcome`];
+//! this module turns it into the one response CloudFormation waits for.
 
 mod request;
 mod response;

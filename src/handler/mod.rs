@@ -7,7 +7,7 @@
 //!
 //! | Module | What it does |
 //! |---|---|
-//! | `mod.rs` | [`handle`]: one event to one answer; [`failed_outcome`], where a typed failure becomes a Reason |
+//! | `mod.rs` | [`handle`]: one event to one answer; `Turn`, where the engine's result becomes an answer: [`success_outcome`] for a `Done`, [`failed_outcome`], where a typed failure becomes a Reason |
 //! | [`continuation`] | the hand-over payload, and a payload this version cannot continue |
 //! | [`limits`] | the invocation's time limits, and the guard that turns a panic or a hung call into an answer |
 //! | `deliveries.rs` | repeated and cancelled deliveries, by the request's record: a repeated one answers the same, a cancelled one nothing |

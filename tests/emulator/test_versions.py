@@ -24,6 +24,8 @@ def test_another_moto_is_named_with_the_fix(tmp_path):
     problem = versions.mismatch("moto", str(requirements), installed="5.3.0")
     assert "written for moto 5.2.1" in problem and "moto 5.3.0 is installed" in problem
     assert f"pip install -r {requirements}" in problem
+    requirements.write_text("moto[server]>=5\n")
+    assert "pins no version of moto" in versions.mismatch("moto", str(requirements), installed="5.2.1")
 
 
 def test_the_installed_moto_is_the_pinned_one():
