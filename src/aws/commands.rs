@@ -115,23 +115,25 @@ impl Aws {
     /// The commands sent to an instance, in no particular order, as (command id, comment): how a resumed
     /// build learns which steps already ran.
     pub async fn commands_sent_to(&self, instance_id: &str) -> Result<Vec<(String, String)>> {
-        let mut found = Vec::new();
-        let mut pages = self
+        let commands: Vec<ssmt::Command> = self
             .ssm
             .list_commands()
             .instance_id(instance_id)
             .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("ssm:ListCommands", e))?;
-            found.extend(page.commands().iter().filter_map(|c| {
+            .items()
+            .send()
+            .collect::<std::result::Result<_, _>>()
+            .await
+            .map_err(|e| AwsError::from_sdk("ssm:ListCommands", e))?;
+        Ok(commands
+            .iter()
+            .filter_map(|c| {
                 Some((
                     c.command_id()?.to_owned(),
                     c.comment().unwrap_or_default().to_owned(),
                 ))
-            }));
-        }
-        Ok(found)
+            })
+            .collect())
     }
     pub async fn cancel_step(&self, command_id: &str, instance_id: &str) -> Result<()> {
         self.ssm

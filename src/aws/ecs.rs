@@ -29,17 +29,16 @@ impl Aws {
                 "no ECS client configured",
             ));
         };
-        let mut pages = ecs
+        let arns: Vec<String> = ecs
             .list_container_instances()
             .cluster(cluster)
             .filter(format!("ec2InstanceId == {instance_id}"))
             .into_paginator()
-            .send();
-        let mut arns: Vec<String> = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("ecs:ListContainerInstances", e))?;
-            arns.extend(page.container_instance_arns().iter().cloned());
-        }
+            .items()
+            .send()
+            .collect::<std::result::Result<_, _>>()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:ListContainerInstances", e))?;
         if arns.is_empty() {
             return Ok(None);
         }

@@ -99,20 +99,19 @@ impl Aws {
     }
     /// The account's own images that match `filters`, every page.
     async fn own_images(&self, filters: Vec<ec2t::Filter>) -> Result<Vec<Image>> {
-        let mut pages = self
+        let images: Vec<ec2t::Image> = self
             .ec2
             .describe_images()
             .owners("self")
             .set_filters(Some(filters))
             .max_results(1000)
             .into_paginator()
-            .send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeImages", e))?;
-            found.extend(page.images().iter().map(to_image));
-        }
-        Ok(found)
+            .items()
+            .send()
+            .collect::<std::result::Result<_, _>>()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeImages", e))?;
+        Ok(images.iter().map(to_image).collect())
     }
     pub async fn create_image(&self, request: &ImageRequest) -> Result<String> {
         let out = self
@@ -367,24 +366,22 @@ impl Aws {
         )
     }
     pub async fn snapshots_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<String>> {
-        let mut pages = self
+        let snapshots: Vec<ec2t::Snapshot> = self
             .ec2
             .describe_snapshots()
             .owner_ids("self")
             .set_filters(Some(tag_filters(tags)))
             .max_results(1000)
             .into_paginator()
-            .send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeSnapshots", e))?;
-            found.extend(
-                page.snapshots()
-                    .iter()
-                    .filter_map(|s| s.snapshot_id().map(str::to_owned)),
-            );
-        }
-        Ok(found)
+            .items()
+            .send()
+            .collect::<std::result::Result<_, _>>()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeSnapshots", e))?;
+        Ok(snapshots
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_owned))
+            .collect())
     }
 }
 

@@ -164,18 +164,20 @@ impl Aws {
     }
     /// Instances carrying every one of `tags`, with their state names.
     pub async fn instances_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>> {
-        let mut pages = self
+        let reservations: Vec<ec2t::Reservation> = self
             .ec2
             .describe_instances()
             .set_filters(Some(tag_filters(tags)))
             .max_results(1000)
             .into_paginator()
-            .send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e))?;
-            let instances = page.reservations().iter().flat_map(|r| r.instances());
-            found.extend(instances.filter_map(|i| {
+            .items()
+            .send()
+            .collect::<std::result::Result<_, _>>()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeInstances", e))?;
+        let instances = reservations.iter().flat_map(|r| r.instances());
+        Ok(instances
+            .filter_map(|i| {
                 Some(Instance {
                     id: i.instance_id()?.to_owned(),
                     state: i.state()?.name()?.clone(),
@@ -185,9 +187,8 @@ impl Aws {
                         .and_then(|ms| u64::try_from(ms).ok()),
                     tags: tags_of(i.tags()),
                 })
-            }));
-        }
-        Ok(found)
+            })
+            .collect())
     }
     /// The instance's state name, or None once EC2 no longer knows it.
     pub async fn instance_state(&self, instance_id: &str) -> Result<Option<InstanceStateName>> {
@@ -254,24 +255,22 @@ impl Aws {
         &self,
         tags: &BTreeMap<String, String>,
     ) -> Result<Vec<String>> {
-        let mut pages = self
+        let volumes: Vec<ec2t::Volume> = self
             .ec2
             .describe_volumes()
             .set_filters(Some(tag_filters(tags)))
             .max_results(500)
             .into_paginator()
-            .send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("ec2:DescribeVolumes", e))?;
-            found.extend(
-                page.volumes()
-                    .iter()
-                    .filter(|v| v.state() == Some(&ec2t::VolumeState::Available))
-                    .filter_map(|v| v.volume_id().map(str::to_owned)),
-            );
-        }
-        Ok(found)
+            .items()
+            .send()
+            .collect::<std::result::Result<_, _>>()
+            .await
+            .map_err(|e| AwsError::from_sdk("ec2:DescribeVolumes", e))?;
+        Ok(volumes
+            .iter()
+            .filter(|v| v.state() == Some(&ec2t::VolumeState::Available))
+            .filter_map(|v| v.volume_id().map(str::to_owned))
+            .collect())
     }
     pub async fn delete_volume(&self, volume_id: &str) -> Result<()> {
         gone_is_done(
