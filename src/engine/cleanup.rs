@@ -235,11 +235,16 @@ impl Resource {
         }
     }
     fn in_region(&self) -> String {
-        self.region
-            .as_ref()
-            .map(|region| format!(" in {region}"))
-            .unwrap_or_default()
+        in_region(&self.region)
     }
+}
+
+/// ` in REGION` for a region other than the function's own; nothing for its own.
+fn in_region(region: &Option<String>) -> String {
+    region
+        .as_ref()
+        .map(|region| format!(" in {region}"))
+        .unwrap_or_default()
 }
 
 /// What cleanup could not find out.
@@ -346,11 +351,7 @@ impl std::fmt::Display for Cleanup {
                     ResourceKind::Snapshot => "snapshots",
                     ResourceKind::Volume => "volumes",
                 };
-                let region = region
-                    .as_ref()
-                    .map(|r| format!(" in {r}"))
-                    .unwrap_or_default();
-                format!("{what} could not be listed ({error}){region}")
+                format!("{what} could not be listed ({error}){}", in_region(region))
             }
             Unknown::NotTerminated(not) => not.to_string(),
         }));
