@@ -1,6 +1,9 @@
 """The moto the local AWS patches: its patches (emulator/local_aws.py) replace moto's internals as
 one version of moto has them, so the local AWS refuses to start on another version rather than
-patch what may have moved. The version is the one emulator/requirements.txt pins."""
+patch what may have moved. The version is the one emulator/requirements.txt pins.
+
+Run as a script, it says whether every requirement of a file is pinned and installed at its pin:
+scripts/lib.sh installs from PyPI when not."""
 
 from __future__ import annotations
 
@@ -10,17 +13,30 @@ from importlib.metadata import PackageNotFoundError, version
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.txt")
 
 
-def pinned(package: str, requirements: str = REQUIREMENTS) -> str | None:
-    """The version `requirements` pins `package` to (`name==X` or `name[extra]==X`), if any."""
+def pins(requirements: str = REQUIREMENTS) -> list[tuple[str, str | None]]:
+    """Each requirement of `requirements` as (package, version), the version None where it is not
+    pinned with `==`; `name[extra]` is read as `name`."""
+    found = []
     with open(requirements) as handle:
         for line in handle:
             line = line.split("#")[0].strip()
-            if "==" not in line:
+            if not line:
                 continue
-            name, wanted = line.split("==", 1)
-            if name.split("[")[0].strip().lower() == package.lower():
-                return wanted.strip()
-    return None
+            name, _, wanted = line.partition("==")
+            found.append((name.split("[")[0].strip(), wanted.strip() or None))
+    return found
+
+
+def pinned(package: str, requirements: str = REQUIREMENTS) -> str | None:
+    """The version `requirements` pins `package` to (`name==X` or `name[extra]==X`), if any."""
+    return next((wanted for name, wanted in pins(requirements) if name.lower() == package.lower()), None)
+
+
+def installed_version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "none"
 
 
 def mismatch(package: str, requirements: str = REQUIREMENTS, installed: str | None = None) -> str | None:
@@ -29,13 +45,19 @@ def mismatch(package: str, requirements: str = REQUIREMENTS, installed: str | No
     if wanted is None:
         return f"{os.path.basename(requirements)} pins no version of {package} (name==version)"
     if installed is None:
-        try:
-            installed = version(package)
-        except PackageNotFoundError:
-            installed = "none"
+        installed = installed_version(package)
     if installed == wanted:
         return None
     return (
         f"its patches of {package} are written for {package} {wanted} ({os.path.basename(requirements)}), "
         f"and {package} {installed} is installed: pip install -r {requirements}"
     )
+
+
+if __name__ == "__main__":
+    # scripts/lib.sh: exit 0 when every requirement of the file given (this directory's
+    # requirements.txt by default) is pinned and installed at its pin, 1 otherwise.
+    import sys
+
+    every = pins(sys.argv[1] if len(sys.argv) > 1 else REQUIREMENTS)
+    sys.exit(0 if all(wanted and installed_version(name) == wanted for name, wanted in every) else 1)

@@ -31,15 +31,8 @@ ensure_rust_toolchain() {
 
 # Installs the pinned Python tools unless they are already there, so a second run is quick.
 ensure_python_tools() {
-  if python3 - "$repo/emulator/requirements.txt" <<'PY' 2>/dev/null; then
-import sys
-from importlib.metadata import version
-for line in open(sys.argv[1]):
-    line = line.split("#")[0].strip()
-    if line:
-        name, wanted = line.split("==")
-        assert version(name.split("[")[0]) == wanted, name
-PY
+  # emulator/versions.py: every requirement pinned, and installed at its pin.
+  if python3 "$repo/emulator/versions.py" "$repo/emulator/requirements.txt" 2>/dev/null; then
     return 0
   fi
   echo "installing the local AWS and linters from PyPI (emulator/requirements.txt)" >&2

@@ -31,3 +31,18 @@ def test_another_moto_is_named_with_the_fix(tmp_path):
 def test_the_installed_moto_is_the_pinned_one():
     # What scripts/lib.sh installs: the local AWS starts on it.
     assert versions.mismatch("moto") is None
+
+
+def test_every_requirement_pinned_and_installed_is_what_scripts_lib_checks(tmp_path):
+    # scripts/lib.sh installs from PyPI unless `python3 emulator/versions.py FILE` exits 0.
+    import subprocess
+
+    script = os.path.join(os.path.dirname(versions.__file__), "versions.py")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"# comment\nmoto[server]=={versions.installed_version('moto')}\n")
+    assert subprocess.run([sys.executable, script, str(requirements)]).returncode == 0
+    requirements.write_text("moto[server]==0.0.1\n")
+    assert subprocess.run([sys.executable, script, str(requirements)]).returncode == 1
+    requirements.write_text("moto[server]>=5\n")
+    assert subprocess.run([sys.executable, script, str(requirements)]).returncode == 1
+    assert subprocess.run([sys.executable, script]).returncode == 0
