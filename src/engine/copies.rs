@@ -75,13 +75,24 @@ fn in_region(region: &str) -> impl Fn(AwsError) -> BuildError + '_ {
     }
 }
 
-/// What [`start`] has done so far: every region's copy, and the regions whose copy this request
-/// made (which its failure removes). Kept as each copy is asked for, so that a failure in a
-/// later region still knows the earlier ones by id (a listing by tags may not show them yet).
-#[derive(Debug, Default)]
-pub(crate) struct Started {
+/// What `start` (the copies to `Regions`) has done so far: every region's copy, and the regions
+/// whose copy this request made (which its failure removes). Kept as each copy is asked for, so
+/// that a failure in a later region still knows the earlier ones by id (a listing by tags may not
+/// show them yet). Part of the build's state, carried in a hand-over payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Copied {
     pub copies: Copies,
     pub made: Vec<String>,
+}
+
+impl Copied {
+    /// The copies this request made, region and id: the ones its failure removes.
+    pub fn made_here(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.copies
+            .iter()
+            .filter(|(region, _)| self.made.contains(region))
+            .map(|(region, id)| (region.as_str(), id.as_str()))
+    }
 }
 
 /// Starts the copy to each of `spec.regions` that has none yet (one already there, made by this
@@ -92,7 +103,7 @@ pub(crate) async fn start(
     identity: &Identity,
     home: &Image,
     spec: &AmiSpec,
-    started: &mut Started,
+    started: &mut Copied,
 ) -> Result<(), BuildError> {
     let source_region = aws.region().unwrap_or_default();
     let mut tags = home.tags.clone();

@@ -121,6 +121,13 @@ pub enum BuildError {
     ResumedOutputsLost { name: String },
     #[error("resuming: step {name:?} finished earlier, but {problem}")]
     ResumedOutputsUnreadable { name: String, problem: String },
+    /// A phase found the build without what an earlier phase makes (or its properties without
+    /// what led to the phase): a hand-over payload this version did not write (edited, or written
+    /// by a faulty version). The build fails, cleaned up, rather than guess or panic.
+    #[error(
+        "the build is at a phase that needs its {missing}, which it does not have; this version never hands over such a build"
+    )]
+    StateLacks { missing: &'static str },
     #[error(
         "volume {} was detached from builder {instance} during the build; the image would lack it",
         .devices.join(", ")

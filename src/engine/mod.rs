@@ -16,6 +16,7 @@
 //! | [`cleanup`] | removing what a build made, and the retries eventual consistency needs |
 //! | [`mod@supersede`] | stopping builds CloudFormation gave up on |
 //! | [`lease`], [`ledger`] | one build per request at a time; one recorded answer (or cancellation) per request |
+//! | [`Context`] | what every part of a request's work is given: the AWS clients, the request's identity, the timing |
 //! | [`tags`] | the tags, names and tokens that tie AWS resources to a request |
 //! | [`time`] | the clock builds are timed on, UTC stamps, and [`Timing`]: how long each wait lasts and how often it polls |
 //!
@@ -23,6 +24,7 @@
 //! even when the in-memory state was lost to a panic or a timeout.
 
 pub mod cleanup;
+mod context;
 pub mod copies;
 pub mod create;
 pub mod delete;
@@ -42,7 +44,11 @@ mod wait;
 pub use cleanup::{
     Cleanup, Leftovers, NotTerminated, RETRIES_UNTIL, Resource, ResourceKind, Unknown, clean_up,
 };
-pub use create::{Build, BuildState, On, Phase, Progress, Resolved, abandon, create};
+pub use context::Context;
+pub use create::{
+    Build, BuildState, ImageMade, Launched, On, Origin, Phase, Progress, Resolved, Tested, abandon,
+    create,
+};
 pub use delete::{answered_image, delete};
 pub use done::Done;
 pub use failure::{BuildError, DeleteError, Failed, Failure, StepAt, StepEnd, UpdateError};

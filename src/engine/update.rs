@@ -4,9 +4,6 @@
 use std::collections::BTreeMap;
 
 use crate::aws::{Aws, AwsError, Image, ImageState};
-use crate::cfn::Identity;
-use crate::engine::Done;
-use crate::engine::Timing;
 use crate::engine::copies::Settled;
 use crate::engine::create::{Build, Progress, Resolved, resolve};
 use crate::engine::failure::{BuildError, Failed, Failure, UpdateError};
@@ -14,6 +11,7 @@ use crate::engine::tags::{
     TAG_FINGERPRINT, TAG_PROPERTIES, TAG_SOURCE, image_outcome, outputs_of, owned_by,
     resource_tags, user_tags,
 };
+use crate::engine::{Context, Done};
 use crate::spec::{AmiSpec, TAG_PREFIX, fingerprint};
 
 /// What the previous request (OldResourceProperties) asked for, as far as an Update needs it.
@@ -34,54 +32,51 @@ pub struct Previous {
 /// the image when nothing that shapes its content changed, reuse an earlier image of this
 /// resource with the wanted content (a rollback), or build a new one.
 pub async fn update(
-    aws: &Aws,
-    identity: &Identity,
+    cx: &Context<'_>,
     physical_id: &str,
-    (spec, previous): (AmiSpec, Previous),
-    timing: &Timing,
+    spec: AmiSpec,
+    previous: Previous,
 ) -> Progress {
     let in_place = if previous.only_distribution_changed {
-        distribute_in_place(aws, identity, physical_id, &spec).await
+        distribute_in_place(cx, physical_id, &spec).await
     } else {
         None
     };
     let (plan, rolled_back) = match in_place {
         Some(answer) => (UpdatePlan::from(answer), false),
-        None => {
-            match roll_back(aws, identity, physical_id, &spec, previous.request.clone()).await {
-                Some(rolled_back) => (UpdatePlan::from(rolled_back), true),
-                None => (
-                    retag_or_reuse(aws, identity, physical_id, &spec).await,
-                    false,
-                ),
-            }
-        }
+        None => match roll_back(cx, physical_id, &spec, previous.request.clone()).await {
+            Some(rolled_back) => (UpdatePlan::from(rolled_back), true),
+            None => (retag_or_reuse(cx, physical_id, &spec).await, false),
+        },
     };
     match plan {
         UpdatePlan::Answer(outcome) => {
-            let image = outcome.id.clone();
-            let images = (image.as_str(), physical_id, rolled_back);
+            let answered = Answered {
+                image: &outcome.id,
+                current: physical_id,
+                rolled_back,
+            };
             if let Err(error) =
-                settle_parameters(aws, images, &spec, &previous.parameters.home).await
+                settle_parameters(cx.aws, answered, &spec, &previous.parameters.home).await
             {
                 return update_failed(error);
             }
-            settle_copies(
-                aws,
-                identity,
-                (outcome, physical_id),
-                spec,
-                &previous,
-                timing,
-            )
-            .await
+            settle_copies(cx, outcome, physical_id, spec, &previous).await
         }
         UpdatePlan::Fail(failed) => Progress::Failed(Box::new(failed)),
         UpdatePlan::Rebuild(resolved) => {
-            let build = Build::new(spec, identity).already_resolved(resolved);
-            build.run(aws, identity, timing).await
+            let build = Build::new(spec, cx.identity).already_resolved(resolved);
+            build.run(cx).await
         }
     }
+}
+
+/// The image an Update answers with, the image CloudFormation held before it (its physical id),
+/// and whether the Update is a rollback to an earlier image.
+struct Answered<'a> {
+    image: &'a str,
+    current: &'a str,
+    rolled_back: bool,
 }
 
 fn update_failed(error: UpdateError) -> Progress {
@@ -97,13 +92,13 @@ fn update_failed(error: UpdateError) -> Progress {
 /// distributed like the image; regions without an available copy get one from a build that
 /// starts at the copy.
 async fn settle_copies(
-    aws: &Aws,
-    identity: &Identity,
-    (outcome, physical_id): (Done, &str),
+    cx: &Context<'_>,
+    outcome: Done,
+    physical_id: &str,
     spec: AmiSpec,
     previous: &Previous,
-    timing: &Timing,
 ) -> Progress {
+    let (aws, identity) = (cx.aws, cx.identity);
     let image_id = outcome.id.clone();
     let dropped: Vec<String> = previous
         .regions
@@ -181,7 +176,7 @@ async fn settle_copies(
         Ok(Settled::Complete(_)) if retest => {
             tracing::info!(image_id = %image.id, "Tests the image has not passed: testing it again");
             Build::distribute_existing(spec, identity, &image, crate::engine::Phase::LaunchTest)
-                .run(aws, identity, timing)
+                .run(cx)
                 .await
         }
         Ok(Settled::Complete(copies)) => {
@@ -201,7 +196,7 @@ async fn settle_copies(
                 crate::engine::Phase::Copy
             };
             Build::distribute_existing(spec, identity, &image, start)
-                .run(aws, identity, timing)
+                .run(cx)
                 .await
         }
         Err(error) => copies_failed(error),
@@ -237,12 +232,12 @@ impl From<Result<Done, UpdateError>> for UpdatePlan {
 /// not turn the rollback into a rebuild (which could fail and leave the stack in
 /// UPDATE_ROLLBACK_FAILED). `None`: not a rollback, or no such image left; the Update goes on.
 async fn roll_back(
-    aws: &Aws,
-    identity: &Identity,
+    cx: &Context<'_>,
     physical_id: &str,
     spec: &AmiSpec,
     old_request: Option<String>,
 ) -> Option<Result<Done, UpdateError>> {
+    let (aws, identity) = (cx.aws, cx.identity);
     let wanted = fingerprint::of_request(spec);
     if old_request.is_none_or(|old| old == wanted) {
         return None;
@@ -278,7 +273,11 @@ async fn roll_back(
 /// image go with CloudFormation's Delete of it.
 async fn settle_parameters(
     aws: &Aws,
-    (image, current, rolled_back): (&str, &str, bool),
+    Answered {
+        image,
+        current,
+        rolled_back,
+    }: Answered<'_>,
     spec: &AmiSpec,
     previous: &[String],
 ) -> Result<(), UpdateError> {
@@ -312,11 +311,11 @@ async fn settle_parameters(
 /// rebuilds, even when the source has a newer release. `None`: the current image is not this
 /// resource's available AMI; the Update goes on as any other.
 async fn distribute_in_place(
-    aws: &Aws,
-    identity: &Identity,
+    cx: &Context<'_>,
     physical_id: &str,
     spec: &AmiSpec,
 ) -> Option<Result<Done, UpdateError>> {
+    let (aws, identity) = (cx.aws, cx.identity);
     if !crate::spec::is_ami_id(physical_id) {
         return None;
     }
@@ -346,12 +345,8 @@ async fn distribute_in_place(
 
 /// Decides the Update: retag in place, reuse an earlier image of this resource (a rollback), or
 /// rebuild.
-async fn retag_or_reuse(
-    aws: &Aws,
-    identity: &Identity,
-    physical_id: &str,
-    spec: &AmiSpec,
-) -> UpdatePlan {
+async fn retag_or_reuse(cx: &Context<'_>, physical_id: &str, spec: &AmiSpec) -> UpdatePlan {
+    let (aws, identity) = (cx.aws, cx.identity);
     let resolved = match resolve(aws, spec, identity).await {
         Ok(resolved) => resolved,
         Err(error) => {

@@ -23,7 +23,11 @@ pub const CONTINUATION_KEY: &str = "EcsAmiContinuation";
 /// version 1 carries a lease this version cannot find).
 /// 3: the phases that wait for SSM and run steps name the instance they work on
 /// ([`On`](crate::engine::On)) instead of being separate phases for the test instance.
-pub const CONTINUATION_VERSION: u64 = 3;
+/// 4: what the build made is grouped, one value per thing, present once it exists (the builder
+/// and the test instance as [`Launched`](crate::engine::Launched), the image as
+/// [`ImageMade`](crate::engine::ImageMade), [`Tested`](crate::engine::Tested), the copies as
+/// [`Copied`](crate::engine::copies::Copied)) instead of 13 loose fields.
+pub const CONTINUATION_VERSION: u64 = 4;
 
 /// What one invocation hands the next: the original request, untouched, and the build's state.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -176,8 +176,9 @@ pub(super) async fn operate_alone(
         (_, Some(spec)) => spec,
         (_, None) => unreachable!("a Create or Update has its properties validated"),
     };
+    let cx = engine::Context::new(&aws, identity, &timing);
     match (&request.operation, state) {
-        (Operation::Create, None) => engine::create(&aws, identity, spec, &timing).await,
+        (Operation::Create, None) => engine::create(&cx, spec).await,
         (
             Operation::Update {
                 physical_id,
@@ -205,17 +206,10 @@ pub(super) async fn operate_alone(
                 ),
                 regions: crate::spec::region_names(old_properties),
             };
-            engine::update(&aws, identity, physical_id, (spec, previous), &timing).await
+            engine::update(&cx, physical_id, spec, previous).await
         }
-        (Operation::Create, Some(state)) => {
-            engine::Build::resume(spec, state)
-                .run(&aws, identity, &timing)
-                .await
-        }
-        (Operation::Update { .. }, Some(state)) => {
-            engine::Build::resume(spec, state)
-                .run(&aws, identity, &timing)
-                .await
+        (Operation::Create | Operation::Update { .. }, Some(state)) => {
+            engine::Build::resume(spec, state).run(&cx).await
         }
         (Operation::Delete { .. }, _) => unreachable!("Delete returned above"),
     }

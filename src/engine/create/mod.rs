@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use crate::aws::{Aws, AwsError, Image};
 use crate::cfn::Identity;
+use crate::engine::Context;
 use crate::engine::Done;
 use crate::engine::cleanup::{Cleanup, Leftovers, clean_up, launched_within};
-use crate::engine::failure::{Failed, Failure};
+use crate::engine::failure::{BuildError, Failed, Failure};
 use crate::engine::tags::{
     ImageAnswer, TAG_FINGERPRINT, TAG_SOURCE, default_image_name, image_answer, outputs_of,
     unique_image_name,
@@ -29,7 +30,9 @@ use crate::spec::AmiSpec;
 
 pub use source::default_instance_type;
 pub(crate) use source::resolve;
-pub use state::{Build, BuildState, On, Phase, Progress, Resolved};
+pub use state::{
+    Build, BuildState, ImageMade, Launched, On, Origin, Phase, Progress, Resolved, Tested,
+};
 
 /// What follows a phase: the next one at once, or after a pause (a wait polling again).
 enum Next {
@@ -78,22 +81,17 @@ impl Build {
             state: BuildState {
                 phase: Phase::Resolve,
                 image_name,
-                resolved: None,
-                instance_id: None,
-                image_id: None,
-                snapshot_ids: Vec::new(),
                 started_at_ms: now,
                 phase_started_at_ms: now,
                 hand_overs: 0,
                 lease: None,
+                resolved: None,
                 outputs: BTreeMap::new(),
-                launched_at_ms: None,
-                copies: BTreeMap::new(),
-                copies_made: Vec::new(),
-                test_instance_id: None,
-                test_launched_at_ms: None,
-                tested_at: None,
-                kept_image: false,
+                builder: None,
+                image: None,
+                test_instance: None,
+                tested: None,
+                copies: Default::default(),
             },
         }
     }
@@ -124,10 +122,12 @@ impl Build {
             instance_type: String::new(),
             fingerprint: tag(TAG_FINGERPRINT),
         });
-        build.state.image_id = Some(image.id.clone());
-        build.state.snapshot_ids = image.snapshot_ids.clone();
+        build.state.image = Some(ImageMade {
+            id: image.id.clone(),
+            snapshot_ids: image.snapshot_ids.clone(),
+            origin: Origin::Existing,
+        });
         build.state.outputs = outputs_of(image);
-        build.state.kept_image = true;
         build.state.phase = start;
         build
     }
@@ -143,43 +143,47 @@ impl Build {
 
     /// Runs phases until the build is done, fails, or this invocation should hand it over. On
     /// failure it cleans up and says what was left, so the caller only has to answer.
-    pub async fn run(mut self, aws: &Aws, identity: &Identity, timing: &Timing) -> Progress {
-        match self.hold_lease(aws, identity, timing).await {
+    pub async fn run(mut self, cx: &Context<'_>) -> Progress {
+        match self.hold_lease(cx).await {
             Ok(true) => {}
             Ok(false) => return Progress::Yielded,
             Err(error) => {
                 let failure = Failure::LeaseNotTaken(error);
-                return self
-                    .fail_and_clean(aws, identity, failure, true, timing)
-                    .await;
+                return self.fail_and_clean(cx, failure, true).await;
             }
         }
+        let timing = cx.timing;
         let mut counts = InvocationCounts::default();
         loop {
             if self.state.phase == Phase::Done {
                 // The lease stays until the answer is recorded (the handler then deletes it), so
                 // that a request cancelling this one always finds it in flight or answered.
-                return Progress::Finished(self.success_outcome());
+                match self.success_outcome() {
+                    Ok(done) => return Progress::Finished(done),
+                    Err(error) => {
+                        let failure = Failure::In {
+                            stage: self.state.phase.name(),
+                            error,
+                        };
+                        return self.fail_and_clean(cx, failure, true).await;
+                    }
+                }
             }
-            if let ControlFlow::Break(stop) = self.keep_lease(aws, identity, timing).await {
+            if let ControlFlow::Break(stop) = self.keep_lease(cx).await {
                 return stop;
             }
             if let Some(failure) = self.past_timeout_minutes() {
-                return self
-                    .fail_and_clean(aws, identity, failure, true, timing)
-                    .await;
+                return self.fail_and_clean(cx, failure, true).await;
             }
             if self.hand_over_now(timing, &counts) {
                 self.state.hand_overs += 1;
                 tracing::info!(phase = ?self.state.phase, hand_overs = self.state.hand_overs, "handing the build over to a fresh invocation");
                 return Progress::Paused(Box::new(self.state));
             }
-            if let ControlFlow::Break(stop) =
-                self.check_record(aws, identity, timing, &mut counts).await
-            {
+            if let ControlFlow::Break(stop) = self.check_record(cx, &mut counts).await {
                 return stop;
             }
-            match self.take_step(aws, identity, timing, &mut counts).await {
+            match self.take_step(cx, &mut counts).await {
                 Ok(Some(pause)) => pause_within(pause, timing).await,
                 Ok(None) => {}
                 Err(failed) => return failed,
@@ -189,16 +193,12 @@ impl Build {
 
     /// Renews the lease when half of it is left. Breaks with what to return when it was taken
     /// over (this invocation was presumed dead) or could not be renewed.
-    async fn keep_lease(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
-    ) -> ControlFlow<Progress> {
+    async fn keep_lease(&mut self, cx: &Context<'_>) -> ControlFlow<Progress> {
+        let timing = cx.timing;
         if self.lease_left_ms() >= timing.lease_ttl.as_millis() as u64 / 2 {
             return ControlFlow::Continue(());
         }
-        match self.renew_lease(aws, identity, timing).await {
+        match self.renew_lease(cx).await {
             Ok(true) => ControlFlow::Continue(()),
             Ok(false) => {
                 tracing::warn!("another invocation took over this build: stopping here");
@@ -215,10 +215,7 @@ impl Build {
             }
             Err(error) => {
                 let failure = Failure::LeaseNotRenewed(error);
-                ControlFlow::Break(
-                    self.fail_and_clean(aws, identity, failure, true, timing)
-                        .await,
-                )
+                ControlFlow::Break(self.fail_and_clean(cx, failure, true).await)
             }
         }
     }
@@ -266,11 +263,14 @@ impl Build {
     /// whether a Delete cancelled it before it started (see [`ledger::Standing`]).
     async fn check_record(
         &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
+        cx: &Context<'_>,
         counts: &mut InvocationCounts,
     ) -> ControlFlow<Progress> {
+        let Context {
+            aws,
+            identity,
+            timing,
+        } = *cx;
         let creates_something = matches!(
             self.state.phase,
             Phase::Launch
@@ -306,10 +306,7 @@ impl Build {
             }
             if let Err(error) = standing {
                 let failure = Failure::RecordUnreadable(error);
-                return ControlFlow::Break(
-                    self.fail_and_clean(aws, identity, failure, true, timing)
-                        .await,
-                );
+                return ControlFlow::Break(self.fail_and_clean(cx, failure, true).await);
             }
         }
         if let Ok(ledger::Standing {
@@ -318,12 +315,12 @@ impl Build {
         }) = &standing
         {
             ledger::record_create_cancelled(aws, identity, by).await;
-            return ControlFlow::Break(self.stop_cancelled(aws, identity, by, timing).await);
+            return ControlFlow::Break(self.stop_cancelled(cx, by).await);
         }
         match standing.map(|s| s.record) {
             Ok(None) => ControlFlow::Continue(()),
             Ok(Some(ledger::Record::Cancelled { by, .. })) => {
-                ControlFlow::Break(self.stop_cancelled(aws, identity, &by, timing).await)
+                ControlFlow::Break(self.stop_cancelled(cx, &by).await)
             }
             Ok(Some(ledger::Record::Answered { .. })) => {
                 tracing::warn!("another delivery of this request has answered it: stopping here");
@@ -341,12 +338,11 @@ impl Build {
     /// with the failed build, cleaned up.
     async fn take_step(
         &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
+        cx: &Context<'_>,
         counts: &mut InvocationCounts,
     ) -> Result<Option<Duration>, Progress> {
-        let (next, pause) = match self.advance(aws, identity, timing).await {
+        let timing = cx.timing;
+        let (next, pause) = match self.advance(cx).await {
             Ok(Next::Run(phase)) => (phase, None),
             Ok(Next::Sleep(pause, phase)) => (phase, Some(pause)),
             // Many builds in one account share its request rates: the phase is tried again
@@ -365,9 +361,7 @@ impl Build {
                     stage: self.state.phase.name(),
                     error,
                 };
-                return Err(self
-                    .fail_and_clean(aws, identity, failure, cancel_command, timing)
-                    .await);
+                return Err(self.fail_and_clean(cx, failure, cancel_command).await);
             }
         };
         // The phase got through: a later throttle starts its tries afresh.
@@ -394,12 +388,12 @@ impl Build {
     /// Takes the build lease for this invocation, waiting for the lease of an invocation that
     /// died to run out. False: a live invocation holds it, and this one should leave the build
     /// to it.
-    async fn hold_lease(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
-    ) -> Result<bool, AwsError> {
+    async fn hold_lease(&mut self, cx: &Context<'_>) -> Result<bool, AwsError> {
+        let Context {
+            aws,
+            identity,
+            timing,
+        } = *cx;
         let token = self.lease_token();
         // Carried in a hand-over payload: succeeded rather than shared.
         let handed = self.state.lease.clone();
@@ -463,12 +457,12 @@ impl Build {
     }
 
     /// False: the lease was taken over (this invocation was presumed dead).
-    async fn renew_lease(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
-    ) -> Result<bool, AwsError> {
+    async fn renew_lease(&mut self, cx: &Context<'_>) -> Result<bool, AwsError> {
+        let Context {
+            aws,
+            identity,
+            timing,
+        } = *cx;
         if let Some(held) = &self.state.lease
             && let Some(extended) = lease::extend(aws, identity, held, timing.lease_ttl).await?
         {
@@ -497,16 +491,12 @@ impl Build {
     /// Ends a failed build: cleanup, then the failure and what cleanup did.
     async fn fail_and_clean(
         &self,
-        aws: &Aws,
-        identity: &Identity,
+        cx: &Context<'_>,
         failure: Failure,
         cancel_command: bool,
-        timing: &Timing,
     ) -> Progress {
         tracing::error!(problem = %failure, "build failed; cleaning up");
-        let cleanup = self
-            .clean_up_and_release(aws, identity, cancel_command, timing.not_found_grace)
-            .await;
+        let cleanup = self.clean_up_and_release(cx, cancel_command).await;
         Progress::Failed(Box::new(Failed {
             failure,
             cleanup: Some(cleanup),
@@ -515,32 +505,25 @@ impl Build {
 
     /// Ends the build: removes what it made ([`clean_up`], from what it knows and from its
     /// request's tags), then deletes its lease. Returns the cleanup's report.
-    async fn clean_up_and_release(
-        &self,
-        aws: &Aws,
-        identity: &Identity,
-        cancel_command: bool,
-        not_found_grace: Duration,
-    ) -> Cleanup {
+    async fn clean_up_and_release(&self, cx: &Context<'_>, cancel_command: bool) -> Cleanup {
+        let aws = cx.aws;
         // Parameters written to the image go back first: nothing may resolve to it once removed.
         // (An image this build did not make keeps what was published to it.)
-        if let Some(image) = &self.state.image_id
-            && !self.state.kept_image
+        if let Some(image) = self.image_built()
             && !self.spec.ssm_parameters.is_empty()
         {
-            crate::engine::publish::put_back_all(aws, image, &self.spec.ssm_parameters).await;
+            crate::engine::publish::put_back_all(aws, &image.id, &self.spec.ssm_parameters).await;
         }
         // A copy this build made goes with it: so do the parameters it may have been published to.
+        let made: BTreeMap<&str, &str> = self.state.copies.made_here().collect();
         for (region, names) in &self.spec.copy_parameters {
-            if let Some(copy) = self.state.copies.get(region)
-                && self.state.copies_made.contains(region)
-            {
+            if let Some(copy) = made.get(region.as_str()) {
                 crate::engine::publish::put_back_all(&aws.in_region(region), copy, names).await;
             }
         }
         let known = self.leftovers(cancel_command);
-        let report = clean_up(aws, identity, &known, not_found_grace, None).await;
-        self.release_lease(aws, &lease::path(identity)).await;
+        let report = clean_up(aws, cx.identity, &known, cx.timing.not_found_grace, None).await;
+        self.release_lease(aws, &lease::path(cx.identity)).await;
         report
     }
 
@@ -553,26 +536,22 @@ impl Build {
         };
         // Once the test instance is launched, the builder is gone: the instance to remove (and
         // whose command to cancel) is the test instance.
-        let (instance_id, launched_at_ms) = match &self.state.test_instance_id {
-            Some(test) => (Some(test.clone()), self.state.test_launched_at_ms),
-            None => (self.state.instance_id.clone(), self.state.launched_at_ms),
-        };
+        let instance = self
+            .state
+            .test_instance
+            .as_ref()
+            .or(self.state.builder.as_ref());
         Leftovers {
-            instance_id,
-            launched_at_ms,
-            image_id: self
-                .state
-                .image_id
-                .clone()
-                .filter(|_| !self.state.kept_image),
+            instance_id: instance.map(|i| i.id.clone()),
+            launched_at_ms: instance.and_then(|i| i.at_ms),
+            image_id: self.image_built().map(|image| image.id.clone()),
             command_id: running_command,
             regions: self.spec.regions.iter().map(|r| r.region.clone()).collect(),
             copies: self
                 .state
                 .copies
-                .iter()
-                .filter(|(region, _)| self.state.copies_made.contains(region))
-                .map(|(region, id)| (region.clone(), id.clone()))
+                .made_here()
+                .map(|(region, id)| (region.to_owned(), id.to_owned()))
                 .collect(),
             // Put back by `clean_up_and_release`, which knows which copies this build made.
             parameters: Default::default(),
@@ -581,61 +560,88 @@ impl Build {
 
     /// A newer request of the resource cancelled this one: remove what the build made, and
     /// answer nothing (CloudFormation no longer waits for it).
-    async fn stop_cancelled(
-        &self,
-        aws: &Aws,
-        identity: &Identity,
-        by: &str,
-        timing: &Timing,
-    ) -> Progress {
+    async fn stop_cancelled(&self, cx: &Context<'_>, by: &str) -> Progress {
         tracing::warn!(
             cancelled_by = by,
             phase = ?self.state.phase,
             "CloudFormation gave up on this request (a newer request of the resource cancelled it): stopping and cleaning up"
         );
-        let report = self
-            .clean_up_and_release(aws, identity, true, timing.not_found_grace)
-            .await;
+        let report = self.clean_up_and_release(cx, true).await;
         tracing::info!(report = %report, "cancelled build cleaned up");
         Progress::Cancelled(report)
     }
 
-    fn success_outcome(&self) -> Done {
-        let resolved = self
-            .state
-            .resolved
-            .as_ref()
-            .expect("a finished build was resolved");
+    fn success_outcome(&self) -> Result<Done, BuildError> {
+        let resolved = self.resolved()?;
+        let image = self.image()?;
         let answer = image_answer(ImageAnswer {
-            image_id: self
-                .state
-                .image_id
-                .as_deref()
-                .expect("a finished build has an image"),
+            image_id: &image.id,
             name: &self.state.image_name,
             source_image: &resolved.source_image,
-            snapshot_ids: &self.state.snapshot_ids,
+            snapshot_ids: &image.snapshot_ids,
             fingerprint: &resolved.fingerprint,
             outputs: self.state.outputs.clone(),
             tested: self
                 .state
-                .tested_at
-                .as_deref()
-                .zip(self.state.test_instance_id.as_deref()),
+                .tested
+                .as_ref()
+                .map(|t| (t.at.as_str(), t.instance.as_str())),
         });
-        crate::engine::copies::with_attributes(answer, &self.state.copies)
+        Ok(crate::engine::copies::with_attributes(
+            answer,
+            &self.state.copies.copies,
+        ))
     }
 
     /// EC2 may not know the builder yet (eventual consistency): see [`Timing::not_found_grace`].
     fn just_launched(&self, timing: &Timing) -> bool {
-        launched_within(self.state.launched_at_ms, timing.not_found_grace)
+        launched_within(
+            self.state.builder.as_ref().and_then(|b| b.at_ms),
+            timing.not_found_grace,
+        )
     }
-    fn instance(&self) -> &str {
+
+    /// The source, resolved by the first phase.
+    fn resolved(&self) -> Result<&Resolved, BuildError> {
+        made(self.state.resolved.as_ref(), "resolved source")
+    }
+
+    /// The builder, launched (or found again) before the phases that work on it.
+    fn builder(&self) -> Result<&Launched, BuildError> {
+        made(self.state.builder.as_ref(), "builder")
+    }
+
+    /// The test instance, launched before the phases that work on it.
+    fn test_instance(&self) -> Result<&Launched, BuildError> {
+        made(self.state.test_instance.as_ref(), "test instance")
+    }
+
+    /// The image, requested before the phases that await, test, copy or publish it.
+    fn image(&self) -> Result<&ImageMade, BuildError> {
+        made(self.state.image.as_ref(), "image")
+    }
+
+    /// `Tests`, which a build has when it is at a phase of the tests.
+    fn tests(&self) -> Result<&crate::spec::TestSpec, BuildError> {
+        made(self.spec.tests.as_ref(), "Tests")
+    }
+
+    /// The image, if this build made it (a failure removes it; never one the resource had).
+    fn image_built(&self) -> Option<&ImageMade> {
         self.state
-            .instance_id
-            .as_deref()
-            .expect("launched before this phase")
+            .image
+            .as_ref()
+            .filter(|image| image.origin == Origin::Built)
     }
+}
+
+/// What a phase needs that an earlier phase made, or the spec has when the build is at that
+/// phase; see [`BuildError::StateLacks`].
+pub(super) fn made<'a, T>(
+    thing: Option<&'a T>,
+    missing: &'static str,
+) -> Result<&'a T, BuildError> {
+    thing.ok_or(BuildError::StateLacks { missing })
 }
 
 /// The comment a step's SSM command carries; it is how a resumed build recognises the step.
@@ -661,8 +667,8 @@ fn step_number(comment: &str) -> Option<usize> {
     number.parse::<usize>().ok()?.checked_sub(1)
 }
 
-pub async fn create(aws: &Aws, identity: &Identity, spec: AmiSpec, timing: &Timing) -> Progress {
-    Build::new(spec, identity).run(aws, identity, timing).await
+pub async fn create(cx: &Context<'_>, spec: AmiSpec) -> Progress {
+    Build::new(spec, cx.identity).run(cx).await
 }
 
 /// Ends a build that an invocation could not hand over: cleanup, and why it failed.
@@ -679,8 +685,9 @@ pub async fn abandon(
         why: why.to_owned(),
     };
     // Called when the invocation's time is up: the caller bounds the retries.
+    let timing = Timing::default();
     match build
-        .fail_and_clean(aws, identity, failure, true, &Timing::default())
+        .fail_and_clean(&Context::new(aws, identity, &timing), failure, true)
         .await
     {
         Progress::Failed(failed) => *failed,
@@ -727,5 +734,79 @@ mod tests {
             serde_json::from_str::<BuildState>(&saved).unwrap(),
             build.state
         );
+    }
+
+    fn spec_with_regions() -> AmiSpec {
+        AmiSpec::parse(&serde_json::json!({
+            "SourceAmi": "ami-12345678", "IamInstanceProfile": "p",
+            "Steps": [{"Name": "a", "Commands": ["true"]}],
+            "Regions": [{"Region": "eu-west-1"}, {"Region": "us-west-2"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_phase_without_what_it_needs_is_an_error_not_a_panic() {
+        let mut build = Build::new(spec_with_regions(), &identity());
+        build.state.phase = Phase::AwaitImage {
+            waited: Duration::ZERO,
+        };
+        let missing = |result: Result<(), BuildError>| match result {
+            Err(BuildError::StateLacks { missing }) => missing,
+            other => panic!("expected StateLacks, got {other:?}"),
+        };
+        assert_eq!(missing(build.image().map(drop)), "image");
+        assert_eq!(missing(build.builder().map(drop)), "builder");
+        assert_eq!(missing(build.resolved().map(drop)), "resolved source");
+        assert_eq!(missing(build.test_instance().map(drop)), "test instance");
+        assert_eq!(missing(build.tests().map(drop)), "Tests");
+        assert_eq!(
+            missing(build.success_outcome().map(drop)),
+            "resolved source"
+        );
+        assert!(
+            BuildError::StateLacks { missing: "image" }
+                .to_string()
+                .contains("needs its image, which it does not have")
+        );
+    }
+
+    #[test]
+    fn leftovers_are_what_this_build_made() {
+        let launched = |id: &str, at_ms| Launched {
+            id: id.into(),
+            at_ms: Some(at_ms),
+        };
+        let mut build = Build::new(spec_with_regions(), &identity());
+        build.state.builder = Some(launched("i-builder", 1));
+        build.state.image = Some(ImageMade {
+            id: "ami-0123456789abcdef0".into(),
+            snapshot_ids: vec!["snap-1".into()],
+            origin: Origin::Built,
+        });
+        build.state.copies.copies = BTreeMap::from([
+            ("eu-west-1".to_owned(), "ami-eu".to_owned()),
+            ("us-west-2".to_owned(), "ami-us".to_owned()),
+        ]);
+        build.state.copies.made = vec!["us-west-2".into()];
+        let known = build.leftovers(false);
+        assert_eq!(known.instance_id.as_deref(), Some("i-builder"));
+        assert_eq!(known.launched_at_ms, Some(1));
+        assert_eq!(known.image_id.as_deref(), Some("ami-0123456789abcdef0"));
+        assert_eq!(
+            known.copies,
+            BTreeMap::from([("us-west-2".to_owned(), "ami-us".to_owned())])
+        );
+
+        // Once the test instance runs, it is the instance to remove; an image the resource had
+        // before the request is never removed.
+        build.state.test_instance = Some(launched("i-test", 2));
+        if let Some(image) = &mut build.state.image {
+            image.origin = Origin::Existing;
+        }
+        let known = build.leftovers(false);
+        assert_eq!(known.instance_id.as_deref(), Some("i-test"));
+        assert_eq!(known.launched_at_ms, Some(2));
+        assert_eq!(known.image_id, None);
     }
 }

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::{Build, On, Phase, step_number};
-use crate::aws::{Aws, InstanceStateName};
-use crate::cfn::Identity;
+use super::{Build, ImageMade, Launched, On, Origin, Phase, step_number};
+use crate::aws::InstanceStateName;
+use crate::engine::Context;
 use crate::engine::failure::BuildError;
 use crate::engine::tags::{TAG_ROLE, identity_tags, outputs_of};
 use crate::spec::script;
@@ -14,12 +14,9 @@ impl Build {
     /// A re-delivered request (Lambda's retry after a crashed invocation, or a duplicate) finds
     /// what an earlier delivery created, by the request's tags, and carries on from there instead
     /// of launching a second builder. `None`: nothing to adopt, launch.
-    pub(super) async fn adopt(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-    ) -> Result<Option<Phase>, BuildError> {
-        let tags = identity_tags(identity);
+    pub(super) async fn adopt(&mut self, cx: &Context<'_>) -> Result<Option<Phase>, BuildError> {
+        let aws = cx.aws;
+        let tags = identity_tags(cx.identity);
         // The test instance is found again by its launch's ClientToken, never taken for the builder.
         let instances: Vec<_> = aws
             .instances_tagged(&tags)
@@ -29,9 +26,9 @@ impl Build {
             .collect();
         // The build began when its builder was launched, not when this delivery arrived:
         // TimeoutMinutes keeps counting from there.
-        if let Some(first) = instances.iter().filter_map(|i| i.launched_ms).min() {
+        let first = instances.iter().filter_map(|i| i.launched_ms).min();
+        if let Some(first) = first {
             self.state.started_at_ms = self.state.started_at_ms.min(first);
-            self.state.launched_at_ms = Some(first);
         }
         let live = instances.iter().find(|i| {
             !matches!(
@@ -39,12 +36,20 @@ impl Build {
                 InstanceStateName::Terminated | InstanceStateName::ShuttingDown
             )
         });
+        let found = live.map(|i| Launched {
+            id: i.id.clone(),
+            at_ms: first,
+        });
         if let Some(image) = aws.images_tagged(&tags).await?.into_iter().next() {
             tracing::info!(image_id = %image.id, "resuming: this request's image already exists");
             self.state.outputs = outputs_of(&image);
-            self.state.image_id = Some(image.id);
+            self.state.image = Some(ImageMade {
+                id: image.id,
+                snapshot_ids: Vec::new(),
+                origin: Origin::Built,
+            });
             self.state.image_name = image.name;
-            self.state.instance_id = live.map(|i| i.id.clone());
+            self.state.builder = found;
             return Ok(Some(Phase::AwaitImage {
                 waited: Duration::ZERO,
             }));
@@ -53,7 +58,7 @@ impl Build {
             return Ok(None);
         };
         tracing::info!(instance_id = %builder.id, state = %builder.state, "resuming: this request's builder already exists");
-        self.state.instance_id = Some(builder.id.clone());
+        self.state.builder = found;
         let stopping = matches!(
             builder.state,
             InstanceStateName::Stopping | InstanceStateName::Stopped

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Done;
+use crate::engine::copies::Copied;
 use crate::engine::failure::Failed;
 use crate::engine::lease;
 use crate::spec::AmiSpec;
@@ -127,47 +128,66 @@ pub struct Resolved {
     pub fingerprint: String,
 }
 
+/// An instance a build launched, and when, on the [`clock`](crate::engine::time::now_ms): EC2
+/// may not know it for a while after its launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Launched {
+    pub id: String,
+    /// `None` when the instance was found again (a resumed build) and EC2 gave no launch time.
+    pub at_ms: Option<u64>,
+}
+
+/// The build's image, once requested.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMade {
+    pub id: String,
+    /// Known once the image is available.
+    pub snapshot_ids: Vec<String>,
+    pub origin: Origin,
+}
+
+/// Who the image belongs to, which says whether a failed build removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// This build made it: a failure removes it.
+    Built,
+    /// It was the resource's before this request (an Update that only tests it again or adds
+    /// Regions starts after it): a failure removes the copies this request made, never the image.
+    Existing,
+}
+
+/// The image passed its tests: when (UTC, `YYYY-MM-DDTHH:MM:SSZ`) and on which instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tested {
+    pub at: String,
+    pub instance: String,
+}
+
 /// What a build has done so far: everything needed to carry on in another invocation, given the
 /// request it belongs to (the spec is re-read from the request, so the hand-over payload does not
-/// carry the steps twice).
+/// carry the steps twice). Each thing the build makes is one value, present once it exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildState {
     pub phase: Phase,
     pub image_name: String,
-    pub resolved: Option<Resolved>,
-    pub instance_id: Option<String>,
-    pub image_id: Option<String>,
-    pub snapshot_ids: Vec<String>,
     /// On the [`clock`](crate::engine::time::now_ms), for `TimeoutMinutes` and for saying how long a stage ran.
     pub started_at_ms: u64,
     pub phase_started_at_ms: u64,
     pub hand_overs: u32,
     /// The lease this build's invocations hold (see [`lease`](crate::engine::lease)); carried across hand-overs.
     pub lease: Option<lease::Lease>,
+    /// The source, once resolved.
+    pub resolved: Option<Resolved>,
     /// What the steps that finished handed back (their `Outputs`).
-    #[serde(default)]
     pub outputs: BTreeMap<String, String>,
-    /// When the builder was launched, on the [`clock`](crate::engine::time::now_ms): EC2 may not know it yet for a while.
-    #[serde(default)]
-    pub launched_at_ms: Option<u64>,
-    /// The image's copies in other regions (`Regions`): region -> image id.
-    #[serde(default)]
-    pub copies: BTreeMap<String, String>,
-    /// The regions whose copy this request made (the others' were there before it).
-    #[serde(default)]
-    pub copies_made: Vec<String>,
-    /// The test instance (`Tests`), and when it was launched, on the [`clock`](crate::engine::time::now_ms).
-    #[serde(default)]
-    pub test_instance_id: Option<String>,
-    #[serde(default)]
-    pub test_launched_at_ms: Option<u64>,
-    /// When the image passed its tests (UTC, `YYYY-MM-DDTHH:MM:SSZ`).
-    #[serde(default)]
-    pub tested_at: Option<String>,
-    /// The image was not made by this build (an Update that only adds Regions starts at the
-    /// copy): a failure removes the copies this request made, never the image.
-    #[serde(default)]
-    pub kept_image: bool,
+    /// The builder, once launched (or found again by a resumed build).
+    pub builder: Option<Launched>,
+    pub image: Option<ImageMade>,
+    /// The test instance (`Tests`), once launched.
+    pub test_instance: Option<Launched>,
+    pub tested: Option<Tested>,
+    /// The image's copies in other regions (`Regions`), and which of them this request made.
+    pub copies: Copied,
 }
 
 /// One Create (or rebuilding Update): the validated spec and the state of its build.

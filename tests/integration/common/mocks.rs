@@ -393,7 +393,12 @@ impl World {
     /// The image's answer, or the failure as the engine reports it (before the handler makes it
     /// a Reason).
     pub async fn create(&self, spec: AmiSpec, timing: Timing) -> Result<Done, Failed> {
-        match engine::create(&self.aws(), &identity(), spec, &timing).await {
+        match engine::create(
+            &engine::Context::new(&self.aws(), &identity(), &timing),
+            spec,
+        )
+        .await
+        {
             Progress::Finished(done) => Ok(done),
             Progress::Failed(failed) => Err(*failed),
             Progress::Paused(state) => panic!("no hand-over expected: {state:?}"),

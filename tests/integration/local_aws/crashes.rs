@@ -217,16 +217,18 @@ async fn concurrent_deliveries_make_one_build() {
 async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
     use common::local::InProcessScheduler;
     use common::offline::CollectingSink;
-    use ecs_ami::handler::{CONTINUATION_KEY, Handled, Limits, handle};
+    use ecs_ami::handler::{CONTINUATION_KEY, CONTINUATION_VERSION, Handled, Limits, handle};
     let local = LocalAws::start().await;
     let ec2 = local.ec2().await;
     let aws = local.aws().await;
     for (case, mangle) in [
-        ("req-newer", json!({"Version": 4})),
+        ("req-newer", json!({"Version": CONTINUATION_VERSION + 1})),
         // Written before the lease moved under its resource.
         ("req-older", json!({"Version": 1})),
         // Written before the phases on the builder and the test instance became one.
         ("req-before-on", json!({"Version": 2})),
+        // Written before what the build made was grouped (the builder, the image, ...).
+        ("req-before-grouped", json!({"Version": 3})),
         ("req-unreadable", json!({"Build": {"Phase": "Teleporting"}})),
     ] {
         let properties = json!({
@@ -251,7 +253,7 @@ async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
                 other => panic!("expected a hand-over: {other:?}"),
             }
             payload = serde_json::from_str(&scheduler.take().unwrap()).unwrap();
-            if !payload[CONTINUATION_KEY]["Build"]["instance_id"].is_null() {
+            if !payload[CONTINUATION_KEY]["Build"]["builder"].is_null() {
                 break;
             }
         }

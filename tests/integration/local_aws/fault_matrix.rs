@@ -85,7 +85,7 @@ impl Scenario {
                 throttled_tries: 1,
                 ..Timing::default()
             };
-            match engine::create(&aws, &identity, spec, &timing).await {
+            match engine::create(&engine::Context::new(&aws, &identity, &timing), spec).await {
                 Progress::Finished(done) => ecs_ami::handler::success_outcome(done),
                 // As the handler answers a failed Create: the Reason the user reads.
                 Progress::Failed(failed) => Outcome::failed(

@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use super::again_or_overdue;
-use crate::aws::Aws;
-use crate::cfn::Identity;
-use crate::engine::Timing;
+use crate::engine::Context;
 use crate::engine::copies::{self, CopiesPoll};
 use crate::engine::create::{Build, Next, Phase};
 use crate::engine::failure::BuildError;
@@ -21,12 +19,9 @@ impl Build {
         }
     }
 
-    pub(super) async fn copy(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-    ) -> Result<Next, BuildError> {
-        let image_id = self.state.image_id.clone().expect("image exists");
+    pub(super) async fn copy(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let aws = cx.aws;
+        let image_id = self.image()?.id.clone();
         let Some(image) = aws.describe_image(&image_id).await? else {
             return Err(BuildError::ImageFailed {
                 image: image_id,
@@ -34,14 +29,7 @@ impl Build {
                 reason: Some("it was available, then no longer listed".into()),
             });
         };
-        let mut started = copies::Started {
-            copies: std::mem::take(&mut self.state.copies),
-            made: std::mem::take(&mut self.state.copies_made),
-        };
-        let result = copies::start(aws, identity, &image, &self.spec, &mut started).await;
-        self.state.copies = started.copies;
-        self.state.copies_made = started.made;
-        result?;
+        copies::start(aws, cx.identity, &image, &self.spec, &mut self.state.copies).await?;
         Ok(Next::Run(Phase::AwaitCopies {
             waited: Duration::ZERO,
         }))
@@ -50,20 +38,19 @@ impl Build {
     /// Every copy is awaited at once; when all are available, each is distributed like the image.
     pub(super) async fn await_copies(
         &mut self,
-        aws: &Aws,
-        timing: &Timing,
+        cx: &Context<'_>,
         waited: Duration,
     ) -> Result<Next, BuildError> {
-        match copies::poll(aws, &self.state.copies).await? {
+        let (aws, timing) = (cx.aws, cx.timing);
+        match copies::poll(aws, &self.state.copies.copies).await? {
             CopiesPoll::Ready(ready) => {
                 copies::distribute(aws, &ready, &self.spec).await?;
-                let image_id = self.state.image_id.clone().expect("image exists");
-                if let Some(image) = aws.describe_image(&image_id).await? {
+                if let Some(image) = aws.describe_image(&self.image()?.id).await? {
                     let mut regions = copies::recorded_regions(&image);
-                    regions.extend(self.state.copies.keys().cloned());
+                    regions.extend(self.state.copies.copies.keys().cloned());
                     copies::record_regions(aws, &image, &regions).await?;
                 }
-                tracing::info!(copies = ?self.state.copies, "copies available");
+                tracing::info!(copies = ?self.state.copies.copies, "copies available");
                 Ok(Next::Run(self.after_copies()))
             }
             CopiesPoll::Pending(regions) => {
@@ -84,12 +71,12 @@ impl Build {
         }
     }
 
-    pub(super) async fn publish(&mut self, aws: &Aws) -> Result<Next, BuildError> {
-        let image_id = self.state.image_id.as_deref().expect("image exists");
-        crate::engine::publish::publish(aws, image_id, &self.spec.ssm_parameters).await?;
+    pub(super) async fn publish(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let aws = cx.aws;
+        crate::engine::publish::publish(aws, &self.image()?.id, &self.spec.ssm_parameters).await?;
         crate::engine::publish::publish_copies(
             aws,
-            &self.state.copies,
+            &self.state.copies.copies,
             &self.spec.copy_parameters,
             true,
         )

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use super::again_or_overdue;
-use crate::aws::{Aws, Code, ImageRequest, ImageState, InstanceStateName};
-use crate::cfn::Identity;
-use crate::engine::Timing;
+use crate::aws::{Code, ImageRequest, ImageState, InstanceStateName};
+use crate::engine::Context;
 use crate::engine::cleanup::{NotTerminated, terminate_builder};
-use crate::engine::create::{Build, Next, Phase};
+use crate::engine::create::{Build, ImageMade, Next, Origin, Phase, Tested};
 use crate::engine::failure::BuildError;
 use crate::engine::tags::{
     TAG_IMAGE, TAG_TEST_INSTANCE, TAG_TESTED_AT, identity_tags, image_tags, passed,
@@ -16,18 +15,20 @@ use crate::engine::tags::{
 use crate::engine::wait::{Wait, keep_waiting};
 
 impl Build {
-    pub(super) async fn stop(&mut self, aws: &Aws, timing: &Timing) -> Result<Next, BuildError> {
-        match aws.stop_instance(self.instance()).await {
+    pub(super) async fn stop(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let (aws, timing) = (cx.aws, cx.timing);
+        let instance_id = self.builder()?.id.as_str();
+        match aws.stop_instance(instance_id).await {
             Err(error) if error.is_not_found() && self.just_launched(timing) => {
                 tracing::info!(
-                    instance_id = self.instance(),
+                    instance_id,
                     "EC2 does not know the builder yet: stopping again"
                 );
                 return Ok(Next::Sleep(timing.min_poll, Phase::Stop));
             }
             sent => sent?,
         }
-        tracing::info!(instance_id = self.instance(), "stopping the builder");
+        tracing::info!(instance_id, "stopping the builder");
         Ok(Next::Sleep(
             timing.first_poll,
             Phase::AwaitStopped {
@@ -38,11 +39,11 @@ impl Build {
 
     pub(super) async fn await_stopped(
         &mut self,
-        aws: &Aws,
-        timing: &Timing,
+        cx: &Context<'_>,
         waited: Duration,
     ) -> Result<Next, BuildError> {
-        let instance_id = self.instance();
+        let (aws, timing) = (cx.aws, cx.timing);
+        let instance_id = self.builder()?.id.as_str();
         let status = aws.instance_status(instance_id).await?;
         match status {
             Some(status) if status.state == InstanceStateName::Stopped => {
@@ -97,17 +98,13 @@ impl Build {
         }
     }
 
-    pub(super) async fn create_image(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
-    ) -> Result<Next, BuildError> {
-        let resolved = self
-            .state
-            .resolved
-            .as_ref()
-            .expect("resolved before imaging");
+    pub(super) async fn create_image(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let Context {
+            aws,
+            identity,
+            timing,
+        } = *cx;
+        let resolved = self.resolved()?;
         // A retried invocation may have requested the image already (not before a first holder
         // of the lease).
         let earlier = if self.fresh {
@@ -120,13 +117,17 @@ impl Build {
         };
         if let Some(image) = earlier {
             tracing::info!(image_id = %image.id, "image was already requested: following it");
-            self.state.image_id = Some(image.id);
+            self.state.image = Some(ImageMade {
+                id: image.id,
+                snapshot_ids: Vec::new(),
+                origin: Origin::Built,
+            });
             return Ok(Next::Run(Phase::AwaitImage {
                 waited: Duration::ZERO,
             }));
         }
         let request = ImageRequest {
-            instance_id: self.instance().to_owned(),
+            instance_id: self.builder()?.id.clone(),
             name: self.state.image_name.clone(),
             description: self.spec.ami_description.clone(),
             block_devices: self.spec.block_device_mappings.clone(),
@@ -152,7 +153,11 @@ impl Build {
             Err(error) => return Err(error.into()),
         };
         tracing::info!(image_id = %image_id, name = %self.state.image_name, "image requested");
-        self.state.image_id = Some(image_id);
+        self.state.image = Some(ImageMade {
+            id: image_id,
+            snapshot_ids: Vec::new(),
+            origin: Origin::Built,
+        });
         Ok(Next::Sleep(
             timing.first_poll,
             Phase::AwaitImage {
@@ -163,23 +168,26 @@ impl Build {
 
     pub(super) async fn await_image(
         &mut self,
-        aws: &Aws,
-        timing: &Timing,
+        cx: &Context<'_>,
         waited: Duration,
     ) -> Result<Next, BuildError> {
-        let image_id = self.state.image_id.clone().expect("image requested");
+        let (aws, timing) = (cx.aws, cx.timing);
+        let image_id = self.image()?.id.clone();
         match aws.describe_image(&image_id).await? {
             Some(image) if image.state == ImageState::Available => {
                 tracing::info!(image_id = %image_id, snapshots = %image.snapshot_ids.join(","), "image available");
-                self.state.snapshot_ids = image.snapshot_ids;
+                if let Some(made) = &mut self.state.image {
+                    made.snapshot_ids = image.snapshot_ids;
+                }
                 Ok(Next::Run(Phase::TagSnapshots))
             }
-            // Not listed yet, right after CreateImage: eventual consistency.
-            image
-                if image
-                    .as_ref()
-                    .is_none_or(|i| i.state == ImageState::Pending) =>
-            {
+            Some(image) if image.state != ImageState::Pending => Err(BuildError::ImageFailed {
+                image: image_id,
+                state: image.state,
+                reason: image.state_reason,
+            }),
+            // Pending, or not listed yet right after CreateImage (eventual consistency).
+            _ => {
                 let wait = Wait {
                     waited,
                     limit: timing.image_timeout,
@@ -194,36 +202,23 @@ impl Build {
                     },
                 )
             }
-            image => {
-                let image = image.expect("a missing image is still pending");
-                Err(BuildError::ImageFailed {
-                    image: image_id,
-                    state: image.state,
-                    reason: image.state_reason,
-                })
-            }
         }
     }
 
-    pub(super) async fn tag_snapshots(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-    ) -> Result<Next, BuildError> {
-        let resolved = self.state.resolved.as_ref().expect("resolved");
-        let mut tags = image_tags(identity, &self.spec, resolved, &self.state.outputs);
-        tags.insert(
-            TAG_IMAGE.into(),
-            self.state.image_id.clone().expect("image exists"),
-        );
-        aws.tag(&self.state.snapshot_ids, &tags).await?;
+    pub(super) async fn tag_snapshots(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let aws = cx.aws;
+        let resolved = self.resolved()?;
+        let made = self.image()?;
+        let mut tags = image_tags(cx.identity, &self.spec, resolved, &self.state.outputs);
+        tags.insert(TAG_IMAGE.into(), made.id.clone());
+        aws.tag(&made.snapshot_ids, &tags).await?;
         if self.spec.deprecate_after_days.is_some()
             || !self.spec.launch_permissions.is_empty()
             || self.spec.imds_support.is_some()
         {
             // The deprecation counts from the image's CreationDate, as every later Update
             // counts it; the sharing covers the snapshots the image lists.
-            let image_id = self.state.image_id.as_deref().expect("image exists");
+            let image_id = made.id.as_str();
             let Some(image) = aws.describe_image(image_id).await? else {
                 return Err(BuildError::ImageFailed {
                     image: image_id.to_owned(),
@@ -239,9 +234,10 @@ impl Build {
         Ok(Next::Run(Phase::Finish))
     }
 
-    pub(super) async fn finish(&mut self, aws: &Aws, timing: &Timing) -> Result<Next, BuildError> {
+    pub(super) async fn finish(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let (aws, timing) = (cx.aws, cx.timing);
         // A build resumed after its builder was terminated has none left to terminate.
-        if let Some(instance_id) = self.state.instance_id.clone() {
+        if let Some(instance_id) = self.state.builder.as_ref().map(|b| b.id.clone()) {
             let grace = if self.just_launched(timing) {
                 timing.not_found_grace
             } else {
@@ -259,7 +255,7 @@ impl Build {
         }
         // An image that passed these tests already (a delivery that crashed after them) is not
         // tested again.
-        let image_id = self.state.image_id.clone().expect("image exists");
+        let image_id = self.image()?.id.clone();
         match &self.spec.tests {
             Some(tests)
                 if !aws
@@ -272,8 +268,14 @@ impl Build {
             Some(_) => {
                 // Answered with when it passed them.
                 if let Some(image) = aws.describe_image(&image_id).await? {
-                    self.state.tested_at = image.tags.get(TAG_TESTED_AT).cloned();
-                    self.state.test_instance_id = image.tags.get(TAG_TEST_INSTANCE).cloned();
+                    self.state.tested = image
+                        .tags
+                        .get(TAG_TESTED_AT)
+                        .zip(image.tags.get(TAG_TEST_INSTANCE))
+                        .map(|(at, instance)| Tested {
+                            at: at.clone(),
+                            instance: instance.clone(),
+                        });
                 }
                 Ok(Next::Run(self.after_tests()))
             }

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use super::{Build, Next, Phase};
-use crate::aws::Aws;
-use crate::cfn::Identity;
-use crate::engine::Timing;
+use crate::engine::Context;
 use crate::engine::failure::BuildError;
 use crate::engine::wait::Poll;
 
@@ -16,32 +14,27 @@ mod image;
 mod steps;
 mod testing;
 
-use steps::said_of;
+use steps::{StepSent, said_of};
 
 impl Build {
     /// Runs the phase the build is in.
-    pub(super) async fn advance(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
-    ) -> Result<Next, BuildError> {
+    pub(super) async fn advance(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
         match self.state.phase.clone() {
-            Phase::Resolve => self.resolve_source(aws, identity).await,
-            Phase::Launch => self.launch(aws, identity, timing).await,
+            Phase::Resolve => self.resolve_source(cx).await,
+            Phase::Launch => self.launch(cx).await,
             Phase::AwaitOnline {
                 on,
                 waited,
                 state_checked,
             } => {
                 self.within_limits(on)?;
-                self.await_online(aws, timing, on, (waited, state_checked))
+                self.await_online(cx, on, waited, state_checked)
                     .await
                     .map_err(|error| said_of(on, error))
             }
             Phase::StartStep { on, index } => {
                 self.within_limits(on)?;
-                self.start_step(aws, timing, on, index).await
+                self.start_step(cx, on, index).await
             }
             Phase::AwaitStep {
                 on,
@@ -51,30 +44,30 @@ impl Build {
                 state_checked,
             } => {
                 self.within_limits(on)?;
-                self.await_step(
-                    aws,
-                    timing,
-                    (on, index, command_id),
-                    (waited, state_checked),
-                )
-                .await
-                .map_err(|error| said_of(on, error))
+                let step = StepSent {
+                    on,
+                    index,
+                    command_id,
+                };
+                self.await_step(cx, step, waited, state_checked)
+                    .await
+                    .map_err(|error| said_of(on, error))
             }
-            Phase::LaunchTest => self.launch_test(aws, identity, timing).await,
+            Phase::LaunchTest => self.launch_test(cx).await,
             Phase::AwaitEcs { waited } => {
                 self.within_test_minutes()?;
-                self.await_ecs(aws, timing, waited).await
+                self.await_ecs(cx, waited).await
             }
-            Phase::FinishTest => self.finish_test(aws, identity, timing).await,
-            Phase::Stop => self.stop(aws, timing).await,
-            Phase::AwaitStopped { waited } => self.await_stopped(aws, timing, waited).await,
-            Phase::CreateImage => self.create_image(aws, identity, timing).await,
-            Phase::AwaitImage { waited } => self.await_image(aws, timing, waited).await,
-            Phase::TagSnapshots => self.tag_snapshots(aws, identity).await,
-            Phase::Finish => self.finish(aws, timing).await,
-            Phase::Copy => self.copy(aws, identity).await,
-            Phase::AwaitCopies { waited } => self.await_copies(aws, timing, waited).await,
-            Phase::Publish => self.publish(aws).await,
+            Phase::FinishTest => self.finish_test(cx).await,
+            Phase::Stop => self.stop(cx).await,
+            Phase::AwaitStopped { waited } => self.await_stopped(cx, waited).await,
+            Phase::CreateImage => self.create_image(cx).await,
+            Phase::AwaitImage { waited } => self.await_image(cx, waited).await,
+            Phase::TagSnapshots => self.tag_snapshots(cx).await,
+            Phase::Finish => self.finish(cx).await,
+            Phase::Copy => self.copy(cx).await,
+            Phase::AwaitCopies { waited } => self.await_copies(cx, waited).await,
+            Phase::Publish => self.publish(cx).await,
             Phase::Done => Ok(Next::Run(Phase::Done)),
         }
     }

@@ -4,49 +4,41 @@
 use std::time::Duration;
 
 use super::again_or_overdue;
-use crate::aws::{Aws, InstanceStateName, LaunchRequest, StepResult, StepStatus};
-use crate::cfn::Identity;
+use crate::aws::{InstanceStateName, LaunchRequest, StepResult, StepStatus};
+use crate::engine::Context;
 use crate::engine::create::source::check_where_it_runs;
 use crate::engine::create::{
-    Build, Next, On, Phase, resolve, step_comment, step_number, test_comment, test_number,
+    Build, Launched, Next, On, Phase, resolve, step_comment, step_number, test_comment, test_number,
 };
 use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
 use crate::engine::tags::{client_token, identity_tags};
+use crate::engine::time;
 use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
-use crate::engine::{Timing, time};
 use crate::spec::{Step, script};
 
 impl Build {
-    pub(super) async fn resolve_source(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-    ) -> Result<Next, BuildError> {
-        let resolved = resolve(aws, &self.spec, identity).await?;
+    pub(super) async fn resolve_source(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let resolved = resolve(cx.aws, &self.spec, cx.identity).await?;
         // Only a build launches: an Update in place or a rollback must not fail on a subnet
         // deleted since.
-        check_where_it_runs(aws, &self.spec, &resolved).await?;
+        check_where_it_runs(cx.aws, &self.spec, &resolved).await?;
         self.state.resolved = Some(resolved);
         Ok(Next::Run(Phase::Launch))
     }
 
-    pub(super) async fn launch(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
-    ) -> Result<Next, BuildError> {
+    pub(super) async fn launch(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let Context {
+            aws,
+            identity,
+            timing,
+        } = *cx;
         // A first holder of the lease has nothing to adopt (see `Build::fresh`).
         if !self.fresh
-            && let Some(phase) = self.adopt(aws, identity).await?
+            && let Some(phase) = self.adopt(cx).await?
         {
             return Ok(Next::Run(phase));
         }
-        let resolved = self
-            .state
-            .resolved
-            .as_ref()
-            .expect("resolved before launch");
+        let resolved = self.resolved()?;
         let mut tags = identity_tags(identity);
         tags.insert(
             "Name".into(),
@@ -69,8 +61,10 @@ impl Build {
         };
         let instance_id = aws.launch_builder(&request).await?;
         tracing::info!(instance_id = %instance_id, instance_type = %resolved.instance_type, source_image = %resolved.source_image, "builder launched");
-        self.state.instance_id = Some(instance_id);
-        self.state.launched_at_ms = Some(time::now_ms());
+        self.state.builder = Some(Launched {
+            id: instance_id,
+            at_ms: Some(time::now_ms()),
+        });
         Ok(Next::Sleep(
             timing.first_poll,
             Phase::AwaitOnline {
@@ -84,12 +78,14 @@ impl Build {
     /// Until SSM reports the builder (or the test instance) Online; then its first step.
     pub(super) async fn await_online(
         &mut self,
-        aws: &Aws,
-        timing: &Timing,
+        cx: &Context<'_>,
         on: On,
-        (waited, mut state_checked): (Duration, Option<Duration>),
+        waited: Duration,
+        mut state_checked: Option<Duration>,
     ) -> Result<Next, BuildError> {
-        let instance_id = self.instance_of(on);
+        let (aws, timing) = (cx.aws, cx.timing);
+        let instance = self.instance_of(on)?;
+        let instance_id = instance.id.as_str();
         if aws.instance_online(instance_id).await? {
             tracing::info!(
                 instance_id,
@@ -105,7 +101,7 @@ impl Build {
             expected: &[InstanceStateName::Pending, InstanceStateName::Running],
             step: None,
             state_checked: &mut state_checked,
-            launched_at_ms: self.launched_at_of(on),
+            launched_at_ms: instance.at_ms,
         };
         let wait = Wait {
             waited,
@@ -141,12 +137,12 @@ impl Build {
 
     pub(super) async fn start_step(
         &mut self,
-        aws: &Aws,
-        timing: &Timing,
+        cx: &Context<'_>,
         on: On,
         index: usize,
     ) -> Result<Next, BuildError> {
-        let steps = self.steps_of(on);
+        let (aws, timing) = (cx.aws, cx.timing);
+        let steps = self.steps_of(on)?;
         let Some(step) = steps.get(index) else {
             let joins = self
                 .spec
@@ -161,7 +157,7 @@ impl Build {
                 On::TestInstance => Phase::FinishTest,
             }));
         };
-        let instance = self.instance_of(on);
+        let instance = self.instance_of(on)?.id.as_str();
         // A retried invocation may have sent this step already: follow that command rather than
         // run the step twice. (A first holder of the lease has sent nothing before.)
         let sent = if self.fresh {
@@ -209,36 +205,18 @@ impl Build {
     }
 
     /// The build's steps, or the tests'.
-    pub(super) fn steps_of(&self, on: On) -> &[Step] {
+    pub(super) fn steps_of(&self, on: On) -> Result<&[Step], BuildError> {
         match on {
-            On::Builder => &self.spec.steps,
-            On::TestInstance => {
-                &self
-                    .spec
-                    .tests
-                    .as_ref()
-                    .expect("a test phase has tests")
-                    .steps
-            }
+            On::Builder => Ok(&self.spec.steps),
+            On::TestInstance => Ok(&self.tests()?.steps),
         }
     }
 
     /// The builder, or the test instance.
-    pub(super) fn instance_of(&self, on: On) -> &str {
+    pub(super) fn instance_of(&self, on: On) -> Result<&Launched, BuildError> {
         match on {
-            On::Builder => self.instance(),
-            On::TestInstance => self
-                .state
-                .test_instance_id
-                .as_deref()
-                .expect("launched before testing"),
-        }
-    }
-
-    pub(super) fn launched_at_of(&self, on: On) -> Option<u64> {
-        match on {
-            On::Builder => self.state.launched_at_ms,
-            On::TestInstance => self.state.test_launched_at_ms,
+            On::Builder => self.builder(),
+            On::TestInstance => self.test_instance(),
         }
     }
 
@@ -248,14 +226,20 @@ impl Build {
     /// `Build::run` then cleans up).
     pub(super) async fn await_step(
         &mut self,
-        aws: &Aws,
-        timing: &Timing,
-        (on, index, command_id): (On, usize, String),
-        (waited, mut state_checked): (Duration, Option<Duration>),
+        cx: &Context<'_>,
+        StepSent {
+            on,
+            index,
+            command_id,
+        }: StepSent,
+        waited: Duration,
+        mut state_checked: Option<Duration>,
     ) -> Result<Next, BuildError> {
-        let steps = self.steps_of(on);
+        let (aws, timing) = (cx.aws, cx.timing);
+        let steps = self.steps_of(on)?;
         let step = &steps[index];
-        let result = aws.step_result(&command_id, self.instance_of(on)).await?;
+        let instance = self.instance_of(on)?.clone();
+        let result = aws.step_result(&command_id, &instance.id).await?;
         let at = StepAt {
             name: step.name.clone(),
             index,
@@ -264,7 +248,7 @@ impl Build {
         };
         match result.status {
             StepStatus::Running => {
-                let instance_id = self.instance_of(on);
+                let instance_id = instance.id.as_str();
                 // Someone may stop or terminate the builder under a long step; SSM would only say
                 // so when the step's timeout runs out.
                 let watch = Watch {
@@ -272,7 +256,7 @@ impl Build {
                     expected: &[InstanceStateName::Running],
                     step: Some(at.clone()),
                     state_checked: &mut state_checked,
-                    launched_at_ms: self.launched_at_of(on),
+                    launched_at_ms: instance.at_ms,
                 };
                 // SSM enforces the step's own timeout; the grace covers delivery.
                 let wait = Wait {
@@ -332,8 +316,7 @@ impl Build {
                         .tests
                         .as_ref()
                         .is_some_and(|t| t.user_data.is_some());
-                if booted_with_user_data
-                    && let Ok(console) = aws.console_output(self.instance_of(on)).await
+                if booted_with_user_data && let Ok(console) = aws.console_output(&instance.id).await
                 {
                     return Err(BuildError::TestFailedAfterUserData {
                         failed: Box::new(failed),
@@ -344,6 +327,14 @@ impl Build {
             }
         }
     }
+}
+
+/// The step whose command [`Build::await_step`] awaits: which instance's, which step, and its
+/// SSM command.
+pub(super) struct StepSent {
+    pub on: On,
+    pub index: usize,
+    pub command_id: String,
 }
 
 /// A wait's "builder is not running" said of the instance it is about.

@@ -4,17 +4,17 @@
 use std::time::Duration;
 
 use super::again_or_overdue;
-use crate::aws::{Aws, ContainerInstanceStatus, InstanceStateName, LaunchRequest};
-use crate::cfn::Identity;
+use crate::aws::{ContainerInstanceStatus, InstanceStateName, LaunchRequest};
+use crate::engine::Context;
 use crate::engine::cleanup::{launched_within, terminate_builder};
-use crate::engine::create::{Build, Next, On, Phase};
+use crate::engine::create::{Build, Launched, Next, On, Phase, Tested, made};
 use crate::engine::failure::BuildError;
 use crate::engine::tags::{
     ROLE_TEST, TAG_ROLE, TAG_TEST_INSTANCE, TAG_TESTED_AT, TAG_TESTS_PASSED, identity_tags,
     test_client_token, with_passed,
 };
+use crate::engine::time;
 use crate::engine::wait::{Wait, keep_waiting};
-use crate::engine::{Timing, time};
 
 impl Build {
     /// The copies, if the spec names regions; otherwise what comes after them.
@@ -29,15 +29,15 @@ impl Build {
     /// Launches the test instance from the image: where the builder ran, tagged as the build's
     /// (with `ecs-ami:role` `test`, so that a resumed build never takes it for the builder), with
     /// the tests' user data; a retried launch (same ClientToken) answers the same instance.
-    pub(super) async fn launch_test(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
-    ) -> Result<Next, BuildError> {
-        let tests = self.spec.tests.as_ref().expect("a test phase has tests");
-        let image_id = self.state.image_id.clone().expect("image exists");
-        let resolved = self.state.resolved.as_ref().expect("resolved");
+    pub(super) async fn launch_test(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let Context {
+            aws,
+            identity,
+            timing,
+        } = *cx;
+        let tests = self.tests()?;
+        let image_id = self.image()?.id.clone();
+        let resolved = self.resolved()?;
         let instance_type = tests
             .instance_type
             .clone()
@@ -117,10 +117,18 @@ impl Build {
             instance_id = aws.launch_builder(&request).await?;
         }
         tracing::info!(instance_id = %instance_id, image_id = %image_id, "test instance launched");
-        self.state.test_instance_id = Some(instance_id);
-        if self.state.test_launched_at_ms.is_none() {
-            self.state.test_launched_at_ms = Some(time::now_ms());
-        }
+        // Tests.TimeoutMinutes counts from the first launch, whatever instance a retried launch
+        // answers.
+        let at_ms = self
+            .state
+            .test_instance
+            .as_ref()
+            .and_then(|earlier| earlier.at_ms)
+            .unwrap_or_else(time::now_ms);
+        self.state.test_instance = Some(Launched {
+            id: instance_id,
+            at_ms: Some(at_ms),
+        });
         Ok(Next::Sleep(
             timing.first_poll,
             Phase::AwaitOnline {
@@ -136,13 +144,15 @@ impl Build {
     /// the user data starts it), within `Tests.TimeoutMinutes`.
     pub(super) async fn await_ecs(
         &mut self,
-        aws: &Aws,
-        timing: &Timing,
+        cx: &Context<'_>,
         waited: Duration,
     ) -> Result<Next, BuildError> {
-        let tests = self.spec.tests.as_ref().expect("a test phase has tests");
-        let cluster = tests.ecs_cluster.clone().expect("a cluster to join");
-        let instance_id = self.instance_of(On::TestInstance).to_owned();
+        let (aws, timing) = (cx.aws, cx.timing);
+        let tests = self.tests()?;
+        let cluster = made(tests.ecs_cluster.as_ref(), "Tests.EcsCluster")?.clone();
+        let instance = self.test_instance()?;
+        let instance_id = instance.id.clone();
+        let launched_at_ms = instance.at_ms.unwrap_or(0);
         let seen = aws.container_instance(&cluster, &instance_id).await?;
         if let Some(member) = &seen
             && member.status == ContainerInstanceStatus::Active
@@ -165,9 +175,8 @@ impl Build {
             ),
         };
         // Said as such, not as the tests' timeout, when Tests.TimeoutMinutes ends first.
-        let left = (u64::from(tests.timeout_minutes) * 60_000).saturating_sub(
-            time::now_ms().saturating_sub(self.state.test_launched_at_ms.unwrap_or(0)),
-        );
+        let left = (u64::from(tests.timeout_minutes) * 60_000)
+            .saturating_sub(time::now_ms().saturating_sub(launched_at_ms));
         let wait = Wait {
             waited,
             limit: timing
@@ -203,7 +212,7 @@ impl Build {
             .tests
             .as_ref()
             .map_or(crate::spec::DEFAULT_TEST_MINUTES, |t| t.timeout_minutes);
-        match self.state.test_launched_at_ms {
+        match self.state.test_instance.as_ref().and_then(|t| t.at_ms) {
             Some(at) if time::now_ms().saturating_sub(at) > u64::from(minutes) * 60_000 => {
                 Err(BuildError::TestsTimedOut { minutes })
             }
@@ -212,14 +221,11 @@ impl Build {
     }
 
     /// The tests passed: the test instance goes, and the image records when it passed them.
-    pub(super) async fn finish_test(
-        &mut self,
-        aws: &Aws,
-        identity: &Identity,
-        timing: &Timing,
-    ) -> Result<Next, BuildError> {
-        let instance_id = self.instance_of(On::TestInstance).to_owned();
-        let grace = if launched_within(self.state.test_launched_at_ms, timing.not_found_grace) {
+    pub(super) async fn finish_test(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
+        let (aws, timing) = (cx.aws, cx.timing);
+        let instance = self.test_instance()?;
+        let instance_id = instance.id.clone();
+        let grace = if launched_within(instance.at_ms, timing.not_found_grace) {
             timing.not_found_grace
         } else {
             Duration::ZERO
@@ -229,10 +235,10 @@ impl Build {
             .map_err(BuildError::BuilderNotTerminated)?;
         tracing::info!(instance_id = %instance_id, "test instance terminated");
         let tested_at = crate::engine::time::utc_iso();
-        let image_id = self.state.image_id.clone().expect("image exists");
-        let mut resources = vec![image_id];
-        resources.extend(self.state.snapshot_ids.iter().cloned());
-        let tests = self.spec.tests.as_ref().expect("a test phase has tests");
+        let image = self.image()?;
+        let mut resources = vec![image.id.clone()];
+        resources.extend(image.snapshot_ids.iter().cloned());
+        let tests = self.tests()?;
         let current = aws
             .describe_image(&resources[0])
             .await?
@@ -240,15 +246,17 @@ impl Build {
             .unwrap_or_default();
         let tags = std::collections::BTreeMap::from([
             (TAG_TESTED_AT.to_owned(), tested_at.clone()),
-            (TAG_TEST_INSTANCE.to_owned(), instance_id),
+            (TAG_TEST_INSTANCE.to_owned(), instance_id.clone()),
             (
                 TAG_TESTS_PASSED.to_owned(),
                 with_passed(&current, &tests.digest()),
             ),
         ]);
         aws.tag(&resources, &tags).await?;
-        self.state.tested_at = Some(tested_at);
-        let _ = identity;
+        self.state.tested = Some(Tested {
+            at: tested_at,
+            instance: instance_id,
+        });
         Ok(Next::Run(self.after_tests()))
     }
 }
