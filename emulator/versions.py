@@ -1,4 +1,4 @@
-"""The moto the local AWS patches: its patches (emulator/local_aws.py) replace moto's internals as
+"""The moto the local AWS patches: its patches (emulator/patches.py) replace moto's internals as
 one version of moto has them, so the local AWS refuses to start on another version rather than
 patch what may have moved. The version is the one emulator/requirements.txt pins.
 

@@ -5,7 +5,6 @@ metadata keeps to SAR's rules; the workflow's shell passes shellcheck. The arm64
 too slow for the test run (about 5 minutes): the README's "Deploy to AWS" reports it, measured.
 """
 
-import hashlib
 import os
 import re
 import runpy
