@@ -137,6 +137,8 @@ impl<'a, 'p> Fields<'a, 'p> {
     }
 
     pub(super) fn finish(self) {
+        #[cfg(test)]
+        vocabulary::record(&self.prefix, &self.known);
         let unknown: Vec<&String> = self
             .map
             .keys()
@@ -176,5 +178,57 @@ pub(super) fn scalar_string(value: &Value) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+/// The property names the parser asks for, recorded while a test parses (`schema_tests` compares
+/// them with the schema's).
+#[cfg(test)]
+pub(super) mod vocabulary {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    thread_local! {
+        static RECORDED: RefCell<Option<BTreeSet<String>>> = const { RefCell::new(None) };
+    }
+
+    /// Every property path `parse` asks for, list indices written `[]`: `Steps[].Name`.
+    pub(in crate::spec) fn of(parse: impl FnOnce()) -> BTreeSet<String> {
+        RECORDED.with(|r| *r.borrow_mut() = Some(BTreeSet::new()));
+        parse();
+        RECORDED.with(|r| r.borrow_mut().take().unwrap_or_default())
+    }
+
+    pub(super) fn record(prefix: &str, known: &BTreeSet<&'static str>) {
+        RECORDED.with(|r| {
+            if let Some(recorded) = r.borrow_mut().as_mut() {
+                let prefix = without_indices(prefix);
+                for key in known {
+                    recorded.insert(if prefix.is_empty() {
+                        (*key).to_owned()
+                    } else {
+                        format!("{prefix}.{key}")
+                    });
+                }
+            }
+        });
+    }
+
+    /// `Steps[2].Outputs` as `Steps[].Outputs`.
+    pub(in crate::spec) fn without_indices(path: &str) -> String {
+        let mut out = String::with_capacity(path.len());
+        let mut in_index = false;
+        for c in path.chars() {
+            match c {
+                '[' => {
+                    in_index = true;
+                    out.push_str("[]");
+                }
+                ']' => in_index = false,
+                _ if in_index => {}
+                _ => out.push(c),
+            }
+        }
+        out
     }
 }

@@ -586,6 +586,8 @@ fn check_timeouts(
 }
 
 #[cfg(test)]
+mod schema_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;

@@ -180,7 +180,7 @@ fn parse_extra_filter(
     let values = strings;
     if values.is_empty() {
         problems.add(
-            &path,
+            &format!("{path}.Values"),
             format!("filter {name:?} needs Values: a list of strings"),
         );
     } else if filters.insert(name.clone(), values).is_some() {
@@ -271,7 +271,7 @@ mod property_tests {
         );
         case(
             json!({"Owners": ["self"], "Filters": [{"Name": "tag:a", "Values": []}]}),
-            "SourceAmiFilter.Filters[0]",
+            "SourceAmiFilter.Filters[0].Values",
             "needs Values",
         );
         case(
