@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import pathlib
+import re
 import subprocess
 
 import yaml
@@ -47,6 +48,36 @@ def test_the_schemas_valid_examples_pass(tmp_path):
     valid = {f"Example{i}": SCHEMA["examples"][i] for i in (0, 2, 3)}
     found = lint([write(tmp_path, template(valid))])
     assert found == [], json.dumps(found, indent=1)
+
+
+def documented_templates() -> list[tuple[str, str]]:
+    """Every YAML block of the documentation that declares a Custom::EcsAmi, as a template (a block
+    of resources alone is put under `Resources:`), and where it is."""
+    found = []
+    for page in [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        # The Syntax skeleton of the reference names types, not values.
+        text = re.sub(r"<!-- syntax: begin.*?<!-- syntax: end -->", "", page.read_text(), flags=re.S)
+        for number, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
+            if "Type: Custom::EcsAmi" not in block:
+                continue
+            if not re.search(r"^Resources:", block, re.M):
+                block = "Resources:\n" + "".join(f"  {line}\n" for line in block.splitlines())
+            found.append((f"{page.relative_to(REPO)} block {number + 1}", block))
+    return found
+
+
+def test_the_documentations_templates_pass(tmp_path):
+    templates = documented_templates()
+    assert len(templates) >= 5, templates
+    paths = []
+    for index, (_, text) in enumerate(templates):
+        path = tmp_path / f"doc-{index}.yaml"
+        path.write_text(text)
+        paths.append(path)
+    found = lint(paths)
+    where = {str(path): name for path, (name, _) in zip(paths, templates)}
+    assert found == [], "\n".join(f"{where.get(m['Filename'], m['Filename'])}: {m['Rule']['Id']} {m['Message']}"
+                                   for m in found)
 
 
 def valid() -> dict:

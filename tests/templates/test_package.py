@@ -2,7 +2,7 @@
 same binary and is what Lambda expects (one executable `bootstrap`); the template it writes is
 template.yaml deploying that zip instead of compiling; the Serverless Application Repository
 metadata keeps to SAR's rules; the workflow's shell passes shellcheck. The arm64 build itself is
-too slow for the test run (about 5 minutes): the README's "Deploy to AWS" reports it, measured.
+too slow for the test run (about 5 minutes): docs/guides/deploying.md reports it, measured.
 """
 
 import os

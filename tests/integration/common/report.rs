@@ -1,4 +1,4 @@
-//! Rows of the README's Reliability table, written by the tests that prove them and collected by
+//! Rows of the Reliability table (docs/internals/reliability.md), written by the tests that prove them and collected by
 //! `scripts/reliability-table`. A row is written only after its test's assertions held, so a
 //! table made from a passing run says what was checked, not what was hoped.
 

@@ -1,7 +1,7 @@
 //! The bad-input catalogue: each invalid Create goes through the whole handler on the local AWS
 //! and must be answered FAILED with a Reason that names the property and the problem, before
 //! any AWS call is made (the local AWS counts every call it receives). Each case writes its row
-//! of the README's Reliability table.
+//! of the Reliability table (docs/internals/reliability.md).
 
 use crate::common;
 

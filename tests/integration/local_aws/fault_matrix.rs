@@ -1,7 +1,7 @@
 //! The fault matrix, on the local AWS: each scenario breaks one thing a build depends on (AWS
 //! errors injected by the local AWS, or someone acting on the builder mid-build through the
 //! ordinary AWS APIs), checks what CloudFormation is answered, and ends with an audit of the
-//! local AWS for anything of the build left behind. Each writes its row of the README's
+//! local AWS for anything of the build left behind. Each writes its row of the
 //! Reliability table (`scripts/reliability-table`).
 
 use crate::common;

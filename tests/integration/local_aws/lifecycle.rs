@@ -458,8 +458,8 @@ async fn delete_leaves_images_it_did_not_build() {
     assert!(answer["Reason"].as_str().unwrap().contains("already gone"));
 }
 
-/// The cost of a one-step build in AWS API calls, as the local AWS counts them (reported in the
-/// README and the closing note; the bound guards against polling getting out of hand).
+/// The cost of a one-step build in AWS API calls, as the local AWS counts them (reported in
+/// docs/internals/measurements.md; the bound guards against polling getting out of hand).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_step_build_api_calls() {
     // Counted as on AWS, where a filtered Describe of a few items comes in one page: the local
@@ -486,7 +486,7 @@ async fn one_step_build_api_calls() {
     for (n, call) in calls["sequence"].as_array().unwrap().iter().enumerate() {
         println!("  {:>2} {}", n + 1, call.as_str().unwrap());
     }
-    // The same figures for scripts/bench, which records them for the README's Measurements.
+    // The same figures for scripts/bench, which records them for docs/internals/measurements.md.
     println!(
         "measured: {}",
         json!({"one_step": {"calls": calls["total"], "wall_s": elapsed.as_secs_f64(), "by_operation": calls["by_operation"]}})

@@ -252,7 +252,7 @@ fn create_event(properties: Value) -> Value {
 }
 
 /// The 40-minute build of the issue: instance pending 40 s, SSM Online at 2 min, steps 8 min,
-/// stopping 1 min, image pending 25 min. Prints the figures reported in the README.
+/// stopping 1 min, image pending 25 min. Prints the figures reported in docs/internals/measurements.md.
 #[tokio::test(start_paused = true)]
 async fn a_forty_minute_build_hands_over_and_answers_once() {
     let timeline = Arc::new(Mutex::new(Timeline::default()));
@@ -329,7 +329,7 @@ async fn a_forty_minute_build_hands_over_and_answers_once() {
     }
     let record_reads = world.get_parameters.num_calls();
     println!("  {record_reads} of the calls read the request's record (whether it was cancelled)");
-    // The same figures for scripts/bench, which records them for the README's Measurements.
+    // The same figures for scripts/bench, which records them for docs/internals/measurements.md.
     let noticed: serde_json::Map<String, serde_json::Value> = timeline
         .noticed
         .iter()
