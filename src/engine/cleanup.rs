@@ -18,17 +18,18 @@ pub(crate) fn launched_within(launched_at_ms: Option<u64>, window: Duration) -> 
         .is_some_and(|at| u128::from(time::now_ms().saturating_sub(at)) < window.as_millis())
 }
 
-/// Why `terminate_builder` could not confirm that an instance is terminated.
+/// Why `terminate_builder` could not confirm that an instance (the builder or the test instance)
+/// is terminated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotTerminated {
     /// EC2 answered NotFound all along: already gone, or not listed yet.
     #[error(
-        "builder {instance} (EC2 answered NotFound for {} s: already gone, or not listed yet; not confirmed terminated)",
+        "instance {instance} (EC2 answered NotFound for {} s: already gone, or not listed yet; not confirmed terminated)",
         .waited.as_secs()
     )]
     NotKnown { instance: String, waited: Duration },
     /// EC2 refused to terminate it.
-    #[error("builder {instance} ({error})")]
+    #[error("instance {instance} ({error})")]
     Refused { instance: String, error: AwsError },
 }
 
@@ -594,7 +595,7 @@ mod tests {
             "Cleanup: terminated builder i-1, deregistered half-made image ami-1 in eu-west-1. \
              NOT cleaned up, remove by hand (tagged ecs-ami:request-id=r-1): \
              snapshot snap-1 (ec2:DeleteSnapshot failed: UnauthorizedOperation: no) in eu-west-1, \
-             builder i-2 (EC2 answered NotFound for 30 s: already gone, or not listed yet; not confirmed terminated), \
+             instance i-2 (EC2 answered NotFound for 30 s: already gone, or not listed yet; not confirmed terminated), \
              volumes could not be listed (ec2:DescribeVolumes failed: UnauthorizedOperation: no) in eu-west-1"
         );
     }

@@ -65,9 +65,14 @@ pub(super) fn parse_block_devices(items: Vec<Value>, problems: &mut Problems) ->
             );
         }
         let kind = volume_type.as_deref().unwrap_or("gp3");
+        // Each volume type's sizes and IOPS, as the EC2 API Reference gives them for
+        // EbsBlockDevice and CreateVolume
+        // (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_EbsBlockDevice.html).
         if let Some(size) = volume_size {
             let (min, max) = match kind {
-                "io1" | "io2" => (4, 16384),
+                "gp3" => (1, 65536),
+                "io2" => (4, 65536),
+                "io1" => (4, 16384),
                 "st1" | "sc1" => (125, 16384),
                 "standard" => (1, 1024),
                 _ => (1, 16384),
@@ -79,11 +84,26 @@ pub(super) fn parse_block_devices(items: Vec<Value>, problems: &mut Problems) ->
                 );
             }
         }
-        if iops.is_some() && !matches!(kind, "io1" | "io2" | "gp3") {
-            problems.add(
+        let iops_range = match kind {
+            "gp3" => Some((3000, 80_000)),
+            "io1" => Some((100, 64_000)),
+            "io2" => Some((100, 256_000)),
+            _ => None,
+        };
+        match (iops, iops_range) {
+            (Some(_), None) => problems.add(
                 &format!("{ebs_path}.Iops"),
                 format!("applies only to io1, io2 and gp3 volumes, not {kind}"),
-            );
+            ),
+            (Some(n), Some((min, max))) if !(min..=max).contains(&n) => problems.add(
+                &format!("{ebs_path}.Iops"),
+                format!("{n} is out of range {min}..={max} for {kind}"),
+            ),
+            (None, Some(_)) if matches!(kind, "io1" | "io2") => problems.add(
+                &format!("{ebs_path}.Iops"),
+                format!("required for {kind} volumes (100 to 64000 for io1, 256000 for io2)"),
+            ),
+            _ => {}
         }
         if throughput.is_some() && kind != "gp3" {
             problems.add(
@@ -146,10 +166,45 @@ mod property_tests {
             "BlockDeviceMappings[0].Ebs.VolumeSize",
             "out of range",
         );
+        // The EC2 API Reference (EbsBlockDevice, CreateVolume): gp3 and io2 up to 65,536 GiB,
+        // gp2 and io1 up to 16,384; IOPS 3,000-80,000 for gp3, 100-64,000 for io1, 100-256,000
+        // for io2, required for io1 and io2.
         assert_problem(
-            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 20000}})),
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": 65537}})),
             "BlockDeviceMappings[0].Ebs.VolumeSize",
-            "for gp3",
+            "out of range 1..=65536",
+        );
+        assert_problem(
+            bdm(
+                json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "gp2", "VolumeSize": 20000}}),
+            ),
+            "BlockDeviceMappings[0].Ebs.VolumeSize",
+            "for gp2",
+        );
+        assert!(
+            crate::spec::AmiSpec::parse(&bdm(
+                json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "io2", "VolumeSize": 65536, "Iops": 256000}})
+            ))
+            .is_ok()
+        );
+        assert_problem(
+            bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"Iops": 2000}})),
+            "BlockDeviceMappings[0].Ebs.Iops",
+            "3000..=80000 for gp3",
+        );
+        assert_problem(
+            bdm(
+                json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "io1", "VolumeSize": 100, "Iops": 64001}}),
+            ),
+            "BlockDeviceMappings[0].Ebs.Iops",
+            "for io1",
+        );
+        assert_problem(
+            bdm(
+                json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeType": "io2", "VolumeSize": 100}}),
+            ),
+            "BlockDeviceMappings[0].Ebs.Iops",
+            "required for io2",
         );
         assert_problem(
             bdm(json!({"DeviceName": "/dev/xvdb", "Ebs": {"VolumeSize": "big"}})),
