@@ -28,7 +28,7 @@ class CustomEcsAmiProperties(CfnLintJsonSchema):
     id = "E9101"
     shortdesc = "Custom::EcsAmi properties are invalid"
     description = "Checks the properties of Custom::EcsAmi resources against the resource's schema"
-    source_url = "https://github.com/ecs-ami/custom-ecs-ami/blob/main/docs/reference/custom-ecs-ami.md"
+    source_url = "docs/reference/Custom-EcsAmi.md (in the Custom::EcsAmi repository)"
     tags = ["resources", "custom"]
 
     def __init__(self) -> None:

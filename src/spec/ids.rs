@@ -57,11 +57,39 @@ pub(super) fn check_parameter_name(name: &str, problems: &mut Problems) {
     }
 }
 
+/// `arn:PARTITION:iam::ACCOUNT:instance-profile/[PATH/]NAME`, as IAM writes an instance
+/// profile's ARN (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html): no region,
+/// a 12-digit account, path segments of printable characters, a name of up to 128 of
+/// `[A-Za-z0-9+=,.@_-]`.
+fn is_instance_profile_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ["arn", partition, "iam", "", account, resource] = parts[..] else {
+        return false;
+    };
+    let Some(path_and_name) = resource.strip_prefix("instance-profile/") else {
+        return false;
+    };
+    let (path, name) = match path_and_name.rsplit_once('/') {
+        Some((path, name)) => (Some(path), name),
+        None => (None, path_and_name),
+    };
+    let name_char = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    let printable =
+        |segment: &str| !segment.is_empty() && segment.bytes().all(|b| (b'!'..=b'~').contains(&b));
+    !partition.is_empty()
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && path.is_none_or(|path| path.split('/').all(printable))
+        && (1..=128).contains(&name.len())
+        && name.chars().all(name_char)
+}
+
 pub(super) fn check_instance_profile(profile: &str, problems: &mut Problems) {
     if profile.starts_with("arn:") {
-        let valid =
-            profile.split(':').nth(2) == Some("iam") && profile.contains(":instance-profile/");
-        if !valid {
+        if !is_instance_profile_arn(profile) {
             problems.add("IamInstanceProfile", format!("{profile:?} is not an instance profile ARN (arn:aws:iam::ACCOUNT:instance-profile/NAME)"));
         }
         return;
@@ -93,5 +121,33 @@ pub(super) fn check_ami_name(name: &str, problems: &mut Problems) {
             "AmiName",
             format!("{bad:?} is not allowed (letters, digits, spaces and ()[]./-'@_ only)"),
         );
+    }
+}
+
+#[cfg(test)]
+mod property_tests {
+    use super::is_instance_profile_arn;
+
+    #[test]
+    fn instance_profile_arns_have_iams_shape() {
+        for good in [
+            "arn:aws:iam::123456789012:instance-profile/builder",
+            "arn:aws-us-gov:iam::123456789012:instance-profile/builder",
+            "arn:aws:iam::123456789012:instance-profile/division_abc/subdivision_xyz/Builder+1",
+        ] {
+            assert!(is_instance_profile_arn(good), "{good}");
+        }
+        for bad in [
+            "arn:instance-profile/x:iam",
+            "arn:aws:iam::123456789012:instance-profile/",
+            "arn:aws:iam:us-east-1:123456789012:instance-profile/builder",
+            "arn:aws:iam::1:instance-profile/builder",
+            "arn:aws:iam::123456789012:role/builder",
+            "arn:aws:iam::123456789012:instance-profile//builder",
+            "arn:aws:iam::123456789012:instance-profile/path/",
+            "arn:aws:ec2::123456789012:instance-profile/builder",
+        ] {
+            assert!(!is_instance_profile_arn(bad), "{bad}");
+        }
     }
 }

@@ -17,12 +17,17 @@ pub struct CopyRegion {
 /// polls; more regions than this are better served by a pipeline of their own.
 pub const MAX_REGIONS: usize = 16;
 
-/// A region name: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-5`...
+/// A region name: `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-5`,
+/// `eusc-de-east-1` (the European Sovereign Cloud)... The number is written as AWS writes it: no
+/// sign, no leading zero.
 pub fn is_region_name(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
+    let number = parts[parts.len() - 1];
     parts.len() >= 3
-        && parts[0].len() == 2
+        && (2..=4).contains(&parts[0].len())
         && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && !number.starts_with('0')
         && parts[1..parts.len() - 1]
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
@@ -159,6 +164,7 @@ mod tests {
             "eu-central-2",
             "us-gov-west-1",
             "ap-southeast-5",
+            "eusc-de-east-1",
         ] {
             assert!(is_region_name(good), "{good}");
         }
@@ -169,6 +175,9 @@ mod tests {
             "us-east-0",
             "u-east-1",
             "us--1",
+            "eu-west-+1",
+            "eu-west-01",
+            "toolong-west-1",
             "",
         ] {
             assert!(!is_region_name(bad), "{bad}");

@@ -436,11 +436,9 @@ fn the_schema_and_the_parser_agree_at_every_limit() {
                     // sibling.
                     (false, Err(errors))
                         if !errors.problems.iter().any(|p| p.starts_with(&at))
-                            && !(parent.is_some()
-                                && errors
-                                    .problems
-                                    .iter()
-                                    .any(|p| p.starts_with(parent.unwrap_or_default()))) =>
+                            && parent.is_none_or(|parent| {
+                                !errors.problems.iter().any(|p| p.starts_with(parent))
+                            }) =>
                     {
                         disagreements.push(format!(
                             "{at} = {case}: refused, but the parser does not name {at}: {:?}",

@@ -38,7 +38,7 @@ impl Build {
         });
         let found = live.map(|i| Launched {
             id: i.id.clone(),
-            at_ms: first,
+            at_ms: i.launched_ms,
         });
         if let Some(image) = aws.images_tagged(&tags).await?.into_iter().next() {
             tracing::info!(image_id = %image.id, "resuming: this request's image already exists");

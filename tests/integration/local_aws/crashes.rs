@@ -227,8 +227,6 @@ async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
         ("req-older", json!({"Version": 1})),
         // Written before the phases on the builder and the test instance became one.
         ("req-before-on", json!({"Version": 2})),
-        // Written before what the build made was grouped (the builder, the image, ...).
-        ("req-before-grouped", json!({"Version": 3})),
         ("req-unreadable", json!({"Build": {"Phase": "Teleporting"}})),
     ] {
         let properties = json!({
@@ -283,4 +281,93 @@ async fn a_hand_over_this_version_cannot_continue_is_answered_and_cleaned_up() {
         "FAILED from the original request it carries, the builder terminated by its tags",
         Some(0),
     );
+}
+
+/// `payload`'s build state as version 3 wrote it: what the build made as loose fields.
+fn as_version_3(mut payload: Value) -> Value {
+    let build = &mut payload[ecs_ami::handler::CONTINUATION_KEY]["Build"];
+    let grouped = build.as_object().unwrap().clone();
+    let mut old = serde_json::Map::new();
+    for key in [
+        "phase",
+        "image_name",
+        "resolved",
+        "started_at_ms",
+        "phase_started_at_ms",
+        "hand_overs",
+        "lease",
+        "outputs",
+    ] {
+        old.insert(key.into(), grouped[key].clone());
+    }
+    old.insert("instance_id".into(), grouped["builder"]["id"].clone());
+    old.insert("launched_at_ms".into(), grouped["builder"]["at_ms"].clone());
+    old.insert("image_id".into(), grouped["image"]["id"].clone());
+    old.insert(
+        "snapshot_ids".into(),
+        grouped["image"]
+            .get("snapshot_ids")
+            .cloned()
+            .unwrap_or(json!([])),
+    );
+    old.insert("copies".into(), grouped["copies"]["copies"].clone());
+    old.insert("copies_made".into(), grouped["copies"]["made"].clone());
+    *build = Value::Object(old);
+    payload[ecs_ami::handler::CONTINUATION_KEY]["Version"] = json!(3);
+    payload
+}
+
+/// A deploy of this version in the middle of a build the previous release handed over: its
+/// version-3 payload is continued, not refused, and the build ends with its one builder and one
+/// image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_of_the_previous_version_is_continued() {
+    use common::local::InProcessScheduler;
+    use common::offline::CollectingSink;
+    use ecs_ami::handler::{CONTINUATION_KEY, Handled, Limits, handle};
+    let local = LocalAws::start().await;
+    let ec2 = local.ec2().await;
+    let aws = local.aws().await;
+    let properties = json!({
+        "SourceAmiParameter": ECS_AL2023,
+        "IamInstanceProfile": PROFILE,
+        "Steps": [{"Name": "a", "Commands": ["true"]}]
+    });
+    let mut payload = event("Create", "deployed", "req-v3", None, properties);
+    let scheduler = InProcessScheduler::default();
+    let sink = CollectingSink::default();
+    let every_state = || Limits {
+        hand_over_every_state: true,
+        ..Limits::default()
+    };
+    let mut converted = false;
+    for _ in 0..200 {
+        match handle(payload.clone(), &aws, &sink, &scheduler, every_state())
+            .await
+            .unwrap()
+        {
+            Handled::HandedOver { .. } => {}
+            Handled::Answered(_) => break,
+            other => panic!("expected a hand-over or an answer: {other:?}"),
+        }
+        payload = serde_json::from_str(&scheduler.take().unwrap()).unwrap();
+        // Once the builder is launched, the payload is rewritten, once, as the previous release
+        // wrote it: the deploy happens while that release's build waits for its builder.
+        let build = &payload[CONTINUATION_KEY]["Build"];
+        if !build["builder"].is_null() && !converted {
+            payload = as_version_3(payload);
+            converted = true;
+        }
+    }
+    assert!(converted, "the build never launched its builder");
+    let responses = sink.responses();
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    assert_eq!(
+        responses[0].status,
+        ecs_ami::cfn::Status::Success,
+        "{:?}",
+        responses[0].reason
+    );
+    let (launched, images, live) = count_tagged(&ec2, "req-v3").await;
+    assert_eq!((launched, images.len(), live), (1, 1, 0));
 }

@@ -237,7 +237,7 @@ impl Build {
     ) -> Result<Next, BuildError> {
         let (aws, timing) = (cx.aws, cx.timing);
         let steps = self.steps_of(on)?;
-        let step = &steps[index];
+        let step = crate::engine::create::made(steps.get(index), "step at this index")?;
         let instance = self.instance_of(on)?.clone();
         let result = aws.step_result(&command_id, &instance.id).await?;
         let at = StepAt {

@@ -117,17 +117,11 @@ impl Build {
             instance_id = aws.launch_builder(&request).await?;
         }
         tracing::info!(instance_id = %instance_id, image_id = %image_id, "test instance launched");
-        // Tests.TimeoutMinutes counts from the first launch, whatever instance a retried launch
-        // answers.
-        let at_ms = self
-            .state
-            .test_instance
-            .as_ref()
-            .and_then(|earlier| earlier.at_ms)
-            .unwrap_or_else(time::now_ms);
+        // Tests.TimeoutMinutes counts from this launch. (A delivery retried after a crash launches
+        // again and counts afresh; the build's own TimeoutMinutes still bounds it.)
         self.state.test_instance = Some(Launched {
             id: instance_id,
-            at_ms: Some(at_ms),
+            at_ms: Some(time::now_ms()),
         });
         Ok(Next::Sleep(
             timing.first_poll,
