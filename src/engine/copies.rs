@@ -387,7 +387,7 @@ pub(crate) async fn remove(
             Err(error) => {
                 removed
                     .left
-                    .push((format!("the copies in {region} could not be listed"), error));
+                    .push((format!("the copies in {region} (not listed)"), error));
                 continue;
             }
         };
@@ -411,7 +411,7 @@ pub(crate) async fn remove(
         match there.snapshots_tagged(&tags).await {
             Ok(found) => snapshots.extend(found),
             Err(error) => removed.left.push((
-                format!("the copies' snapshots in {region} could not be listed"),
+                format!("the copies' snapshots in {region} (not listed)"),
                 error,
             )),
         }

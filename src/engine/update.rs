@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::aws::{Aws, AwsError, Image, ImageState};
 use crate::engine::copies::Settled;
-use crate::engine::create::{Build, Progress, Resolved, resolve};
+use crate::engine::create::{Build, Progress, Resolved, check_where_it_runs, resolve};
 use crate::engine::failure::{BuildError, Failed, Failure, UpdateError};
 use crate::engine::tags::{
     TAG_FINGERPRINT, TAG_PROPERTIES, TAG_SOURCE, image_outcome, outputs_of, owned_by,
@@ -405,6 +405,17 @@ async fn retag_or_reuse(cx: &Context<'_>, physical_id: &str, spec: &AmiSpec) -> 
             }
         }
         Err(error) => return Err(UpdateError::SearchEarlier(error)).into(),
+    }
+    // A rebuild launches: what EC2 would refuse (the instance type where it runs, the subnet and
+    // security groups) is found first, as a Create finds it, naming the property.
+    if let Err(error) = check_where_it_runs(aws, spec, &resolved).await {
+        return UpdatePlan::Fail(Failed {
+            failure: Failure::In {
+                stage: crate::engine::Phase::Resolve.name(),
+                error,
+            },
+            cleanup: None,
+        });
     }
     UpdatePlan::Rebuild(resolved)
 }

@@ -29,7 +29,7 @@ use crate::engine::{Timing, lease, ledger, time};
 use crate::spec::AmiSpec;
 
 pub use source::default_instance_type;
-pub(crate) use source::resolve;
+pub(crate) use source::{check_where_it_runs, resolve};
 pub use state::{
     Build, BuildState, ImageMade, Launched, On, Origin, Phase, Progress, Resolved, Tested,
 };

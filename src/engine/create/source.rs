@@ -78,7 +78,7 @@ pub(crate) async fn resolve(
 /// the instance type exists and runs the source AMI's architecture, the subnet and the security
 /// groups exist, and the groups are in the subnet's VPC. (The instance profile is left to
 /// RunInstances, which names it: reading IAM would need one more permission.)
-pub(super) async fn check_where_it_runs(
+pub(crate) async fn check_where_it_runs(
     aws: &Aws,
     spec: &AmiSpec,
     resolved: &Resolved,

@@ -592,3 +592,55 @@ async fn filtered_describe_calls_come_in_pages() {
         None,
     );
 }
+
+/// An Update that rebuilds launches a builder as a Create does, so it checks first what EC2 would
+/// refuse (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_RunInstances.html:
+/// InvalidSubnetID.NotFound): a subnet that does not exist fails the Update naming SubnetId,
+/// before anything is launched, and the stack keeps its AMI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_rebuilds_checks_where_it_runs_before_launching() {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let created = invoke(
+        &aws,
+        event(
+            "Create",
+            "rebuild-checks",
+            "req-1",
+            None,
+            properties(json!({})),
+        ),
+    )
+    .await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    let ami = created["PhysicalResourceId"].as_str().unwrap().to_owned();
+    let rebuild = properties(json!({
+        "Steps": [{"Name": "check", "Commands": ["true", "true"]}],
+        "SubnetId": "subnet-0123456789abcdef0"
+    }));
+    let updated = invoke(
+        &aws,
+        event("Update", "rebuild-checks", "req-2", Some(&ami), rebuild),
+    )
+    .await;
+    assert_eq!(updated["Status"], "FAILED", "{updated}");
+    assert_eq!(updated["PhysicalResourceId"], json!(ami));
+    let reason = updated["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("SubnetId: subnet-0123456789abcdef0 does not exist"),
+        "{reason}"
+    );
+    let ec2 = local.ec2().await;
+    let launched = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:ecs-ami:request-id")
+                .values("req-2")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(launched.reservations().len(), 0, "an instance was launched");
+}
