@@ -176,3 +176,45 @@ pub fn tags_of(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// What one request launched and made, found by its `ecs-ami:request-id` tag: how many
+/// instances it launched, its images, and how many of its instances are not terminated.
+pub async fn count_tagged(
+    ec2: &aws_sdk_ec2::Client,
+    request_id: &str,
+) -> (usize, Vec<String>, usize) {
+    let filter = Filter::builder()
+        .name("tag:ecs-ami:request-id")
+        .values(request_id)
+        .build();
+    let instances = ec2
+        .describe_instances()
+        .filters(filter.clone())
+        .send()
+        .await
+        .unwrap();
+    let launched = instances
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .count();
+    let live = instances
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
+        .count();
+    let images = ec2
+        .describe_images()
+        .owners("self")
+        .filters(filter)
+        .send()
+        .await
+        .unwrap();
+    let images = images
+        .images()
+        .iter()
+        .map(|i| i.image_id().unwrap().to_owned())
+        .collect();
+    (launched, images, live)
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{BlockDeviceMapping, EbsBlockDevice, InstanceType, ResourceType};
-use common::audit::{Audit, tags_of};
+use common::audit::{Audit, count_tagged, tags_of};
 use common::report;
 use common::{
     ECS_AL2023, LocalAws, PROFILE, event, invoke, launch_request, launched_id, one_step_properties,
@@ -630,17 +630,6 @@ async fn an_update_that_rebuilds_checks_where_it_runs_before_launching() {
         reason.contains("SubnetId: subnet-0123456789abcdef0 does not exist"),
         "{reason}"
     );
-    let ec2 = local.ec2().await;
-    let launched = ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:ecs-ami:request-id")
-                .values("req-2")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(launched.reservations().len(), 0, "an instance was launched");
+    let (launched, _, _) = count_tagged(&local.ec2().await, "req-2").await;
+    assert_eq!(launched, 0, "an instance was launched");
 }

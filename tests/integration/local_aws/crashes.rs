@@ -4,52 +4,14 @@
 
 use crate::common;
 
+use common::audit::count_tagged;
+use common::{ECS_AL2023, LocalAws, PROFILE, event, report};
+use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aws_sdk_ec2::types::Filter;
-use common::{ECS_AL2023, LocalAws, PROFILE, event, report};
-use serde_json::{Value, json};
-
 fn ecs_ami(local: &LocalAws) -> Command {
     local.ecs_ami_command(env!("CARGO_BIN_EXE_ecs-ami"))
-}
-
-async fn count_tagged(ec2: &aws_sdk_ec2::Client, request_id: &str) -> (usize, Vec<String>, usize) {
-    let filter = Filter::builder()
-        .name("tag:ecs-ami:request-id")
-        .values(request_id)
-        .build();
-    let instances = ec2
-        .describe_instances()
-        .filters(filter.clone())
-        .send()
-        .await
-        .unwrap();
-    let launched = instances
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .count();
-    let live = instances
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str()) != Some("terminated"))
-        .count();
-    let images = ec2
-        .describe_images()
-        .owners("self")
-        .filters(filter)
-        .send()
-        .await
-        .unwrap();
-    let images = images
-        .images()
-        .iter()
-        .map(|i| i.image_id().unwrap().to_owned())
-        .collect();
-    (launched, images, live)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
