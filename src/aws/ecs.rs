@@ -65,3 +65,76 @@ impl Aws {
             }))
     }
 }
+
+/// The container images a task definition names, as `DescribeTaskDefinition` answers it
+/// (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeTaskDefinition.html>).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDefinitionImages {
+    /// The revision's ARN (a family alone resolves to its latest ACTIVE revision).
+    pub arn: String,
+    /// Each container's name and image, in the task definition's order.
+    pub containers: Vec<(String, String)>,
+    /// Containers that pull with `repositoryCredentials` (a private registry's secret).
+    pub with_credentials: Vec<String>,
+}
+
+impl Aws {
+    /// The images of `task_definition` (family, `family:revision` or ARN), or `None` when ECS
+    /// does not know it (`ClientException`, which ECS answers for a task definition that does
+    /// not exist).
+    pub async fn task_definition_images(
+        &self,
+        task_definition: &str,
+    ) -> Result<Option<TaskDefinitionImages>> {
+        let Some(ecs) = &self.ecs else {
+            return Err(AwsError::in_answer(
+                "ecs:DescribeTaskDefinition",
+                "no ECS client configured",
+            ));
+        };
+        let answer = match ecs
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+        {
+            Ok(answer) => answer,
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_client_exception()) =>
+            {
+                tracing::info!(task_definition, error = %aws_smithy_types::error::display::DisplayErrorContext(&error), "ECS does not know the task definition");
+                return Ok(None);
+            }
+            Err(error) => return Err(AwsError::from_sdk("ecs:DescribeTaskDefinition", error)),
+        };
+        let Some(definition) = answer.task_definition() else {
+            return Err(AwsError::in_answer(
+                "ecs:DescribeTaskDefinition",
+                "the answer has no task definition",
+            ));
+        };
+        let containers = definition.container_definitions();
+        Ok(Some(TaskDefinitionImages {
+            arn: definition
+                .task_definition_arn()
+                .unwrap_or(task_definition)
+                .to_owned(),
+            containers: containers
+                .iter()
+                .filter_map(|c| {
+                    Some((
+                        c.name().unwrap_or_default().to_owned(),
+                        c.image()?.to_owned(),
+                    ))
+                })
+                .collect(),
+            with_credentials: containers
+                .iter()
+                .filter(|c| c.repository_credentials().is_some())
+                .map(|c| c.name().unwrap_or_default().to_owned())
+                .collect(),
+        }))
+    }
+}

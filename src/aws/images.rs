@@ -423,6 +423,12 @@ fn to_image(image: &ec2t::Image) -> Image {
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default(),
         root_device_name: image.root_device_name().map(str::to_owned),
+        root_volume_gib: image
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name().is_some() && m.device_name() == image.root_device_name())
+            .and_then(|m| m.ebs()?.volume_size())
+            .and_then(|size| u32::try_from(size).ok()),
         created: image.creation_date().and_then(parse_time),
         deprecated_at: image.deprecation_time().and_then(parse_time),
         imds_support: image.imds_support().map(|s| s.as_str().to_owned()),

@@ -16,20 +16,24 @@
 //! (a test instance in its cluster) and `lambda.rs` (the self-invocation of a hand-over).
 
 mod commands;
+mod ecr;
 mod ecs;
 mod error;
 mod images;
 mod instances;
 mod lambda;
 mod parameters;
+mod registry;
 
 /// The states the engine reads, as the SDK's enums: an instance's, an image's, a container
 /// instance's.
 pub use aws_sdk_ec2::types::{ImageState, InstanceStateName};
 pub use aws_sdk_ecs::types::ContainerInstanceStatus;
-pub use ecs::ContainerInstance;
+pub use ecr::{MANIFEST_MEDIA_TYPES, Manifest, ManifestRef};
+pub use ecs::{ContainerInstance, TaskDefinitionImages};
 pub use error::{AwsError, Code};
 pub use lambda::SelfInvoke;
+pub use registry::{REGISTRY_ENDPOINT_ENV, Registries, RegistryError};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -91,6 +95,8 @@ pub struct Image {
     pub state_reason: Option<String>,
     pub architecture: String,
     pub root_device_name: Option<String>,
+    /// The size of the root device's volume, in GiB, as the image maps it.
+    pub root_volume_gib: Option<u32>,
     /// CreationDate.
     pub created: Option<aws_smithy_types::DateTime>,
     /// DeprecationTime: when the image is (or was) deprecated, if it is to be.
@@ -192,8 +198,12 @@ pub struct CopyRequest {
 pub struct Aws {
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
-    /// Only `Tests.EcsCluster` needs it.
+    /// Only `Tests.EcsCluster` and `ContainerImages.TaskDefinitions` need it.
     ecs: Option<aws_sdk_ecs::Client>,
+    /// Only `ContainerImages` of ECR need it.
+    ecr: Option<aws_sdk_ecr::Client>,
+    /// Registries other than ECR (`ContainerImages`).
+    registries: Registries,
     /// The same clients for other regions ([`Aws::in_region`]), made once each and shared by
     /// every clone: a client made for each call would open its own connections every time.
     regions: std::sync::Arc<std::sync::Mutex<BTreeMap<String, Aws>>>,
@@ -213,14 +223,30 @@ impl Aws {
             aws_sdk_ssm::Client::new(config),
         )
         .with_ecs(aws_sdk_ecs::Client::new(config))
+        .with_ecr(aws_sdk_ecr::Client::new(config))
     }
     pub fn from_clients(ec2: aws_sdk_ec2::Client, ssm: aws_sdk_ssm::Client) -> Aws {
         Aws {
             ec2,
             ssm,
             ecs: None,
+            ecr: None,
+            registries: Registries::from_env(),
             regions: Default::default(),
         }
+    }
+    pub fn with_ecr(mut self, ecr: aws_sdk_ecr::Client) -> Aws {
+        self.ecr = Some(ecr);
+        self.regions = Default::default();
+        self
+    }
+    pub fn with_registries(mut self, registries: Registries) -> Aws {
+        self.registries = registries;
+        self
+    }
+    /// Registries other than ECR.
+    pub fn registries(&self) -> &Registries {
+        &self.registries
     }
     pub fn with_ecs(mut self, ecs: aws_sdk_ecs::Client) -> Aws {
         self.ecs = Some(ecs);
@@ -256,9 +282,15 @@ impl Aws {
                     ),
                     ecs: self.ecs.as_ref().map(|ecs| {
                         aws_sdk_ecs::Client::from_conf(
-                            ecs.config().to_builder().region(region).build(),
+                            ecs.config().to_builder().region(region.clone()).build(),
                         )
                     }),
+                    ecr: self.ecr.as_ref().map(|ecr| {
+                        aws_sdk_ecr::Client::from_conf(
+                            ecr.config().to_builder().region(region).build(),
+                        )
+                    }),
+                    registries: self.registries.clone(),
                     regions: Default::default(),
                 }
             })

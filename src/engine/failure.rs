@@ -50,6 +50,25 @@ pub enum BuildError {
         image: String,
         state: ImageState,
     },
+    /// A `ContainerImages` image, or task definition, that cannot be baked, found before anything
+    /// is launched: `at` says where it came from (`ContainerImages.Images[2]`, or a task
+    /// definition and its container), `subject` is the reference or task definition.
+    #[error("{at}: {subject}: {problem}")]
+    ContainerImageRefused {
+        at: String,
+        subject: String,
+        problem: String,
+    },
+    /// The images cannot fit on the root volume, where Docker keeps them.
+    #[error(
+        "ContainerImages: the images are {compressed_mib} MiB compressed, about {needed_gib} GiB once pulled, more than the {volume_gib} GiB root volume Docker keeps them on (the largest: {largest}); enlarge the root volume in BlockDeviceMappings"
+    )]
+    ContainerImagesTooLarge {
+        compressed_mib: u64,
+        needed_gib: u64,
+        volume_gib: u32,
+        largest: String,
+    },
     /// A property names something EC2 would refuse at launch, found before anything is launched.
     #[error("{property}: {problem}")]
     WillNotLaunch {

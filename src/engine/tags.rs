@@ -9,7 +9,7 @@ use crate::cfn::Identity;
 use crate::engine::Done;
 use crate::engine::create::Resolved;
 use crate::hash::short_hash;
-use crate::spec::{AmiSpec, SOURCE_IMAGE_ATTRIBUTE, fingerprint};
+use crate::spec::{AmiSpec, BakedImage, SOURCE_IMAGE_ATTRIBUTE, fingerprint};
 
 pub const TAG_STACK: &str = "ecs-ami:stack-id";
 pub const TAG_LOGICAL: &str = "ecs-ami:logical-id";
@@ -61,6 +61,11 @@ pub const TAG_COPY_REGIONS: &str = "ecs-ami:copy-regions";
 /// Each step output is kept on the AMI under this prefix, so that an Update that keeps the AMI
 /// (or a rollback that reuses one) answers with the same attributes.
 pub const TAG_OUTPUT_PREFIX: &str = "ecs-ami:output:";
+/// Each container image baked into the AMI (`ContainerImages`), numbered from 01:
+/// `REFERENCE@DIGEST`, so that a person or a consuming stack sees exactly what an AMI holds.
+pub const TAG_CONTAINER_IMAGE_PREFIX: &str = "ecs-ami:container-image:";
+/// EC2's longest tag value.
+const MAX_TAG_VALUE_CHARS: usize = 256;
 
 /// Stack and logical id as the name's prefix: see [`unique_image_name`].
 pub fn default_image_name(identity: &Identity, utc_stamp: String) -> String {
@@ -138,7 +143,58 @@ pub(crate) fn image_tags(
     tags.insert(TAG_FINGERPRINT.into(), resolved.fingerprint.clone());
     tags.insert(TAG_PROPERTIES.into(), fingerprint::of_request(spec));
     tags.insert(TAG_SOURCE.into(), resolved.source_image.clone());
+    for (i, image) in resolved.container_images.iter().enumerate() {
+        tags.insert(
+            format!("{TAG_CONTAINER_IMAGE_PREFIX}{:02}", i + 1),
+            container_image_tag(image),
+        );
+    }
     tags
+}
+
+/// `REFERENCE@DIGEST` within a tag value's 256 characters: the digest is kept whole, a reference
+/// too long loses its start (the repository's end and the tag say most).
+fn container_image_tag(image: &BakedImage) -> String {
+    let room = MAX_TAG_VALUE_CHARS - image.digest.len() - 1;
+    let chars: Vec<char> = image.reference.chars().collect();
+    let reference = if chars.len() <= room {
+        image.reference.clone()
+    } else {
+        let kept: String = chars[chars.len() - (room - 1)..].iter().collect();
+        format!("…{kept}")
+    };
+    format!("{reference}@{}", image.digest)
+}
+
+/// The container images an image holds, from its tags, in their order (`name` and `bytes` are
+/// not kept on the image: `name` is the reference's, `bytes` 0).
+pub(crate) fn container_images_of(image: &Image) -> Vec<BakedImage> {
+    image
+        .tags
+        .iter()
+        .filter(|(key, _)| key.starts_with(TAG_CONTAINER_IMAGE_PREFIX))
+        .filter_map(|(_, value)| {
+            let (reference, digest) = value.rsplit_once('@')?;
+            let name = crate::spec::ImageReference::parse(reference)
+                .map(|r| r.name())
+                .unwrap_or_default();
+            Some(BakedImage {
+                reference: reference.to_owned(),
+                name,
+                digest: digest.to_owned(),
+                bytes: 0,
+            })
+        })
+        .collect()
+}
+
+/// The `ContainerImages` attribute: a JSON list of `{"Reference", "Digest"}`.
+fn container_images_attribute(images: &[BakedImage]) -> String {
+    let list: Vec<serde_json::Value> = images
+        .iter()
+        .map(|i| serde_json::json!({"Reference": i.reference, "Digest": i.digest}))
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }
 
 /// The tags the user asked for: `Tags`, and `OutputTags` with the values the steps handed back
@@ -188,6 +244,7 @@ pub(crate) fn image_outcome(image: &Image) -> Done {
         snapshot_ids: &image.snapshot_ids,
         fingerprint: tag(TAG_FINGERPRINT),
         outputs: outputs_of(image),
+        container_images: &container_images_of(image),
         tested: image
             .tags
             .get(TAG_TESTED_AT)
@@ -205,6 +262,8 @@ pub(crate) struct ImageAnswer<'a> {
     pub fingerprint: &'a str,
     /// The steps' `Outputs`.
     pub outputs: BTreeMap<String, String>,
+    /// `ContainerImages` as baked.
+    pub container_images: &'a [BakedImage],
     /// When it passed its `Tests`, and on which test instance.
     pub tested: Option<(&'a str, &'a str)>,
 }
@@ -220,6 +279,12 @@ pub(crate) fn image_answer(answer: ImageAnswer<'_>) -> Done {
         ("Fingerprint".to_owned(), answer.fingerprint.to_owned()),
     ]);
     data.extend(answer.outputs);
+    if !answer.container_images.is_empty() {
+        data.insert(
+            "ContainerImages".to_owned(),
+            container_images_attribute(answer.container_images),
+        );
+    }
     if let Some((at, instance)) = answer.tested {
         data.insert("TestedAt".to_owned(), at.to_owned());
         data.insert("TestInstanceId".to_owned(), instance.to_owned());

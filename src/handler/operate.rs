@@ -71,6 +71,21 @@ fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, T
             }
             Err(_) => Ok(spec),
         })
+        // template.yaml passes its ContainerImageRepositories and ReadTaskDefinitions; without
+        // them the roles decide.
+        .and_then(
+            |spec| match std::env::var("ECS_AMI_CONTAINER_IMAGE_REPOSITORIES") {
+                Ok(list) => {
+                    let repositories: Vec<&str> =
+                        list.split(',').filter(|r| !r.is_empty()).collect();
+                    let read =
+                        std::env::var("ECS_AMI_READ_TASK_DEFINITIONS").is_ok_and(|v| v == "true");
+                    spec.check_container_image_access(&repositories, read)
+                        .map(|()| spec)
+                }
+                Err(_) => Ok(spec),
+            },
+        )
         .and_then(|spec| match &request.operation {
             Operation::Update { old_properties, .. } => match AmiSpec::parse(old_properties) {
                 Ok(old) => spec.check_copy_keys(&old).map(|()| spec),

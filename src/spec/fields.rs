@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::*;
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub(super) struct Problems(Vec<String>);
 
 impl Problems {

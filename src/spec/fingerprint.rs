@@ -18,17 +18,31 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, AmiSpec, BlockDevice, Source, SourceFilter, Step};
+use super::{Action, AmiSpec, BakedImage, BlockDevice, Source, SourceFilter, Step};
 
 /// The resolved fingerprint: what the image is built from, the source as the AMI id it resolved
-/// to.
-pub fn of(spec: &AmiSpec, source_image: &str, instance_type: &str) -> String {
-    CanonicalV1::new(
+/// to, and `ContainerImages` as the digests they resolved to (a new image pushed under the same
+/// tag rebuilds, as a new source release does).
+pub fn of(
+    spec: &AmiSpec,
+    source_image: &str,
+    instance_type: &str,
+    container_images: &[BakedImage],
+) -> String {
+    let mut canonical = CanonicalV1::new(
         spec,
         CanonicalSource::Resolved(source_image),
         Some(instance_type),
-    )
-    .digest()
+    );
+    if !container_images.is_empty() {
+        canonical.container_images = Some(
+            container_images
+                .iter()
+                .map(|image| serde_json::json!({"reference": image.reference, "digest": image.digest}))
+                .collect(),
+        );
+    }
+    canonical.digest()
 }
 
 /// The properties that shape the image, as the request states them: the source as given (an
@@ -36,12 +50,19 @@ pub fn of(spec: &AmiSpec, source_image: &str, instance_type: &str) -> String {
 /// when a parameter starts naming a new release, so a rollback can find the image it returns to
 /// without resolving the source again.
 pub fn of_request(spec: &AmiSpec) -> String {
-    CanonicalV1::new(
+    let mut canonical = CanonicalV1::new(
         spec,
         CanonicalSource::AsGiven(&spec.source),
         spec.instance_type.as_deref(),
-    )
-    .digest()
+    );
+    let given = &spec.container_images;
+    if !given.is_empty() {
+        canonical.container_images = Some(vec![serde_json::json!({
+            "images": given.images.iter().map(|r| &r.given).collect::<Vec<_>>(),
+            "task_definitions": given.task_definitions,
+        })]);
+    }
+    canonical.digest()
 }
 
 /// Version 1 of the hashed text: images built since the first release carry a hash of its JSON,
@@ -64,6 +85,11 @@ struct CanonicalV1<'a> {
     /// the fingerprint because EC2 cannot take it back from an image: a change builds a new one.
     #[serde(rename = "imds_support", skip_serializing_if = "Option::is_none")]
     imds_support: Option<&'a str>,
+    /// `ContainerImages`: resolved, each reference with its digest; as given, the references and
+    /// task definitions as written. Left out when there are none, so images built before it
+    /// existed keep their fingerprints.
+    #[serde(rename = "container_images", skip_serializing_if = "Option::is_none")]
+    container_images: Option<Vec<Value>>,
 }
 
 /// The source under one of two keys: `source_image` for the resolved id, `source` for the
@@ -162,6 +188,7 @@ impl<'a> CanonicalV1<'a> {
             steps: spec.steps.iter().map(step).collect(),
             ami_name: spec.ami_name.as_deref(),
             imds_support: spec.imds_support.as_deref(),
+            container_images: None,
         }
     }
 
@@ -280,7 +307,7 @@ mod tests {
         // here rebuilds every AMI on its next Update.
         let rich = rich();
         assert_eq!(
-            of(&rich, "ami-12345678", "t3.medium"),
+            of(&rich, "ami-12345678", "t3.medium", &[]),
             "v1-12bbf449844aea0580c5c2ff6084caac6a7fa06a61d157e4dd20d9fb680f8959"
         );
         assert_eq!(
@@ -295,7 +322,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            of(&simple, "ami-0123456789abcdef0", "m7g.large"),
+            of(&simple, "ami-0123456789abcdef0", "m7g.large", &[]),
             "v1-cec5ae49fc986da3bf82fb383f80d69c2ef332484515693bd3b4e3b40f6d93d1"
         );
         assert_eq!(
@@ -363,14 +390,14 @@ mod tests {
         );
         // The resolved fingerprint moves with the release; this one cannot see it.
         assert_ne!(
-            of(&spec(json!({})), "ami-12345678", "t3.medium"),
-            of(&spec(json!({})), "ami-87654321", "t3.medium")
+            of(&spec(json!({})), "ami-12345678", "t3.medium", &[]),
+            of(&spec(json!({})), "ami-87654321", "t3.medium", &[])
         );
     }
 
     #[test]
     fn metadata_changes_keep_the_fingerprint() {
-        let base = of(&spec(json!({})), "ami-12345678", "t3.medium");
+        let base = of(&spec(json!({})), "ami-12345678", "t3.medium", &[]);
         for extra in [
             json!({"Tags": {"team": "x"}}),
             json!({"AmiDescription": "new words"}),
@@ -379,7 +406,7 @@ mod tests {
             json!({"IamInstanceProfile": "other"}),
         ] {
             assert_eq!(
-                of(&spec(extra.clone()), "ami-12345678", "t3.medium"),
+                of(&spec(extra.clone()), "ami-12345678", "t3.medium", &[]),
                 base,
                 "{extra}"
             );
@@ -388,9 +415,9 @@ mod tests {
 
     #[test]
     fn content_changes_change_the_fingerprint() {
-        let base = of(&spec(json!({})), "ami-12345678", "t3.medium");
-        assert_ne!(of(&spec(json!({})), "ami-87654321", "t3.medium"), base);
-        assert_ne!(of(&spec(json!({})), "ami-12345678", "t3.large"), base);
+        let base = of(&spec(json!({})), "ami-12345678", "t3.medium", &[]);
+        assert_ne!(of(&spec(json!({})), "ami-87654321", "t3.medium", &[]), base);
+        assert_ne!(of(&spec(json!({})), "ami-12345678", "t3.large", &[]), base);
         for extra in [
             json!({"Steps": [{"Name": "a", "Commands": ["echo b"]}]}),
             json!({"Steps": [{"Name": "a", "Commands": ["echo a"], "Environment": {"X": "1"}}]}),
@@ -401,7 +428,7 @@ mod tests {
             json!({"Steps": [{"Name": "a", "Commands": ["echo a"], "Outputs": ["V"]}]}),
         ] {
             assert_ne!(
-                of(&spec(extra.clone()), "ami-12345678", "t3.medium"),
+                of(&spec(extra.clone()), "ami-12345678", "t3.medium", &[]),
                 base,
                 "{extra}"
             );
@@ -440,8 +467,8 @@ mod tests {
         // The image is what was built from: the same resolved AMI is the same content, however
         // it was chosen.
         assert_eq!(
-            of(&a, "ami-12345678", "t3.medium"),
-            of(&by_id, "ami-12345678", "t3.medium")
+            of(&a, "ami-12345678", "t3.medium", &[]),
+            of(&by_id, "ami-12345678", "t3.medium", &[])
         );
     }
 
@@ -450,8 +477,8 @@ mod tests {
         let plain = spec(json!({}));
         let required = spec(json!({"ImdsSupport": "v2.0"}));
         assert_ne!(
-            of(&plain, "ami-12345678", "t3.medium"),
-            of(&required, "ami-12345678", "t3.medium")
+            of(&plain, "ami-12345678", "t3.medium", &[]),
+            of(&required, "ami-12345678", "t3.medium", &[])
         );
         assert_ne!(of_request(&plain), of_request(&required));
         // Without it, the hashed text has no key for it (the golden values above hold too).
@@ -466,6 +493,43 @@ mod tests {
 
     #[test]
     fn fingerprints_fit_in_a_tag_value() {
-        assert!(of(&spec(json!({})), "ami-12345678", "t3.medium").len() <= 256);
+        assert!(of(&spec(json!({})), "ami-12345678", "t3.medium", &[]).len() <= 256);
+    }
+
+    #[test]
+    fn container_images_rebuild_when_a_digest_moves_and_leave_other_images_alone() {
+        let plain = spec(json!({}));
+        let baking = spec(json!({"ContainerImages": {"Images": ["nginx:1.27"]}}));
+        let image = |digit: char| BakedImage {
+            reference: "nginx:1.27".into(),
+            name: "docker.io/library/nginx".into(),
+            digest: format!("sha256:{}", digit.to_string().repeat(64)),
+            bytes: 1000,
+        };
+        let at = |images: &[BakedImage]| of(&baking, "ami-12345678", "t3.medium", images);
+        assert_ne!(
+            at(&[image('a')]),
+            at(&[image('b')]),
+            "a new push under the tag rebuilds"
+        );
+        assert_eq!(
+            at(&[image('a')]),
+            at(&[BakedImage {
+                bytes: 5,
+                ..image('a')
+            }]),
+            "sizes are not content"
+        );
+        assert_ne!(
+            at(&[image('a')]),
+            of(&plain, "ami-12345678", "t3.medium", &[])
+        );
+        // As given (a rollback's lookup), the references as written, not their digests.
+        assert_ne!(of_request(&plain), of_request(&baking));
+        // Without ContainerImages the hashed text has no key for it (the golden values hold).
+        assert_eq!(
+            of(&baking, "ami-12345678", "t3.medium", &[]),
+            of(&plain, "ami-12345678", "t3.medium", &[])
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+mod container_images;
 mod devices;
 mod fields;
 pub mod fingerprint;
@@ -21,6 +22,11 @@ mod steps;
 mod tags;
 mod tests_property;
 
+use container_images::parse_container_images;
+pub use container_images::{
+    BakedImage, ContainerImages, EcrRegistry, ImageReference, MAX_CONTAINER_IMAGES, PULL_STEP_NAME,
+    ecr_registry, is_digest,
+};
 use devices::parse_block_devices;
 use fields::{Fields, Problems, kind_of, scalar_string};
 pub use ids::is_ami_id;
@@ -71,8 +77,9 @@ pub const MAX_OUTPUT_VALUE_CHARS: usize = 256;
 /// The attribute naming the source AMI; `OutputTags` may tag the AMI with it, as with a step output.
 pub const SOURCE_IMAGE_ATTRIBUTE: &str = "SourceImageId";
 /// The attributes every build answers with; a step output may not take one of these names.
-pub const BUILT_IN_ATTRIBUTES: [&str; 7] = [
+pub const BUILT_IN_ATTRIBUTES: [&str; 8] = [
     "ImageId",
+    "ContainerImages",
     "ImageName",
     "SourceImageId",
     "SnapshotIds",
@@ -178,6 +185,9 @@ pub struct AmiSpec {
     /// What the new AMI must pass, on a test instance launched from it, before it is answered.
     /// Not part of the fingerprint: a change alone re-tests the existing AMI.
     pub tests: Option<TestSpec>,
+    /// Container images pulled on the builder after the steps, by the digests they resolve to
+    /// (part of the fingerprint, resolved). Empty when not given.
+    pub container_images: ContainerImages,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -219,6 +229,20 @@ impl AmiSpec {
         } else {
             Err(PropertyErrors { problems })
         }
+    }
+
+    /// `ContainerImages` this deployment's role cannot read or pull: ECR images outside
+    /// `repositories` (its ContainerImageRepositories), task definitions unless
+    /// `read_task_definitions` (its ReadTaskDefinitions). Refused before anything is built.
+    pub fn check_container_image_access(
+        &self,
+        repositories: &[&str],
+        read_task_definitions: bool,
+    ) -> Result<(), PropertyErrors> {
+        let mut problems = Problems::default();
+        self.container_images
+            .check_access(repositories, read_task_definitions, &mut problems);
+        problems.into_result(|| ())
     }
 
     /// `Regions` outside `allowed` (the deployment's `AmiCopyRegions`, the only regions its role
@@ -346,6 +370,7 @@ impl AmiSpec {
         let ssm_parameters = top.list("SsmParameters");
         let regions = top.list("Regions");
         let tests = top.take("Tests");
+        let container_images = top.take("ContainerImages");
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
@@ -398,6 +423,9 @@ impl AmiSpec {
         let ssm_parameters = home_parameters;
         let regions = parse_regions(regions.unwrap_or_default(), &mut problems);
         let tests = tests.and_then(|value| parse_tests(value, &mut problems));
+        let container_images = container_images
+            .and_then(|value| parse_container_images(value, &mut problems))
+            .unwrap_or_default();
         check_sharable(
             &launch_permissions,
             (&block_device_mappings, &regions),
@@ -433,6 +461,7 @@ impl AmiSpec {
             copy_parameters,
             regions,
             tests,
+            container_images,
         })
     }
 }

@@ -35,7 +35,12 @@ pub(super) fn parse_steps_at(path: &str, items: Vec<Value>, problems: &mut Probl
 
         let name = match name {
             Some(name) if name.chars().count() <= 100 => {
-                if !names.insert(name.clone()) {
+                if name == PULL_STEP_NAME {
+                    problems.add(
+                        &format!("{prefix}.Name"),
+                        format!("{name:?} is the name of the step that pulls ContainerImages; choose another"),
+                    );
+                } else if !names.insert(name.clone()) {
                     problems.add(
                         &format!("{prefix}.Name"),
                         format!("{name:?} is used by an earlier step; step names must be unique"),

@@ -6,6 +6,7 @@
 //! up what an earlier delivery made (`resume`); the source is resolved and checked in
 //! `source`.
 
+mod container_images;
 mod phases;
 mod resume;
 mod source;
@@ -22,8 +23,8 @@ use crate::engine::Done;
 use crate::engine::cleanup::{Cleanup, Leftovers, clean_up, launched_within};
 use crate::engine::failure::{BuildError, Failed, Failure};
 use crate::engine::tags::{
-    ImageAnswer, TAG_FINGERPRINT, TAG_SOURCE, default_image_name, image_answer, outputs_of,
-    unique_image_name,
+    ImageAnswer, TAG_FINGERPRINT, TAG_SOURCE, container_images_of, default_image_name,
+    image_answer, outputs_of, unique_image_name,
 };
 use crate::engine::{Timing, lease, ledger, time};
 use crate::spec::AmiSpec;
@@ -121,6 +122,7 @@ impl Build {
             architecture: image.architecture.clone(),
             instance_type: String::new(),
             fingerprint: tag(TAG_FINGERPRINT),
+            container_images: container_images_of(image),
         });
         build.state.image = Some(ImageMade {
             id: image.id.clone(),
@@ -581,6 +583,7 @@ impl Build {
             snapshot_ids: &image.snapshot_ids,
             fingerprint: &resolved.fingerprint,
             outputs: self.state.outputs.clone(),
+            container_images: &resolved.container_images,
             tested: self
                 .state
                 .tested

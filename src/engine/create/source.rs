@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Resolved;
+use super::{Resolved, container_images};
 use crate::aws::{Aws, ImageState};
 use crate::cfn::Identity;
 use crate::engine::failure::BuildError;
@@ -64,13 +64,27 @@ pub(crate) async fn resolve(
         .instance_type
         .clone()
         .unwrap_or_else(|| default_instance_type(&architecture).into());
-    let fingerprint = fingerprint::of(spec, &source_image, &instance_type);
-    tracing::info!(source_image = %source_image, architecture = %architecture, "source resolved");
+    let container_images = if spec.container_images.is_empty() {
+        Vec::new()
+    } else {
+        let images = container_images::resolve(aws, spec, &architecture).await?;
+        let root_volume = image.root_device_name.as_deref().and_then(|root| {
+            spec.block_device_mappings
+                .iter()
+                .find(|d| d.device_name == root)
+                .and_then(|d| d.ebs.volume_size)
+        });
+        container_images::check_fits(&images, root_volume.or(image.root_volume_gib))?;
+        images
+    };
+    let fingerprint = fingerprint::of(spec, &source_image, &instance_type, &container_images);
+    tracing::info!(source_image = %source_image, architecture = %architecture, container_images = container_images.len(), "source resolved");
     Ok(Resolved {
         source_image,
         architecture,
         instance_type,
         fingerprint,
+        container_images,
     })
 }
 

@@ -126,6 +126,10 @@ pub struct Resolved {
     pub architecture: String,
     pub instance_type: String,
     pub fingerprint: String,
+    /// `ContainerImages`, each resolved to the digest of its manifest for `architecture`.
+    /// Absent from the hand-overs of builds started before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_images: Vec<crate::spec::BakedImage>,
 }
 
 /// An instance a build launched, and when, on the [`clock`](crate::engine::time::now_ms): EC2

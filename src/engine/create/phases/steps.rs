@@ -1,11 +1,13 @@
 //! The builder's launch, and the phases that work on an instance, the builder or the test
 //! instance ([`On`]): waiting for SSM to report it Online, sending each step, awaiting each.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use super::again_or_overdue;
 use crate::aws::{InstanceStateName, LaunchRequest, StepResult, StepStatus};
 use crate::engine::Context;
+use crate::engine::create::container_images;
 use crate::engine::create::source::check_where_it_runs;
 use crate::engine::create::{
     Build, Launched, Next, On, Phase, resolve, step_comment, step_number, test_comment, test_number,
@@ -14,7 +16,7 @@ use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
 use crate::engine::tags::{client_token, identity_tags};
 use crate::engine::time;
 use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
-use crate::spec::{Step, script};
+use crate::spec::{MAX_STEP_TIMEOUT_SECONDS, Step, script};
 
 impl Build {
     pub(super) async fn resolve_source(&mut self, cx: &Context<'_>) -> Result<Next, BuildError> {
@@ -204,11 +206,22 @@ impl Build {
         ))
     }
 
-    /// The build's steps, or the tests'.
-    pub(super) fn steps_of(&self, on: On) -> Result<&[Step], BuildError> {
+    /// The build's steps (and the pull of `ContainerImages` after them), or the tests'.
+    pub(super) fn steps_of(&self, on: On) -> Result<Cow<'_, [Step]>, BuildError> {
         match on {
-            On::Builder => Ok(&self.spec.steps),
-            On::TestInstance => Ok(&self.tests()?.steps),
+            On::Builder => {
+                let images = &self.resolved()?.container_images;
+                if images.is_empty() {
+                    return Ok(Cow::Borrowed(&self.spec.steps));
+                }
+                let mut steps = self.spec.steps.clone();
+                steps.push(container_images::pull_step(
+                    images,
+                    MAX_STEP_TIMEOUT_SECONDS,
+                ));
+                Ok(Cow::Owned(steps))
+            }
+            On::TestInstance => Ok(Cow::Borrowed(&self.tests()?.steps)),
         }
     }
 
