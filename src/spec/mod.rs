@@ -231,6 +231,18 @@ impl AmiSpec {
         }
     }
 
+    /// How many container images the AMI has tags left for, once `Tags`, `OutputTags` and the
+    /// step outputs have theirs (task definitions may name more images than the parse counted).
+    pub fn container_image_tag_room(&self) -> usize {
+        let outputs: std::collections::BTreeSet<&str> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.outputs.iter().map(String::as_str))
+            .collect();
+        (EC2_TAGS_PER_RESOURCE - PRODUCT_TAGS - PRODUCT_TEST_TAGS)
+            .saturating_sub(self.tags.len() + self.output_tags.len() + outputs.len())
+    }
+
     /// `ContainerImages` this deployment's role cannot read or pull: ECR images outside
     /// `repositories` (its ContainerImageRepositories), task definitions unless
     /// `read_task_definitions` (its ReadTaskDefinitions). Refused before anything is built.
@@ -406,7 +418,6 @@ impl AmiSpec {
         let tags = parse_tags(tags, &mut problems);
         let steps = parse_steps(steps.unwrap_or_default(), &mut problems);
         let output_tags = parse_output_tags(output_tags, &tags, &steps, &mut problems);
-        check_tag_budget(&tags, &output_tags, &steps, &mut problems);
         let launch_permissions = launch_permissions
             .and_then(|value| parse_launch_permissions(value, &mut problems))
             .unwrap_or_default();
@@ -426,6 +437,9 @@ impl AmiSpec {
         let container_images = container_images
             .and_then(|value| parse_container_images(value, &mut problems))
             .unwrap_or_default();
+        // Each image is a tag of the AMI; a task definition names at least one.
+        let least_images = container_images.images.len() + container_images.task_definitions.len();
+        check_tag_budget(&tags, &output_tags, &steps, least_images, &mut problems);
         check_sharable(
             &launch_permissions,
             (&block_device_mappings, &regions),

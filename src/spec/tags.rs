@@ -75,6 +75,7 @@ pub(super) fn check_tag_budget(
     tags: &BTreeMap<String, String>,
     output_tags: &BTreeMap<String, String>,
     steps: &[Step],
+    container_images: usize,
     problems: &mut Problems,
 ) {
     let ours = PRODUCT_TAGS + PRODUCT_TEST_TAGS;
@@ -86,7 +87,7 @@ pub(super) fn check_tag_budget(
         .iter()
         .flat_map(|s| s.outputs.iter().map(String::as_str))
         .collect();
-    let used = tags.len() + output_tags.len() + outputs.len();
+    let used = tags.len() + output_tags.len() + outputs.len() + container_images;
     if tags.len() > budget {
         problems.add(
             "Tags",
@@ -96,7 +97,7 @@ pub(super) fn check_tag_budget(
         problems.add(
             "OutputTags",
             format!(
-                "{} Tags, {} OutputTags and {} step Outputs (each kept on the AMI as a tag) need {used} tags; at most {budget} fit ({why})",
+                "{} Tags, {} OutputTags, {} step Outputs and {container_images} ContainerImages (each kept on the AMI as a tag) need {used} tags; at most {budget} fit ({why})",
                 tags.len(),
                 output_tags.len(),
                 outputs.len()

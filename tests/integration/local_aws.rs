@@ -4,6 +4,7 @@ mod authorization;
 mod aws_rules;
 mod bad_input;
 mod cancellation;
+mod container_images;
 mod crashes;
 mod deprecation;
 mod ecs_stack;

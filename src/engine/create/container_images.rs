@@ -87,6 +87,16 @@ pub(crate) async fn resolve(
             ),
         });
     }
+    let room = spec.container_image_tag_room();
+    if wanted.len() > room {
+        return Err(BuildError::ContainerImageRefused {
+            at: "ContainerImages".into(),
+            subject: format!("{} images", wanted.len()),
+            problem: format!(
+                "each is a tag of the AMI, and only {room} tags are left by Tags, OutputTags and the step outputs (EC2 allows 50 per resource, the product keeps 10)"
+            ),
+        });
+    }
     let platform = platform_of(architecture);
     let mut baked = Vec::with_capacity(wanted.len());
     for (at, reference) in wanted {
@@ -351,6 +361,10 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
         "docker_dir=/var/lib/docker; [ -d \"$docker_dir\" ] || docker_dir=/var/lib".into(),
         "free_kib=\"$(df -Pk \"$docker_dir\" | awk 'NR==2 {print $4}')\"".into(),
         "if [ \"$free_kib\" -lt \"$needed_kib\" ]; then echo \"ecs-ami: the images need about $((needed_kib / 1024)) MiB on $docker_dir, which has $((free_kib / 1024)) MiB free: enlarge the root volume (BlockDeviceMappings)\" >&2; exit 1; fi".into(),
+        // Docker must run to pull; a step may have stopped and disabled it (as the ECS-optimized
+        // AMI is imaged). It is started for the pulls and stopped again as the step found it.
+        "started_docker=''".into(),
+        "if command -v systemctl > /dev/null && ! systemctl is-active --quiet docker.service; then if systemctl start docker.service; then started_docker=1; else echo 'ecs-ami: docker.service could not be started; trying the pulls anyway' >&2; fi; fi".into(),
     ];
     let mut registries: Vec<(String, String)> = images
         .iter()
