@@ -17,9 +17,12 @@ and public parameters. Tags given in TagSpecifications are authorized as ec2:Cre
 and passing the instance profile's role as iam:PassRole with `iam:PassedToService`.
 
 Credentials decide who calls: the access key id `local-admin` is the test harness or an
-operator (allowed everything, not logged); any other key is the function. A request the engine
-cannot evaluate (an operation not mapped here, a resource type missing) is answered with an error
-and logged, never allowed.
+operator (allowed everything, not logged); a key the local AWS handed to an instance through its
+metadata service (emulator/imds.py) is that instance's role, evaluated against that role's policy
+as template.yaml writes it (`Principal`, `instance_role_policy`), for the ECR pulls only; any other
+key is the function. A request the engine cannot evaluate (an operation not mapped here, a
+resource type missing, an instance role or an action of one the local AWS does not model) is
+answered with an error and logged, never allowed.
 """
 
 from __future__ import annotations
@@ -31,17 +34,20 @@ import subprocess
 import sys
 import threading
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
+from moto.ecr.models import ecr_backends
 from moto.iam.models import iam_backends
 from moto.kms.models import kms_backends
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "templates"))
-from cfn_template import Resolver, function_role_statements, load  # noqa: E402  (the template tests' own resolver)
+from cfn_template import (  # noqa: E402  (the template tests' own resolver)
+    Resolver, function_role_statements, load, role_managed_policies, role_statements)
 
 ADMIN_KEY = "local-admin"
 TALLY = os.environ.get("ECS_AMI_EMULATOR_IAM_TALLY")
@@ -63,14 +69,94 @@ class Missing(Exception):
     the local AWS leaves to moto."""
 
 
+def template_resolver(template: dict[str, Any], parameters: dict[str, str] | None) -> Resolver:
+    """template.yaml's intrinsics resolved for the local account, region and stack, with the
+    roles' ARNs as the local AWS seeds them."""
+    return Resolver(template, parameters or {}, stack_name=STACK_NAME,
+                    attributes={"BuilderRole.Arn": BUILDER_ROLE, "TestInstanceRole.Arn": TEST_ROLE,
+                                "UnhandledEvents.Arn": UNHANDLED_QUEUE})
+
+
 def role_policy(template_path: str, parameters: dict[str, str] | None = None) -> dict[str, Any]:
     """The function's role policy from template.yaml, intrinsics resolved for the local account,
     region and stack, with BuilderRole's ARN as the local AWS seeds it."""
     template = load(template_path)
-    resolver = Resolver(template, parameters or {}, stack_name=STACK_NAME,
-                        attributes={"BuilderRole.Arn": BUILDER_ROLE, "TestInstanceRole.Arn": TEST_ROLE,
-                                    "UnhandledEvents.Arn": UNHANDLED_QUEUE})
+    resolver = template_resolver(template, parameters)
     return {"Version": "2012-10-17", "Statement": function_role_statements(template, resolver)}
+
+
+# --- Instances' roles ------------------------------------------------------------------------------
+#
+# A process on an instance calls AWS with the credentials of the instance profile's role, which it
+# reads from the instance metadata service (emulator/imds.py): those calls are that role's. The
+# local AWS evaluates them for the ECR pulls a builder makes (an authorization token, then each
+# manifest and layer; https://docs.aws.amazon.com/AmazonECR/latest/userguide/image-pull.html) and
+# for nothing else: any other action of an instance is refused as one it cannot evaluate.
+INSTANCE_ACTIONS = ("ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+# The seeded roles (emulator/seed.py) and the template.yaml resources they stand for.
+INSTANCE_ROLES = {BUILDER_ROLE_NAME: "BuilderRole", TEST_ROLE_NAME: "TestInstanceRole"}
+# The AWS managed policies those roles attach, as far as INSTANCE_ACTIONS go: the statements of
+# each that grant one of them, from the AWS Managed Policy Reference. AmazonSSMManagedInstanceCore
+# grants ssm, ssmmessages and ec2messages actions only
+# (https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AmazonSSMManagedInstanceCore.html);
+# AmazonEC2ContainerServiceforEC2Role grants the ECR pull actions on every repository
+# (https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AmazonEC2ContainerServiceforEC2Role.html).
+# A managed policy not listed here makes its role one the local AWS cannot evaluate.
+MANAGED_ECR_STATEMENTS: dict[str, list[dict[str, Any]]] = {
+    "AmazonSSMManagedInstanceCore": [],
+    "service-role/AmazonEC2ContainerServiceforEC2Role": [{
+        "Sid": "AmazonEC2ContainerServiceforEC2Role", "Effect": "Allow",
+        "Action": ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability",
+                   "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+        "Resource": "*"}],
+}
+
+
+def instance_role_policy(template: dict[str, Any], resolver: Resolver, logical_id: str) -> dict[str, Any]:
+    """An instance role's policy as template.yaml writes it, for INSTANCE_ACTIONS: its own
+    statements and the ECR statements of its managed policies."""
+    statements = role_statements(template, resolver, logical_id)
+    for arn in role_managed_policies(template, resolver, logical_id):
+        name = arn.split(":policy/", 1)[-1]
+        if name not in MANAGED_ECR_STATEMENTS:
+            raise CannotAuthorize(f"{logical_id} attaches {arn}, which the local AWS does not model "
+                                  "(emulator/authorization.py, MANAGED_ECR_STATEMENTS)")
+        statements += MANAGED_ECR_STATEMENTS[name]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def instance_role_policies(template_path: str, parameters: dict[str, str] | None) -> dict[str, Any]:
+    """Each seeded instance role's policy, or why it cannot be evaluated (a string)."""
+    template = load(template_path)
+    resolver = template_resolver(template, parameters)
+    policies: dict[str, Any] = {}
+    for role, logical_id in INSTANCE_ROLES.items():
+        try:
+            policies[role] = instance_role_policy(template, resolver, logical_id)
+        except (CannotAuthorize, KeyError) as error:
+            policies[role] = str(error)
+    return policies
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who makes a request: the function (its role), or an instance's role (the session EC2 makes
+    for the instance profile, named after the instance)."""
+
+    arn: str
+    role: str = ""        # an instance's role name; empty for the function
+    instance: str = ""
+
+    @property
+    def is_instance(self) -> bool:
+        return bool(self.role)
+
+
+FUNCTION = Principal(FUNCTION_ROLE)
+
+
+def instance_principal(role: str, instance_id: str) -> Principal:
+    return Principal(f"arn:aws:sts::{DEFAULT_ACCOUNT_ID}:assumed-role/{role}/{instance_id}", role, instance_id)
 
 
 def caller_key(environ: dict[str, Any]) -> str:
@@ -91,6 +177,9 @@ class Authorizer:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         self.policy: dict[str, Any] = {}
+        # Each instance role's policy (or why it cannot be evaluated), for the same template
+        # parameters as the function's.
+        self.instance_policies: dict[str, Any] = instance_role_policies(template_path, None)
         self.types: dict[str, dict[str, Any]] = {}
         # Errors a test provokes on purpose (POST /ecs-ami-local/iam/expect-errors): tallied as
         # ExpectedError, so that scripts/test fails only on the others.
@@ -122,19 +211,33 @@ class Authorizer:
             self.ask({"policy": policy})
 
     def configure(self, body: dict[str, Any]) -> dict[str, Any]:
-        """`{"without": [Sid, ...]}` removes statements from the template's policy, `{"policy":
-        {...}}` replaces it, `{}` restores the template's."""
+        """`{"without": [Sid, ...]}` removes statements from the template's policies (the
+        function's and the instance roles'), `{"parameters": {...}}` resolves them for other
+        template parameters (both roles follow them: ContainerImageRepositories gives the
+        function and BuilderRole their statements), `{"policy": {...}}` replaces the function's,
+        `{}` restores the template's. Answers the Sids in force: the function's, and each
+        instance role's (or why it cannot be evaluated)."""
+        instance = instance_role_policies(self.template_path, body.get("parameters"))
         if "policy" in body:
             policy = body["policy"]
         else:
             policy = role_policy(self.template_path, body.get("parameters"))
             without = set(body.get("without") or [])
-            unknown = without - {s.get("Sid") for s in policy["Statement"]}
+            known = {s.get("Sid") for s in policy["Statement"]} | {
+                s.get("Sid") for p in instance.values() if isinstance(p, dict) for s in p["Statement"]}
+            unknown = without - known
             if unknown:
                 raise CannotAuthorize(f"no statement with Sid {sorted(unknown)} in template.yaml")
             policy["Statement"] = [s for s in policy["Statement"] if s.get("Sid") not in without]
+            for role_policy_ in instance.values():
+                if isinstance(role_policy_, dict):
+                    role_policy_["Statement"] = [s for s in role_policy_["Statement"] if s.get("Sid") not in without]
         self.set_policy(policy)
-        return {"statements": [s.get("Sid") for s in policy["Statement"]]}
+        with self.lock:
+            self.instance_policies = instance
+        return {"statements": [s.get("Sid") for s in policy["Statement"]],
+                "instance_roles": {role: [s.get("Sid") for s in p["Statement"]] if isinstance(p, dict) else p
+                                   for role, p in instance.items()}}
 
     def report(self, clear: bool) -> dict[str, Any]:
         with self.lock:
@@ -146,11 +249,13 @@ class Authorizer:
             counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
         return {"counts": counts, "decisions": decisions}
 
-    def authorize(self, operation: str, region: str, params: dict[str, Any]) -> dict[str, Any]:
+    def authorize(self, operation: str, region: str, params: dict[str, Any],
+                  principal: Principal = FUNCTION) -> dict[str, Any]:
         """The decision on one request: `Allowed`, `Denied` (with the action and resource that
         were refused) or `Error`. Every request is one or more IAM actions, each on its
-        resources; all of them must be allowed."""
-        entry: dict[str, Any] = {"operation": operation, "checks": []}
+        resources; all of them must be allowed. `principal` is who calls: the function, or an
+        instance's role (INSTANCE_ACTIONS only)."""
+        entry: dict[str, Any] = {"operation": operation, "principal": principal.arn, "checks": []}
         try:
             checks = actions_of(operation, region, params)
             entry["derived"] = cover(operation, region, params, checks, self.resource_types)
@@ -163,15 +268,40 @@ class Authorizer:
             checks, failure = [], str(error)
         else:
             failure = ""
+        return self.evaluate(entry, checks, region, principal, failure)
+
+    def authorize_action(self, operation: str, region: str, principal: Principal,
+                         checks: list[dict[str, Any]]) -> dict[str, Any]:
+        """The decision on a request that is not an API call (a registry's manifest or blob
+        request, emulator/registry.py), given its IAM actions and resources."""
+        entry: dict[str, Any] = {"operation": operation, "principal": principal.arn, "checks": []}
+        return self.evaluate(entry, checks, region, principal, "")
+
+    def evaluate(self, entry: dict[str, Any], checks: list[dict[str, Any]], region: str,
+                 principal: Principal, failure: str) -> dict[str, Any]:
+        identity: dict[str, Any] = {}
+        if principal.is_instance and not failure:
+            policy = self.instance_policies.get(principal.role)
+            outside = [c["action"] for c in checks if c["action"] not in INSTANCE_ACTIONS]
+            if policy is None:
+                failure = (f"the role {principal.role} of {principal.instance} is not one the local AWS "
+                           f"models (emulator/authorization.py, INSTANCE_ROLES)")
+            elif isinstance(policy, str):
+                failure = f"the role {principal.role} of {principal.instance} cannot be evaluated: {policy}"
+            elif outside:
+                failure = (f"{outside[0]} by an instance ({principal.role}): the local AWS evaluates an "
+                           f"instance's calls only for {', '.join(INSTANCE_ACTIONS)}")
+            else:
+                identity = {"identityPolicy": policy, "policyName": principal.role}
         with self.lock:
             decision = "Error" if failure else "Allowed"
-            for check in checks:
+            for check in [] if failure else checks:
                 consequence = check.pop("consequence", None)
                 # aws:RequestedRegion: the region the request was sent to (for CopyImage, the
                 # destination), a global condition key present in every request.
                 context = {"aws:RequestedRegion": region, **check.get("context", {})}
-                answer = self.ask({**check, "context": context, "principal": FUNCTION_ROLE,
-                                   "account": DEFAULT_ACCOUNT_ID})
+                answer = self.ask({**check, "context": context, "principal": principal.arn,
+                                   "account": DEFAULT_ACCOUNT_ID, **identity})
                 entry["checks"].append({"action": check["action"], **answer})
                 if consequence and answer.get("decision") == "Denied":
                     # Not a refusal of this request: a later failure of what it made.
@@ -193,6 +323,8 @@ class Authorizer:
         statements that decided it."""
         self.decisions.append(entry)
         parts = [f"{entry['decision']:<8} {entry['operation']}"]
+        if entry.get("principal", FUNCTION_ROLE) != FUNCTION_ROLE:
+            parts.append(f"as {entry['principal']}")
         for check in entry.get("checks", []):
             for resource in check.get("resources", []):
                 sids = ",".join(resource.get("statements", [])) or "no statement"
@@ -586,6 +718,36 @@ ECS = {
         "action": "ecs:ListContainerInstances",
         "resources": [{"arn": ecs_cluster_arn(region, body.get("cluster", ""))}]}],
     "DescribeContainerInstances": ecs_container_instances,
+    # ContainerImages.TaskDefinitions: the Service Authorization Reference lists no resource type
+    # for it, so it is authorized on "*" (whatever task definition it names).
+    "DescribeTaskDefinition": anything("ecs:DescribeTaskDefinition"),
+}
+
+
+def ecr_repository_arn(region: str, registry: str, name: str) -> str:
+    return f"arn:aws:ecr:{region}:{registry}:repository/{name}"
+
+
+def ecr_repository(region: str, registry: str, name: str) -> dict[str, Any]:
+    """A repository as IAM sees it: its ARN (the registry is the account that owns it), with its
+    tags as aws:ResourceTag when it is the local account's
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerregistry.html)."""
+    context: dict[str, Any] = {}
+    if registry == DEFAULT_ACCOUNT_ID:
+        backend = ecr_backends[DEFAULT_ACCOUNT_ID][region]
+        if name in backend.repositories:
+            tags = backend.list_tags_for_resource(backend.repositories[name].arn).get("tags", [])
+            context = {f"aws:ResourceTag/{t['Key']}": t["Value"] for t in tags}
+    return {"arn": ecr_repository_arn(region, registry, name), "context": context}
+
+
+ECR = {
+    # The function resolves a tag to its digest; a builder reads a manifest by the ECR API too.
+    "BatchGetImage": lambda region, body: [{
+        "action": "ecr:BatchGetImage",
+        "resources": [ecr_repository(region, body.get("registryId") or DEFAULT_ACCOUNT_ID, body["repositoryName"])]}],
+    # A builder's registry credentials: the action names no resource type.
+    "GetAuthorizationToken": anything("ecr:GetAuthorizationToken"),
 }
 
 
@@ -665,12 +827,23 @@ ECS_FIELDS: dict[str, str] = {
     **dict.fromkeys(["filter", "maxResults", "nextToken", "status", "include"], DATA),
     "cluster": "cluster",
     "containerInstances": "container-instance",
+    "taskDefinition": "task-definition",
 }
 
-FIELDS = {"ec2": EC2_FIELDS, "ssm": SSM_FIELDS, "ecs": ECS_FIELDS}
+# ECR's JSON bodies. registryId is the account part of the repository's ARN (the repository is
+# the resource), so it names nothing by itself; registryIds (GetAuthorizationToken's, deprecated)
+# the registries a token is for, authorized on "*".
+ECR_FIELDS: dict[str, str] = {
+    **dict.fromkeys(["registryId", "registryIds", "imageIds.imageTag", "imageIds.imageDigest",
+                     "acceptedMediaTypes"], DATA),
+    "repositoryName": "repository",
+}
+
+FIELDS = {"ec2": EC2_FIELDS, "ssm": SSM_FIELDS, "ecs": ECS_FIELDS, "ecr": ECR_FIELDS}
 # Condition keys whose value is another resource the request names, authorized through them.
 RESOURCE_KEYS = ("ecs:cluster",)
-SERVICES = {"EC2": "ec2", "AmazonSSM": "ssm", "AmazonEC2ContainerServiceV20141113": "ecs"}
+SERVICES = {"EC2": "ec2", "AmazonSSM": "ssm", "AmazonEC2ContainerServiceV20141113": "ecs",
+            "AmazonEC2ContainerRegistry_V20150921": "ecr"}
 LOOKS_LIKE_ID = re.compile(r"[a-z]+(-[a-z]+)*-[0-9a-f]{8,17}")
 
 
@@ -735,6 +908,12 @@ def named_resources(service: str, region: str, params: dict[str, Any]) -> list[d
             cluster = ecs_cluster_arn(region, params.get("cluster", "")).rsplit("/", 1)[-1]
             entry["arn"] = value if value.startswith("arn:") else (
                 f"arn:aws:ecs:{region}:{DEFAULT_ACCOUNT_ID}:container-instance/{cluster}/{value}")
+        elif kind == "task-definition":
+            # A family, family:revision or ARN.
+            entry["arn"] = value if value.startswith("arn:") else (
+                f"arn:aws:ecs:{region}:{DEFAULT_ACCOUNT_ID}:task-definition/{value}")
+        elif kind == "repository":
+            entry["arn"] = ecr_repository_arn(region, str(params.get("registryId") or DEFAULT_ACCOUNT_ID), value)
         named.append(entry)
     return named
 
@@ -789,8 +968,8 @@ def cover(operation: str, region: str, params: dict[str, Any], checks: list[dict
 def actions_of(operation: str, region: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The IAM actions one request needs, each with the resources it names."""
     service, _, name = operation.partition(".")
-    table = (EC2 if service == "EC2" else SSM if service == "AmazonSSM"
-             else ECS if service == "AmazonEC2ContainerServiceV20141113" else {})
+    table = {"EC2": EC2, "AmazonSSM": SSM, "AmazonEC2ContainerServiceV20141113": ECS,
+             "AmazonEC2ContainerRegistry_V20150921": ECR}.get(service, {})
     if name not in table:
         raise CannotAuthorize(f"{operation}: the local AWS does not know what this request authorizes")
     try:

@@ -79,6 +79,12 @@ ENDPOINT = {"url": ""}
 
 
 def instance_env(instance_id: str, region: str) -> dict[str, str]:
-    """What a process inside an instance knows of it and of the local AWS."""
+    """What a process inside an instance knows of it and of the local AWS: its instance metadata
+    service (emulator/imds.py) through AWS_EC2_METADATA_SERVICE_ENDPOINT, and ECR's API through
+    AWS_ENDPOINT_URL_ECR, the AWS SDKs' and CLI's own settings for them
+    (https://docs.aws.amazon.com/sdkref/latest/guide/feature-imds-credentials.html,
+    https://docs.aws.amazon.com/sdkref/latest/guide/feature-ss-endpoints.html)."""
     return {"ECS_AMI_INSTANCE_ID": instance_id, "ECS_AMI_REGION": region,
-            "ECS_AMI_LOCAL_AWS": ENDPOINT["url"]}
+            "ECS_AMI_LOCAL_AWS": ENDPOINT["url"],
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"{ENDPOINT['url']}/ecs-ami-local/imds/{instance_id}/",
+            "AWS_ENDPOINT_URL_ECR": ENDPOINT["url"]}

@@ -48,12 +48,20 @@ comes only that much later, as when a connection died under the caller), or `"im
 instance's SSM agent offline: it reports ConnectionLost, and its running commands are killed and
 never report an end, as when an agent dies.
 
+For container images: `/ecs-ami-local/registry/{HOST}/v2/...` is every registry's distribution
+API (ECR's hosts from moto's ECR, authenticated by ECR's authorization tokens and authorized as
+the principal each was issued to; other hosts public, with a bearer-token challenge), and `POST
+/ecs-ami-local/registry/push` and `.../refuse` set them up for the tests; `/ecs-ami-local/imds/{INSTANCE_ID}/`
+is each instance's metadata service (IMDSv2), whose role credentials make an instance's calls its
+role's; the seeded images have a `docker` stand-in.
+
 Every other request goes to moto unchanged.
 
 This module is the entry point and the router. Each behaviour lives in a module of its own in
 emulator/ (`launches`, `images`, `consistency`, `filesystems`, `boot`, `run_command`, `ecs`,
-`parameters`, `paging`, `faults`, `calls`, `seed`, `cloudformation`, with `settings` and
-`messages`); every change to moto's internals is in `patches`, installed by `main()`.
+`ecr`, `registry`, `imds`, `parameters`, `paging`, `faults`, `calls`, `seed`, `cloudformation`,
+with `settings` and `messages`; `docker_stand_in` runs inside instances); every change to moto's
+internals is in `patches`, installed by `main()`.
 """
 
 from __future__ import annotations
@@ -87,7 +95,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import create_backend_app, DomainDispatcherApplication
 from werkzeug.serving import make_server
 
-from authorization import ADMIN_KEY, Authorizer, caller_key, CannotAuthorize, ec2_params
+from authorization import (ADMIN_KEY, Authorizer, caller_key, CannotAuthorize, ec2_params, FUNCTION, instance_principal,
+                           Principal)
 from boot import CONSOLE, boot, console_output
 from calls import CallCounter
 from consistency import not_yet_visible
@@ -95,11 +104,13 @@ from ecs import ecs_agent_started
 from faults import Faults
 from filesystems import ENDPOINT
 from images import (add_image, apply_image_description, hold_image_pending, image_deprecation, refused_imds_support)
+import imds
 from launches import KMS_REFUSED
 from messages import (REQUEST, error_response, moto_answer, operation_of, region_of, respond, respond_raw, sdk_attempt, with_body)
 import patches
 from paging import EC2_PAGED, page_items, page_of
 from parameters import put_image_parameter
+from registry import PREFIX as REGISTRY_PREFIX, Registries
 from run_command import RunCommandService, SsmError
 from seed import seed
 from settings import COPY_DELAY, IAM, IMAGE_DELAY, PAGE_SIZE, PAGE_TOKEN, SEED_REGIONS, STATE_DIR, TEMPLATE
@@ -114,6 +125,7 @@ class LocalAws:
         self.throttle = Throttle()
         self.faults = Faults()
         self.authorizer = Authorizer(TEMPLATE, os.path.join(STATE_DIR, "iam-decisions.log")) if IAM else None
+        self.registries = Registries(self.authorizer)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
@@ -151,9 +163,24 @@ class LocalAws:
         if path.startswith("/ecs-ami-local/offline/"):
             self.run_command.take_offline(path.rsplit("/", 1)[1])
             return respond(start_response, 200, {})
+        if path.startswith(REGISTRY_PREFIX):
+            return self.registries.handle(environ, start_response, path, method, raw)
+        if path.startswith(imds.PREFIX):
+            return imds.serve(environ, start_response, path, method)
         operation = operation_of(environ, raw)
         REQUEST.copy_kms_refused = False
         REQUEST.token_repeat = False
+        # Who calls: the administrator, the function, or an instance's role with the credentials
+        # its metadata service handed out (checked as AWS checks temporary credentials).
+        principal: Principal | None = None if caller_key(environ) == ADMIN_KEY else FUNCTION
+        credentials = imds.CREDENTIALS.get(caller_key(environ))
+        if credentials is not None:
+            problem = imds.authenticate(credentials, environ, raw, operation)
+            if problem is not None:
+                return error_response(start_response, operation or "", problem)
+            principal = instance_principal(credentials.role, credentials.instance)
+        # For what moto's backend is not told (the principal an ECR token is issued to).
+        REQUEST.principal = principal if principal is not None else "admin"
         if operation is not None:
             self.calls.record(operation, raw)
             if caller_key(environ) != ADMIN_KEY:
@@ -169,8 +196,8 @@ class LocalAws:
                 # A response that does not come (a dead pooled connection): the caller's
                 # per-attempt timeout must end the wait; the answer, if any, goes nowhere.
                 time.sleep(float(stall["stall"]))
-            if self.authorizer is not None and caller_key(environ) != ADMIN_KEY:
-                refused = self.authorize(environ, operation, raw, start_response)
+            if self.authorizer is not None and principal is not None:
+                refused = self.authorize(environ, operation, raw, start_response, principal)
                 if refused is not None:
                     return refused
             if caller_key(environ) != ADMIN_KEY:
@@ -289,23 +316,24 @@ class LocalAws:
             ElementTree.register_namespace("", namespace.strip("{}"))
         return respond_raw(start_response, status, headers, ElementTree.tostring(root, encoding="utf-8"))
 
-    def authorize(self, environ: dict[str, Any], operation: str, raw: bytes, start_response: Any) -> Any:
+    def authorize(self, environ: dict[str, Any], operation: str, raw: bytes, start_response: Any,
+                  principal: Principal) -> Any:
         """None when the call may go on; otherwise the answer AWS gives a refused call."""
         scope = re.search(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
         service = scope.group(1) if scope else ""
         if service == "ec2":
             params = ec2_params(raw or environ.get("QUERY_STRING", "").encode())
-        elif service in ("ssm", "ecs"):
+        elif service in ("ssm", "ecs", "ecr"):
             params = json.loads(raw or b"{}")
         else:
             params = None
         if params is None:
-            entry = {"operation": operation, "decision": "Error",
-                     "error": f"service {service or '?'}: the local AWS authorizes only EC2, SSM and ECS"}
+            entry = {"operation": operation, "decision": "Error", "principal": principal.arn,
+                     "error": f"service {service or '?'}: the local AWS authorizes only EC2, SSM, ECS and ECR"}
             with self.authorizer.lock:
                 self.authorizer.record(entry)
         else:
-            entry = self.authorizer.authorize(operation, region_of(environ), params)
+            entry = self.authorizer.authorize(operation, region_of(environ), params, principal)
         if entry["decision"] in ("Allowed", "NotFound"):
             if entry.get("consequence") and operation == "EC2.CopyImage":
                 REQUEST.copy_kms_refused = True
@@ -320,7 +348,9 @@ class LocalAws:
             return error_response(start_response, operation, rule)
         check = entry["checks"][-1]
         refused = next(r for r in check["resources"] if r["result"] != "Allowed")
-        detail = (f"User: arn:aws:sts::{DEFAULT_ACCOUNT_ID}:assumed-role/function-role/ecs-ami is not "
+        caller = (principal.arn if principal.is_instance
+                  else f"arn:aws:sts::{DEFAULT_ACCOUNT_ID}:assumed-role/function-role/ecs-ami")
+        detail = (f"User: {caller} is not "
                   f"authorized to perform: {check['action']} on resource: {refused['arn']} because no "
                   f"identity-based policy allows the {check['action']} action")
         if operation.startswith("EC2."):

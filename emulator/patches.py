@@ -20,9 +20,12 @@ from moto.ec2.models.elastic_block_store import EBSBackend
 from moto.ec2.models.iam_instance_profile import IamInstanceProfileAssociationBackend
 from moto.ec2.models.instances import InstanceBackend
 from moto.ec2.responses.instances import InstanceResponse
+from moto.ecr.models import ECRBackend, Image
+from moto.ecr.responses import ECRResponse
 
 import cloudformation
 import consistency
+import ecr
 import ecs
 import images
 import launches
@@ -61,6 +64,11 @@ def _short_form_functions() -> None:
     moto.cloudformation.responses.yaml_tag_constructor = cloudformation.short_form_function
 
 
+def _ecr_image_digest() -> None:
+    Image._create_digest = ecr.digest_of_manifest
+    ECRBackend.put_image = ecr.as_ecr_checks_pushed_digests(ECRBackend.put_image)
+
+
 PATCHES = [
     Patch("run_instances",
           "RunInstances refuses an unknown instance type or one of another architecture, honours "
@@ -96,6 +104,20 @@ PATCHES = [
     Patch("short_form_functions",
           "CloudFormation reads a short-form function over a mapping or a list (!Base64 over Fn::Sub: [...])",
           _short_form_functions),
+    Patch("ecr_image_digest",
+          "an ECR image's digest is the SHA-256 of its manifest as pushed, and PutImage refuses "
+          "another imageDigest (ImageDigestDoesNotMatchException)",
+          _ecr_image_digest),
+    Patch("ecr_tag_moves",
+          "a manifest pushed under a tag in use takes the tag; the earlier image stays, untagged",
+          _wrap(ECRBackend, "put_image", ecr.as_ecr_moves_tags)),
+    Patch("ecr_batch_get_image",
+          "BatchGetImage names a missing image as asked, answers UnsupportedImageType for a manifest "
+          "of a media type not accepted, and finds no repository in another account's registry",
+          _wrap(ECRResponse, "batch_get_image", ecr.as_ecr_gets_images)),
+    Patch("ecr_authorization_token",
+          "GetAuthorizationToken issues a token of the caller's own, valid for 12 hours",
+          _wrap(ECRResponse, "get_authorization_token", ecr.as_ecr_issues_own_tokens)),
 ]
 
 _applied: list[str] = []

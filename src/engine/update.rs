@@ -253,8 +253,10 @@ async fn roll_back(
         .filter(|i| i.state == ImageState::Available)
         .collect();
     // The current image first, if it is one of them (a rollback after this resource's own
-    // failed update keeps it).
-    available.sort_by_key(|i| i.id != physical_id);
+    // failed update keeps it); then the newest: the same properties may have built several
+    // images (a source parameter or a container image tag that moved between builds), and the
+    // newest is the one the stack last had.
+    available.sort_by_key(|i| (i.id != physical_id, std::cmp::Reverse(i.created)));
     let image = available.into_iter().next()?;
     tracing::info!(image_id = %image.id, "rolling back to the image built from these properties");
     Some(match retag(aws, &image, spec).await {

@@ -4,11 +4,13 @@ each gap is still there. When a new moto closes one, its test fails with the pat
 patch can go (and the local-AWS tests, which run patched, say whether anything else depended on
 it)."""
 
+import hashlib
 import importlib
 import inspect
 import json
 import os
 import sys
+import time
 
 import boto3
 import pytest
@@ -263,6 +265,89 @@ def test_a_short_form_function_over_a_mapping_stays_a_yaml_node():
         "short_form_functions", "reads a short-form function over a mapping")
 
 
+@pytest.fixture
+def ecr():
+    client = boto3.client("ecr", region_name=REGION)
+    client.create_repository(repositoryName="app")
+    return client
+
+
+def oci_manifest(layer: str = "a", indent: int | None = None) -> str:
+    """An OCI image manifest's text (its blobs need not exist: moto does not check them)."""
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "c" * 64, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:" + layer * 64,
+                    "size": 3}]}, indent=indent)
+
+
+@gap("ecr_image_digest")
+def test_an_ecr_image_digest_is_not_its_manifests(ecr):
+    """An image's digest is the SHA-256 of its manifest as pushed:
+    https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_ImageIdentifier.html ("The
+    sha256 digest of the image manifest"); two manifests of the same layers are two images."""
+    manifest = oci_manifest(indent=3)
+    digest = ecr.put_image(repositoryName="app", imageManifest=manifest, imageTag="1")["image"]["imageId"]["imageDigest"]
+    assert digest != "sha256:" + hashlib.sha256(manifest.encode()).hexdigest(), closed(
+        "ecr_image_digest", "digests an image by its manifest's SHA-256")
+
+
+@gap("ecr_tag_moves")
+def test_a_tag_pushed_again_deletes_the_earlier_image(ecr):
+    """A tag pushed again with another manifest (mutable tags) moves to it, and the earlier
+    image stays, untagged, until a lifecycle rule on untagged images or a deletion removes it:
+    https://docs.aws.amazon.com/AmazonECR/latest/userguide/LifecyclePolicies.html"""
+    first = ecr.put_image(repositoryName="app", imageManifest=oci_manifest("a"), imageTag="1")["image"]["imageId"]
+    ecr.put_image(repositoryName="app", imageManifest=oci_manifest("b"), imageTag="1")
+    found = ecr.batch_get_image(repositoryName="app", imageIds=[{"imageDigest": first["imageDigest"]}])
+    assert found["images"] == [], closed("ecr_tag_moves", "keeps the earlier image untagged")
+
+
+@gap("ecr_batch_get_image")
+def test_batch_get_image_names_a_missing_digest_as_a_tag(ecr):
+    """An image not found is a failure naming the image id asked for:
+    https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_ImageFailure.html"""
+    missing = "sha256:" + "0" * 64
+    failures = ecr.batch_get_image(repositoryName="app", imageIds=[{"imageDigest": missing}])["failures"]
+    assert failures[0]["imageId"] != {"imageDigest": missing}, closed(
+        "ecr_batch_get_image", "names the missing digest in BatchGetImage's failure")
+
+
+@gap("ecr_batch_get_image")
+def test_batch_get_image_ignores_accepted_media_types(ecr):
+    """acceptedMediaTypes: an image whose manifest is of another type (and cannot be converted)
+    is a failure `UnsupportedImageType`:
+    https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_BatchGetImage.html"""
+    ecr.put_image(repositoryName="app", imageManifest=oci_manifest(), imageTag="1")
+    answer = ecr.batch_get_image(repositoryName="app", imageIds=[{"imageTag": "1"}],
+                                 acceptedMediaTypes=["application/vnd.docker.distribution.manifest.v2+json"])
+    assert len(answer["images"]) == 1 and answer["failures"] == [], closed(
+        "ecr_batch_get_image", "honours acceptedMediaTypes")
+
+
+@gap("ecr_batch_get_image")
+def test_batch_get_image_answers_another_registry_from_the_local_one(ecr):
+    """registryId names the registry (account) of the repository:
+    https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_BatchGetImage.html. The local
+    account's repository is not another account's."""
+    ecr.put_image(repositoryName="app", imageManifest=oci_manifest(), imageTag="1")
+    accepted("ecr_batch_get_image", "looks repositories up in the registry registryId names",
+             lambda: ecr.batch_get_image(repositoryName="app", registryId="210987654321", imageIds=[{"imageTag": "1"}]),
+             "RepositoryNotFoundException")
+
+
+@gap("ecr_authorization_token")
+def test_get_authorization_token_answers_one_expired_password(ecr):
+    """Each token represents the caller's credentials and is valid for 12 hours:
+    https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_GetAuthorizationToken.html,
+    https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_AuthorizationData.html"""
+    first = ecr.get_authorization_token()["authorizationData"][0]
+    second = ecr.get_authorization_token()["authorizationData"][0]
+    assert first["authorizationToken"] == second["authorizationToken"], closed(
+        "ecr_authorization_token", "issues a token per call")
+    assert first["expiresAt"].timestamp() < time.time(), closed("ecr_authorization_token", "answers a valid expiry")
+
+
 def test_every_patch_has_a_gap_test_and_every_gap_a_patch():
     assert sorted(GAPS) == sorted(p.name for p in patches.PATCHES)
 
@@ -271,11 +356,15 @@ def test_importing_the_local_aws_changes_nothing_in_moto():
     """Only `patches.apply()` patches moto: these tests rely on it."""
     from moto.ec2.models.amis import AmiBackend
     from moto.ec2.models.instances import InstanceBackend
+    from moto.ecr.models import ECRBackend, Image
+    from moto.ecr.responses import ECRResponse
 
-    for module in ("images", "launches", "local_aws"):
+    for module in ("images", "launches", "ecr", "registry", "imds", "local_aws"):
         importlib.import_module(module)
 
     for owner, attribute in [(AmiBackend, "create_image"), (AmiBackend, "copy_image"),
                              (AmiBackend, "describe_images"), (AmiBackend, "deregister_image"),
-                             (InstanceBackend, "run_instances"), (InstanceBackend, "terminate_instances")]:
+                             (InstanceBackend, "run_instances"), (InstanceBackend, "terminate_instances"),
+                             (ECRBackend, "put_image"), (Image, "_create_digest"),
+                             (ECRResponse, "batch_get_image"), (ECRResponse, "get_authorization_token")]:
         assert getattr(owner, attribute).__module__.startswith("moto."), attribute

@@ -44,6 +44,31 @@ def function_role_statements(template, resolver):
     return [statement for policy in policies for statement in policy["Statement"]]
 
 
+def role_statements(template, resolver, logical_id):
+    """The statements of an AWS::IAM::Role's own inline Policies (its Properties.Policies, which
+    an Fn::If may leave out) and of every AWS::IAM::Policy attached to it. Managed policies
+    (ManagedPolicyArns) are not in them: see role_managed_policies."""
+    properties = template["Resources"][logical_id]["Properties"]
+    inline = resolver.resolve(properties.get("Policies", []))
+    documents = [p["PolicyDocument"] for p in (inline if isinstance(inline, list) else [])]
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::IAM::Policy" and {"Ref": logical_id} in resource["Properties"]["Roles"]:
+            documents.append(resolver.resolve(resource["Properties"]["PolicyDocument"]))
+    return [statement for document in documents for statement in document["Statement"]]
+
+
+def role_managed_policies(template, resolver, logical_id):
+    """The ARNs of the managed policies an AWS::IAM::Role attaches (ManagedPolicyArns)."""
+    arns = resolver.resolve(template["Resources"][logical_id]["Properties"].get("ManagedPolicyArns", []))
+    return arns if isinstance(arns, list) else []
+
+
+def builder_role_statements(template, resolver):
+    """The statements template.yaml writes for BuilderRole, the builder instances' role (its
+    managed AmazonSSMManagedInstanceCore aside)."""
+    return role_statements(template, resolver, "BuilderRole")
+
+
 class Resolver:
     """Resolves Ref, Fn::Sub, Fn::If, Fn::Equals, Fn::Not, Fn::ImportValue, Fn::FindInMap,
     Fn::GetAtt (of given attributes), Fn::Split and Fn::Join for a template with given

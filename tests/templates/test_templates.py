@@ -60,7 +60,9 @@ def actions_of(statement):
 
 
 ALL_OPTIONS = {"BuilderKmsKeyArns": "arn:aws:kms:us-east-1:123456789012:key/k",
-               "BuilderRoleArns": "arn:aws:iam::123456789012:role/mine"}
+               "BuilderRoleArns": "arn:aws:iam::123456789012:role/mine",
+               "ContainerImageRepositories": "arn:aws:ecr:*:123456789012:repository/*",
+               "ReadTaskDefinitions": "true"}
 COPY_OPTIONS = {"AmiCopyRegions": "eu-west-1,us-west-2",
                 "AmiCopyKmsKeyArns": "arn:aws:kms:eu-west-1:123456789012:key/c"}
 
@@ -68,7 +70,7 @@ COPY_OPTIONS = {"AmiCopyRegions": "eu-west-1,us-west-2",
 def test_the_role_allows_every_call_the_code_makes():
     source = "".join(p.read_text() for p in (REPO / "src").rglob("*.rs"))
     # The adapters name each call as service:Operation in their errors.
-    called = set(re.findall(r'"((?:ec2|ssm|ecs):[A-Z][A-Za-z]+)"', source))
+    called = set(re.findall(r'"((?:ec2|ssm|ecs|ecr):[A-Z][A-Za-z]+)"', source))
     assert {"ec2:RunInstances", "ssm:SendCommand", "ssm:ListCommands"} <= called
     called |= {"lambda:InvokeFunction", "iam:PassRole"}
     _, statements = role_statements({**ALL_OPTIONS, **COPY_OPTIONS})

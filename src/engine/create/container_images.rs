@@ -600,4 +600,35 @@ mod tests {
         // A step's script is within what SSM takes, whatever it holds.
         assert!(script::render(&step).len() < crate::spec::MAX_STEP_SCRIPT_BYTES);
     }
+
+    /// The generated step passes shellcheck as SSM runs it (scripts/test installs shellcheck;
+    /// without it, the test fails under CI and says so elsewhere).
+    #[test]
+    fn the_pull_step_passes_shellcheck() {
+        let ecr = BakedImage {
+            reference: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1".into(),
+            name: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app".into(),
+            digest: digest('a'),
+            bytes: 10,
+        };
+        let rendered = script::render(&pull_step(&[ecr], 1800));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pull.sh");
+        std::fs::write(&path, &rendered).unwrap();
+        match std::process::Command::new("shellcheck")
+            .args(["--shell=bash", "--severity=warning"])
+            .arg(&path)
+            .output()
+        {
+            Ok(out) => assert!(
+                out.status.success(),
+                "{}\n{rendered}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+            Err(_) if std::env::var("CI").is_err() => {
+                eprintln!("shellcheck is not installed: the pull step was not checked")
+            }
+            Err(error) => panic!("shellcheck must run under CI: {error}"),
+        }
+    }
 }

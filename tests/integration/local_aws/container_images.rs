@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::common;
 use common::audit::{Audit, tags_of};
+use common::report;
 use common::{LocalAws, event, invoke, one_step_properties, stack_id, update_from};
 
 const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -300,33 +301,59 @@ async fn images_are_baked_by_digest_rebuilt_on_a_new_push_and_kept_on_rollback()
     push(&local, ECR, "app", Some("1.4"), &app_new).await;
     let mut second = first.clone();
     second["Tags"] = json!({"team": "platform"});
-    second["Tests"] = inspect_step(&[(app_ref.clone(), format!("{ECR}/app@{}", app_new.digest))]);
+    second["Tests"] = json!({"Steps": [{"Name": "tagged", "Commands": [format!("docker image inspect '{app_ref}' > /dev/null")]}]});
     let rebuilt = invoke(&aws, update_from(stack, "req-2", &ami, &second, &first)).await;
     assert_eq!(rebuilt["Status"], "SUCCESS", "{rebuilt}");
-    let new_ami = rebuilt["PhysicalResourceId"].as_str().unwrap().to_owned();
-    assert_ne!(new_ami, ami, "a new push under the tag rebuilds");
+    let second_ami = rebuilt["PhysicalResourceId"].as_str().unwrap().to_owned();
+    assert_ne!(second_ami, ami, "a new push under the tag rebuilds");
     assert!(
         rebuilt["Data"]["ContainerImages"]
             .as_str()
             .unwrap()
             .contains(&app_new.digest)
     );
+    // CloudFormation's cleanup after the replacement: the first AMI is deleted.
+    let deleted = invoke(
+        &aws,
+        event("Delete", stack, "req-del-1", Some(&ami), first.clone()),
+    )
+    .await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
 
-    // A later resource fails: CloudFormation rolls back to the first properties, and gets the
-    // first AMI without a build, nor a registry read.
+    // Another push, then an Update that changes a step (a new AMI, with the newest image), and a
+    // later resource fails: CloudFormation rolls back to the second properties and gets the
+    // newest AMI built from them, with the image it was built with, without a build nor a
+    // registry read.
+    let app_newer = image("amd64", "app 1.4, rebuilt again", None);
+    push(&local, ECR, "app", Some("1.4"), &app_newer).await;
+    let mut third = second.clone();
+    third["Steps"] = json!([{"Name": "hello", "Commands": ["echo hello again"]}]);
+    let changed = invoke(
+        &aws,
+        update_from(stack, "req-3", &second_ami, &third, &second),
+    )
+    .await;
+    assert_eq!(changed["Status"], "SUCCESS", "{changed}");
+    let third_ami = changed["PhysicalResourceId"].as_str().unwrap().to_owned();
+    assert!(
+        changed["Data"]["ContainerImages"]
+            .as_str()
+            .unwrap()
+            .contains(&app_newer.digest)
+    );
     local.take_calls().await;
     let rolled_back = invoke(
         &aws,
-        update_from(stack, "req-rollback", &new_ami, &first, &second),
+        update_from(stack, "req-rollback", &third_ami, &second, &third),
     )
     .await;
     assert_eq!(rolled_back["Status"], "SUCCESS", "{rolled_back}");
-    assert_eq!(rolled_back["PhysicalResourceId"], json!(ami));
+    assert_eq!(rolled_back["PhysicalResourceId"], json!(second_ami));
     assert!(
         rolled_back["Data"]["ContainerImages"]
             .as_str()
             .unwrap()
-            .contains(&app.digest)
+            .contains(&app_new.digest)
     );
     let calls = local.take_calls().await;
     assert_eq!(runs(&calls, "EC2.RunInstances"), 0, "{calls}");
@@ -336,10 +363,12 @@ async fn images_are_baked_by_digest_rebuilt_on_a_new_push_and_kept_on_rollback()
         "{calls}"
     );
 
-    // CloudFormation deletes the AMI the rollback left behind, then the stack.
+    // CloudFormation deletes the AMI the rollback left behind, then the stack's (the retained
+    // one is the user's to remove: here, as a Delete would).
     for (request, id, properties) in [
-        ("req-del-1", &new_ami, &second),
-        ("req-del-2", &ami, &first),
+        ("req-del-1", &ami, &first),
+        ("req-del-2", &third_ami, &third),
+        ("req-del-3", &second_ami, &second),
     ] {
         let deleted = invoke(
             &aws,
@@ -348,6 +377,13 @@ async fn images_are_baked_by_digest_rebuilt_on_a_new_push_and_kept_on_rollback()
         .await;
         assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
     }
+    report::record_clean(
+        "container-images",
+        "Update",
+        "ContainerImages: a Create baking an ECR image by tag, a public multi-architecture index and a task definition's ECR image; a push under the same tag and an Update changing Tags; another push and an Update changing a step; a rollback to the second properties; Delete of each AMI",
+        "SUCCESS with each reference resolved to its digest before launch (the index to its linux/amd64 manifest), pulled by the builder with BuilderRole's own token (ecr:GetAuthorizationToken, ecr:BatchGetImage, ecr:GetDownloadUrlForLayer on the IAM engine), inspected by digest and by tag on the test instance without the network, no credential left, listed in ECS_EXCLUDE_UNTRACKED_IMAGE, the ContainerImages attribute and one tag per image; the push rebuilds at the next resolving Update; the rollback returns the newest AMI of those properties with its image, without a launch or a registry read",
+        &audit.leftovers(&[]).await,
+    );
     audit.assert_only(&[]).await;
 }
 
@@ -452,4 +488,11 @@ async fn images_that_cannot_be_baked_fail_with_the_reference_named_and_nothing_l
         "{reason}"
     );
     audit.assert_only(&[]).await;
+    report::record_clean(
+        "container-images-refused",
+        "Unusable inputs found at build time",
+        "ContainerImages: a tag that does not exist, an ECR repository that does not exist, a registry answering 403, an index without the builder's platform, an image too large for the root volume; then a builder role without ECR pull permissions (template.yaml's PullContainerImages removed)",
+        "each FAILED before anything is launched, naming ContainerImages.Images[0], the reference and the cause (no RunInstances); the last FAILED in the step ecs-ami-container-images, naming the image that could not be pulled, the builder terminated",
+        &audit.leftovers(&[]).await,
+    );
 }
