@@ -368,6 +368,22 @@ def logout(args, config_dir):
     write_config(path, config)
 
 
+def platform_entry(index, reference):
+    """The entry of an image index for linux and the instance's architecture
+    (`$ECS_AMI_ARCHITECTURE`: x86_64 is amd64), as docker picks it for the machine it runs on:
+    amd64 without a variant (or v1), arm64 as v8 or without one."""
+    wanted = {"x86_64": "amd64", "arm64": "arm64"}.get(os.environ.get("ECS_AMI_ARCHITECTURE", "x86_64"), "amd64")
+    for entry in index.get("manifests") or []:
+        platform = entry.get("platform") or {}
+        variant = platform.get("variant", "")
+        if (platform.get("os") == "linux" and platform.get("architecture") == wanted
+                and variant in (("", "v1") if wanted == "amd64" else ("", "v8"))
+                and DIGEST.fullmatch(entry.get("digest", ""))):
+            return entry
+    raise Failure(f"Error response from daemon: no matching manifest for linux/{wanted} in the manifest list "
+                  f"entries of {reference.familiar}")
+
+
 def pull(args, config_dir):
     quiet = False
     positional = []
@@ -403,8 +419,16 @@ def pull(args, config_dir):
                       f"the manifest is {digest}")
     media_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip()
     if media_type in INDEX_TYPES:
-        raise Failure(f"Error response from daemon: {reference.familiar} is an image index ({media_type}): "
-                      "index pull not supported by the stand-in; pull the platform manifest's digest")
+        # As docker does: the manifest the index lists for this machine's platform, checked
+        # against the digest the index gives it; the image is known by the index's digest.
+        child = platform_entry(json.loads(data), reference)
+        try:
+            data, headers = registry.get(f"{reference.path}/manifests/{child['digest']}", accept=accept)
+        except RegistryError as error:
+            raise Failure(daemon_error(error, reference)) from None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != child["digest"]:
+            raise Failure(f"Error response from daemon: manifest verification failed for digest {child['digest']}")
+        media_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip()
     if media_type not in IMAGE_TYPES:
         raise Failure(f"Error response from daemon: unsupported manifest media type {media_type!r} for {reference.familiar}")
     manifest = json.loads(data)

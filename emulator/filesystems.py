@@ -78,6 +78,17 @@ def instance_process(instance_id: str, script: str, script_dir: str, env_extra: 
 ENDPOINT = {"url": ""}
 
 
+def instance_architecture(instance_id: str, region: str) -> str:
+    """`x86_64` or `arm64`: the architecture of the image the instance was launched from."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    instance = next((i for i in backend.all_instances() if i.id == instance_id), None)
+    image = backend.amis.get(instance.image_id) if instance is not None else None
+    return getattr(image, "architecture", None) or "x86_64"
+
+
 def instance_env(instance_id: str, region: str) -> dict[str, str]:
     """What a process inside an instance knows of it and of the local AWS: its instance metadata
     service (emulator/imds.py) through AWS_EC2_METADATA_SERVICE_ENDPOINT, and ECR's API through
@@ -86,5 +97,8 @@ def instance_env(instance_id: str, region: str) -> dict[str, str]:
     https://docs.aws.amazon.com/sdkref/latest/guide/feature-ss-endpoints.html)."""
     return {"ECS_AMI_INSTANCE_ID": instance_id, "ECS_AMI_REGION": region,
             "ECS_AMI_LOCAL_AWS": ENDPOINT["url"],
+            # The instance's architecture, as its image gives it (the docker stand-in pulls an
+            # image index's manifest for it, as docker does for the machine it runs on).
+            "ECS_AMI_ARCHITECTURE": instance_architecture(instance_id, region),
             "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"{ENDPOINT['url']}/ecs-ami-local/imds/{instance_id}/",
             "AWS_ENDPOINT_URL_ECR": ENDPOINT["url"]}

@@ -8,8 +8,9 @@ use super::*;
 use crate::spec::EcrRegistry;
 
 /// The manifest media types the builder's Docker can pull, images and indexes (multi-platform),
-/// OCI's and Docker's: BatchGetImage answers the manifest as pushed when its type is among them
-/// (and `UnsupportedImageType` when it is not and cannot be converted).
+/// OCI's and Docker's: BatchGetImage answers the manifest as pushed when its type is among them.
+/// (The API reference lists only the three image manifest types as values; ECR answers indexes
+/// when asked for them, as Docker clients do.)
 pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",

@@ -79,36 +79,25 @@ pub struct TaskDefinitionImages {
 }
 
 impl Aws {
-    /// The images of `task_definition` (family, `family:revision` or ARN), or `None` when ECS
-    /// does not know it (`ClientException`, which ECS answers for a task definition that does
-    /// not exist).
+    /// The images of `task_definition` (family, `family:revision` or ARN). ECS answers
+    /// `ClientException` for one that does not exist (and for a malformed one): an error whose
+    /// message the Reason quotes.
     pub async fn task_definition_images(
         &self,
         task_definition: &str,
-    ) -> Result<Option<TaskDefinitionImages>> {
+    ) -> Result<TaskDefinitionImages> {
         let Some(ecs) = &self.ecs else {
             return Err(AwsError::in_answer(
                 "ecs:DescribeTaskDefinition",
                 "no ECS client configured",
             ));
         };
-        let answer = match ecs
+        let answer = ecs
             .describe_task_definition()
             .task_definition(task_definition)
             .send()
             .await
-        {
-            Ok(answer) => answer,
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_client_exception()) =>
-            {
-                tracing::info!(task_definition, error = %aws_smithy_types::error::display::DisplayErrorContext(&error), "ECS does not know the task definition");
-                return Ok(None);
-            }
-            Err(error) => return Err(AwsError::from_sdk("ecs:DescribeTaskDefinition", error)),
-        };
+            .map_err(|e| AwsError::from_sdk("ecs:DescribeTaskDefinition", e))?;
         let Some(definition) = answer.task_definition() else {
             return Err(AwsError::in_answer(
                 "ecs:DescribeTaskDefinition",
@@ -116,7 +105,7 @@ impl Aws {
             ));
         };
         let containers = definition.container_definitions();
-        Ok(Some(TaskDefinitionImages {
+        Ok(TaskDefinitionImages {
             arn: definition
                 .task_definition_arn()
                 .unwrap_or(task_definition)
@@ -135,6 +124,6 @@ impl Aws {
                 .filter(|c| c.repository_credentials().is_some())
                 .map(|c| c.name().unwrap_or_default().to_owned())
                 .collect(),
-        }))
+        })
     }
 }

@@ -148,7 +148,7 @@ impl Registries {
         })
     }
 
-    /// One GET, tried again on a connection failure, 429 or 5xx.
+    /// One GET, tried again on a connection failure or a 5xx.
     async fn get(
         &self,
         url: &str,
@@ -163,11 +163,9 @@ impl Registries {
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
+            // A 429 is not tried again: Docker Hub's limits count pulls over hours.
             match request.send().await {
-                Ok(answer)
-                    if answer.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
-                        || answer.status().is_server_error() =>
-                {
+                Ok(answer) if answer.status().is_server_error() => {
                     last = format!("the registry answered HTTP {}", answer.status());
                     if attempt == self.attempts {
                         return Ok(answer);

@@ -182,6 +182,7 @@ pub(crate) fn container_images_of(image: &Image) -> Vec<BakedImage> {
                 reference: reference.to_owned(),
                 name,
                 digest: digest.to_owned(),
+                index_digest: None,
                 bytes: 0,
             })
         })

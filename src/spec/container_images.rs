@@ -42,8 +42,14 @@ pub struct BakedImage {
     pub reference: String,
     /// `registry/repository`: what `docker pull NAME@DIGEST` takes.
     pub name: String,
-    /// The digest of the manifest for the builder's platform (an index resolved to it).
+    /// The digest of the manifest for the builder's platform (an index resolved to it): what the
+    /// fingerprint, the attribute and the AMI's tags hold.
     pub digest: String,
+    /// The index's digest, when the reference resolved through one: the builder pulls by it, as
+    /// docker pulls a multi-platform image, so that the image is known by it (a task that pins
+    /// the index's digest finds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_digest: Option<String>,
     /// The config and layers' sizes as the manifest gives them (compressed).
     pub bytes: u64,
 }
@@ -87,6 +93,29 @@ impl ImageReference {
     /// `registry/repository`, as `docker pull` takes it before `@digest`.
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
+    }
+
+    /// The name Docker shows for the repository (`RepoTags`): Docker Hub's without its host, and
+    /// its official images without `library/`.
+    pub fn familiar_name(&self) -> String {
+        if self.registry == "docker.io" {
+            self.repository
+                .strip_prefix("library/")
+                .unwrap_or(&self.repository)
+                .to_owned()
+        } else {
+            self.name()
+        }
+    }
+
+    /// `name:tag` as Docker lists it in `RepoTags` (`latest` when the reference names neither
+    /// tag nor digest); `None` for a reference by digest alone, which Docker keeps untagged.
+    pub fn familiar_tag(&self) -> Option<String> {
+        match (&self.tag, &self.digest) {
+            (Some(tag), _) => Some(format!("{}:{tag}", self.familiar_name())),
+            (None, None) => Some(format!("{}:latest", self.familiar_name())),
+            (None, Some(_)) => None,
+        }
     }
 
     /// Parses `text` as Docker does; an error says what is wrong.
@@ -243,6 +272,24 @@ pub fn ecr_registry(host: &str) -> Option<EcrRegistry> {
     })
 }
 
+/// The ECR API's endpoint for the registry at `host`, by its partition's DNS suffix and FIPS
+/// (<https://docs.aws.amazon.com/general/latest/gr/ecr.html>): `api.ecr.REGION.amazonaws.com`
+/// (`.com.cn` in China), `ecr-fips.REGION.amazonaws.com`.
+pub fn ecr_api_endpoint(host: &str) -> Option<String> {
+    let registry = ecr_registry(host)?;
+    let region = &registry.region;
+    let suffix = if host.ends_with(".amazonaws.com.cn") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    Some(if host.contains(".dkr.ecr-fips.") {
+        format!("https://ecr-fips.{region}.{suffix}")
+    } else {
+        format!("https://api.ecr.{region}.{suffix}")
+    })
+}
+
 /// A task definition as `DescribeTaskDefinition` takes it: `family`, `family:revision` or an
 /// ARN (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeTaskDefinition.html>).
 /// A family is up to 255 letters, digits, hyphens and underscores.
@@ -293,8 +340,21 @@ impl EcrRegistry {
     }
 }
 
-/// Whether `text` matches an IAM resource pattern: `*` any run of characters, `?` any one.
+/// Whether the ARN `text` matches the IAM resource pattern `pattern`: each of the first five
+/// segments (between `:`) separately, then the resource; `*` any run of characters, `?` any one.
 pub fn matches_pattern(pattern: &str, text: &str) -> bool {
+    let pattern_parts: Vec<&str> = pattern.splitn(6, ':').collect();
+    let text_parts: Vec<&str> = text.splitn(6, ':').collect();
+    if pattern_parts.len() != 6 || text_parts.len() != 6 {
+        return glob(pattern, text);
+    }
+    pattern_parts
+        .iter()
+        .zip(&text_parts)
+        .all(|(p, t)| glob(p, t))
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     // The classic two-pointer match with backtracking to the last `*`.
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
@@ -508,6 +568,47 @@ mod tests {
             let error = ImageReference::parse(text).unwrap_err();
             assert!(error.contains(says), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn docker_names_images_as_it_lists_them() {
+        let tag = |text: &str| parsed(text).familiar_tag();
+        assert_eq!(tag("nginx:1.27").as_deref(), Some("nginx:1.27"));
+        assert_eq!(
+            tag("docker.io/library/nginx").as_deref(),
+            Some("nginx:latest")
+        );
+        assert_eq!(
+            tag("grafana/grafana:11").as_deref(),
+            Some("grafana/grafana:11")
+        );
+        assert_eq!(
+            tag("public.ecr.aws/docker/library/nginx:1.27").as_deref(),
+            Some("public.ecr.aws/docker/library/nginx:1.27")
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(tag(&format!("nginx@{digest}")), None);
+        assert_eq!(
+            tag(&format!("nginx:1.27@{digest}")).as_deref(),
+            Some("nginx:1.27")
+        );
+    }
+
+    #[test]
+    fn the_ecr_api_is_the_registrys_partitions_and_fips_when_it_is() {
+        assert_eq!(
+            ecr_api_endpoint("123456789012.dkr.ecr.eu-west-1.amazonaws.com").as_deref(),
+            Some("https://api.ecr.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(
+            ecr_api_endpoint("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn").as_deref(),
+            Some("https://api.ecr.cn-north-1.amazonaws.com.cn")
+        );
+        assert_eq!(
+            ecr_api_endpoint("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com").as_deref(),
+            Some("https://ecr-fips.us-east-1.amazonaws.com")
+        );
+        assert_eq!(ecr_api_endpoint("public.ecr.aws"), None);
     }
 
     #[test]

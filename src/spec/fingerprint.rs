@@ -504,6 +504,7 @@ mod tests {
             reference: "nginx:1.27".into(),
             name: "docker.io/library/nginx".into(),
             digest: format!("sha256:{}", digit.to_string().repeat(64)),
+            index_digest: None,
             bytes: 1000,
         };
         let at = |images: &[BakedImage]| of(&baking, "ami-12345678", "t3.medium", images);

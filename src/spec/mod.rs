@@ -25,7 +25,7 @@ mod tests_property;
 use container_images::parse_container_images;
 pub use container_images::{
     BakedImage, ContainerImages, EcrRegistry, ImageReference, MAX_CONTAINER_IMAGES, PULL_STEP_NAME,
-    ecr_registry, is_digest,
+    ecr_api_endpoint, ecr_registry, is_digest,
 };
 use devices::parse_block_devices;
 use fields::{Fields, Problems, kind_of, scalar_string};

@@ -542,7 +542,7 @@ python3 -c 'import json; print("auths:", json.load(open("/root/.docker/config.js
         for command, message in (
                 (LOGIN.replace("HOST", ECR_HOST) + f"docker pull {ECR_HOST}/baked:9.9",
                  f"manifest for {ECR_HOST}/baked:9.9 not found: manifest unknown: Requested image not found"),
-                ("docker pull busybox:multi", "index pull not supported by the stand-in"),
+                ("docker pull busybox:multi", "no matching manifest for linux/amd64 in the manifest list entries"),
                 (f"docker image inspect {ECR_HOST}/baked:9.9", f"Error: No such image: {ECR_HOST}/baked:9.9"),
                 ("docker run busybox", "not implemented by the local AWS's docker stand-in")):
             code, out, err = run_on(endpoint, builder, command)

@@ -53,12 +53,16 @@ pub(crate) async fn resolve(
         let found = aws
             .task_definition_images(task_definition)
             .await
-            .map_err(|error| refused(read_refused(&error, "ecs:DescribeTaskDefinition")))?;
-        let Some(found) = found else {
-            return Err(refused(
-                "ECS has no such task definition in this region (a family alone means its latest ACTIVE revision)".into(),
-            ));
-        };
+            .map_err(|error| {
+                refused(if error.code.as_deref() == Some("ClientException") {
+                    format!(
+                        "ECS refused it (ClientException: {}): a task definition that does not exist in this region (a family alone means its latest ACTIVE revision) is refused so",
+                        error.message
+                    )
+                } else {
+                    read_refused(&error, "ecs:DescribeTaskDefinition")
+                })
+            })?;
         if let Some(container) = found.with_credentials.first() {
             return Err(refused(format!(
                 "container {container} pulls with repositoryCredentials (a private registry's secret): only ECR and public registries are supported"
@@ -144,6 +148,7 @@ async fn resolve_one(
         })?;
     let mut digest = checked_digest(&manifest, asked)?;
     let mut manifest = manifest;
+    let mut index_digest = None;
     if INDEX_TYPES.contains(&manifest.media_type.as_str()) {
         let chosen = platform_manifest(&manifest.body, platform)?;
         let found = fetch(aws, reference, ManifestRef::Digest(&chosen))
@@ -151,7 +156,10 @@ async fn resolve_one(
             .ok_or_else(|| {
                 format!("its index lists {chosen} for linux/{platform}, which the registry does not have")
             })?;
-        digest = checked_digest(&found, ManifestRef::Digest(&chosen))?;
+        index_digest = Some(std::mem::replace(
+            &mut digest,
+            checked_digest(&found, ManifestRef::Digest(&chosen))?,
+        ));
         manifest = found;
     }
     if !IMAGE_TYPES.contains(&manifest.media_type.as_str()) {
@@ -170,6 +178,7 @@ async fn resolve_one(
         reference: reference.given.clone(),
         name: reference.name(),
         digest,
+        index_digest,
         bytes,
     })
 }
@@ -262,9 +271,10 @@ fn platform_manifest(index: &str, platform: &str) -> Result<String, String> {
         if os == "unknown" || architecture == "unknown" {
             continue;
         }
+        // arm64 is v8; an amd64 variant above v1 needs a newer CPU than the instance may have.
         let matches = os == "linux"
             && architecture == platform
-            && (platform != "arm64" || variant.is_empty() || variant == "v8");
+            && (variant.is_empty() || variant == if platform == "arm64" { "v8" } else { "v1" });
         if matches
             && let Some(digest) = entry.get("digest").and_then(Value::as_str)
             && is_digest(digest)
@@ -366,28 +376,40 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
         "started_docker=''".into(),
         "if command -v systemctl > /dev/null && ! systemctl is-active --quiet docker.service; then if systemctl start docker.service; then started_docker=1; else echo 'ecs-ami: docker.service could not be started; trying the pulls anyway' >&2; fi; fi".into(),
     ];
-    let mut registries: Vec<(String, String)> = images
+    let mut registries: Vec<(String, String, String)> = images
         .iter()
         .filter_map(|i| {
             let reference = ImageReference::parse(&i.reference).ok()?;
             let ecr = reference.ecr()?;
-            Some((reference.registry, ecr.region))
+            let endpoint = crate::spec::ecr_api_endpoint(&reference.registry)?;
+            Some((reference.registry, ecr.region, endpoint))
         })
         .collect();
     registries.sort();
     registries.dedup();
     if !registries.is_empty() {
         lines.extend(ECR_LOGIN.lines().map(str::to_owned));
-        for (host, region) in &registries {
+        for (host, region, endpoint) in &registries {
             lines.push(format!(
-                "ecr_login {} {}",
+                "ecr_login {} {} {}",
                 script::single_quote(host),
-                script::single_quote(region)
+                script::single_quote(region),
+                script::single_quote(endpoint)
             ));
         }
     }
     for image in images {
-        let by_digest = format!("{}@{}", image.name, image.digest);
+        // By the index's digest when there is one, as docker pulls a multi-platform image: it
+        // takes the builder's platform (the manifest resolved before launch) and knows the image
+        // by the index's digest.
+        let by_digest = format!(
+            "{}@{}",
+            image.name,
+            image.index_digest.as_deref().unwrap_or(&image.digest)
+        );
+        let familiar_tag = ImageReference::parse(&image.reference)
+            .ok()
+            .and_then(|r| r.familiar_tag());
         lines.push(format!(
             "echo {}",
             script::single_quote(&format!(
@@ -403,11 +425,13 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
                 image.reference, image.digest
             ))
         ));
-        if image.reference != by_digest {
+        // Docker pulls by digest untagged: the tag the reference names (`latest` when it names
+        // none) is what a task naming it looks for.
+        if let Some(tag) = &familiar_tag {
             lines.push(format!(
                 "docker tag {} {}",
                 script::single_quote(&by_digest),
-                script::single_quote(&image.reference)
+                script::single_quote(tag)
             ));
         }
         lines.push(format!(
@@ -415,17 +439,19 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
             script::single_quote(&by_digest)
         ));
     }
-    for (host, _) in &registries {
+    for (host, _, _) in &registries {
         lines.push(format!(
             "docker logout {} > /dev/null",
             script::single_quote(host)
         ));
     }
     // The agent keeps images listed here even when untracked-image cleanup is on
-    // (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-agent-config.html).
+    // (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-agent-config.html): it
+    // compares each `name:tag` with Docker's RepoTags, so Docker's own form is written. An image
+    // named by digest alone has no tag and cannot be listed.
     let excluded: Vec<String> = images
         .iter()
-        .flat_map(|i| [i.reference.clone(), format!("{}@{}", i.name, i.digest)])
+        .filter_map(|i| ImageReference::parse(&i.reference).ok()?.familiar_tag())
         .collect();
     lines.push("mkdir -p /etc/ecs && touch /etc/ecs/ecs.config".into());
     lines.push(format!(
@@ -440,6 +466,10 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
     );
     // Nothing of the registries' credentials stays in the image.
     lines.push("for config in /root/.docker/config.json \"${HOME:-/root}/.docker/config.json\"; do if [ -f \"$config\" ] && grep -q '\"auth\"' \"$config\"; then echo \"ecs-ami: $config holds registry credentials; remove them before the image is made\" >&2; exit 1; fi; done".into());
+    lines.push(
+        "if [ -n \"$started_docker\" ]; then systemctl stop docker.service docker.socket; fi"
+            .into(),
+    );
     lines.push(format!(
         "echo 'ecs-ami: {} container image(s) baked'",
         images.len()
@@ -455,7 +485,7 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
     }
 }
 
-/// `ecr_login HOST REGION`: a registry token for the builder's own role, from
+/// `ecr_login HOST REGION ENDPOINT`: a registry token for the builder's own role, from
 /// ecr:GetAuthorizationToken (<https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_GetAuthorizationToken.html>),
 /// handed to `docker login` on its standard input. The builder has no AWS CLI (the ECS-optimized
 /// AMI is built from the minimal Amazon Linux 2023): curl (`--aws-sigv4`, 7.75 or later) signs
@@ -463,14 +493,14 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
 /// standard input rather than its command line. `AWS_EC2_METADATA_SERVICE_ENDPOINT` and
 /// `AWS_ENDPOINT_URL_ECR`, the AWS SDKs' own overrides, are honoured.
 const ECR_LOGIN: &str = r#"ecr_login() {
-  local host="$1" region="$2" imds token role credentials endpoint answer password
+  local host="$1" region="$2" endpoint="$3" imds token role credentials answer password
   imds="${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254/}"
   imds="${imds%/}"
   token="$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' "$imds/latest/api/token")"
   role="$(curl -fsS -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/iam/security-credentials/" | head -n 1)"
   if [ -z "$role" ]; then echo "ecs-ami: the builder has no instance profile role to pull from $host with" >&2; return 1; fi
   credentials="$(curl -fsS -H "X-aws-ec2-metadata-token: $token" "$imds/latest/meta-data/iam/security-credentials/$role")"
-  endpoint="${AWS_ENDPOINT_URL_ECR:-https://api.ecr.$region.amazonaws.com}"
+  endpoint="${AWS_ENDPOINT_URL_ECR:-$endpoint}"
   answer="$(printf '%s' "$credentials" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)
@@ -558,6 +588,7 @@ mod tests {
             reference: "nginx:1.27".into(),
             name: "docker.io/library/nginx".into(),
             digest: digest('a'),
+            index_digest: None,
             bytes,
         };
         assert!(check_fits(&[image(GIB)], Some(30)).is_ok());
@@ -576,12 +607,14 @@ mod tests {
             reference: format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/{repo}:1"),
             name: format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/{repo}"),
             digest: digest(c),
+            index_digest: None,
             bytes: 10,
         };
         let public = BakedImage {
             reference: "public.ecr.aws/docker/library/nginx:1.27".into(),
             name: "public.ecr.aws/docker/library/nginx".into(),
             digest: digest('c'),
+            index_digest: Some(digest('d')),
             bytes: 10,
         };
         let step = pull_step(&[ecr("app", 'a'), ecr("worker", 'b'), public], 1800);
@@ -590,11 +623,19 @@ mod tests {
         };
         let text = commands.join("\n");
         assert_eq!(text.matches("\necr_login ").count(), 1, "{text}");
+        // A multi-platform image is pulled by its index's digest, and tagged as docker lists it.
         assert!(text.contains(&format!(
             "docker pull 'public.ecr.aws/docker/library/nginx@{}'",
-            digest('c')
+            digest('d')
         )));
-        assert!(text.contains("docker tag '123456789012.dkr.ecr.eu-west-1.amazonaws.com/app@"));
+        assert!(text.contains(&format!(
+            "docker tag 'public.ecr.aws/docker/library/nginx@{}' 'public.ecr.aws/docker/library/nginx:1.27'",
+            digest('d')
+        )));
+        assert!(text.contains(
+            "ecr_login '123456789012.dkr.ecr.eu-west-1.amazonaws.com' 'eu-west-1' 'https://api.ecr.eu-west-1.amazonaws.com'"
+        ));
+        assert!(text.contains("baked='123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1,123456789012.dkr.ecr.eu-west-1.amazonaws.com/worker:1,public.ecr.aws/docker/library/nginx:1.27'"), "{text}");
         assert!(text.contains("ECS_EXCLUDE_UNTRACKED_IMAGE"));
         assert_eq!(step.name, PULL_STEP_NAME);
         // A step's script is within what SSM takes, whatever it holds.
@@ -609,9 +650,15 @@ mod tests {
             reference: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:1".into(),
             name: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app".into(),
             digest: digest('a'),
+            index_digest: None,
             bytes: 10,
         };
-        let rendered = script::render(&pull_step(&[ecr], 1800));
+        // The step's own commands, as the wrapper runs them (the rendered step holds them in a
+        // quoted heredoc, which shellcheck reads as data).
+        let crate::spec::Action::Command { commands, .. } = pull_step(&[ecr], 1800).action else {
+            panic!("a command step");
+        };
+        let rendered = format!("#!/bin/bash\n{}\n", commands.join("\n"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pull.sh");
         std::fs::write(&path, &rendered).unwrap();

@@ -190,16 +190,21 @@ fn runs(calls: &Value, operation: &str) -> u64 {
     calls["by_operation"][operation].as_u64().unwrap_or(0)
 }
 
-/// `docker image inspect` of every image by digest (`NAME@DIGEST`) and by the reference as
-/// written, on the test instance (the image's docker never fetches on inspect); no registry
-/// credential left; the baked images listed for the agent.
-fn inspect_step(images: &[(String, String)]) -> Value {
+/// `docker image inspect` of every image by the digest it was pulled by (`NAME@DIGEST`: an
+/// index's for a multi-platform image) and by the reference as written, on the test instance (the
+/// image's docker never fetches on inspect); no registry credential left; each tagged image
+/// listed, as Docker lists it, for the agent's untracked-image cleanup.
+fn inspect_step(images: &[(&str, String, Option<&str>)]) -> Value {
     let mut commands: Vec<String> = Vec::new();
-    for (reference, by_digest) in images {
+    for (reference, by_digest, listed) in images {
         commands.push(format!(
             "docker image inspect '{by_digest}' '{reference}' > /dev/null"
         ));
-        commands.push(format!("grep -q -F '{by_digest}' /etc/ecs/ecs.config"));
+        if let Some(listed) = listed {
+            commands.push(format!(
+                "grep -q '^ECS_EXCLUDE_UNTRACKED_IMAGE=.*{listed}' /etc/ecs/ecs.config"
+            ));
+        }
     }
     commands.push("! grep -qs '\"auth\"' /root/.docker/config.json".into());
     json!({"Steps": [{"Name": "images are there", "Commands": commands}]})
@@ -230,15 +235,21 @@ async fn images_are_baked_by_digest_rebuilt_on_a_new_push_and_kept_on_rollback()
     push(&local, PUBLIC, "docker/library/nginx", Some("1.27"), &nginx).await;
     register_task_definition(&local, "web", &[&format!("{ECR}/worker:2")]).await;
 
+    // And one named by digest alone, untagged on the AMI.
+    let tool = image("amd64", "tool 0.1", None);
+    push(&local, ECR, "tool", Some("0.1"), &tool).await;
+
     let app_ref = format!("{ECR}/app:1.4");
     let nginx_ref = format!("{PUBLIC}/docker/library/nginx:1.27");
+    let tool_ref = format!("{ECR}/tool@{}", tool.digest);
     let worker_ref = format!("{ECR}/worker:2");
     let first = one_step_properties(json!({
-        "ContainerImages": {"Images": [&app_ref, &nginx_ref], "TaskDefinitions": ["web"]},
+        "ContainerImages": {"Images": [&app_ref, &nginx_ref, &tool_ref], "TaskDefinitions": ["web"]},
         "Tests": inspect_step(&[
-            (app_ref.clone(), format!("{ECR}/app@{}", app.digest)),
-            (nginx_ref.clone(), format!("{PUBLIC}/docker/library/nginx@{}", nginx_amd64.digest)),
-            (worker_ref.clone(), format!("{ECR}/worker@{}", worker.digest)),
+            (&app_ref, format!("{ECR}/app@{}", app.digest), Some(&app_ref)),
+            (&nginx_ref, format!("{PUBLIC}/docker/library/nginx@{}", nginx.digest), Some(&nginx_ref)),
+            (&tool_ref, tool_ref.clone(), None),
+            (&worker_ref, format!("{ECR}/worker@{}", worker.digest), Some(&worker_ref)),
         ]),
     }));
     local.take_calls().await;
@@ -256,6 +267,7 @@ async fn images_are_baked_by_digest_rebuilt_on_a_new_push_and_kept_on_rollback()
         json!([
             {"Reference": app_ref, "Digest": app.digest},
             {"Reference": nginx_ref, "Digest": nginx_amd64.digest},
+            {"Reference": tool_ref, "Digest": tool.digest},
             {"Reference": worker_ref, "Digest": worker.digest},
         ]),
         "each reference with its digest, the index resolved to the builder's platform"
@@ -264,7 +276,7 @@ async fn images_are_baked_by_digest_rebuilt_on_a_new_push_and_kept_on_rollback()
     println!("calls of a Create with three images: {calls}");
     assert_eq!(
         runs(&calls, "AmazonEC2ContainerRegistry_V20150921.BatchGetImage"),
-        2,
+        3,
         "{calls}"
     );
     assert_eq!(
@@ -280,8 +292,13 @@ async fn images_are_baked_by_digest_rebuilt_on_a_new_push_and_kept_on_rollback()
         tags.get("ecs-ami:container-image:01"),
         Some(&format!("{app_ref}@{}", app.digest))
     );
+    // A reference by digest keeps its own digest: the platform's follows it.
     assert_eq!(
         tags.get("ecs-ami:container-image:03"),
+        Some(&format!("{tool_ref}@{}", tool.digest))
+    );
+    assert_eq!(
+        tags.get("ecs-ami:container-image:04"),
         Some(&format!("{worker_ref}@{}", worker.digest))
     );
     // The builder pulled with BuilderRole's own credentials, authorized by the IAM engine.
@@ -464,6 +481,19 @@ async fn images_that_cannot_be_baked_fail_with_the_reference_named_and_nothing_l
         );
     }
     refuse(&local, "quay.io", None).await;
+    // A task definition ECS does not know.
+    let properties =
+        one_step_properties(json!({"ContainerImages": {"TaskDefinitions": ["missing-family"]}}));
+    local.take_calls().await;
+    let failed = invoke(&aws, event("Create", stack, "req-td", None, properties)).await;
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "ContainerImages.TaskDefinitions[0]: missing-family: ECS refused it (ClientException"
+        ),
+        "{reason}"
+    );
+    assert_eq!(runs(&local.take_calls().await, "EC2.RunInstances"), 0);
 
     // A builder role without ECR access: the function may read the manifest, the builder may not
     // pull it. The pull step fails on the builder, the Reason names the image, nothing is left.
@@ -491,8 +521,8 @@ async fn images_that_cannot_be_baked_fail_with_the_reference_named_and_nothing_l
     report::record_clean(
         "container-images-refused",
         "Unusable inputs found at build time",
-        "ContainerImages: a tag that does not exist, an ECR repository that does not exist, a registry answering 403, an index without the builder's platform, an image too large for the root volume; then a builder role without ECR pull permissions (template.yaml's PullContainerImages removed)",
-        "each FAILED before anything is launched, naming ContainerImages.Images[0], the reference and the cause (no RunInstances); the last FAILED in the step ecs-ami-container-images, naming the image that could not be pulled, the builder terminated",
+        "ContainerImages: a tag that does not exist, an ECR repository that does not exist, a registry answering 403, an index without the builder's platform, an image too large for the root volume, a task definition ECS does not know; then a builder role without ECR pull permissions (template.yaml's PullContainerImages removed)",
+        "each FAILED before anything is launched, naming ContainerImages.Images[0] (or TaskDefinitions[0]), the reference and the cause (no RunInstances); the last FAILED in the step ecs-ami-container-images, naming the image that could not be pulled, the builder terminated",
         &audit.leftovers(&[]).await,
     );
 }
