@@ -495,6 +495,31 @@ async fn images_that_cannot_be_baked_fail_with_the_reference_named_and_nothing_l
     );
     assert_eq!(runs(&local.take_calls().await, "EC2.RunInstances"), 0);
 
+    // The function's role without its statements for images: each read is refused by IAM, and
+    // the Reason says which deployment parameter grants it.
+    local
+        .set_role(json!({"parameters": {"ContainerImageRepositories": REPOSITORIES, "ReadTaskDefinitions": "true"}, "without": ["ResolveContainerImages", "ReadTaskDefinitions"]}))
+        .await;
+    for (request, images, says) in [
+        (
+            "req-role-ecr",
+            json!({"Images": [format!("{ECR}/app:1.4")]}),
+            "the function's role may not ecr:BatchGetImage it: add the repository to the deployment's ContainerImageRepositories parameter",
+        ),
+        (
+            "req-role-ecs",
+            json!({"TaskDefinitions": ["web"]}),
+            "the function's role may not ecs:DescribeTaskDefinition it: set the deployment's ReadTaskDefinitions parameter to true",
+        ),
+    ] {
+        let properties = one_step_properties(json!({ "ContainerImages": images }));
+        local.take_calls().await;
+        let failed = invoke(&aws, event("Create", stack, request, None, properties)).await;
+        let reason = failed["Reason"].as_str().unwrap();
+        assert!(reason.contains(says), "{reason}");
+        assert_eq!(runs(&local.take_calls().await, "EC2.RunInstances"), 0);
+    }
+
     // A builder role without ECR access: the function may read the manifest, the builder may not
     // pull it. The pull step fails on the builder, the Reason names the image, nothing is left.
     local
@@ -521,7 +546,7 @@ async fn images_that_cannot_be_baked_fail_with_the_reference_named_and_nothing_l
     report::record_clean(
         "container-images-refused",
         "Unusable inputs found at build time",
-        "ContainerImages: a tag that does not exist, an ECR repository that does not exist, a registry answering 403, an index without the builder's platform, an image too large for the root volume, a task definition ECS does not know; then a builder role without ECR pull permissions (template.yaml's PullContainerImages removed)",
+        "ContainerImages: a tag that does not exist, an ECR repository that does not exist, a registry answering 403, an index without the builder's platform, an image too large for the root volume, a task definition ECS does not know; the function's role without ResolveContainerImages or ReadTaskDefinitions; then a builder role without ECR pull permissions (template.yaml's PullContainerImages removed)",
         "each FAILED before anything is launched, naming ContainerImages.Images[0] (or TaskDefinitions[0]), the reference and the cause (no RunInstances); the last FAILED in the step ecs-ami-container-images, naming the image that could not be pulled, the builder terminated",
         &audit.leftovers(&[]).await,
     );
