@@ -2,8 +2,13 @@
 
 /// SHA-256 of `text` as 64 lower-case hex digits.
 pub fn sha256_hex(text: &str) -> String {
+    sha256_hex_bytes(text.as_bytes())
+}
+
+/// SHA-256 of `bytes` (a blob's) as 64 lower-case hex digits.
+pub fn sha256_hex_bytes(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes())
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

@@ -245,25 +245,16 @@ impl Registries {
             });
         }
         let body: serde_json::Value = answer
-            .json_text()
+            .text()
             .await
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
             .ok_or_else(|| refused("the registry's token service answered no JSON".into()))?;
         body.get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
             .map(str::to_owned)
             .ok_or_else(|| refused("the registry's token service answered no token".into()))
-    }
-}
-
-/// A body read as JSON, if it is.
-trait JsonText {
-    async fn json_text(self) -> Option<serde_json::Value>;
-}
-
-impl JsonText for reqwest::Response {
-    async fn json_text(self) -> Option<serde_json::Value> {
-        serde_json::from_str(&self.text().await.ok()?).ok()
     }
 }
 

@@ -43,7 +43,7 @@ pub use source_filter::SourceFilter;
 use source_filter::parse_source_filter;
 pub use steps::is_output_name;
 use steps::parse_steps;
-use tags::{check_tag_budget, parse_output_tags, parse_tags};
+use tags::{USER_TAG_BUDGET, check_tag_budget, distinct_outputs, parse_output_tags, parse_tags};
 use tests_property::parse_tests;
 pub use tests_property::{DEFAULT_TEST_MINUTES, MAX_USER_DATA_BYTES, TestSpec};
 
@@ -234,13 +234,9 @@ impl AmiSpec {
     /// How many container images the AMI has tags left for, once `Tags`, `OutputTags` and the
     /// step outputs have theirs (task definitions may name more images than the parse counted).
     pub fn container_image_tag_room(&self) -> usize {
-        let outputs: std::collections::BTreeSet<&str> = self
-            .steps
-            .iter()
-            .flat_map(|s| s.outputs.iter().map(String::as_str))
-            .collect();
-        (EC2_TAGS_PER_RESOURCE - PRODUCT_TAGS - PRODUCT_TEST_TAGS)
-            .saturating_sub(self.tags.len() + self.output_tags.len() + outputs.len())
+        USER_TAG_BUDGET.saturating_sub(
+            self.tags.len() + self.output_tags.len() + distinct_outputs(&self.steps),
+        )
     }
 
     /// `ContainerImages` this deployment's role cannot read or pull: ECR images outside

@@ -66,6 +66,18 @@ pub(super) fn parse_tags(
     tags
 }
 
+/// The tags of an AMI left to the user: what EC2 allows less the product's own.
+pub(super) const USER_TAG_BUDGET: usize = EC2_TAGS_PER_RESOURCE - PRODUCT_TAGS - PRODUCT_TEST_TAGS;
+
+/// How many step outputs the steps declare (each name once: it is one tag of the AMI).
+pub(super) fn distinct_outputs(steps: &[Step]) -> usize {
+    steps
+        .iter()
+        .flat_map(|s| s.outputs.iter().map(String::as_str))
+        .collect::<BTreeSet<&str>>()
+        .len()
+}
+
 /// `Tags`, `OutputTags` and the step outputs (each kept on the AMI as a tag) against what EC2
 /// leaves beside the product's own tags ([`PRODUCT_TAGS`] and [`PRODUCT_TEST_TAGS`], which an
 /// AMI keeps once tested, with or without `Tests` in a later Update), so that a build or an
@@ -79,15 +91,12 @@ pub(super) fn check_tag_budget(
     problems: &mut Problems,
 ) {
     let ours = PRODUCT_TAGS + PRODUCT_TEST_TAGS;
-    let budget = EC2_TAGS_PER_RESOURCE - ours;
+    let budget = USER_TAG_BUDGET;
     let why = format!(
         "EC2 allows {EC2_TAGS_PER_RESOURCE} per resource; the product keeps {ours} of its own on the AMI, its snapshots and copies, {PRODUCT_TEST_TAGS} of them once the AMI passed Tests"
     );
-    let outputs: BTreeSet<&str> = steps
-        .iter()
-        .flat_map(|s| s.outputs.iter().map(String::as_str))
-        .collect();
-    let used = tags.len() + output_tags.len() + outputs.len() + container_images;
+    let outputs = distinct_outputs(steps);
+    let used = tags.len() + output_tags.len() + outputs + container_images;
     if tags.len() > budget {
         problems.add(
             "Tags",
@@ -100,7 +109,7 @@ pub(super) fn check_tag_budget(
                 "{} Tags, {} OutputTags, {} step Outputs and {container_images} ContainerImages (each kept on the AMI as a tag) need {used} tags; at most {budget} fit ({why})",
                 tags.len(),
                 output_tags.len(),
-                outputs.len()
+                outputs
             ),
         );
     }

@@ -346,8 +346,8 @@ pub(crate) fn check_fits(
 /// The step that pulls `images` on the builder, after the user's steps: it logs in to each ECR
 /// registry with the builder's own role (a token from ecr:GetAuthorizationToken, signed by curl
 /// with the credentials of the instance profile, kept in a Docker configuration of its own that
-/// is removed at the end), checks the free space, pulls each image by digest, tags it with the
-/// reference as given, checks it with `docker image inspect`, lists the images it baked in
+/// is removed at the end), checks the free space, pulls each image by digest, tags it as Docker
+/// lists the reference's tag, checks it with `docker image inspect`, lists the images it baked in
 /// `ECS_EXCLUDE_UNTRACKED_IMAGE` (so that the agent's untracked-image cleanup, if turned on,
 /// keeps them), and fails if any registry credential is left in root's Docker configuration.
 pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
@@ -376,13 +376,24 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
         "started_docker=''".into(),
         "if command -v systemctl > /dev/null && ! systemctl is-active --quiet docker.service; then if systemctl start docker.service; then started_docker=1; else echo 'ecs-ami: docker.service could not be started; trying the pulls anyway' >&2; fi; fi".into(),
     ];
-    let mut registries: Vec<(String, String, String)> = images
+    // Each image's reference, read once (it was read at resolution, so it reads again).
+    let references: Vec<Option<ImageReference>> = images
         .iter()
-        .filter_map(|i| {
-            let reference = ImageReference::parse(&i.reference).ok()?;
+        .map(|i| ImageReference::parse(&i.reference).ok())
+        .collect();
+    // Docker pulls by digest untagged: the tag the reference names (`latest` when it names none)
+    // is what a task naming it looks for, and what the agent's cleanup compares.
+    let familiar_tags: Vec<Option<String>> = references
+        .iter()
+        .map(|r| r.as_ref().and_then(ImageReference::familiar_tag))
+        .collect();
+    let mut registries: Vec<(String, String, String)> = references
+        .iter()
+        .flatten()
+        .filter_map(|reference| {
             let ecr = reference.ecr()?;
             let endpoint = crate::spec::ecr_api_endpoint(&reference.registry)?;
-            Some((reference.registry, ecr.region, endpoint))
+            Some((reference.registry.clone(), ecr.region, endpoint))
         })
         .collect();
     registries.sort();
@@ -398,7 +409,7 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
             ));
         }
     }
-    for image in images {
+    for (image, familiar_tag) in images.iter().zip(&familiar_tags) {
         // By the index's digest when there is one, as docker pulls a multi-platform image: it
         // takes the builder's platform (the manifest resolved before launch) and knows the image
         // by the index's digest.
@@ -407,9 +418,6 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
             image.name,
             image.index_digest.as_deref().unwrap_or(&image.digest)
         );
-        let familiar_tag = ImageReference::parse(&image.reference)
-            .ok()
-            .and_then(|r| r.familiar_tag());
         lines.push(format!(
             "echo {}",
             script::single_quote(&format!(
@@ -425,9 +433,7 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
                 image.reference, image.digest
             ))
         ));
-        // Docker pulls by digest untagged: the tag the reference names (`latest` when it names
-        // none) is what a task naming it looks for.
-        if let Some(tag) = &familiar_tag {
+        if let Some(tag) = familiar_tag {
             lines.push(format!(
                 "docker tag {} {}",
                 script::single_quote(&by_digest),
@@ -449,10 +455,7 @@ pub(crate) fn pull_step(images: &[BakedImage], timeout_seconds: u32) -> Step {
     // (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-agent-config.html): it
     // compares each `name:tag` with Docker's RepoTags, so Docker's own form is written. An image
     // named by digest alone has no tag and cannot be listed.
-    let excluded: Vec<String> = images
-        .iter()
-        .filter_map(|i| ImageReference::parse(&i.reference).ok()?.familiar_tag())
-        .collect();
+    let excluded: Vec<&str> = familiar_tags.iter().flatten().map(String::as_str).collect();
     lines.push("mkdir -p /etc/ecs && touch /etc/ecs/ecs.config".into());
     lines.push(format!(
         "baked={}",

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use ecs_ami::aws::{Aws, Registries};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::common;
 use common::audit::{Audit, tags_of};
@@ -32,11 +31,7 @@ const PUBLIC: &str = "public.ecr.aws";
 const REPOSITORIES: &str = "arn:aws:ecr:us-east-1:123456789012:repository/*";
 
 fn sha256(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", ecs_ami::hash::sha256_hex_bytes(bytes))
 }
 
 /// An image as pushed: its manifest's text and digest, and the blobs it names.
