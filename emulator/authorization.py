@@ -19,8 +19,9 @@ and passing the instance profile's role as iam:PassRole with `iam:PassedToServic
 Credentials decide who calls: the access key id `local-admin` is the test harness or an
 operator (allowed everything, not logged); a key the local AWS handed to an instance through its
 metadata service (emulator/imds.py) is that instance's role, evaluated against that role's policy
-as template.yaml writes it (`Principal`, `instance_role_policy`), for the ECR pulls only; any other
-key is the function. A request the engine cannot evaluate (an operation not mapped here, a
+as template.yaml writes it (`Principal`, `instance_role_policy`), for the ECR pulls only;
+`local-watcher` is a person following builds with `ecs-ami watch`, whose one policy is
+template.yaml's WatchBuildsPolicy; any other key is the function. A request the engine cannot evaluate (an operation not mapped here, a
 resource type missing, an instance role or an action of one the local AWS does not model) is
 answered with an error and logged, never allowed.
 """
@@ -50,6 +51,10 @@ from cfn_template import (  # noqa: E402  (the template tests' own resolver)
     Resolver, function_role_statements, load, role_managed_policies, role_statements)
 
 ADMIN_KEY = "local-admin"
+# The access key id of someone following builds with `ecs-ami watch`: a user with nothing but
+# template.yaml's WatchBuildsPolicy attached.
+WATCHER_KEY = "local-watcher"
+WATCH_POLICY = "WatchBuildsPolicy"
 TALLY = os.environ.get("ECS_AMI_EMULATOR_IAM_TALLY")
 STACK_NAME = os.environ.get("ECS_AMI_EMULATOR_STACK", "ecs-ami")
 FUNCTION_ROLE = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/{STACK_NAME}-FunctionRole-LOCAL"
@@ -146,6 +151,7 @@ class Principal:
     arn: str
     role: str = ""        # an instance's role name; empty for the function
     instance: str = ""
+    policy: str = ""      # a template.yaml managed policy that is the caller's whole identity policy
 
     @property
     def is_instance(self) -> bool:
@@ -153,6 +159,14 @@ class Principal:
 
 
 FUNCTION = Principal(FUNCTION_ROLE)
+WATCHER = Principal(f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:user/watcher", policy=WATCH_POLICY)
+
+
+def managed_policy(template_path: str, logical_id: str, parameters: dict[str, str] | None = None) -> dict[str, Any]:
+    """An AWS::IAM::ManagedPolicy's document from template.yaml, intrinsics resolved."""
+    template = load(template_path)
+    resolver = template_resolver(template, parameters)
+    return resolver.resolve(template["Resources"][logical_id]["Properties"]["PolicyDocument"])
 
 
 def instance_principal(role: str, instance_id: str) -> Principal:
@@ -180,6 +194,7 @@ class Authorizer:
         # Each instance role's policy (or why it cannot be evaluated), for the same template
         # parameters as the function's.
         self.instance_policies: dict[str, Any] = instance_role_policies(template_path, None)
+        self.watch_policy: dict[str, Any] = managed_policy(template_path, WATCH_POLICY)
         self.types: dict[str, dict[str, Any]] = {}
         # Errors a test provokes on purpose (POST /ecs-ami-local/iam/expect-errors): tallied as
         # ExpectedError, so that scripts/test fails only on the others.
@@ -235,6 +250,7 @@ class Authorizer:
         self.set_policy(policy)
         with self.lock:
             self.instance_policies = instance
+            self.watch_policy = managed_policy(self.template_path, WATCH_POLICY, body.get("parameters"))
         return {"statements": [s.get("Sid") for s in policy["Statement"]],
                 "instance_roles": {role: [s.get("Sid") for s in p["Statement"]] if isinstance(p, dict) else p
                                    for role, p in instance.items()}}
@@ -293,6 +309,8 @@ class Authorizer:
                            f"instance's calls only for {', '.join(INSTANCE_ACTIONS)}")
             else:
                 identity = {"identityPolicy": policy, "policyName": principal.role}
+        elif principal.policy == WATCH_POLICY:
+            identity = {"identityPolicy": self.watch_policy, "policyName": WATCH_POLICY}
         with self.lock:
             decision = "Error" if failure else "Allowed"
             for check in [] if failure else checks:

@@ -95,7 +95,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import create_backend_app, DomainDispatcherApplication
 from werkzeug.serving import make_server
 
-from authorization import (ADMIN_KEY, Authorizer, caller_key, CannotAuthorize, ec2_params, FUNCTION, instance_principal,
+from authorization import (ADMIN_KEY, WATCHER, WATCHER_KEY, Authorizer, caller_key, CannotAuthorize, ec2_params, FUNCTION, instance_principal,
                            Principal)
 from boot import CONSOLE, boot, console_output
 from calls import CallCounter
@@ -170,9 +170,10 @@ class LocalAws:
         operation = operation_of(environ, raw)
         REQUEST.copy_kms_refused = False
         REQUEST.token_repeat = False
-        # Who calls: the administrator, the function, or an instance's role with the credentials
+        # Who calls: the administrator, the function, someone following builds (WatchBuildsPolicy),
+        # or an instance's role with the credentials
         # its metadata service handed out (checked as AWS checks temporary credentials).
-        principal: Principal | None = None if caller_key(environ) == ADMIN_KEY else FUNCTION
+        principal: Principal | None = {ADMIN_KEY: None, WATCHER_KEY: WATCHER}.get(caller_key(environ), FUNCTION)
         credentials = imds.CREDENTIALS.get(caller_key(environ))
         if credentials is not None:
             problem = imds.authenticate(credentials, environ, raw, operation)
@@ -182,7 +183,9 @@ class LocalAws:
         # For what moto's backend is not told (the principal an ECR token is issued to).
         REQUEST.principal = principal if principal is not None else "admin"
         if operation is not None:
-            self.calls.record(operation, raw)
+            # The calls counted are the builds' (and the harness's): a watcher's looks are not.
+            if caller_key(environ) != WATCHER_KEY:
+                self.calls.record(operation, raw)
             if caller_key(environ) != ADMIN_KEY:
                 params = ec2_params(raw or environ.get("QUERY_STRING", "").encode()) if operation.startswith("EC2.") else {}
                 throttled = self.throttle.admit(region_of(environ), operation, params)

@@ -12,3 +12,4 @@ pub mod hash;
 pub mod local;
 pub mod logging;
 pub mod spec;
+pub mod watch;

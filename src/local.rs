@@ -164,7 +164,10 @@ pub async fn invoke_until_answered(
             Handled::Answered(response) | Handled::Repeated(response) => {
                 return Ok(Some((response, handed_over)));
             }
-            Handled::Yielded | Handled::Cancelled { .. } | Handled::Swept { .. } => {
+            Handled::Yielded
+            | Handled::Cancelled { .. }
+            | Handled::Swept { .. }
+            | Handled::EndedKept { .. } => {
                 return Ok(None);
             }
             Handled::HandedOver { hand_overs } => {

@@ -43,6 +43,7 @@ async fn main() -> Result<(), Error> {
                 Ok(Handled::Repeated(response)) => Ok(json!({"Repeated": response.status, "PhysicalResourceId": response.physical_resource_id})),
                 Ok(Handled::Cancelled { by }) => Ok(json!({"CancelledBy": by})),
                 Ok(Handled::Swept { removed }) => Ok(json!({"RecordsRemoved": removed})),
+                Ok(Handled::EndedKept { terminated, refused }) => Ok(json!({"KeptInstancesTerminated": terminated, "KeptInstancesRefused": refused})),
                 // Returning an error would make Lambda retry the event and redo the work; the
                 // failure to deliver is already logged.
                 Err(HandleError::Undeliverable { status, physical_id, .. }) => {

@@ -115,6 +115,16 @@ impl Aws {
     /// The commands sent to an instance, in no particular order, as (command id, comment): how a resumed
     /// build learns which steps already ran.
     pub async fn commands_sent_to(&self, instance_id: &str) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .commands_on(instance_id)
+            .await?
+            .into_iter()
+            .map(|c| (c.command_id, c.comment))
+            .collect())
+    }
+    /// The commands sent to an instance, with their status and when each was sent (ms since the
+    /// Unix epoch), oldest first.
+    pub async fn commands_on(&self, instance_id: &str) -> Result<Vec<CommandSent>> {
         let commands: Vec<ssmt::Command> = self
             .ssm
             .list_commands()
@@ -125,15 +135,25 @@ impl Aws {
             .collect::<std::result::Result<_, _>>()
             .await
             .map_err(|e| AwsError::from_sdk("ssm:ListCommands", e))?;
-        Ok(commands
+        let mut sent: Vec<CommandSent> = commands
             .iter()
             .filter_map(|c| {
-                Some((
-                    c.command_id()?.to_owned(),
-                    c.comment().unwrap_or_default().to_owned(),
-                ))
+                Some(CommandSent {
+                    command_id: c.command_id()?.to_owned(),
+                    comment: c.comment().unwrap_or_default().to_owned(),
+                    status: c
+                        .status()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default(),
+                    requested_ms: c
+                        .requested_date_time()
+                        .and_then(|t| t.to_millis().ok())
+                        .and_then(|ms| u64::try_from(ms).ok()),
+                })
             })
-            .collect())
+            .collect();
+        sent.sort_by_key(|c| c.requested_ms);
+        Ok(sent)
     }
     pub async fn cancel_step(&self, command_id: &str, instance_id: &str) -> Result<()> {
         self.ssm

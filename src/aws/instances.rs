@@ -164,10 +164,21 @@ impl Aws {
     }
     /// Instances carrying every one of `tags`, with their state names.
     pub async fn instances_tagged(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>> {
+        self.instances_with_tags(tags, &[]).await
+    }
+    /// Instances carrying every one of `tags`, and a tag of each of `keys` whatever its value
+    /// (DescribeInstances' `tag-key` filter), with their state names and tags.
+    pub async fn instances_with_tags(
+        &self,
+        tags: &BTreeMap<String, String>,
+        keys: &[&str],
+    ) -> Result<Vec<Instance>> {
+        let mut filters = tag_filters(tags);
+        filters.extend(keys.iter().map(|key| ec2_filter("tag-key", [*key])));
         let reservations: Vec<ec2t::Reservation> = self
             .ec2
             .describe_instances()
-            .set_filters(Some(tag_filters(tags)))
+            .set_filters(Some(filters))
             .max_results(1000)
             .into_paginator()
             .items()

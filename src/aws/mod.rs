@@ -139,6 +139,16 @@ pub struct Instance {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A command sent to an instance, as ListCommands gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSent {
+    pub command_id: String,
+    pub comment: String,
+    /// Run Command's status: Pending, InProgress, Success, Failed, TimedOut, Cancelled, ...
+    pub status: String,
+    pub requested_ms: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepStatus {
     Running,

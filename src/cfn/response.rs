@@ -15,6 +15,16 @@ pub enum Status {
     Failed,
 }
 
+impl Status {
+    /// As CloudFormation spells it: `SUCCESS` or `FAILED`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Success => "SUCCESS",
+            Status::Failed => "FAILED",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Response {

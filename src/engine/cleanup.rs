@@ -142,6 +142,9 @@ pub struct Leftovers {
     /// `SsmParameters` that may hold an image (or a copy) cleanup finds: put back before it is
     /// removed, so that nothing resolves to it (see `publish::put_back_all`).
     pub parameters: ParameterNames,
+    /// The instance kept for debugging (`KeepFailedInstanceMinutes`): neither terminated nor
+    /// its command cancelled.
+    pub kept_instance: Option<String>,
 }
 
 /// Removes everything the request created (but the image `keep`, the resource's current one,
@@ -270,6 +273,8 @@ pub struct Cleanup {
     pub removed: Vec<Resource>,
     pub remaining: Vec<(Resource, AwsError)>,
     pub unknown: Vec<Unknown>,
+    /// The instance a failed build was asked to keep for debugging, and whether it was.
+    pub keeping: Option<Box<crate::engine::kept::Keeping>>,
 }
 
 impl Cleanup {
@@ -303,7 +308,11 @@ impl Cleanup {
     /// What was removed, as a Reason or a log says it: `Cleanup: terminated builder i-1, ...`.
     pub fn removed_sentence(&self) -> String {
         if self.removed.is_empty() {
-            return NOTHING_CREATED.to_owned();
+            let kept = self
+                .keeping
+                .as_ref()
+                .is_some_and(|k| k.kept_instance().is_some());
+            return if kept { NOTHING_ELSE } else { NOTHING_CREATED }.to_owned();
         }
         let removed: Vec<String> = self
             .removed
@@ -364,11 +373,15 @@ impl std::fmt::Display for Cleanup {
                 left.join(", ")
             )?;
         }
+        if let Some(keeping) = &self.keeping {
+            write!(f, ". {keeping}")?;
+        }
         Ok(())
     }
 }
 
 const NOTHING_CREATED: &str = "Cleanup: nothing had been created";
+const NOTHING_ELSE: &str = "Cleanup: nothing else had been created";
 
 /// Each builder, known or found by its tags, with its command cancelled first.
 async fn terminate_builders(
@@ -401,7 +414,12 @@ async fn terminate_builders(
             error,
         }),
     }
-    if let (Some(command), Some(instance)) = (&known.command_id, &known.instance_id) {
+    if let Some(kept) = &known.kept_instance {
+        instances.remove(kept);
+    }
+    if let (Some(command), Some(instance)) = (&known.command_id, &known.instance_id)
+        && known.kept_instance.as_ref() != Some(instance)
+    {
         aws.cancel_step(command, instance).await.ok();
     }
     for (instance, launched_at_ms) in &instances {
@@ -598,5 +616,43 @@ mod tests {
              instance i-2 (EC2 answered NotFound for 30 s: already gone, or not listed yet; not confirmed terminated), \
              volumes could not be listed (ec2:DescribeVolumes failed: UnauthorizedOperation: no) in eu-west-1"
         );
+    }
+
+    #[test]
+    fn a_kept_instance_ends_the_report_and_is_not_called_nothing() {
+        use crate::engine::kept::{Keeping, Kept};
+        let kept = Keeping::Kept(Kept {
+            instance: "i-1".into(),
+            what: "builder",
+            until: "2026-12-07T16:00:00Z".into(),
+            minutes: 30,
+        });
+        let mut report = Cleanup {
+            request_id: "r-1".into(),
+            keeping: Some(Box::new(kept.clone())),
+            ..Cleanup::default()
+        };
+        assert_eq!(
+            report.to_string(),
+            format!("Cleanup: nothing else had been created. {kept}")
+        );
+        report
+            .removed
+            .push(Resource::new(ResourceKind::Image, "ami-1"));
+        assert_eq!(
+            report.to_string(),
+            format!("Cleanup: deregistered half-made image ami-1. {kept}")
+        );
+        // Not kept after all: terminated with the rest, and said so.
+        let not = Keeping::NotKept {
+            instance: "i-1".into(),
+            what: "builder",
+            why: format!("tagging it failed ({})", refused("ec2:CreateTags")),
+        };
+        report.removed = vec![Resource::new(ResourceKind::Builder, "i-1")];
+        report.keeping = Some(Box::new(not));
+        assert!(report.to_string().starts_with(
+            "Cleanup: terminated builder i-1. The builder i-1 was not kept for debugging"
+        ));
     }
 }

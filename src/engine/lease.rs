@@ -127,6 +127,41 @@ pub async fn in_flight(aws: &Aws, identity: &Identity) -> Result<Vec<(String, St
     Ok(found)
 }
 
+/// The latest generation of each lease of `identity`'s resource (every request's, its own
+/// included), newest expiry first: what `ecs-ami watch` reads to know which build is in flight.
+pub async fn holders(aws: &Aws, identity: &Identity) -> Result<Vec<Holder>, AwsError> {
+    let parameters = aws
+        .parameters_below(&resource_path(identity), true, usize::MAX)
+        .await?;
+    let mut latest: std::collections::BTreeMap<String, Holder> = Default::default();
+    for (_, (generation, _, expires_ms, request_id)) in generations(&parameters) {
+        if request_id.is_empty() {
+            continue;
+        }
+        let entry = latest.entry(request_id.clone()).or_insert(Holder {
+            request_id,
+            generation,
+            expires_ms,
+        });
+        if generation > entry.generation {
+            entry.generation = generation;
+            entry.expires_ms = expires_ms;
+        }
+    }
+    let mut holders: Vec<Holder> = latest.into_values().collect();
+    holders.sort_by_key(|h| std::cmp::Reverse(h.expires_ms));
+    Ok(holders)
+}
+
+/// A request's lease as [`holders`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub request_id: String,
+    /// 1 at the build's start, one more at each hand-over or take-over.
+    pub generation: u32,
+    pub expires_ms: u64,
+}
+
 /// Claims or renews the lease for `token`, on behalf of `identity`'s request.
 pub async fn claim(
     aws: &Aws,

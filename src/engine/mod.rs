@@ -15,6 +15,7 @@
 //! | [`mod@delete`] | Delete: deregister the image and delete its snapshots |
 //! | [`cleanup`] | removing what a build made, and the retries eventual consistency needs |
 //! | [`mod@supersede`] | stopping builds CloudFormation gave up on |
+//! | [`kept`] | `KeepFailedInstanceMinutes`: a failed build's instance kept for debugging, and ended on time |
 //! | [`lease`], [`ledger`] | one build per request at a time; one recorded answer (or cancellation) per request |
 //! | [`Context`] | what every part of a request's work is given: the AWS clients, the request's identity, the timing |
 //! | [`tags`] | the tags, names and tokens that tie AWS resources to a request |
@@ -31,6 +32,7 @@ pub mod delete;
 mod deprecation;
 mod done;
 pub mod failure;
+pub mod kept;
 pub mod lease;
 pub mod ledger;
 pub mod publish;

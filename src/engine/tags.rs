@@ -19,6 +19,10 @@ pub const TAG_FINGERPRINT: &str = "ecs-ami:fingerprint";
 pub const TAG_PROPERTIES: &str = "ecs-ami:properties";
 pub const TAG_SOURCE: &str = "ecs-ami:source-image";
 pub const TAG_IMAGE: &str = "ecs-ami:image-id";
+/// On the builder and the test instance: the build's `TimeoutMinutes`, for whoever watches the
+/// build (`ecs-ami watch`). The same for every delivery of a request (a time would not be, and
+/// RunInstances' ClientToken must see the same tags again).
+pub const TAG_TIMEOUT_MINUTES: &str = "ecs-ami:timeout-minutes";
 /// On the test instance (`Tests`): `test`. A resumed build never takes it for the builder.
 pub const TAG_ROLE: &str = "ecs-ami:role";
 pub const ROLE_TEST: &str = "test";

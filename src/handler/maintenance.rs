@@ -6,6 +6,11 @@
 //! sweep (that would cost every build a listing of its resource's records): the deployment
 //! schedules an invocation with [`SWEEP_EVENT_KEY`] every hour (EventBridge Scheduler,
 //! template.yaml `SweepRecords`), which removes every resource's old records.
+//!
+//! Instances failed builds kept for debugging (`KeepFailedInstanceMinutes`) go on time whatever
+//! else happens: every 5 minutes the deployment invokes the function with
+//! `{"EcsAmiMaintenance": "end-kept-instances"}` (template.yaml `EndKeptInstances`), which
+//! terminates those whose `ecs-ami:keep-until` has passed.
 
 use serde_json::Value;
 
@@ -20,8 +25,37 @@ pub const SWEEP_EVENT_KEY: &str = "EcsAmiMaintenance";
 pub const STORE_RESOURCE_TYPE: &str = "Custom::EcsAmiStore";
 const STORE_PHYSICAL_ID: &str = "ecs-ami-store";
 
+/// The scheduled event's value that ends kept instances whose time has come.
+pub const END_KEPT_INSTANCES: &str = "end-kept-instances";
+
 pub(super) fn is_sweep(event: &Value) -> bool {
     event.get(SWEEP_EVENT_KEY).and_then(Value::as_str) == Some("sweep")
+}
+
+pub(super) fn is_end_kept_instances(event: &Value) -> bool {
+    event.get(SWEEP_EVENT_KEY).and_then(Value::as_str) == Some(END_KEPT_INSTANCES)
+}
+
+/// Terminates the instances kept for debugging whose time has come.
+pub(super) async fn end_kept_instances(aws: &Aws) -> Handled {
+    match crate::engine::kept::end_expired(aws, false).await {
+        Ok(ended) => {
+            for sentence in ended.sentences() {
+                tracing::info!("{sentence}");
+            }
+            Handled::EndedKept {
+                terminated: ended.terminated.len(),
+                refused: ended.refused.len(),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(problem = %error, "instances kept for debugging could not be listed; the next run tries again");
+            Handled::EndedKept {
+                terminated: 0,
+                refused: 0,
+            }
+        }
+    }
 }
 
 pub(super) fn is_store_request(event: &Value) -> bool {
@@ -75,13 +109,26 @@ pub(super) async fn store(
             Outcome::success(STORE_PHYSICAL_ID, Default::default())
         }
         Operation::Delete { .. } => match remove_everything(aws).await {
-            Ok((records, leases)) => {
-                let mut outcome = Outcome::success(STORE_PHYSICAL_ID, Default::default());
-                outcome.reason = Some(format!(
-                    "removed {records} request records and {leases} lease generations from Parameter Store"
-                ));
-                outcome
-            }
+            // The schedule that ends kept instances goes with this stack: every instance still
+            // kept for debugging goes now.
+            Ok((records, leases)) => match crate::engine::kept::end_expired(aws, true).await {
+                Ok(ended) if ended.refused.is_empty() => {
+                    let mut outcome = Outcome::success(STORE_PHYSICAL_ID, Default::default());
+                    outcome.reason = Some(format!(
+                        "removed {records} request records and {leases} lease generations from Parameter Store; terminated {} instances kept for debugging",
+                        ended.terminated.len()
+                    ));
+                    outcome
+                }
+                Ok(ended) => Outcome::failed(
+                    STORE_PHYSICAL_ID,
+                    format!("{}.", ended.sentences().join(". ")),
+                ),
+                Err(error) => Outcome::failed(
+                    STORE_PHYSICAL_ID,
+                    format!("the instances kept for debugging could not be looked for: {error}"),
+                ),
+            },
             Err(error) => Outcome::failed(
                 STORE_PHYSICAL_ID,
                 format!(

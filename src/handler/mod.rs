@@ -36,7 +36,7 @@ use continuation::{cannot_continue, split_continuation};
 use deliveries::{already_recorded, cancelled_now, leaves_a_record};
 pub use limits::Limits;
 use limits::guarded;
-pub use maintenance::{STORE_RESOURCE_TYPE, SWEEP_EVENT_KEY};
+pub use maintenance::{END_KEPT_INSTANCES, STORE_RESOURCE_TYPE, SWEEP_EVENT_KEY};
 use operate::{release_lease_of, remove_build};
 
 /// Where responses go: the presigned ResponseURL in production.
@@ -84,6 +84,12 @@ pub enum Handled {
     Swept {
         removed: usize,
     },
+    /// The scheduled end of kept instances (not a CloudFormation request): how many instances
+    /// kept for debugging were terminated, and how many EC2 refused to terminate.
+    EndedKept {
+        terminated: usize,
+        refused: usize,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +115,9 @@ pub async fn handle(
 ) -> Result<Handled, HandleError> {
     if maintenance::is_sweep(&event) {
         return Ok(maintenance::sweep(aws).await);
+    }
+    if maintenance::is_end_kept_instances(&event) {
+        return Ok(maintenance::end_kept_instances(aws).await);
     }
     if maintenance::is_store_request(&event)
         && let Ok(request) = Request::parse(event.clone())

@@ -120,7 +120,7 @@ async fn supersede_abandoned(
 ) -> Result<engine::Superseded, Turn> {
     let failed =
         |reason: String| Turn::Answer(Outcome::failed(failure_physical_id(request), reason));
-    let superseded = match &request.operation {
+    let mut superseded = match &request.operation {
         _ if resumed => return Ok(engine::Superseded::default()),
         Operation::Delete { physical_id } if cfn::is_failed_create_physical_id(physical_id) => {
             return Ok(engine::Superseded::default());
@@ -139,6 +139,22 @@ async fn supersede_abandoned(
             ))
         })?,
     };
+    // Instances earlier failed requests kept for debugging go now, but after CloudFormation's
+    // rollback of the failed request itself (its previous properties are the failed ones).
+    let rollback_of = match &request.operation {
+        Operation::Update { old_properties, .. } => Some(
+            crate::spec::fingerprint::of_properties_as_sent(old_properties),
+        ),
+        _ => None,
+    };
+    // The deployment's schedule ends them on time whatever happens here: a failure to look or
+    // to terminate is said, and fails nothing.
+    match engine::kept::end_for_request(aws, &request.identity, rollback_of.as_deref()).await {
+        Ok(ended) => superseded.stopped.extend(ended.sentences()),
+        Err(error) => superseded.stopped.push(format!(
+            "Instances of this resource kept for debugging could not be looked for ({error}); the deployment's schedule terminates them on time"
+        )),
+    }
     // A Delete that leaves something fails, so that CloudFormation's retry finds it again; an
     // Update (a rollback) goes on, naming it, rather than leaving the stack in
     // UPDATE_ROLLBACK_FAILED.

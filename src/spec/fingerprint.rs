@@ -199,6 +199,14 @@ impl<'a> CanonicalV1<'a> {
     }
 }
 
+/// A digest of a request's properties exactly as CloudFormation sent them (keys sorted): how
+/// an instance kept after a failed request knows CloudFormation's rollback of that request,
+/// whose `OldResourceProperties` are the failed request's `ResourceProperties`.
+pub fn of_properties_as_sent(properties: &Value) -> String {
+    let text = sorted(properties.clone()).to_string();
+    format!("sent-{}", crate::hash::sha256_hex(&text))
+}
+
 /// `value` with the keys of every object in sorted order, whatever the build. The first release
 /// hashed `serde_json::Value`'s text, whose key order depends on a cargo feature: sorted in the
 /// Lambda, but in declaration order in test builds, where a dev-dependency (`aws-smithy-mocks`)

@@ -188,7 +188,16 @@ pub struct AmiSpec {
     /// Container images pulled on the builder after the steps, by the digests they resolve to
     /// (part of the fingerprint, resolved). Empty when not given.
     pub container_images: ContainerImages,
+    /// Minutes a failed build's builder (or test instance) is kept running for debugging,
+    /// 0 (the default) to [`MAX_KEEP_FAILED_INSTANCE_MINUTES`]. Not part of the fingerprint.
+    pub keep_failed_instance_minutes: u32,
+    /// [`fingerprint::of_properties_as_sent`] of the properties parsed: what an instance kept
+    /// after a failure carries, to tell CloudFormation's rollback of its request.
+    pub properties_as_sent: String,
 }
+
+/// The longest `KeepFailedInstanceMinutes`: four hours.
+pub const MAX_KEEP_FAILED_INSTANCE_MINUTES: u32 = 240;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid properties: {}", .problems.join("; "))]
@@ -197,8 +206,8 @@ pub struct PropertyErrors {
 }
 
 impl AmiSpec {
-    /// Whether `self` asks for what `other` asks for but its sharing, deprecation and parameters:
-    /// what an Update applies to the existing image without resolving the source again.
+    /// Whether `self` asks for what `other` asks for but its sharing, deprecation, parameters,
+    /// copies, tests and `KeepFailedInstanceMinutes`: what an Update applies to the existing image without resolving the source again.
     pub fn differs_only_in_distribution(&self, other: &AmiSpec) -> bool {
         let without = |spec: &AmiSpec| AmiSpec {
             launch_permissions: LaunchPermissions::default(),
@@ -207,6 +216,8 @@ impl AmiSpec {
             copy_parameters: BTreeMap::new(),
             regions: Vec::new(),
             tests: None,
+            keep_failed_instance_minutes: 0,
+            properties_as_sent: String::new(),
             ..spec.clone()
         };
         without(self) == without(other)
@@ -379,6 +390,11 @@ impl AmiSpec {
         let regions = top.list("Regions");
         let tests = top.take("Tests");
         let container_images = top.take("ContainerImages");
+        let keep_failed_instance_minutes = top.number(
+            "KeepFailedInstanceMinutes",
+            0,
+            MAX_KEEP_FAILED_INSTANCE_MINUTES,
+        );
         top.finish();
         let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
 
@@ -472,6 +488,8 @@ impl AmiSpec {
             regions,
             tests,
             container_images,
+            keep_failed_instance_minutes: keep_failed_instance_minutes.unwrap_or(0),
+            properties_as_sent: fingerprint::of_properties_as_sent(properties),
         })
     }
 }

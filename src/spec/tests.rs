@@ -208,3 +208,36 @@ fn all_problems_are_reported_together() {
 fn non_object_properties_are_refused() {
     assert_problem(json!("SourceAmi"), "ResourceProperties", "object");
 }
+
+#[test]
+fn keep_failed_instance_minutes_is_bounded_and_changes_no_image() {
+    let with = |minutes: serde_json::Value| {
+        let mut properties = minimal();
+        properties["KeepFailedInstanceMinutes"] = minutes;
+        AmiSpec::parse(&properties)
+    };
+    assert_eq!(
+        AmiSpec::parse(&minimal())
+            .unwrap()
+            .keep_failed_instance_minutes,
+        0
+    );
+    let kept = with(json!("240")).unwrap();
+    assert_eq!(kept.keep_failed_instance_minutes, 240);
+    assert_eq!(with(json!(0)).unwrap().keep_failed_instance_minutes, 0);
+    for bad in [json!(241), json!(-1), json!("half an hour")] {
+        let error = with(bad.clone()).unwrap_err().to_string();
+        assert!(
+            error.contains("KeepFailedInstanceMinutes"),
+            "{bad}: {error}"
+        );
+    }
+    // Applied in place: neither the fingerprint nor the properties a rollback looks for move,
+    // and an Update changing it alone does not resolve the source again.
+    let none = AmiSpec::parse(&minimal()).unwrap();
+    assert!(kept.differs_only_in_distribution(&none));
+    assert_eq!(
+        fingerprint::of_request(&kept),
+        fingerprint::of_request(&none)
+    );
+}

@@ -277,7 +277,9 @@ def test_copies_only_to_the_listed_regions_and_only_tagged():
 
 def test_records_are_swept_every_hour_and_removed_with_the_stack():
     """The hourly sweep invokes the function with its maintenance event (src/handler/maintenance.rs,
-    SWEEP_EVENT_KEY), as a role that may invoke that function alone; the store resource, whose
+    SWEEP_EVENT_KEY), as a role that may invoke that function alone; so does the schedule that
+    ends instances kept for debugging, every 5 minutes without a flexible window (an instance
+    outlives its KeepFailedInstanceMinutes by at most 5 minutes); the store resource, whose
     Delete removes every record and lease, is served by the function."""
     template = load(str(REPO / "template.yaml"))
     resources = template["Resources"]
@@ -296,6 +298,13 @@ def test_records_are_swept_every_hour_and_removed_with_the_stack():
     (statement,) = policy["PolicyDocument"]["Statement"]
     assert statement["Action"] == "lambda:InvokeFunction"
     assert statement["Resource"] == {"Fn::GetAtt": ["Function", "Arn"]}
+    kept = resources["EndKeptInstances"]["Properties"]
+    assert kept["ScheduleExpression"] == "rate(5 minutes)"
+    assert kept["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert kept["Target"]["Arn"] == {"Fn::GetAtt": ["Function", "Arn"]}
+    assert kept["Target"]["RoleArn"] == {"Fn::GetAtt": ["SweepScheduleRole", "Arn"]}
+    assert json.loads(kept["Target"]["Input"]) == {"EcsAmiMaintenance": "end-kept-instances"}
+    assert 'END_KEPT_INSTANCES: &str = "end-kept-instances"' in source
     store = resources["Store"]
     assert store["Type"] == "Custom::EcsAmiStore"
     assert store["Properties"] == {"ServiceToken": {"Fn::GetAtt": ["Function", "Arn"]}}

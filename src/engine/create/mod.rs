@@ -22,6 +22,7 @@ use crate::engine::Context;
 use crate::engine::Done;
 use crate::engine::cleanup::{Cleanup, Leftovers, clean_up, launched_within};
 use crate::engine::failure::{BuildError, Failed, Failure};
+use crate::engine::kept::{self, Keeping};
 use crate::engine::tags::{
     ImageAnswer, TAG_FINGERPRINT, TAG_SOURCE, container_images_of, default_image_name,
     image_answer, outputs_of, unique_image_name,
@@ -498,16 +499,80 @@ impl Build {
         cancel_command: bool,
     ) -> Progress {
         tracing::error!(problem = %failure, "build failed; cleaning up");
-        let cleanup = self.clean_up_and_release(cx, cancel_command).await;
+        let keeping = self.keep_for_debugging(cx, &failure).await;
+        let cleanup = self.clean_up_and_release(cx, cancel_command, keeping).await;
         Progress::Failed(Box::new(Failed {
             failure,
             cleanup: Some(cleanup),
         }))
     }
 
+    /// The instance a failure leaves running for debugging (`KeepFailedInstanceMinutes`), and
+    /// what it is: the one running the build's steps or tests (or awaited in the ECS cluster)
+    /// when a step or test failed or time ran out. An instance SSM never reported Online (Session
+    /// Manager could not reach it either), a builder already stopping, a cancelled build and a
+    /// build that could not carry on keep nothing (`None`). A test instance that joined
+    /// `Tests.EcsCluster` is refused (`Err`, to be said): ECS could place the cluster's tasks on
+    /// an instance of the failed image while it is kept.
+    fn instance_to_keep(&self, failure: &Failure) -> Option<Result<(&str, &'static str), Keeping>> {
+        if self.spec.keep_failed_instance_minutes == 0
+            || !matches!(failure, Failure::In { .. } | Failure::TimedOut { .. })
+        {
+            return None;
+        }
+        let (on, joined) = match &self.state.phase {
+            Phase::StartStep { on, .. } | Phase::AwaitStep { on, .. } => (*on, true),
+            Phase::AwaitEcs { .. } => (On::TestInstance, false),
+            _ => return None,
+        };
+        match on {
+            On::Builder => Some(Ok((self.state.builder.as_ref()?.id.as_str(), "builder"))),
+            On::TestInstance => {
+                let instance = self.state.test_instance.as_ref()?.id.as_str();
+                let cluster = self
+                    .spec
+                    .tests
+                    .as_ref()
+                    .and_then(|t| t.ecs_cluster.as_deref());
+                Some(match cluster {
+                    Some(cluster) if joined => Err(Keeping::NotKept {
+                        instance: instance.to_owned(),
+                        what: "test instance",
+                        why: format!(
+                            "it had joined ECS cluster {cluster}, where services could place tasks on it"
+                        ),
+                    }),
+                    _ => Ok((instance, "test instance")),
+                })
+            }
+        }
+    }
+
+    /// Keeps the instance [`Build::instance_to_keep`] names, if any.
+    async fn keep_for_debugging(&self, cx: &Context<'_>, failure: &Failure) -> Option<Keeping> {
+        match self.instance_to_keep(failure)? {
+            Ok(instance) => Some(
+                kept::keep(
+                    cx.aws,
+                    instance,
+                    self.spec.keep_failed_instance_minutes,
+                    self.spec.properties_as_sent.clone(),
+                )
+                .await,
+            ),
+            Err(refused) => Some(refused),
+        }
+    }
+
     /// Ends the build: removes what it made ([`clean_up`], from what it knows and from its
-    /// request's tags), then deletes its lease. Returns the cleanup's report.
-    async fn clean_up_and_release(&self, cx: &Context<'_>, cancel_command: bool) -> Cleanup {
+    /// request's tags) but an instance kept for debugging, then deletes its lease. Returns the
+    /// cleanup's report.
+    async fn clean_up_and_release(
+        &self,
+        cx: &Context<'_>,
+        cancel_command: bool,
+        keeping: Option<Keeping>,
+    ) -> Cleanup {
         let aws = cx.aws;
         // Parameters written to the image go back first: nothing may resolve to it once removed.
         // (An image this build did not make keeps what was published to it.)
@@ -523,8 +588,15 @@ impl Build {
                 crate::engine::publish::put_back_all(&aws.in_region(region), copy, names).await;
             }
         }
-        let known = self.leftovers(cancel_command);
-        let report = clean_up(aws, cx.identity, &known, cx.timing.not_found_grace, None).await;
+        let known = Leftovers {
+            kept_instance: keeping
+                .as_ref()
+                .and_then(Keeping::kept_instance)
+                .map(str::to_owned),
+            ..self.leftovers(cancel_command)
+        };
+        let mut report = clean_up(aws, cx.identity, &known, cx.timing.not_found_grace, None).await;
+        report.keeping = keeping.map(Box::new);
         self.release_lease(aws, &lease::path(cx.identity)).await;
         report
     }
@@ -557,6 +629,7 @@ impl Build {
                 .collect(),
             // Put back by `clean_up_and_release`, which knows which copies this build made.
             parameters: Default::default(),
+            kept_instance: None,
         }
     }
 
@@ -568,7 +641,7 @@ impl Build {
             phase = ?self.state.phase,
             "CloudFormation gave up on this request (a newer request of the resource cancelled it): stopping and cleaning up"
         );
-        let report = self.clean_up_and_release(cx, true).await;
+        let report = self.clean_up_and_release(cx, true, None).await;
         tracing::info!(report = %report, "cancelled build cleaned up");
         Progress::Cancelled(report)
     }
@@ -811,5 +884,94 @@ mod tests {
         assert_eq!(known.instance_id.as_deref(), Some("i-test"));
         assert_eq!(known.launched_at_ms, Some(2));
         assert_eq!(known.image_id, None);
+    }
+
+    #[test]
+    fn the_instance_kept_is_the_one_running_the_failed_work() {
+        let step_failed = Failure::In {
+            stage: "running a step",
+            error: BuildError::StateLacks { missing: "x" },
+        };
+        let spec = |extra: serde_json::Value| {
+            let mut properties = serde_json::json!({
+                "SourceAmi": "ami-12345678", "IamInstanceProfile": "p",
+                "Steps": [{"Name": "a", "Commands": ["true"]}],
+                "KeepFailedInstanceMinutes": 30
+            });
+            for (key, value) in extra.as_object().unwrap() {
+                properties[key] = value.clone();
+            }
+            AmiSpec::parse(&properties).unwrap()
+        };
+        let mut build = Build::new(spec(serde_json::json!({})), &identity());
+        build.state.builder = Some(Launched {
+            id: "i-builder".into(),
+            at_ms: Some(1),
+        });
+        let await_step = |on| Phase::AwaitStep {
+            on,
+            index: 0,
+            command_id: "c".into(),
+            waited: Duration::ZERO,
+            state_checked: None,
+        };
+        build.state.phase = await_step(On::Builder);
+        assert_eq!(
+            build.instance_to_keep(&step_failed),
+            Some(Ok(("i-builder", "builder")))
+        );
+        // Not for a cancelled build or one that could not be handed over, not while stopping,
+        // not before SSM reported it Online, and not when not asked.
+        let not_handed_over = Failure::NotHandedOver {
+            stage: "running a step",
+            why: "x".into(),
+        };
+        assert_eq!(build.instance_to_keep(&not_handed_over), None);
+        for phase in [
+            Phase::Stop,
+            Phase::AwaitOnline {
+                on: On::Builder,
+                waited: Duration::ZERO,
+                state_checked: None,
+            },
+        ] {
+            build.state.phase = phase;
+            assert_eq!(build.instance_to_keep(&step_failed), None);
+        }
+        build.spec.keep_failed_instance_minutes = 0;
+        build.state.phase = await_step(On::Builder);
+        assert_eq!(build.instance_to_keep(&step_failed), None);
+
+        // A test instance: kept, but not once it joined an ECS cluster (refused, and said).
+        let tests = serde_json::json!({"Steps": [{"Name": "t", "Commands": ["true"]}]});
+        let mut build = Build::new(spec(serde_json::json!({"Tests": tests})), &identity());
+        build.state.test_instance = Some(Launched {
+            id: "i-test".into(),
+            at_ms: Some(2),
+        });
+        build.state.phase = await_step(On::TestInstance);
+        assert_eq!(
+            build.instance_to_keep(&step_failed),
+            Some(Ok(("i-test", "test instance")))
+        );
+        let mut in_cluster = tests.clone();
+        in_cluster["EcsCluster"] =
+            serde_json::json!("arn:aws:ecs:us-east-1:123456789012:cluster/main");
+        build.spec = spec(serde_json::json!({"Tests": in_cluster}));
+        match build.instance_to_keep(&step_failed) {
+            Some(Err(Keeping::NotKept { instance, why, .. })) => {
+                assert_eq!(instance, "i-test");
+                assert!(why.contains("joined ECS cluster"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Still waiting for it to join: nothing can be placed on it yet; kept.
+        build.state.phase = Phase::AwaitEcs {
+            waited: Duration::ZERO,
+        };
+        assert_eq!(
+            build.instance_to_keep(&step_failed),
+            Some(Ok(("i-test", "test instance")))
+        );
     }
 }

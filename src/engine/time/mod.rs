@@ -37,6 +37,18 @@ pub fn utc_iso() -> String {
     iso(DateTime::from(SystemTime::now()))
 }
 
+/// `YYYY-MM-DDTHH:MM:SSZ` for a time on the [clock](now_ms).
+pub fn utc_iso_at_ms(ms: u64) -> String {
+    iso(DateTime::from_millis(i64::try_from(ms).unwrap_or(i64::MAX)))
+}
+
+/// The time an RFC 3339 value (as [`utc_iso_at_ms`] writes it) names, in milliseconds since the
+/// Unix epoch; `None` for anything else.
+pub fn parse_utc_iso_ms(value: &str) -> Option<u64> {
+    let at = DateTime::from_str(value, Format::DateTime).ok()?;
+    u64::try_from(at.to_millis().ok()?).ok()
+}
+
 /// `YYYYMMDDTHHMMSSZ` for now.
 pub fn utc_stamp() -> String {
     stamp(DateTime::from(SystemTime::now()))
@@ -69,6 +81,12 @@ mod tests {
             let at = DateTime::from_fractional_secs(seconds, 0.75);
             assert_eq!(iso(at), iso_form);
             assert_eq!(stamp(at), stamp_form);
+            let ms = seconds as u64 * 1000;
+            assert_eq!(utc_iso_at_ms(ms + 999), iso_form);
+            assert_eq!(parse_utc_iso_ms(iso_form), Some(ms));
+        }
+        for not_a_time in ["", "soon", "2026-13-01T00:00:00Z", "1795595400"] {
+            assert_eq!(parse_utc_iso_ms(not_a_time), None, "{not_a_time}");
         }
     }
 }

@@ -94,6 +94,12 @@ impl LocalAws {
         Aws::from_config(&config)
     }
 
+    /// Someone following builds with `ecs-ami watch`, with template.yaml's WatchBuildsPolicy as
+    /// their one policy: every call is authorized against it.
+    pub async fn watcher_aws(&self) -> Aws {
+        Aws::from_config(&self.config_for("local-watcher").await)
+    }
+
     pub async fn ec2(&self) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::new(&self.sdk_config().await)
     }
@@ -407,16 +413,22 @@ pub async fn invoke_with(aws: &Aws, mut event: Value, limits: impl Fn() -> Limit
 /// The deployment's scheduled sweep (template.yaml `SweepRecords`): an invocation that answers
 /// nobody.
 pub async fn invoke_sweep(aws: &Aws) {
+    invoke_maintenance(aws, "sweep").await;
+}
+
+/// One of the deployment's scheduled invocations (`{"EcsAmiMaintenance": what}`): it answers
+/// nobody.
+pub async fn invoke_maintenance(aws: &Aws, what: &str) {
     let sink = HttpSink::with_retries(1, Duration::from_millis(50));
     let answered = invoke_until_answered(
-        json!({"EcsAmiMaintenance": "sweep"}),
+        json!({"EcsAmiMaintenance": what}),
         aws,
         &sink,
         Limits::default,
     )
     .await
     .expect("handled");
-    assert!(answered.is_none(), "the sweep answers nobody");
+    assert!(answered.is_none(), "a scheduled invocation answers nobody");
 }
 
 /// A stand-in for systemd's `systemctl` in the image (this machine's overlay has no systemd):

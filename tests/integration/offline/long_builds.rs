@@ -431,7 +431,9 @@ async fn drive_like_lambda(
             Handled::Answered(_) | Handled::Repeated(_) => return Some(most_hand_overs),
             Handled::Yielded => return None,
             Handled::Cancelled { by } => panic!("no other request cancels this one ({by})"),
-            Handled::Swept { .. } => panic!("a build's event is not the scheduled sweep"),
+            Handled::Swept { .. } | Handled::EndedKept { .. } => {
+                panic!("a build's event is not a scheduled maintenance")
+            }
             Handled::HandedOver { hand_overs } => {
                 most_hand_overs = most_hand_overs.max(hand_overs);
                 let next = scheduler.take().expect("queued");

@@ -13,7 +13,7 @@ use crate::engine::create::{
     Build, Launched, Next, On, Phase, resolve, step_comment, step_number, test_comment, test_number,
 };
 use crate::engine::failure::{BuildError, StepAt, StepEnd, tail};
-use crate::engine::tags::{client_token, identity_tags};
+use crate::engine::tags::{TAG_TIMEOUT_MINUTES, client_token, identity_tags};
 use crate::engine::time;
 use crate::engine::wait::{Poll, Wait, Watch, keep_waiting};
 use crate::spec::{MAX_STEP_TIMEOUT_SECONDS, Step, script};
@@ -42,6 +42,10 @@ impl Build {
         }
         let resolved = self.resolved()?;
         let mut tags = identity_tags(identity);
+        tags.insert(
+            TAG_TIMEOUT_MINUTES.into(),
+            self.spec.timeout_minutes.to_string(),
+        );
         tags.insert(
             "Name".into(),
             format!(

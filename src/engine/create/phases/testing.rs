@@ -10,8 +10,8 @@ use crate::engine::cleanup::{launched_within, terminate_builder};
 use crate::engine::create::{Build, Launched, Next, On, Phase, Tested, made};
 use crate::engine::failure::BuildError;
 use crate::engine::tags::{
-    ROLE_TEST, TAG_ROLE, TAG_TEST_INSTANCE, TAG_TESTED_AT, TAG_TESTS_PASSED, identity_tags,
-    test_client_token, with_passed,
+    ROLE_TEST, TAG_ROLE, TAG_TEST_INSTANCE, TAG_TESTED_AT, TAG_TESTS_PASSED, TAG_TIMEOUT_MINUTES,
+    identity_tags, test_client_token, with_passed,
 };
 use crate::engine::time;
 use crate::engine::wait::{Wait, keep_waiting};
@@ -46,6 +46,10 @@ impl Build {
                 crate::engine::create::default_instance_type(&resolved.architecture).to_owned()
             });
         let mut tags = identity_tags(identity);
+        tags.insert(
+            TAG_TIMEOUT_MINUTES.into(),
+            self.spec.timeout_minutes.to_string(),
+        );
         tags.insert(TAG_ROLE.into(), ROLE_TEST.into());
         tags.insert(
             "Name".into(),
