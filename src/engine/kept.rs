@@ -190,11 +190,22 @@ pub async fn end_for_request(
     let found = aws
         .instances_with_tags(&resource_tags(identity), &[TAG_KEEP_UNTIL])
         .await?;
-    let ended: Vec<(String, String)> = found
+    let ended = ended_by_request(found, &identity.request_id, rollback_of);
+    Ok(terminate_each(aws, ended).await)
+}
+
+/// Of the resource's kept instances, those a request ends, each with its sentence: the live
+/// ones, but those of the request itself (a repeated delivery of the failed request) and those
+/// whose failed request this one rolls back.
+fn ended_by_request(
+    found: Vec<crate::aws::Instance>,
+    request_id: &str,
+    rollback_of: Option<&str>,
+) -> Vec<(String, String)> {
+    found
         .into_iter()
         .filter(|i| alive(&i.state))
-        // A repeated delivery of the failed request itself leaves what it kept.
-        .filter(|i| i.tags.get(TAG_REQUEST) != Some(&identity.request_id))
+        .filter(|i| i.tags.get(TAG_REQUEST).map(String::as_str) != Some(request_id))
         .filter(|i| {
             rollback_of.is_none()
                 || i.tags.get(TAG_FAILED_PROPERTIES).map(String::as_str) != rollback_of
@@ -207,13 +218,50 @@ pub async fn end_for_request(
             );
             (i.id, sentence)
         })
-        .collect();
-    Ok(terminate_each(aws, ended).await)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_ends_what_others_kept_but_not_its_own_nor_what_it_rolls_back() {
+        let kept = |id: &str, request: &str, failed: &str, state| crate::aws::Instance {
+            id: id.into(),
+            state,
+            launched_ms: None,
+            tags: BTreeMap::from([
+                (TAG_KEEP_UNTIL.to_owned(), "2026-12-07T16:00:00Z".to_owned()),
+                (TAG_REQUEST.to_owned(), request.to_owned()),
+                (TAG_FAILED_PROPERTIES.to_owned(), failed.to_owned()),
+            ]),
+        };
+        let found = || {
+            vec![
+                kept("i-1", "req-1", "sent-a", InstanceStateName::Running),
+                kept("i-2", "req-2", "sent-b", InstanceStateName::Stopped),
+                kept("i-3", "req-3", "sent-c", InstanceStateName::Terminated),
+            ]
+        };
+        let ids = |ended: Vec<(String, String)>| -> Vec<String> {
+            ended.into_iter().map(|(id, _)| id).collect()
+        };
+        // A Delete or an ordinary Update ends every live one (a stopped one too).
+        let all = ended_by_request(found(), "req-9", None);
+        assert_eq!(
+            all[0].1,
+            "Terminated instance i-1, kept for debugging after the failed request req-1"
+        );
+        assert_eq!(ids(all), ["i-1", "i-2"]);
+        // The rollback of req-2 (its OldResourceProperties digest to req-2's) leaves i-2.
+        assert_eq!(
+            ids(ended_by_request(found(), "req-9", Some("sent-b"))),
+            ["i-1"]
+        );
+        // A repeated delivery of req-1 leaves what req-1 kept.
+        assert_eq!(ids(ended_by_request(found(), "req-1", None)), ["i-2"]);
+    }
 
     fn refused(operation: &'static str, code: &str) -> AwsError {
         AwsError {
