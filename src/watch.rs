@@ -178,7 +178,12 @@ impl View {
                 ("running", None) if builder.steps.is_empty() => {
                     "waiting for SSM to report the builder Online".to_owned()
                 }
-                ("running", None) if builder.steps.last().is_some_and(|s| is_last(&s.comment)) => {
+                ("running", None)
+                    if builder
+                        .steps
+                        .last()
+                        .is_some_and(|s| crate::engine::create::is_last_step(&s.comment)) =>
+                {
                     "the steps are done: stopping the builder".to_owned()
                 }
                 ("running", None) => "between steps".to_owned(),
@@ -202,15 +207,6 @@ impl View {
             None => "cleaning up".to_owned(),
         }
     }
-}
-
-/// Whether a step's comment (`ecs-ami step 3/3: name`) names the last of its steps.
-fn is_last(comment: &str) -> bool {
-    comment
-        .split_whitespace()
-        .nth(2)
-        .and_then(|n| n.trim_end_matches(':').split_once('/'))
-        .is_some_and(|(index, total)| index == total)
 }
 
 fn utc(ms: u64) -> String {

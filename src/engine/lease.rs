@@ -114,16 +114,14 @@ pub async fn expiry(aws: &Aws, path: &str) -> Result<Option<u64>, AwsError> {
 /// The requests of `identity`'s resource, other than its own, that hold a lease: builds still in
 /// flight, or that died without finishing. (request id, lease path).
 pub async fn in_flight(aws: &Aws, identity: &Identity) -> Result<Vec<(String, String)>, AwsError> {
-    let parameters = aws
-        .parameters_below(&resource_path(identity), true, usize::MAX)
-        .await?;
     let own = path(identity);
-    let mut found: Vec<(String, String)> = generations(&parameters)
-        .filter(|(dir, (.., request_id))| *dir != own && !request_id.is_empty())
-        .map(|(dir, (.., request_id))| (request_id, dir))
+    let mut found: Vec<(String, String)> = holders(aws, identity)
+        .await?
+        .into_iter()
+        .filter(|holder| holder.path != own)
+        .map(|holder| (holder.request_id, holder.path))
         .collect();
     found.sort();
-    found.dedup();
     Ok(found)
 }
 
@@ -134,12 +132,13 @@ pub async fn holders(aws: &Aws, identity: &Identity) -> Result<Vec<Holder>, AwsE
         .parameters_below(&resource_path(identity), true, usize::MAX)
         .await?;
     let mut latest: std::collections::BTreeMap<String, Holder> = Default::default();
-    for (_, (generation, _, expires_ms, request_id)) in generations(&parameters) {
+    for (dir, (generation, _, expires_ms, request_id)) in generations(&parameters) {
         if request_id.is_empty() {
             continue;
         }
-        let entry = latest.entry(request_id.clone()).or_insert(Holder {
+        let entry = latest.entry(dir.clone()).or_insert(Holder {
             request_id,
+            path: dir,
             generation,
             expires_ms,
         });
@@ -157,6 +156,8 @@ pub async fn holders(aws: &Aws, identity: &Identity) -> Result<Vec<Holder>, AwsE
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub request_id: String,
+    /// Where the lease's generations are.
+    pub path: String,
     /// 1 at the build's start, one more at each hand-over or take-over.
     pub generation: u32,
     pub expires_ms: u64,

@@ -727,9 +727,7 @@ fn test_comment(index: usize, total: usize, name: &str) -> String {
 
 /// The test index a command's comment names, if it is one of ours.
 fn test_number(comment: &str) -> Option<usize> {
-    let rest = comment.strip_prefix("ecs-ami test ")?;
-    let (number, _) = rest.split_once('/')?;
-    number.parse::<usize>().ok()?.checked_sub(1)
+    position(comment, "test").map(|(index, _)| index)
 }
 
 fn step_comment(index: usize, total: usize, name: &str) -> String {
@@ -738,9 +736,26 @@ fn step_comment(index: usize, total: usize, name: &str) -> String {
 
 /// The step index a command's comment names, if it is one of ours.
 fn step_number(comment: &str) -> Option<usize> {
-    let rest = comment.strip_prefix("ecs-ami step ")?;
-    let (number, _) = rest.split_once('/')?;
-    number.parse::<usize>().ok()?.checked_sub(1)
+    position(comment, "step").map(|(index, _)| index)
+}
+
+/// The index a comment of [`step_comment`]'s or [`test_comment`]'s form names for `kind`
+/// (`step`, `test`), and the rest after its `/` (the total, then the name).
+fn position<'a>(comment: &'a str, kind: &str) -> Option<(usize, &'a str)> {
+    let rest = comment.strip_prefix("ecs-ami ")?.strip_prefix(kind)?;
+    let (number, rest) = rest.strip_prefix(' ')?.split_once('/')?;
+    Some((number.parse::<usize>().ok()?.checked_sub(1)?, rest))
+}
+
+/// Whether a command's comment names the last of its build's steps or of its tests
+/// (`ecs-ami step 3/3: name`): what `ecs-ami watch` reads to say the steps are done.
+pub fn is_last_step(comment: &str) -> bool {
+    ["step", "test"]
+        .iter()
+        .find_map(|kind| position(comment, kind))
+        .is_some_and(|(index, rest)| {
+            rest.split(':').next().and_then(|t| t.parse::<usize>().ok()) == Some(index + 1)
+        })
 }
 
 pub async fn create(cx: &Context<'_>, spec: AmiSpec) -> Progress {
@@ -788,6 +803,10 @@ mod tests {
         assert_eq!(test_number(&comment), Some(0));
         assert_eq!(step_number(&comment), None);
         assert_eq!(test_number(&step_comment(0, 2, "x")), None);
+        assert!(is_last_step(&step_comment(4, 5, "last")));
+        assert!(is_last_step(&test_comment(1, 2, "last")));
+        assert!(!is_last_step(&step_comment(2, 5, "install agents")));
+        assert!(!is_last_step("someone else's command 5/5: x"));
     }
 
     #[test]
