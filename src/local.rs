@@ -167,7 +167,8 @@ pub async fn invoke_until_answered(
             Handled::Yielded
             | Handled::Cancelled { .. }
             | Handled::Swept { .. }
-            | Handled::EndedKept { .. } => {
+            | Handled::EndedKept { .. }
+            | Handled::Expanded(_) => {
                 return Ok(None);
             }
             Handled::HandedOver { hand_overs } => {

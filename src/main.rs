@@ -44,6 +44,8 @@ async fn main() -> Result<(), Error> {
                 Ok(Handled::Cancelled { by }) => Ok(json!({"CancelledBy": by})),
                 Ok(Handled::Swept { removed }) => Ok(json!({"RecordsRemoved": removed})),
                 Ok(Handled::EndedKept { terminated, refused }) => Ok(json!({"KeptInstancesTerminated": terminated, "KeptInstancesRefused": refused})),
+                // The EcsAmi macro: CloudFormation reads the answer itself.
+                Ok(Handled::Expanded(answer)) => Ok(answer),
                 // Returning an error would make Lambda retry the event and redo the work; the
                 // failure to deliver is already logged.
                 Err(HandleError::Undeliverable { status, physical_id, .. }) => {

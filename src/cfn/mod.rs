@@ -5,9 +5,10 @@
 
 mod request;
 mod response;
+pub mod transform;
 
 pub use request::{Identity, Operation, Request, RequestError};
-pub use response::{HttpSink, MAX_BODY_BYTES, Response, SinkError, Status};
+pub use response::{Form, HttpSink, MAX_BODY_BYTES, Response, SinkError, Status};
 
 use std::collections::BTreeMap;
 

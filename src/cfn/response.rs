@@ -38,6 +38,32 @@ pub struct Response {
     pub no_echo: bool,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
+    /// What the body is: a custom resource's response, or a wait condition's signal.
+    #[serde(skip)]
+    pub form: Form,
+}
+
+/// Where an answer goes, and so the shape of its body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Form {
+    /// To the request's ResponseURL: the custom resource response.
+    #[default]
+    Response,
+    /// To a wait condition handle's URL: the build's end, as the signal its wait condition
+    /// counts (the EcsAmi macro's long builds).
+    Signal,
+}
+
+/// A wait condition signal (the user guide's "Wait condition signal JSON format"): `Status`
+/// SUCCESS or FAILURE, `UniqueId` the signal's id (a repeated one is ignored as a
+/// retransmission), `Data` what `!GetAtt Wait.Data` gives under that id.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SignalBody<'a> {
+    status: &'static str,
+    reason: &'a str,
+    unique_id: &'a str,
+    data: &'a str,
 }
 
 impl Response {
@@ -61,6 +87,15 @@ impl Response {
             logical_resource_id: identity.logical_id.clone(),
             no_echo: false,
             data: outcome.data,
+            form: Form::Response,
+        }
+    }
+
+    /// The same answer as a wait condition's signal (see [`Form::Signal`]).
+    pub fn into_signal(self) -> Response {
+        Response {
+            form: Form::Signal,
+            ..self
         }
     }
 
@@ -70,6 +105,9 @@ impl Response {
     /// did not come from CloudFormation (whose ids are bounded: a physical id is at most 1 KB)
     /// can carry ids too long to fit, and those are cut.
     pub fn body(&self) -> Vec<u8> {
+        if self.form == Form::Signal {
+            return self.signal_body();
+        }
         let full = serde_json::to_vec(self).expect("a response always serializes");
         if full.len() <= MAX_BODY_BYTES {
             return full;
@@ -113,6 +151,35 @@ impl Response {
         let room = MAX_BODY_BYTES.saturating_sub(size(&shaped)) + 2;
         shaped.reason = Some(shorten_escaped(&reason, room));
         serde_json::to_vec(&shaped).expect("serializes")
+    }
+}
+
+impl Response {
+    /// The signal: `UniqueId` the request's id (the build's: a later delivery's repeat of it is
+    /// ignored), `Data` the physical id (the AMI's id on SUCCESS), the Reason shortened so that
+    /// the body keeps to [`MAX_BODY_BYTES`] (no limit is documented for a signal; a response's
+    /// is kept).
+    fn signal_body(&self) -> Vec<u8> {
+        let status = match self.status {
+            Status::Success => "SUCCESS",
+            Status::Failed => "FAILURE",
+        };
+        let reason = self.reason.as_deref().unwrap_or(match self.status {
+            Status::Success => "built",
+            Status::Failed => "failed without a reason",
+        });
+        let body = |reason: &str| {
+            serde_json::to_vec(&SignalBody {
+                status,
+                reason,
+                unique_id: &self.request_id,
+                data: &self.physical_resource_id,
+            })
+            .expect("a signal always serializes")
+        };
+        let without_reason = body("").len();
+        let room = MAX_BODY_BYTES.saturating_sub(without_reason) + 2;
+        body(&shorten_escaped(reason, room))
     }
 }
 
@@ -277,6 +344,36 @@ mod tests {
             logical_id: "Ami".into(),
             request_id: "5b7d".into(),
         }
+    }
+
+    /// The user guide's "Wait condition signal JSON format": Status SUCCESS or FAILURE, Reason,
+    /// UniqueId, Data.
+    #[test]
+    fn a_signal_carries_the_request_as_its_id_and_the_image_as_its_data() {
+        let mut data = BTreeMap::new();
+        data.insert("ImageId".into(), "ami-0123456789abcdef0".into());
+        let done = Response::new(&identity(), Outcome::success("ami-0123456789abcdef0", data));
+        let body: serde_json::Value =
+            serde_json::from_slice(&done.clone().into_signal().body()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"Status": "SUCCESS", "Reason": "built", "UniqueId": "5b7d", "Data": "ami-0123456789abcdef0"})
+        );
+        // The response itself is unchanged.
+        assert_eq!(done.body(), serde_json::to_vec(&done).unwrap());
+        let long = format!("step 2 failed: {}", "x".repeat(9000));
+        let failed = Response::new(&identity(), Outcome::failed("ecs-ami-not-built-1", long))
+            .into_signal()
+            .body();
+        assert!(failed.len() <= MAX_BODY_BYTES, "{}", failed.len());
+        let body: serde_json::Value = serde_json::from_slice(&failed).unwrap();
+        assert_eq!(body["Status"], "FAILURE");
+        assert!(
+            body["Reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("step 2 failed: xxx")
+        );
     }
 
     #[test]

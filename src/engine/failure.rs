@@ -332,11 +332,31 @@ pub enum Failure {
     /// A Delete that could not remove the image or its snapshots.
     #[error("{0}")]
     Delete(#[from] DeleteError),
+    /// The image a long build signalled could not be answered with.
+    #[error("{0}")]
+    Signalled(#[from] SignalledError),
     /// A handed-over build this version cannot continue (a deploy mid-build).
     #[error(
         "the build could not be continued after a hand-over ({problem}; was the function updated during the build?)"
     )]
     NotContinued { problem: String },
+}
+
+/// Why the image a long build's signal names cannot be the resource's (the EcsAmi macro's `X`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignalledError {
+    #[error("could not read image {image}, which the build signalled: {error}")]
+    Read { image: String, error: AwsError },
+    #[error("image {image}, which the build signalled, is no longer listed")]
+    Gone { image: String },
+    #[error(
+        "image {image}, which the signal names, was not built by {resource}: not answered with"
+    )]
+    NotOwned { image: String, resource: String },
+    #[error("image {image}, which the build signalled, is {state}, not available")]
+    NotAvailable { image: String, state: String },
+    #[error("could not read the copies of image {image}, which the build signalled: {error}")]
+    Copies { image: String, error: BuildError },
 }
 
 /// What an Update could not do before any build; the resource keeps its image.

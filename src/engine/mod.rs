@@ -15,6 +15,7 @@
 //! | [`mod@delete`] | Delete: deregister the image and delete its snapshots |
 //! | [`cleanup`] | removing what a build made, and the retries eventual consistency needs |
 //! | [`mod@supersede`] | stopping builds CloudFormation gave up on |
+//! | `signalled` | the image a long build signalled, answered by the resource that holds it (the EcsAmi macro's) |
 //! | [`kept`] | `KeepFailedInstanceMinutes`: a failed build's instance kept for debugging, and ended on time |
 //! | [`lease`], [`ledger`] | one build per request at a time; one recorded answer (or cancellation) per request |
 //! | [`Context`] | what every part of a request's work is given: the AWS clients, the request's identity, the timing |
@@ -37,6 +38,7 @@ pub mod lease;
 pub mod ledger;
 pub mod publish;
 mod sharing;
+mod signalled;
 pub mod supersede;
 pub mod tags;
 pub mod time;
@@ -53,7 +55,10 @@ pub use create::{
 };
 pub use delete::{answered_image, delete};
 pub use done::Done;
-pub use failure::{BuildError, DeleteError, Failed, Failure, StepAt, StepEnd, UpdateError};
+pub use failure::{
+    BuildError, DeleteError, Failed, Failure, SignalledError, StepAt, StepEnd, UpdateError,
+};
+pub use signalled::signalled_image;
 pub use supersede::{Superseded, supersede};
 pub use tags::{
     TAG_FINGERPRINT, TAG_IMAGE, TAG_LOGICAL, TAG_PROPERTIES, TAG_REQUEST, TAG_SOURCE, TAG_STACK,

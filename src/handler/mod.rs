@@ -12,11 +12,13 @@
 //! | [`limits`] | the invocation's time limits, and the guard that turns a panic or a hung call into an answer |
 //! | `deliveries.rs` | repeated and cancelled deliveries, by the request's record: a repeated one answers the same, a cancelled one nothing |
 //! | `operate.rs` | validation, superseding abandoned builds, then the operation itself |
+//! | [`long_build`] | the EcsAmi macro's resources: the one that builds acknowledges and signals, the one that holds the image answers with it |
 //! | `maintenance.rs` | the scheduled sweep of old records, and the deployment's store resource |
 
 pub mod continuation;
 mod deliveries;
 pub mod limits;
+pub mod long_build;
 mod maintenance;
 mod operate;
 
@@ -90,6 +92,9 @@ pub enum Handled {
         terminated: usize,
         refused: usize,
     },
+    /// A template macro's invocation (not a CloudFormation request): the EcsAmi macro's answer,
+    /// the expanded template or why not (`crate::cfn::transform`).
+    Expanded(Value),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +118,9 @@ pub async fn handle(
     scheduler: &impl Scheduler,
     limits: Limits,
 ) -> Result<Handled, HandleError> {
+    if crate::cfn::transform::is_macro_event(&event) {
+        return Ok(Handled::Expanded(crate::cfn::transform::respond(&event)));
+    }
     if maintenance::is_sweep(&event) {
         return Ok(maintenance::sweep(aws).await);
     }
@@ -133,43 +141,19 @@ pub async fn handle(
         }
     };
     let (request, outcome) = match Request::parse(event.clone()) {
-        Ok(request) => {
-            let recorded = leaves_a_record(&request);
-            if recorded && let Some(handled) = already_recorded(&request, aws, sink).await {
-                return Ok(handled);
+        Ok(request) => match long_build::signalling(&request) {
+            Some((url, image_resource)) => {
+                return start_long_build(
+                    request,
+                    (&url, &image_resource),
+                    (event, state),
+                    (aws, sink, scheduler),
+                    limits,
+                )
+                .await;
             }
-            let turn = match state {
-                Some(Err(problem)) => {
-                    turn_of(&request, cannot_continue(&request, aws, &problem).await)
-                }
-                Some(Ok(state)) => guarded(&request, Some(state), aws, &limits).await,
-                None => guarded(&request, None, aws, &limits).await,
-            };
-            let outcome = match turn {
-                Turn::Answer(outcome) => outcome,
-                Turn::Yielded => return Ok(Handled::Yielded),
-                Turn::Cancelled(report) => {
-                    tracing::info!(report = %report, "cancelled: nothing answered");
-                    return Ok(cancelled_now(&request, aws).await);
-                }
-                Turn::Paused(state) => {
-                    let hand_overs = state.hand_overs;
-                    let continuation = Continuation {
-                        version: CONTINUATION_VERSION,
-                        event,
-                        build: (*state).clone(),
-                    };
-                    match scheduler.hand_over(continuation.payload()).await {
-                        Ok(()) => return Ok(Handled::HandedOver { hand_overs }),
-                        Err(why) => {
-                            tracing::error!(problem = %why, "hand-over failed");
-                            abandon(&request, aws, *state, &why).await
-                        }
-                    }
-                }
-            };
-            return answer(&request, outcome, aws, sink, recorded).await;
-        }
+            None => return run(request, event, state, (aws, sink, scheduler), limits).await,
+        },
         Err(RequestError::Malformed { problem, partial }) => {
             let physical_id = match &partial.operation {
                 Operation::Delete { physical_id } => physical_id.clone(),
@@ -187,6 +171,86 @@ pub async fn handle(
         }
     };
     answer(&request, outcome, aws, sink, false).await
+}
+
+/// A request of the resource that builds a long build (the EcsAmi macro's, see [`long_build`]):
+/// its properties are checked, a Create or Update is acknowledged, and the build runs as the
+/// request of the resource that holds the image, answering with a signal.
+async fn start_long_build(
+    request: Request,
+    (url, image_resource): (&str, &str),
+    (event, state): (Value, Option<Result<BuildState, String>>),
+    (aws, sink, scheduler): (&Aws, &impl ResponseSink, &impl Scheduler),
+    limits: Limits,
+) -> Result<Handled, HandleError> {
+    let builds = !matches!(request.operation, Operation::Delete { .. });
+    if builds && state.is_none() {
+        // Refused properties are refused to CloudFormation, before anything is launched.
+        if let Err(Turn::Answer(refused)) = operate::validated(&request, aws.region().as_deref()) {
+            return answer(&request, refused, aws, sink, false).await;
+        }
+        let acknowledgement = long_build::acknowledgement(&request, image_resource);
+        if let Err(error) = sink.send(&request.response_url, &acknowledgement).await {
+            tracing::error!(problem = %error, "the build was not started: CloudFormation could not be told it was");
+            return Err(HandleError::Undeliverable {
+                status: acknowledgement.status,
+                physical_id: acknowledgement.physical_resource_id,
+                error,
+            });
+        }
+    }
+    let build = long_build::as_build(&request, (url, image_resource), aws).await;
+    let reply = long_build::Reply {
+        sink,
+        logical_id: request.identity.logical_id.clone(),
+        signal: builds,
+    };
+    run(build, event, state, (aws, &reply, scheduler), limits).await
+}
+
+/// One request, parsed: a later delivery of an answered one answers the same; otherwise its
+/// operation runs (or goes on, `state`) until it is answered, handed over or cancelled. `event`:
+/// what a hand-over carries, the request as CloudFormation sent it.
+async fn run(
+    request: Request,
+    event: Value,
+    state: Option<Result<BuildState, String>>,
+    (aws, sink, scheduler): (&Aws, &impl ResponseSink, &impl Scheduler),
+    limits: Limits,
+) -> Result<Handled, HandleError> {
+    let recorded = leaves_a_record(&request);
+    if recorded && let Some(handled) = already_recorded(&request, aws, sink).await {
+        return Ok(handled);
+    }
+    let turn = match state {
+        Some(Err(problem)) => turn_of(&request, cannot_continue(&request, aws, &problem).await),
+        Some(Ok(state)) => guarded(&request, Some(state), aws, &limits).await,
+        None => guarded(&request, None, aws, &limits).await,
+    };
+    let outcome = match turn {
+        Turn::Answer(outcome) => outcome,
+        Turn::Yielded => return Ok(Handled::Yielded),
+        Turn::Cancelled(report) => {
+            tracing::info!(report = %report, "cancelled: nothing answered");
+            return Ok(cancelled_now(&request, aws).await);
+        }
+        Turn::Paused(state) => {
+            let hand_overs = state.hand_overs;
+            let continuation = Continuation {
+                version: CONTINUATION_VERSION,
+                event,
+                build: (*state).clone(),
+            };
+            match scheduler.hand_over(continuation.payload()).await {
+                Ok(()) => return Ok(Handled::HandedOver { hand_overs }),
+                Err(why) => {
+                    tracing::error!(problem = %why, "hand-over failed");
+                    abandon(&request, aws, *state, &why).await
+                }
+            }
+        }
+    };
+    answer(&request, outcome, aws, sink, recorded).await
 }
 
 /// Records the answer (see [`ledger`]), then sends it. When the record shows that a newer request

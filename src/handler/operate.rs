@@ -45,7 +45,7 @@ pub(super) async fn operate(
 
 /// The spec of a Create or Update (none for a Delete), or the FAILED answer naming every
 /// property problem.
-fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, Turn> {
+pub(super) fn validated(request: &Request, home: Option<&str>) -> Result<Option<AmiSpec>, Turn> {
     if let Operation::Delete { .. } = request.operation {
         return Ok(None);
     }
@@ -196,6 +196,14 @@ pub(super) async fn operate_alone(
                 crate::spec::ssm_parameter_names(&request.properties, aws.region().as_deref());
             let regions = crate::spec::region_names(&request.properties);
             let distributed = (&parameters, regions.as_slice());
+            if super::long_build::is_build_physical_id(physical_id) {
+                // The resource that builds a long build: the image is the other resource's,
+                // and goes with its Delete; a build in flight was stopped above.
+                return Progress::Finished(engine::Done::new(physical_id, Default::default()).with_note(format!(
+                    "{physical_id} builds the image of {}, which holds it: nothing to delete here.",
+                    identity.logical_id
+                )));
+            }
             return match engine::delete(&aws, identity, physical_id, distributed).await {
                 Ok(outcome) => Progress::Finished(outcome),
                 Err(error) => Progress::Failed(Box::new(Failed {
@@ -207,6 +215,12 @@ pub(super) async fn operate_alone(
         (_, Some(spec)) => spec,
         (_, None) => unreachable!("a Create or Update has its properties validated"),
     };
+    // The resource that holds a long build's image answers with the image its wait condition's
+    // signal names, building nothing.
+    if let crate::spec::Answering::Signalled { image_id, .. } = &spec.answering {
+        let regions: Vec<String> = spec.regions.iter().map(|r| r.region.clone()).collect();
+        return engine::signalled_image(&aws, identity, image_id, &regions).await;
+    }
     let cx = engine::Context::new(&aws, identity, &timing);
     match (&request.operation, state) {
         (Operation::Create, None) => engine::create(&cx, spec).await,

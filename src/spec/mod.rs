@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+mod answering;
 mod container_images;
 mod devices;
 mod fields;
@@ -22,6 +23,7 @@ mod steps;
 mod tags;
 mod tests_property;
 
+pub use answering::{Answering, MAX_LONG_BUILD_MINUTES};
 use container_images::parse_container_images;
 pub use container_images::{
     BakedImage, ContainerImages, EcrRegistry, ImageReference, MAX_CONTAINER_IMAGES, PULL_STEP_NAME,
@@ -60,7 +62,10 @@ pub const PRODUCT_TAGS: usize = 7;
 /// earlier Tests must find them), so they are counted whether or not `Tests` is given.
 pub const PRODUCT_TEST_TAGS: usize = 3;
 pub const DEFAULT_STEP_TIMEOUT_SECONDS: u32 = 1800;
-pub const MAX_STEP_TIMEOUT_SECONDS: u32 = 3600;
+/// A step's longest TimeoutSeconds: 12 hours, the longest build (through a wait condition, see
+/// [`MAX_LONG_BUILD_MINUTES`]); AWS-RunShellScript's executionTimeout goes up to 172,800 s. A
+/// build's TimeoutMinutes still bounds every step.
+pub const MAX_STEP_TIMEOUT_SECONDS: u32 = 43_200;
 /// SSM accepts a limited document parameter size; one step's rendered script must stay below it.
 pub const MAX_STEP_SCRIPT_BYTES: usize = 64 * 1024;
 /// CloudFormation waits at most ServiceTimeout seconds (default and maximum 3600) for an answer.
@@ -194,6 +199,10 @@ pub struct AmiSpec {
     /// [`fingerprint::of_properties_as_sent`] of the properties parsed: what an instance kept
     /// after a failure carries, to tell CloudFormation's rollback of its request.
     pub properties_as_sent: String,
+    /// Whether the build answers CloudFormation itself or through a wait condition (the EcsAmi
+    /// macro's `SignalUrl`, `ImageResource` and `Signal`). Not part of the fingerprint: each
+    /// deployment of a macro's template has a new wait condition handle.
+    pub answering: Answering,
 }
 
 /// The longest `KeepFailedInstanceMinutes`: four hours.
@@ -218,6 +227,7 @@ impl AmiSpec {
             tests: None,
             keep_failed_instance_minutes: 0,
             properties_as_sent: String::new(),
+            answering: Answering::Itself,
             ..spec.clone()
         };
         without(self) == without(other)
@@ -382,7 +392,7 @@ impl AmiSpec {
         let output_tags = top.take("OutputTags");
         let steps = top.list("Steps");
         let service_timeout = top.number("ServiceTimeout", 1, MAX_SERVICE_TIMEOUT_SECONDS);
-        let timeout_minutes = top.number("TimeoutMinutes", 1, MAX_SERVICE_TIMEOUT_SECONDS / 60);
+        let timeout_minutes = top.number("TimeoutMinutes", 1, MAX_LONG_BUILD_MINUTES);
         let deprecate_after_days = top.number("DeprecateAfterDays", 1, MAX_DEPRECATE_AFTER_DAYS);
         let launch_permissions = top.take("LaunchPermissions");
         let imds_support = top.string("ImdsSupport");
@@ -395,8 +405,17 @@ impl AmiSpec {
             0,
             MAX_KEEP_FAILED_INSTANCE_MINUTES,
         );
+        let signal_url = top.string("SignalUrl");
+        let image_resource = top.string("ImageResource");
+        let signal = top.string("Signal");
         top.finish();
-        let timeout_minutes = check_timeouts(service_timeout, timeout_minutes, &mut problems);
+        let answering = answering::parse(signal_url, image_resource, signal, &mut problems);
+        let timeout_minutes = match answering.is_long() {
+            // The wait condition's Timeout bounds it, not ServiceTimeout (which bounds only
+            // the acknowledgement).
+            true => timeout_minutes.unwrap_or(MAX_LONG_BUILD_MINUTES),
+            false => check_timeouts(service_timeout, timeout_minutes, &mut problems),
+        };
 
         let source = parse_source(source_ami, source_parameter, source_filter, &mut problems);
         match &iam_instance_profile {
@@ -490,6 +509,7 @@ impl AmiSpec {
             container_images,
             keep_failed_instance_minutes: keep_failed_instance_minutes.unwrap_or(0),
             properties_as_sent: fingerprint::of_properties_as_sent(properties),
+            answering,
         })
     }
 }
@@ -631,8 +651,13 @@ fn check_timeouts(
             problems.add(
                 "TimeoutMinutes",
                 format!(
-                    "{minutes} is more than the {most} minutes that ServiceTimeout ({service} s) leaves after {} minutes for cleanup and the answer",
-                    ANSWER_MARGIN_SECONDS / 60
+                    "{minutes} is more than the {most} minutes that ServiceTimeout ({service} s) leaves after {} minutes for cleanup and the answer{}",
+                    ANSWER_MARGIN_SECONDS / 60,
+                    if minutes <= MAX_LONG_BUILD_MINUTES {
+                        format!("; builds of up to {MAX_LONG_BUILD_MINUTES} minutes go through a wait condition: add the deployment's EcsAmi macro to the template's Transform (docs/guides/long-builds.md)")
+                    } else {
+                        String::new()
+                    }
                 ),
             );
             most

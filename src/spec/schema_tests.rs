@@ -425,6 +425,15 @@ fn the_schema_and_the_parser_agree_at_every_limit() {
                     && conditions_hold(&parent_schemas(&root, &named, &path), siblings, leaf);
                 let parser_says = AmiSpec::parse(&document);
                 match (schema_says, parser_says) {
+                    // The one rule the schema cannot state: over 55 minutes, TimeoutMinutes
+                    // needs the EcsAmi macro, which the template's Transform names (a lint rule
+                    // sees the properties alone, and the template as written, before the macro
+                    // adds SignalUrl or Signal). The parser refuses it there, saying so.
+                    (true, Err(errors))
+                        if at == "TimeoutMinutes"
+                            && errors.problems.iter().all(|p| {
+                                p.starts_with("TimeoutMinutes: ") && p.contains("EcsAmi macro")
+                            }) => {}
                     (true, Err(errors)) => disagreements.push(format!(
                         "{at} = {case}: the schema accepts it, the parser says {:?}",
                         errors.problems

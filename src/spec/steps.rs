@@ -338,7 +338,7 @@ mod property_tests {
             "out of range",
         );
         assert_problem(
-            step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 3601})),
+            step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 43_201})),
             "Steps[0].TimeoutSeconds",
             "out of range",
         );

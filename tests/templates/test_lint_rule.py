@@ -101,7 +101,7 @@ BROKEN = {
     "TwoSources": (lambda p: p.update(SourceAmi="ami-12345678"), "SourceAmi", "Only one of"),
     "BadAmiId": (lambda p: (p.pop("SourceAmiParameter"), p.update(SourceAmi="ami-xyz")), "SourceAmi", "does not match"),
     "StepTypo": (lambda p: p["Steps"][0].update(Command=p["Steps"][0].pop("Commands")), "Steps[0]", "Command"),
-    "StepTimeout": (lambda p: p["Steps"][0].update(TimeoutSeconds=3601), "Steps[0].TimeoutSeconds", "maximum"),
+    "StepTimeout": (lambda p: p["Steps"][0].update(TimeoutSeconds=43201), "Steps[0].TimeoutSeconds", "maximum"),
     "EbsSize": (lambda p: p["BlockDeviceMappings"][0]["Ebs"].update(VolumeSize=0), "BlockDeviceMappings[0].Ebs.VolumeSize",
                 "minimum"),
     "TooManyRegions": (lambda p: p.update(Regions=[{"Region": f"eu-west-{i % 3 + 1}"} for i in range(17)]), "Regions",

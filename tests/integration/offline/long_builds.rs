@@ -17,7 +17,7 @@ use aws_sdk_ssm::types as ssmt;
 use aws_smithy_mocks::mock;
 use common::local::{InProcessScheduler, invoke_until_answered};
 use common::mocks::*;
-use ecs_ami::cfn::{Response, SinkError, Status};
+use ecs_ami::cfn::{Form, Response, SinkError, Status};
 use ecs_ami::handler::{Handled, Limits, ResponseSink, handle};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -60,6 +60,9 @@ struct Timeline {
     terminated: bool,
     /// State change -> how long after it happened the build first saw it.
     noticed: BTreeMap<String, Duration>,
+    /// How long each step runs, when not [`STEPS`]; and the step (0-based) that fails at its end.
+    step_lengths: Option<Vec<Duration>>,
+    failing_step: Option<usize>,
 }
 
 impl Timeline {
@@ -196,16 +199,24 @@ fn scripted_world(timeline: &Arc<Mutex<Timeline>>) -> World {
                 .trim_start_matches("cmd-")
                 .parse()
                 .unwrap();
-            let done_at = t.commands[index].0 + STEPS[index];
-            let status = if Instant::now() >= done_at {
+            let length = t
+                .step_lengths
+                .as_ref()
+                .map_or_else(|| STEPS[index], |l| l[index]);
+            let done_at = t.commands[index].0 + length;
+            let fails = t.failing_step == Some(index);
+            let status = if Instant::now() < done_at {
+                ssmt::CommandInvocationStatus::InProgress
+            } else if fails {
+                ssmt::CommandInvocationStatus::Failed
+            } else {
                 t.notice(format!("step {} done", index + 1), done_at);
                 ssmt::CommandInvocationStatus::Success
-            } else {
-                ssmt::CommandInvocationStatus::InProgress
             };
             GetCommandInvocationOutput::builder()
                 .status(status)
-                .response_code(0)
+                .response_code(if fails { 1 } else { 0 })
+                .standard_error_content(if fails { "make: *** [all] Error 2" } else { "" })
                 .build()
         });
     let t = timeline.clone();
@@ -431,7 +442,7 @@ async fn drive_like_lambda(
             Handled::Answered(_) | Handled::Repeated(_) => return Some(most_hand_overs),
             Handled::Yielded => return None,
             Handled::Cancelled { by } => panic!("no other request cancels this one ({by})"),
-            Handled::Swept { .. } | Handled::EndedKept { .. } => {
+            Handled::Swept { .. } | Handled::EndedKept { .. } | Handled::Expanded(_) => {
                 panic!("a build's event is not a scheduled maintenance")
             }
             Handled::HandedOver { hand_overs } => {
@@ -660,4 +671,211 @@ async fn a_retry_keeps_the_original_deadline() {
         "answered after {answered_at:?}"
     );
     assert_eq!(world.run_instances.num_calls(), 1);
+}
+
+const MOCKED_STACK: &str = "arn:aws:cloudformation:us-east-1:123456789012:stack/mocked/guid";
+/// The wait condition handle's URL the EcsAmi macro gives the resource that builds.
+const HANDLE_URL: &str = "https://cloudformation-waitcondition-us-east-1.s3.amazonaws.com/handle";
+
+/// The resource that builds, as the EcsAmi macro declares it (`AmiBuild`, building the image of
+/// `Ami`): `steps` of `step_minutes` each, within `TimeoutMinutes` 600.
+fn long_build_properties(steps: usize, step_minutes: u64) -> Value {
+    let steps: Vec<Value> = (1..=steps)
+        .map(|i| json!({"Name": format!("stage{i}"), "Commands": ["make -j2"], "TimeoutSeconds": step_minutes * 60 + 600}))
+        .collect();
+    json!({
+        "SourceAmi": SOURCE,
+        "IamInstanceProfile": "builder",
+        "Steps": steps,
+        "TimeoutMinutes": 600,
+        "SignalUrl": HANDLE_URL,
+        "ImageResource": "Ami",
+    })
+}
+
+fn long_build_event(properties: Value) -> Value {
+    let mut event = create_event(properties);
+    event["LogicalResourceId"] = json!("AmiBuild");
+    event
+}
+
+/// The same AMI as the build's scripted one, tagged as the build tags it: for `Ami`'s answer.
+fn tagged_new_image(world: &mut World, timeline: &Arc<Mutex<Timeline>>) {
+    let t = timeline.clone();
+    world.new_image = on("DescribeImages")
+        .when(|q| q.list("ImageId") == [NEW_IMAGE])
+        .then_xml(move || {
+            let mut built = image(NEW_IMAGE, t.lock().unwrap().image_state());
+            built.tags = vec![
+                ("ecs-ami:stack-id".into(), MOCKED_STACK.into()),
+                ("ecs-ami:logical-id".into(), "Ami".into()),
+            ];
+            images(&[built])
+        });
+}
+
+/// Issue 26's 8-hour build, declared as the EcsAmi macro expands one resource: the resource that
+/// builds is acknowledged at once, the build goes on in 15-minute invocations for 8 simulated
+/// hours, signals its image to the wait condition once, and the resource that holds the image
+/// answers with it for `!Ref` and `!GetAtt`, launching nothing.
+#[tokio::test(start_paused = true)]
+async fn an_eight_hour_build_is_acknowledged_at_once_and_signals_its_image() {
+    let timeline = Arc::new(Mutex::new(Timeline {
+        step_lengths: Some(vec![Duration::from_secs(65 * 60); 7]),
+        ..Timeline::default()
+    }));
+    let mut world = scripted_world(&timeline);
+    tagged_new_image(&mut world, &timeline);
+    let sink = MemorySink::default();
+    let started = Instant::now();
+    let (last, hand_overs) = invoke_until_answered(
+        long_build_event(long_build_properties(7, 65)),
+        &world.aws(),
+        &sink,
+        || Limits::before_deadline(LAMBDA_TIMEOUT),
+    )
+    .await
+    .expect("answered")
+    .expect("not yielded");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed > Duration::from_secs(8 * 3600),
+        "an 8-hour build: {elapsed:?}"
+    );
+    let sent = sink.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "the acknowledgement, then the signal");
+    let (ack, acked_at) = &sent[0];
+    assert_eq!(ack.form, Form::Response);
+    assert_eq!(ack.status, Status::Success);
+    assert_eq!(ack.logical_resource_id, "AmiBuild");
+    assert!(
+        ack.physical_resource_id.starts_with("ecs-ami-build-"),
+        "{}",
+        ack.physical_resource_id
+    );
+    assert!(*acked_at - started < Duration::from_secs(1), "at once");
+    let (signal, signalled_at) = &sent[1];
+    assert_eq!(signal.form, Form::Signal);
+    let body: Value = serde_json::from_slice(&signal.body()).unwrap();
+    assert_eq!(
+        body,
+        json!({"Status": "SUCCESS", "Reason": "built", "UniqueId": "req-long", "Data": NEW_IMAGE})
+    );
+    assert!(*signalled_at - started > Duration::from_secs(8 * 3600));
+    assert_eq!(last.physical_resource_id, NEW_IMAGE);
+    assert_eq!(world.run_instances.num_calls(), 1);
+    assert_eq!(world.send_command.num_calls(), 7);
+    assert_eq!(world.create_image.num_calls(), 1);
+    assert!(world.terminate.num_calls() >= 1, "builder terminated");
+    // One invocation per 13.5 minutes of the build, as a short build hands over.
+    let window = LAMBDA_TIMEOUT - Duration::from_secs(90);
+    assert_eq!(
+        hand_overs,
+        (elapsed.as_secs_f64() / window.as_secs_f64()).ceil() as u32 - 1
+    );
+
+    // The wait condition's Data, as `!GetAtt Wait.Data` gives it to the resource that holds the
+    // image: a JSON object of each signal's UniqueId to its Data.
+    let launches = world.run_instances.num_calls();
+    let mut holder = create_event(json!({
+        "SourceAmi": SOURCE,
+        "IamInstanceProfile": "builder",
+        "Steps": long_build_properties(7, 65)["Steps"],
+        "TimeoutMinutes": 600,
+        "Signal": json!({"req-long": NEW_IMAGE}).to_string(),
+    }));
+    holder["RequestId"] = json!("req-holder");
+    let (answer, _) = invoke_until_answered(holder, &world.aws(), &sink, || {
+        Limits::before_deadline(LAMBDA_TIMEOUT)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(answer.status, Status::Success, "{:?}", answer.reason);
+    assert_eq!(answer.logical_resource_id, "Ami");
+    assert_eq!(
+        answer.physical_resource_id, NEW_IMAGE,
+        "what !Ref Ami gives"
+    );
+    assert_eq!(
+        answer.data["ImageId"], NEW_IMAGE,
+        "what !GetAtt Ami.ImageId gives"
+    );
+    assert_eq!(
+        world.run_instances.num_calls(),
+        launches,
+        "nothing launched"
+    );
+    println!(
+        "simulated long build: {:.1} h, {hand_overs} hand-overs, acknowledged after {:?}, signalled {:.1} s after it began",
+        elapsed.as_secs_f64() / 3600.0,
+        *acked_at - started,
+        (*signalled_at - started).as_secs_f64()
+    );
+    report::record(
+        "deadline-long-01",
+        "Deadlines",
+        "Scripted AWS, simulated time: an 8-hour build through the EcsAmi macro's wait condition",
+        "acknowledged at once, one SUCCESS signal with the AMI id, the image resource answers it",
+        None,
+    );
+}
+
+/// A long build whose first step fails at hour 3: the FAILURE signal carries the same Reason a
+/// short build answers with, after everything the build made is removed.
+#[tokio::test(start_paused = true)]
+async fn a_failure_at_hour_three_is_signalled_with_its_reason_after_cleanup() {
+    let timeline = Arc::new(Mutex::new(Timeline {
+        step_lengths: Some(vec![Duration::from_secs(3 * 3600); 3]),
+        failing_step: Some(0),
+        ..Timeline::default()
+    }));
+    let world = scripted_world(&timeline);
+    let sink = MemorySink::default();
+    let started = Instant::now();
+    invoke_until_answered(
+        long_build_event(long_build_properties(3, 180)),
+        &world.aws(),
+        &sink,
+        || Limits::before_deadline(LAMBDA_TIMEOUT),
+    )
+    .await
+    .expect("answered")
+    .expect("not yielded");
+    let sent = sink.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "the acknowledgement, then the signal");
+    assert_eq!(sent[0].0.status, Status::Success);
+    let (signal, signalled_at) = &sent[1];
+    let at = *signalled_at - started;
+    assert!(
+        at > Duration::from_secs(3 * 3600) && at < Duration::from_secs(3 * 3600 + 600),
+        "signalled at {at:?}"
+    );
+    let body: Value = serde_json::from_slice(&signal.body()).unwrap();
+    assert_eq!(body["Status"], "FAILURE");
+    assert_eq!(body["UniqueId"], "req-long");
+    let reason = body["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("failed while running a step: step \"stage1\" (1 of 3) exited 1")
+            && reason.contains("make: *** [all] Error 2"),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with("Cleanup: terminated builder i-0123456789abcdef0"),
+        "{reason}"
+    );
+    assert!(world.terminate.num_calls() >= 1, "builder terminated");
+    assert_eq!(world.create_image.num_calls(), 0, "no image made");
+    assert_eq!(
+        world.send_command.num_calls(),
+        1,
+        "no step after the failed one"
+    );
+    report::record(
+        "deadline-long-02",
+        "Deadlines",
+        "Scripted AWS, simulated time: a long build's step fails at hour 3",
+        "FAILURE signal with the short build's Reason, after the builder is terminated",
+        None,
+    );
 }
