@@ -12,13 +12,13 @@
 //! | [`limits`] | the invocation's time limits, and the guard that turns a panic or a hung call into an answer |
 //! | `deliveries.rs` | repeated and cancelled deliveries, by the request's record: a repeated one answers the same, a cancelled one nothing |
 //! | `operate.rs` | validation, superseding abandoned builds, then the operation itself |
-//! | [`long_build`] | the EcsAmi macro's resources: the one that builds acknowledges and signals, the one that holds the image answers with it |
+//! | `long_build.rs` | the EcsAmi macro's resources: the one that builds acknowledges and signals, the one that holds the image answers with it |
 //! | `maintenance.rs` | the scheduled sweep of old records, and the deployment's store resource |
 
 pub mod continuation;
 mod deliveries;
 pub mod limits;
-pub mod long_build;
+mod long_build;
 mod maintenance;
 mod operate;
 
@@ -173,7 +173,7 @@ pub async fn handle(
     answer(&request, outcome, aws, sink, false).await
 }
 
-/// A request of the resource that builds a long build (the EcsAmi macro's, see [`long_build`]):
+/// A request of the resource that builds a long build (the EcsAmi macro's, see `long_build.rs`):
 /// its properties are checked, a Create or Update is acknowledged, and the build runs as the
 /// request of the resource that holds the image, answering with a signal.
 async fn start_long_build(

@@ -13,6 +13,7 @@ mod image_tests;
 mod imds_support;
 mod kept_instances;
 mod lifecycle;
+mod long_builds;
 mod regions;
 mod scale;
 mod security;

@@ -2,5 +2,6 @@
 
 mod fuzz_requests;
 mod long_builds;
+mod macro_expansion;
 mod mocked_failures;
 mod protocol;

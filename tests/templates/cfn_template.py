@@ -218,7 +218,13 @@ def main():
     properties.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     properties.add_argument("--import", dest="imports", action="append", default=[], metavar="NAME=VALUE")
     properties.add_argument("--stack-name", default="test-stack")
+    as_json = commands.add_parser("json", help="the whole template as JSON, as CloudFormation hands it to a macro")
+    as_json.add_argument("template")
     args = parser.parse_args()
+    if args.command == "json":
+        json.dump(load(args.template), sys.stdout, indent=2)
+        print()
+        return
     pairs = lambda items: dict(item.split("=", 1) for item in items)
     template = load(args.template)
     resolver = Resolver(template, pairs(args.param), pairs(args.imports), args.stack_name)

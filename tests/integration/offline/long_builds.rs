@@ -814,7 +814,7 @@ async fn an_eight_hour_build_is_acknowledged_at_once_and_signals_its_image() {
     );
     report::record(
         "deadline-long-01",
-        "Deadlines",
+        "Builds over 55 minutes (the EcsAmi macro's wait condition)",
         "Scripted AWS, simulated time: an 8-hour build through the EcsAmi macro's wait condition",
         "acknowledged at once, one SUCCESS signal with the AMI id, the image resource answers it",
         None,
@@ -873,7 +873,7 @@ async fn a_failure_at_hour_three_is_signalled_with_its_reason_after_cleanup() {
     );
     report::record(
         "deadline-long-02",
-        "Deadlines",
+        "Builds over 55 minutes (the EcsAmi macro's wait condition)",
         "Scripted AWS, simulated time: a long build's step fails at hour 3",
         "FAILURE signal with the short build's Reason, after the builder is terminated",
         None,
