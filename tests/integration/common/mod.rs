@@ -17,6 +17,24 @@ use ecs_ami::handler::Limits;
 use ecs_ami::local::{ResponseCatcher, invoke_until_answered};
 use serde_json::{Value, json};
 
+/// `python3 tests/templates/cfn_template.py ARGS` (a template read with cfn-lint's loader, as
+/// CloudFormation reads it), its JSON output.
+pub fn cfn_template(args: &[&str]) -> Value {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(repo.join("tests/templates/cfn_template.py"))
+        .args(args)
+        .current_dir(&repo)
+        .output()
+        .expect("python3 runs (scripts/test installs cfn-lint, whose loader it uses)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub struct LocalAws {
     child: Child,
     pub endpoint: String,

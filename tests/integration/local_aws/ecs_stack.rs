@@ -11,7 +11,7 @@
 use crate::common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -25,20 +25,9 @@ const TEST_CLUSTER: &str = "ecs-image-TestCluster-A1B2C3";
 
 /// The resolved properties of a template's resource, by tests/templates/cfn_template.py.
 fn template_properties(template: &str, resource: &str, args: &[&str]) -> Value {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(repo.join("tests/templates/cfn_template.py"))
-        .args(["properties", template, resource, "--stack-name", STACK])
-        .args(args)
-        .current_dir(&repo)
-        .output()
-        .expect("python3 runs (scripts/test installs cfn-lint, whose loader it uses)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut all = vec!["properties", template, resource, "--stack-name", STACK];
+    all.extend_from_slice(args);
+    common::cfn_template(&all)
 }
 
 /// Stand-ins for the commands an Amazon Linux 2023 builder has and this machine's overlay has

@@ -699,6 +699,17 @@ fn long_build_event(properties: Value) -> Value {
     event
 }
 
+/// The resource that builds, with `properties`, run to its signal in 15-minute invocations:
+/// the last answer (the signal) and the hand-overs it took.
+async fn run_long_build(world: &World, sink: &MemorySink, properties: Value) -> (Response, u32) {
+    invoke_until_answered(long_build_event(properties), &world.aws(), sink, || {
+        Limits::before_deadline(LAMBDA_TIMEOUT)
+    })
+    .await
+    .expect("answered")
+    .expect("not yielded")
+}
+
 /// The same AMI as the build's scripted one, tagged as the build tags it: for `Ami`'s answer.
 fn tagged_new_image(world: &mut World, timeline: &Arc<Mutex<Timeline>>) {
     let t = timeline.clone();
@@ -728,15 +739,7 @@ async fn an_eight_hour_build_is_acknowledged_at_once_and_signals_its_image() {
     tagged_new_image(&mut world, &timeline);
     let sink = MemorySink::default();
     let started = Instant::now();
-    let (last, hand_overs) = invoke_until_answered(
-        long_build_event(long_build_properties(7, 65)),
-        &world.aws(),
-        &sink,
-        || Limits::before_deadline(LAMBDA_TIMEOUT),
-    )
-    .await
-    .expect("answered")
-    .expect("not yielded");
+    let (last, hand_overs) = run_long_build(&world, &sink, long_build_properties(7, 65)).await;
     let elapsed = started.elapsed();
     assert!(
         elapsed > Duration::from_secs(8 * 3600),
@@ -833,15 +836,7 @@ async fn a_failure_at_hour_three_is_signalled_with_its_reason_after_cleanup() {
     let world = scripted_world(&timeline);
     let sink = MemorySink::default();
     let started = Instant::now();
-    invoke_until_answered(
-        long_build_event(long_build_properties(3, 180)),
-        &world.aws(),
-        &sink,
-        || Limits::before_deadline(LAMBDA_TIMEOUT),
-    )
-    .await
-    .expect("answered")
-    .expect("not yielded");
+    run_long_build(&world, &sink, long_build_properties(3, 180)).await;
     let sent = sink.0.lock().unwrap().clone();
     assert_eq!(sent.len(), 2, "the acknowledgement, then the signal");
     assert_eq!(sent[0].0.status, Status::Success);

@@ -16,21 +16,7 @@ fn repo() -> PathBuf {
 
 /// `cfn/ecs-ami.yaml` as JSON, as CloudFormation hands it to the macro.
 fn shipped_template() -> Value {
-    let out = Command::new("python3")
-        .args([
-            "tests/templates/cfn_template.py",
-            "json",
-            "cfn/ecs-ami.yaml",
-        ])
-        .current_dir(repo())
-        .output()
-        .expect("python3 runs (scripts/test installs cfn-lint, whose loader it uses)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::common::cfn_template(&["json", "cfn/ecs-ami.yaml"])
 }
 
 fn macro_event(template: &Value, minutes: &str) -> Value {
