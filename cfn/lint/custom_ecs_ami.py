@@ -15,11 +15,13 @@ import os
 from typing import Any
 
 from cfnlint.helpers import FUNCTIONS
-from cfnlint.jsonschema import ValidationResult, Validator
+from cfnlint.jsonschema import ValidationError, ValidationResult, Validator
 from cfnlint.rules.jsonschema.CfnLintJsonSchema import CfnLintJsonSchema
 
 SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Custom-EcsAmi.schema.json")
 RESOURCE_TYPE = "Custom::EcsAmi"
+# A resource answers CloudFormation within an hour: TimeoutMinutes over this needs the EcsAmi macro.
+MAX_SHORT_BUILD_MINUTES = 55
 
 
 class CustomEcsAmiProperties(CfnLintJsonSchema):
@@ -55,10 +57,33 @@ class CustomEcsAmiProperties(CfnLintJsonSchema):
                 conditions=validator.context.conditions.evolve(conditions),
             ),
         )
-        for error in super().validate(validator, keywords, properties, schema):
+        errors = list(super().validate(validator, keywords, properties, schema))
+        errors.extend(long_build_without_macro(validator, properties))
+        for error in errors:
             named(error, [])
             error.path.appendleft("Properties")
             yield error
+
+
+def long_build_without_macro(validator: Validator, properties: Any) -> list[Any]:
+    """TimeoutMinutes over 55 (as written, not a function) is a build through a wait condition:
+    the template must name a macro in its Transform (the deployment's EcsAmi; a template the macro
+    already expanded carries SignalUrl or Signal instead). The schema alone allows up to 710."""
+    if not isinstance(properties, dict) or "SignalUrl" in properties or "Signal" in properties:
+        return []
+    minutes = properties.get("TimeoutMinutes")
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, str)) or not str(minutes).strip().isdigit():
+        return []
+    if int(str(minutes)) <= MAX_SHORT_BUILD_MINUTES:
+        return []
+    cfn = getattr(validator, "cfn", None)
+    transforms = cfn.transform_pre.get("Transform", []) if cfn is not None else []
+    if any(not (isinstance(name, str) and name.startswith("AWS::")) for name in transforms):
+        return []
+    return [ValidationError(
+        f"{minutes} minutes needs the deployment's EcsAmi macro in the template's Transform "
+        f"(over {MAX_SHORT_BUILD_MINUTES}, the build goes through a wait condition)",
+        path=["TimeoutMinutes"])]
 
 
 def named(error: Any, parent: list[Any]) -> None:

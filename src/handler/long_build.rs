@@ -5,16 +5,18 @@
 //!
 //! The resource that builds is handled as the request of the resource that holds the image
 //! ([`as_build`]): under its logical id, so that the image, its lease, its leftovers and its
-//! Delete are that resource's as for a short build, and with the wait condition handle's URL as
-//! where the answer goes ([`Reply`] makes it a signal). Its Create or Update is acknowledged at
-//! once ([`acknowledgement`]), after the properties are checked and before anything is launched;
-//! every delivery acknowledges again (the same content), and the recorded answer stays the
-//! build's outcome, so that a later delivery repeats the signal, never the build.
+//! Delete are that resource's as for a short build. Where its answers go is [`Reply`]'s
+//! business: the outcome is signalled to the wait condition's handle; CloudFormation, which
+//! waits for the resource that builds itself, gets the outcome too when the first invocation of a
+//! delivery reaches it (a rollback, a retag, a refusal: its real status), or else, at that
+//! invocation's first hand-over, a SUCCESS saying the build goes on ([`acknowledgement`]). The
+//! recorded answer stays the build's outcome, so a later delivery repeats it, never the build.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::aws::{Aws, ImageState};
-use crate::cfn::{Identity, Operation, Outcome, Request, Response, SinkError};
+use crate::cfn::{self, Identity, Operation, Outcome, Request, Response, SinkError, Status};
 use crate::engine::tags::{TAG_PROPERTIES, resource_tags};
 use crate::spec::{AmiSpec, fingerprint};
 
@@ -50,18 +52,32 @@ pub fn is_build_physical_id(physical_id: &str) -> bool {
     physical_id.starts_with(BUILD_PHYSICAL_ID_PREFIX)
 }
 
-/// The SUCCESS a Create or Update of the resource that builds answers at once: the build goes
-/// on, and its end reaches the wait condition.
+/// The SUCCESS the resource that builds answers when its build goes on past the first
+/// invocation (at its first hand-over): the build's end reaches the wait condition.
 pub(super) fn acknowledgement(request: &Request, image_resource: &str) -> Response {
-    let physical_id = match &request.operation {
-        Operation::Update { physical_id, .. } => physical_id.clone(),
-        _ => build_physical_id(&request.identity),
-    };
-    let outcome = Outcome::success(physical_id, Default::default()).with_reason(format!(
-        "build started as request {}; its end is signalled to the wait condition, and {image_resource} answers with the image",
+    let outcome = Outcome::success(own_physical_id(request), Default::default()).with_reason(format!(
+        "build in progress as request {}; its end is signalled to the wait condition, and {image_resource} answers with the image",
         request.identity.request_id
     ));
     Response::new(&request.identity, outcome)
+}
+
+/// The resource that builds: its physical id, as an answer of `status` gives it. A failed Create
+/// has the failed-Create id (its Delete then touches nothing, as a short build's).
+fn physical_id_for(request: &Request, status: Status) -> String {
+    match (&request.operation, status) {
+        (Operation::Create, Status::Failed) => cfn::failed_create_physical_id(&request.identity),
+        _ => own_physical_id(request),
+    }
+}
+
+fn own_physical_id(request: &Request) -> String {
+    match &request.operation {
+        Operation::Update { physical_id, .. } | Operation::Delete { physical_id } => {
+            physical_id.clone()
+        }
+        Operation::Create => build_physical_id(&request.identity),
+    }
 }
 
 /// The request as the build runs it: under the image resource's logical id; a Create or Update
@@ -123,29 +139,91 @@ async fn image_of(
     }
 }
 
-/// Where the build's answer goes: a signal to the wait condition handle (a Create or Update), or
-/// CloudFormation's response (a Delete), in both cases under the logical id CloudFormation sent.
+/// Where the answers of a request of the resource that builds go. A Create or Update: the
+/// outcome is signalled to the wait condition's handle (the `url` an answer is sent to), and, when
+/// CloudFormation still waits for this delivery (`responding`: the first invocation, until it is
+/// told), CloudFormation gets the outcome too, or the [`acknowledgement`] before the first
+/// hand-over. A Delete: CloudFormation's response. Always under the logical id CloudFormation
+/// sent, with the resource's own physical id.
 pub(super) struct Reply<'a, S> {
-    pub sink: &'a S,
-    pub logical_id: String,
-    pub signal: bool,
+    sink: &'a S,
+    request: &'a Request,
+    image_resource: &'a str,
+    responding: AtomicBool,
+}
+
+impl<'a, S: ResponseSink> Reply<'a, S> {
+    /// `first`: this invocation is a delivery's first (not a hand-over's).
+    pub(super) fn new(
+        sink: &'a S,
+        request: &'a Request,
+        image_resource: &'a str,
+        first: bool,
+    ) -> Self {
+        Reply {
+            sink,
+            request,
+            image_resource,
+            responding: AtomicBool::new(first),
+        }
+    }
+
+    fn signals(&self) -> bool {
+        !matches!(self.request.operation, Operation::Delete { .. })
+    }
+
+    /// The build's answer as CloudFormation's response for the resource that builds.
+    fn as_response(&self, answer: &Response) -> Response {
+        Response {
+            logical_resource_id: self.request.identity.logical_id.clone(),
+            physical_resource_id: physical_id_for(self.request, answer.status),
+            data: Default::default(),
+            ..answer.clone()
+        }
+    }
 }
 
 impl<S: ResponseSink> ResponseSink for Reply<'_, S> {
     fn send(
         &self,
         url: &str,
-        response: &Response,
+        answer: &Response,
     ) -> impl Future<Output = Result<(), SinkError>> + Send {
-        let mut response = Response {
-            logical_resource_id: self.logical_id.clone(),
-            ..response.clone()
-        };
-        if self.signal {
-            response = response.into_signal();
-        }
         let url = url.to_owned();
-        async move { self.sink.send(&url, &response).await }
+        let answer = answer.clone();
+        async move {
+            if !self.signals() {
+                return self.sink.send(&url, &self.as_response(&answer)).await;
+            }
+            let told = match self.responding.swap(false, Ordering::SeqCst) {
+                true => Some(
+                    self.sink
+                        .send(&self.request.response_url, &self.as_response(&answer))
+                        .await,
+                ),
+                false => None,
+            };
+            let signalled = self.sink.send(&url, &answer.into_signal()).await;
+            match (told, signalled) {
+                // CloudFormation has the outcome: a signal nobody waits for any more (a rollback
+                // signals the previous handle, whose wait completed) is only logged.
+                (Some(Ok(())), Err(error)) => {
+                    tracing::warn!(problem = %error, "the wait condition could not be signalled");
+                    Ok(())
+                }
+                (Some(Err(error)), _) | (_, Err(error)) => Err(error),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    async fn before_hand_over(&self) {
+        if self.signals() && self.responding.swap(false, Ordering::SeqCst) {
+            let ack = acknowledgement(self.request, self.image_resource);
+            if let Err(error) = self.sink.send(&self.request.response_url, &ack).await {
+                tracing::error!(problem = %error, "CloudFormation could not be told the build goes on; it times the resource out, and its rollback stops the build");
+            }
+        }
     }
 }
 
@@ -171,15 +249,24 @@ mod tests {
         let create = acknowledgement(&request(Operation::Create), "Ami");
         assert!(is_build_physical_id(&create.physical_resource_id));
         assert_eq!(create.logical_resource_id, "AmiBuild");
-        assert_eq!(create.status, crate::cfn::Status::Success);
-        let update = acknowledgement(
-            &request(Operation::Update {
-                physical_id: create.physical_resource_id.clone(),
-                old_properties: serde_json::json!({}),
-            }),
-            "Ami",
+        assert_eq!(create.status, Status::Success);
+        let update = request(Operation::Update {
+            physical_id: create.physical_resource_id.clone(),
+            old_properties: serde_json::json!({}),
+        });
+        assert_eq!(
+            acknowledgement(&update, "Ami").physical_resource_id,
+            create.physical_resource_id
         );
-        assert_eq!(update.physical_resource_id, create.physical_resource_id);
+        assert_eq!(
+            physical_id_for(&update, Status::Failed),
+            create.physical_resource_id
+        );
+        // A failed Create is answered as a short build's: its Delete then touches nothing.
+        assert!(cfn::is_failed_create_physical_id(&physical_id_for(
+            &request(Operation::Create),
+            Status::Failed
+        )));
         assert_eq!(
             signalling(&request(Operation::Create)),
             Some(("https://handle.invalid/h".into(), "Ami".into()))

@@ -48,6 +48,12 @@ pub trait ResponseSink: Send + Sync {
         url: &str,
         response: &Response,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Called before each hand-over: what the answer's destination needs to hear while the build
+    /// goes on (nothing, but for a long build's first invocation: see `long_build.rs`).
+    fn before_hand_over(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 impl ResponseSink for HttpSink {
@@ -174,8 +180,9 @@ pub async fn handle(
 }
 
 /// A request of the resource that builds a long build (the EcsAmi macro's, see `long_build.rs`):
-/// its properties are checked, a Create or Update is acknowledged, and the build runs as the
-/// request of the resource that holds the image, answering with a signal.
+/// refused properties are refused to CloudFormation, then the build runs as the request of the
+/// resource that holds the image, its answer signalled to the wait condition's handle, and
+/// CloudFormation told the outcome, or that the build goes on at its first hand-over.
 async fn start_long_build(
     request: Request,
     (url, image_resource): (&str, &str),
@@ -184,27 +191,14 @@ async fn start_long_build(
     limits: Limits,
 ) -> Result<Handled, HandleError> {
     let builds = !matches!(request.operation, Operation::Delete { .. });
-    if builds && state.is_none() {
-        // Refused properties are refused to CloudFormation, before anything is launched.
-        if let Err(Turn::Answer(refused)) = operate::validated(&request, aws.region().as_deref()) {
-            return answer(&request, refused, aws, sink, false).await;
-        }
-        let acknowledgement = long_build::acknowledgement(&request, image_resource);
-        if let Err(error) = sink.send(&request.response_url, &acknowledgement).await {
-            tracing::error!(problem = %error, "the build was not started: CloudFormation could not be told it was");
-            return Err(HandleError::Undeliverable {
-                status: acknowledgement.status,
-                physical_id: acknowledgement.physical_resource_id,
-                error,
-            });
-        }
+    if builds
+        && state.is_none()
+        && let Err(Turn::Answer(refused)) = operate::validated(&request, aws.region().as_deref())
+    {
+        return answer(&request, refused, aws, sink, false).await;
     }
     let build = long_build::as_build(&request, (url, image_resource), aws).await;
-    let reply = long_build::Reply {
-        sink,
-        logical_id: request.identity.logical_id.clone(),
-        signal: builds,
-    };
+    let reply = long_build::Reply::new(sink, &request, image_resource, state.is_none());
     run(build, event, state, (aws, &reply, scheduler), limits).await
 }
 
@@ -235,6 +229,7 @@ async fn run(
             return Ok(cancelled_now(&request, aws).await);
         }
         Turn::Paused(state) => {
+            sink.before_hand_over().await;
             let hand_overs = state.hand_overs;
             let continuation = Continuation {
                 version: CONTINUATION_VERSION,

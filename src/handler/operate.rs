@@ -145,6 +145,16 @@ async fn supersede_abandoned(
         Operation::Update { old_properties, .. } => Some(
             crate::spec::fingerprint::of_properties_as_sent(old_properties),
         ),
+        // A long build's resource that builds, deleted by the rollback of the Create whose build
+        // signalled FAILURE (it had answered CloudFormation SUCCESS at its first hand-over): the
+        // failed request's properties are the Delete's own.
+        Operation::Delete { physical_id }
+            if super::long_build::is_build_physical_id(physical_id) =>
+        {
+            Some(crate::spec::fingerprint::of_properties_as_sent(
+                &request.properties,
+            ))
+        }
         _ => None,
     };
     // The deployment's schedule ends them on time whatever happens here: a failure to look or

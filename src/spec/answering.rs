@@ -103,18 +103,27 @@ fn signalled_image(data: &str) -> Result<(String, String), String> {
             "{data:?} is not a wait condition's data (a JSON object of signal ids to data)"
         ));
     };
-    match signals.iter().collect::<Vec<_>>().as_slice() {
-        [(request_id, Value::String(image))] if is_ami_id(image) => {
-            Ok(((*request_id).clone(), image.clone()))
-        }
-        [(_, other)] => Err(format!(
+    // One signal, from the build; a handle that also got a later rollback's signal (of the same
+    // image) holds more, all naming one AMI.
+    let mut images = signals.iter().map(|(request_id, data)| match data {
+        Value::String(image) if is_ami_id(image) => Ok((request_id.clone(), image.clone())),
+        other => Err(format!(
             "the wait condition's signal carries {other}, not an AMI id"
         )),
-        signals => Err(format!(
-            "the wait condition received {} signals, not the one its build sends",
-            signals.len()
-        )),
+    });
+    let first = images
+        .next()
+        .ok_or("the wait condition received no signal")??;
+    for other in images {
+        let (_, image) = other?;
+        if image != first.1 {
+            return Err(format!(
+                "the wait condition's signals name two AMIs, {} and {image}",
+                first.1
+            ));
+        }
     }
+    Ok(first)
 }
 
 /// A CloudFormation logical id: 1 to 255 ASCII letters and digits.
@@ -170,6 +179,14 @@ mod tests {
             }
         );
         assert!(result.is_long() && !Answering::Itself.is_long());
+        // A completed wait's handle that also got a rollback's signal of the same image.
+        let (again, problems) = parsed(
+            None,
+            None,
+            Some(r#"{"req-1":"ami-0123456789abcdef0","req-9":"ami-0123456789abcdef0"}"#),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(again, result);
     }
 
     #[test]
@@ -209,13 +226,13 @@ mod tests {
                 None,
                 None,
                 Some(r#"{"a":"ami-0123456789abcdef0","b":"ami-0123456789abcdef1"}"#),
-                "Signal: the wait condition received 2 signals",
+                "Signal: the wait condition's signals name two AMIs, ami-0123456789abcdef0 and ami-0123456789abcdef1",
             ),
             (
                 None,
                 None,
                 Some("{}"),
-                "Signal: the wait condition received 0 signals",
+                "Signal: the wait condition received no signal",
             ),
             (
                 None,

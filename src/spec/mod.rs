@@ -72,6 +72,8 @@ pub const MAX_STEP_SCRIPT_BYTES: usize = 64 * 1024;
 pub const MAX_SERVICE_TIMEOUT_SECONDS: u32 = 3600;
 /// EnableImageDeprecation takes a time at most 10 years ahead (EC2 API reference).
 pub const MAX_DEPRECATE_AFTER_DAYS: u32 = 3650;
+/// The function's Timeout (template.yaml), Lambda's longest: an invocation's bound.
+pub const LAMBDA_TIMEOUT_SECONDS: u32 = 900;
 /// Kept free at the end of ServiceTimeout: terminating the builder, removing a half-made image,
 /// a hand-over delayed by Lambda's queue, and the response PUT with its retries all fit in it.
 pub const ANSWER_MARGIN_SECONDS: u32 = 300;
@@ -410,6 +412,16 @@ impl AmiSpec {
         let signal = top.string("Signal");
         top.finish();
         let answering = answering::parse(signal_url, image_resource, signal, &mut problems);
+        // The resource that builds answers CloudFormation at the latest at its first hand-over,
+        // before the function's 15 minutes end.
+        if let (Answering::Signal { .. }, Some(seconds)) = (&answering, service_timeout)
+            && seconds < LAMBDA_TIMEOUT_SECONDS
+        {
+            problems.add(
+                "ServiceTimeout",
+                format!("{seconds} s is too short for a build through the EcsAmi macro's wait condition: the resource that builds answers at the latest before its first hand-over, within the function's {LAMBDA_TIMEOUT_SECONDS} s; leave it out or give at least that"),
+            );
+        }
         let timeout_minutes = match answering.is_long() {
             // The wait condition's Timeout bounds it, not ServiceTimeout (which bounds only
             // the acknowledgement).

@@ -198,6 +198,48 @@ fn timeouts_follow_service_timeout() {
     );
 }
 
+/// Over 55 minutes through the EcsAmi macro's resources: up to 710, ServiceTimeout no longer the
+/// bound (the wait condition is), but long enough for the first answer; not fingerprinted.
+#[test]
+fn long_builds_are_bounded_by_the_wait_condition() {
+    let long = |extra: serde_json::Value| {
+        let mut properties = with(extra);
+        properties["SignalUrl"] = json!("https://handle.invalid/h");
+        properties["ImageResource"] = json!("Ami");
+        properties
+    };
+    let spec = AmiSpec::parse(&long(json!({"TimeoutMinutes": 710}))).unwrap();
+    assert_eq!(spec.timeout_minutes, 710);
+    assert_eq!(
+        AmiSpec::parse(&long(json!({}))).unwrap().timeout_minutes,
+        710
+    );
+    assert_problem(
+        long(json!({"TimeoutMinutes": 711})),
+        "TimeoutMinutes",
+        "out of range",
+    );
+    assert_problem(
+        long(json!({"ServiceTimeout": 600, "TimeoutMinutes": 600})),
+        "ServiceTimeout",
+        "too short for a build through the EcsAmi macro",
+    );
+    assert!(AmiSpec::parse(&long(json!({"ServiceTimeout": 900}))).is_ok());
+    assert_problem(
+        with(json!({"TimeoutMinutes": 600})),
+        "TimeoutMinutes",
+        "add the deployment's EcsAmi macro",
+    );
+    let short = AmiSpec::parse(&with(json!({}))).unwrap();
+    assert_eq!(
+        fingerprint::of_request(&spec),
+        fingerprint::of_request(&short),
+        "neither the mode nor TimeoutMinutes shapes the image"
+    );
+    let same_bound = AmiSpec::parse(&long(json!({"TimeoutMinutes": 55}))).unwrap();
+    assert!(same_bound.differs_only_in_distribution(&short));
+}
+
 #[test]
 fn all_problems_are_reported_together() {
     let found = problems(json!({"SourceAmi": "bad", "InstanceType": "x", "Bogus": 1}));

@@ -108,6 +108,7 @@ BROKEN = {
                        "maximum item count: 16"),
     "TestsTimeout": (lambda p: p["Tests"].update(TimeoutMinutes=61), "Tests.TimeoutMinutes", "maximum"),
     "NotAList": (lambda p: p.update(SecurityGroupIds="sg-12345678"), "SecurityGroupIds", "array"),
+    "LongWithoutMacro": (lambda p: p.update(TimeoutMinutes=600), "TimeoutMinutes", "EcsAmi macro"),
 }
 
 
@@ -123,3 +124,18 @@ def test_each_broken_template_fails_naming_the_property(tmp_path):
     for name, (_, named, word) in BROKEN.items():
         messages = by_resource.get(name, [])
         assert any(m.startswith(f"{named}: " if named else "") and word in m for m in messages), (name, messages)
+
+
+def test_a_long_build_passes_with_the_macro_in_the_transform(tmp_path):
+    """Over 55 minutes, the template as written names the EcsAmi macro; once expanded, the
+    resources carry SignalUrl or Signal instead. Both pass; without either, LongWithoutMacro fails."""
+    written = template({"Ami": broken(lambda p: p.update(TimeoutMinutes=600))})
+    written["Transform"] = "EcsAmi"
+    expanded = template({"AmiBuild": broken(lambda p: p.update(TimeoutMinutes=600, SignalUrl="https://h.invalid/x",
+                                                               ImageResource="Ami"))})
+    paths = []
+    for name, document in (("written", written), ("expanded", expanded)):
+        (tmp_path / name).mkdir()
+        paths.append(write(tmp_path / name, document))
+    found = lint(paths)
+    assert found == [], json.dumps(found, indent=1)

@@ -14,8 +14,12 @@
 //!   builds gets an Update with a new `SignalUrl` at every deployment, and a rollback an Update
 //!   back to the previous one
 //!   (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html);
-//! - a stack deleted while its Create waits deletes the wait, its handle, then the resource that
-//!   builds; the resource that holds the image was never created.
+//! - the resource that builds answers CloudFormation itself when its request ends within the first
+//!   invocation (these builds take seconds), else at its first hand-over (tests/integration/
+//!   offline/long_builds.rs); a Create cancelled before it answered gets a Delete with a physical
+//!   id CloudFormation made up, as a short build's does (see cancellation.rs);
+//! - the resources are deleted in the reverse order of their references: `Ami`, the wait, the
+//!   resource that builds (it refers to the handle), the handle.
 
 use crate::common;
 
@@ -82,11 +86,21 @@ struct Sent {
 }
 
 /// Runs `event` (with `handle` as its wait condition handle) to its end, as Lambda would.
-async fn run(aws: &Aws, mut event: Value, handle: &mut ResponseCatcher) -> Sent {
+async fn run(aws: &Aws, event: Value, handle: &mut ResponseCatcher) -> Sent {
+    run_with(aws, event, handle, Limits::default).await
+}
+
+/// [`run`], each invocation with `limits`.
+async fn run_with(
+    aws: &Aws,
+    mut event: Value,
+    handle: &mut ResponseCatcher,
+    limits: impl Fn() -> Limits,
+) -> Sent {
     let mut responses = ResponseCatcher::start().await.unwrap();
     event["ResponseURL"] = json!(responses.url);
     let sink = HttpSink::with_retries(3, Duration::from_millis(50));
-    invoke_until_answered(event, aws, &sink, Limits::default)
+    invoke_until_answered(event, aws, &sink, limits)
         .await
         .expect("handled");
     let response = responses
@@ -303,9 +317,9 @@ async fn create_rebuild_rollback_and_delete_through_the_wait_condition() {
     );
 }
 
-/// The stack is deleted while its Create waits for the signal: CloudFormation deletes the wait,
-/// its handle and the resource that builds. That Delete stops the build and removes what it
-/// made; nothing is signalled and nothing is left.
+/// The stack is deleted while its Create builds: CloudFormation cancels the Create of the
+/// resource that builds and deletes it. That Delete stops the build and removes what it made;
+/// nothing is answered or signalled, and nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_deleted_mid_build_leaves_nothing() {
     let stack = "long-build-deleted";
@@ -317,9 +331,9 @@ async fn a_stack_deleted_mid_build_leaves_nothing() {
     };
     let mut handle = ResponseCatcher::start().await.unwrap();
     let properties = building("sleep 60", &handle.url);
-    let mut acknowledged = ResponseCatcher::start().await.unwrap();
+    let mut unanswered = ResponseCatcher::start().await.unwrap();
     let mut create = request("Create", stack, "AmiBuild", "r-create", properties.clone());
-    create["ResponseURL"] = json!(acknowledged.url);
+    create["ResponseURL"] = json!(unanswered.url);
     let build = {
         let aws = aws.clone();
         tokio::spawn(async move {
@@ -329,15 +343,6 @@ async fn a_stack_deleted_mid_build_leaves_nothing() {
                 .expect("handled")
         })
     };
-    let ack: Value = serde_json::from_slice(
-        &acknowledged
-            .next(Duration::from_secs(30))
-            .await
-            .expect("acknowledged before the build"),
-    )
-    .unwrap();
-    assert_eq!(ack["Status"], "SUCCESS");
-    let build_id = ack["PhysicalResourceId"].as_str().unwrap().to_owned();
     for _ in 0..300 {
         if !audit.live_instances().await.is_empty() {
             break;
@@ -347,6 +352,9 @@ async fn a_stack_deleted_mid_build_leaves_nothing() {
     assert!(!audit.live_instances().await.is_empty(), "a builder runs");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // The Create has not answered yet (it would at its first hand-over): CloudFormation cancels
+    // it and deletes the resource under a physical id of its own making.
+    let build_id = format!("{stack}-AmiBuild-1QX7R2M9ZK4T");
     let mut delete = request("Delete", stack, "AmiBuild", "r-delete", properties);
     delete["PhysicalResourceId"] = json!(build_id);
     let mut no_handle = ResponseCatcher::start().await.unwrap();
@@ -374,11 +382,15 @@ async fn a_stack_deleted_mid_build_leaves_nothing() {
         handle.next(Duration::from_millis(500)).await.is_none(),
         "nothing signalled"
     );
+    assert!(
+        unanswered.next(Duration::from_millis(500)).await.is_none(),
+        "the cancelled Create answered nothing"
+    );
     audit.assert_only(&[]).await;
     report::record_clean(
         "long-build-02",
         SECTION,
-        "Local AWS: the stack deleted while its Create waits for the signal",
+        "Local AWS: the stack deleted while its Create builds",
         "the Delete of the resource that builds stopped the build; no signal",
         &audit.leftovers(&[]).await,
     );
@@ -416,5 +428,98 @@ async fn refused_properties_fail_the_resource_that_builds_at_once() {
         "Local AWS: invalid properties on the resource that builds",
         "FAILED at once, naming each property, before any acknowledgement; nothing launched or signalled",
         Some(0),
+    );
+}
+
+/// A long build that goes on past its first invocation (a hand-over after every state, as a real
+/// build's would after 13.5 minutes) and then fails in a step with `KeepFailedInstanceMinutes`:
+/// CloudFormation was told SUCCESS at the first hand-over, the FAILURE signal names the kept
+/// builder, and CloudFormation's rollback (the Delete of the resource that builds, under its
+/// own physical id) leaves it running; the schedule ends it at its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_long_build_keeps_its_builder_past_the_rollback() {
+    let stack = "long-build-kept";
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let audit = Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    let mut handle = ResponseCatcher::start().await.unwrap();
+    let mut properties = building("echo broken >&2; exit 3", &handle.url);
+    properties["KeepFailedInstanceMinutes"] = json!(30);
+    let every_state = || Limits {
+        hand_over_every_state: true,
+        ..Limits::default()
+    };
+    let created = run_with(
+        &aws,
+        request("Create", stack, "AmiBuild", "r-create", properties.clone()),
+        &mut handle,
+        every_state,
+    )
+    .await;
+    assert_eq!(
+        created.response["Status"], "SUCCESS",
+        "{}",
+        created.response
+    );
+    assert!(
+        created.response["Reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("build in progress as request r-create"),
+        "{}",
+        created.response
+    );
+    let build_id = created.response["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let signal = created.signal.expect("the failure is signalled");
+    assert_eq!(signal["Status"], "FAILURE", "{signal}");
+    let reason = signal["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("exited 3") && reason.contains("KEPT for debugging"),
+        "{reason}"
+    );
+    let kept = audit.live_instances().await;
+    assert_eq!(kept.len(), 1, "the builder is kept: {kept:?}");
+
+    // The wait failed: CloudFormation rolls the Create back, deleting the resource that builds.
+    let mut rollback = request("Delete", stack, "AmiBuild", "r-rollback", properties);
+    rollback["PhysicalResourceId"] = json!(build_id);
+    let deleted = run(&aws, rollback, &mut ResponseCatcher::start().await.unwrap()).await;
+    assert_eq!(
+        deleted.response["Status"], "SUCCESS",
+        "{}",
+        deleted.response
+    );
+    assert_eq!(audit.live_instances().await, kept, "the rollback leaves it");
+
+    // At its time, the schedule ends it.
+    let past = ecs_ami::engine::time::utc_iso_at_ms(ecs_ami::engine::time::now_ms() - 60_000);
+    local
+        .ec2()
+        .await
+        .create_tags()
+        .resources(&kept[0])
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("ecs-ami:keep-until")
+                .value(&past)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    common::invoke_maintenance(&aws, "end-kept-instances").await;
+    audit.assert_only(&[]).await;
+    report::record_clean(
+        "long-build-04",
+        SECTION,
+        "Local AWS: a long build acknowledged, then failed with KeepFailedInstanceMinutes, and rolled back",
+        "SUCCESS at the first hand-over, FAILURE signal naming the kept builder; the rollback's Delete left it, the schedule ended it",
+        &audit.leftovers(&[]).await,
     );
 }
