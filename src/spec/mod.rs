@@ -666,7 +666,7 @@ fn check_timeouts(
                     "{minutes} is more than the {most} minutes that ServiceTimeout ({service} s) leaves after {} minutes for cleanup and the answer{}",
                     ANSWER_MARGIN_SECONDS / 60,
                     if minutes <= MAX_LONG_BUILD_MINUTES {
-                        format!("; builds of up to {MAX_LONG_BUILD_MINUTES} minutes go through a wait condition: add the deployment's EcsAmi macro to the template's Transform (docs/guides/long-builds.md)")
+                        format!("; builds of up to {MAX_LONG_BUILD_MINUTES} minutes go through a wait condition: add the deployment's EcsAmi macro to the template's Transform, which expands resources of Type Custom::EcsAmi (docs/guides/long-builds.md)")
                     } else {
                         String::new()
                     }

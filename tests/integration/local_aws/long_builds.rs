@@ -31,6 +31,7 @@ use common::{ECS_AL2023, LocalAws, PROFILE, report, stack_id, update_from};
 use ecs_ami::aws::Aws;
 use ecs_ami::cfn::HttpSink;
 use ecs_ami::handler::Limits;
+use ecs_ami::watch::{Target, look};
 use serde_json::{Value, json};
 
 const SECTION: &str = "Builds over 55 minutes (the EcsAmi macro's wait condition)";
@@ -188,6 +189,19 @@ async fn create_rebuild_rollback_and_delete_through_the_wait_condition() {
     let image = audit.image(&first).await.expect("the AMI exists");
     let tags = common::audit::tags_of(image.tags());
     assert_eq!(tags["ecs-ami:logical-id"], "Ami", "the image is Ami's");
+    // `ecs-ami watch` finds the long build as any other, by the AMI: the building request,
+    // answered (the build ran under Ami's logical id).
+    let watched = look(&local.watcher_aws().await, &Target::Image(first.clone()))
+        .await
+        .unwrap();
+    assert_eq!(watched.logical_id, "Ami");
+    assert_eq!(watched.request_id.as_deref(), Some("r-create"));
+    assert!(
+        watched
+            .to_string()
+            .contains(&format!("answered SUCCESS with {first}")),
+        "{watched}"
+    );
 
     // An Update that rebuilds (new steps, and the macro's new handle): a new AMI, signalled.
     local.take_calls().await;
