@@ -17,6 +17,17 @@ use ecs_ami::handler::Limits;
 use ecs_ami::local::{ResponseCatcher, invoke_until_answered};
 use serde_json::{Value, json};
 
+/// A local AWS, the function's view of it, and an audit of `stack`'s resources on it.
+pub async fn on_local_aws(stack: &str) -> (LocalAws, Aws, audit::Audit) {
+    let local = LocalAws::start().await;
+    let aws = local.aws().await;
+    let audit = audit::Audit {
+        ec2: local.ec2().await,
+        stack_id: stack_id(stack),
+    };
+    (local, aws, audit)
+}
+
 /// `python3 tests/templates/cfn_template.py ARGS` (a template read with cfn-lint's loader, as
 /// CloudFormation reads it), its JSON output.
 pub fn cfn_template(args: &[&str]) -> Value {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::audit::Audit;
 use common::local::{InProcessScheduler, ResponseCatcher, invoke_until_answered};
-use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, report, stack_id};
+use common::{ECS_AL2023, LocalAws, PROFILE, event, invoke, on_local_aws, report, stack_id};
 use ecs_ami::aws::Aws;
 use ecs_ami::cfn::HttpSink;
 use ecs_ami::handler::{Handled, Limits, handle};
@@ -41,17 +41,6 @@ fn properties(steps: Value) -> Value {
         "IamInstanceProfile": PROFILE,
         "Steps": steps,
     })
-}
-
-/// A local AWS, the function's view of it, and an audit of `stack`'s resources on it.
-async fn on_local_aws(stack: &str) -> (LocalAws, Aws, Audit) {
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
-    (local, aws, audit)
 }
 
 /// A request running in the background as Lambda would run it, with its own ResponseURL.

@@ -25,9 +25,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::audit::Audit;
 use common::local::{ResponseCatcher, invoke_until_answered};
-use common::{ECS_AL2023, LocalAws, PROFILE, report, stack_id, update_from};
+use common::{ECS_AL2023, LocalAws, PROFILE, on_local_aws, report, update_from};
 use ecs_ami::aws::Aws;
 use ecs_ami::cfn::HttpSink;
 use ecs_ami::handler::Limits;
@@ -134,12 +133,7 @@ fn launches(calls: &Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_rebuild_rollback_and_delete_through_the_wait_condition() {
     let stack = "long-build";
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (local, aws, audit) = on_local_aws(stack).await;
 
     // Create: the resource that builds is acknowledged, the build signals its AMI, the resource
     // that holds it answers with it.
@@ -337,12 +331,7 @@ async fn create_rebuild_rollback_and_delete_through_the_wait_condition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_deleted_mid_build_leaves_nothing() {
     let stack = "long-build-deleted";
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (_local, aws, audit) = on_local_aws(stack).await;
     let mut handle = ResponseCatcher::start().await.unwrap();
     let properties = building("sleep 60", &handle.url);
     let mut unanswered = ResponseCatcher::start().await.unwrap();
@@ -453,12 +442,7 @@ async fn refused_properties_fail_the_resource_that_builds_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_long_build_keeps_its_builder_past_the_rollback() {
     let stack = "long-build-kept";
-    let local = LocalAws::start().await;
-    let aws = local.aws().await;
-    let audit = Audit {
-        ec2: local.ec2().await,
-        stack_id: stack_id(stack),
-    };
+    let (local, aws, audit) = on_local_aws(stack).await;
     let mut handle = ResponseCatcher::start().await.unwrap();
     let mut properties = building("echo broken >&2; exit 3", &handle.url);
     properties["KeepFailedInstanceMinutes"] = json!(30);
