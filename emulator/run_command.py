@@ -162,6 +162,20 @@ def iso(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# AWS-RunShellScript's executionTimeout: its default, and the most its allowedPattern takes (48 h).
+DEFAULT_EXECUTION_TIMEOUT = 3600
+MAX_EXECUTION_TIMEOUT = 172800
+
+
+def execution_timeout(parameters: dict[str, Any]) -> int:
+    """The command's executionTimeout, refused as SSM refuses a value AWS-RunShellScript's
+    parameter pattern does not match (1 to 172800 seconds)."""
+    given = (parameters.get("executionTimeout") or [str(DEFAULT_EXECUTION_TIMEOUT)])[0]
+    if not (given.isdigit() and 1 <= int(given) <= MAX_EXECUTION_TIMEOUT):
+        raise SsmError("InvalidParameters", f"Parameter \"executionTimeout\" value \"{given}\" is not 1 to {MAX_EXECUTION_TIMEOUT} seconds")
+    return int(given)
+
+
 class Command:
     def __init__(self, region: str, body: dict[str, Any]):
         parameters = body.get("Parameters") or {}
@@ -172,7 +186,7 @@ class Command:
         self.parameters = parameters
         self.commands = list(parameters.get("commands") or [])
         self.working_directory = (parameters.get("workingDirectory") or [""])[0]
-        self.execution_timeout = int((parameters.get("executionTimeout") or ["3600"])[0])
+        self.execution_timeout = execution_timeout(parameters)
         self.requested = now_epoch()
         self.invocations: dict[str, Invocation] = {}
 

@@ -189,7 +189,7 @@ async fn every_bad_input_is_refused_before_any_call_naming_the_property() {
         (
             "A step TimeoutSeconds out of range",
             step(json!({"Name": "a", "Commands": ["x"], "TimeoutSeconds": 0})),
-            "Steps[0].TimeoutSeconds: 0 is out of range 1..=3600",
+            "Steps[0].TimeoutSeconds: 0 is out of range 1..=43200",
         ),
         (
             "TimeoutMinutes beyond what ServiceTimeout leaves",
