@@ -20,7 +20,7 @@ use crate::engine::Done;
 use crate::engine::cleanup::{SNAPSHOT_RELEASE_GRACE, delete_released_snapshot};
 use crate::engine::failure::BuildError;
 use crate::engine::tags::{
-    TAG_COPY_OF, TAG_COPY_REGIONS, TAG_REQUEST, identity_tags, resource_tags,
+    TAG_COPY_OF, TAG_COPY_REGIONS, TAG_REQUEST, identity_tags, image_outcome, resource_tags,
 };
 use crate::hash::sha256_hex;
 use crate::spec::{AmiSpec, TAG_PREFIX};
@@ -168,6 +168,28 @@ pub(crate) fn recorded_regions(home: &Image) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The regions to look for `home`'s copies in: those `named` (a request's `Regions`, which may
+/// be an earlier or later version's) and those the image records.
+pub(crate) fn regions_of(home: Option<&Image>, named: &[String]) -> Vec<String> {
+    let mut regions = named.to_vec();
+    regions.extend(home.map(recorded_regions).unwrap_or_default());
+    regions.sort();
+    regions.dedup();
+    regions
+}
+
+/// An existing image's answer, as a build gives it: its attributes as its tags keep them, and
+/// its copies in [`regions_of`] it and `named`.
+pub(crate) async fn answer_of(
+    aws: &Aws,
+    identity: &Identity,
+    home: &Image,
+    named: &[String],
+) -> Result<Done, BuildError> {
+    let copies = found(aws, identity, &home.id, &regions_of(Some(home), named)).await?;
+    Ok(with_attributes(image_outcome(home), &copies))
 }
 
 /// Records on the image the regions its copies are in (so that a Delete or an Update finds them

@@ -64,14 +64,7 @@ pub async fn delete(
             image: physical_id.to_owned(),
             error,
         })?;
-    // The regions the properties name, and those the image records (its properties may be an
-    // earlier or later version's).
-    let mut regions = regions.to_vec();
-    if let Some(image) = &image {
-        regions.extend(crate::engine::copies::recorded_regions(image));
-    }
-    regions.sort();
-    regions.dedup();
+    let regions = crate::engine::copies::regions_of(image.as_ref(), regions);
     if !parameters.copies.is_empty() {
         let copies = crate::engine::copies::found(aws, identity, physical_id, &regions)
             .await
@@ -149,14 +142,11 @@ pub async fn answered_image(
         && let Ok(Some(image)) = aws.describe_image(image_id).await
         && owned_by(&image, identity)
     {
-        let mut regions = regions.to_vec();
-        regions.extend(crate::engine::copies::recorded_regions(&image));
-        regions.sort();
-        regions.dedup();
-        let copies = crate::engine::copies::found(aws, identity, image_id, &regions)
-            .await
-            .unwrap_or_default();
-        return crate::engine::copies::with_attributes(image_outcome(&image), &copies);
+        // Copies that cannot be looked for now are left out of the repeated answer.
+        return match crate::engine::copies::answer_of(aws, identity, &image, regions).await {
+            Ok(done) => done,
+            Err(_) => image_outcome(&image),
+        };
     }
     Done::new(image_id, BTreeMap::new())
 }

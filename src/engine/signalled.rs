@@ -3,9 +3,9 @@
 
 use crate::aws::{Aws, ImageState};
 use crate::cfn::Identity;
-use crate::engine::copies::{found, recorded_regions, with_attributes};
+use crate::engine::copies::answer_of;
 use crate::engine::failure::{Failed, Failure, SignalledError};
-use crate::engine::tags::{image_outcome, owned_by};
+use crate::engine::tags::owned_by;
 use crate::engine::{Done, Progress};
 
 /// The answer for `image_id`, which the wait condition's signal names: the resource's (its tags
@@ -55,15 +55,10 @@ async fn answer(
             state: format!("{:?}", image.state),
         });
     }
-    let mut regions = regions.to_vec();
-    regions.extend(recorded_regions(&image));
-    regions.sort();
-    regions.dedup();
-    let copies = found(aws, identity, &image.id, &regions)
+    answer_of(aws, identity, &image, regions)
         .await
         .map_err(|error| SignalledError::Copies {
             image: image.id.clone(),
             error,
-        })?;
-    Ok(with_attributes(image_outcome(&image), &copies))
+        })
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::aws::{Aws, AwsError, Image, ImageState};
+use crate::cfn::Identity;
 use crate::engine::copies::Settled;
 use crate::engine::create::{Build, Progress, Resolved, check_where_it_runs, resolve};
 use crate::engine::failure::{BuildError, Failed, Failure, UpdateError};
@@ -242,16 +243,10 @@ async fn roll_back(
     if old_request.is_none_or(|old| old == wanted) {
         return None;
     }
-    let mut tags = resource_tags(identity);
-    tags.insert(TAG_PROPERTIES.into(), wanted);
-    let images = match aws.images_tagged(&tags).await {
+    let mut available = match built_from(aws, identity, wanted).await {
         Ok(images) => images,
         Err(error) => return Some(Err(UpdateError::RollbackSearch(error))),
     };
-    let mut available: Vec<Image> = images
-        .into_iter()
-        .filter(|i| i.state == ImageState::Available)
-        .collect();
     // The current image first, if it is one of them (a rollback after this resource's own
     // failed update keeps it); then the newest: the same properties may have built several
     // images (a source parameter or a container image tag that moved between builds), and the
@@ -266,6 +261,22 @@ async fn roll_back(
             error,
         }),
     })
+}
+
+/// The resource's available images built from (or last retagged to) the properties whose
+/// [`fingerprint::of_request`] is `wanted`: their `ecs-ami:properties` tag.
+pub async fn built_from(
+    aws: &Aws,
+    identity: &Identity,
+    wanted: String,
+) -> Result<Vec<Image>, AwsError> {
+    let mut tags = resource_tags(identity);
+    tags.insert(TAG_PROPERTIES.into(), wanted);
+    let images = aws.images_tagged(&tags).await?;
+    Ok(images
+        .into_iter()
+        .filter(|i| i.state == ImageState::Available)
+        .collect())
 }
 
 /// The image an Update answers with is the one its `SsmParameters` hold. Those the previous

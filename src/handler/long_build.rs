@@ -15,9 +15,8 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::aws::{Aws, ImageState};
+use crate::aws::Aws;
 use crate::cfn::{self, Identity, Operation, Outcome, Request, Response, SinkError, Status};
-use crate::engine::tags::{TAG_PROPERTIES, resource_tags};
 use crate::spec::{AmiSpec, fingerprint};
 
 use super::ResponseSink;
@@ -124,14 +123,8 @@ async fn image_of(
     old_properties: &serde_json::Value,
 ) -> Option<String> {
     let old = AmiSpec::parse(old_properties).ok()?;
-    let mut tags = resource_tags(identity);
-    tags.insert(TAG_PROPERTIES.into(), fingerprint::of_request(&old));
-    match aws.images_tagged(&tags).await {
-        Ok(images) => images
-            .into_iter()
-            .filter(|i| i.state == ImageState::Available)
-            .max_by_key(|i| i.created)
-            .map(|i| i.id),
+    match crate::engine::update::built_from(aws, identity, fingerprint::of_request(&old)).await {
+        Ok(images) => images.into_iter().max_by_key(|i| i.created).map(|i| i.id),
         Err(error) => {
             tracing::warn!(problem = %error, "could not look for the image of the previous properties");
             None
